@@ -1,0 +1,65 @@
+"""Which distribution provides which well-known capability or public name.
+
+Used only to turn "not installed" into "pip install <this>": the registry itself is always
+built from what plugins really register.
+"""
+
+from __future__ import annotations
+
+#: (kind, name) -> distribution that provides it.
+CAPABILITIES: dict[tuple[str, str], str] = {
+    ("transport", "websocket"): "haive-plugin-websocket",
+    ("source", "websocket"): "haive-plugin-websocket",
+    ("sink", "websocket_room"): "haive-plugin-websocket",
+    ("state_backend", "redis"): "haive-plugin-redis",
+    ("source", "redis_stream"): "haive-plugin-redis",
+    ("sink", "redis_stream"): "haive-plugin-redis",
+    ("transport", "redis_pubsub"): "haive-plugin-redis",
+    ("alert_notifier", "webhook"): "haive-plugin-observability",
+    ("processor", "chunk"): "haive-contrib-ai",
+    ("processor", "embedding"): "haive-contrib-ai",
+    ("processor", "sentiment"): "haive-contrib-ai",
+    ("processor", "classification"): "haive-contrib-ai",
+    ("processor", "similarity"): "haive-contrib-ai",
+    ("source", "documents"): "haive-contrib-ai",
+    ("sink", "vector_store"): "haive-contrib-qdrant",
+}
+
+#: Public name of ``haive.dataflow.streaming`` -> distribution that provides it.
+EXPORTS: dict[str, str] = {
+    "WebSocketManager": "haive-plugin-websocket",
+    "StreamingClient": "haive-plugin-websocket",
+    "ConnectionConfig": "haive-plugin-websocket",
+    "MessageHandler": "haive-plugin-websocket",
+    "MultiRoomWebSocket": "haive-plugin-websocket",
+    "RedisStateBackend": "haive-plugin-redis",
+    "RedisStreamSource": "haive-plugin-redis",
+    "RedisStreamSink": "haive-plugin-redis",
+    "StreamAnalytics": "haive-plugin-observability",
+    "MetricsCollector": "haive-plugin-observability",
+    "ThroughputMetric": "haive-plugin-observability",
+    "LatencyMetric": "haive-plugin-observability",
+    "ErrorRateMetric": "haive-plugin-observability",
+    "BackpressureMetric": "haive-plugin-observability",
+    "AlertManager": "haive-plugin-observability",
+    "Alert": "haive-plugin-observability",
+    "Dashboard": "haive-plugin-observability",
+    "LineChart": "haive-plugin-observability",
+    "Histogram": "haive-plugin-observability",
+    "ChunkProcessor": "haive-contrib-ai",
+    "EmbeddingProcessor": "haive-contrib-ai",
+    "EmbeddingTransform": "haive-contrib-ai",
+    "SimilarityProcessor": "haive-contrib-ai",
+    "SentimentTransform": "haive-contrib-ai",
+    "ClassificationTransform": "haive-contrib-ai",
+    "TokenizationTransform": "haive-contrib-ai",
+    "EnrichmentTransform": "haive-contrib-ai",
+    "DocumentDataSource": "haive-contrib-ai",
+    "IntelligentEventRouter": "haive-contrib-ai",
+    "VectorStoreSink": "haive-contrib-qdrant",
+}
+
+
+def provider_of(kind: str, name: str) -> str | None:
+    """The distribution known to provide ``name`` of ``kind``, if any."""
+    return CAPABILITIES.get((kind, name))

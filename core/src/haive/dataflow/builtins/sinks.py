@@ -1,0 +1,154 @@
+"""Built-in sinks: in-memory list, JSON-lines file, stdout, and a callback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import IO, Any
+
+import orjson
+import trio
+
+from ..errors import ConfigError, SerializationError
+from ..hookspecs import hookimpl
+from ..nodes import is_async_callable
+from ..sinks import StreamSink
+
+
+class MemorySink(StreamSink):
+    """Collects every item in ``items`` (tests, small results, notebooks).
+
+    Example::
+
+        >>> sink = MemorySink()
+        >>> trio.run(sink.write_batch, [1, 2])
+        >>> sink.items
+        [1, 2]
+    """
+
+    PLUGIN_NAME = "memory"
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    async def write_batch(self, items: list[Any]) -> None:
+        self.items.extend(items)
+        await trio.lowlevel.checkpoint()
+
+
+def _json_line(item: Any) -> bytes:
+    try:
+        return orjson.dumps(item, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError as exc:
+        raise SerializationError(f"jsonl: cannot encode {type(item).__name__}: {exc}") from exc
+
+
+def _default(value: Any) -> Any:
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if isinstance(value, BaseException):
+        return {"type": type(value).__name__, "message": str(value)}
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+class JsonLinesSink(StreamSink):
+    """Appends one JSON value per line to a file; each batch is one write off the event loop.
+
+    Example::
+
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.jsonl"
+        >>> async def main():
+        ...     async with JsonLinesSink(path) as sink:
+        ...         await sink.write_batch([{"n": 1}])
+        >>> trio.run(main)
+        >>> path.read_text()
+        '{"n":1}\\n'
+    """
+
+    PLUGIN_NAME = "jsonl"
+
+    def __init__(self, path: str | os.PathLike[str], *, mode: str = "ab") -> None:
+        if mode not in ("ab", "wb"):
+            raise ConfigError(f"JsonLinesSink: mode must be 'ab' or 'wb', got {mode!r}")
+        self.path = os.fspath(path)
+        self.mode = mode
+        self._raw: Any = None
+
+    async def open(self) -> None:
+        self._raw = await trio.open_file(self.path, self.mode)
+
+    async def write_batch(self, items: list[Any]) -> None:
+        if self._raw is None:
+            await self.open()
+        await self._raw.write(b"".join([_json_line(item) for item in items]))
+
+    async def aclose(self) -> None:
+        if self._raw is not None:
+            raw, self._raw = self._raw, None
+            await raw.aclose()
+
+
+class StdoutSink(StreamSink):
+    """Prints each item, as JSON (default) or with ``repr``.
+
+    Example::
+
+        >>> trio.run(StdoutSink().write, {"n": 1})
+        {"n":1}
+    """
+
+    PLUGIN_NAME = "stdout"
+
+    def __init__(self, *, format: str = "json", stream: IO[str] | None = None) -> None:
+        if format not in ("json", "repr"):
+            raise ConfigError(f"StdoutSink: format must be 'json' or 'repr', got {format!r}")
+        self.format = format
+        self.stream = stream
+
+    async def write_batch(self, items: list[Any]) -> None:
+        stream = self.stream or sys.stdout
+        if self.format == "json":
+            text = b"".join([_json_line(item) for item in items]).decode()
+        else:
+            text = "".join(f"{item!r}\n" for item in items)
+        stream.write(text)
+        stream.flush()
+        await trio.lowlevel.checkpoint()
+
+
+class CallbackSink(StreamSink):
+    """Calls ``fn(item)`` (sync or async) for every item.
+
+    Example::
+
+        >>> seen = []
+        >>> trio.run(CallbackSink(seen.append).write_batch, [1, 2])
+        >>> seen
+        [1, 2]
+    """
+
+    PLUGIN_NAME = "callback"
+
+    def __init__(self, fn: Callable[[Any], Awaitable[None] | None]) -> None:
+        if not callable(fn):
+            raise ConfigError(f"CallbackSink needs a callable, got {fn!r}")
+        self.fn = fn
+        self._is_async = is_async_callable(fn)
+
+    async def write_batch(self, items: list[Any]) -> None:
+        fn = self.fn
+        if self._is_async:
+            for item in items:
+                await fn(item)  # type: ignore[misc]
+        else:
+            for item in items:
+                fn(item)
+            await trio.lowlevel.checkpoint()
+
+
+@hookimpl
+def haive_register_sinks() -> list[type[Any]]:
+    return [MemorySink, JsonLinesSink, StdoutSink, CallbackSink]

@@ -1,0 +1,83 @@
+"""StreamConfig: the tuning knobs of pipelines and transports, validated on creation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+from .units import parse_size
+
+COMPRESSIONS = ("none", "deflate", "gzip", "zlib", "snappy", "lz4")
+
+
+def _int_at_least(minimum: int) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(
+                f"StreamConfig.{attribute.name} must be an int >= {minimum}, got {value!r}"
+            )
+
+    return check
+
+
+def _bool(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"StreamConfig.{attribute.name} must be true or false, got {value!r}")
+
+
+def _compression(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in COMPRESSIONS:
+        raise ConfigError(
+            f"StreamConfig.compression must be one of {', '.join(COMPRESSIONS)}, got {value!r}"
+        )
+
+
+def _memory(value: int | str | None) -> int | None:
+    return None if value is None else parse_size(value, what="StreamConfig.max_memory_usage")
+
+
+@attrs.frozen(kw_only=True)
+class StreamConfig:
+    """Buffer, batching, parallelism, memory and network settings, checked when created.
+
+    ``buffer_size`` bounds every edge (items), ``chunk_size`` the largest micro-batch.
+    ``max_memory_usage`` accepts sizes like ``"2GB"``. Unknown keys are rejected by name when
+    built from a mapping with :meth:`from_dict`.
+
+    Example (doctest ELLIPSIS is on)::
+
+        >>> config = StreamConfig(buffer_size=10_000, chunk_size=1000, max_memory_usage="2GB")
+        >>> config.max_memory_usage
+        2000000000
+        >>> StreamConfig.from_dict({"buffer_sise": 10})
+        Traceback (most recent call last):
+        ...
+        haive.dataflow.errors.ConfigError: invalid StreamConfig: unknown key(s): buffer_sise; known keys: ...
+    """
+
+    buffer_size: int = attrs.field(default=1024, validator=_int_at_least(1))
+    chunk_size: int = attrs.field(default=1024, validator=_int_at_least(1))
+    worker_threads: int = attrs.field(default=1, validator=_int_at_least(1))
+    io_threads: int = attrs.field(default=4, validator=_int_at_least(1))
+    max_memory_usage: int | None = attrs.field(default=None, converter=_memory)
+    gc_interval: int = attrs.field(default=0, validator=_int_at_least(0))
+    compression: str = attrs.field(default="none", validator=_compression)
+    tcp_nodelay: bool = attrs.field(default=True, validator=_bool)
+    keep_alive: bool = attrs.field(default=True, validator=_bool)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StreamConfig:
+        """Build from a mapping (e.g. parsed TOML/JSON); unknown keys raise ConfigError."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"StreamConfig must be a mapping, got {type(data).__name__}")
+        known = {field.name for field in attrs.fields(cls)}
+        unknown = sorted(str(key) for key in data if key not in known)
+        if unknown:
+            raise ConfigError(
+                f"invalid StreamConfig: unknown key(s): {', '.join(unknown)}; "
+                f"known keys: {', '.join(sorted(known))}"
+            )
+        return cls(**data)

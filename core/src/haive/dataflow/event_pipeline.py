@@ -1,0 +1,257 @@
+"""EventPipeline: a graph of nodes wired by name, fed event by event or as a stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from .backpressure import BoundedBuffer, BufferProducer
+from .errors import ClosedError, GraphError, NodeError
+from .graph import Graph, GraphRun, RunSettings
+from .nodes import Node, NodeStats, check_error_policy
+from .results import Result
+from .retry import NO_RETRY, RetryPolicy
+
+
+@attrs.frozen
+class SendResult:
+    """What one :meth:`PipelineHandle.send` produced at ``"output"``.
+
+    ``outputs`` is empty when the event was filtered out or absorbed into a window that is not
+    full yet; ``errors`` holds failed items when the pipeline's error policy is ``"result"``.
+
+    Example::
+
+        >>> r = SendResult(outputs=[{"trend_direction": "up"}])
+        >>> r.output["trend_direction"], r.filtered
+        ('up', False)
+    """
+
+    outputs: list[Any] = attrs.field(factory=list)
+    errors: list[Result] = attrs.field(factory=list)
+
+    @property
+    def output(self) -> Any:
+        """The first output, or ``None`` when there was none."""
+        return self.outputs[0] if self.outputs else None
+
+    @property
+    def filtered(self) -> bool:
+        """True when nothing reached the output and nothing failed."""
+        return not self.outputs and not self.errors
+
+
+class EventPipeline:
+    """A named graph of processing nodes between ``"input"`` and ``"output"``.
+
+    Nodes are wired by name; fan-out (one node to several) copies each output to every
+    successor, fan-in (several into one) merges. Each edge is a bounded buffer; the graph is
+    validated (unknown/duplicate names, cycles, dangling nodes) when it starts.
+
+    Example::
+
+        >>> from haive.dataflow.nodes import FilterNode, TransformNode
+        >>> pipeline = EventPipeline("demo")
+        >>> _ = pipeline.add_node(FilterNode(name="even", filter_fn=lambda x: x % 2 == 0))
+        >>> _ = pipeline.add_node(TransformNode(name="square", transform_fn=lambda x: x * x))
+        >>> _ = pipeline.connect("input", "even").connect("even", "square")
+        >>> _ = pipeline.connect("square", "output")
+        >>> async def main():
+        ...     async with pipeline.process() as p:
+        ...         return [(await p.send(n)).outputs for n in (1, 2, 3, 4)]
+        >>> trio.run(main)
+        [[], [4], [], [16]]
+    """
+
+    def __init__(
+        self,
+        name: str = "pipeline",
+        *,
+        buffer_size: int = 1024,
+        backpressure: object = "block",
+        on_error: str = "raise",
+        retry: RetryPolicy | None = None,
+        max_batch: int = 1024,
+    ) -> None:
+        check_error_policy(on_error, f"EventPipeline {name!r}")
+        self.name = name
+        self.graph = Graph()
+        self.settings = RunSettings(
+            buffer_size=buffer_size,
+            backpressure=backpressure,
+            error_policy=on_error,
+            retry=retry or NO_RETRY,
+            max_batch=max_batch,
+        )
+
+    def add_node(self, node: Node) -> EventPipeline:
+        """Add a node; its ``name`` is what :meth:`connect` refers to."""
+        self.graph.add(node)
+        return self
+
+    def connect(self, source: str, target: str) -> EventPipeline:
+        """Wire ``source``'s outputs into ``target`` (``"input"``/``"output"`` are the ends)."""
+        self.graph.connect(source, target)
+        return self
+
+    def validate(self) -> list[str]:
+        """Check the wiring now; returns node names in topological order."""
+        return self.graph.validate()
+
+    @asynccontextmanager
+    async def process(self) -> AsyncIterator[PipelineHandle]:
+        """Run the graph for the duration of the block; yields a :class:`PipelineHandle`.
+
+        Leaving the block closes the input and waits until every item is drained through
+        every node. A node failing under the ``"raise"`` policy ends the block with
+        :class:`~haive.dataflow.errors.NodeError` naming the node.
+        """
+        errors: BoundedBuffer[Result] | None = None
+        if self.settings.error_policy == "result":
+            errors = BoundedBuffer(10_000, "drop_oldest", name=f"{self.name}.errors")
+        run = GraphRun(self.graph, self.settings, errors=errors)
+        handle = PipelineHandle(self, run)
+        try:
+            async with trio.open_nursery() as nursery:
+                run.start(nursery)
+                nursery.start_soon(handle._collect, name="haive-collect-output")
+                try:
+                    yield handle
+                finally:
+                    run.close_input()
+        except BaseExceptionGroup as group:
+            raise _single_node_error(group) from None
+        finally:
+            handle._closed = True
+
+
+def _single_node_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """Unwrap a group whose only real failure is a NodeError, so users can catch it plainly."""
+    node_errors, rest = group.split(NodeError)
+    if node_errors is not None:
+        leaves = list(_leaves(node_errors))
+        if len(leaves) == 1:
+            return leaves[0]
+    if rest is not None:
+        leaves = list(_leaves(rest))
+        if len(leaves) == 1 and node_errors is None:
+            return leaves[0]
+    return group
+
+
+def _leaves(group: BaseException) -> Iterable[BaseException]:
+    if isinstance(group, BaseExceptionGroup):
+        for exc in group.exceptions:
+            yield from _leaves(exc)
+    else:
+        yield group
+
+
+class PipelineHandle:
+    """The running side of :meth:`EventPipeline.process`.
+
+    * ``await send(event)``: feed one event and wait until it has gone through the whole
+      graph; returns a :class:`SendResult` with what reached ``"output"``. Sends are
+      serialized, so results belong to the event sent.
+    * ``await feed(event)`` / ``feed_batch(events)``: stream mode, no waiting; read outputs
+      with ``async for out in handle.results()``.
+
+    Example: see :class:`EventPipeline`.
+    """
+
+    def __init__(self, pipeline: EventPipeline, run: GraphRun) -> None:
+        self.pipeline = pipeline
+        self.run = run
+        self._send_lock = trio.Lock()
+        self._current: SendResult | None = None
+        self._results: BoundedBuffer[Any] = BoundedBuffer(
+            pipeline.settings.buffer_size, "block", name=f"{pipeline.name}.results"
+        )
+        self._results_producer: BufferProducer[Any] = self._results.open_producer()
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"pipeline {self.pipeline.name!r} is no longer processing")
+
+    async def _collect(self) -> None:
+        output = self.run.output
+        async with self._results_producer:
+            while True:
+                try:
+                    batch = await output.get_batch()
+                except trio.EndOfChannel:
+                    return
+                if self._current is not None:
+                    self._current.outputs.extend(batch)
+                else:
+                    await self._results_producer.put_batch(batch)
+                self.run.note_output_taken(len(batch))
+
+    async def send(self, event: Any) -> SendResult:
+        """Process one event to completion and return what it produced."""
+        return await self.send_batch([event])
+
+    async def send_batch(self, events: Iterable[Any]) -> SendResult:
+        """Process several events to completion; returns everything they produced."""
+        self._check_open()
+        async with self._send_lock:
+            result = SendResult()
+            self._current = result
+            try:
+                await self.run.feed(list(events))
+                await self.run.wait_idle()
+                # A node reports a failure before it counts the item as done, so once the
+                # graph is idle every failure of this send is in the buffer.
+                result.errors.extend(self.failures())
+            finally:
+                self._current = None
+            return result
+
+    async def feed(self, event: Any) -> None:
+        """Stream mode: enqueue one event (waits only if the first edge is full)."""
+        self._check_open()
+        await self.run.feed([event])
+
+    async def feed_batch(self, events: Iterable[Any]) -> None:
+        """Stream mode: enqueue many events at once."""
+        self._check_open()
+        await self.run.feed(list(events))
+
+    def close_input(self) -> None:
+        """No more events: nodes drain and ``results()`` ends after the last output."""
+        self.run.close_input()
+
+    async def drain(self) -> None:
+        """Wait until everything fed so far has been processed."""
+        await self.run.wait_idle()
+
+    async def results(self) -> AsyncIterator[Any]:
+        """Outputs of stream-mode feeding, as they arrive, until the input is closed."""
+        while True:
+            try:
+                batch = await self._results.get_batch()
+            except trio.EndOfChannel:
+                return
+            for item in batch:
+                yield item
+
+    def failures(self) -> list[Result]:
+        """Failed items not yet returned (error policy ``"result"``; keeps the last 10,000)."""
+        if self.run.errors is None:
+            return []
+        try:
+            return self.run.errors.get_nowait_batch()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return []
+
+    def stats(self) -> dict[str, NodeStats]:
+        """Per-node counters (items in/out, errors, retries, busy time)."""
+        return self.run.node_stats()
+
+
+__all__ = ["EventPipeline", "GraphError", "PipelineHandle", "SendResult"]

@@ -1,0 +1,271 @@
+"""A validated graph of nodes and the machinery that runs it on trio.
+
+:class:`Graph` checks names and wiring at build time; :class:`GraphRun` turns it into one task
+per node, one :class:`~haive.dataflow.backpressure.BoundedBuffer` per node input (fan-in
+shares it) and an output buffer. Pipelines own a ``GraphRun`` inside their nursery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import trio
+
+from .backpressure import BoundedBuffer, BufferProducer
+from .errors import GraphError, NodeError
+from .nodes import Emit, Node, NodeContext, NodeStats
+from .results import Result
+from .retry import NO_RETRY, RetryPolicy
+
+INPUT = "input"
+OUTPUT = "output"
+RESERVED = frozenset({INPUT, OUTPUT})
+
+
+class Graph:
+    """Nodes wired by name between the reserved ends ``"input"`` and ``"output"``.
+
+    Example::
+
+        >>> from haive.dataflow.nodes import TransformNode
+        >>> g = Graph()
+        >>> g.add(TransformNode(name="inc", transform_fn=lambda x: x + 1))
+        >>> g.connect("input", "inc"); g.connect("inc", "output")
+        >>> g.validate()
+        ['inc']
+    """
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.edges: list[tuple[str, str]] = []
+
+    def add(self, node: Node) -> None:
+        name = getattr(node, "name", None)
+        if not isinstance(node, Node):
+            raise GraphError(f"add_node expects a Node (FilterNode, TransformNode, ...), got {node!r}")
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"node {node!r} has no name")
+        if name in RESERVED:
+            raise GraphError(f"node name {name!r} is reserved for the pipeline's ends")
+        if name in self.nodes:
+            raise GraphError(f"duplicate node name {name!r}: node names must be unique")
+        self.nodes[name] = node
+
+    def connect(self, source: str, target: str) -> None:
+        for end in (source, target):
+            if end not in self.nodes and end not in RESERVED:
+                known = ", ".join(sorted(self.nodes)) or "(no nodes yet)"
+                raise GraphError(f"connect: unknown node {end!r}; nodes are: {known}")
+        if source == OUTPUT:
+            raise GraphError("connect: 'output' is the end of the pipeline, it has no successors")
+        if target == INPUT:
+            raise GraphError("connect: 'input' is the start of the pipeline, it has no inputs")
+        if source == target:
+            raise GraphError(f"connect: {source!r} -> {target!r} is a cycle")
+        if (source, target) in self.edges:
+            raise GraphError(f"connect: {source!r} -> {target!r} is connected twice")
+        self.edges.append((source, target))
+
+    def successors(self, name: str) -> list[str]:
+        return [b for a, b in self.edges if a == name]
+
+    def predecessors(self, name: str) -> list[str]:
+        return [a for a, b in self.edges if b == name]
+
+    def validate(self) -> list[str]:
+        """Check the wiring; return node names in topological order, or raise GraphError."""
+        if not self.successors(INPUT):
+            raise GraphError("nothing is connected to 'input'")
+        if not self.predecessors(OUTPUT):
+            raise GraphError("nothing is connected to 'output'")
+        order = self._topological_order()
+        reachable = self._reach(INPUT, self.successors)
+        producing = self._reach(OUTPUT, self.predecessors)
+        for name in self.nodes:
+            if name not in reachable:
+                raise GraphError(f"node {name!r} is dangling: it is not reachable from 'input'")
+            if name not in producing:
+                raise GraphError(f"node {name!r} is dangling: its outputs never reach 'output'")
+        return order
+
+    def _reach(self, start: str, step: Callable[[str], list[str]]) -> set[str]:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            for nxt in step(todo.pop()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    def _topological_order(self) -> list[str]:
+        indegree = {name: 0 for name in self.nodes}
+        for a, b in self.edges:
+            if b in indegree and a != INPUT:
+                indegree[b] += 1
+        ready = [name for name, d in indegree.items() if d == 0]
+        order: list[str] = []
+        while ready:
+            name = ready.pop(0)
+            order.append(name)
+            for nxt in self.successors(name):
+                if nxt in indegree:
+                    indegree[nxt] -= 1
+                    if indegree[nxt] == 0:
+                        ready.append(nxt)
+        if len(order) != len(self.nodes):
+            cyclic = sorted(name for name, d in indegree.items() if d > 0)
+            raise GraphError(f"the graph has a cycle through: {', '.join(cyclic)}")
+        return order
+
+
+@attrs.define(eq=False)
+class RunSettings:
+    """Runtime knobs shared by every node of one run.
+
+    Example::
+
+        >>> RunSettings().buffer_size
+        1024
+    """
+
+    buffer_size: int = 1024
+    backpressure: object = "block"
+    error_policy: str = "raise"
+    retry: RetryPolicy = NO_RETRY
+    max_batch: int = 1024
+
+
+class GraphRun:
+    """One execution of a :class:`Graph`: buffers, node contexts and node tasks.
+
+    Create it, :meth:`start` it in a nursery, feed :attr:`entry`, read :attr:`output`.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        settings: RunSettings,
+        *,
+        errors: BoundedBuffer[Result] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.settings = settings
+        self.order = graph.validate()
+        self.inboxes: dict[str, BoundedBuffer[Any]] = {
+            name: BoundedBuffer(settings.buffer_size, settings.backpressure, name=f"{name}.in")
+            for name in self.order
+        }
+        self.output: BoundedBuffer[Any] = BoundedBuffer(
+            settings.buffer_size, settings.backpressure, name="output"
+        )
+        self.errors = errors
+        self.contexts: dict[str, NodeContext] = {}
+        self._outs: dict[str, list[BufferProducer[Any]]] = {}
+        for name in self.order:
+            node = self.graph.nodes[name]
+            self.contexts[name] = NodeContext(
+                name=name,
+                error_policy=node.on_error or settings.error_policy,
+                retry=node.retry or settings.retry,
+                errors=errors.open_producer() if errors is not None else None,
+                max_batch=settings.max_batch,
+                on_progress=self._progress,
+            )
+            self._outs[name] = [self._buffer_for(t).open_producer() for t in graph.successors(name)]
+        self.entry: list[BufferProducer[Any]] = [
+            self._buffer_for(t).open_producer() for t in graph.successors(INPUT)
+        ]
+        self.output_taken = 0
+        self._idle_waiters = 0
+        self._idle = trio.Event()
+
+    def _buffer_for(self, name: str) -> BoundedBuffer[Any]:
+        return self.output if name == OUTPUT else self.inboxes[name]
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, nursery: trio.Nursery) -> None:
+        for name in self.order:
+            nursery.start_soon(self._run_node, name, name=f"haive-node:{name}")
+
+    async def _run_node(self, name: str) -> None:
+        node = self.graph.nodes[name]
+        ctx = self.contexts[name]
+        inbox = self.inboxes[name]
+        outs = self._outs[name]
+        emit = _make_emit(outs)
+        try:
+            await node.open()
+            await node.run(ctx, inbox, emit)
+        except NodeError:
+            raise
+        except Exception as exc:
+            raise NodeError(name, exc) from exc
+        finally:
+            for producer in outs:
+                producer.close()
+            if ctx.errors is not None:
+                ctx.errors.close()
+            inbox.close_receiving()
+            with trio.CancelScope(shield=True):
+                await node.aclose()
+
+    async def feed(self, batch: list[Any]) -> None:
+        """Put a batch into every successor of ``input``."""
+        for producer in self.entry:
+            await producer.put_batch(batch)
+
+    def close_input(self) -> None:
+        for producer in self.entry:
+            producer.close()
+
+    # -- progress and quiescence ---------------------------------------------------------
+    def _progress(self) -> None:
+        if self._idle_waiters and self.is_idle():
+            self._idle.set()
+
+    def note_output_taken(self, n: int) -> None:
+        """The consumer of :attr:`output` finished handling ``n`` items."""
+        self.output_taken += n
+        self._progress()
+
+    def is_idle(self) -> bool:
+        """True when no item is buffered or being processed anywhere in the graph."""
+        for name, inbox in self.inboxes.items():
+            stats = self.contexts[name].stats
+            if len(inbox) or stats.in_progress or inbox.stats.items_out != stats.items_in:
+                return False
+        return not len(self.output) and self.output.stats.items_out == self.output_taken
+
+    async def wait_idle(self) -> None:
+        """Wait until everything fed so far has left the graph (or was dropped/absorbed)."""
+        while not self.is_idle():
+            self._idle_waiters += 1
+            try:
+                await self._idle.wait()
+            finally:
+                self._idle_waiters -= 1
+                if self._idle.is_set():
+                    self._idle = trio.Event()
+        await trio.lowlevel.checkpoint()
+
+    # -- introspection -------------------------------------------------------------------
+    def node_stats(self) -> dict[str, NodeStats]:
+        return {name: ctx.stats for name, ctx in self.contexts.items()}
+
+    def buffers(self) -> Iterable[BoundedBuffer[Any]]:
+        yield from self.inboxes.values()
+        yield self.output
+
+
+def _make_emit(outs: list[BufferProducer[Any]]) -> Emit:
+    if len(outs) == 1:
+        return outs[0].put_batch
+
+    async def emit_all(batch: list[Any]) -> None:
+        for producer in outs:
+            await producer.put_batch(batch)
+
+    return emit_all

@@ -1,0 +1,168 @@
+"""Every hook a haive-dataflow plugin can implement, in one place.
+
+The architecture is "registration hooks": each capability kind has one argument-less
+``haive_register_<kind>()`` hook returning the classes a plugin provides. Each class names
+itself with a ``PLUGIN_NAME`` class attribute, which is the name users ask for
+(``registry.source("jsonl")``). Two plugins returning the same name for one kind is an error
+(:class:`haive.dataflow.errors.DuplicatePluginError`), never a silent override.
+
+Hooks are plain synchronous functions (pluggy calls them synchronously). They return classes or
+factories; the core instantiates them and awaits their methods inside its own nurseries.
+
+Plugins are found through the ``haive.dataflow`` entry-point group::
+
+    [project.entry-points."haive.dataflow"]
+    websocket = "haive_plugin_websocket.plugin"
+
+and implement hooks with :data:`haive.dataflow.hookimpl`::
+
+    from haive.dataflow import hookimpl
+
+    @hookimpl
+    def haive_register_sources():
+        return [MySource]
+
+Hooks are grouped by lifecycle phase: start-up (converter), registration (one per kind),
+and the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import cattrs
+
+PROJECT_NAME = "haive.dataflow"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# -- start-up -------------------------------------------------------------------------------
+
+
+@hookspec
+def haive_configure_converter(converter: cattrs.Converter) -> None:
+    """Register cattrs structure/unstructure hooks on the core's private converter.
+
+    Called once, when the plugin manager is first built, after every plugin is loaded and
+    before any config or stored state is (un)structured. Plugins whose config or state records
+    need custom handling (tagged unions, custom scalar types) add hooks here; never on cattrs'
+    global converter. Returns nothing.
+    """
+
+
+# -- registration: one hook per capability kind --------------------------------------------
+
+
+@hookspec
+def haive_register_sources() -> Iterable[type[Any]]:
+    """Return the :class:`~haive.dataflow.sources.DataSource` classes this plugin provides.
+
+    Called once when the registry is built. Each class has a unique ``PLUGIN_NAME``;
+    ``registry.source(name)`` returns it.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def haive_register_sinks() -> Iterable[type[Any]]:
+    """Return the :class:`~haive.dataflow.sinks.StreamSink` classes this plugin provides.
+
+    Called once when the registry is built; ``registry.sink(name)`` returns one.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def haive_register_processors() -> Iterable[type[Any]]:
+    """Return the processor classes (:class:`~haive.dataflow.nodes.Node` subclasses) provided.
+
+    Called once when the registry is built; ``registry.processor(name)`` returns one.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def haive_register_backpressure_strategies() -> Iterable[type[Any]]:
+    """Return :class:`~haive.dataflow.backpressure.BackpressureStrategy` classes.
+
+    Called once when the registry is built. The core registers ``block``, ``drop_oldest``,
+    ``drop_newest`` and ``sliding_window`` through this same hook.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def haive_register_state_backends() -> Iterable[type[Any]]:
+    """Return state backend classes (key/value stores behind ``StateStore``).
+
+    Called once when the registry is built. A backend class also declares the URL schemes it
+    serves in ``URL_SCHEMES`` (e.g. ``("redis", "rediss")``) so ``StateStore(url)`` finds it.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def haive_register_alert_rules() -> Iterable[type[Any]]:
+    """Return reusable alert rule classes (evaluated against a metrics snapshot).
+
+    Called once when the registry is built; ``registry.alert_rule(name)`` returns one.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def haive_register_alert_notifiers() -> Iterable[type[Any]]:
+    """Return alert notifier classes: where fired and resolved alerts are delivered.
+
+    Called once when the registry is built (log, webhook, stream sink, ...).
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def haive_register_transports() -> Iterable[type[Any]]:
+    """Return transport classes (network endpoints such as WebSocket servers or Redis pub/sub).
+
+    Called once when the registry is built; ``registry.transport(name)`` returns one.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def haive_register_serializers() -> Iterable[type[Any]]:
+    """Return :class:`~haive.dataflow.serializers.Serializer` classes (``json``, ``msgpack``...).
+
+    Called once when the registry is built; ``registry.serializer(name)`` returns one.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def haive_streaming_exports() -> Mapping[str, str]:
+    """Return public names this plugin adds to :mod:`haive.dataflow.streaming`.
+
+    Called the first time an unknown attribute of ``haive.dataflow.streaming`` is looked up.
+    Maps the exported name to ``"module:attribute"``; the module is imported only then, so a
+    plugin costs nothing until its names are used.
+    """
+    raise NotImplementedError
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+@hookspec
+def haive_register_cli_commands() -> Iterable[type[Any]]:
+    """Return :class:`~haive.dataflow.cli.Command` classes that become ``haive NAME`` commands.
+
+    Called once when the ``haive`` command line parser is built. Each class has a
+    ``PLUGIN_NAME`` (the sub-command), ``add_arguments(parser)`` and ``run(args) -> int``.
+    """
+    raise NotImplementedError
+

@@ -1,0 +1,506 @@
+"""Processing nodes: the steps of event and streaming pipelines.
+
+A node receives *batches* of items (whatever is ready on its input edge) and returns the
+batch of outputs. User functions are still called once per item; the batching only removes
+per-item scheduling cost. A node never mutates the list it is given (fan-out shares it).
+
+Per-item failures are handed to :meth:`NodeContext.recover`, which retries per the node's
+:class:`~haive.dataflow.retry.RetryPolicy` and then applies the pipeline's error policy:
+``"raise"`` (stop the pipeline with :class:`~haive.dataflow.errors.NodeError`), ``"result"``
+(emit a failed :class:`~haive.dataflow.results.Result` and go on) or ``"skip"`` (count it).
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+import attrs
+import trio
+
+from .backpressure import BoundedBuffer, BufferProducer
+from .errors import ConfigError, NodeError
+from .results import Result
+from .retry import NO_RETRY, RetryPolicy
+
+ErrorPolicy = Literal["raise", "result", "skip"]
+ERROR_POLICIES: tuple[str, ...] = ("raise", "result", "skip")
+
+Emit = Callable[[list[Any]], Awaitable[None]]
+
+
+def is_async_callable(fn: object) -> bool:
+    """True when calling ``fn`` returns an awaitable we must await (async def or __call__)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return inspect.iscoroutinefunction(call)
+
+
+def check_error_policy(value: str | None, where: str) -> None:
+    if value is not None and value not in ERROR_POLICIES:
+        raise ConfigError(f"{where}: on_error must be one of {ERROR_POLICIES}, got {value!r}")
+
+
+@attrs.define
+class NodeStats:
+    """Per-node counters, updated once per batch.
+
+    Example::
+
+        >>> NodeStats().items_in
+        0
+    """
+
+    items_in: int = 0
+    items_out: int = 0
+    errors: int = 0
+    retries: int = 0
+    batches: int = 0
+    busy_seconds: float = 0.0
+    in_progress: int = 0
+
+
+@attrs.define(eq=False)
+class NodeContext:
+    """What a running node may use: its name, error handling, counters and limits.
+
+    Example::
+
+        >>> ctx = NodeContext(name="n")
+        >>> ctx.error_policy
+        'raise'
+    """
+
+    name: str
+    error_policy: str = "raise"
+    retry: RetryPolicy = NO_RETRY
+    errors: BufferProducer[Result] | None = None
+    max_batch: int = 1024
+    stats: NodeStats = attrs.field(factory=NodeStats)
+    on_progress: Callable[[], None] | None = None
+
+    async def recover(
+        self, fn: Callable[[Any], Any], item: Any, error: Exception, *, is_async: bool
+    ) -> tuple[bool, Any]:
+        """Retry ``fn(item)`` after ``error`` per the retry policy, then apply the error policy.
+
+        Returns ``(True, value)`` when a retry succeeded, ``(False, None)`` when the item
+        failed for good (and was reported, skipped or raised as :class:`NodeError`).
+        """
+        attempts = 1
+        while attempts < self.retry.attempts:
+            delay = self.retry.delay(attempts)
+            attempts += 1
+            self.stats.retries += 1
+            if delay:
+                await trio.sleep(delay)
+            try:
+                value = await fn(item) if is_async else fn(item)
+            except Exception as exc:
+                error = exc
+            else:
+                return True, value
+        await self.fail(item, error, attempts=attempts)
+        return False, None
+
+    async def fail(self, item: Any, error: BaseException, *, attempts: int = 1) -> None:
+        """Report ``item`` as failed for good, per the error policy."""
+        self.stats.errors += 1
+        if self.error_policy == "raise":
+            raise NodeError(self.name, error) from error
+        if self.error_policy == "result" and self.errors is not None:
+            await self.errors.put(Result.failed(item, error, node=self.name, attempts=attempts))
+
+
+class Node(abc.ABC):
+    """Base class of every pipeline step. Subclasses implement :meth:`process_batch`.
+
+    ``PLUGIN_NAME`` is set on node classes a plugin registers as processors.
+
+    Example: a node that upper-cases strings::
+
+        >>> class Upper(Node):
+        ...     def __init__(self, name="upper"):
+        ...         self.name = name
+        ...     async def process_batch(self, batch, ctx):
+        ...         return [s.upper() for s in batch]
+        >>> trio.run(Upper().process_batch, ["a", "b"], NodeContext("upper"))
+        ['A', 'B']
+    """
+
+    PLUGIN_NAME: ClassVar[str] = ""
+    name: str
+    #: Error policy for this node; ``None`` means the pipeline's.
+    on_error: str | None = None
+    #: Retry policy for this node; ``None`` means the pipeline's.
+    retry: RetryPolicy | None = None
+
+    async def open(self) -> None:
+        """Called once before the first batch (acquire models, connections...)."""
+
+    async def aclose(self) -> None:
+        """Called once after the last batch, also on error or cancellation."""
+
+    @abc.abstractmethod
+    async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
+        """Process a batch of inputs and return the batch of outputs (possibly empty)."""
+
+    async def flush(self, ctx: NodeContext) -> list[Any]:
+        """Called at the end of the input; return outputs still held (partial windows)."""
+        return []
+
+    async def run(self, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit) -> None:
+        """The node's task: take ready batches, process, emit, until the input ends."""
+        stats = ctx.stats
+        max_batch = ctx.max_batch
+        progress = ctx.on_progress
+        clock = time.perf_counter
+        while True:
+            try:
+                batch = await inbox.get_batch(max_batch)
+            except trio.EndOfChannel:
+                break
+            n = len(batch)
+            stats.in_progress += n
+            stats.items_in += n
+            started = clock()
+            out = await self.process_batch(batch, ctx)
+            stats.busy_seconds += clock() - started
+            stats.batches += 1
+            if out:
+                stats.items_out += len(out)
+                await emit(out)
+            stats.in_progress -= n
+            if progress is not None:
+                progress()
+        tail = await self.flush(ctx)
+        if tail:
+            stats.items_out += len(tail)
+            await emit(tail)
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+@attrs.define(eq=False)
+class FilterNode(Node):
+    """Keeps the items for which ``filter_fn`` (sync or async) returns true.
+
+    Example::
+
+        >>> node = FilterNode(name="relevant", filter_fn=lambda e: e["score"] > 0.7)
+        >>> trio.run(node.process_batch, [{"score": 0.9}, {"score": 0.1}], NodeContext("relevant"))
+        [{'score': 0.9}]
+    """
+
+    PLUGIN_NAME: ClassVar[str] = "filter"
+    name: str
+    filter_fn: Callable[[Any], Any]
+    on_error: str | None = None
+    retry: RetryPolicy | None = None
+    _is_async: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not callable(self.filter_fn):
+            raise ConfigError(f"FilterNode {self.name!r}: filter_fn must be callable")
+        check_error_policy(self.on_error, f"FilterNode {self.name!r}")
+        self._is_async = is_async_callable(self.filter_fn)
+
+    async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
+        fn = self.filter_fn
+        out: list[Any] = []
+        append = out.append
+        if self._is_async:
+            for element in batch:
+                try:
+                    keep = await fn(element)
+                except Exception as exc:
+                    ok, keep = await ctx.recover(fn, element, exc, is_async=True)
+                    if not ok:
+                        continue
+                if keep:
+                    append(element)
+            return out
+        items = iter(batch)
+        item: Any = None
+        while True:
+            try:
+                # One try around the whole loop (free in 3.11+); on a failure the loop
+                # resumes after the failing item, so no item is evaluated twice.
+                for item in items:
+                    if fn(item):
+                        append(item)
+                return out
+            except Exception as exc:
+                ok, keep = await ctx.recover(fn, item, exc, is_async=False)
+                if ok and keep:
+                    append(item)
+
+
+@attrs.define(eq=False)
+class TransformNode(Node):
+    """Applies ``transform_fn`` (sync or async) to every item.
+
+    With an async function and ``concurrency=N``, up to N items are in flight at once;
+    ``ordered=True`` (default) emits results in input order, ``ordered=False`` as they finish.
+    Sync functions run inline, batch by batch (use a process pool for CPU-heavy work).
+
+    Example::
+
+        >>> node = TransformNode(name="double", transform_fn=lambda x: x * 2)
+        >>> trio.run(node.process_batch, [1, 2, 3], NodeContext("double"))
+        [2, 4, 6]
+    """
+
+    PLUGIN_NAME: ClassVar[str] = "transform"
+    name: str
+    transform_fn: Callable[[Any], Any]
+    concurrency: int = 1
+    ordered: bool = True
+    on_error: str | None = None
+    retry: RetryPolicy | None = None
+    _is_async: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not callable(self.transform_fn):
+            raise ConfigError(f"TransformNode {self.name!r}: transform_fn must be callable")
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ConfigError(
+                f"TransformNode {self.name!r}: concurrency must be an int >= 1, "
+                f"got {self.concurrency!r}"
+            )
+        check_error_policy(self.on_error, f"TransformNode {self.name!r}")
+        self._is_async = is_async_callable(self.transform_fn)
+
+    async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
+        fn = self.transform_fn
+        out: list[Any] = []
+        append = out.append
+        if self._is_async:
+            for element in batch:
+                try:
+                    append(await fn(element))
+                except Exception as exc:
+                    ok, value = await ctx.recover(fn, element, exc, is_async=True)
+                    if ok:
+                        append(value)
+            return out
+        items = iter(batch)
+        item: Any = None
+        while True:
+            try:
+                for item in items:
+                    append(fn(item))
+                return out
+            except Exception as exc:
+                ok, value = await ctx.recover(fn, item, exc, is_async=False)
+                if ok:
+                    append(value)
+
+    async def run(self, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit) -> None:
+        if not self._is_async or self.concurrency == 1:
+            await super().run(ctx, inbox, emit)
+            return
+        await _run_worker_pool(self, ctx, inbox, emit)
+
+
+async def _run_worker_pool(
+    node: TransformNode, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit
+) -> None:
+    """N workers over a rendezvous channel; results re-ordered by sequence when ordered."""
+    fn = node.transform_fn
+    stats = ctx.stats
+    work_send, work_recv = trio.open_memory_channel[tuple[int, Any]](0)
+    done_send, done_recv = trio.open_memory_channel[tuple[int, bool, Any]](node.concurrency)
+
+    async def feed() -> None:
+        async with work_send:
+            seq = 0
+            while True:
+                try:
+                    batch = await inbox.get_batch(ctx.max_batch)
+                except trio.EndOfChannel:
+                    return
+                stats.items_in += len(batch)
+                stats.in_progress += len(batch)
+                for item in batch:
+                    await work_send.send((seq, item))
+                    seq += 1
+
+    async def work(
+        jobs: trio.MemoryReceiveChannel[tuple[int, Any]],
+        results: trio.MemorySendChannel[tuple[int, bool, Any]],
+    ) -> None:
+        async with jobs, results:
+            async for seq, item in jobs:
+                try:
+                    value = await fn(item)
+                    ok = True
+                except Exception as exc:
+                    ok, value = await ctx.recover(fn, item, exc, is_async=True)
+                await results.send((seq, ok, value))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed)
+        async with work_recv, done_send:
+            for _ in range(node.concurrency):
+                nursery.start_soon(work, work_recv.clone(), done_send.clone())
+        pending: dict[int, tuple[bool, Any]] = {}
+        next_seq = 0
+        async with done_recv:
+            async for first in done_recv:
+                finished = [first]
+                while True:
+                    try:
+                        finished.append(done_recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                if node.ordered:
+                    for seq, ok, value in finished:
+                        pending[seq] = (ok, value)
+                    out = []
+                    while next_seq in pending:
+                        ok, value = pending.pop(next_seq)
+                        next_seq += 1
+                        if ok:
+                            out.append(value)
+                else:
+                    out = [value for _, ok, value in finished if ok]
+                stats.batches += 1
+                if out:
+                    stats.items_out += len(out)
+                    await emit(out)
+                stats.in_progress -= len(finished)
+                if ctx.on_progress is not None:
+                    ctx.on_progress()
+
+
+@attrs.define(eq=False)
+class AggregateNode(Node):
+    """Collects ``window_size`` items (a tumbling count window) and emits ``aggregate_fn(items)``.
+
+    ``aggregate_fn`` may be sync or async. At the end of the input a partial window is
+    aggregated too unless ``emit_partial=False``.
+
+    Example::
+
+        >>> node = AggregateNode(name="sum3", window_size=3, aggregate_fn=sum)
+        >>> trio.run(node.process_batch, [1, 2, 3, 4], NodeContext("sum3"))
+        [6]
+    """
+
+    PLUGIN_NAME: ClassVar[str] = "aggregate"
+    name: str
+    window_size: int
+    aggregate_fn: Callable[[list[Any]], Any]
+    emit_partial: bool = True
+    on_error: str | None = None
+    retry: RetryPolicy | None = None
+    _window: list[Any] = attrs.field(init=False, factory=list)
+    _is_async: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.window_size, int) or self.window_size < 1:
+            raise ConfigError(
+                f"AggregateNode {self.name!r}: window_size must be an int >= 1, "
+                f"got {self.window_size!r}"
+            )
+        if not callable(self.aggregate_fn):
+            raise ConfigError(f"AggregateNode {self.name!r}: aggregate_fn must be callable")
+        check_error_policy(self.on_error, f"AggregateNode {self.name!r}")
+        self._is_async = is_async_callable(self.aggregate_fn)
+
+    async def _aggregate(self, window: list[Any], ctx: NodeContext) -> list[Any]:
+        fn = self.aggregate_fn
+        try:
+            value = await fn(window) if self._is_async else fn(window)
+        except Exception as exc:
+            ok, value = await ctx.recover(fn, window, exc, is_async=self._is_async)
+            if not ok:
+                return []
+        return [value]
+
+    async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
+        window = self._window
+        size = self.window_size
+        out: list[Any] = []
+        start = 0
+        while start < len(batch):
+            take = min(size - len(window), len(batch) - start)
+            window.extend(batch[start : start + take])
+            start += take
+            if len(window) == size:
+                self._window = []
+                out.extend(await self._aggregate(window, ctx))
+                window = self._window
+        return out
+
+    async def flush(self, ctx: NodeContext) -> list[Any]:
+        window, self._window = self._window, []
+        if window and self.emit_partial:
+            return await self._aggregate(window, ctx)
+        return []
+
+
+class StreamProcessor(Node):
+    """Base class for user processors: implement :meth:`process` (sync or async) per item.
+
+    Return the output; raise to fail the item. Override :meth:`process_batch` instead when
+    the work is cheaper per batch (model inference, bulk I/O).
+
+    Example::
+
+        >>> class Tokenize(StreamProcessor):
+        ...     def process(self, item):
+        ...         return item.split()
+        >>> trio.run(Tokenize().process_batch, ["a b"], NodeContext("tokenize"))
+        [['a', 'b']]
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        on_error: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.name = name or type(self).__name__
+        check_error_policy(on_error, f"processor {self.name!r}")
+        self.on_error = on_error
+        self.retry = retry
+
+    def process(self, item: Any) -> Any:
+        """Turn one input into one output (may be ``async def`` in subclasses)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+
+    async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
+        fn = self.process
+        is_async = is_async_callable(fn)
+        out: list[Any] = []
+        for item in batch:
+            try:
+                value = await fn(item) if is_async else fn(item)
+            except Exception as exc:
+                ok, value = await ctx.recover(fn, item, exc, is_async=is_async)
+                if not ok:
+                    continue
+            out.append(value)
+        return out
+
+
+def as_node(step: Node | Callable[[Any], Any], index: int) -> Node:
+    """Accept a node, or a plain function as a TransformNode named after it."""
+    if isinstance(step, Node):
+        return step
+    if callable(step):
+        return TransformNode(name=f"{_callable_name(step)}_{index}", transform_fn=step)
+    raise ConfigError(f"pipeline step {index} must be a Node or a callable, got {step!r}")
+
+
+def node_names(nodes: Sequence[Node]) -> list[str]:
+    return [node.name for node in nodes]

@@ -1,0 +1,77 @@
+"""The import path of the product description: ``from haive.dataflow.streaming import ...``.
+
+Core names are here directly. Names that plugins provide (``WebSocketManager``,
+``StateStore``, ``AlertManager``...) resolve on first use through the
+``haive_streaming_exports`` hook; a name whose plugin is not installed raises an error that
+names the package to install.
+
+Example::
+
+    >>> from haive.dataflow.streaming import EventPipeline, FilterNode
+    >>> EventPipeline.__name__
+    'EventPipeline'
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import *  # noqa: F403
+from . import __all__ as _core_names
+from ._catalogue import EXPORTS
+from .errors import MissingPluginError
+
+_LOCAL = [
+    "AsyncIterableSource",
+    "CallbackSink",
+    "IterableSource",
+    "JsonLinesSink",
+    "JsonLinesSource",
+    "MemorySink",
+    "MemorySource",
+    "PipelineHandle",
+    "PipelineRun",
+    "ResultStream",
+    "SlidingWindowStrategy",
+    "StdoutSink",
+]
+
+__all__ = [*_core_names, *_LOCAL]
+
+_plugin_exports: dict[str, str] | None = None
+
+
+def _exports() -> dict[str, str]:
+    global _plugin_exports
+    if _plugin_exports is None:
+        from .plugins import get_registry
+
+        merged: dict[str, str] = {}
+        hook = get_registry().plugin_manager.hook.haive_streaming_exports
+        for mapping in hook():
+            merged.update(mapping)
+        _plugin_exports = merged
+    return _plugin_exports
+
+
+def __getattr__(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    target = _exports().get(name)
+    if target is not None:
+        module_name, _, attribute = target.partition(":")
+        value = getattr(importlib.import_module(module_name), attribute)
+        globals()[name] = value
+        return value
+    package = EXPORTS.get(name)
+    if package is not None:
+        raise MissingPluginError(
+            f"haive.dataflow.streaming.{name} is provided by the plugin {package}, "
+            f"which is not installed: pip install {package}"
+        )
+    raise AttributeError(f"module 'haive.dataflow.streaming' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_exports()})

@@ -1,0 +1,393 @@
+"""StreamingPipeline: source -> processors -> sink, with a per-item result stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from .backpressure import BoundedBuffer, BufferProducer
+from .config import StreamConfig
+from .errors import ConfigError, NodeError
+from .event_pipeline import _single_node_error
+from .graph import INPUT, OUTPUT, Graph, GraphRun, RunSettings
+from .nodes import Node, NodeStats, as_node, check_error_policy
+from .results import Result
+from .retry import NO_RETRY, RetryPolicy
+from .serializers import Serializer
+from .sinks import StreamSink
+from .sources import DataSource
+
+
+class PipelineMonitor(Protocol):
+    """Watches a running pipeline; ``monitor`` runs as a task until the pipeline ends.
+
+    Monitors pull counters (``run.node_stats()``, ``run.buffers()``) on their own schedule,
+    so observing costs nothing per item.
+    """
+
+    async def monitor(self, run: PipelineRun) -> None: ...
+
+
+@attrs.define
+class RunReport:
+    """Totals of one finished run.
+
+    Example::
+
+        >>> RunReport(processed=10, failed=1, elapsed=0.5).events_per_second
+        22.0
+    """
+
+    processed: int = 0
+    failed: int = 0
+    elapsed: float = 0.0
+    dropped: int = 0
+    read: int = 0
+    last_errors: list[Result] = attrs.field(factory=list)
+
+    @property
+    def events_per_second(self) -> float:
+        return (self.processed + self.failed) / self.elapsed if self.elapsed else 0.0
+
+
+class StreamingPipeline:
+    """A linear pipeline: one source, processors in order, one sink.
+
+    Every item comes out as a :class:`~haive.dataflow.results.Result`: a failing item becomes
+    a failed result (after the retry policy) and the stream goes on. With a sink set,
+    successful outputs are written to it before their results are yielded; failed ones go to
+    the dead-letter sink when one is set. Successful results keep input order; a failed
+    result travels on its own path and may arrive before outputs of earlier items.
+
+    Example::
+
+        >>> from haive.dataflow.builtins.sources import IterableSource
+        >>> from haive.dataflow.builtins.sinks import MemorySink
+        >>> pipeline = StreamingPipeline("demo")
+        >>> pipeline.set_source(IterableSource([1, 2, 0, 4]))
+        >>> pipeline.add_processor(lambda x: 8 // x)
+        >>> sink = MemorySink()
+        >>> pipeline.set_sink(sink)
+        >>> async def main():
+        ...     async with pipeline.run() as stream:
+        ...         return sorted([r.success async for r in stream])
+        >>> trio.run(main)
+        [False, True, True, True]
+        >>> sink.items
+        [8, 4, 2]
+    """
+
+    def __init__(
+        self,
+        name: str = "pipeline",
+        *,
+        config: StreamConfig | None = None,
+        on_error: str = "result",
+        retry: RetryPolicy | None = None,
+        backpressure: object = "block",
+    ) -> None:
+        check_error_policy(on_error, f"StreamingPipeline {name!r}")
+        self.name = name
+        self.config = config or StreamConfig()
+        self.on_error = on_error
+        self.retry = retry or NO_RETRY
+        self.backpressure = backpressure
+        self.source: DataSource | None = None
+        self.sink: StreamSink | None = None
+        self.dead_letter: StreamSink | None = None
+        self.nodes: list[Node] = []
+        self.monitors: list[PipelineMonitor] = []
+        self.serializer: Serializer | None = None
+
+    # -- building ------------------------------------------------------------------------
+    def set_source(self, source: DataSource) -> None:
+        if not isinstance(source, DataSource):
+            raise ConfigError(f"set_source expects a DataSource, got {source!r}")
+        self.source = source
+
+    def set_sink(self, sink: StreamSink) -> None:
+        if not isinstance(sink, StreamSink):
+            raise ConfigError(f"set_sink expects a StreamSink, got {sink!r}")
+        self.sink = sink
+
+    def set_dead_letter_sink(self, sink: StreamSink) -> None:
+        """Failed results (item, error, node) are written here as well as yielded."""
+        if not isinstance(sink, StreamSink):
+            raise ConfigError(f"set_dead_letter_sink expects a StreamSink, got {sink!r}")
+        self.dead_letter = sink
+
+    def add_node(self, node: Node | Callable[[Any], Any]) -> None:
+        """Append a processing step (a Node, StreamProcessor or plain function)."""
+        node = as_node(node, len(self.nodes))
+        if any(existing.name == node.name for existing in self.nodes):
+            raise ConfigError(f"StreamingPipeline {self.name!r}: duplicate node name {node.name!r}")
+        self.nodes.append(node)
+
+    add_processor = add_node
+
+    def add_monitor(self, monitor: PipelineMonitor) -> None:
+        """Attach a monitor; its ``monitor(run)`` task runs for the whole run."""
+        if not callable(getattr(monitor, "monitor", None)):
+            raise ConfigError(f"add_monitor expects an object with async monitor(run), got {monitor!r}")
+        self.monitors.append(monitor)
+
+    def set_serializer(self, serializer: Serializer) -> None:
+        """The serializer that transports and byte-oriented sinks of this pipeline use."""
+        self.serializer = serializer
+
+    def _graph(self) -> Graph:
+        graph = Graph()
+        previous = INPUT
+        for node in self.nodes:
+            graph.add(node)
+            graph.connect(previous, node.name)
+            previous = node.name
+        graph.connect(previous, OUTPUT)
+        return graph
+
+    def _settings(self) -> RunSettings:
+        return RunSettings(
+            buffer_size=self.config.buffer_size,
+            backpressure=self.backpressure,
+            error_policy=self.on_error,
+            retry=self.retry,
+            max_batch=self.config.chunk_size,
+        )
+
+    # -- running -------------------------------------------------------------------------
+    @asynccontextmanager
+    async def run(self) -> AsyncIterator[ResultStream]:
+        """Run the pipeline for the duration of the block, yielding a :class:`ResultStream`.
+
+        Iterate the stream to the end to process everything; leaving the block earlier
+        cancels the run (use :meth:`execute` to run to completion without reading results).
+        """
+        if self.source is None:
+            raise ConfigError(f"StreamingPipeline {self.name!r}: no source set (set_source)")
+        results: BoundedBuffer[Result] = BoundedBuffer(
+            self.config.buffer_size, "block", name=f"{self.name}.results"
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                run = PipelineRun(self, results)
+                await run.start(nursery)
+                yield ResultStream(run, results)
+                # Leaving the block stops the run: whatever was not consumed is abandoned.
+                run.stop_monitors()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _single_node_error(group) from None
+
+    async def execute(self) -> RunReport:
+        """Run until the source is exhausted; return totals (no per-item results kept)."""
+        if self.source is None:
+            raise ConfigError(f"StreamingPipeline {self.name!r}: no source set (set_source)")
+        try:
+            async with trio.open_nursery() as nursery:
+                run = PipelineRun(self, None)
+                await run.start(nursery)
+                await run.finished.wait()
+                run.stop_monitors()
+        except BaseExceptionGroup as group:
+            raise _single_node_error(group) from None
+        return run.report()
+
+    def enable_parallel_processing(self, parallelism: int, ordered: bool = False) -> None:
+        """Run every async transform with ``parallelism`` items in flight."""
+        if not isinstance(parallelism, int) or parallelism < 1:
+            raise ConfigError(f"parallelism must be an int >= 1, got {parallelism!r}")
+        for node in self.nodes:
+            if hasattr(node, "concurrency") and hasattr(node, "ordered"):
+                node.concurrency = parallelism
+                node.ordered = ordered
+
+
+class PipelineRun:
+    """The live state of one :class:`StreamingPipeline` run (what monitors look at)."""
+
+    def __init__(self, pipeline: StreamingPipeline, results: BoundedBuffer[Result] | None) -> None:
+        self.pipeline = pipeline
+        self.results = results
+        self.errors: BoundedBuffer[Result] = BoundedBuffer(
+            pipeline.config.buffer_size, "block", name=f"{pipeline.name}.errors"
+        )
+        self.graph = GraphRun(pipeline._graph(), pipeline._settings(), errors=self.errors)
+        self.started = time.perf_counter()
+        self.ended: float | None = None
+        self.read = 0
+        self.processed = 0
+        self.failed = 0
+        self.last_errors: list[Result] = []
+        self.finished = trio.Event()
+        self._results_producers: list[BufferProducer[Result]] = []
+        self._monitor_scope = trio.CancelScope()
+        self._pending_done = 2
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        pipeline = self.pipeline
+        if self.results is not None:
+            self._results_producers = [self.results.open_producer() for _ in range(2)]
+        self.graph.start(nursery)
+        nursery.start_soon(self._read_source, name=f"haive-source:{pipeline.name}")
+        nursery.start_soon(self._deliver, name=f"haive-sink:{pipeline.name}")
+        nursery.start_soon(self._handle_errors, name=f"haive-errors:{pipeline.name}")
+        if pipeline.monitors:
+            nursery.start_soon(self._run_monitors, name=f"haive-monitors:{pipeline.name}")
+        await trio.lowlevel.checkpoint()
+
+    async def _run_monitors(self) -> None:
+        with self._monitor_scope:
+            async with trio.open_nursery() as nursery:
+                for monitor in self.pipeline.monitors:
+                    nursery.start_soon(monitor.monitor, self)
+
+    def stop_monitors(self) -> None:
+        self._monitor_scope.cancel()
+
+    async def _read_source(self) -> None:
+        source = self.pipeline.source
+        assert source is not None
+        max_batch = self.pipeline.config.chunk_size
+        try:
+            await source.open()
+            async with aclosing(source.batches(max_batch)) as batches:  # type: ignore[type-var]
+                async for batch in batches:
+                    self.read += len(batch)
+                    await self.graph.feed(batch)
+        except Exception as exc:
+            raise NodeError(f"source:{type(source).__name__}", exc) from exc
+        finally:
+            self.graph.close_input()
+            with trio.CancelScope(shield=True):
+                await source.aclose()
+
+    async def _deliver(self) -> None:
+        sink = self.pipeline.sink
+        producer = self._results_producers[0] if self._results_producers else None
+        output = self.graph.output
+        try:
+            if sink is not None:
+                await sink.open()
+            while True:
+                try:
+                    batch = await output.get_batch()
+                except trio.EndOfChannel:
+                    break
+                if sink is not None:
+                    try:
+                        await sink.write_batch(batch)
+                    except Exception as exc:
+                        raise NodeError(f"sink:{type(sink).__name__}", exc) from exc
+                self.processed += len(batch)
+                if producer is not None:
+                    await producer.put_batch([Result(True, item) for item in batch])
+                self.graph.note_output_taken(len(batch))
+        finally:
+            if producer is not None:
+                producer.close()
+            if sink is not None:
+                with trio.CancelScope(shield=True):
+                    await sink.aclose()
+            self._one_done()
+
+    async def _handle_errors(self) -> None:
+        dead_letter = self.pipeline.dead_letter
+        producer = self._results_producers[1] if self._results_producers else None
+        try:
+            if dead_letter is not None:
+                await dead_letter.open()
+            while True:
+                try:
+                    batch = await self.errors.get_batch()
+                except trio.EndOfChannel:
+                    break
+                self.failed += len(batch)
+                self.last_errors.extend(batch)
+                del self.last_errors[:-100]
+                if dead_letter is not None:
+                    await dead_letter.write_batch([r.to_dict() for r in batch])
+                if producer is not None:
+                    await producer.put_batch(batch)
+        finally:
+            if producer is not None:
+                producer.close()
+            if dead_letter is not None:
+                with trio.CancelScope(shield=True):
+                    await dead_letter.aclose()
+            self._one_done()
+
+    def _one_done(self) -> None:
+        self._pending_done -= 1
+        if self._pending_done == 0:
+            self.ended = time.perf_counter()
+            self.finished.set()
+
+    # -- introspection -------------------------------------------------------------------
+    def node_stats(self) -> dict[str, NodeStats]:
+        return self.graph.node_stats()
+
+    def buffers(self) -> list[BoundedBuffer[Any]]:
+        return list(self.graph.buffers())
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended or time.perf_counter()) - self.started
+
+    def report(self) -> RunReport:
+        return RunReport(
+            processed=self.processed,
+            failed=self.failed,
+            elapsed=self.elapsed,
+            dropped=sum(buf.stats.dropped for buf in self.graph.buffers()),
+            read=self.read,
+            last_errors=list(self.last_errors),
+        )
+
+
+class ResultStream:
+    """The results of a running :class:`StreamingPipeline`, item by item or batch by batch.
+
+    Example: see :class:`StreamingPipeline`.
+    """
+
+    def __init__(self, run: PipelineRun, results: BoundedBuffer[Result]) -> None:
+        self.run = run
+        self._results = results
+        self._batch: list[Result] = []
+        self._index = 0
+
+    def __aiter__(self) -> ResultStream:
+        return self
+
+    async def __anext__(self) -> Result:
+        if self._index < len(self._batch):
+            item = self._batch[self._index]
+            self._index += 1
+            return item
+        try:
+            self._batch = await self._results.get_batch()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        self._index = 1
+        return self._batch[0]
+
+    async def batches(self) -> AsyncIterator[list[Result]]:
+        """Results in the batches they arrive in (cheapest way to consume a fast stream)."""
+        if self._index < len(self._batch):
+            rest = self._batch[self._index :]
+            self._index = len(self._batch)
+            yield rest
+        while True:
+            try:
+                yield await self._results.get_batch()
+            except trio.EndOfChannel:
+                return
+
+    def report(self) -> RunReport:
+        """Totals so far."""
+        return self.run.report()

@@ -1,0 +1,57 @@
+"""Parsing of human-friendly sizes ("500MB") and durations ("5m")."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ConfigError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_size(value: int | float | str, *, what: str = "size") -> int:
+    """Bytes from an int or a string like ``"500MB"``, ``"2GiB"``, ``"64k"``.
+
+    Example::
+
+        >>> parse_size("500MB"), parse_size("2GiB"), parse_size(1024)
+        (500000000, 2147483648, 1024)
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}: expected a size like '500MB', got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(f"{what}: a size cannot be negative, got {value!r}")
+        return int(value)
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f"{what}: expected a size like '500MB' or '2GiB', got {value!r}")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    binary = "i" in unit
+    prefix = unit[:1] if unit[:1] in "kmgt" else ""
+    factor = 1024 ** " kmgt".index(prefix) if binary and prefix else _SIZE_FACTORS[prefix]
+    return int(number * factor)
+
+
+def parse_duration(value: int | float | str, *, what: str = "duration") -> float:
+    """Seconds from a number or a string like ``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"``.
+
+    Example::
+
+        >>> parse_duration("5m"), parse_duration("250ms"), parse_duration(2)
+        (300.0, 0.25, 2.0)
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}: expected a duration like '5m', got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(f"{what}: a duration cannot be negative, got {value!r}")
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f"{what}: expected a duration like '30s', '5m' or '1h', got {value!r}")
+    unit = match.group(2).lower() if match.group(2) else None
+    return float(match.group(1)) * _DURATION_FACTORS[unit]

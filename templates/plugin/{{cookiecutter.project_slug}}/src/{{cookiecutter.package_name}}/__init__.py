@@ -1,0 +1,5 @@
+"""{{ cookiecutter.description }}"""
+
+from .plugin import CountingSource, UpperCaseProcessor
+
+__all__ = ["CountingSource", "UpperCaseProcessor"]
