@@ -1,0 +1,1 @@
+"""One module per benchmark case; see bench/__main__.py."""

@@ -1,0 +1,5 @@
+"""Keyed state: backends (memory, SQLite, Redis via plugin) and the typed StateStore."""
+
+from .backend import StateBackend
+
+__all__ = ["StateBackend"]
