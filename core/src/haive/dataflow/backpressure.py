@@ -226,9 +226,7 @@ class BoundedBuffer(Generic[T]):
         [1, 2, 3]
     """
 
-    def __init__(
-        self, capacity: int, strategy: object = "block", *, name: str = "buffer"
-    ) -> None:
+    def __init__(self, capacity: int, strategy: object = "block", *, name: str = "buffer") -> None:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ConfigError(f"buffer {name!r}: capacity must be an int >= 1, got {capacity!r}")
         self.name = name
@@ -627,4 +625,3 @@ class BackpressureManager:
             }
             for name, buf in self.buffers.items()
         }
-

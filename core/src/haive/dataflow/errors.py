@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
 
 class HaiveError(Exception):
     """Base class of every error haive-dataflow raises on purpose."""
@@ -50,3 +53,35 @@ class InvalidMessageError(HaiveError, ValueError):
 
 class ClosedError(HaiveError):
     """An operation was attempted on a buffer, pipeline or stream that is closed."""
+
+
+@contextmanager
+def unwrap_node_errors() -> Iterator[None]:
+    """Re-raise a nursery's exception group as its single real failure, if it has one.
+
+    Pipelines run nodes in a nursery, so a node failure arrives wrapped in an exception group;
+    users should be able to ``except NodeError`` plainly. Groups with several failures are
+    re-raised unchanged.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        node_errors = [leaf for leaf in leaves if isinstance(leaf, NodeError)]
+        leaf: BaseException
+        if len(node_errors) == 1:
+            leaf = node_errors[0]
+        elif len(leaves) == 1:
+            leaf = leaves[0]
+        else:
+            raise
+        leaf.__suppress_context__ = True
+        raise leaf
+
+
+def _leaves(group: BaseException) -> Iterable[BaseException]:
+    if isinstance(group, BaseExceptionGroup):
+        for exc in group.exceptions:
+            yield from _leaves(exc)
+    else:
+        yield group

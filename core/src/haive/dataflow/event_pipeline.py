@@ -10,7 +10,7 @@ import attrs
 import trio
 
 from .backpressure import BoundedBuffer, BufferProducer
-from .errors import ClosedError, GraphError, NodeError
+from .errors import ClosedError, GraphError, unwrap_node_errors
 from .graph import Graph, GraphRun, RunSettings
 from .nodes import Node, NodeStats, check_error_policy
 from .results import Result
@@ -116,39 +116,16 @@ class EventPipeline:
         run = GraphRun(self.graph, self.settings, errors=errors)
         handle = PipelineHandle(self, run)
         try:
-            async with trio.open_nursery() as nursery:
-                run.start(nursery)
-                nursery.start_soon(handle._collect, name="haive-collect-output")
-                try:
-                    yield handle
-                finally:
-                    run.close_input()
-        except BaseExceptionGroup as group:
-            raise _single_node_error(group) from None
+            with unwrap_node_errors():
+                async with trio.open_nursery() as nursery:
+                    run.start(nursery)
+                    nursery.start_soon(handle._collect, name="haive-collect-output")
+                    try:
+                        yield handle
+                    finally:
+                        run.close_input()
         finally:
             handle._closed = True
-
-
-def _single_node_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """Unwrap a group whose only real failure is a NodeError, so users can catch it plainly."""
-    node_errors, rest = group.split(NodeError)
-    if node_errors is not None:
-        leaves = list(_leaves(node_errors))
-        if len(leaves) == 1:
-            return leaves[0]
-    if rest is not None:
-        leaves = list(_leaves(rest))
-        if len(leaves) == 1 and node_errors is None:
-            return leaves[0]
-    return group
-
-
-def _leaves(group: BaseException) -> Iterable[BaseException]:
-    if isinstance(group, BaseExceptionGroup):
-        for exc in group.exceptions:
-            yield from _leaves(exc)
-    else:
-        yield group
 
 
 class PipelineHandle:

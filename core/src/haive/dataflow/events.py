@@ -50,7 +50,9 @@ class Event:
     def from_wire(cls, data: Any) -> Event:
         """Validate and build from a decoded message; InvalidMessageError says what is wrong."""
         if not isinstance(data, Mapping):
-            raise InvalidMessageError(f"invalid Event: expected an object, got {type(data).__name__}")
+            raise InvalidMessageError(
+                f"invalid Event: expected an object, got {type(data).__name__}"
+            )
         try:
             return structure(dict(data), cls)
         except ConfigError as exc:

@@ -44,7 +44,9 @@ class Graph:
     def add(self, node: Node) -> None:
         name = getattr(node, "name", None)
         if not isinstance(node, Node):
-            raise GraphError(f"add_node expects a Node (FilterNode, TransformNode, ...), got {node!r}")
+            raise GraphError(
+                f"add_node expects a Node (FilterNode, TransformNode, ...), got {node!r}"
+            )
         if not isinstance(name, str) or not name:
             raise GraphError(f"node {node!r} has no name")
         if name in RESERVED:

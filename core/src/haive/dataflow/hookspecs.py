@@ -165,4 +165,3 @@ def haive_register_cli_commands() -> Iterable[type[Any]]:
     ``PLUGIN_NAME`` (the sub-command), ``add_arguments(parser)`` and ``run(args) -> int``.
     """
     raise NotImplementedError
-

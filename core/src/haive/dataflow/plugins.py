@@ -35,6 +35,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "haive.dataflow.builtins.processors",
     "haive.dataflow.builtins.backpressure",
     "haive.dataflow.builtins.serializers",
+    "haive.dataflow.builtins.commands",
 )
 
 #: Capability kinds, each served by the ``haive_register_<hook>`` hook named beside it.

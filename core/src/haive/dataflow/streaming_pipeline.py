@@ -12,8 +12,7 @@ import trio
 
 from .backpressure import BoundedBuffer, BufferProducer
 from .config import StreamConfig
-from .errors import ConfigError, NodeError
-from .event_pipeline import _single_node_error
+from .errors import ConfigError, NodeError, unwrap_node_errors
 from .graph import INPUT, OUTPUT, Graph, GraphRun, RunSettings
 from .nodes import Node, NodeStats, as_node, check_error_policy
 from .results import Result
@@ -133,7 +132,9 @@ class StreamingPipeline:
     def add_monitor(self, monitor: PipelineMonitor) -> None:
         """Attach a monitor; its ``monitor(run)`` task runs for the whole run."""
         if not callable(getattr(monitor, "monitor", None)):
-            raise ConfigError(f"add_monitor expects an object with async monitor(run), got {monitor!r}")
+            raise ConfigError(
+                f"add_monitor expects an object with async monitor(run), got {monitor!r}"
+            )
         self.monitors.append(monitor)
 
     def set_serializer(self, serializer: Serializer) -> None:
@@ -172,7 +173,7 @@ class StreamingPipeline:
         results: BoundedBuffer[Result] = BoundedBuffer(
             self.config.buffer_size, "block", name=f"{self.name}.results"
         )
-        try:
+        with unwrap_node_errors():
             async with trio.open_nursery() as nursery:
                 run = PipelineRun(self, results)
                 await run.start(nursery)
@@ -180,21 +181,17 @@ class StreamingPipeline:
                 # Leaving the block stops the run: whatever was not consumed is abandoned.
                 run.stop_monitors()
                 nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            raise _single_node_error(group) from None
 
     async def execute(self) -> RunReport:
         """Run until the source is exhausted; return totals (no per-item results kept)."""
         if self.source is None:
             raise ConfigError(f"StreamingPipeline {self.name!r}: no source set (set_source)")
-        try:
+        with unwrap_node_errors():
             async with trio.open_nursery() as nursery:
                 run = PipelineRun(self, None)
                 await run.start(nursery)
                 await run.finished.wait()
                 run.stop_monitors()
-        except BaseExceptionGroup as group:
-            raise _single_node_error(group) from None
         return run.report()
 
     def enable_parallel_processing(self, parallelism: int, ordered: bool = False) -> None:

@@ -88,7 +88,9 @@ class MemorySource(DataSource):
     PLUGIN_NAME = "memory"
 
     def __init__(self, capacity: int = 1024, *, backpressure: object = "block") -> None:
-        self.buffer: BoundedBuffer[Any] = BoundedBuffer(capacity, backpressure, name="memory-source")
+        self.buffer: BoundedBuffer[Any] = BoundedBuffer(
+            capacity, backpressure, name="memory-source"
+        )
 
     async def push(self, item: Any) -> None:
         await self.buffer.put(item)
@@ -132,7 +134,9 @@ class JsonLinesSource(DataSource):
 
     def __init__(self, path: str | os.PathLike[str], *, on_invalid: str = "raise") -> None:
         if on_invalid not in ("raise", "skip"):
-            raise ConfigError(f"JsonLinesSource: on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
+            raise ConfigError(
+                f"JsonLinesSource: on_invalid must be 'raise' or 'skip', got {on_invalid!r}"
+            )
         self.path = os.fspath(path)
         self.on_invalid = on_invalid
         self.invalid_lines = 0

@@ -1,0 +1,277 @@
+"""The ``haive`` command line: plugins, run, demo, new-plugin, and plugin commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import trio
+
+from .errors import ConfigError, HaiveError
+from .plugins import get_registry
+
+
+class Command:
+    """Base class of ``haive`` sub-commands; plugins register subclasses as ``cli_command``.
+
+    Example::
+
+        >>> class Hello(Command):
+        ...     PLUGIN_NAME = "hello"
+        ...     help = "say hello"
+        ...     def run(self, args):
+        ...         print("hello")
+        ...         return 0
+        >>> Hello().run(argparse.Namespace())
+        hello
+        0
+    """
+
+    PLUGIN_NAME: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Declare this command's options."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Do the work; return the process exit code."""
+        raise NotImplementedError
+
+
+class PluginsCommand(Command):
+    """``haive plugins``: installed plugins and what each provides."""
+
+    PLUGIN_NAME = "plugins"
+    help = "list installed plugins and the capabilities each provides"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def run(self, args: argparse.Namespace) -> int:
+        registry = get_registry()
+        rows = registry.plugins()
+        if args.json:
+            import orjson
+
+            data = [
+                {
+                    "plugin": name,
+                    "distribution": dist,
+                    "provides": [{"kind": p.kind, "name": p.name} for p in items],
+                }
+                for name, dist, items in rows
+            ]
+            print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        for name, dist, items in rows:
+            print(f"{name}" + (f"  ({dist})" if dist else "  (built in)"))
+            by_kind: dict[str, list[str]] = {}
+            for item in items:
+                by_kind.setdefault(item.kind, []).append(item.name)
+            for kind, names in by_kind.items():
+                print(f"    {kind + ':':<16} {', '.join(names)}")
+        return 0
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Execute a Python config file and return its globals (clear errors for bad paths)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{path}: no such file")
+    if file.suffix != ".py":
+        raise ConfigError(f"{path}: expected a Python file (*.py)")
+    sys.path.insert(0, str(file.parent.resolve()))
+    try:
+        return runpy.run_path(str(file), run_name="__haive_config__")
+    finally:
+        sys.path.pop(0)
+
+
+def find_runnable(namespace: dict[str, Any], name: str | None, path: str) -> Any:
+    """The object to run: ``name`` if given, else ``pipeline``, else ``main``, else the only
+    pipeline defined in the file."""
+    from .event_pipeline import EventPipeline
+    from .streaming_pipeline import StreamingPipeline
+
+    if name is not None:
+        if name not in namespace:
+            raise ConfigError(f"{path}: defines no object named {name!r}")
+        return namespace[name]
+    for candidate in ("pipeline", "main"):
+        if candidate in namespace:
+            return namespace[candidate]
+    found = [v for v in namespace.values() if isinstance(v, StreamingPipeline | EventPipeline)]
+    if len(found) == 1:
+        return found[0]
+    raise ConfigError(
+        f"{path}: define a StreamingPipeline named 'pipeline' or an async function 'main' "
+        "(or pass --object NAME)"
+    )
+
+
+async def run_object(obj: Any, path: str) -> int:
+    from .streaming_pipeline import StreamingPipeline
+
+    if isinstance(obj, StreamingPipeline):
+        report = await obj.execute()
+        print(
+            f"{obj.name}: {report.processed} processed, {report.failed} failed, "
+            f"{report.dropped} dropped in {report.elapsed:.2f} s "
+            f"({report.events_per_second:,.0f} events/s)",
+            file=sys.stderr,
+        )
+        return 1 if report.failed and not obj.dead_letter else 0
+    if callable(obj):
+        result = obj()
+        if hasattr(result, "__await__"):
+            result = await result
+        return int(result or 0)
+    raise ConfigError(
+        f"{path}: cannot run {type(obj).__name__}; expected a StreamingPipeline or an async function"
+    )
+
+
+class RunCommand(Command):
+    """``haive run FILE.py``: run the pipeline a Python config file defines."""
+
+    PLUGIN_NAME = "run"
+    help = "run the pipeline (or async main) defined in a Python file; Ctrl-C stops cleanly"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("file", help="Python file defining `pipeline` or `async def main()`")
+        parser.add_argument("--object", help="name of the object to run")
+
+    def run(self, args: argparse.Namespace) -> int:
+        namespace = load_config_file(args.file)
+        obj = find_runnable(namespace, args.object, args.file)
+        return trio.run(run_object, obj, args.file)
+
+
+class NewPluginCommand(Command):
+    """``haive new-plugin NAME``: render the plugin template into a new distribution."""
+
+    PLUGIN_NAME = "new-plugin"
+    help = "create a new plugin distribution from the cookiecutter template"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("name", help="plugin name, e.g. 'kafka' -> haive-plugin-kafka")
+        parser.add_argument("--output-dir", default=".", help="where to create it")
+        parser.add_argument("--description", default=None)
+        parser.add_argument("--author", default=None)
+
+    def run(self, args: argparse.Namespace) -> int:
+        path = render_plugin_template(
+            args.name, args.output_dir, description=args.description, author=args.author
+        )
+        print(f"created {path}")
+        print(f"next: pip install -e '{path}[test]' && haive plugins")
+        return 0
+
+
+def template_dir() -> Path:
+    """The plugin template: packaged with the wheel, or the repository's templates/ folder."""
+    packaged = Path(__file__).parent / "_templates" / "plugin"
+    if packaged.is_dir():
+        return packaged
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "templates" / "plugin"
+        if (candidate / "cookiecutter.json").is_file():
+            return candidate
+    raise ConfigError("the plugin template is missing from this installation of haive-dataflow")
+
+
+def render_plugin_template(
+    name: str,
+    output_dir: str | os.PathLike[str],
+    *,
+    description: str | None = None,
+    author: str | None = None,
+) -> Path:
+    """Render ``templates/plugin`` for plugin ``name`` into ``output_dir``; returns its path."""
+    import re
+
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        raise ConfigError(
+            f"plugin name {name!r}: use lower-case letters, digits, '-' or '_', starting with a letter"
+        )
+    try:
+        from cookiecutter.main import cookiecutter
+    except ImportError:
+        raise ConfigError(
+            "haive new-plugin needs cookiecutter: pip install 'haive-dataflow[templates]'"
+        ) from None
+    context: dict[str, str] = {"plugin_name": name}
+    if description:
+        context["description"] = description
+    if author:
+        context["author"] = author
+    result = cookiecutter(
+        str(template_dir()), no_input=True, extra_context=context, output_dir=str(output_dir)
+    )
+    return Path(result)
+
+
+class DemoCommand(Command):
+    """``haive demo``: a live market-analysis pipeline on the embedded defaults."""
+
+    PLUGIN_NAME = "demo"
+    help = "run the demo pipeline (no server needed)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--events", type=int, default=20_000, help="events to simulate")
+        parser.add_argument(
+            "--rate", type=float, default=0, help="events/s (0 = as fast as possible)"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        from .demo import run_demo
+
+        return trio.run(run_demo, args.events, args.rate)
+
+
+BUILTIN_COMMANDS: tuple[type[Command], ...] = (
+    PluginsCommand,
+    RunCommand,
+    DemoCommand,
+    NewPluginCommand,
+)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    parser = argparse.ArgumentParser(
+        prog="haive", description="haive-dataflow: real-time AI data streams on trio"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands: dict[str, Command] = {}
+    # Built-in commands register through the same hook as plugin commands (builtins/commands.py),
+    # so the registry has already refused duplicate names.
+    for provided in get_registry().provided():
+        if provided.kind != "cli_command":
+            continue
+        cls = provided.cls
+        command = cls()
+        commands[provided.name] = command
+        command.add_arguments(sub.add_parser(provided.name, help=cls.help, description=cls.help))
+    return parser, commands
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``haive`` script."""
+    try:
+        parser, commands = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return commands[args.command].run(args)
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+    except HaiveError as exc:
+        print(f"haive: error: {exc}", file=sys.stderr)
+        return 2
