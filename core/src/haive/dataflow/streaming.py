@@ -20,11 +20,16 @@ from typing import Any
 from . import *  # noqa: F403
 from . import __all__ as _core_names
 from ._catalogue import EXPORTS
+from .chain import ChainResult as ChainResult
+from .chain import ChainStepError as ChainStepError
+from .chain import TransformationChain as TransformationChain
 from .errors import MissingPluginError
 
 _LOCAL = [
     "AsyncIterableSource",
     "CallbackSink",
+    "ChainResult",
+    "ChainStepError",
     "IterableSource",
     "JsonLinesSink",
     "JsonLinesSource",
@@ -35,6 +40,7 @@ _LOCAL = [
     "ResultStream",
     "SlidingWindowStrategy",
     "StdoutSink",
+    "TransformationChain",
 ]
 
 __all__ = [*_core_names, *_LOCAL]
