@@ -28,6 +28,8 @@ from .retry import NO_RETRY, RetryPolicy
 
 ErrorPolicy = Literal["raise", "result", "skip"]
 ERROR_POLICIES: tuple[str, ...] = ("raise", "result", "skip")
+#: Where a TransformNode calls its function (see :mod:`haive.dataflow.parallel`).
+EXECUTORS: tuple[str, ...] = ("inline", "thread", "process")
 
 Emit = Callable[[list[Any]], Awaitable[None]]
 
@@ -248,7 +250,10 @@ class TransformNode(Node):
 
     With an async function and ``concurrency=N``, up to N items are in flight at once;
     ``ordered=True`` (default) emits results in input order, ``ordered=False`` as they finish.
-    Sync functions run inline, batch by batch (use a process pool for CPU-heavy work).
+    Sync functions run inline, batch by batch, unless ``executor`` says otherwise:
+    ``executor="process"`` runs a CPU-bound, picklable function in ``concurrency`` worker
+    processes, ``executor="thread"`` a blocking one in ``concurrency`` trio worker threads
+    (see :mod:`haive.dataflow.parallel`; :meth:`process_batch` itself always runs inline).
 
     Example::
 
@@ -264,6 +269,8 @@ class TransformNode(Node):
     ordered: bool = True
     on_error: str | None = None
     retry: RetryPolicy | None = None
+    #: ``"inline"``, ``"thread"`` (blocking functions) or ``"process"`` (CPU-bound ones).
+    executor: str = "inline"
     _is_async: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -276,6 +283,20 @@ class TransformNode(Node):
             )
         check_error_policy(self.on_error, f"TransformNode {self.name!r}")
         self._is_async = is_async_callable(self.transform_fn)
+        if self.executor not in EXECUTORS:
+            raise ConfigError(
+                f"TransformNode {self.name!r}: executor must be one of {EXECUTORS}, "
+                f"got {self.executor!r}"
+            )
+        if self.executor != "inline" and self._is_async:
+            raise ConfigError(
+                f"TransformNode {self.name!r}: executor={self.executor!r} needs a sync "
+                "function; async functions already run concurrently (use concurrency=N)"
+            )
+        if self.executor == "process":
+            from .parallel.pool import check_picklable
+
+            check_picklable(self.transform_fn, f"TransformNode {self.name!r}")
 
     async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
         fn = self.transform_fn
@@ -303,6 +324,11 @@ class TransformNode(Node):
                     append(value)
 
     async def run(self, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit) -> None:
+        if self.executor != "inline":
+            from .parallel.runner import run_with_executor
+
+            await run_with_executor(self, ctx, inbox, emit)
+            return
         if not self._is_async or self.concurrency == 1:
             await super().run(ctx, inbox, emit)
             return
