@@ -10,13 +10,14 @@ from typing import IO, Any
 import orjson
 import trio
 
+from ..checkpoint import CheckpointableSink, CheckpointError
 from ..errors import ConfigError, SerializationError
 from ..hookspecs import hookimpl
 from ..nodes import is_async_callable
 from ..sinks import StreamSink
 
 
-class MemorySink(StreamSink):
+class MemorySink(StreamSink, CheckpointableSink):
     """Collects every item in ``items`` (tests, small results, notebooks).
 
     Example::
@@ -36,6 +37,16 @@ class MemorySink(StreamSink):
         self.items.extend(items)
         await trio.lowlevel.checkpoint()
 
+    async def position(self) -> int:
+        """How many items were written (checkpoints)."""
+        await trio.lowlevel.checkpoint()
+        return len(self.items)
+
+    async def seek(self, position: Any) -> None:
+        """Forget the items written after ``position`` (checkpoint recovery)."""
+        await trio.lowlevel.checkpoint()
+        del self.items[position:]
+
 
 def _json_line(item: Any) -> bytes:
     try:
@@ -53,8 +64,11 @@ def _default(value: Any) -> Any:
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
-class JsonLinesSink(StreamSink):
+class JsonLinesSink(StreamSink, CheckpointableSink):
     """Appends one JSON value per line to a file; each batch is one write off the event loop.
+
+    Checkpointable: the position is the file's size after a flush; ``seek(position)``
+    truncates the file back to it, so a replayed run writes each output exactly once.
 
     Example::
 
@@ -89,6 +103,32 @@ class JsonLinesSink(StreamSink):
         if self._raw is not None:
             raw, self._raw = self._raw, None
             await raw.aclose()
+
+    async def position(self) -> int:
+        """Bytes in the file once everything written so far is flushed (checkpoints)."""
+        if self._raw is not None:
+            await self._raw.flush()
+        try:
+            return (await trio.Path(self.path).stat()).st_size
+        except FileNotFoundError:
+            return 0
+
+    async def seek(self, position: Any) -> None:
+        """Truncate the file to ``position`` bytes (checkpoint recovery); later opens append."""
+        if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+            raise ConfigError(f"JsonLinesSink.seek: expected a byte offset >= 0, got {position!r}")
+        self.mode = "ab"
+        if self._raw is not None:
+            await self._raw.flush()
+        path = trio.Path(self.path)
+        size = (await path.stat()).st_size if await path.exists() else 0
+        if size < position:
+            raise CheckpointError(
+                f"JsonLinesSink: {self.path} has {size} bytes but the checkpoint says "
+                f"{position} were written: the file was truncated or replaced"
+            )
+        if size > position:
+            await trio.to_thread.run_sync(os.truncate, self.path, position)
 
 
 class StdoutSink(StreamSink):

@@ -11,13 +11,17 @@ import orjson
 import trio
 
 from ..backpressure import BoundedBuffer
+from ..checkpoint import CheckpointableSource
 from ..errors import ConfigError, SerializationError
 from ..hookspecs import hookimpl
 from ..sources import DataSource
 
 
-class IterableSource(DataSource):
+class IterableSource(DataSource, CheckpointableSource):
     """Items of a synchronous iterable (list, generator, range), in batches.
+
+    Checkpointable: the position is the number of items yielded; ``seek(n)`` skips the first
+    ``n`` items of the next iteration (the iterable is iterated again from its start).
 
     Example::
 
@@ -31,10 +35,25 @@ class IterableSource(DataSource):
 
     def __init__(self, iterable: Iterable[Any]) -> None:
         self.iterable = iterable
+        self._start = 0
+        self._yielded = 0
+
+    def position(self) -> int:
+        return self._yielded
+
+    def seek(self, position: Any) -> None:
+        if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+            raise ConfigError(f"IterableSource.seek: expected an item count >= 0, got {position!r}")
+        self._start = self._yielded = position
 
     async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
         iterator = iter(self.iterable)
+        self._yielded = self._start
+        if self._start:
+            # consume() idiom: skip the replayed prefix at C speed.
+            next(itertools.islice(iterator, self._start, self._start), None)
         while batch := list(itertools.islice(iterator, max_items)):
+            self._yielded += len(batch)
             yield batch
 
 
@@ -112,11 +131,14 @@ class MemorySource(DataSource):
                 return
 
 
-class JsonLinesSource(DataSource):
+class JsonLinesSource(DataSource, CheckpointableSource):
     """One JSON value per line of a file, read in large chunks off the event loop.
 
     ``on_invalid="raise"`` (default) stops at a malformed line with its file and line number;
     ``"skip"`` counts it in ``invalid_lines`` and goes on. Items before it are delivered.
+
+    Checkpointable: the position is ``{"offset": bytes, "line": n}`` just after the last line
+    yielded; ``seek(position)`` makes the next run start reading there.
 
     Example::
 
@@ -141,11 +163,35 @@ class JsonLinesSource(DataSource):
         self.on_invalid = on_invalid
         self.invalid_lines = 0
         self.lines_read = 0
+        self._start_offset = 0
+        self._start_line = 0
+        self._offset = 0
+
+    def position(self) -> dict[str, int]:
+        return {"offset": self._offset, "line": self.lines_read}
+
+    def seek(self, position: Any) -> None:
+        if (
+            not isinstance(position, dict)
+            or not isinstance(position.get("offset"), int)
+            or not isinstance(position.get("line"), int)
+            or position["offset"] < 0
+        ):
+            raise ConfigError(
+                f"JsonLinesSource.seek: expected {{'offset': int, 'line': int}}, got {position!r}"
+            )
+        self._start_offset = self._offset = position["offset"]
+        self._start_line = self.lines_read = position["line"]
 
     async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
         async with await trio.open_file(self.path, "rb") as f:
             rest = b""
-            lineno = 0
+            lineno = self._start_line
+            # Byte offset of the start of ``rest``: where the next unread line begins.
+            offset = self._start_offset
+            self._offset, self.lines_read = offset, lineno
+            if offset:
+                await f.seek(offset)
             while True:
                 chunk = await f.read(self.CHUNK)
                 if not chunk:
@@ -157,6 +203,7 @@ class JsonLinesSource(DataSource):
                 batch: list[Any] = []
                 for line in lines:
                     lineno += 1
+                    offset += len(line) + 1 if chunk else len(line)
                     if not line.strip():
                         continue
                     try:
@@ -164,16 +211,18 @@ class JsonLinesSource(DataSource):
                     except orjson.JSONDecodeError as exc:
                         if self.on_invalid == "raise":
                             if batch:
+                                line_start = offset - len(line) - (1 if chunk else 0)
+                                self._offset, self.lines_read = line_start, lineno - 1
                                 yield batch
                             raise SerializationError(
                                 f"{self.path}:{lineno}: invalid JSON line: {exc}"
                             ) from exc
                         self.invalid_lines += 1
                     if len(batch) >= max_items:
-                        self.lines_read = lineno
+                        self._offset, self.lines_read = offset, lineno
                         yield batch
                         batch = []
-                self.lines_read = lineno
+                self._offset, self.lines_read = offset, lineno
                 if batch:
                     yield batch
                 if not chunk:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
+
+#: One write of :meth:`StateBackend.write_batch`: ``(key, value or None to delete, ttl)``.
+StateWrite = tuple[str, bytes | None, float | None]
 
 
 class StateBackend(abc.ABC):
@@ -67,3 +70,21 @@ class StateBackend(abc.ABC):
         for key, _ in await self.scan(prefix):
             removed += await self.delete(key)
         return removed
+
+    # -- optional batch operations: defaults loop; backends override them to batch ---------
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys`` in order (``None`` where absent); one round trip if possible."""
+        return [await self.get(key) for key in keys]
+
+    async def write_batch(self, writes: Sequence[StateWrite]) -> None:
+        """Apply ``(key, value, ttl)`` writes in order (``value=None`` deletes the key).
+
+        Backends that can apply them atomically (memory, SQLite, Redis MULTI/EXEC) do; the
+        default applies them one by one.
+        """
+        for key, value, ttl in writes:
+            if value is None:
+                await self.delete(key)
+            else:
+                await self.put(key, value, ttl=ttl)
