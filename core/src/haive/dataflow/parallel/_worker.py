@@ -93,6 +93,39 @@ def _encode_results(
     return pickle.dumps(("ok", (values, sorted(failed.items()), seconds)), _PROTOCOL)
 
 
+def _load_by_path(modules: dict[str, str]) -> None:
+    """Make modules the parent loaded from files under synthetic names importable here.
+
+    pytest's importlib mode, ``haive run FILE.py`` and plugin loaders import modules from a
+    path under a name that is not importable through ``sys.path``; a function defined there
+    pickles by that name. Such a module is loaded from its file (parents as empty modules).
+    """
+    import importlib
+    import importlib.util
+    import types
+
+    for name, path in modules.items():
+        try:
+            importlib.import_module(name)
+            continue
+        except ImportError:
+            pass
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent not in sys.modules:
+                try:
+                    importlib.import_module(parent)
+                except ImportError:
+                    sys.modules[parent] = types.ModuleType(parent)
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
 def main() -> int:
     proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
     proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
@@ -110,6 +143,7 @@ def main() -> int:
         from multiprocessing import spawn
 
         spawn.prepare(preparation)
+        _load_by_path(preparation.get("modules_by_path", {}))
         fn = pickle.loads(function_bytes)
     except BaseException:
         _write_frame(proto_out, pickle.dumps(("init-error", traceback.format_exc()), _PROTOCOL))

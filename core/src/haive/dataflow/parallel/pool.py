@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 import trio
 
-from ..errors import ConfigError
+from ..errors import ConfigError, unwrap_node_errors
 from .errors import NotPicklableError, WorkerError
 
 _HEADER = struct.Struct("<Q")
@@ -70,8 +70,13 @@ def check_picklable(fn: Callable[..., Any], where: str) -> bytes:
         ) from exc
 
 
-def _preparation_data() -> dict[str, Any]:
-    """What a worker needs to import what the parent imported (as multiprocessing's spawn)."""
+def _preparation_data(fn: object) -> dict[str, Any]:
+    """What a worker needs to import what the parent imported (as multiprocessing's spawn).
+
+    Besides ``sys.path``, the directory and the main module, the file of ``fn``'s module is
+    passed along, so a module loaded from a path under a synthetic name (pytest's importlib
+    mode, ``haive run FILE.py``) can be loaded the same way in the worker.
+    """
     sys_path = list(sys.path)
     if "" in sys_path:
         sys_path[sys_path.index("")] = os.getcwd()
@@ -85,6 +90,11 @@ def _preparation_data() -> dict[str, Any]:
         main_path = getattr(main, "__file__", None)
         if main_path is not None:
             data["init_main_from_path"] = os.path.abspath(main_path)
+    module_name = getattr(fn, "__module__", None)
+    module = sys.modules.get(module_name) if isinstance(module_name, str) else None
+    module_file = getattr(module, "__file__", None)
+    if module_name not in (None, "__main__") and isinstance(module_file, str):
+        data["modules_by_path"] = {module_name: os.path.abspath(module_file)}
     return data
 
 
@@ -245,9 +255,10 @@ class ProcessPool:
         self.max_restarts = max_restarts
         self.stats = PoolStats()
         self._function_bytes = check_picklable(fn, f"process pool {name!r}")
-        self._init_frame = pickle.dumps((_preparation_data(), self._function_bytes), _PROTOCOL)
+        self._init_frame = pickle.dumps((_preparation_data(fn), self._function_bytes), _PROTOCOL)
         self._jobs_send, self._jobs_recv = trio.open_memory_channel[_Job](0)
         self.pids: list[int] = []
+        self._busy = 0
 
     async def map_batch(self, items: Sequence[Any]) -> BatchResult:
         """Apply the function to every item in one worker; failures are per item.
@@ -328,7 +339,11 @@ class ProcessPool:
         try:
             async with self._jobs_recv.clone() as jobs:
                 async for job in jobs:
-                    crashed = await self._run_job(proc, reader, job)
+                    self._busy += 1
+                    try:
+                        crashed = await self._run_job(proc, reader, job)
+                    finally:
+                        self._busy -= 1
                     job.done.set()
                     if crashed:
                         with trio.CancelScope(shield=True):
@@ -408,31 +423,27 @@ async def open_process_pool(
 ) -> AsyncIterator[ProcessPool]:
     """Start ``workers`` processes (concurrently) and yield the :class:`ProcessPool`.
 
-    Leaving the block ends the workers: normally by closing their input (they exit once the
-    current batch is done), on cancellation or error by killing them. A function that cannot
+    Leaving the block ends the workers: idle ones by closing their input (they exit), busy
+    ones (their callers were cancelled), and all of them on cancellation or error, by
+    killing them. A function that cannot
     be pickled raises :class:`NotPicklableError` before any process starts.
 
     Example: see :class:`ProcessPool`.
     """
     pool = ProcessPool(fn, workers, name=name, max_restarts=max_restarts)
-    async with trio.open_nursery() as nursery:
-        try:
+    with unwrap_node_errors():
+        async with trio.open_nursery() as nursery:
             async with trio.open_nursery() as starter:
                 for _ in range(workers):
                     starter.start_soon(nursery.start, pool._drive)
-        except BaseExceptionGroup as group:
-            failures, _ = group.split(WorkerError)
-            if failures is None:
-                raise
-            first: BaseException = failures
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
-        try:
-            yield pool
-        finally:
-            pool._jobs_send.close()
-            pool._jobs_recv.close()
+            try:
+                yield pool
+            finally:
+                pool._jobs_send.close()
+                pool._jobs_recv.close()
+                if pool._busy:
+                    # Batches whose callers are gone (cancelled): no one wants the results.
+                    nursery.cancel_scope.cancel()
 
 
 __all__ = [

@@ -21,7 +21,7 @@ import trio
 
 from ..backpressure import BoundedBuffer
 from ..config import StreamConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, unwrap_node_errors
 from ..nodes import Emit, Node, NodeContext, TransformNode, is_async_callable
 from .errors import WorkerError
 from .pool import BatchResult, apply_inline, open_process_pool
@@ -119,6 +119,13 @@ async def run_with_executor(
     node: TransformNode, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit
 ) -> None:
     """Run ``node`` (executor ``"process"`` or ``"thread"``) until its input ends."""
+    with unwrap_node_errors():
+        await _run_with_executor(node, ctx, inbox, emit)
+
+
+async def _run_with_executor(
+    node: TransformNode, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit
+) -> None:
     from ..caching import unwrap_cached
 
     fn, cached = unwrap_cached(node.transform_fn)
