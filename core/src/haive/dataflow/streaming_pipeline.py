@@ -12,10 +12,13 @@ import attrs
 import trio
 
 from .backpressure import BoundedBuffer, BufferProducer
+from .caching import CacheSettings, ResultCache, apply_caching
 from .config import StreamConfig
 from .errors import ConfigError, NodeError, unwrap_node_errors
 from .graph import INPUT, OUTPUT, Graph, GraphRun, RunSettings
+from .memory import MemoryGovernor, governor_for_run
 from .nodes import Node, NodeStats, as_node, check_error_policy
+from .parallel.runner import ParallelSettings, apply_parallelism
 from .results import Result
 from .retry import NO_RETRY, RetryPolicy
 from .serializers import Serializer
@@ -103,6 +106,11 @@ class StreamingPipeline:
         self.nodes: list[Node] = []
         self.monitors: list[PipelineMonitor] = []
         self.serializer: Serializer | None = None
+        #: Set by :meth:`enable_parallel_processing` / :meth:`enable_caching`; applied to the
+        #: nodes present when a run starts.
+        self.parallel: ParallelSettings | None = None
+        self.caching: CacheSettings | None = None
+        self.cache: ResultCache | None = None
 
     # -- building ------------------------------------------------------------------------
     def set_source(self, source: DataSource) -> None:
@@ -195,14 +203,45 @@ class StreamingPipeline:
                 run.stop_monitors()
         return run.report()
 
-    def enable_parallel_processing(self, parallelism: int, ordered: bool = False) -> None:
-        """Run every async transform with ``parallelism`` items in flight."""
-        if not isinstance(parallelism, int) or parallelism < 1:
-            raise ConfigError(f"parallelism must be an int >= 1, got {parallelism!r}")
-        for node in self.nodes:
-            if hasattr(node, "concurrency") and hasattr(node, "ordered"):
-                node.concurrency = parallelism
-                node.ordered = ordered
+    def enable_parallel_processing(
+        self, parallelism: int | None = None, ordered: bool = False
+    ) -> None:
+        """Run transforms ``parallelism``-way parallel (see :mod:`haive.dataflow.parallel`).
+
+        Applied when a run starts, to the nodes present then: CPU-bound transforms
+        (``executor="process"``) get ``parallelism`` worker processes (default
+        ``config.worker_threads``), async and ``executor="thread"`` ones ``parallelism``
+        items in flight (default ``config.io_threads``). ``ordered=False`` lets results
+        overtake each other.
+        """
+        self.parallel = ParallelSettings(parallelism, ordered)
+
+    def enable_caching(
+        self,
+        cache_size: int | str = "500MB",
+        ttl: float | str | None = 300,
+        *,
+        nodes: list[str] | None = None,
+        key: Any = None,
+    ) -> ResultCache:
+        """Memoize per-item results of cacheable nodes (see :mod:`haive.dataflow.caching`).
+
+        One cache of ``cache_size`` (LRU by approximate bytes) whose entries live ``ttl``
+        seconds; ``nodes`` limits it to the named nodes, ``key`` maps an item to its cache
+        key (one function, or a mapping from node name to function). Returns the cache,
+        whose ``stats`` and ``stats_for(node_name)`` give hit rates.
+        """
+        settings = CacheSettings(cache_size, ttl, tuple(nodes) if nodes is not None else None, key)
+        self.caching = settings
+        self.cache = settings.make_cache(name=f"{self.name}.cache")
+        return self.cache
+
+    def _prepare_nodes(self) -> None:
+        """Apply parallelism and caching settings to the current nodes (at run start)."""
+        if self.parallel is not None:
+            apply_parallelism(self.nodes, self.parallel, self.config)
+        if self.caching is not None and self.cache is not None:
+            apply_caching(self.nodes, self.cache, names=self.caching.nodes, key=self.caching.key)
 
 
 #: Marks a run keeps per kind before the oldest are forgotten; a monitor draining them a few
@@ -245,7 +284,10 @@ class PipelineRun:
         self.errors: BoundedBuffer[Result] = BoundedBuffer(
             pipeline.config.buffer_size, "block", name=f"{pipeline.name}.errors"
         )
+        pipeline._prepare_nodes()
         self.graph = GraphRun(pipeline._graph(), pipeline._settings(), errors=self.errors)
+        #: Keeps buffers and caches under ``config.max_memory_usage`` (None without a cap).
+        self.memory: MemoryGovernor | None = governor_for_run(self)
         self.started = time.perf_counter()
         self.ended: float | None = None
         self.read = 0
@@ -292,6 +334,8 @@ class PipelineRun:
                     self.read += len(batch)
                     if marks is not None:
                         marks.entered.append((self.read, trio.current_time()))
+                    if self.memory is not None:
+                        batch = await self.memory.admit(batch)
                     await self.graph.feed(batch)
         except Exception as exc:
             raise NodeError(f"source:{type(source).__name__}", exc) from exc
