@@ -1,0 +1,120 @@
+"""``StreamAnalytics``: metrics, alerts and a dashboard wired together.
+
+The seed creates ``StreamAnalytics()`` next to its collector, alert manager and dashboard;
+this class is what ties them: attached to a pipeline as a monitor it samples the run, and
+every ``interval`` it evaluates the alert rules on a fresh snapshot and pushes that snapshot
+to the dashboard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from haive.dataflow.errors import ConfigError
+
+from .alerts import Alert, AlertManager
+from .dashboard import Dashboard
+from .metrics import MetricsCollector, MetricsSnapshot
+from .windows import as_seconds
+
+
+class StreamAnalytics:
+    """Samples pipelines into a :class:`MetricsCollector`, evaluates an :class:`AlertManager`
+    and refreshes a :class:`Dashboard`, on one schedule.
+
+    ``pipeline.add_monitor(analytics)`` (or :meth:`watch`) does it for the duration of a run;
+    :meth:`run` does it until cancelled (for metrics fed by ``record``). Each round is
+    :meth:`tick`, which returns the alerts that fired in it.
+
+    Example::
+
+        >>> import trio
+        >>> from haive.dataflow import StreamingPipeline
+        >>> from haive.dataflow.builtins.sources import IterableSource
+        >>> analytics = StreamAnalytics(interval=0.05)
+        >>> @analytics.alerts.rule("any_errors")
+        ... def any_errors(metrics):
+        ...     if metrics.error_rate.errors:
+        ...         return Alert("warning", f"{metrics.error_rate.errors} errors")
+        ...     return None
+        >>> pipeline = StreamingPipeline("doc", on_error="skip")
+        >>> pipeline.set_source(IterableSource(range(100)))
+        >>> pipeline.add_processor(lambda x: 1 // (x % 10))
+        >>> analytics.watch(pipeline)
+        >>> report = trio.run(pipeline.execute)
+        >>> analytics.alerts.active["any_errors"].alert.message
+        '10 errors'
+    """
+
+    def __init__(
+        self,
+        metrics: MetricsCollector | None = None,
+        alerts: AlertManager | None = None,
+        dashboard: Dashboard | None = None,
+        *,
+        interval: float | str = 1.0,
+    ) -> None:
+        if metrics is not None and not isinstance(metrics, MetricsCollector):
+            raise ConfigError(
+                f"StreamAnalytics: metrics must be a MetricsCollector, got {metrics!r}"
+            )
+        if alerts is not None and not isinstance(alerts, AlertManager):
+            raise ConfigError(f"StreamAnalytics: alerts must be an AlertManager, got {alerts!r}")
+        if dashboard is not None and not isinstance(dashboard, Dashboard):
+            raise ConfigError(f"StreamAnalytics: dashboard must be a Dashboard, got {dashboard!r}")
+        self.metrics = metrics if metrics is not None else MetricsCollector()
+        self.alerts = alerts if alerts is not None else AlertManager(notifiers=["log"])
+        self.dashboard = dashboard
+        self.interval = as_seconds(interval, "StreamAnalytics interval")
+        if dashboard is not None:
+            dashboard.attach(metrics=self.metrics, alerts=self.alerts)
+        self.last: MetricsSnapshot | None = None
+        self.ticks = 0
+        self._loops = 0
+
+    def watch(self, pipeline: Any) -> None:
+        """Monitor ``pipeline`` (a :class:`~haive.dataflow.StreamingPipeline`) on every run."""
+        pipeline.add_monitor(self)
+
+    async def tick(self) -> list[Alert]:
+        """One round: snapshot, evaluate rules, update the dashboard; returns fired alerts."""
+        snapshot = self.metrics.get_current()
+        self.last = snapshot
+        self.ticks += 1
+        fired = await self.alerts.evaluate(snapshot)
+        if self.dashboard is not None:
+            await self.dashboard.update(snapshot)
+        return fired
+
+    async def _loop(self) -> None:
+        # One evaluation loop however many runs are monitored at once.
+        self._loops += 1
+        try:
+            if self._loops > 1:
+                await trio.sleep_forever()
+            while True:
+                await trio.sleep(self.interval)
+                await self.tick()
+        finally:
+            self._loops -= 1
+
+    async def monitor(self, run: Any) -> None:
+        """Pipeline monitor protocol: sample ``run`` and evaluate until it ends, then once more."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.metrics.monitor, run)
+                nursery.start_soon(self._loop)
+        finally:
+            # The run is over (monitors are cancelled then): a last round reports its final
+            # figures and resolves or fires alerts on them. Shielded, and bounded.
+            with trio.CancelScope(shield=True), trio.move_on_after(self.alerts.notify_timeout + 1):
+                await self.tick()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tick every ``interval`` seconds until cancelled."""
+        task_status.started()
+        while True:
+            await self.tick()
+            await trio.sleep(self.interval)

@@ -1,0 +1,51 @@
+"""Hook implementations: what this plugin adds to haive-dataflow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from haive.dataflow import hookimpl
+
+_PACKAGE = "haive_plugin_observability"
+
+#: Public names added to ``haive.dataflow.streaming`` (imported only when first used).
+EXPORTS: dict[str, str] = {
+    "StreamAnalytics": f"{_PACKAGE}.analytics:StreamAnalytics",
+    "MetricsCollector": f"{_PACKAGE}.metrics:MetricsCollector",
+    "ThroughputMetric": f"{_PACKAGE}.metrics:ThroughputMetric",
+    "LatencyMetric": f"{_PACKAGE}.metrics:LatencyMetric",
+    "ErrorRateMetric": f"{_PACKAGE}.metrics:ErrorRateMetric",
+    "BackpressureMetric": f"{_PACKAGE}.metrics:BackpressureMetric",
+    "AlertManager": f"{_PACKAGE}.alerts:AlertManager",
+    "Alert": f"{_PACKAGE}.alerts:Alert",
+    "Dashboard": f"{_PACKAGE}.dashboard:Dashboard",
+    "LineChart": f"{_PACKAGE}.dashboard:LineChart",
+    "Histogram": f"{_PACKAGE}.dashboard:Histogram",
+}
+
+
+@hookimpl
+def haive_streaming_exports() -> Mapping[str, str]:
+    return EXPORTS
+
+
+@hookimpl
+def haive_register_alert_rules() -> Iterable[type[Any]]:
+    from .alerts import BUILTIN_RULES
+
+    return BUILTIN_RULES
+
+
+@hookimpl
+def haive_register_alert_notifiers() -> Iterable[type[Any]]:
+    from .notifiers import BUILTIN_NOTIFIERS
+
+    return BUILTIN_NOTIFIERS
+
+
+@hookimpl
+def haive_register_cli_commands() -> Iterable[type[Any]]:
+    from .top import TopCommand
+
+    return [TopCommand]
