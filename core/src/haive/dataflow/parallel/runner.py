@@ -165,18 +165,28 @@ async def _drive(
         return result.values[0]
 
     async def process_chunk(chunk: list[Any]) -> list[Any]:
+        # With a cache: hits are answered here, and items sharing a key travel once.
         keys: list[Any] = []
         hits: dict[int, Any] = {}
+        slot_of: list[int] = []
         misses = chunk
         if cached is not None:
             misses = []
+            first_slot: dict[Any, int] = {}
             for index, item in enumerate(chunk):
                 hit, key, value = cached.lookup(item)
                 keys.append(key)
                 if hit:
                     hits[index] = value
+                    slot_of.append(-1)
+                elif key in first_slot:
+                    slot_of.append(first_slot[key])
                 else:
+                    first_slot[key] = len(misses)
+                    slot_of.append(len(misses))
                     misses.append(item)
+        else:
+            slot_of = list(range(len(chunk)))
         outcomes: list[tuple[bool, Any]] = []
         if misses:
             try:
@@ -192,16 +202,16 @@ async def _drive(
                         ok, value = await ctx.recover(call_one, item, value, is_async=True)
                     outcomes.append((ok, value))
         out: list[Any] = []
-        position = 0
-        for index in range(len(chunk)):
-            if index in hits:
+        stored: set[int] = set()
+        for index, slot in enumerate(slot_of):
+            if slot < 0:
                 out.append(hits[index])
                 continue
-            ok, value = outcomes[position]
-            position += 1
+            ok, value = outcomes[slot]
             if ok:
                 out.append(value)
-                if cached is not None:
+                if cached is not None and slot not in stored:
+                    stored.add(slot)
                     cached.store(keys[index], value)
         return out
 
