@@ -1,0 +1,150 @@
+"""max_memory_usage: buffers and caches stay under the cap; the strategy applies at the cap."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import trio
+
+from haive.dataflow import ConfigError, StreamConfig, StreamingPipeline
+from haive.dataflow.backpressure import BoundedBuffer
+from haive.dataflow.builtins.sources import IterableSource
+from haive.dataflow.caching import ResultCache
+from haive.dataflow.memory import MemoryGovernor, approx_sizeof
+
+# Runs in a fresh interpreter so nothing else in the test process disturbs its peak RSS.
+# A source makes 6000 items of 64 KB (393 MB in all) as fast as it can; the sink sleeps
+# 2 ms per batch; every edge may hold 100,000 items. Prints the peak RSS and the totals.
+SCRIPT = r"""
+import json, resource, sys
+import trio
+from haive.dataflow import StreamConfig, StreamingPipeline, TransformNode
+from haive.dataflow.sinks import StreamSink
+from haive.dataflow.sources import DataSource
+
+N = 6000
+cap = None if sys.argv[1] == "none" else sys.argv[1]
+
+class Fast(DataSource):
+    async def batches(self, max_items):
+        for start in range(0, N, max_items):
+            yield [i.to_bytes(8, "little") * 8192 for i in range(start, min(N, start + max_items))]
+
+class Slow(StreamSink):
+    async def write_batch(self, items):
+        await trio.sleep(0.002)
+
+config = StreamConfig(buffer_size=100_000, chunk_size=64, max_memory_usage=cap)
+pipeline = StreamingPipeline("mem", config=config, backpressure=sys.argv[2])
+pipeline.set_source(Fast())
+pipeline.add_processor(TransformNode(name="same", transform_fn=bytes))
+pipeline.set_sink(Slow())
+report = trio.run(pipeline.execute)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"peak": peak, "processed": report.processed, "dropped": report.dropped}))
+"""
+
+CAP = 150_000_000
+
+
+async def _measure(cap: str, strategy: str) -> dict[str, int]:
+    proc = await trio.run_process(
+        [sys.executable, "-c", SCRIPT, cap, strategy], capture_stdout=True, capture_stderr=True
+    )
+    result: dict[str, int] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+async def test_fast_producer_slow_consumer_stays_under_the_cap() -> None:
+    runs: dict[tuple[str, str], dict[str, int]] = {}
+
+    async def one(cap: str, strategy: str) -> None:
+        runs[cap, strategy] = await _measure(cap, strategy)
+
+    cases = [
+        ("none", "block"),
+        ("150MB", "block"),
+        ("150MB", "drop_newest"),
+        ("150MB", "drop_oldest"),
+    ]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for cap, strategy in cases:
+                nursery.start_soon(one, cap, strategy)
+    # Without a cap the same pipeline buffers far more than 150 MB: the check can fail.
+    assert runs["none", "block"]["peak"] > CAP
+    blocked = runs["150MB", "block"]
+    assert blocked["peak"] < CAP
+    assert blocked["processed"] == 6000 and blocked["dropped"] == 0
+    for strategy in ("drop_newest", "drop_oldest"):
+        run = runs["150MB", strategy]
+        assert run["peak"] < CAP
+        assert run["processed"] + run["dropped"] == 6000 and run["dropped"] > 0
+
+
+async def test_a_cap_below_what_the_process_uses_is_a_clear_error() -> None:
+    pipeline = StreamingPipeline("p", config=StreamConfig(max_memory_usage="5MB"))
+    pipeline.set_source(IterableSource([1]))
+    with pytest.raises(
+        ConfigError, match=r"max_memory_usage is 5MB, but this process already uses"
+    ):
+        await pipeline.execute()
+
+
+def _governor(strategy: str = "block", rss: int = 50_000_000, **kw: object) -> MemoryGovernor:
+    buffers = [
+        BoundedBuffer(10_000, "block", name="a.in"),
+        BoundedBuffer(10_000, "block", name="out"),
+    ]
+    return MemoryGovernor(
+        "200MB",
+        buffers=buffers,
+        strategy=strategy,
+        baseline=40_000_000,
+        rss=lambda: rss,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_capacities_follow_the_item_size_estimate() -> None:
+    governor = _governor()
+    governor.observe([b"x" * 1000] * 10)
+    small = governor.buffers[0].capacity
+    governor.observe([b"x" * 100_000] * 10)
+    big = governor.buffers[0].capacity
+    assert big < small <= 10_000
+    per_item = approx_sizeof(b"x" * 100_000)
+    assert big * per_item * len(governor.buffers) <= governor.buffer_budget
+
+
+def test_caches_get_at_most_half_the_budget() -> None:
+    cache = ResultCache("1GB")
+    governor = _governor(caches=[cache])
+    assert cache.max_bytes == governor.budget // 2
+    assert governor.buffer_budget == governor.budget - cache.max_bytes
+
+
+async def test_pressure_applies_the_strategy() -> None:
+    drained: list[bool] = []
+
+    async def wait_drained() -> None:
+        drained.append(True)
+
+    over = 195_000_000
+    block = _governor("block", rss=over, wait_drained=wait_drained)
+    assert await block.admit([1, 2]) == [1, 2] and drained == [True]
+
+    newest = _governor("drop_newest", rss=over)
+    assert await newest.admit([1, 2, 3]) == []
+    assert newest.dropped == 3 and newest.buffers[0].stats.dropped == 3
+
+    oldest = _governor("drop_oldest", rss=over)
+    oldest.buffers[0].put_nowait_batch([7, 8])
+    assert await oldest.admit([9]) == [9]
+    assert oldest.dropped == 2 and len(oldest.buffers[0]) == 0
+    assert oldest.pressure_events == 1
+
+    calm = _governor("drop_newest", rss=60_000_000)
+    assert await calm.admit([1]) == [1] and calm.pressure_events == 0
