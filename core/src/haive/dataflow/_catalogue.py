@@ -23,6 +23,12 @@ CAPABILITIES: dict[tuple[str, str], str] = {
     ("processor", "similarity"): "haive-contrib-ai",
     ("source", "documents"): "haive-contrib-ai",
     ("sink", "vector_store"): "haive-contrib-qdrant",
+    ("processor", "tokenization"): "haive-contrib-ai",
+    ("processor", "enrichment"): "haive-contrib-ai",
+    ("processor", "event_router"): "haive-contrib-ai",
+    ("embedding_provider", "sentence-transformers"): "haive-contrib-ai",
+    ("embedding_provider", "openai"): "haive-contrib-ai",
+    ("embedding_provider", "hashing"): "haive-contrib-ai",
 }
 
 #: Public name of ``haive.dataflow.streaming`` -> distribution that provides it.

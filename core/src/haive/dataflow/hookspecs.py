@@ -144,12 +144,43 @@ def haive_register_serializers() -> Iterable[type[Any]]:
 
 
 @hookspec
+def haive_register_embedding_providers() -> Iterable[type[Any]]:
+    """Return embedding provider classes: what turns texts into vectors for the AI processors.
+
+    Called once when the registry is built; ``registry.get("embedding_provider", name)``
+    returns one. A provider class is constructed with keyword options (``model=``, ``url=``,
+    ...) and has ``async embed(texts) -> list of vectors``, one per text, in order.
+    ``haive-contrib-ai`` registers ``sentence-transformers`` (its packaged all-MiniLM-L6-v2
+    model, offline), ``openai`` (an OpenAI-compatible HTTP server given by URL) and ``hashing``.
+    """
+    raise NotImplementedError
+
+
+@hookspec
 def haive_streaming_exports() -> Mapping[str, str]:
     """Return public names this plugin adds to :mod:`haive.dataflow.streaming`.
 
     Called the first time an unknown attribute of ``haive.dataflow.streaming`` is looked up.
     Maps the exported name to ``"module:attribute"``; the module is imported only then, so a
     plugin costs nothing until its names are used.
+    """
+    raise NotImplementedError
+
+
+# -- runtime decisions ------------------------------------------------------------------------
+
+
+@hookspec
+def haive_websocket_authorize_room(client: Any, room: str, action: str) -> bool | None:
+    """Decide whether a WebSocket client may ``action`` (``"join"`` or ``"publish"``) ``room``.
+
+    Called by haive-plugin-websocket's server for every room join and publish a client
+    requests, after token authentication. ``client`` is a
+    ``haive_plugin_websocket.ClientInfo`` (``client_id``, the ``identity`` the server's
+    ``authenticate`` callback returned, negotiated ``features``). Return ``False`` to deny,
+    ``True`` to allow, ``None`` for no opinion: any ``False`` denies. Called synchronously on
+    the event loop, so it must not block; do I/O-bound checks in the server's async
+    ``authorize_room`` callback instead.
     """
     raise NotImplementedError
 

@@ -35,6 +35,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "haive.dataflow.builtins.processors",
     "haive.dataflow.builtins.backpressure",
     "haive.dataflow.builtins.serializers",
+    "haive.dataflow.builtins.state",
     "haive.dataflow.builtins.commands",
 )
 
@@ -49,6 +50,7 @@ KINDS: dict[str, str] = {
     "alert_notifier": "haive_register_alert_notifiers",
     "transport": "haive_register_transports",
     "serializer": "haive_register_serializers",
+    "embedding_provider": "haive_register_embedding_providers",
     "cli_command": "haive_register_cli_commands",
 }
 
