@@ -14,6 +14,7 @@ from .backpressure import (
     DropStrategy,
     FlowController,
 )
+from .caching import ResultCache
 from .config import StreamConfig
 from .errors import (
     ConfigError,
@@ -27,9 +28,11 @@ from .event_pipeline import EventPipeline, SendResult
 from .events import Event
 from .hookspecs import hookimpl
 from .nodes import AggregateNode, FilterNode, Node, StreamProcessor, TransformNode
+from .parallel import ProcessPoolNode
 from .plugins import get_registry
 from .results import Result
 from .retry import RetryPolicy
+from .routing import EventRouter, RouterNode
 from .serializers import JsonSerializer, MessagePackSerializer, Serializer
 from .sinks import StreamSink
 from .sources import DataSource
@@ -48,6 +51,7 @@ __all__ = [
     "DropStrategy",
     "Event",
     "EventPipeline",
+    "EventRouter",
     "FilterNode",
     "FlowController",
     "GraphError",
@@ -57,8 +61,11 @@ __all__ = [
     "Node",
     "NodeError",
     "PluginError",
+    "ProcessPoolNode",
     "Result",
+    "ResultCache",
     "RetryPolicy",
+    "RouterNode",
     "RunReport",
     "SendResult",
     "Serializer",

@@ -90,6 +90,11 @@ class Graph:
                 raise GraphError(f"node {name!r} is dangling: it is not reachable from 'input'")
             if name not in producing:
                 raise GraphError(f"node {name!r} is dangling: its outputs never reach 'output'")
+        for name, node in self.nodes.items():
+            # Nodes that send to chosen successors (routing.RouterNode) check their wiring.
+            check = getattr(node, "check_successors", None)
+            if check is not None:
+                check(self.successors(name))
         return order
 
     def _reach(self, start: str, step: Callable[[str], list[str]]) -> set[str]:
@@ -177,6 +182,8 @@ class GraphRun:
                 on_progress=self._progress,
             )
             self._outs[name] = [self._buffer_for(t).open_producer() for t in graph.successors(name)]
+        if errors is not None and not self.order:
+            errors.close()  # no node will ever report a failure
         self.entry: list[BufferProducer[Any]] = [
             self._buffer_for(t).open_producer() for t in graph.successors(INPUT)
         ]
@@ -200,7 +207,15 @@ class GraphRun:
         emit = _make_emit(outs)
         try:
             await node.open()
-            await node.run(ctx, inbox, emit)
+            routed = getattr(node, "run_routed", None)
+            if routed is not None:
+                # The node picks successors per item (routing.RouterNode): one emit each.
+                targets = self.graph.successors(name)
+                await routed(
+                    ctx, inbox, {t: p.put_batch for t, p in zip(targets, outs, strict=True)}
+                )
+            else:
+                await node.run(ctx, inbox, emit)
         except NodeError:
             raise
         except Exception as exc:
