@@ -51,7 +51,7 @@ class CounterWindow:
         ((200,), (200.0,))
     """
 
-    __slots__ = ("_marks", "_now", "_values", "resolution", "width", "window")
+    __slots__ = ("_advancing", "_last", "_marks", "_values", "resolution", "width", "window")
 
     def __init__(self, window: float, *, width: int = 1, resolution: float | None = None) -> None:
         if window <= 0:
@@ -60,7 +60,8 @@ class CounterWindow:
         self.resolution = float(resolution) if resolution is not None else self.window / 20
         self.width = width
         self._marks: deque[tuple[float, tuple[float, ...]]] = deque()
-        self._now: float | None = None
+        self._last: float | None = None
+        self._advancing = False
         self._values: tuple[float, ...] = (0,) * width
 
     def update(self, now: float, values: tuple[float, ...]) -> None:
@@ -74,7 +75,8 @@ class CounterWindow:
         elif now - marks[-1][0] >= self.resolution:
             marks.append((now, values))
             self._prune(now)
-        self._now = now
+        self._last = now
+        self._advancing = False
         self._values = values
 
     def advance(self, now: float, values: tuple[float, ...]) -> None:
@@ -87,7 +89,8 @@ class CounterWindow:
         if not marks or now - marks[-1][0] >= self.resolution:
             marks.append((now, self._values))
             self._prune(now)
-        self._now = now
+        self._last = now
+        self._advancing = True
         self._values = values
 
     def _prune(self, now: float) -> None:
@@ -98,8 +101,22 @@ class CounterWindow:
             marks.popleft()
 
     def _base(self, now: float) -> tuple[float, tuple[float, ...]] | None:
+        """Time and counter values at the start of the window ending at ``now``."""
         self._prune(now)
-        return self._marks[0] if self._marks else None
+        marks = self._marks
+        if not marks:
+            return None
+        first_time = marks[0][0]
+        cutoff = now - self.window
+        if first_time > cutoff:
+            return marks[0]  # the window is not full yet: count from the first update
+        if self._last is not None and self._last <= cutoff:
+            return cutoff, self._values  # nothing happened inside the window
+        if self._advancing and len(marks) > 1 and cutoff >= first_time + self.resolution:
+            # No event can lie between first_time + resolution and the next mark (it would
+            # have made a mark), so the counters at the cutoff are the next mark's values.
+            return cutoff, marks[1][1]
+        return marks[0]
 
     def delta(self, now: float) -> tuple[float, ...]:
         """How much each counter grew over the window ending at ``now``."""
@@ -118,7 +135,9 @@ class CounterWindow:
         base = self._base(now)
         if base is None or now <= base[0]:
             return (0.0,) * self.width
-        elapsed = now - base[0]
+        # Just after the start the window is short; a floor (a tenth of the window, at most
+        # 1 s) keeps a few early events from reading as an enormous rate.
+        elapsed = max(now - base[0], min(self.window / 10, 1.0))
         return tuple((v - b) / elapsed for v, b in zip(self._values, base[1], strict=True))
 
     @property

@@ -1,0 +1,29 @@
+"""Helpers shared by the observability tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from haive.dataflow.sources import DataSource
+
+
+class PacedSource(DataSource):
+    """Emits ``count`` ints, ``batch`` at a time, one batch every ``every`` seconds (trio time)."""
+
+    PLUGIN_NAME = "paced-test"
+
+    def __init__(self, count: int, *, every: float, batch: int = 1) -> None:
+        self.count = count
+        self.every = every
+        self.batch = batch
+
+    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+        sent = 0
+        while sent < self.count:
+            size = min(self.batch, self.count - sent, max_items)
+            yield list(range(sent, sent + size))
+            sent += size
+            await trio.sleep(self.every)
