@@ -146,7 +146,9 @@ async def test_corrupt_record_goes_to_dead_letter_and_processing_continues(make_
         # Quarantined records left the live keyspace; an update starts afresh.
         assert await store.backend.get("ns:p:bad") is None
         await store.backend.put("ns:p:bad", b"\xff")
-        new = await store.update("p:bad", lambda old: Profile("fresh") if old is None else old, Profile)
+        new = await store.update(
+            "p:bad", lambda old: Profile("fresh") if old is None else old, Profile
+        )
         assert new == Profile("fresh")
         assert store.stats.corrupt == 3
 
@@ -286,7 +288,11 @@ def test_sqlite_file_is_wal(tmp_path):
 
     trio.run(main)
     out = subprocess.run(
-        [sys.executable, "-c", f"import sqlite3; print(sqlite3.connect({str(path)!r}).execute('PRAGMA journal_mode').fetchone()[0])"],
+        [
+            sys.executable,
+            "-c",
+            f"import sqlite3; print(sqlite3.connect({str(path)!r}).execute('PRAGMA journal_mode').fetchone()[0])",
+        ],
         capture_output=True,
         text=True,
         check=True,

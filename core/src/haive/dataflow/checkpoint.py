@@ -364,8 +364,14 @@ class Checkpointer:
         return record
 
     # -- taking checkpoints ---------------------------------------------------------------
-    async def checkpoint(self, *, completed: bool = False) -> CheckpointRecord:
-        """Save a checkpoint now; the caller guarantees the pipeline is settled."""
+    async def checkpoint(
+        self, *, completed: bool = False, position: Any = None
+    ) -> CheckpointRecord:
+        """Save a checkpoint now; the caller guarantees the pipeline is settled.
+
+        ``position`` is the source position the settled state corresponds to (default: the
+        source's current position).
+        """
         started = trio.current_time()
         assert self.source is not None
         # Node state first, sink position after: an output produced in between (a timer
@@ -373,7 +379,7 @@ class Checkpointer:
         snapshots: dict[str, Any] = {
             node.name: node.snapshot() for node in self.nodes if isinstance(node, Checkpointable)
         }
-        source_position = self.source.positional.position()
+        source_position = self.source.positional.position() if position is None else position
         sink = self._sink()
         sink_position = await sink.position() if isinstance(sink, CheckpointableSink) else None
         self._seq += 1
@@ -404,9 +410,11 @@ class Checkpointer:
 class CheckpointedSource(DataSource):
     """The source of a checkpointed pipeline: the user's source plus settle-point requests.
 
-    Made by :meth:`Checkpointer.attach`; ``inner`` is the wrapped source. It asks the
-    pipeline for an acknowledgment point (an empty batch) when a checkpoint is due, and takes
-    the checkpoint when the pipeline acknowledges (everything read so far is handled).
+    Made by :meth:`Checkpointer.attach`; ``inner`` is the wrapped source. When a checkpoint
+    is due it notes the source position and, before the next batch goes in, asks the
+    pipeline for an acknowledgment point (an empty batch); the pipeline settles and calls
+    :meth:`acknowledge`, which saves the checkpoint. Waiting for the next batch means the
+    last checkpoint of a finite input is the *completed* one taken at its end.
 
     Example: see :class:`Checkpointer`.
     """
@@ -422,6 +430,8 @@ class CheckpointedSource(DataSource):
         self._exhausted = False
         self._since = 0
         self._due_at = 0.0
+        self._due_position: Any = None
+        self._settle_position: Any = None
 
     async def open(self) -> None:
         self._exhausted = False
@@ -431,34 +441,41 @@ class CheckpointedSource(DataSource):
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    def _due(self, items: int) -> bool:
+    def _due(self) -> bool:
         every = self.checkpointer.every
-        if every is not None and items >= every:
+        if every is not None and self._since >= every:
             return True
         interval = self.checkpointer.interval
         return interval is not None and trio.current_time() >= self._due_at
 
+    def _reset_due(self) -> None:
+        self._since = 0
+        self._due_at = trio.current_time() + (self.checkpointer.interval or 0.0)
+
     async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
-        interval = self.checkpointer.interval
-        self._due_at = trio.current_time() + (interval or 0.0)
+        self._reset_due()
         every = self.checkpointer.every
         limit = max_items if every is None else max(1, min(max_items, every))
         async with aclosing(self.inner.batches(limit)) as batches:  # type: ignore[type-var]
             async for batch in batches:
-                if not batch:
-                    yield batch  # the inner source's own acknowledgment request
-                    continue
-                yield batch
+                if batch and self._due_position is not None:
+                    # Settle what came before this batch, then checkpoint at its position.
+                    self._settle_position, self._due_position = self._due_position, None
+                    yield []
+                yield batch  # an empty one is the inner source's own acknowledgment request
                 self._since += len(batch)
-                if self._due(self._since):
-                    yield []  # ask the pipeline to settle, then acknowledge()
+                if self._due_position is None and self._due():
+                    self._due_position = self.positional.position()
         self._exhausted = True
 
     async def acknowledge(self, count: int) -> None:
         """Everything read so far is handled: save a checkpoint, then pass the ack on."""
-        self._since = 0
-        await self.checkpointer.checkpoint(completed=self._exhausted)
-        interval = self.checkpointer.interval
-        self._due_at = trio.current_time() + (interval or 0.0)
+        if self._exhausted:
+            await self.checkpointer.checkpoint(completed=True)
+            self._reset_due()
+        elif self._settle_position is not None:
+            position, self._settle_position = self._settle_position, None
+            await self.checkpointer.checkpoint(position=position)
+            self._reset_due()
         if self.inner.acknowledges:
             await self.inner.acknowledge(count)

@@ -57,4 +57,26 @@ def haive_streaming_exports() -> dict[str, str]:
         "MemoryStateBackend": f"{_STATE}.memory:MemoryStateBackend",
         "SQLiteStateBackend": f"{_STATE}.sqlite:SQLiteStateBackend",
         "CorruptStateError": f"{_STATE}.store:CorruptStateError",
+        "StatefulProcessor": f"{_STATE}.processor:StatefulProcessor",
+        "KeyedState": f"{_STATE}.processor:KeyedState",
+        "WindowState": f"{_STATE}.session:WindowState",
+        "SessionState": f"{_STATE}.session:SessionState",
+        "Session": f"{_STATE}.session:Session",
+        "WindowedAggregateNode": f"{_STATE}.windows:WindowedAggregateNode",
+        "WindowNode": f"{_STATE}.windows:WindowNode",
+        "WindowResult": f"{_STATE}.windows:WindowResult",
+        "TumblingWindow": f"{_STATE}.windows:TumblingWindow",
+        "SlidingWindow": f"{_STATE}.windows:SlidingWindow",
+        "SessionWindow": f"{_STATE}.windows:SessionWindow",
+        "Aggregator": f"{_STATE}.windows:Aggregator",
+        "Checkpointer": "haive.dataflow.checkpoint:Checkpointer",
+        "CheckpointableSource": "haive.dataflow.checkpoint:CheckpointableSource",
+        "CheckpointableSink": "haive.dataflow.checkpoint:CheckpointableSink",
     }
+
+
+@hookimpl
+def haive_register_processors() -> list[type[Any]]:
+    from ..state.windows import WindowedAggregateNode
+
+    return [WindowedAggregateNode]

@@ -1,7 +1,10 @@
-"""Keyed state: backends (memory, SQLite, Redis via plugin) and the typed StateStore."""
+"""Keyed state: backends (memory, SQLite, Redis via plugin), the typed StateStore, windows,
+stateful processors and the session/window helpers of the product description."""
 
 from .backend import StateBackend, StateWrite
 from .memory import MemoryStateBackend
+from .processor import KeyedState, StatefulProcessor
+from .session import Session, SessionState, WindowState
 from .sqlite import SQLiteStateBackend
 from .store import (
     CorruptStateError,
@@ -11,16 +14,51 @@ from .store import (
     resolve_backend,
     state_backend_classes,
 )
+from .windows import (
+    Aggregator,
+    Collect,
+    Count,
+    Fold,
+    Max,
+    Mean,
+    Min,
+    SessionWindow,
+    SlidingWindow,
+    Sum,
+    TumblingWindow,
+    WindowedAggregateNode,
+    WindowNode,
+    WindowResult,
+)
 
 __all__ = [
+    "Aggregator",
+    "Collect",
     "CorruptStateError",
+    "Count",
+    "Fold",
+    "KeyedState",
+    "Max",
+    "Mean",
     "MemoryStateBackend",
+    "Min",
     "SQLiteStateBackend",
+    "Session",
+    "SessionState",
+    "SessionWindow",
+    "SlidingWindow",
     "StateBackend",
     "StateDeadLetter",
     "StateStore",
     "StateStoreStats",
     "StateWrite",
+    "StatefulProcessor",
+    "Sum",
+    "TumblingWindow",
+    "WindowNode",
+    "WindowResult",
+    "WindowState",
+    "WindowedAggregateNode",
     "resolve_backend",
     "state_backend_classes",
 ]
