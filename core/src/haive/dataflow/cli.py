@@ -275,3 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HaiveError as exc:
         print(f"haive: error: {exc}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -70,13 +70,17 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module_name), attribute)
         globals()[name] = value
         return value
-    package = EXPORTS.get(name)
+    package = _catalogue_exports().get(name)
     if package is not None:
         raise MissingPluginError(
             f"haive.dataflow.streaming.{name} is provided by the plugin {package}, "
             f"which is not installed: pip install {package}"
         )
     raise AttributeError(f"module 'haive.dataflow.streaming' has no attribute {name!r}")
+
+
+def _catalogue_exports() -> dict[str, str]:
+    return EXPORTS
 
 
 def __dir__() -> list[str]:

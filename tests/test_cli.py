@@ -1,0 +1,113 @@
+"""The haive command line, run as users run it (subprocesses)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+HAIVE = [sys.executable, "-m", "haive.dataflow.cli"]
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HAIVE, *args], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_plugins_lists_builtins():
+    out = run("plugins")
+    assert out.returncode == 0
+    assert "haive.dataflow.builtins.sources  (built in)" in out.stdout
+    assert "drop_oldest" in out.stdout
+
+
+def test_run_executes_the_pipeline_a_file_defines(tmp_path):
+    out_file = tmp_path / "out.jsonl"
+    config = tmp_path / "my_pipeline.py"
+    config.write_text(
+        "from haive.dataflow import StreamingPipeline\n"
+        "from haive.dataflow.builtins.sources import IterableSource\n"
+        "from haive.dataflow.builtins.sinks import JsonLinesSink\n"
+        "pipeline = StreamingPipeline('squares')\n"
+        "pipeline.set_source(IterableSource(range(1000)))\n"
+        "pipeline.add_processor(lambda n: {'n': n, 'sq': n * n})\n"
+        f"pipeline.set_sink(JsonLinesSink({str(out_file)!r}, mode='wb'))\n"
+    )
+    out = run("run", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "squares: 1000 processed, 0 failed" in out.stderr
+    assert len(out_file.read_text().splitlines()) == 1000
+
+
+def test_run_async_main(tmp_path):
+    config = tmp_path / "job.py"
+    config.write_text("import trio\nasync def main():\n    await trio.sleep(0)\n    print('ran')\n")
+    out = run("run", str(config))
+    assert out.returncode == 0 and out.stdout.strip() == "ran"
+
+
+def test_run_errors_are_clear(tmp_path):
+    out = run("run", str(tmp_path / "missing.py"))
+    assert out.returncode == 2 and "no such file" in out.stderr
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    out = run("run", str(empty))
+    assert out.returncode == 2 and "define a StreamingPipeline named 'pipeline'" in out.stderr
+    out = run("run", str(empty), "--object", "nope")
+    assert "defines no object named 'nope'" in out.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_stops_cleanly(tmp_path):
+    marker = tmp_path / "closed"
+    config = tmp_path / "endless.py"
+    config.write_text(
+        "import trio\n"
+        "from haive.dataflow import StreamingPipeline, StreamSink\n"
+        "from haive.dataflow.builtins.sources import AsyncIterableSource\n"
+        "async def ticks():\n"
+        "    n = 0\n"
+        "    while True:\n"
+        "        yield n\n"
+        "        n += 1\n"
+        "        await trio.sleep(0.001)\n"
+        "class Sink(StreamSink):\n"
+        "    async def write_batch(self, items):\n"
+        "        print('batch', flush=True)\n"
+        "    async def aclose(self):\n"
+        f"        open({str(marker)!r}, 'w').write('closed')\n"
+        "pipeline = StreamingPipeline('endless')\n"
+        "pipeline.set_source(AsyncIterableSource(ticks()))\n"
+        "pipeline.set_sink(Sink())\n"
+    )
+    proc = subprocess.Popen(
+        [*HAIVE, "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("batch")  # it is running
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "stopped" in err and "Traceback" not in err
+    assert marker.read_text() == "closed"  # the sink was closed on the way out
+
+
+def test_demo_runs():
+    out = run("demo", "--events", "5000")
+    assert out.returncode == 0, out.stderr
+    assert "5,000 events in" in out.stdout and "trend windows" in out.stdout
+
+
+def test_unknown_command():
+    out = run("frobnicate")
+    assert out.returncode == 2 and "invalid choice: 'frobnicate'" in out.stderr
+
+
+def test_help_lists_commands():
+    out = run("--help")
+    for name in ("plugins", "run", "demo", "new-plugin"):
+        assert name in out.stdout
