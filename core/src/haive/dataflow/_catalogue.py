@@ -23,6 +23,7 @@ CAPABILITIES: dict[tuple[str, str], str] = {
     ("processor", "similarity"): "haive-contrib-ai",
     ("source", "documents"): "haive-contrib-ai",
     ("sink", "vector_store"): "haive-contrib-qdrant",
+    ("serializer", "encrypted"): "haive-plugin-crypto",
     ("processor", "tokenization"): "haive-contrib-ai",
     ("processor", "enrichment"): "haive-contrib-ai",
     ("processor", "event_router"): "haive-contrib-ai",
@@ -63,6 +64,8 @@ EXPORTS: dict[str, str] = {
     "DocumentDataSource": "haive-contrib-ai",
     "IntelligentEventRouter": "haive-contrib-ai",
     "VectorStoreSink": "haive-contrib-qdrant",
+    "EncryptedSerializer": "haive-plugin-crypto",
+    "Keyring": "haive-plugin-crypto",
 }
 
 
