@@ -1,0 +1,53 @@
+"""WebSocket streaming for haive-dataflow: a server with rooms, a resilient client.
+
+Example::
+
+    >>> from haive.dataflow.streaming import WebSocketManager, StreamingClient, ConnectionConfig
+    >>> WebSocketManager.PLUGIN_NAME, StreamingClient.__module__
+    ('websocket', 'haive_plugin_websocket.client')
+"""
+
+from __future__ import annotations
+
+from .backplane import Backplane, RedisBackplane
+from .client import ClientStats, ConnectionEvent, StreamingClient, reconnect_delay
+from .config import ConnectionConfig, ServerConfig
+from .errors import (
+    ConnectionFailedError,
+    InvalidRoomError,
+    MessageTooLargeError,
+    NotServingError,
+    RoomAccessError,
+    UnknownClientError,
+    WebSocketError,
+)
+from .handlers import MessageHandler
+from .pipeline import ClientMessage, WebSocketRoomSink, WebSocketSource
+from .server import ClientInfo, ClientSession, MultiRoomWebSocket, ServerStats, WebSocketManager
+
+__all__ = [
+    "Backplane",
+    "ClientInfo",
+    "ClientMessage",
+    "ClientSession",
+    "ClientStats",
+    "ConnectionConfig",
+    "ConnectionEvent",
+    "ConnectionFailedError",
+    "InvalidRoomError",
+    "MessageHandler",
+    "MessageTooLargeError",
+    "MultiRoomWebSocket",
+    "NotServingError",
+    "RedisBackplane",
+    "RoomAccessError",
+    "ServerConfig",
+    "ServerStats",
+    "StreamingClient",
+    "UnknownClientError",
+    "WebSocketError",
+    "WebSocketManager",
+    "WebSocketRoomSink",
+    "WebSocketSource",
+    "reconnect_delay",
+]

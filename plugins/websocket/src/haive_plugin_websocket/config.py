@@ -1,0 +1,260 @@
+"""Configuration records of the WebSocket client and server (frozen, validated on creation).
+
+Durations accept seconds or strings such as ``"250ms"`` / ``"5s"``; sizes accept bytes or
+strings such as ``"1MiB"`` (the core's :func:`~haive.dataflow.units.parse_duration` and
+:func:`~haive.dataflow.units.parse_size`). A bad value raises
+:class:`~haive.dataflow.errors.ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from haive.dataflow.errors import ConfigError
+from haive.dataflow.units import parse_duration, parse_size
+
+#: Extensions of the haive wire protocol a peer may offer; each is used only when both
+#: sides agreed on it during the opening handshake (see :mod:`.protocol`).
+FEATURES: tuple[str, ...] = ("batch", "recovery", "msgpack")
+
+QUEUE_POLICIES = ("block", "drop_oldest", "drop_newest")
+SLOW_CONSUMER_POLICIES = ("drop_oldest", "drop_newest", "disconnect")
+
+
+def compression_mode(value: object) -> str | None:
+    """Normalise a compression option to what websockets understands.
+
+    WebSocket compression is the permessage-deflate extension (the DEFLATE algorithm that
+    gzip also uses), so ``"gzip"``, ``"deflate"`` and ``True`` all ask for it; ``None``,
+    ``False`` and ``"none"`` turn it off.
+
+    Example::
+
+        >>> compression_mode("gzip"), compression_mode(None), compression_mode("none")
+        ('deflate', None, None)
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "deflate"
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("gzip", "deflate", "permessage-deflate", "zlib"):
+            return "deflate"
+        if lowered in ("", "none", "off"):
+            return None
+    raise ConfigError(
+        f"compression: expected 'deflate' (alias 'gzip'), True or None, got {value!r}"
+    )
+
+
+def _duration(what: str, *, optional: bool = False) -> Any:
+    def convert(value: Any) -> float | None:
+        if value is None and optional:
+            return None
+        return parse_duration(value, what=what)
+
+    return convert
+
+
+def _size(what: str, *, optional: bool = False) -> Any:
+    def convert(value: Any) -> int | None:
+        if value is None and optional:
+            return None
+        return parse_size(value, what=what)
+
+    return convert
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{attribute.name}: must be > 0, got {value!r}")
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ConfigError(f"{attribute.name}: must be one of {choices}, got {value!r}")
+
+    return check
+
+
+def _features(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    out = tuple(value)
+    unknown = [f for f in out if f not in FEATURES]
+    if unknown:
+        raise ConfigError(f"features: unknown {unknown}; known features are {FEATURES}")
+    return out
+
+
+def _check_url(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConfigError(f"url: expected a ws:// or wss:// URL with a host, got {value!r}")
+
+
+def _check_serializer(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in ("json", "msgpack"):
+        raise ConfigError(f"serializer: must be 'json' or 'msgpack', got {value!r}")
+
+
+@attrs.frozen
+class ConnectionConfig:
+    """How a :class:`~haive_plugin_websocket.StreamingClient` connects and stays connected.
+
+    * ``reconnect_interval`` is the first backoff delay; each failed attempt doubles it
+      (``backoff_factor``) up to ``max_reconnect_interval``, with random ``jitter`` (a
+      fraction: 0.5 means each delay is drawn from [50 %, 100 %] of the nominal one).
+      ``max_reconnect_attempts=None`` retries forever.
+    * ``heartbeat_interval``: a ping is sent this often; no pong within
+      ``heartbeat_timeout`` (default: the interval) means the peer is dead and the client
+      reconnects. ``None`` disables the heartbeat.
+    * Messages sent while disconnected wait in a queue of ``queue_size`` messages handled by
+      ``queue_policy`` (``block`` the sender, ``drop_oldest``, ``drop_newest``).
+    * ``compression``: permessage-deflate, negotiated (``"gzip"`` is accepted as an alias).
+    * ``serializer``: ``json`` (text frames) or ``msgpack`` (binary frames).
+    * ``features``: protocol extensions offered to the server, used only if it accepts them.
+
+    Example::
+
+        >>> config = ConnectionConfig(url="ws://localhost:8000/ws", reconnect_interval=5,
+        ...                           max_reconnect_attempts=10, heartbeat_interval="30s",
+        ...                           compression="gzip")
+        >>> config.heartbeat_interval, config.compression
+        (30.0, 'deflate')
+        >>> ConnectionConfig(url="http://x")
+        Traceback (most recent call last):
+        ...
+        haive.dataflow.errors.ConfigError: url: expected a ws:// or wss:// URL with a host, got 'http://x'
+    """
+
+    url: str = attrs.field(validator=_check_url)
+    reconnect_interval: float = attrs.field(default=1.0, converter=_duration("reconnect_interval"))
+    max_reconnect_interval: float = attrs.field(
+        default=30.0, converter=_duration("max_reconnect_interval")
+    )
+    backoff_factor: float = attrs.field(default=2.0)
+    jitter: float = attrs.field(default=0.5)
+    max_reconnect_attempts: int | None = attrs.field(default=None)
+    heartbeat_interval: float | None = attrs.field(
+        default=30.0, converter=_duration("heartbeat_interval", optional=True)
+    )
+    heartbeat_timeout: float | None = attrs.field(
+        default=None, converter=_duration("heartbeat_timeout", optional=True)
+    )
+    compression: str | None = attrs.field(default="deflate", converter=compression_mode)
+    serializer: str = attrs.field(default="json", validator=_check_serializer)
+    queue_size: int = attrs.field(default=10_000, validator=_positive)
+    queue_policy: str = attrs.field(default="block", validator=_one_of(QUEUE_POLICIES))
+    max_message_size: int = attrs.field(
+        default=2**20, converter=_size("max_message_size"), validator=_positive
+    )
+    max_batch_bytes: int = attrs.field(
+        default=64 * 1024, converter=_size("max_batch_bytes"), validator=_positive
+    )
+    open_timeout: float = attrs.field(default=10.0, converter=_duration("open_timeout"))
+    close_timeout: float = attrs.field(default=2.0, converter=_duration("close_timeout"))
+    token: str | None = None
+    client_id: str | None = None
+    features: tuple[str, ...] = attrs.field(default=("batch", "recovery"), converter=_features)
+
+    def __attrs_post_init__(self) -> None:
+        if self.backoff_factor < 1:
+            raise ConfigError(f"backoff_factor: must be >= 1, got {self.backoff_factor!r}")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigError(f"jitter: must be within [0, 1], got {self.jitter!r}")
+        if self.max_reconnect_attempts is not None and self.max_reconnect_attempts < 0:
+            raise ConfigError(
+                f"max_reconnect_attempts: must be >= 0 or None, got {self.max_reconnect_attempts!r}"
+            )
+        if self.heartbeat_interval is not None and self.heartbeat_interval <= 0:
+            raise ConfigError("heartbeat_interval: must be > 0 (or None to disable)")
+
+    @property
+    def effective_heartbeat_timeout(self) -> float | None:
+        """The pong deadline: ``heartbeat_timeout``, else the heartbeat interval."""
+        if self.heartbeat_interval is None:
+            return None
+        return (
+            self.heartbeat_timeout
+            if self.heartbeat_timeout is not None
+            else self.heartbeat_interval
+        )
+
+    @property
+    def offered_features(self) -> tuple[str, ...]:
+        """Features to offer: the configured ones, plus ``msgpack`` for that serializer."""
+        features = list(self.features)
+        if self.serializer == "msgpack" and "msgpack" not in features:
+            features.append("msgpack")
+        return tuple(features)
+
+
+@attrs.frozen
+class ServerConfig:
+    """Limits and policies of a :class:`~haive_plugin_websocket.WebSocketManager`.
+
+    * ``max_message_size``: a bigger incoming message closes the connection with 1009.
+    * ``outbound_queue``: messages waiting per connection; when a slow client lets it fill,
+      ``slow_consumer`` decides: ``drop_oldest`` (default), ``drop_newest`` or
+      ``disconnect`` (the connection is dropped; the client resumes with recovery).
+    * ``history_size``: room messages kept per room for connection-state recovery;
+      ``max_idle_rooms`` bounds how many rooms without members keep their history.
+    * ``rate_limit`` / ``rate_burst``: messages per second a client may send (token bucket);
+      excess messages are dropped with an error frame, and after ``flood_close_after``
+      dropped messages the connection is closed with 1008. ``None`` disables the limit.
+    * ``compression``: permessage-deflate offered to clients (negotiated).
+    * ``features``: protocol extensions this server accepts when a client offers them.
+
+    Example::
+
+        >>> ServerConfig(port=0, max_message_size="64KiB", slow_consumer="disconnect").max_message_size
+        65536
+        >>> ServerConfig(slow_consumer="wait")
+        Traceback (most recent call last):
+        ...
+        haive.dataflow.errors.ConfigError: slow_consumer: must be one of ('drop_oldest', 'drop_newest', 'disconnect'), got 'wait'
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_message_size: int = attrs.field(
+        default=2**20, converter=_size("max_message_size"), validator=_positive
+    )
+    outbound_queue: int = attrs.field(default=4096, validator=_positive)
+    slow_consumer: str = attrs.field(
+        default="drop_oldest", validator=_one_of(SLOW_CONSUMER_POLICIES)
+    )
+    history_size: int = attrs.field(default=1000)
+    max_idle_rooms: int = attrs.field(default=1024)
+    max_rooms_per_client: int = attrs.field(default=100, validator=_positive)
+    rate_limit: float | None = attrs.field(default=None, validator=_positive)
+    rate_burst: float | None = attrs.field(default=None, validator=_positive)
+    flood_close_after: int = attrs.field(default=1000, validator=_positive)
+    compression: str | None = attrs.field(default="deflate", converter=compression_mode)
+    ping_interval: float | None = attrs.field(
+        default=20.0, converter=_duration("ping_interval", optional=True)
+    )
+    ping_timeout: float | None = attrs.field(
+        default=20.0, converter=_duration("ping_timeout", optional=True)
+    )
+    open_timeout: float = attrs.field(default=10.0, converter=_duration("open_timeout"))
+    close_timeout: float = attrs.field(default=2.0, converter=_duration("close_timeout"))
+    max_batch_bytes: int = attrs.field(
+        default=64 * 1024, converter=_size("max_batch_bytes"), validator=_positive
+    )
+    features: tuple[str, ...] = attrs.field(default=FEATURES, converter=_features)
+    send_welcome: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.history_size < 0:
+            raise ConfigError(f"history_size: must be >= 0, got {self.history_size!r}")
+        if self.max_idle_rooms < 0:
+            raise ConfigError(f"max_idle_rooms: must be >= 0, got {self.max_idle_rooms!r}")
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ConfigError(f"port: must be an int in [0, 65535], got {self.port!r}")
