@@ -187,6 +187,9 @@ class StreamingPipeline:
                 run = PipelineRun(self, results)
                 await run.start(nursery)
                 yield ResultStream(run, results)
+                if run.finished.is_set():
+                    # Read to the end: let the source give its last acknowledgment and close.
+                    await run.source_done.wait()
                 # Leaving the block stops the run: whatever was not consumed is abandoned.
                 run.stop_monitors()
                 nursery.cancel_scope.cancel()
@@ -297,9 +300,13 @@ class PipelineRun:
         self.marks: FlowMarks | None = FlowMarks() if pipeline.monitors else None
         self.last_errors: list[Result] = []
         self.finished = trio.Event()
+        #: Set when the source task ended (after its last acknowledgment and ``aclose``).
+        self.source_done = trio.Event()
         self._results_producers: list[BufferProducer[Result]] = []
         self._monitor_scope = trio.CancelScope()
         self._pending_done = 2
+        self._errors_handled = 0
+        self._errors_progress = trio.Event()
 
     async def start(self, nursery: trio.Nursery) -> None:
         pipeline = self.pipeline
@@ -327,22 +334,38 @@ class PipelineRun:
         assert source is not None
         max_batch = self.pipeline.config.chunk_size
         marks = self.marks
+        acknowledging = source.acknowledges
+        unacknowledged = 0
         try:
             await source.open()
             async with aclosing(source.batches(max_batch)) as batches:  # type: ignore[type-var]
                 async for batch in batches:
+                    if not batch:
+                        # An empty batch is the source asking for an acknowledgment point.
+                        if acknowledging and unacknowledged:
+                            await self.settle()
+                            await source.acknowledge(unacknowledged)
+                            unacknowledged = 0
+                        continue
                     self.read += len(batch)
+                    unacknowledged += len(batch)
                     if marks is not None:
                         marks.entered.append((self.read, trio.current_time()))
                     if self.memory is not None:
                         batch = await self.memory.admit(batch)
                     await self.graph.feed(batch)
+            if acknowledging and unacknowledged:
+                # End of input: let every node flush and the sinks finish, then acknowledge.
+                self.graph.close_input()
+                await self.finished.wait()
+                await source.acknowledge(unacknowledged)
         except Exception as exc:
             raise NodeError(f"source:{type(source).__name__}", exc) from exc
         finally:
             self.graph.close_input()
             with trio.CancelScope(shield=True):
                 await source.aclose()
+            self.source_done.set()
 
     async def _deliver(self) -> None:
         sink = self.pipeline.sink
@@ -394,6 +417,8 @@ class PipelineRun:
                     await dead_letter.write_batch([r.to_dict() for r in batch])
                 if producer is not None:
                     await producer.put_batch(batch)
+                self._errors_handled += len(batch)
+                self._errors_progress.set()
         finally:
             if producer is not None:
                 producer.close()
@@ -401,6 +426,20 @@ class PipelineRun:
                 with trio.CancelScope(shield=True):
                     await dead_letter.aclose()
             self._one_done()
+
+    async def settle(self) -> None:
+        """Wait until every item read so far has left the pipeline.
+
+        That is: written by the sink (its ``write_batch`` returned), or failed and handed to
+        the dead-letter sink and the result stream, or filtered out, or dropped by a
+        backpressure strategy. Acknowledging sources (:attr:`DataSource.acknowledges`) are
+        acknowledged only after this. Items a stateful node holds across batches (an open
+        window) count as handled once absorbed.
+        """
+        await self.graph.wait_idle()
+        while self._errors_handled < self.errors.stats.items_in:
+            self._errors_progress = trio.Event()
+            await self._errors_progress.wait()
 
     def _one_done(self) -> None:
         self._pending_done -= 1
