@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -49,7 +48,9 @@ class Recorder:
                 "processor": platform.processor(),
             },
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "figures": {f.name: {"value": f.value, "unit": f.unit, "note": f.note} for f in self.figures},
+            "figures": {
+                f.name: {"value": f.value, "unit": f.unit, "note": f.note} for f in self.figures
+            },
         }
 
 
