@@ -85,10 +85,12 @@ async def test_fast_producer_slow_consumer_stays_under_the_cap() -> None:
 
 
 async def test_a_cap_below_what_the_process_uses_is_a_clear_error() -> None:
-    pipeline = StreamingPipeline("p", config=StreamConfig(max_memory_usage="5MB"))
+    with pytest.raises(ConfigError, match="must be at least 32MB"):
+        StreamConfig(max_memory_usage="5MB")
+    pipeline = StreamingPipeline("p", config=StreamConfig(max_memory_usage="33MB"))
     pipeline.set_source(IterableSource([1]))
     with pytest.raises(
-        ConfigError, match=r"max_memory_usage is 5MB, but this process already uses"
+        ConfigError, match=r"max_memory_usage is 33MB, but this process already uses"
     ):
         await pipeline.execute()
 

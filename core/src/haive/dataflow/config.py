@@ -35,8 +35,21 @@ def _compression(instance: object, attribute: attrs.Attribute[str], value: str) 
         )
 
 
+#: The smallest ``max_memory_usage`` accepted: a Python process running trio alone takes
+#: about 30 MB; the cap also has to leave room for data.
+MIN_MEMORY = 32 * 1000**2
+
+
 def _memory(value: int | str | None) -> int | None:
-    return None if value is None else parse_size(value, what="StreamConfig.max_memory_usage")
+    if value is None:
+        return None
+    size = parse_size(value, what="StreamConfig.max_memory_usage")
+    if size < MIN_MEMORY:
+        raise ConfigError(
+            f"StreamConfig.max_memory_usage must be at least 32MB (the interpreter alone uses "
+            f"about 30MB), got {value!r}"
+        )
+    return size
 
 
 @attrs.frozen(kw_only=True)

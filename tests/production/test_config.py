@@ -1,0 +1,90 @@
+"""StreamConfig: validation errors, and every field a pipeline uses really applied."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+
+from haive.dataflow import ConfigError, StreamConfig, StreamingPipeline, TransformNode
+from haive.dataflow.builtins.sinks import MemorySink
+from haive.dataflow.builtins.sources import IterableSource
+from haive.dataflow.streaming_pipeline import PipelineRun
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"buffer_size": 0}, r"buffer_size must be an int >= 1, got 0"),
+        ({"chunk_size": "big"}, r"chunk_size must be an int >= 1, got 'big'"),
+        ({"worker_threads": True}, r"worker_threads must be an int >= 1, got True"),
+        ({"max_memory_usage": "2 gigs"}, r"expected a size like '500MB'"),
+        ({"max_memory_usage": "1MB"}, r"must be at least 32MB"),
+        ({"compression": "zip"}, r"compression must be one of"),
+        ({"tcp_nodelay": "yes"}, r"tcp_nodelay must be true or false"),
+    ],
+)
+def test_invalid_values_name_the_field(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        StreamConfig(**kwargs)
+
+
+def test_unknown_keys_are_rejected_by_name() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        StreamConfig.from_dict({"buffer_size": 10, "worker_thread": 2})
+
+
+class Watch:
+    """A monitor that records what the running pipeline really uses."""
+
+    def __init__(self) -> None:
+        self.capacities: list[int] = []
+        self.max_batches: list[int] = []
+        self.governor: Any = None
+
+    async def monitor(self, run: PipelineRun) -> None:
+        self.capacities = [buf.capacity for buf in run.buffers()]
+        self.max_batches = [ctx.max_batch for ctx in run.graph.contexts.values()]
+        self.governor = run.memory
+
+
+async def test_buffer_and_chunk_sizes_are_applied() -> None:
+    batches: list[int] = []
+
+    def record(item: int) -> int:
+        return item
+
+    class CountingSink(MemorySink):
+        async def write_batch(self, items: list[Any]) -> None:
+            batches.append(len(items))
+            await super().write_batch(items)
+
+    watch = Watch()
+    pipeline = StreamingPipeline("p", config=StreamConfig(buffer_size=50, chunk_size=7))
+    pipeline.set_source(IterableSource(range(100)))
+    pipeline.add_node(TransformNode(name="t", transform_fn=record))
+    pipeline.set_sink(CountingSink())
+    pipeline.add_monitor(watch)
+    report = await pipeline.execute()
+    assert report.processed == 100
+    assert set(watch.capacities) == {50} and watch.max_batches == [7]
+    assert max(batches) <= 7
+    assert watch.governor is None  # no cap, no gc_interval: nothing to govern
+
+
+async def test_memory_cap_and_gc_interval_are_applied() -> None:
+    watch = Watch()
+    config = StreamConfig(buffer_size=100_000, chunk_size=5, max_memory_usage="4GB", gc_interval=10)
+    pipeline = StreamingPipeline("p", config=config)
+    pipeline.set_source(IterableSource([b"x" * 100_000] * 30))
+    pipeline.add_node(TransformNode(name="t", transform_fn=bytes))
+    pipeline.add_monitor(watch)
+    collections = gc.get_stats()[1]["collections"]
+    report = await pipeline.execute()
+    assert report.processed == 30
+    governor = watch.governor
+    assert governor is not None and governor.limit == 4_000_000_000
+    assert governor.item_size > 100_000
+    assert all(buf.capacity < 100_000 for buf in governor.buffers)
+    assert gc.get_stats()[1]["collections"] >= collections + 3
