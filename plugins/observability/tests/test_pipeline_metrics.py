@@ -172,3 +172,33 @@ def test_per_node_latency_estimates_service_time() -> None:
     nodes = trio.run(main)
     assert 1.5 <= nodes["nodes/busy"].p50 <= 20.0
     assert nodes["nodes/quick"].p50 < nodes["nodes/busy"].p50
+
+
+async def test_error_rate_is_not_diluted_by_a_backlog(autojump_clock: Any) -> None:
+    metrics = MetricsCollector(interval=0.25)
+    # Counters move per batch: a slow node taking 1024 items at once would count them as
+    # taken long before it fails some of them; batches of 100 keep that small.
+    pipeline = StreamingPipeline("lagging", on_error="skip", config=StreamConfig(chunk_size=100))
+    pipeline.set_source(PacedSource(3000, every=0.1, batch=100))  # 1000 items/s in
+
+    async def slow_and_flaky(x: int) -> int:
+        await trio.sleep(0.002)  # 500 items/s out: a growing backlog
+        if x % 4 == 0:
+            raise RuntimeError("flaky")
+        return x
+
+    pipeline.add_processor(TransformNode(name="parse", transform_fn=lambda x: x))
+    pipeline.add_processor(TransformNode(name="flaky", transform_fn=slow_and_flaky))
+    pipeline.add_monitor(metrics)
+    mid: list[float] = []
+
+    async def watch() -> None:
+        await trio.sleep(2.5)
+        mid.append(metrics.get_current().error_rate.current)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await pipeline.execute()
+    # Errors / items read would say ~12 % here (half the items still queue before "flaky").
+    assert mid[0] == pytest.approx(0.25, abs=0.03)
+    assert metrics.get_current().error_rate.errors == 750

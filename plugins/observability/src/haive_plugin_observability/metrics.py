@@ -563,10 +563,16 @@ class ErrorRateSnapshot:
 
 
 class ErrorRateMetric(Metric):
-    """Failed items / all items over a sliding window; ``exceeded`` past ``threshold``.
+    """Share of items that fail, over a sliding window; ``exceeded`` past ``threshold``.
 
-    From a pipeline: node errors (whatever the error policy) over items read; from
-    :meth:`MetricsCollector.record`: events for which :func:`is_error` holds.
+    From a pipeline each node's own share (errors / items it took in, over the window) is
+    measured, and the pipeline's is the chance an item fails in any node,
+    ``1 - prod(1 - node_share)``: a slow node downstream does not dilute its errors by items
+    still queued before it. Several pipelines (and recorded events) are averaged, weighted by
+    the items each read in the window. Node counters move per batch, so a node working
+    through a large batch counts all of it as taken before its errors show: keep
+    ``chunk_size`` modest for slow nodes. From :meth:`MetricsCollector.record`: events for
+    which :func:`is_error` holds, over all events.
 
     Example::
 
@@ -595,33 +601,64 @@ class ErrorRateMetric(Metric):
         self.window = as_seconds(window, "ErrorRateMetric window")
         self._attempts = 0
         self._errors = 0
-        self._window = CounterWindow(self.window, width=2)
+        self._events = CounterWindow(self.window, width=2)
+        self._event_totals = (0, 0)
+        #: pipeline -> (items read so far, window of it)
+        self._reads: dict[str, tuple[int, CounterWindow]] = {}
+        #: pipeline -> node -> window of the node's (items_in, errors)
+        self._node_windows: dict[str, dict[str, CounterWindow]] = {}
         self._nodes: dict[str, int] = {}
 
-    def add(self, attempts: int, errors: int, now: float, *, sampled: bool = False) -> None:
-        """Count ``attempts`` items of which ``errors`` failed (``sampled``: see ThroughputMetric.add)."""
+    def add(self, attempts: int, errors: int, now: float) -> None:
+        """Count ``attempts`` recorded events of which ``errors`` failed, at ``now``."""
         self._attempts += attempts
         self._errors += errors
-        values = (self._attempts, self._errors)
-        if sampled:
-            self._window.update(now, values)
-        else:
-            self._window.advance(now, values)
+        attempts_total, errors_total = self._event_totals
+        self._event_totals = (attempts_total + attempts, errors_total + errors)
+        self._events.advance(now, self._event_totals)
 
     def observe(self, event: Any, now: float) -> None:
         self.add(1, 1 if is_error(event) else 0, now)
 
     def observe_sample(self, sample: RunSample, now: float) -> None:
-        self.add(max(sample.delta_read, 0), max(sample.delta_errors, 0), now, sampled=True)
+        self._attempts += max(sample.delta_read, 0)
+        self._errors += max(sample.delta_errors, 0)
+        read, window = self._reads.get(sample.pipeline, (0, None))
+        if window is None:
+            window = CounterWindow(self.window, width=1)
+        read += max(sample.delta_read, 0)
+        window.update(now, (read,))
+        self._reads[sample.pipeline] = (read, window)
+        nodes = self._node_windows.setdefault(sample.pipeline, {})
         for node in sample.nodes:
+            node_window = nodes.get(node.name)
+            if node_window is None:
+                node_window = nodes[node.name] = CounterWindow(self.window, width=2)
+            node_window.update(now, (node.items_in, node.errors))
             if node.errors:
                 self._nodes[f"{sample.pipeline}/{node.name}"] = node.errors
 
     def _rate(self, now: float) -> float:
-        attempts, errors = self._window.delta(now)
-        if errors <= 0:
-            return 0.0
-        return min(1.0, errors / attempts) if attempts > 0 else 1.0
+        weighted = 0.0
+        weights = 0.0
+        attempts, errors = self._events.delta(now)
+        if attempts > 0:
+            weighted += errors
+            weights += attempts
+        for pipeline, nodes in self._node_windows.items():
+            survive = 1.0
+            busiest = 0.0
+            for node_window in nodes.values():
+                items_in, node_errors = node_window.delta(now)
+                busiest = max(busiest, items_in)
+                if items_in > 0 and node_errors > 0:
+                    survive *= 1.0 - min(1.0, node_errors / items_in)
+            weight = self._reads[pipeline][1].delta(now)[0] if pipeline in self._reads else 0
+            weight = weight or busiest
+            if weight > 0:
+                weighted += (1.0 - survive) * weight
+                weights += weight
+        return min(1.0, weighted / weights) if weights > 0 else 0.0
 
     @property
     def current(self) -> float:

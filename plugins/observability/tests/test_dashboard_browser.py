@@ -1,0 +1,210 @@
+"""The dashboard in a real headless Chromium: live figures without reload, alerts appearing.
+
+Needs the Debian packages ``chromium`` and ``chromium-driver`` (``.ci/services`` installs
+them when this file exists). The screenshot lands in ``artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from haive_plugin_observability import (
+    Alert,
+    AlertManager,
+    BackpressureMetric,
+    Dashboard,
+    ErrorRateMetric,
+    Histogram,
+    LatencyMetric,
+    LineChart,
+    MetricsCollector,
+    StreamAnalytics,
+    ThroughputMetric,
+)
+
+from haive.dataflow import StreamingPipeline, TransformNode
+from haive.dataflow.sources import DataSource
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts"
+
+if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    pytest.skip("chromium and chromium-driver are not installed", allow_module_level=True)
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+class Feed(DataSource):
+    """Batches of ints every 50 ms until ``stop`` is set; ``state["batch"]`` sets the rate."""
+
+    def __init__(self, state: dict[str, Any], stop: trio.Event) -> None:
+        self.state = state
+        self.stop = stop
+
+    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+        n = 0
+        while not self.stop.is_set():
+            size = self.state["batch"]
+            yield list(range(n, n + size))
+            n += size
+            await trio.sleep(0.05)
+
+
+def make_driver(profile: str) -> Any:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1500",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def text_of(driver: Any, element_id: str) -> str:
+    return str(driver.find_element(By.ID, element_id).text)
+
+
+async def test_dashboard_live_in_chromium() -> None:
+    state: dict[str, Any] = {"batch": 10, "fail": False}
+    stop = trio.Event()
+    metrics = MetricsCollector(
+        {
+            "throughput": ThroughputMetric(window="1m"),
+            "latency": LatencyMetric(percentiles=[50, 95, 99], window="30s"),
+            "error_rate": ErrorRateMetric(threshold=0.01, window="2s"),
+            "backpressure": BackpressureMetric(),
+        },
+        interval=0.1,
+    )
+    alerts = AlertManager()
+
+    @alerts.rule("error_spike")
+    async def check_errors(m: Any) -> Alert | None:
+        if m.error_rate.current > 0.05:
+            return Alert(
+                severity="critical",
+                message=f"Error rate spike: {m.error_rate.current:.2%}",
+                suggested_action="Investigate error logs immediately",
+            )
+        return None
+
+    dashboard = Dashboard("browser-test")
+    dashboard.add_widget(
+        "throughput_chart",
+        LineChart(metric="throughput", title="Stream Throughput", refresh_interval=200),
+    )
+    dashboard.add_widget(
+        "latency_histogram",
+        Histogram(
+            metric="latency",
+            title="Processing Latency Distribution",
+            buckets=[1, 5, 10, 50, 100, 500],
+        ),
+    )
+    dashboard.add_widget(
+        "latency_chart", LineChart(metric="latency", title="Latency (ms)", refresh_interval=200)
+    )
+    analytics = StreamAnalytics(metrics, alerts, dashboard, interval=0.2)
+
+    pipeline = StreamingPipeline("browser-demo", on_error="skip")
+    pipeline.set_source(Feed(state, stop))
+
+    async def enrich(x: int) -> int:
+        await trio.sleep(0.0005)
+        if state["fail"] and x % 4 == 0:
+            raise RuntimeError("downstream unavailable")
+        return x
+
+    pipeline.add_processor(TransformNode(name="parse", transform_fn=lambda x: x + 1))
+    pipeline.add_processor(TransformNode(name="enrich", transform_fn=enrich))
+    analytics.watch(pipeline)
+
+    profile = tempfile.mkdtemp(prefix="haive-chromium-")
+    driver = await trio.to_thread.run_sync(make_driver, profile)
+    try:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(dashboard.serve)
+            nursery.start_soon(pipeline.execute)
+
+            def load_and_read_first() -> str:
+                driver.get(url)
+                WebDriverWait(driver, 20).until(lambda d: text_of(d, "status") == "live")
+                driver.execute_script("window.__loadedOnce = 'yes';")
+                WebDriverWait(driver, 20).until(
+                    lambda d: text_of(d, "fig-throughput").endswith("ev/s")
+                )
+                return text_of(driver, "fig-throughput")
+
+            first = await trio.to_thread.run_sync(load_and_read_first)
+            state["batch"] = 100  # ten times the rate: the figure must follow
+
+            def wait_for_change() -> str:
+                WebDriverWait(driver, 20).until(lambda d: text_of(d, "fig-throughput") != first)
+                return text_of(driver, "fig-throughput")
+
+            second = await trio.to_thread.run_sync(wait_for_change)
+            assert first != second
+            state["fail"] = True
+
+            def wait_for_alert() -> tuple[str, str, bool]:
+                WebDriverWait(driver, 20).until(
+                    lambda d: d.find_elements(
+                        By.CSS_SELECTOR, "#alerts li[data-rule='error_spike']"
+                    )
+                )
+                time.sleep(1.0)  # let the charts draw a few more points for the screenshot
+                item = driver.find_element(By.CSS_SELECTOR, "#alerts li[data-rule='error_spike']")
+                ARTIFACTS.mkdir(exist_ok=True)
+                driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+                same_page = driver.execute_script("return window.__loadedOnce") == "yes"
+                return item.text, item.get_attribute("class") or "", same_page
+
+            alert_text, alert_class, same_page = await trio.to_thread.run_sync(wait_for_alert)
+            assert (
+                "Error rate spike" in alert_text
+                and "Investigate error logs immediately" in alert_text
+            )
+            assert "critical" in alert_class
+            assert same_page, "the page reloaded instead of updating over the WebSocket"
+
+            def read_cards() -> dict[str, str]:
+                return {
+                    key: text_of(driver, key)
+                    for key in ("fig-p99", "fig-error-rate", "fig-alerts", "name")
+                }
+
+            cards = await trio.to_thread.run_sync(read_cards)
+            assert cards["name"] == "browser-test" and cards["fig-alerts"] == "1"
+            assert cards["fig-error-rate"].endswith("%") and cards["fig-p99"].endswith("s")
+            queues = await trio.to_thread.run_sync(
+                driver.execute_script,
+                "return [...document.querySelectorAll('#queues tr[data-edge]')].map(r => r.dataset.edge)",
+            )
+            assert "browser-demo/enrich.in" in queues
+            stop.set()
+            nursery.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(driver.quit)
+        shutil.rmtree(profile, ignore_errors=True)
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
