@@ -20,10 +20,22 @@ from typing import Any
 from . import *  # noqa: F403
 from . import __all__ as _core_names
 from ._catalogue import EXPORTS
+from .backpressure import SlidingWindowStrategy as SlidingWindowStrategy
+from .builtins.sinks import CallbackSink as CallbackSink
+from .builtins.sinks import JsonLinesSink as JsonLinesSink
+from .builtins.sinks import MemorySink as MemorySink
+from .builtins.sinks import StdoutSink as StdoutSink
+from .builtins.sources import AsyncIterableSource as AsyncIterableSource
+from .builtins.sources import IterableSource as IterableSource
+from .builtins.sources import JsonLinesSource as JsonLinesSource
+from .builtins.sources import MemorySource as MemorySource
 from .chain import ChainResult as ChainResult
 from .chain import ChainStepError as ChainStepError
 from .chain import TransformationChain as TransformationChain
 from .errors import MissingPluginError
+from .event_pipeline import PipelineHandle as PipelineHandle
+from .streaming_pipeline import PipelineRun as PipelineRun
+from .streaming_pipeline import ResultStream as ResultStream
 
 _LOCAL = [
     "AsyncIterableSource",
