@@ -174,11 +174,14 @@ async def test_dashboard_live_in_chromium() -> None:
                     )
                 )
                 time.sleep(1.0)  # let the charts draw a few more points for the screenshot
-                item = driver.find_element(By.CSS_SELECTOR, "#alerts li[data-rule='error_spike']")
                 ARTIFACTS.mkdir(exist_ok=True)
                 driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
-                same_page = driver.execute_script("return window.__loadedOnce") == "yes"
-                return item.text, item.get_attribute("class") or "", same_page
+                # Read in one script: the list is re-rendered by every frame.
+                text, cls, loaded = driver.execute_script(
+                    "const li = document.querySelector(\"#alerts li[data-rule='error_spike']\");"
+                    "return [li ? li.innerText : '', li ? li.className : '', window.__loadedOnce];"
+                )
+                return text, cls, loaded == "yes"
 
             alert_text, alert_class, same_page = await trio.to_thread.run_sync(wait_for_alert)
             assert (
@@ -189,10 +192,14 @@ async def test_dashboard_live_in_chromium() -> None:
             assert same_page, "the page reloaded instead of updating over the WebSocket"
 
             def read_cards() -> dict[str, str]:
-                return {
-                    key: text_of(driver, key)
-                    for key in ("fig-p99", "fig-error-rate", "fig-alerts", "name")
-                }
+                return dict(
+                    driver.execute_script(
+                        "const out = {};"
+                        "for (const id of ['fig-p99', 'fig-error-rate', 'fig-alerts', 'name'])"
+                        "  out[id] = document.getElementById(id).innerText;"
+                        "return out;"
+                    )
+                )
 
             cards = await trio.to_thread.run_sync(read_cards)
             assert cards["name"] == "browser-test" and cards["fig-alerts"] == "1"

@@ -38,7 +38,9 @@ def test_top_is_a_registered_cli_command() -> None:
 async def test_top_follows_a_running_dashboard() -> None:
     metrics = MetricsCollector()
     alerts = AlertManager()
-    alerts.add_rule(lambda m: Alert("critical", "Error rate spike: 9.00%", "Investigate"), name="error_spike")
+    alerts.add_rule(
+        lambda m: Alert("critical", "Error rate spike: 9.00%", "Investigate"), name="error_spike"
+    )
     dashboard = Dashboard("top-test")
     analytics = StreamAnalytics(metrics, alerts, dashboard, interval=0.1)
     for ms in (2, 4, 6):
@@ -63,7 +65,10 @@ async def test_top_follows_a_running_dashboard() -> None:
 
 async def test_top_reports_an_unreachable_dashboard() -> None:
     result = await trio.run_process(
-        [*HAIVE, "top", "http://127.0.0.1:9/"], capture_stdout=True, capture_stderr=True, check=False
+        [*HAIVE, "top", "http://127.0.0.1:9/"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
     assert result.returncode == 2
     assert b"haive top:" in result.stderr
@@ -104,7 +109,9 @@ def test_top_runs_a_pipeline_file(tmp_path: Path) -> None:
 def test_progress_reporter_counts_rates_and_eta() -> None:
     now = [0.0]
     out = io.StringIO()
-    progress = ProgressReporter(total=10_000, label="replay", stream=out, clock=lambda: now[0], log_interval=1.0)
+    progress = ProgressReporter(
+        total=10_000, label="replay", stream=out, clock=lambda: now[0], log_interval=1.0
+    )
     for _ in range(50):
         now[0] += 0.1
         progress.update(100)
@@ -120,7 +127,9 @@ def test_progress_reporter_counts_rates_and_eta() -> None:
 def test_progress_on_a_terminal_redraws_one_line() -> None:
     now = [0.0]
     out = io.StringIO()
-    with ProgressReporter(stream=out, clock=lambda: now[0], tty=True, interval=0.5, unit="rows") as progress:
+    with ProgressReporter(
+        stream=out, clock=lambda: now[0], tty=True, interval=0.5, unit="rows"
+    ) as progress:
         for _ in range(10):
             now[0] += 0.25
             progress.update(5)

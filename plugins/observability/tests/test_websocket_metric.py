@@ -27,6 +27,13 @@ async def test_connections_and_rooms_are_reported() -> None:
     manager = websocket_plugin.WebSocketManager(port=0)
     metrics = MetricsCollector()
     metrics.watch_websocket(manager)
+    all_gone = trio.Event()
+
+    @manager.on_disconnect
+    def gone(client: Any) -> None:
+        if not manager.clients:
+            all_gone.set()
+
     async with manager.serving():
         async with connect(manager.url) as a, connect(manager.url) as b, connect(manager.url) as c:
             for ws, room in ((a, "market_analysis"), (b, "market_analysis"), (c, "news")):
@@ -46,9 +53,12 @@ async def test_connections_and_rooms_are_reported() -> None:
                 for s in family.samples
             }
             assert values[("haive_websocket_connections", (("metric", "websocket"),))] == 3
-            key = ("haive_websocket_room_members", (("metric", "websocket"), ("room", "market_analysis")))
+            key = (
+                "haive_websocket_room_members",
+                (("metric", "websocket"), ("room", "market_analysis")),
+            )
             assert values[key] == 2
         with trio.fail_after(5):
-            while metrics.websocket.connections:
-                await trio.sleep(0.01)
-        assert metrics.get_current().websocket.rooms == {}
+            await all_gone.wait()
+        after = metrics.get_current().websocket
+        assert after.connections == 0 and after.rooms == {}
