@@ -38,6 +38,8 @@ class LogHistogram:
 
     __slots__ = (
         "_counts",
+        "_hi",
+        "_lo",
         "_half_magnitude",
         "_sub_half",
         "clamped",
@@ -64,6 +66,9 @@ class LogHistogram:
         self._half_magnitude = sub_count_magnitude - 1
         self._sub_half = 1 << self._half_magnitude
         self._counts: list[int] = [0] * (self._index(highest) + 1)
+        # Indexes of the lowest and highest non-empty counters: loops touch only those.
+        self._lo = len(self._counts)
+        self._hi = -1
         self.count = 0
         self.total = 0
         self.min = 0
@@ -97,7 +102,12 @@ class LogHistogram:
         if value > self.highest:
             self.clamped += count
             value = self.highest
-        self._counts[self._index(value)] += count
+        index = self._index(value)
+        self._counts[index] += count
+        if index < self._lo:
+            self._lo = index
+        if index > self._hi:
+            self._hi = index
         if self.count == 0 or value < self.min:
             self.min = value
         if value > self.max:
@@ -117,9 +127,13 @@ class LogHistogram:
         if not other.count:
             return
         counts = self._counts
-        for index, n in enumerate(other._counts):
+        theirs = other._counts
+        for index in range(other._lo, other._hi + 1):
+            n = theirs[index]
             if n:
                 counts[index] += n
+        self._lo = min(self._lo, other._lo)
+        self._hi = max(self._hi, other._hi)
         if self.count == 0 or other.min < self.min:
             self.min = other.min
         self.max = max(self.max, other.max)
@@ -130,6 +144,7 @@ class LogHistogram:
     def reset(self) -> None:
         """Forget every recorded value."""
         self._counts = [0] * len(self._counts)
+        self._lo, self._hi = len(self._counts), -1
         self.count = self.total = self.min = self.max = self.clamped = 0
 
     # -- reading -------------------------------------------------------------------------
@@ -148,7 +163,8 @@ class LogHistogram:
             return 0
         target = _rank(p, self.count)
         seen = 0
-        for index, n in enumerate(self._counts):
+        for index in range(self._lo, self._hi + 1):
+            n = self._counts[index]
             if n:
                 seen += n
                 if seen >= target:
@@ -165,7 +181,8 @@ class LogHistogram:
         targets = [_rank(ps[i], self.count) for i in order]
         k = 0
         seen = 0
-        for index, n in enumerate(self._counts):
+        for index in range(self._lo, self._hi + 1):
+            n = self._counts[index]
             if not n:
                 continue
             seen += n
@@ -181,7 +198,8 @@ class LogHistogram:
 
     def buckets(self) -> Iterator[tuple[int, int, int]]:
         """``(lowest, highest, count)`` of every non-empty counter, in value order."""
-        for index, n in enumerate(self._counts):
+        for index in range(self._lo, self._hi + 1):
+            n = self._counts[index]
             if n:
                 low, high = self._range(index)
                 yield low, min(high, self.max), n

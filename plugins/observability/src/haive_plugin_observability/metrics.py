@@ -137,12 +137,22 @@ class Metric(abc.ABC):
     name: str = ""
     _clock: Clock = staticmethod(_default_clock)
 
-    def bind(self, name: str, clock: Clock) -> None:
-        """Called by the collector: this metric's name and the clock it shares."""
+    _refresh: Callable[[], None] | None = None
+
+    def bind(self, name: str, clock: Clock, refresh: Callable[[], None] | None = None) -> None:
+        """Called by the collector: this metric's name, the clock it shares, and how to make
+        it sample the pipelines it monitors now (so reading a figure is always current)."""
         self.name = name
         self._clock = clock
+        self._refresh = refresh
 
     def now(self) -> float:
+        return self._clock()
+
+    def fresh_now(self) -> float:
+        """Sample what the collector monitors, then return the time (for live properties)."""
+        if self._refresh is not None:
+            self._refresh()
         return self._clock()
 
     def observe(self, event: Any, now: float) -> None:
@@ -257,17 +267,17 @@ class ThroughputMetric(Metric):
     @property
     def current(self) -> float:
         """Events per second over this metric's ``window``."""
-        return self._main.rate(self.now())[0]
+        return self._main.rate(self.fresh_now())[0]
 
     @property
     def per_second(self) -> float:
         """Events per second over the last second."""
-        return self._second.rate(self.now())[0]
+        return self._second.rate(self.fresh_now())[0]
 
     @property
     def per_minute(self) -> float:
         """Events per second averaged over the last minute."""
-        return self._minute.rate(self.now())[0]
+        return self._minute.rate(self.fresh_now())[0]
 
     @property
     def total(self) -> int:
@@ -425,6 +435,9 @@ class LatencyMetric(Metric):
         self._rolling = RollingHistogram(self.window, significant_figures=significant_figures)
         self._all = LogHistogram(significant_figures)
         self._nodes: dict[str, RollingHistogram] = {}
+        # The merged window is cached until something is recorded or a slice expires.
+        self._version = 0
+        self._cache: tuple[tuple[int, int], LogHistogram] | None = None
 
     def record_seconds(self, seconds: float, count: int = 1, *, now: float | None = None) -> None:
         """Record a latency of ``seconds`` (``count`` times)."""
@@ -433,6 +446,7 @@ class LatencyMetric(Metric):
         micros = int(seconds * 1e6 + 0.5)
         self._rolling.record(micros, count, now=self.now() if now is None else now)
         self._all.record(micros, count)
+        self._version += 1
 
     def observe(self, event: Any, now: float) -> None:
         seconds = latency_of(event)
@@ -444,6 +458,7 @@ class LatencyMetric(Metric):
             micros = int(seconds * 1e6 + 0.5)
             self._rolling.record(micros, count, now=now)
             self._all.record(micros, count)
+            self._version += 1
         for node in sample.nodes:
             if node.latency is None or node.delta_in <= 0:
                 continue
@@ -456,7 +471,13 @@ class LatencyMetric(Metric):
             hist.record(int(node.latency * 1e6 + 0.5), node.delta_in, now=now)
 
     def _window(self, now: float | None = None) -> LogHistogram:
-        return self._rolling.snapshot(now=self.now() if now is None else now)
+        when = self.fresh_now() if now is None else now
+        key = (math.floor(when / self._rolling.slice_seconds), self._version)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        merged = self._rolling.snapshot(now=when)
+        self._cache = (key, merged)
+        return merged
 
     def percentile(self, p: float) -> float:
         """The ``p``-th percentile over the window, in milliseconds."""
@@ -663,7 +684,7 @@ class ErrorRateMetric(Metric):
     @property
     def current(self) -> float:
         """Failed share over the window (0..1)."""
-        return self._rate(self.now())
+        return self._rate(self.fresh_now())
 
     @property
     def exceeded(self) -> bool:
@@ -849,19 +870,19 @@ class BackpressureMetric(Metric):
 
     @property
     def dropped(self) -> int:
-        return self.snapshot(self.now()).dropped
+        return self.snapshot(self.fresh_now()).dropped
 
     @property
     def blocked_fraction(self) -> float:
-        return self.snapshot(self.now()).blocked_fraction
+        return self.snapshot(self.fresh_now()).blocked_fraction
 
     @property
     def max_pressure(self) -> float:
-        return self.snapshot(self.now()).max_pressure
+        return self.snapshot(self.fresh_now()).max_pressure
 
     @property
     def edges(self) -> Mapping[str, EdgeSnapshot]:
-        return self.snapshot(self.now()).edges
+        return self.snapshot(self.fresh_now()).edges
 
 
 # -- the collector ----------------------------------------------------------------------
@@ -1032,7 +1053,7 @@ class MetricsCollector:
         self._metrics: dict[str, Metric] = {}
         for name, metric in chosen.items():
             self._check(name, metric)
-            metric.bind(name, self._clock)
+            metric.bind(name, self._clock, self.sample)
             self._metrics[name] = metric
         self._trackers: dict[int, RunTracker] = {}
         self._pipelines: dict[str, RunSample] = {}
@@ -1113,7 +1134,7 @@ class MetricsCollector:
         if name in self._metrics:
             raise ConfigError(f"MetricsCollector already has a metric {name!r}")
         self._check(name, metric)
-        metric.bind(name, self._clock)
+        metric.bind(name, self._clock, self.sample)
         self._metrics[name] = metric
 
     def watch_websocket(self, server: Any, name: str = "websocket") -> None:

@@ -97,10 +97,10 @@ class WebSocketMetric(Metric):
 
     @property
     def connections(self) -> int:
-        self.poll(self.now())
+        self.poll(self.fresh_now())
         return self._latest.connections
 
     @property
     def rooms(self) -> Mapping[str, int]:
-        self.poll(self.now())
+        self.poll(self.fresh_now())
         return self._latest.rooms
