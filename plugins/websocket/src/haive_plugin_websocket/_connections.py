@@ -8,7 +8,8 @@ websockets' own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import trio
@@ -29,6 +30,7 @@ async def _send_data(conn: Connection) -> None:
                 await conn.stream.send_all(b"".join(pending) if len(pending) > 1 else pending[0])
                 pending = []
             # An empty chunk asks for the end of the stream (after the closing handshake).
+            _arm_close_deadline(conn)
             if isinstance(conn.stream, trio.abc.HalfCloseableStream):
                 try:
                     await conn.stream.send_eof()
@@ -38,6 +40,23 @@ async def _send_data(conn: Connection) -> None:
                 await conn.stream.aclose()
         if pending:
             await conn.stream.send_all(b"".join(pending) if len(pending) > 1 else pending[0])
+
+
+def _arm_close_deadline(conn: Connection) -> None:
+    # websockets enforces close_timeout only while someone sends. After it half-closes the
+    # TCP connection (e.g. having failed it for an oversize message), a peer that never
+    # closes its side would hold the connection, and its handler, forever.
+    if conn.close_timeout is not None and not getattr(conn, "_haive_close_armed", False):
+        conn._haive_close_armed = True  # type: ignore[attr-defined]
+        conn.nursery.start_soon(_close_after_timeout, conn, conn.close_timeout)
+
+
+async def _close_after_timeout(conn: Connection, timeout: float) -> None:
+    with trio.move_on_after(timeout):
+        await conn.stream_closed.wait()
+        return
+    conn.set_connection_exc(TimeoutError("timed out waiting for the peer to close the TCP connection"))
+    await conn.close_stream()
 
 
 class HaiveServerConnection(ServerConnection):
@@ -68,3 +87,27 @@ async def send_frames(conn: Connection, frames: Sequence[tuple[bool, bytes]]) ->
                 protocol.send_text(data)
             else:
                 protocol.send_binary(data)
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    if len(group.exceptions) != 1:
+        return None
+    only = group.exceptions[0]
+    return _single(only) if isinstance(only, BaseExceptionGroup) else only
+
+
+@contextmanager
+def unwrap_single_error() -> Iterator[None]:
+    """Re-raise the one exception of a group from a nursery that is an implementation detail.
+
+    ``async with client.connect():`` and ``manager.serving()`` run a nursery around the
+    caller's block; without this a ``ValueError`` raised in the block would come out as an
+    ``ExceptionGroup``. Several concurrent errors still come out as a group.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        single = _single(group)
+        if single is None:
+            raise
+        raise single from single.__cause__

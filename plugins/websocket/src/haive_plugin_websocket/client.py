@@ -7,7 +7,7 @@ import itertools
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -20,7 +20,7 @@ from websockets.trio.client import connect as ws_connect
 from haive.dataflow.backpressure import BoundedBuffer
 from haive.dataflow.errors import SerializationError
 
-from ._connections import HaiveClientConnection, send_frames
+from ._connections import HaiveClientConnection, send_frames, unwrap_single_error
 from .config import ConnectionConfig
 from .errors import ConnectionFailedError, InvalidRoomError, MessageTooLargeError, RoomAccessError
 from .handlers import MessageHandler
@@ -168,6 +168,8 @@ class StreamingClient:
       drops the connection and reconnects.
     * :meth:`join` / :meth:`leave` rooms; rooms are re-joined after a reconnect, resuming
       from the last sequence number seen, so missed room messages are replayed once.
+    * ``open_stream`` (optional) opens the transport for each attempt instead of a TCP
+      connection to the URL's host (a Unix socket, a proxy tunnel, an in-memory stream).
     * ``@client.on_event("reconnected")`` (or ``"*"``) observes :class:`ConnectionEvent`\\ s;
       :attr:`events` keeps the recent ones and :attr:`stats` counts.
 
@@ -192,7 +194,13 @@ class StreamingClient:
         hi news
     """
 
-    def __init__(self, config: ConnectionConfig | str, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: ConnectionConfig | str,
+        *,
+        rng: random.Random | None = None,
+        open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None = None,
+    ) -> None:
         if isinstance(config, str):
             config = ConnectionConfig(url=config)
         self.config = config
@@ -203,6 +211,7 @@ class StreamingClient:
         self.features: frozenset[str] = frozenset()
         self.failed: ConnectionFailedError | None = None
         self._rng = rng or random.Random()
+        self._open_stream = open_stream
         self._codec = MSGPACK if config.serializer == "msgpack" else JSON
         self._wire_codec = JSON
         self._msgpack_frames = False
@@ -287,13 +296,14 @@ class StreamingClient:
         Raises :class:`~haive_plugin_websocket.errors.ConnectionFailedError` if the first
         connection cannot be made within ``max_reconnect_attempts``.
         """
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.run)
-            try:
-                yield self
-            finally:
-                with trio.CancelScope(shield=True):
-                    await self.close()
+        with unwrap_single_error():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.run)
+                try:
+                    yield self
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self.close()
 
     async def __aenter__(self) -> StreamingClient:
         self._cm = self.connect()
@@ -317,7 +327,8 @@ class StreamingClient:
             while not self._closing:
                 error: BaseException | None = None
                 try:
-                    async with self._open() as ws:
+                    stream = await self._open_stream() if self._open_stream is not None else None
+                    async with self._open(stream) as ws:
                         attempt = 0
                         if not started:
                             started = True
@@ -371,7 +382,7 @@ class StreamingClient:
         self._emit("gave_up", attempt=attempt, error=_describe(error))
         self._connected.set()  # wake wait_connected() so it raises
 
-    def _open(self) -> ws_connect:
+    def _open(self, stream: trio.abc.Stream | None) -> ws_connect:
         cfg = self.config
         headers: list[tuple[str, str]] = []
         offered = cfg.offered_features
@@ -390,6 +401,7 @@ class StreamingClient:
             ping_interval=None,  # our own heartbeat, below, reports and reconnects
             max_size=cfg.max_message_size,
             proxy=None,
+            stream=stream,
             create_connection=HaiveClientConnection,
         )
 

@@ -31,7 +31,7 @@ from websockets.trio.server import Server, serve
 from haive.dataflow.backpressure import BackpressureStrategy, BoundedBuffer
 from haive.dataflow.errors import SerializationError
 
-from ._connections import HaiveServerConnection, send_frames
+from ._connections import HaiveServerConnection, send_frames, unwrap_single_error
 from .config import ServerConfig
 from .errors import InvalidRoomError, NotServingError, UnknownClientError
 from .handlers import MessageHandler
@@ -514,12 +514,13 @@ class WebSocketManager:
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[WebSocketManager]:
         """``async with manager.serving():`` serves inside the block, stops after it."""
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.serve)
-            try:
-                yield self
-            finally:
-                self.stop()
+        with unwrap_single_error():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.serve)
+                try:
+                    yield self
+                finally:
+                    self.stop()
 
     def stop(self) -> None:
         """Ask :meth:`serve` to close every connection (1001 going away) and return."""
