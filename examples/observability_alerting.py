@@ -15,6 +15,7 @@ import sys
 import h11
 import orjson
 import trio
+from haive_plugin_observability import SinkNotifier, WebhookNotifier
 
 from haive.dataflow import StreamingPipeline, TransformNode
 from haive.dataflow.builtins.sinks import MemorySink
@@ -28,10 +29,11 @@ from haive.dataflow.streaming import (
     StreamAnalytics,
     ThroughputMetric,
 )
-from haive_plugin_observability import SinkNotifier, WebhookNotifier
 
 QUICK = bool(os.environ.get("HAIVE_EXAMPLE_QUICK"))
-logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="  log: %(levelname)s %(message)s")
+logging.basicConfig(
+    stream=sys.stdout, level=logging.INFO, format="  log: %(levelname)s %(message)s"
+)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # Set up alerting (the seed's two rules)

@@ -97,11 +97,15 @@ async def main() -> None:
 
         async with httpx.AsyncClient() as client:
             page = await client.get(url)
-            print(f"GET /         {page.status_code} {page.headers['content-type']}, {len(page.content):,} bytes")
+            print(
+                f"GET /         {page.status_code} {page.headers['content-type']}, {len(page.content):,} bytes"
+            )
             health = (await client.get(url + "healthz")).json()
             print(f"GET /healthz  {health['status']}, {health['clients']} live page(s)")
             prometheus = (await client.get(url + "metrics")).text
-            lines = [line for line in prometheus.splitlines() if line.startswith("haive_pipeline_items")]
+            lines = [
+                line for line in prometheus.splitlines() if line.startswith("haive_pipeline_items")
+            ]
             print("GET /metrics ", *lines, sep="\n  ")
 
         async with connect(dashboard.ws_url) as websocket:
