@@ -47,6 +47,17 @@ def inbox() -> Callable[..., Inbox]:
     return make
 
 
+@pytest.fixture
+def peers() -> Any:
+    """Misbehaving WebSocket peers: ``peers.silent(stream)`` answers the handshake, then ignores all."""
+
+    class Peers:
+        silent = staticmethod(silent_peer)
+        answer_handshake = staticmethod(answer_handshake)
+
+    return Peers
+
+
 async def answer_handshake(stream: trio.abc.Stream) -> bytes:
     """Read a WebSocket upgrade request from ``stream`` and accept it (no extensions)."""
     request = b""

@@ -7,10 +7,6 @@ from typing import Any
 
 import pytest
 import trio
-from haive.dataflow.plugins import get_registry
-from trio_websocket import ConnectionClosed as TWConnectionClosed
-from trio_websocket import open_websocket_url
-
 from haive_plugin_websocket import (
     ConnectionConfig,
     ConnectionFailedError,
@@ -21,6 +17,10 @@ from haive_plugin_websocket import (
     WebSocketManager,
 )
 from haive_plugin_websocket.protocol import JSON
+from trio_websocket import ConnectionClosed as TWConnectionClosed
+from trio_websocket import open_websocket_url
+
+from haive.dataflow.plugins import get_registry
 
 
 def client_for(manager: WebSocketManager, **options: Any) -> StreamingClient:
@@ -113,7 +113,10 @@ async def test_typed_routing_direct_send_and_handler_errors(inbox):
                 assert await manager.send_to_client("b", {"type": "note", "text": "from server"})
                 await a.direct("b", {"type": "note", "text": "from a"})
                 notes = await box_b.wait_count("note", 2)
-                assert [(n["text"], n.get("from")) for n in notes] == [("from server", None), ("from a", "a")]
+                assert [(n["text"], n.get("from")) for n in notes] == [
+                    ("from server", None),
+                    ("from a", "a"),
+                ]
                 await a.direct("nobody", {"type": "note"})
                 assert (await box_a.wait_count("error", 3))[-1]["code"] == "unknown_client"
                 assert not await manager.send_to_client("nobody", {"type": "note"})
@@ -125,7 +128,7 @@ async def test_publish_and_stream_to_room(inbox):
     async def market_data():
         for price in (101.5, 102.0, 99.75):
             yield {"symbol": "AAPL", "price": price}
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
     with trio.fail_after(10):
         manager = WebSocketManager(port=0)
@@ -207,7 +210,7 @@ async def test_flooding_client_is_rate_limited_then_closed(inbox):
             async with good.connect(), open_websocket_url(manager.url) as flooder:
                 for n in range(500):
                     try:
-                        await flooder.send_message('{"type": "echo", "n": %d}' % n)
+                        await flooder.send_message(f'{{"type": "echo", "n": {n}}}')
                     except TWConnectionClosed:
                         break
                 replies: list[dict[str, Any]] = []
@@ -227,41 +230,50 @@ async def test_slow_consumer_never_stalls_a_broadcast(inbox):
     payload = os.urandom(48 * 1024).hex()  # incompressible, ~96 KB per message
     for policy in ("drop_oldest", "disconnect"):
         with trio.fail_after(20):
-            manager = WebSocketManager(port=0, outbound_queue=8, slow_consumer=policy, compression=None)
+            manager = WebSocketManager(
+                port=0, outbound_queue=8, slow_consumer=policy, compression=None
+            )
+            gone = trio.Event()
+            manager.on_disconnect(lambda session, gone=gone: gone.set())
             async with manager.serving():
-                fast = client_for(manager, client_id="fast", compression=None, max_message_size="1MiB")
+                fast = client_for(
+                    manager, client_id="fast", compression=None, max_message_size="1MiB"
+                )
                 fast_box = inbox(fast)
-                async with fast.connect(), open_websocket_url(manager.url, message_queue_size=1) as slow:
+                async with (
+                    fast.connect(),
+                    open_websocket_url(manager.url, message_queue_size=1) as slow,
+                ):
                     await slow.send_message('{"type": "join", "room": "feed"}')
                     await fast.join("feed")
                     slowest = 0.0
                     for n in range(300):
                         started = trio.current_time()
-                        await manager.broadcast_to_room("feed", {"type": "blob", "n": n, "data": payload})
+                        await manager.broadcast_to_room(
+                            "feed", {"type": "blob", "n": n, "data": payload}
+                        )
                         slowest = max(slowest, trio.current_time() - started)
                         await trio.sleep(0.001)  # a pace the fast client keeps up with
                     assert slowest < 0.1  # a broadcast never waits for the slow reader
                     got = await fast_box.wait_count("blob", 300)
                     assert [m["n"] for m in got] == list(range(300))
                     if policy == "disconnect":
-                        await manager_wait(lambda: manager.stats.slow_consumer_disconnects == 1)
-                        await manager_wait(lambda: len(manager.clients) == 1)
+                        await gone.wait()
+                        assert manager.stats.slow_consumer_disconnects == 1
+                        assert list(manager.clients) == ["fast"]
                     else:
-                        slow_session = next(s for s in manager.clients.values() if s.client_id != "fast")
+                        slow_session = next(
+                            s for s in manager.clients.values() if s.client_id != "fast"
+                        )
                         assert slow_session.outbound.stats.dropped > 0
                         assert len(slow_session.outbound) <= 8
-
-
-async def manager_wait(condition) -> None:
-    while not condition():
-        await trio.sleep(0.005)
 
 
 async def test_token_authentication_and_room_authorization(inbox):
     tokens = {"s3cret": {"user": "ada", "admin": True}, "guest": {"user": "bob", "admin": False}}
 
     async def authenticate(token):
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return tokens.get(token)
 
     def authorize_room(info, room, action):
@@ -285,7 +297,9 @@ async def test_token_authentication_and_room_authorization(inbox):
     pm.register(vault, name="test-deny-vault")
     try:
         with trio.fail_after(10):
-            manager = WebSocketManager(port=0, authenticate=authenticate, authorize_room=authorize_room)
+            manager = WebSocketManager(
+                port=0, authenticate=authenticate, authorize_room=authorize_room
+            )
             async with manager.serving():
                 anonymous = client_for(manager, max_reconnect_attempts=5)
                 with pytest.raises(ConnectionFailedError, match="HTTP 401"):
@@ -304,7 +318,9 @@ async def test_token_authentication_and_room_authorization(inbox):
                     await guest.join("lobby")
                     assert guest.rooms == ["lobby"]
                     assert manager.rooms == {"admin-room": {"ada"}, "lobby": {guest.client_id}}
-            assert manager.stats.errors["unauthorized"] == 1 and manager.stats.errors["forbidden"] == 2
+            assert (
+                manager.stats.errors["unauthorized"] == 1 and manager.stats.errors["forbidden"] == 2
+            )
             assert ("vault", "join") in vault.calls
     finally:
         pm.unregister(vault)
@@ -332,11 +348,14 @@ async def test_same_client_id_takes_over_the_old_connection(inbox):
         async with manager.serving():
             first = client_for(manager, client_id="dup")
             second = client_for(manager, client_id="dup")
+            gave_up = trio.Event()
+            first.on_event("gave_up")(lambda event: gave_up.set())
             async with first.connect():
                 await first.join("room")
                 async with second.connect():
                     await second.join("room")
-                    await manager_wait(lambda: first.failed is not None)
+                    await gave_up.wait()
+                    assert "replaced" in str(first.failed)
                     assert [e.kind for e in first.events][-2:] == ["replaced", "gave_up"]
                     assert manager.rooms == {"room": {"dup"}}  # the new connection stays a member
                     assert manager.clients["dup"].ws is not None

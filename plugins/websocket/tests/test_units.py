@@ -8,8 +8,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from haive.dataflow.errors import ConfigError, SerializationError
-
 from haive_plugin_websocket import (
     ConnectionConfig,
     ConnectionFailedError,
@@ -28,7 +26,7 @@ from haive_plugin_websocket.protocol import (
 )
 from haive_plugin_websocket.rooms import RoomHistory, RoomTable
 
-from .conftest import silent_peer
+from haive.dataflow.errors import ConfigError, SerializationError
 
 # -- wire format ---------------------------------------------------------------------------
 
@@ -38,12 +36,18 @@ def test_batch_frames_respect_the_byte_budget_and_keep_order():
     frames = encode_frames(items, JSON, with_seq=False, batch=True, max_batch_bytes=1000)
     assert len(frames) > 1
     assert all(len(data) <= 1100 for _, data in frames)
-    decoded = [m for _, data in frames for m in parse_frame(data.decode(), msgpack_frames=False, batch=True)]
+    decoded = [
+        m
+        for _, data in frames
+        for m in parse_frame(data.decode(), msgpack_frames=False, batch=True)
+    ]
     assert [m["n"] for m in decoded] == list(range(100))
 
 
 def test_msgpack_batches_round_trip_bytes_and_big_counts():
-    items = [OutMessage({"type": "blob", "data": bytes([n % 256])}, seq=n + 1) for n in range(70_000)]
+    items = [
+        OutMessage({"type": "blob", "data": bytes([n % 256])}, seq=n + 1) for n in range(70_000)
+    ]
     frames = encode_frames(items, MSGPACK, with_seq=True, batch=True, max_batch_bytes=10**9)
     assert len(frames) == 1 and frames[0][0] is False
     decoded = parse_frame(frames[0][1], msgpack_frames=True, batch=True)
@@ -128,7 +132,9 @@ def test_bad_server_config_names_the_field():
 
 
 def test_backoff_is_exponential_capped_and_jittered():
-    config = ConnectionConfig(url="ws://h/", reconnect_interval=0.5, max_reconnect_interval=10, jitter=0.5)
+    config = ConnectionConfig(
+        url="ws://h/", reconnect_interval=0.5, max_reconnect_interval=10, jitter=0.5
+    )
     rng = random.Random(7)
     for attempt in range(1, 12):
         nominal = min(10.0, 0.5 * 2 ** (attempt - 1))
@@ -141,7 +147,9 @@ def test_backoff_is_exponential_capped_and_jittered():
 
 
 async def test_queue_while_disconnected_is_bounded_by_its_policy():
-    client = StreamingClient(ConnectionConfig(url="ws://h/", queue_size=3, queue_policy="drop_oldest"))
+    client = StreamingClient(
+        ConnectionConfig(url="ws://h/", queue_size=3, queue_policy="drop_oldest")
+    )
     for n in range(5):
         await client.send_message({"type": "m", "n": n})
     assert client.queued == 3 and client.dropped == 2
@@ -199,12 +207,12 @@ async def test_backoff_schedule_in_virtual_time(autojump_clock):
     assert events[-1].kind == "gave_up" and "ConnectionRefusedError" in events[-1].error
 
 
-async def test_heartbeat_detects_a_silent_peer_in_virtual_time(autojump_clock):
+async def test_heartbeat_detects_a_silent_peer_in_virtual_time(autojump_clock, peers):
     async with trio.open_nursery() as nursery:
 
         async def open_stream() -> trio.abc.Stream:
             ours, theirs = trio.testing.memory_stream_pair()
-            nursery.start_soon(silent_peer, theirs)
+            nursery.start_soon(peers.silent, theirs)
             return ours
 
         config = ConnectionConfig(
@@ -224,7 +232,13 @@ async def test_heartbeat_detects_a_silent_peer_in_virtual_time(autojump_clock):
             await reconnected.wait()
         nursery.cancel_scope.cancel()
     kinds = [e.kind for e in events]
-    assert kinds[:5] == ["connected", "heartbeat_timeout", "disconnected", "reconnecting", "reconnected"]
+    assert kinds[:5] == [
+        "connected",
+        "heartbeat_timeout",
+        "disconnected",
+        "reconnecting",
+        "reconnected",
+    ]
     timeout = events[1]
     assert timeout.at - start == pytest.approx(40)  # ping at 30 s, no pong by 40 s
     assert events[4].at - timeout.at == pytest.approx(2)  # first backoff delay
@@ -240,7 +254,11 @@ async def test_a_peer_that_never_answers_the_handshake_times_out(autojump_clock)
             return ours
 
         config = ConnectionConfig(
-            url="ws://peer.test/", open_timeout=5, max_reconnect_attempts=1, reconnect_interval=1, jitter=0
+            url="ws://peer.test/",
+            open_timeout=5,
+            max_reconnect_attempts=1,
+            reconnect_interval=1,
+            jitter=0,
         )
         client = StreamingClient(config, open_stream=open_stream)
         start = trio.current_time()

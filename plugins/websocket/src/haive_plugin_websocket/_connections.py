@@ -51,11 +51,13 @@ def _arm_close_deadline(conn: Connection) -> None:
         conn.nursery.start_soon(_close_after_timeout, conn, conn.close_timeout)
 
 
-async def _close_after_timeout(conn: Connection, timeout: float) -> None:
-    with trio.move_on_after(timeout):
+async def _close_after_timeout(conn: Connection, seconds: float) -> None:
+    with trio.move_on_after(seconds):
         await conn.stream_closed.wait()
         return
-    conn.set_connection_exc(TimeoutError("timed out waiting for the peer to close the TCP connection"))
+    conn.set_connection_exc(
+        TimeoutError("timed out waiting for the peer to close the TCP connection")
+    )
     await conn.close_stream()
 
 
