@@ -416,7 +416,7 @@ class AlertManager:
                 name or rule.PLUGIN_NAME or type(rule).__name__, rule.evaluate, wants_snapshot=True
             )
         elif callable(rule):
-            self._add(name or getattr(rule, "__name__", "rule"), rule, wants_snapshot=False)
+            self._add(name or str(getattr(rule, "__name__", "rule")), rule, wants_snapshot=False)
         else:
             raise ConfigError(f"add_rule expects an AlertRule or a callable, got {rule!r}")
 

@@ -74,6 +74,37 @@ class StreamAnalytics:
         self.ticks = 0
         self._loops = 0
 
+    @classmethod
+    def for_pipeline(
+        cls,
+        pipeline: Any,
+        *,
+        rules: tuple[str, ...] = (
+            "high_latency",
+            "error_spike",
+            "queue_saturation",
+            "dropping_items",
+        ),
+        dashboard: bool = True,
+        interval: float | str = 1.0,
+    ) -> StreamAnalytics:
+        """Everything at once for one pipeline: default metrics, the registered ``rules``
+        (logged), a dashboard named after the pipeline, all watching it. What a command
+        line needs: ``url = await nursery.start(analytics.dashboard.serve)``.
+
+        Example::
+
+            >>> from haive.dataflow import StreamingPipeline
+            >>> analytics = StreamAnalytics.for_pipeline(StreamingPipeline("orders"))
+            >>> analytics.dashboard.name, analytics.alerts.rules[:2]
+            ('orders', ['high_latency', 'error_spike'])
+        """
+        alerts = AlertManager(notifiers=["log"], rules=rules)
+        board = Dashboard(pipeline.name) if dashboard else None
+        analytics = cls(MetricsCollector(), alerts, board, interval=interval)
+        analytics.watch(pipeline)
+        return analytics
+
     def watch(self, pipeline: Any) -> None:
         """Monitor ``pipeline`` (a :class:`~haive.dataflow.StreamingPipeline`) on every run."""
         pipeline.add_monitor(self)

@@ -38,9 +38,9 @@ class LogHistogram:
 
     __slots__ = (
         "_counts",
+        "_half_magnitude",
         "_hi",
         "_lo",
-        "_half_magnitude",
         "_sub_half",
         "clamped",
         "count",

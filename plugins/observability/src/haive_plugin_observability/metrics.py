@@ -100,7 +100,7 @@ def is_error(event: Any) -> bool:
         return True
     if _field(event, "error"):
         return True
-    return _field(event, "status") == "error"
+    return bool(_field(event, "status") == "error")
 
 
 def _default_clock() -> float:
@@ -362,7 +362,7 @@ class LatencySnapshot:
             except ValueError:
                 pass
             else:
-                hist = object.__getattribute__(self, "histogram")
+                hist: LogHistogram = object.__getattribute__(self, "histogram")
                 return hist.percentile(p) / 1000.0
         raise AttributeError(name)
 

@@ -232,8 +232,8 @@ def _latency(name: str, value: LatencySnapshot) -> Iterator[Metric]:
         )
         for key, node in sorted(value.nodes.items()):
             pipeline, node_name = _split(key)
-            for quantile, ms in (("0.5", node.p50), ("0.95", node.p95), ("0.99", node.p99)):
-                nodes.add_metric([pipeline, node_name, quantile], ms / 1000.0)
+            for label, node_ms in (("0.5", node.p50), ("0.95", node.p95), ("0.99", node.p99)):
+                nodes.add_metric([pipeline, node_name, label], node_ms / 1000.0)
         yield nodes
 
 
@@ -257,7 +257,7 @@ def _errors(name: str, value: ErrorRateSnapshot) -> Iterator[Metric]:
 
 def _edges(name: str, value: BackpressureSnapshot) -> Iterator[Metric]:
     labels = ["edge"]
-    families = {
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
         "depth": GaugeMetricFamily("haive_edge_depth", "Items buffered in an edge.", labels=labels),
         "capacity": GaugeMetricFamily("haive_edge_capacity", "Capacity of an edge.", labels=labels),
         "max_depth": GaugeMetricFamily(
