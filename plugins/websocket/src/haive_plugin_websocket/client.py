@@ -560,7 +560,7 @@ class StreamingClient:
         seq = message.get("seq")
         if type(seq) is int:
             state = self._rooms.get(message.get("room"))  # type: ignore[arg-type]
-            if state is not None and mtype != "joined":
+            if state is not None:
                 if state.last_seq is not None and seq <= state.last_seq:
                     self.stats.duplicates_dropped += 1
                     return
@@ -602,7 +602,7 @@ class StreamingClient:
         if state is None:  # joined by the server (manager.join_room)
             state = self._rooms[room] = _RoomState()
         epoch = message.get("epoch")
-        seq = message.get("seq")
+        seq = message.get("latest")
         if state.last_seq is None or state.epoch != epoch:
             # A fresh join, or a new server epoch: count from the room's current position.
             state.last_seq = seq if type(seq) is int else None

@@ -863,7 +863,7 @@ class WebSocketManager:
         joined: dict[str, Any] = {
             "type": "joined",
             "room": room_name,
-            "seq": history.latest,
+            "latest": history.latest,
             "epoch": self.epoch,
         }
         if request_id is not None:

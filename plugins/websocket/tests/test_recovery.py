@@ -1,0 +1,145 @@
+"""Reconnects, queued messages, heartbeat and connection-state recovery, on real sockets."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import trio
+
+from haive_plugin_websocket import ConnectionConfig, StreamingClient, WebSocketManager
+
+
+def config(url: str, **options: Any) -> ConnectionConfig:
+    options.setdefault("heartbeat_interval", None)
+    options.setdefault("reconnect_interval", 0.02)
+    options.setdefault("max_reconnect_interval", 0.1)
+    return ConnectionConfig(url=url, **options)
+
+
+def recording_server(received: list[int], port: int = 0) -> WebSocketManager:
+    manager = WebSocketManager(port=port)
+
+    @manager.on_message("msg")
+    def msg(client, message):
+        received.append(message["n"])
+
+    return manager
+
+
+async def test_server_restart_queued_messages_arrive_once_in_order_and_rooms_rejoin():
+    received: list[int] = []
+    first = recording_server(received)
+    kinds: list[str] = []
+    all_in = trio.Event()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with first.serving():
+                port = first.port
+                client = StreamingClient(config(first.url, client_id="c1"))
+                client.on_event("*")(lambda event: kinds.append(event.kind))
+                await nursery.start(client.run)
+                await client.join("room")
+                for n in range(10):
+                    await client.send_message({"type": "msg", "n": n})
+                await client.flush()
+            # The server is gone; messages sent meanwhile wait in the client's queue.
+            assert not client.connected
+            for n in range(10, 60):
+                await client.send_message({"type": "msg", "n": n})
+            assert client.queued == 50
+            second = recording_server(received, port=port)
+            second.on_message("done")(lambda c, m: all_in.set())
+            async with second.serving():
+                await client.send_message({"type": "done"})
+                await all_in.wait()
+                assert received == list(range(60))
+                assert second.rooms == {"room": {"c1"}}
+                assert client.queued == 0
+                await client.close()
+    assert kinds[0] == "connected" and "disconnected" in kinds and "reconnecting" in kinds
+    assert kinds[kinds.index("reconnected") - 1] == "reconnecting"
+    assert "gap" in kinds  # another server epoch: the client is told its room history is gone
+    assert client.stats.reconnects == 1
+
+
+async def _ticks(box: list[dict[str, Any]]) -> list[int]:
+    await trio.lowlevel.checkpoint()
+    return [m["n"] for m in box if m.get("type") == "tick"]
+
+
+async def test_recovery_replays_missed_room_messages_exactly_once(inbox):
+    with trio.fail_after(10):
+        manager = WebSocketManager(port=0, history_size=100)
+        gone = trio.Event()
+        manager.on_disconnect(lambda session: gone.set())
+        async with manager.serving():
+            client = StreamingClient(config(manager.url, client_id="a"))
+            box = inbox(client)
+            rejoined = trio.Event()
+            client.on_event("reconnected")(lambda event: rejoined.set())
+            async with client.connect():
+                await client.join("r")
+                for n in range(1, 6):
+                    await manager.broadcast_to_room("r", {"type": "tick", "n": n})
+                await box.wait_count("tick", 5)
+                await manager.disconnect("a", 1012, "maintenance")
+                await gone.wait()
+                for n in range(6, 16):  # while the client is away
+                    await manager.broadcast_to_room("r", {"type": "tick", "n": n})
+                await rejoined.wait()
+                await box.wait_count("tick", 15)
+                for n in range(16, 21):
+                    await manager.broadcast_to_room("r", {"type": "tick", "n": n})
+                await box.wait_count("tick", 20)
+                assert await _ticks(box.messages) == list(range(1, 21))
+                seqs = [m["seq"] for m in box.messages if "seq" in m]
+                assert seqs == sorted(set(seqs))  # every room message once, in order
+                assert box.of_type("gap") == []
+
+
+async def test_a_gap_older_than_the_history_is_reported(inbox):
+    with trio.fail_after(10):
+        manager = WebSocketManager(port=0, history_size=5)
+        gone = trio.Event()
+        manager.on_disconnect(lambda session: gone.set())
+        async with manager.serving():
+            client = StreamingClient(config(manager.url, client_id="a"))
+            box = inbox(client)
+            gaps: list[Any] = []
+            client.on_event("gap")(gaps.append)
+            async with client.connect():
+                await client.join("r")
+                await manager.broadcast_to_room("r", {"type": "tick", "n": 0})
+                await box.wait_count("tick", 1)
+                await manager.disconnect("a", 1012)
+                await gone.wait()
+                for n in range(1, 21):
+                    await manager.broadcast_to_room("r", {"type": "tick", "n": n})
+                await box.wait_count("tick", 6)
+                assert await _ticks(box.messages) == [0, 16, 17, 18, 19, 20]
+                (gap,) = box.of_type("gap")
+                assert gap["reason"] == "too_old" and gap["room"] == "r"
+                assert gaps[0].detail["oldest"] == gap["oldest"] > gap["since"] + 1
+
+
+async def test_heartbeat_detects_a_silent_peer_on_a_real_socket(peers):
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(functools.partial(trio.serve_tcp, peers.silent, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            cfg = config(
+                f"ws://127.0.0.1:{port}/",
+                heartbeat_interval=0.05,
+                heartbeat_timeout=0.1,
+                compression=None,
+            )
+            client = StreamingClient(cfg)
+            timed_out = trio.Event()
+            client.on_event("reconnected")(lambda event: timed_out.set())
+            async with client.connect():
+                await timed_out.wait()
+            kinds = [e.kind for e in client.events]
+            assert kinds[:5] == ["connected", "heartbeat_timeout", "disconnected", "reconnecting", "reconnected"]
+            assert client.stats.heartbeat_timeouts >= 1
+            nursery.cancel_scope.cancel()
