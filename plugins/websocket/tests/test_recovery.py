@@ -6,7 +6,6 @@ import functools
 from typing import Any
 
 import trio
-
 from haive_plugin_websocket import ConnectionConfig, StreamingClient, WebSocketManager
 
 
@@ -126,7 +125,9 @@ async def test_a_gap_older_than_the_history_is_reported(inbox):
 async def test_heartbeat_detects_a_silent_peer_on_a_real_socket(peers):
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(functools.partial(trio.serve_tcp, peers.silent, 0, host="127.0.0.1"))
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, peers.silent, 0, host="127.0.0.1")
+            )
             port = listeners[0].socket.getsockname()[1]
             cfg = config(
                 f"ws://127.0.0.1:{port}/",
@@ -140,6 +141,12 @@ async def test_heartbeat_detects_a_silent_peer_on_a_real_socket(peers):
             async with client.connect():
                 await timed_out.wait()
             kinds = [e.kind for e in client.events]
-            assert kinds[:5] == ["connected", "heartbeat_timeout", "disconnected", "reconnecting", "reconnected"]
+            assert kinds[:5] == [
+                "connected",
+                "heartbeat_timeout",
+                "disconnected",
+                "reconnecting",
+                "reconnected",
+            ]
             assert client.stats.heartbeat_timeouts >= 1
             nursery.cancel_scope.cancel()

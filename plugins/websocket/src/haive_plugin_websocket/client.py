@@ -276,6 +276,11 @@ class StreamingClient:
         return sorted(self._rooms)
 
     @property
+    def extensions(self) -> list[str]:
+        """WebSocket extensions negotiated on the current connection (``permessage-deflate``)."""
+        return [ext.name for ext in self._ws.protocol.extensions] if self._ws is not None else []
+
+    @property
     def latency(self) -> float:
         """Round-trip time measured by the last heartbeat, in seconds (0 before one)."""
         return self._ws.latency if self._ws is not None else 0.0

@@ -190,6 +190,11 @@ class ClientSession:
         self._kick: tuple[int, str] = (1000, "")
         self.closed = False
 
+    @property
+    def extensions(self) -> list[str]:
+        """WebSocket extensions negotiated with this client (``permessage-deflate``)."""
+        return [ext.name for ext in self.ws.protocol.extensions]
+
     def __repr__(self) -> str:
         return f"<ClientSession {self.client_id!r} rooms={sorted(self.rooms)}>"
 
