@@ -1,0 +1,421 @@
+"""Operators over several streams: merge, zip, concat, combine_latest, with_latest_from,
+start_with, and flat_map (a stream per item).
+
+Each source runs in a task of its own (started with ``nursery.start``, so every source is
+subscribed before the first item flows); their emissions are serialized into the one
+downstream. Errors of any source fail the whole; a function that raises fails it too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import trio
+
+from ..backpressure import BoundedBuffer
+from ..errors import ConfigError
+from ._runtime import (
+    ASYNC_ITERABLE,
+    AWAITABLE,
+    DEFAULT_CAPACITY,
+    ITERABLE,
+    NOTHING,
+    OBSERVABLE,
+    SINGLE,
+    Emit,
+    Ready,
+    RunState,
+    SerialEmit,
+    call,
+    classify,
+    open_nursery,
+    start_run,
+)
+from .observable import Observable, PullOptions, _Custom, as_observable, merge_roots
+
+
+def _sources_and_fn(
+    args: Sequence[Any], what: str
+) -> tuple[list[Observable[Any]], Callable[..., Any] | None]:
+    fn = None
+    if args and callable(args[-1]) and not isinstance(args[-1], Observable):
+        fn, args = args[-1], args[:-1]
+    sources = [as_observable(arg, what) for arg in args]
+    if not sources:
+        raise ConfigError(f"{what} needs at least one observable")
+    return sources, fn
+
+
+def _labels(sources: Sequence[Observable[Any]]) -> str:
+    return ", ".join(source._label for source in sources)
+
+
+def merge(args: Sequence[Any]) -> Observable[Any]:
+    sources = [as_observable(arg, "merge") for arg in args]
+    if not sources:
+        raise ConfigError("merge needs at least one observable")
+    if len(sources) == 1:
+        return sources[0]
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        serial = SerialEmit(emit)
+        async with open_nursery() as nursery:
+            for source in sources:
+                await nursery.start(start_run, source, serial)
+            ready.started()
+
+    return _Custom(run, label=f"merge({_labels(sources)})", roots=merge_roots(*sources))
+
+
+def concat(args: Sequence[Any]) -> Observable[Any]:
+    sources = [as_observable(arg, "concat") for arg in args]
+    if not sources:
+        raise ConfigError("concat needs at least one observable")
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        for source in sources:
+            await source._run(emit, ready)
+        ready.started()
+
+    def pull(options: PullOptions) -> AsyncIterator[list[Any]] | None:
+        return _pull_concat(sources, options)
+
+    return _Custom(
+        run,
+        pull,
+        label=f"concat({_labels(sources)})",
+        roots=merge_roots(*sources),
+        pullable=all(source._pullable() for source in sources),
+    )
+
+
+async def _pull_concat(
+    sources: Sequence[Observable[Any]], options: PullOptions
+) -> AsyncIterator[list[Any]]:
+    for source in sources:
+        inner = source._open_pull(options)  # opened only when its turn comes, as in push
+        if inner is None:
+            raise TypeError(f"{source!r} cannot be read without tasks of its own")
+        try:
+            async for batch in inner:
+                yield batch
+        finally:
+            closer = getattr(inner, "aclose", None)
+            if closer is not None:
+                with trio.CancelScope(shield=True):
+                    await closer()
+
+
+def start_with(source: Observable[Any], items: Sequence[Any]) -> Observable[Any]:
+    first = list(items)
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        if not first:
+            await source._run(emit, ready)
+            return
+        serial = SerialEmit(emit)
+        async with open_nursery() as nursery:
+            # Subscribe first (a hot source's items wait for the lock), then emit `items`.
+            await serial.acquire()
+            try:
+                await nursery.start(start_run, source, serial)
+                ready.started()
+                await emit(first)
+            finally:
+                serial.release()
+
+    def pull(options: PullOptions) -> AsyncIterator[list[Any]] | None:
+        inner = source._open_pull(options)  # attaches now: nothing is missed
+        return None if inner is None else _prepend(first, inner)
+
+    return _Custom(
+        run,
+        pull,
+        label=f"{source._label} → start_with",
+        roots=source._roots,
+        pullable=source._pullable(),
+    )
+
+
+async def _prepend(first: list[Any], inner: AsyncIterator[list[Any]]) -> AsyncIterator[list[Any]]:
+    try:
+        if first:
+            await trio.lowlevel.checkpoint()
+            yield first
+        async for batch in inner:
+            yield batch
+    finally:
+        closer = getattr(inner, "aclose", None)
+        if closer is not None:
+            with trio.CancelScope(shield=True):
+                await closer()
+
+
+def combine_latest(args: Sequence[Any]) -> Observable[Any]:
+    sources, fn = _sources_and_fn(args, "combine_latest")
+    n = len(sources)
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        latest: list[Any] = [NOTHING] * n
+        missing = n
+        serial = SerialEmit(emit)
+        state = RunState()
+
+        def on_batch_of(index: int) -> Emit:
+            async def on_batch(batch: list[Any]) -> None:
+                nonlocal missing
+                if state.done:
+                    return
+                out: list[Any] = []
+                try:
+                    for item in batch:
+                        if latest[index] is NOTHING:
+                            missing -= 1
+                        latest[index] = item
+                        if missing == 0:
+                            out.append(tuple(latest) if fn is None else await call(fn, *latest))
+                except Exception as exc:
+                    if out:
+                        await serial(out)
+                    state.fail(exc)
+                    return
+                if out:
+                    await serial(out)
+
+            return on_batch
+
+        async def run_source(index: int, *, task_status: trio.TaskStatus[None]) -> None:
+            source_ready = Ready(task_status)
+            await sources[index]._run(on_batch_of(index), source_ready)
+            source_ready.started()
+            if latest[index] is NOTHING:
+                state.stop()  # it can never contribute: nothing more will be emitted
+                state.scope.cancel()
+
+        with state.scope:
+            async with open_nursery() as nursery:
+                for index in range(n):
+                    await nursery.start(run_source, index)
+                ready.started()
+        ready.started()
+        if state.error is not None:
+            raise state.error
+
+    return _Custom(run, label=f"combine_latest({_labels(sources)})", roots=merge_roots(*sources))
+
+
+def with_latest_from(source: Observable[Any], args: Sequence[Any]) -> Observable[Any]:
+    others, fn = _sources_and_fn(args, "with_latest_from")
+    k = len(others)
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        latest: list[Any] = [NOTHING] * k
+        missing = k
+        state = RunState()
+
+        def update_of(index: int) -> Emit:
+            async def update(batch: list[Any]) -> None:
+                nonlocal missing
+                if latest[index] is NOTHING:
+                    missing -= 1
+                latest[index] = batch[-1]
+
+            return update
+
+        async def on_batch(batch: list[Any]) -> None:
+            if state.done or missing:
+                return
+            out: list[Any] = []
+            try:
+                for item in batch:
+                    out.append((item, *latest) if fn is None else await call(fn, item, *latest))
+            except Exception as exc:
+                if out:
+                    await emit(out)
+                state.fail(exc)
+                return
+            await emit(out)
+
+        async with open_nursery() as nursery:
+            for index, other in enumerate(others):
+                await nursery.start(start_run, other, update_of(index))
+            with state.scope:
+                await source._run(on_batch, ready)
+            nursery.cancel_scope.cancel()
+        ready.started()
+        if state.error is not None:
+            raise state.error
+
+    return _Custom(
+        run,
+        label=f"{source._label} → with_latest_from({_labels(others)})",
+        roots=merge_roots(source, *others),
+    )
+
+
+def zip_(args: Sequence[Any]) -> Observable[Any]:
+    sources, fn = _sources_and_fn(args, "zip")
+    n = len(sources)
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        # Each source fills a bounded buffer (a fast source waits for the slow ones).
+        buffers: list[BoundedBuffer[Any]] = [
+            BoundedBuffer(DEFAULT_CAPACITY, "block", name=f"zip[{i}]") for i in range(n)
+        ]
+        pending: list[deque[Any]] = [deque() for _ in range(n)]
+
+        async def feed(index: int, *, task_status: trio.TaskStatus[None]) -> None:
+            source_ready = Ready(task_status)
+            producer = buffers[index].open_producer()
+            try:
+                await sources[index]._run(buffers[index].put_batch, source_ready)
+            except trio.BrokenResourceError:
+                pass  # zip completed: another source ran dry
+            finally:
+                producer.close()
+            source_ready.started()
+
+        async with open_nursery() as nursery:
+            for index in range(n):
+                await nursery.start(feed, index)
+            ready.started()
+            try:
+                while True:
+                    for index in range(n):
+                        while not pending[index]:
+                            try:
+                                pending[index].extend(await buffers[index].get_batch())
+                            except trio.EndOfChannel:
+                                return
+                    count = min(len(queue) for queue in pending)
+                    out: list[Any] = []
+                    try:
+                        for _ in range(count):
+                            values = [queue.popleft() for queue in pending]
+                            out.append(tuple(values) if fn is None else await call(fn, *values))
+                    except Exception:
+                        if out:
+                            await emit(out)
+                        raise
+                    await emit(out)
+            finally:
+                nursery.cancel_scope.cancel()
+                for buffer in buffers:
+                    buffer.close_receiving()
+
+    return _Custom(run, label=f"zip({_labels(sources)})", roots=merge_roots(*sources))
+
+
+async def _run_inner(result: Any, kind: int, emit: Emit) -> None:
+    """Emit what one flat_map result stands for.
+
+    As in Rx, an awaitable (a coroutine, a future) stands for one item: its result, unless
+    that result is an observable, which is then flattened.
+    """
+    if kind == AWAITABLE:
+        result = await result
+        if not isinstance(result, Observable):
+            await emit([result])
+            return
+        kind = OBSERVABLE
+    if kind == OBSERVABLE:
+        await result._run(emit, Ready())
+    elif kind == ASYNC_ITERABLE:
+        async for item in result:
+            await emit([item])
+    elif kind == ITERABLE:
+        out = list(result)
+        if out:
+            await emit(out)
+    else:
+        await emit([result])
+
+
+def flat_map(
+    source: Observable[Any], fn: Callable[[Any], Any], max_concurrent: int | None
+) -> Observable[Any]:
+    label = f"{source._label} → flat_map"
+
+    async def run_sequential(emit: Emit, ready: Ready) -> None:
+        state = RunState()
+
+        async def on_batch(batch: list[Any]) -> None:
+            if state.done:
+                return
+            inline: list[Any] = []
+            try:
+                for item in batch:
+                    result = fn(item)
+                    kind = classify(result)
+                    if kind == ITERABLE:
+                        inline.extend(result)
+                    elif kind == SINGLE:
+                        inline.append(result)
+                    else:
+                        if inline:
+                            await emit(inline)
+                            inline = []
+                        await _run_inner(result, kind, emit)
+            except Exception as exc:
+                if inline:
+                    await emit(inline)
+                state.fail(exc)
+                return
+            if inline:
+                await emit(inline)
+
+        with state.scope:
+            await source._run(on_batch, ready)
+        ready.started()
+        if state.error is not None:
+            raise state.error
+
+    async def run_concurrent(emit: Emit, ready: Ready) -> None:
+        state = RunState()
+        serial = SerialEmit(emit)
+        slots = trio.Semaphore(max_concurrent) if max_concurrent is not None else None
+
+        async def inner(result: Any, kind: int) -> None:
+            try:
+                await _run_inner(result, kind, serial)
+            finally:
+                if slots is not None:
+                    slots.release()
+
+        with state.scope:
+            async with open_nursery() as nursery:
+
+                async def on_batch(batch: list[Any]) -> None:
+                    if state.done:
+                        return
+                    inline: list[Any] = []
+                    try:
+                        for item in batch:
+                            result = fn(item)
+                            kind = classify(result)
+                            if kind == ITERABLE:
+                                inline.extend(result)
+                            elif kind == SINGLE:
+                                inline.append(result)
+                            else:
+                                if slots is not None:
+                                    await slots.acquire()  # all slots busy: upstream waits
+                                nursery.start_soon(inner, result, kind)
+                    except Exception as exc:
+                        if inline:
+                            await serial(inline)
+                        state.fail(exc)
+                        return
+                    if inline:
+                        await serial(inline)
+
+                await source._run(on_batch, ready)
+        ready.started()
+        if state.error is not None:
+            raise state.error
+
+    if max_concurrent == 1:
+        return _Custom(run_sequential, label=label, roots=source._roots)
+    return _Custom(run_concurrent, label=label, roots=source._roots)

@@ -1,0 +1,242 @@
+"""Internals shared by every reactive operator: the run protocol and its helpers.
+
+An observable is *run* by awaiting ``observable._run(emit, ready)``:
+
+* ``emit(batch)`` is awaited with each non-empty list of items, in order. It is the
+  downstream's entry point; awaiting it is what applies backpressure. Batches are never
+  mutated after being handed on.
+* ``ready.started()`` is called once the run is subscribed upstream (a hot stream attached),
+  before the first emit; ``nursery.start`` waits for it so no hot item is missed.
+* ``_run`` returns when the stream completes and raises when it fails.
+
+A downstream callback never raises a user error into its upstream: it records the error in
+its :class:`RunState` and cancels the scope that encloses the upstream, so ``retry`` and
+``catch_error`` only ever see errors that really come from upstream.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
+
+import trio
+
+from ..errors import ConfigError
+from ..units import parse_duration
+
+Emit: TypeAlias = Callable[[list[Any]], Awaitable[None]]
+
+#: Items a cold iterable source moves per batch; a subscription buffer holds as many.
+DEFAULT_BATCH = 1024
+DEFAULT_CAPACITY = 1024
+
+
+class _Nothing:
+    """Marker for "no value yet" (``None`` is a valid item)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING: Any = _Nothing()
+
+
+class Ready:
+    """Idempotent "subscribed upstream" signal, wrapping a trio ``TaskStatus`` if any."""
+
+    __slots__ = ("_status", "called")
+
+    def __init__(self, status: trio.TaskStatus[None] | None = None) -> None:
+        self._status = status
+        self.called = False
+
+    def started(self) -> None:
+        if not self.called:
+            self.called = True
+            if self._status is not None:
+                self._status.started()
+
+
+class RunState:
+    """How one run of an operator ends early: stopped (``take``) or failed (a user error).
+
+    The owner runs its upstream inside :attr:`scope`; callbacks call :meth:`fail` or set
+    :attr:`stopped` and the owner cancels the scope once the last batch went downstream.
+    """
+
+    __slots__ = ("error", "scope", "stopped")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.stopped = False
+        self.error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or self.error is not None
+
+    def stop(self) -> None:
+        """Ask to complete; the owner cancels :attr:`scope` after emitting the last batch."""
+        self.stopped = True
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.scope.cancel()
+
+
+class Partial(Exception):
+    """Raised by a fused step whose function failed mid-batch: ``out`` holds the outputs of
+    the items before the failing one (they are still delivered), ``error`` the failure."""
+
+    __slots__ = ("error", "out")
+
+    def __init__(self, out: list[Any], error: BaseException) -> None:
+        self.out = out
+        self.error = error
+
+
+class SerialEmit:
+    """Serializes emissions of several tasks into one downstream, in FIFO order.
+
+    Downstream operators may keep state across batches (``scan``), so two tasks must never
+    interleave inside one ``emit``. Uncontended, it costs no extra checkpoint.
+    """
+
+    __slots__ = ("_emit", "_lock")
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+        self._lock = trio.StrictFIFOLock()
+
+    async def __call__(self, batch: list[Any]) -> None:
+        lock = self._lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            await self._emit(batch)
+        finally:
+            lock.release()
+
+    async def acquire(self) -> None:
+        await self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error inside a nursery's exception group, else the group itself."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+    if len(real) == 1:
+        return real[0]
+    return group
+
+
+@asynccontextmanager
+async def open_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery that re-raises a single child error as itself, not as a group.
+
+    ``catch_error`` and ``retry`` match on exception types, so operators that run tasks
+    must not hide their upstream's error inside an ``ExceptionGroup``.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        error = collapse(group)
+        if error is group:
+            raise
+        raise error from None
+
+
+async def start_run(
+    source: Any, emit: Emit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run ``source`` as a task started with ``nursery.start`` (returns once subscribed)."""
+    ready = Ready(task_status)
+    await source._run(emit, ready)
+    ready.started()
+
+
+def seconds(value: float | str, what: str) -> float:
+    """Seconds from a number or a duration string ("250ms", "5s"); must be > 0."""
+    result = parse_duration(value, what=what)
+    if result <= 0:
+        raise ConfigError(f"{what}: a duration must be > 0, got {value!r}")
+    return result
+
+
+def positive_int(value: object, what: str, *, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_callable(fn: object, what: str) -> None:
+    if not callable(fn):
+        raise ConfigError(f"{what} expects a function, got {type(fn).__name__} {fn!r}")
+
+
+def is_async_callable(fn: object) -> bool:
+    """True when calling ``fn`` returns an awaitable we must await (async def or __call__)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return inspect.iscoroutinefunction(call)
+
+
+def coroutine_error(what: str, fn: object, value: object) -> TypeError:
+    """The error for a plain function (often a lambda) that returned a coroutine."""
+    close = getattr(value, "close", None)
+    if close is not None:
+        close()  # do not leave a "never awaited" warning behind
+    name = getattr(fn, "__qualname__", repr(fn))
+    return TypeError(
+        f"{what}({name}) returned an awaitable, but {name} is not an async function: pass the "
+        f"async function itself (e.g. {what}(enrich) rather than {what}(lambda x: enrich(x))) "
+        f"or use flat_map, which awaits what its function returns"
+    )
+
+
+async def call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a sync or async function and return its (awaited) result."""
+    value = fn(*args)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+# -- what flat_map / catch_error / from_ accept ------------------------------------------
+SINGLE, ITERABLE, ASYNC_ITERABLE, AWAITABLE, OBSERVABLE = range(5)
+
+
+def classify(value: object) -> int:
+    """How a function result is flattened: one of the constants above."""
+    from .observable import Observable
+
+    if isinstance(value, Observable):
+        return OBSERVABLE
+    if hasattr(value, "__aiter__"):
+        return ASYNC_ITERABLE
+    if inspect.isawaitable(value):
+        return AWAITABLE
+    if isinstance(value, str | bytes | bytearray | Mapping) or not isinstance(value, Iterable):
+        return SINGLE
+    return ITERABLE

@@ -1,0 +1,1146 @@
+"""``Observable``: a cold, composable description of a stream of items on trio's clock."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import attrs
+import trio
+
+from ..errors import ConfigError
+from ..retry import RetryPolicy
+from ._runtime import (
+    ASYNC_ITERABLE,
+    AWAITABLE,
+    DEFAULT_BATCH,
+    DEFAULT_CAPACITY,
+    ITERABLE,
+    NOTHING,
+    OBSERVABLE,
+    Emit,
+    Ready,
+    check_callable,
+    classify,
+    positive_int,
+    seconds,
+)
+
+if TYPE_CHECKING:
+    from ..streaming_pipeline import StreamingPipeline
+    from ._fused import StepSpec
+    from .subject import ReactiveStream, SharedObservable
+    from .subscription import StreamIterator, Subscriber, Subscription
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+@attrs.define(eq=False)
+class PullOptions:
+    """How hot streams buffer for one pulling consumer; ``readers`` collects the hot
+    readers opened for it (so the consumer can stop them and report their counters)."""
+
+    capacity: int = DEFAULT_CAPACITY
+    backpressure: object = "block"
+    readers: list[Any] = attrs.field(factory=list)
+
+
+def merge_roots(*sources: Observable[Any]) -> tuple[ReactiveStream[Any], ...]:
+    roots: dict[int, ReactiveStream[Any]] = {}
+    for source in sources:
+        for root in source._roots:
+            roots.setdefault(id(root), root)
+    return tuple(roots.values())
+
+
+def as_observable(value: object, what: str) -> Observable[Any]:
+    if isinstance(value, Observable):
+        return value
+    raise ConfigError(f"{what} expects Observables, got {type(value).__name__} {value!r}")
+
+
+class _Combinator:
+    """A method that also works on the class: ``a.merge(b)`` and ``Observable.merge(a, b)``."""
+
+    def __init__(self, fn: Callable[..., Observable[Any]]) -> None:
+        self.fn = fn
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __get__(self, obj: object, owner: type | None = None) -> Callable[..., Observable[Any]]:
+        if obj is None:
+            return self.fn
+        return functools.partial(self.fn, obj)
+
+
+class Observable(Generic[T]):
+    """A stream of items you transform with operators and consume with subscribers.
+
+    Observables are *cold*: nothing runs until something consumes them, and every consumer
+    gets its own run (a :class:`~haive.dataflow.reactive.ReactiveStream` is the hot kind).
+    Operators return new observables; consecutive per-item operators are fused into one
+    step, so ``map``/``filter``/``map`` costs one pass over each batch in one task.
+
+    Consume with ``await obs.to_list()``, ``await obs.for_each(fn)``, ``async for item in
+    obs`` or :meth:`subscribe`. Time is trio's clock (``trio.testing.MockClock`` works).
+
+    Example::
+
+        >>> async def main():
+        ...     evens = Observable.from_iterable(range(10)).filter(lambda n: n % 2 == 0)
+        ...     return await evens.map(lambda n: n * 10).scan(lambda a, b: a + b).to_list()
+        >>> trio.run(main)
+        [0, 20, 60, 120, 200]
+    """
+
+    __slots__ = ("_label", "_roots")
+
+    def __init__(self, *, label: str, roots: tuple[ReactiveStream[Any], ...] = ()) -> None:
+        self._label = label
+        self._roots = roots
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._label}>"
+
+    # -- the run protocol (see _runtime) ---------------------------------------------------
+    async def _run(self, emit: Emit, ready: Ready) -> None:
+        raise NotImplementedError
+
+    def _pullable(self) -> bool:
+        """Whether :meth:`_open_pull` works: no task of its own is needed to read this."""
+        return False
+
+    def _open_pull(self, options: PullOptions) -> AsyncIterator[list[T]] | None:
+        """Batches read in the consumer's own task, or ``None`` if this needs tasks."""
+        return None
+
+    def _then(self, spec: StepSpec) -> Observable[Any]:
+        from ._fused import Fused
+
+        return Fused(self, (spec,))
+
+    # -- creating -------------------------------------------------------------------------
+    @staticmethod
+    def of(*items: U) -> Observable[U]:
+        """The given items, then completion.
+
+        Example::
+
+            >>> trio.run(Observable.of(1, 2, 3).to_list)
+            [1, 2, 3]
+        """
+        return Observable.from_iterable(items)
+
+    @staticmethod
+    def from_iterable(iterable: Iterable[U], *, batch_size: int = DEFAULT_BATCH) -> Observable[U]:
+        """Items of a list, range or generator, moved ``batch_size`` at a time.
+
+        Example::
+
+            >>> trio.run(Observable.from_iterable(range(3)).to_list)
+            [0, 1, 2]
+        """
+        positive_int(batch_size, "from_iterable: batch_size")
+        if isinstance(iterable, str | bytes) or not isinstance(iterable, Iterable):
+            raise ConfigError(f"from_iterable expects an iterable, got {type(iterable).__name__}")
+
+        async def run(emit: Emit, ready: Ready) -> None:
+            ready.started()
+            iterator = iter(iterable)
+            checkpoint = trio.lowlevel.checkpoint
+            while True:
+                batch: list[Any] = []
+                try:
+                    batch.extend(itertools.islice(iterator, batch_size))
+                except Exception:
+                    if batch:
+                        await emit(batch)
+                    raise
+                if not batch:
+                    return
+                await emit(batch)
+                if len(batch) < batch_size:
+                    return
+                await checkpoint()
+
+        async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+            iterator = iter(iterable)
+            while True:
+                batch: list[Any] = []
+                try:
+                    batch.extend(itertools.islice(iterator, batch_size))
+                except Exception:
+                    if batch:
+                        yield batch
+                    raise
+                if not batch:
+                    return
+                await trio.lowlevel.checkpoint()
+                yield batch
+                if len(batch) < batch_size:
+                    return
+
+        return _Custom(run, pull, label="from_iterable")
+
+    @staticmethod
+    def from_async_iterable(iterable: AsyncIterable[U]) -> Observable[U]:
+        """Items of an async iterable, each passed on as it arrives.
+
+        An async generator can be consumed once; wrap its creation in :meth:`defer` to run
+        it again for every consumer.
+
+        Example::
+
+            >>> async def numbers():
+            ...     for n in range(3):
+            ...         yield n
+            >>> trio.run(Observable.from_async_iterable(numbers()).to_list)
+            [0, 1, 2]
+        """
+        if not hasattr(iterable, "__aiter__"):
+            raise ConfigError(
+                f"from_async_iterable expects an async iterable, got {type(iterable).__name__}"
+            )
+
+        async def run(emit: Emit, ready: Ready) -> None:
+            ready.started()
+            async for item in iterable:
+                await emit([item])
+
+        async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+            async for item in iterable:
+                yield [item]
+
+        return _Custom(run, pull, label="from_async_iterable")
+
+    @staticmethod
+    def from_(value: object) -> Observable[Any]:
+        """An observable from whatever ``value`` is: an observable, an (async) iterable, an
+        awaitable (its result), or a single value.
+
+        Example::
+
+            >>> trio.run(Observable.from_("ab").to_list), trio.run(Observable.from_([1, 2]).to_list)
+            (['ab'], [1, 2])
+        """
+        kind = classify(value)
+        if kind == OBSERVABLE:
+            return value  # type: ignore[return-value]
+        if kind == ASYNC_ITERABLE:
+            return Observable.from_async_iterable(value)  # type: ignore[arg-type]
+        if kind == ITERABLE:
+            return Observable.from_iterable(value)  # type: ignore[arg-type]
+        if kind == AWAITABLE:
+            awaitable: Awaitable[Any] = value  # type: ignore[assignment]
+
+            async def run(emit: Emit, ready: Ready) -> None:
+                ready.started()
+                await emit([await awaitable])
+
+            return _Custom(run, label="from_awaitable")
+        return Observable.of(value)
+
+    @staticmethod
+    def interval(period: float | str) -> Observable[int]:
+        """0, 1, 2... one every ``period`` seconds of trio time, forever.
+
+        Ticks stay on the schedule of the first one (no drift). A consumer that blocks for
+        several periods does not get a burst of stale ticks afterwards: the next tick comes
+        at the next slot of the schedule.
+
+        Example::
+
+            >>> async def main():
+            ...     return await Observable.interval(0.01).take(3).to_list()
+            >>> trio.run(main)
+            [0, 1, 2]
+        """
+        return _ticks(0.0, seconds(period, "interval: period"), "interval", first=None)
+
+    @staticmethod
+    def timer(due: float | str, period: float | str | None = None) -> Observable[int]:
+        """0 after ``due`` seconds, then completion; with ``period``, 1, 2... every period.
+
+        Example::
+
+            >>> trio.run(Observable.timer(0.01).to_list)
+            [0]
+        """
+        due_s = 0.0 if due == 0 else seconds(due, "timer: due")
+        if period is None:
+            return _ticks(due_s, math.inf, "timer", first=due_s)
+        return _ticks(due_s, seconds(period, "timer: period"), "timer", first=due_s)
+
+    @staticmethod
+    def empty() -> Observable[Any]:
+        """Completes at once without items.
+
+        Example::
+
+            >>> trio.run(Observable.empty().to_list)
+            []
+        """
+
+        async def run(emit: Emit, ready: Ready) -> None:
+            ready.started()
+            await trio.lowlevel.checkpoint()
+
+        async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+            await trio.lowlevel.checkpoint()
+            return
+            yield  # pragma: no cover - makes this an async generator
+
+        return _Custom(run, pull, label="empty")
+
+    @staticmethod
+    def never() -> Observable[Any]:
+        """Never emits and never completes (until cancelled).
+
+        Example::
+
+            >>> async def main():
+            ...     with trio.move_on_after(0.01):
+            ...         await Observable.never().to_list()
+            ...     return "still waiting"
+            >>> trio.run(main)
+            'still waiting'
+        """
+
+        async def run(emit: Emit, ready: Ready) -> None:
+            ready.started()
+            await trio.sleep_forever()
+
+        async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+            await trio.sleep_forever()
+            yield []  # pragma: no cover
+
+        return _Custom(run, pull, label="never")
+
+    @staticmethod
+    def throw(error: BaseException | Callable[[], BaseException]) -> Observable[Any]:
+        """Fails at once with ``error`` (an exception, or a function making one per run).
+
+        Example::
+
+            >>> async def main():
+            ...     try:
+            ...         await Observable.throw(ValueError("boom")).to_list()
+            ...     except ValueError as exc:
+            ...         return str(exc)
+            >>> trio.run(main)
+            'boom'
+        """
+        if not isinstance(error, BaseException) and not callable(error):
+            raise ConfigError(f"throw expects an exception, got {error!r}")
+
+        def make() -> BaseException:
+            return error if isinstance(error, BaseException) else error()
+
+        async def run(emit: Emit, ready: Ready) -> None:
+            ready.started()
+            await trio.lowlevel.checkpoint()
+            raise make()
+
+        async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+            await trio.lowlevel.checkpoint()
+            raise make()
+            yield []  # pragma: no cover
+
+        return _Custom(run, pull, label="throw")
+
+    @staticmethod
+    def defer(factory: Callable[[], Any]) -> Observable[Any]:
+        """Calls ``factory`` (sync or async) for every run and streams what it returns.
+
+        Example::
+
+            >>> async def numbers():
+            ...     yield 1
+            ...     yield 2
+            >>> source = Observable.defer(numbers)   # a fresh generator for every consumer
+            >>> async def main():
+            ...     return await source.to_list(), await source.to_list()
+            >>> trio.run(main)
+            ([1, 2], [1, 2])
+        """
+        check_callable(factory, "defer")
+
+        async def run(emit: Emit, ready: Ready) -> None:
+            value = factory()
+            if classify(value) == AWAITABLE:
+                value = await value
+            await Observable.from_(value)._run(emit, ready)
+
+        def pull(options: PullOptions) -> AsyncIterator[list[Any]] | None:
+            value = factory()
+            if classify(value) == AWAITABLE:
+                getattr(value, "close", lambda: None)()
+                return None
+            return Observable.from_(value)._open_pull(options)
+
+        return _Custom(run, pull, label="defer")
+
+    @staticmethod
+    def create(
+        producer: Callable[[Callable[[Any], Awaitable[None]]], Awaitable[None]],
+    ) -> Observable[Any]:
+        """A stream produced by ``async def producer(emit)``: each ``await emit(item)`` sends
+        an item (and waits while the consumer is behind); returning completes, raising fails.
+
+        Example::
+
+            >>> async def countdown(emit):
+            ...     for n in (3, 2, 1):
+            ...         await emit(n)
+            >>> trio.run(Observable.create(countdown).to_list)
+            [3, 2, 1]
+        """
+        check_callable(producer, "create")
+
+        async def run(emit: Emit, ready: Ready) -> None:
+            ready.started()
+
+            async def emit_one(item: Any) -> None:
+                await emit([item])
+
+            await producer(emit_one)
+
+        return _Custom(run, label="create")
+
+    @staticmethod
+    def from_pipeline(pipeline: StreamingPipeline, *, results: bool = False) -> Observable[Any]:
+        """The outputs of a :class:`~haive.dataflow.StreamingPipeline`, run once per consumer.
+
+        By default the data of successful results is emitted (failed items are counted in
+        the pipeline's report and go to its dead-letter sink); ``results=True`` emits every
+        :class:`~haive.dataflow.Result`. Example: see :mod:`haive.dataflow.reactive.bridges`.
+        """
+        from .bridges import pipeline_observable
+
+        return pipeline_observable(pipeline, results=results)
+
+    # -- combining (also callable on the class: Observable.merge(a, b)) -------------------
+    @_Combinator
+    def merge(*sources: Observable[Any]) -> Observable[Any]:
+        """Items of all sources as they come; completes when all have completed.
+
+        Example::
+
+            >>> from trio.testing import MockClock
+            >>> async def main():
+            ...     a = Observable.timer(0.01).map(lambda _: "a")
+            ...     b = Observable.timer(0.02).map(lambda _: "b")
+            ...     return await Observable.merge(b, a).to_list(), await a.merge(b).to_list()
+            >>> trio.run(main, clock=MockClock(autojump_threshold=0))
+            (['a', 'b'], ['a', 'b'])
+        """
+        from ._combine import merge
+
+        return merge(sources)
+
+    @_Combinator
+    def zip(*sources: Any) -> Observable[Any]:
+        """Tuples of the n-th items of every source (or ``fn(*items)`` when the last argument
+        is a function); completes when any source completes and nothing is left to pair.
+
+        Example::
+
+            >>> async def main():
+            ...     letters = Observable.of("a", "b", "c")
+            ...     return await letters.zip(Observable.of(1, 2), lambda l, n: l * n).to_list()
+            >>> trio.run(main)
+            ['a', 'bb']
+        """
+        from ._combine import zip_
+
+        return zip_(sources)
+
+    @_Combinator
+    def concat(*sources: Observable[Any]) -> Observable[Any]:
+        """Every item of the first source, then of the second once the first completed...
+
+        Example::
+
+            >>> trio.run(Observable.of(1, 2).concat(Observable.of(3)).to_list)
+            [1, 2, 3]
+        """
+        from ._combine import concat
+
+        return concat(sources)
+
+    @_Combinator
+    def combine_latest(*sources: Any) -> Observable[Any]:
+        """Whenever any source emits (once all have emitted), the tuple of every source's
+        latest item, or ``fn(*latest)`` when the last argument is a function.
+
+        Example::
+
+            >>> async def main():
+            ...     temps = Observable.of(20, 21)
+            ...     units = Observable.timer(0.01).map(lambda _: "C")
+            ...     return await Observable.combine_latest(temps, units, lambda t, u: f"{t}{u}").to_list()
+            >>> trio.run(main)
+            ['21C']
+        """
+        from ._combine import combine_latest
+
+        return combine_latest(sources)
+
+    def with_latest_from(self, *others: Any) -> Observable[Any]:
+        """For each item of this stream, ``(item, *latest of others)`` (or ``fn(item,
+        *latest)`` when the last argument is a function); items before every other stream
+        has emitted are skipped. Completes with this stream.
+
+        Example::
+
+            >>> async def main():
+            ...     clicks = Observable.timer(0.02, 0.01).take(2)
+            ...     mode = Observable.of("light", "dark")
+            ...     return await clicks.with_latest_from(mode).to_list()
+            >>> trio.run(main)
+            [(0, 'dark'), (1, 'dark')]
+        """
+        from ._combine import with_latest_from
+
+        return with_latest_from(self, others)
+
+    def start_with(self, *items: Any) -> Observable[Any]:
+        """Emits ``items`` first, then this stream (already subscribed, so a hot stream loses
+        nothing meanwhile).
+
+        Example::
+
+            >>> trio.run(Observable.of(3).start_with(1, 2).to_list)
+            [1, 2, 3]
+        """
+        from ._combine import start_with
+
+        return start_with(self, items)
+
+    # -- per-item operators (fused) -------------------------------------------------------
+    def map(self, fn: Callable[[T], U] | Callable[[T], Awaitable[U]]) -> Observable[U]:
+        """``fn(item)`` for every item (``fn`` sync or async).
+
+        Example::
+
+            >>> trio.run(Observable.of(1, 2).map(str).to_list)
+            ['1', '2']
+        """
+        check_callable(fn, "map")
+        from ._fused import map_step
+
+        return self._then(map_step(fn))
+
+    def filter(self, predicate: Callable[[T], object]) -> Observable[T]:
+        """Items for which ``predicate(item)`` is true (sync or async predicate).
+
+        Example::
+
+            >>> trio.run(Observable.of(1, 2, 3).filter(lambda n: n != 2).to_list)
+            [1, 3]
+        """
+        check_callable(predicate, "filter")
+        from ._fused import filter_step
+
+        return self._then(filter_step(predicate))
+
+    def scan(self, fn: Callable[[Any, T], Any], seed: Any = NOTHING) -> Observable[Any]:
+        """Every accumulated value ``acc = fn(acc, item)``; without ``seed`` the first item
+        is the first accumulator.
+
+        Example::
+
+            >>> trio.run(Observable.of(1, 2, 3).scan(lambda a, b: a + b, 10).to_list)
+            [11, 13, 16]
+        """
+        check_callable(fn, "scan")
+        from ._fused import scan_step
+
+        return self._then(scan_step(fn, seed))
+
+    def reduce(self, fn: Callable[[Any, T], Any], seed: Any = NOTHING) -> Observable[Any]:
+        """The final accumulated value, at completion (see :meth:`scan`).
+
+        Example::
+
+            >>> trio.run(Observable.of(1, 2, 3).reduce(lambda a, b: a * b).to_list)
+            [6]
+        """
+        check_callable(fn, "reduce")
+        from ._fused import scan_step
+
+        return self._then(scan_step(fn, seed, emit_each=False))
+
+    def take(self, count: int) -> Observable[T]:
+        """The first ``count`` items, then completion (upstream is unsubscribed).
+
+        Example::
+
+            >>> trio.run(Observable.interval(0.001).take(2).to_list)
+            [0, 1]
+        """
+        positive_int(count, "take: count", minimum=0)
+        from ._fused import take_step
+
+        return self._then(take_step(count))
+
+    def skip(self, count: int) -> Observable[T]:
+        """Everything but the first ``count`` items.
+
+        Example::
+
+            >>> trio.run(Observable.of(1, 2, 3).skip(2).to_list)
+            [3]
+        """
+        positive_int(count, "skip: count", minimum=0)
+        from ._fused import skip_step
+
+        return self._then(skip_step(count))
+
+    def distinct(self, key: Callable[[T], Hashable] | None = None) -> Observable[T]:
+        """Items whose key (the item itself by default; must be hashable) was not seen yet.
+
+        Remembers every key for the life of the run: use on bounded key spaces.
+
+        Example::
+
+            >>> trio.run(Observable.of(1, 2, 1, 3, 2).distinct().to_list)
+            [1, 2, 3]
+        """
+        if key is not None:
+            check_callable(key, "distinct")
+        from ._fused import distinct_step
+
+        return self._then(distinct_step(key))
+
+    def distinct_until_changed(self, key: Callable[[T], Any] | None = None) -> Observable[T]:
+        """Items whose key differs from the previous item's key.
+
+        Example::
+
+            >>> trio.run(Observable.of(1, 1, 2, 2, 1).distinct_until_changed().to_list)
+            [1, 2, 1]
+        """
+        if key is not None:
+            check_callable(key, "distinct_until_changed")
+        from ._fused import distinct_until_changed_step
+
+        return self._then(distinct_until_changed_step(key))
+
+    def tap(
+        self,
+        on_next: Callable[[T], Any] | None = None,
+        on_error: Callable[[BaseException], Any] | None = None,
+        on_completed: Callable[[], Any] | None = None,
+    ) -> Observable[T]:
+        """Calls the functions for side effects (logging, metrics); items pass unchanged.
+
+        Example::
+
+            >>> seen = []
+            >>> trio.run(Observable.of(1, 2).tap(seen.append).map(lambda n: -n).to_list)
+            [-1, -2]
+            >>> seen
+            [1, 2]
+        """
+        for fn, what in (
+            (on_next, "tap"),
+            (on_error, "tap: on_error"),
+            (on_completed, "tap: on_completed"),
+        ):
+            if fn is not None:
+                check_callable(fn, what)
+        from ._fused import tap_step
+
+        return self._then(tap_step(on_next, on_error, on_completed))
+
+    def buffer(self, count: int) -> Observable[list[T]]:
+        """Lists of ``count`` items; the last, shorter list at completion.
+
+        Example::
+
+            >>> trio.run(Observable.of(1, 2, 3, 4, 5).buffer(2).to_list)
+            [[1, 2], [3, 4], [5]]
+        """
+        positive_int(count, "buffer: count")
+        from ._fused import buffer_step
+
+        return self._then(buffer_step(count))
+
+    def window(self, count: int) -> Observable[Observable[T]]:
+        """An observable per ``count`` consecutive items, emitted when its first item
+        arrives. A window keeps its items, so it can be consumed at any time, even after it
+        closed (it holds at most ``count`` items). Consume windows with ``flat_map`` or in
+        handlers; the upstream keeps filling them meanwhile (a bounded number of windows
+        may wait for the consumer, then the upstream waits).
+
+        Example::
+
+            >>> async def main():
+            ...     windows = Observable.of(1, 2, 3, 4, 5).window(2)
+            ...     return await windows.flat_map(lambda w: w.reduce(lambda a, b: a + b)).to_list()
+            >>> trio.run(main)
+            [3, 7, 5]
+        """
+        positive_int(count, "window: count")
+        from ._timed import windows
+
+        return windows(self, count, None)
+
+    def throttle(self, period: float | str) -> Observable[T]:
+        """Emits an item, then ignores items for ``period`` seconds (throttle-first).
+
+        Example::
+
+            >>> from trio.testing import MockClock
+            >>> async def main():
+            ...     return await Observable.interval(0.01).throttle(0.025).take(3).to_list()
+            >>> trio.run(main, clock=MockClock(autojump_threshold=0))
+            [0, 3, 6]
+        """
+        from ._fused import throttle_step
+
+        return self._then(throttle_step(seconds(period, "throttle: period")))
+
+    # -- operators that run tasks ---------------------------------------------------------
+    def flat_map(
+        self, fn: Callable[[T], Any], *, max_concurrent: int | None = 16
+    ) -> Observable[Any]:
+        """Maps each item to a stream and merges their items.
+
+        ``fn`` may return an observable, an async iterable, an iterable (flattened in
+        place, no task), an awaitable (e.g. a coroutine, which is how an ``async def fn``
+        runs: its result is one item, as in Rx) or a single value (one item; strings and
+        mappings are single values). At most ``max_concurrent`` inner streams run at once
+        (``None``: no limit); when all slots are busy the upstream waits (backpressure).
+        ``max_concurrent=1`` keeps the order (concat-map).
+
+        Example::
+
+            >>> async def slow_square(n):
+            ...     await trio.sleep(0.001 * (3 - n))
+            ...     return n * n
+            >>> async def main():
+            ...     items = Observable.of(1, 2)
+            ...     in_order = await items.flat_map(slow_square, max_concurrent=1).to_list()
+            ...     doubled = await items.flat_map(lambda n: [n, n]).to_list()
+            ...     return in_order, doubled
+            >>> trio.run(main)
+            ([1, 4], [1, 1, 2, 2])
+        """
+        check_callable(fn, "flat_map")
+        if max_concurrent is not None:
+            positive_int(max_concurrent, "flat_map: max_concurrent")
+        from ._combine import flat_map
+
+        return flat_map(self, fn, max_concurrent)
+
+    def debounce(self, period: float | str) -> Observable[T]:
+        """An item once ``period`` seconds pass without a newer one (the latest of a burst);
+        at completion the pending item is emitted.
+
+        Example::
+
+            >>> from trio.testing import MockClock
+            >>> async def main():
+            ...     burst = Observable.of(1, 2, 3).concat(Observable.timer(0.05).map(lambda _: 4))
+            ...     return await burst.debounce(0.02).to_list()
+            >>> trio.run(main, clock=MockClock(autojump_threshold=0))
+            [3, 4]
+        """
+        from ._timed import debounce
+
+        return debounce(self, seconds(period, "debounce: period"))
+
+    def sample(self, period: float | str) -> Observable[T]:
+        """Every ``period`` seconds, the latest item if a new one arrived since the last
+        sample; at completion the pending item, if any.
+
+        Example::
+
+            >>> from trio.testing import MockClock
+            >>> async def main():
+            ...     return await Observable.interval(0.01).sample(0.023).take(2).to_list()
+            >>> trio.run(main, clock=MockClock(autojump_threshold=0))
+            [1, 3]
+        """
+        from ._timed import sample
+
+        return sample(self, seconds(period, "sample: period"))
+
+    def buffer_time(
+        self, period: float | str, *, max_count: int | None = None, emit_empty: bool = False
+    ) -> Observable[list[T]]:
+        """A list of the items of every ``period`` seconds (empty lists only with
+        ``emit_empty``); with ``max_count`` a full list is emitted early and the period
+        starts again. What is left is emitted at completion.
+
+        Example::
+
+            >>> from trio.testing import MockClock
+            >>> async def main():
+            ...     ticks = Observable.interval(0.01).take(5)
+            ...     return await ticks.buffer_time(0.022).to_list()
+            >>> trio.run(main, clock=MockClock(autojump_threshold=0))
+            [[0, 1], [2, 3], [4]]
+        """
+        if max_count is not None:
+            positive_int(max_count, "buffer_time: max_count")
+        from ._timed import buffer_time
+
+        return buffer_time(self, seconds(period, "buffer_time: period"), max_count, emit_empty)
+
+    def window_time(self, period: float | str) -> Observable[Observable[T]]:
+        """A window (see :meth:`window`) every ``period`` seconds, starting at subscription.
+
+        Example::
+
+            >>> from trio.testing import MockClock
+            >>> async def main():
+            ...     ticks = Observable.interval(0.01).take(5)
+            ...     windows = ticks.window_time(0.022).flat_map(lambda w: w.to_list(), max_concurrent=1)
+            ...     return await windows.to_list()
+            >>> trio.run(main, clock=MockClock(autojump_threshold=0))
+            [[0, 1], [2, 3], [4]]
+        """
+        from ._timed import windows
+
+        return windows(self, None, seconds(period, "window_time: period"))
+
+    def delay(self, period: float | str) -> Observable[T]:
+        """Every item (and the completion) ``period`` seconds later; errors at once.
+
+        At most ``DEFAULT_CAPACITY`` items wait at a time; a faster upstream waits.
+
+        Example::
+
+            >>> async def main():
+            ...     start = trio.current_time()
+            ...     await Observable.of(1).delay(0.02).to_list()
+            ...     return trio.current_time() - start >= 0.02
+            >>> trio.run(main)
+            True
+        """
+        from ._timed import delay
+
+        return delay(self, seconds(period, "delay: period"))
+
+    def timeout(self, period: float | str, fallback: Observable[T] | None = None) -> Observable[T]:
+        """Fails with :class:`TimeoutError` (or switches to ``fallback``) when the first item
+        takes more than ``period`` seconds, or the next one more than ``period`` after the
+        previous. Time the consumer spends applying backpressure does not count.
+
+        Example::
+
+            >>> async def main():
+            ...     slow = Observable.timer(1.0)
+            ...     return await slow.timeout(0.01, fallback=Observable.of("fallback")).to_list()
+            >>> trio.run(main)
+            ['fallback']
+        """
+        if fallback is not None:
+            as_observable(fallback, "timeout: fallback")
+        from ._timed import timeout
+
+        return timeout(self, seconds(period, "timeout: period"), fallback)
+
+    # -- errors ---------------------------------------------------------------------------
+    def retry(
+        self,
+        retries: int | RetryPolicy | None = None,
+        *,
+        backoff: float = 0.0,
+        multiplier: float = 2.0,
+        reset_on_success: bool = True,
+    ) -> Observable[T]:
+        """On error, subscribes again, up to ``retries`` times in a row (``None``: forever),
+        waiting ``backoff * multiplier ** (n - 1)`` seconds before retry ``n``; or per a
+        :class:`~haive.dataflow.RetryPolicy`. Items emitted before an error stay emitted. With
+        ``reset_on_success`` (default) a run that emitted an item resets the count, so a
+        long-lived stream survives occasional failures.
+
+        Example::
+
+            >>> attempts = []
+            >>> def flaky():
+            ...     attempts.append(1)
+            ...     return Observable.of("ok") if len(attempts) == 3 else Observable.throw(OSError())
+            >>> trio.run(Observable.defer(flaky).retry(3, backoff=0.001).to_list)
+            ['ok']
+        """
+        from ._recover import retry
+
+        return retry(self, retries, backoff, multiplier, reset_on_success)
+
+    def catch_error(
+        self,
+        handler: Callable[[BaseException], Any],
+        *,
+        exceptions: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    ) -> Observable[Any]:
+        """On an error of type ``exceptions``, calls ``handler(error)`` (sync or async) and
+        continues with what it returns: an observable or iterable to switch to, ``None`` to
+        complete, or a single fallback item.
+
+        Example::
+
+            >>> failing = Observable.of(1, 0, 2).map(lambda n: 10 // n)
+            >>> trio.run(failing.catch_error(lambda error: [-1]).to_list)
+            [10, -1]
+        """
+        check_callable(handler, "catch_error")
+        from ._recover import catch_error
+
+        return catch_error(self, handler, exceptions)
+
+    # -- multicasting ---------------------------------------------------------------------
+    def share(self) -> SharedObservable[T]:
+        """One upstream run shared by every subscriber (see
+        :class:`~haive.dataflow.reactive.SharedObservable`)."""
+        from .subject import SharedObservable
+
+        return SharedObservable(self)
+
+    # -- composing ------------------------------------------------------------------------
+    def pipe(self, *operators: Callable[[Observable[Any]], Observable[Any]]) -> Observable[Any]:
+        """Applies operator functions in order (see
+        :class:`~haive.dataflow.reactive.Operators`).
+
+        Example::
+
+            >>> from haive.dataflow.reactive import Operators as ops
+            >>> trio.run(Observable.of(1, 2, 3).pipe(ops.map(lambda n: n * n), ops.take(2)).to_list)
+            [1, 4]
+        """
+        result: Observable[Any] = self
+        for operator in operators:
+            check_callable(operator, "pipe")
+            result = operator(result)
+            if not isinstance(result, Observable):
+                raise ConfigError(
+                    f"pipe: {operator!r} returned {type(result).__name__}, not an Observable"
+                )
+        return result
+
+    # -- consuming ------------------------------------------------------------------------
+    @overload
+    def subscribe(
+        self,
+        on_next: Callable[[T], Any] | Subscriber[T],
+        on_error: Callable[[BaseException], Any] | None = None,
+        on_completed: Callable[[], Any] | None = None,
+        *,
+        nursery: trio.Nursery | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        backpressure: object = "block",
+        name: str | None = None,
+    ) -> Subscription[T]: ...
+
+    @overload
+    def subscribe(
+        self,
+        on_next: None = None,
+        on_error: Callable[[BaseException], Any] | None = None,
+        on_completed: Callable[[], Any] | None = None,
+        *,
+        nursery: trio.Nursery | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        backpressure: object = "block",
+        name: str | None = None,
+    ) -> Subscription[T]: ...
+
+    def subscribe(
+        self,
+        on_next: Callable[[T], Any] | Subscriber[T] | None = None,
+        on_error: Callable[[BaseException], Any] | None = None,
+        on_completed: Callable[[], Any] | None = None,
+        *,
+        nursery: trio.Nursery | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        backpressure: object = "block",
+        name: str | None = None,
+    ) -> Subscription[T]:
+        """Delivers items to handlers (sync or async) in a task of their own.
+
+        Each subscription has its own bounded buffer of ``capacity`` items and a
+        ``backpressure`` strategy for when its handler falls behind: ``"block"`` (default:
+        the producer waits), ``"drop_oldest"``, ``"drop_newest"``, ``"sliding_window"`` or
+        any registered :class:`~haive.dataflow.BackpressureStrategy`. An error raised by a
+        handler ends this subscription only.
+
+        Where it runs: with ``nursery=`` it starts there at once; ``async with
+        obs.subscribe(...) as sub:`` runs it for the block; otherwise it waits until the
+        hot stream it is built on is opened (``async with stream:``) or until
+        ``await sub.start(nursery)``. Used as a decorator (``@obs.subscribe``) it returns
+        the :class:`~haive.dataflow.reactive.Subscription`.
+
+        Example::
+
+            >>> async def main():
+            ...     seen = []
+            ...     async with Observable.of(1, 2).subscribe(seen.append) as sub:
+            ...         await sub.wait()
+            ...     return seen, sub.state
+            >>> trio.run(main)
+            ([1, 2], 'completed')
+        """
+        from .subscription import Subscription
+
+        subscription: Subscription[T] = Subscription(
+            self,
+            on_next,
+            on_error,
+            on_completed,
+            capacity=capacity,
+            backpressure=backpressure,
+            name=name,
+        )
+        if nursery is not None:
+            subscription.start_soon(nursery)
+        else:
+            subscription._defer()
+        return subscription
+
+    def iterate(
+        self, *, capacity: int = DEFAULT_CAPACITY, backpressure: object = "block"
+    ) -> StreamIterator[T]:
+        """An async iterator over the items: ``async for item in obs.iterate(...)``.
+
+        Sources, hot streams and fused operators are read directly in the iterating task;
+        an observable that needs tasks (``debounce``, ``merge``...) is iterated inside
+        ``async with obs.iterate() as items: async for item in items: ...``. ``capacity``
+        and ``backpressure`` size the buffer between a hot stream and a slow reader.
+
+        Example::
+
+            >>> async def main():
+            ...     return [n async for n in Observable.of(1, 2, 3).iterate()]
+            >>> trio.run(main)
+            [1, 2, 3]
+        """
+        from .subscription import StreamIterator
+
+        return StreamIterator(self, capacity=capacity, backpressure=backpressure)
+
+    def __aiter__(self) -> StreamIterator[T]:
+        return self.iterate()
+
+    async def to_list(self) -> list[T]:
+        """Runs to completion and returns every item (in the calling task).
+
+        Example::
+
+            >>> trio.run(Observable.of("a").to_list)
+            ['a']
+        """
+        out: list[T] = []
+
+        async def collect(batch: list[Any]) -> None:
+            out.extend(batch)
+
+        await self._run(collect, Ready())
+        return out
+
+    async def for_each(self, fn: Callable[[T], Any]) -> None:
+        """Runs to completion calling ``fn(item)`` (sync or async) in the calling task; the
+        stream waits for ``fn`` (backpressure without any buffer).
+
+        Example::
+
+            >>> seen = []
+            >>> trio.run(Observable.of(1, 2).for_each, seen.append)
+            >>> seen
+            [1, 2]
+        """
+        check_callable(fn, "for_each")
+        from ._runtime import is_async_callable
+
+        if is_async_callable(fn):
+
+            async def each_async(batch: list[Any]) -> None:
+                for item in batch:
+                    await fn(item)
+
+            await self._run(each_async, Ready())
+            return
+
+        async def each(batch: list[Any]) -> None:
+            for item in batch:
+                fn(item)
+
+        await self._run(each, Ready())
+
+
+class _Custom(Observable[T]):
+    """An observable defined by a run function (and optionally a pull function)."""
+
+    __slots__ = ("_can_pull", "_puller", "_runner")
+
+    def __init__(
+        self,
+        runner: Callable[[Emit, Ready], Awaitable[None]],
+        puller: Callable[[PullOptions], AsyncIterator[list[Any]] | None] | None = None,
+        *,
+        label: str,
+        roots: tuple[ReactiveStream[Any], ...] = (),
+        pullable: bool | None = None,
+    ) -> None:
+        super().__init__(label=label, roots=roots)
+        self._runner = runner
+        self._puller = puller
+        self._can_pull = puller is not None if pullable is None else pullable
+
+    def _pullable(self) -> bool:
+        return self._can_pull
+
+    async def _run(self, emit: Emit, ready: Ready) -> None:
+        await self._runner(emit, ready)
+
+    def _open_pull(self, options: PullOptions) -> AsyncIterator[list[T]] | None:
+        return None if self._puller is None else self._puller(options)
+
+
+def _ticks(due: float, period: float, label: str, *, first: float | None) -> Observable[int]:
+    """interval / timer: tick 0 at ``due`` (or one period in), then one per ``period``."""
+
+    def schedule() -> tuple[float, float]:
+        start = trio.current_time()
+        return start, start + (first if first is not None else period)
+
+    def next_slot(start: float, slot: float) -> float:
+        # Skip the slots a blocked consumer missed, keep the original phase.
+        now = trio.current_time()
+        if math.isinf(period):
+            return math.inf
+        slot += period
+        if slot < now:
+            slot += math.ceil((now - slot) / period) * period
+        return slot
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        ready.started()
+        start, slot = schedule()
+        n = 0
+        while not math.isinf(slot):
+            await trio.sleep_until(slot)
+            await emit([n])
+            n += 1
+            slot = next_slot(start, slot)
+
+    async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+        start, slot = schedule()
+        n = 0
+        while not math.isinf(slot):
+            await trio.sleep_until(slot)
+            yield [n]
+            n += 1
+            slot = next_slot(start, slot)
+
+    return _Custom(run, pull, label=label)
+
+
+# Re-exported for the operator modules.
+__all__ = ["Observable", "PullOptions", "as_observable", "merge_roots"]
