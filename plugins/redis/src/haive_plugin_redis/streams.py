@@ -535,8 +535,17 @@ class RedisStreamSource(DataSource):
                 return
 
     async def _next_entries(self, count: int) -> list[Any]:
+        if self._replay and not self._batches:
+            # Entries delivered to this consumer earlier and never acknowledged (a restart
+            # under the same name, or an aborted exactly-once epoch): they come first.
+            entries = await self._read(count, self._replay_cursor, block=False)
+            if entries:
+                self._replay_cursor = entries[-1][0]
+                self.stats.replayed += len(entries)
+                return entries
+            self._replay = False
         now = trio.current_time()
-        if now >= self._next_claim:
+        if not self._replay and now >= self._next_claim:
             self._next_claim = now + self.claim_interval
             if self._conn is not None and not self._watching:
                 # Claimed entries join this epoch: be fenced from before they are ours.
@@ -545,16 +554,14 @@ class RedisStreamSource(DataSource):
             claimed = await (
                 self._claim_fenced(count) if self.exactly_once else self._autoclaim(count)
             )
+            if claimed and self._batches:
+                # XAUTOCLAIM also takes this consumer's own entries once they are idle long
+                # enough; those being processed right now must not be yielded twice.
+                held = {i for batch in self._batches for i in (*batch.item_ids, *batch.other_ids)}
+                claimed = [entry for entry in claimed if entry[0] not in held]
             if claimed:
                 self.stats.claimed += len(claimed)
                 return claimed
-        if self._replay:
-            entries = await self._read(count, self._replay_cursor, block=False)
-            if entries:
-                self._replay_cursor = entries[-1][0]
-                self.stats.replayed += len(entries)
-                return entries
-            self._replay = False
         block = not self._unacked_items or self._ack_requested
         return await self._read(count, b">", block=block)
 
