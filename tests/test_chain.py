@@ -178,3 +178,37 @@ def test_exported_from_streaming():
 
     assert streaming.TransformationChain is TransformationChain
     assert "TransformationChain" in streaming.__all__
+
+
+async def test_chain_as_a_reactive_operator():
+    reactive = pytest.importorskip("haive.dataflow.reactive")
+    chain = (
+        TransformationChain("r").add_transformation("up", str.upper).add_transformation("n", len)
+    )
+    mapped = await reactive.Observable.of("a", "bb").map(chain.transform).to_list()
+    assert [r.up for r in mapped] == ["A", "BB"]
+    outputs = await reactive.Observable.of("ccc").map(chain).map(lambda r: r.output).to_list()
+    assert outputs == [3]
+
+
+async def test_pipeline_opens_and_closes_the_steps():
+    events: list[str] = []
+
+    class Model:
+        async def open(self):
+            events.append("open")
+
+        async def aclose(self):
+            events.append("close")
+
+        def transform(self, value):
+            events.append(f"item {value}")
+            return value
+
+    chain = TransformationChain("lifecycle").add_transformation("model", Model())
+    chain.add_transformation("plain", str)  # no open/aclose: left alone
+    pipeline = StreamingPipeline("lifecycle")
+    pipeline.set_source(IterableSource([1]))
+    pipeline.add_node(chain)
+    await pipeline.execute()
+    assert events == ["open", "item 1", "close"]

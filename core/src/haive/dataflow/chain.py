@@ -28,14 +28,16 @@ Where a chain is used
     ``await chain.transform(item)`` directly; ``await chain(item)`` (a chain is an async
     callable, so ``stream.map(chain.transform)`` works as a reactive operator and
     ``TransformNode(transform_fn=chain)`` as a node); or as a pipeline node itself
-    (``pipeline.add_node(chain)``): it is a :class:`~haive.dataflow.nodes.Node` that runs each
-    step over the whole ready batch and emits one :class:`ChainResult` per item (or only the
+    (``pipeline.add_node(chain)``): it is a :class:`~haive.dataflow.nodes.Node` that opens and
+    closes its steps with the pipeline (``open``/``aclose``), runs each step over the whole
+    ready batch and emits one :class:`ChainResult` per item (or only the
     last step's output with ``emit="output"``). A failing step fails only its item, which the
     pipeline's error policy then handles.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -389,6 +391,20 @@ class TransformationChain(Node):
         return done
 
     # -- as a pipeline node --------------------------------------------------------------
+    async def open(self) -> None:
+        """Open every step that has an async ``open`` (load models before the first item)."""
+        for step in self._steps:
+            opener = getattr(step.transform, "open", None)
+            if opener is not None and inspect.iscoroutinefunction(opener):
+                await opener()
+
+    async def aclose(self) -> None:
+        """Close every step that has an async ``aclose``, last step first."""
+        for step in reversed(self._steps):
+            closer = getattr(step.transform, "aclose", None)
+            if closer is not None and inspect.iscoroutinefunction(closer):
+                await closer()
+
     async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
         results = await self.transform_batch(batch, return_exceptions=True)
         out: list[Any] = []
