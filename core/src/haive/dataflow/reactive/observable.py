@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Hashable, Iterable
@@ -1067,9 +1068,12 @@ class Observable(Generic[T]):
             await self._run(each_async, Ready())
             return
 
+        isawaitable = inspect.isawaitable
+
         async def each(batch: list[Any]) -> None:
-            for item in batch:
-                fn(item)
+            for result in filter(None, map(fn, batch)):
+                if isawaitable(result):
+                    await result
 
         await self._run(each, Ready())
 

@@ -24,6 +24,9 @@ T = TypeVar("T")
 
 log = logging.getLogger("haive.dataflow.reactive")
 
+#: A hot stream yields to other tasks at least once per this many emits.
+YIELD_EVERY = 32
+
 
 class _Hot(Observable[T]):
     """Shared machinery of hot streams: readers, each behind its own bounded buffer.
@@ -35,13 +38,15 @@ class _Hot(Observable[T]):
     def __init__(self, *, label: str, roots: tuple[ReactiveStream[Any], ...]) -> None:
         super().__init__(label=label, roots=roots)
         self._readers: list[_Inlet] = []
-        self._lock = trio.StrictFIFOLock()
+        self._delivering = False
+        self._turn = trio.lowlevel.ParkingLot()
         self._closing = False
         self._ended = False
         self._error: BaseException | None = None
         #: Items emitted, and items emitted while nobody was attached (lost, as hot items are).
         self.emitted = 0
         self.unobserved = 0
+        self._unyielded = 0
 
     @property
     def closed(self) -> bool:
@@ -55,16 +60,28 @@ class _Hot(Observable[T]):
 
     # -- delivering --------------------------------------------------------------------
     async def _deliver(self, items: list[Any]) -> None:
+        """Put ``items`` in every reader's buffer, waiting on full blocking ones.
+
+        Always a cancel point. It yields to other tasks whenever it has to wait, and at
+        least every ``YIELD_EVERY`` calls otherwise: consecutive emits then reach a reader
+        as one batch instead of costing a task switch each (readers still see items within
+        a bounded number of emits).
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
         self.emitted += len(items)
+        waited = False
         if not self._readers:
             self.unobserved += len(items)
         elif items:
-            lock = self._lock
-            try:
-                lock.acquire_nowait()
-            except trio.WouldBlock:
-                await lock.acquire()
+            # One delivery at a time, so every reader sees batches in the same order.
+            while self._delivering:
+                await self._turn.park()
+                waited = True
+            if self._ended:
+                raise ClosedError(
+                    f"{self._label}: ended while {len(items)} item(s) waited to be emitted"
+                )
+            self._delivering = True
             try:
                 for inlet in tuple(self._readers):
                     buffer = inlet.buffer
@@ -73,23 +90,37 @@ class _Hot(Observable[T]):
                             buffer.put_nowait_batch(items)
                         except trio.WouldBlock:
                             await buffer.put_batch(items)
+                            waited = True
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         self._detach(inlet)  # that reader went away meanwhile
             finally:
-                lock.release()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+                self._delivering = False
+                if self._turn:
+                    self._turn.unpark()
+        self._unyielded += 1
+        if not waited and self._unyielded >= YIELD_EVERY:
+            self._unyielded = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        elif waited:
+            self._unyielded = 0
 
     async def _end(self, error: BaseException | None) -> None:
         if self._closing:
             await trio.lowlevel.checkpoint()
             return
         self._closing = True
-        async with self._lock:  # in-flight deliveries go first
+        while self._delivering:  # in-flight deliveries go first
+            await self._turn.park()
+        try:
             self._ended = True
             self._error = error
             for inlet in tuple(self._readers):
                 inlet.finish(error)
             self._readers.clear()
+        finally:
+            if self._turn:
+                self._turn.unpark_all()
+        await trio.lowlevel.checkpoint()
 
     def _detach(self, inlet: _Inlet) -> None:
         try:

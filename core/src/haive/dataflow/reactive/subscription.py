@@ -372,9 +372,10 @@ class Subscription(Generic[T]):
                     for item in batch:
                         await on_next(item)
                 else:
-                    for item in batch:
-                        result = on_next(item)
-                        if result is not None and isawaitable(result):
+                    # Handlers returning None (the usual case) are called from C; a plain
+                    # function that returned an awaitable has it awaited, in order.
+                    for result in filter(None, map(on_next, batch)):
+                        if isawaitable(result):
                             await result
                 self.delivered += len(batch)
         except Exception as exc:
