@@ -5,12 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-import redis
 import trio
 from haive_plugin_redis import RedisStateBackend
 from haive_plugin_redis.client import RedisClient
 
-from haive.dataflow.errors import ConfigError
+from haive.dataflow.errors import ConfigError, InvalidMessageError
 from haive.dataflow.plugins import get_registry
 from haive.dataflow.state.store import StateStore
 
@@ -134,7 +133,7 @@ async def test_write_batch_is_one_transaction_and_counters(tag, r):
         with pytest.raises(ConfigError, match="amount must be an int"):
             await backend.incr("hits", 1.5)  # type: ignore[arg-type]
         await backend.put("text", b"abc")
-        with pytest.raises(redis.ResponseError, match="not an integer"):
+        with pytest.raises(InvalidMessageError, match="'text' does not hold an integer"):
             await backend.incr("text")
     finally:
         await backend.aclose()

@@ -54,6 +54,22 @@ def pack(*args: Arg) -> bytes:
     return b"".join(out)
 
 
+def pack_ids(head: tuple[Arg, ...], ids: list[bytes]) -> bytes:
+    """``pack(*head, *ids)`` for many byte-string IDs, without per-argument conversion.
+
+    Example::
+
+        >>> pack_ids(("XACK", "s", "g"), [b"1-0", b"2-0"]) == pack("XACK", "s", "g", "1-0", "2-0")
+        True
+    """
+    out = [b"*%d\r\n" % (len(head) + len(ids))]
+    for arg in head:
+        data = encode_arg(arg)
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    out.extend([b"$%d\r\n%s\r\n" % (len(i), i) for i in ids])
+    return b"".join(out)
+
+
 def bulk(data: bytes) -> bytes:
     """One RESP bulk string (to append to a packed command prefix)."""
     return b"$%d\r\n%s\r\n" % (len(data), data)

@@ -6,10 +6,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
+from redis.exceptions import ResponseError
 
-from haive.dataflow.errors import ConfigError
+from haive.dataflow.errors import ConfigError, InvalidMessageError
 from haive.dataflow.state.backend import StateBackend, StateWrite
 
+from ._resp import pack
 from .client import DEFAULT_URL, RedisClient, check_url
 
 _SCAN_CHUNK = 1000
@@ -204,7 +206,19 @@ class RedisStateBackend(StateBackend):
         for key, amount in amounts.items():
             if isinstance(amount, bool) or not isinstance(amount, int):
                 raise ConfigError(f"incr {key!r}: amount must be an int, got {amount!r}")
-        return await self.client.call(self._incr_many, dict(amounts), ttl_ms(ttl))
+        px = ttl_ms(ttl)
+        prefix = self.prefix
+        commands = []
+        for key, amount in amounts.items():
+            commands.append(pack("INCRBY", prefix + key, amount))
+            if px is not None:
+                commands.append(pack("PEXPIRE", prefix + key, px))
+        replies = await self.client.send(b"".join(commands), len(commands))
+        values = replies[:: 1 if px is None else 2]
+        for key, value in zip(amounts, values, strict=True):
+            if isinstance(value, ResponseError):
+                raise InvalidMessageError(f"state key {key!r} does not hold an integer: {value}")
+        return [int(value) for value in values]
 
     async def add(self, key: str, amount: int = 1, *, ttl: float | None = None) -> None:
         """``incr`` without the result (the same call as on exactly-once state)."""
@@ -213,17 +227,6 @@ class RedisStateBackend(StateBackend):
     async def add_many(self, amounts: Mapping[str, int], *, ttl: float | None = None) -> None:
         """``incr_many`` without the results."""
         await self.incr_many(amounts, ttl=ttl)
-
-    def _incr_many(self, amounts: dict[str, int], px: int | None) -> list[int]:
-        prefix = self.prefix
-        with self.client.redis.pipeline(transaction=False) as pipe:
-            for key, amount in amounts.items():
-                pipe.incrby(prefix + key, amount)
-                if px is not None:
-                    pipe.pexpire(prefix + key, px)
-            replies = pipe.execute()
-        step = 1 if px is None else 2
-        return [int(v) for v in replies[::step]]
 
 
 def _bytes(value: object, key: str) -> bytes:

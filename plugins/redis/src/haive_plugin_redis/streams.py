@@ -49,7 +49,7 @@ from haive.dataflow.sinks import StreamSink
 from haive.dataflow.sources import DataSource
 from haive.dataflow.units import parse_duration
 
-from ._resp import bulk, derived_key, pack, previous_id, same_slot
+from ._resp import bulk, derived_key, pack, pack_ids, previous_id, same_slot
 from .backend import RedisStateBackend
 from .client import DEFAULT_URL, DedicatedConnection, RedisClient
 
@@ -130,7 +130,7 @@ class EntryCodec:
         if not isinstance(field, str) or not field:
             raise ConfigError(f"field must be a non-empty string, got {field!r}")
         self.field = field
-        self._field = field.encode()
+        self.field_bytes = field.encode()
         self.serializer: Serializer | None
         if codec == "fields":
             self.serializer = None
@@ -148,7 +148,7 @@ class EntryCodec:
     def encode(self, item: Any) -> list[bytes]:
         """Field/value pairs, flattened."""
         if self.serializer is not None:
-            return [self._field, self.serializer.dumps(item)]
+            return [self.field_bytes, self.serializer.dumps(item)]
         if not isinstance(item, Mapping) or not item:
             raise SerializationError(
                 f"codec 'fields' needs a non-empty mapping per item, got {type(item).__name__}"
@@ -171,7 +171,7 @@ class EntryCodec:
                 fields[i].decode(errors="replace"): _text(fields[i + 1])
                 for i in range(0, len(fields) - 1, 2)
             }
-        target = self._field
+        target = self.field_bytes
         for i in range(0, len(fields) - 1, 2):
             if fields[i] == target:
                 return self.serializer.loads(fields[i + 1])
@@ -664,6 +664,27 @@ class RedisStreamSource(DataSource):
         """Decode entries; dead-letter the bad ones; remember every ID for the ack."""
         codec = self.codec
         with_ids = self.with_ids
+        serializer = codec.serializer
+        if serializer is not None:
+            # Fast path: every entry is exactly {field: payload} and decodes.
+            target = codec.field_bytes
+            loads = serializer.loads
+            try:
+                values = [
+                    loads(fields[1])
+                    for _, fields in entries
+                    if len(fields) == 2 and fields[0] == target
+                ]
+            except (TypeError, SerializationError, InvalidMessageError, UnicodeDecodeError):
+                values = None
+            if values is not None and len(values) == len(entries):
+                ids = [entry[0] for entry in entries]
+                self._batches.append(_Batch(deque(ids), []))
+                self._unacked_items += len(values)
+                self.stats.read += len(values)
+                if with_ids:
+                    return [StreamEntry(i.decode(), v) for i, v in zip(ids, values, strict=True)]
+                return values
         items: list[Any] = []
         item_ids: deque[bytes] = deque()
         other_ids: list[bytes] = []
@@ -775,7 +796,7 @@ class RedisStreamSource(DataSource):
         if not ids:
             return
         commands = [
-            pack("XACK", self.stream, self.group, *ids[i : i + _XACK_CHUNK])
+            pack_ids(("XACK", self.stream, self.group), ids[i : i + _XACK_CHUNK])
             for i in range(0, len(ids), _XACK_CHUNK)
         ]
         _check_replies(
@@ -812,7 +833,7 @@ class RedisStreamSource(DataSource):
         body = b"".join(commands) + b"".join(txn.xadds)
         n = len(commands) + txn.xadd_count
         acks = [
-            pack("XACK", self.stream, self.group, *ids[i : i + _XACK_CHUNK])
+            pack_ids(("XACK", self.stream, self.group), ids[i : i + _XACK_CHUNK])
             for i in range(0, len(ids), _XACK_CHUNK)
         ]
         packed = body + b"".join(acks) + pack("EXEC")

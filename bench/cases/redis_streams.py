@@ -1,0 +1,295 @@
+"""Redis Streams end to end through ``haive worker`` processes, and Redis state latency.
+
+One input stream of N keyed JSON events (``{"key", "seq", "v"}``) is filled once; every
+configuration reads all of it through its own consumer group and writes its own output
+stream. A worker runs the pipeline ``decode -> per-key count in Redis state + enrich ->
+RedisStreamSink`` (the same pipeline for both delivery modes). Workers start, join the group
+and wait at a gate, so process start-up is not timed: the clock runs from opening the gate
+until the group has no pending and no undelivered entry.
+
+* ``redis_streams.alo.{1,2,4}worker.events_per_s`` and ``redis_streams.scaling.{2,4}v1``:
+  at-least-once with 1, 2 and 4 worker processes sharing a consumer group.
+* ``redis_streams.eos.1worker.events_per_s`` and ``redis_streams.eos_vs_alo``: the same with
+  ``exactly_once`` (state, outputs and acks in one MULTI/EXEC per epoch), as a ratio.
+* ``redis_streams.baseline_raw.events_per_s``: redis-py's plain loop of ``XREADGROUP COUNT
+  1000`` + ``XACK`` (no decoding, no processing, no output) on the same stream, in this run;
+  ``redis_streams.alo_vs_raw`` is our 1-worker figure over it.
+* ``redis_streams.sink.events_per_s`` (RedisStreamSink's hand-packed pipelined XADD) against
+  ``redis_streams.baseline_redispy_pipeline_xadd.events_per_s`` (redis-py's pipeline).
+* ``state.redis.{get,put}.{p50,p99}_ms``: RedisStateBackend operations one at a time from
+  one trio task (skipped when another case already recorded them in this run).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import redis
+import trio
+
+from bench.recorder import Recorder
+
+DESCRIPTION = "Redis Streams workers (1/2/4 processes, at-least/exactly-once) vs raw redis-py; Redis state p50/p99"
+
+URL = "redis://127.0.0.1:6379/0"
+
+WORKER_PIPELINE = '''
+"""Benchmark worker: count per key in Redis state, enrich, write to the output stream."""
+import os
+from collections import Counter
+
+from haive.dataflow.config import StreamConfig
+from haive.dataflow.nodes import Node
+from haive.dataflow.streaming_pipeline import StreamingPipeline
+from haive_plugin_redis import RedisStreamSource
+
+
+class GatedSource(RedisStreamSource):
+    """Joins the group, then waits at the benchmark's gate before reading."""
+
+    async def open(self):
+        await super().open()
+        r = self.client.redis
+        await self.client.call(r.rpush, os.environ["BENCH_READY"], self.consumer)
+        await self.client.call(r.blpop, [os.environ["BENCH_GO"]], 0)
+
+
+source = GatedSource(
+    os.environ["BENCH_IN"],
+    delivery=os.environ["BENCH_DELIVERY"],
+    batch_size=1000,
+    block="20ms",
+    stop_when_drained=True,
+)
+counts = source.state("counts")
+
+
+class Enrich(Node):
+    name = "enrich"
+
+    async def process_batch(self, batch, ctx):
+        await counts.add_many(Counter(e["key"] for e in batch))
+        return [{"key": e["key"], "seq": e["seq"], "v2": e["v"] * 2} for e in batch]
+
+
+pipeline = StreamingPipeline("bench", config=StreamConfig(chunk_size=1000, buffer_size=4096))
+pipeline.set_source(source)
+pipeline.add_processor(Enrich())
+pipeline.set_sink(source.sink(os.environ["BENCH_OUT"]))
+'''
+
+
+def _fill(r: redis.Redis, stream: str, n: int) -> None:
+    from haive_plugin_redis.streams import pack_xadds
+
+    conn = r.connection_pool.get_connection()
+    try:
+        for start in range(0, n, 5000):
+            entries = [
+                [b"data", orjson.dumps({"key": f"k{seq % 100}", "seq": seq, "v": seq * 0.5})]
+                for seq in range(start, min(n, start + 5000))
+            ]
+            conn.send_packed_command([pack_xadds(stream, entries, None, True)])
+            for _ in entries:
+                conn.read_response()
+    finally:
+        r.connection_pool.release(conn)
+
+
+def _drained(r: redis.Redis, stream: str, group: str) -> bool:
+    for info in r.xinfo_groups(stream):
+        if info["name"] == group.encode():
+            return info["pending"] == 0 and info["lag"] == 0
+    return False
+
+
+def _workers(
+    r: redis.Redis, file: str, stream: str, tag: str, run: str, delivery: str, k: int, n: int
+) -> float:
+    group, out = f"g-{run}", f"{{{tag}}}:out-{run}"
+    ready, go = f"{{{tag}}}:ready-{run}", f"{{{tag}}}:go-{run}"
+    r.xgroup_create(stream, group, id="0")
+    env = {
+        **os.environ,
+        "BENCH_IN": stream,
+        "BENCH_OUT": out,
+        "BENCH_DELIVERY": delivery,
+        "BENCH_READY": ready,
+        "BENCH_GO": go,
+    }
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "haive_plugin_redis.worker",
+                file,
+                "--group",
+                group,
+                "--consumer",
+                f"{run}-{i}",
+            ],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(k)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while r.llen(ready) < k:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"{run}: workers did not reach the gate")
+            time.sleep(0.01)
+        started = time.perf_counter()
+        r.rpush(go, *range(k))
+        while not _drained(r, stream, group):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{run}: not drained in time")
+            time.sleep(0.002)
+        elapsed = time.perf_counter() - started
+        for p in procs:
+            p.wait(timeout=60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    written = r.xlen(out)
+    if written < n:
+        raise RuntimeError(f"{run}: only {written} of {n} outputs")
+    r.delete(out, ready, go)
+    return n / elapsed
+
+
+def _raw_baseline(r: redis.Redis, stream: str, n: int) -> float:
+    group = "g-raw"
+    r.xgroup_create(stream, group, id="0")
+    started = time.perf_counter()
+    done = 0
+    while done < n:
+        reply = r.xreadgroup(group, "raw", {stream: ">"}, count=1000)
+        if not reply:
+            break
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        r.xack(stream, group, *[entry_id for entry_id, _ in entries])
+        done += len(entries)
+    return done / (time.perf_counter() - started)
+
+
+def _sink_rates(r: redis.Redis, tag: str, n: int) -> tuple[float, float]:
+    from haive_plugin_redis import RedisStreamSink
+
+    items = [{"key": f"k{i % 100}", "seq": i, "v": i * 0.5} for i in range(n)]
+
+    async def ours() -> float:
+        sink = RedisStreamSink(f"{{{tag}}}:sink-ours", url=URL)
+        async with sink:
+            started = time.perf_counter()
+            for start in range(0, n, 1000):
+                await sink.write_batch(items[start : start + 1000])
+            return n / (time.perf_counter() - started)
+
+    ours_rate = trio.run(ours)
+    started = time.perf_counter()
+    for start in range(0, n, 1000):
+        pipe = r.pipeline(transaction=False)
+        for item in items[start : start + 1000]:
+            pipe.xadd(f"{{{tag}}}:sink-redispy", {"data": orjson.dumps(item)})
+        pipe.execute()
+    theirs = n / (time.perf_counter() - started)
+    r.delete(f"{{{tag}}}:sink-ours", f"{{{tag}}}:sink-redispy")
+    return ours_rate, theirs
+
+
+def _state_latency(rec: Recorder, tag: str, n: int) -> None:
+    if any(f.name == "state.redis.get.p99_ms" for f in rec.figures):
+        return
+    from haive_plugin_redis import RedisStateBackend
+
+    async def measure() -> dict[str, list[int]]:
+        backend = RedisStateBackend(URL, prefix=f"{{{tag}}}:state:", pool_size=4)
+        await backend.open()
+        samples: dict[str, list[int]] = {"put": [], "get": []}
+        clock = time.perf_counter_ns
+        value = orjson.dumps({"user": "ada", "count": 1, "tags": ["a", "b"]})
+        try:
+            for phase in ("warm", "measure"):
+                for i in range(200 if phase == "warm" else n):
+                    key = f"user:{i % 1000}"
+                    t0 = clock()
+                    await backend.put(key, value)
+                    t1 = clock()
+                    await backend.get(key)
+                    t2 = clock()
+                    if phase == "measure":
+                        samples["put"].append(t1 - t0)
+                        samples["get"].append(t2 - t1)
+            await backend.delete_prefix("")
+        finally:
+            await backend.aclose()
+        return samples
+
+    samples = trio.run(measure)
+    for op in ("get", "put"):
+        ordered = sorted(samples[op])
+        for label, q in (("p50", 0.5), ("p99", 0.99)):
+            value = ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+            rec.figure(f"state.redis.{op}.{label}_ms", value, "ms", "RedisStateBackend, one task")
+
+
+def run(rec: Recorder) -> None:
+    n = 40_000 if rec.quick else 200_000
+    r = redis.Redis.from_url(URL)
+    try:
+        r.ping()
+    except redis.ConnectionError:
+        print("  no Redis on 127.0.0.1:6379: redis_streams skipped")
+        return
+    tag = f"haive-bench-{uuid.uuid4().hex[:8]}"
+    stream = f"{{{tag}}}:in"
+    workdir = tempfile.mkdtemp(prefix="haive-bench-redis-")
+    file = str(Path(workdir) / "bench_worker.py")
+    Path(file).write_text(WORKER_PIPELINE)
+    try:
+        _fill(r, stream, n)
+        raw = rec.figure(
+            "redis_streams.baseline_raw.events_per_s",
+            _raw_baseline(r, stream, n),
+            "events/s",
+            "redis-py XREADGROUP COUNT 1000 + XACK, no processing",
+        )
+        rates: dict[int, float] = {}
+        for k in (1, 2, 4):
+            rates[k] = rec.figure(
+                f"redis_streams.alo.{k}worker.events_per_s",
+                _workers(r, file, stream, tag, f"alo{k}", "at_least_once", k, n),
+                "events/s",
+            )
+        rec.ratio("redis_streams.scaling.2v1", rates[2], rates[1])
+        rec.ratio("redis_streams.scaling.4v1", rates[4], rates[1], "2 cores shared")
+        rec.ratio("redis_streams.alo_vs_raw", rates[1], raw)
+        eos = rec.figure(
+            "redis_streams.eos.1worker.events_per_s",
+            _workers(r, file, stream, tag, "eos1", "exactly_once", 1, n),
+            "events/s",
+        )
+        rec.ratio("redis_streams.eos_vs_alo", eos, rates[1], "exactly-once cost")
+        ours, theirs = _sink_rates(r, tag, min(n, 100_000))
+        rec.figure(
+            "redis_streams.sink.events_per_s", ours, "events/s", "hand-packed pipelined XADD"
+        )
+        rec.figure("redis_streams.baseline_redispy_pipeline_xadd.events_per_s", theirs, "events/s")
+        rec.ratio("redis_streams.sink_vs_redispy_pipeline", ours, theirs)
+        _state_latency(rec, tag, 2_000 if rec.quick else 20_000)
+    finally:
+        keys = list(r.scan_iter(match=f"{{{tag}}}*", count=1000))
+        if keys:
+            r.delete(*keys)
+        r.close()
