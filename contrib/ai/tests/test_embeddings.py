@@ -98,7 +98,7 @@ async def test_concurrent_single_calls_are_coalesced_into_batches(embedder):
 
 async def test_inference_does_not_block_the_event_loop(embedder):
     ticks = 0
-    texts = [f"a longer sentence number {i} to keep the model busy for a while" for i in range(256)]
+    texts = [f"a longer sentence number {i} to keep the model busy for a while" for i in range(64)]
 
     async def ticker() -> None:
         nonlocal ticks
