@@ -375,14 +375,8 @@ class Observable(Generic[T]):
                 value = await value
             await Observable.from_(value)._run(emit, ready)
 
-        def pull(options: PullOptions) -> AsyncIterator[list[Any]] | None:
-            value = factory()
-            if classify(value) == AWAITABLE:
-                getattr(value, "close", lambda: None)()
-                return None
-            return Observable.from_(value)._open_pull(options)
-
-        return _Custom(run, pull, label="defer")
+        # What the factory returns is known only per run, so this is read through a task.
+        return _Custom(run, label="defer")
 
     @staticmethod
     def create(
