@@ -231,6 +231,7 @@ def test_sigkill_two_of_three_workers(tag, r, delivery, record_property):
         "outputs": len(seqs),
         "lost": lost,
         "duplicated": duplicates,
+        "counted_twice": sum(per_key.values()) - n,
         "claimed_by_survivor": survivor["claimed"],
         "aborted_commits": survivor["aborted_commits"],
     }
@@ -244,6 +245,8 @@ def test_sigkill_two_of_three_workers(tag, r, delivery, record_property):
         assert duplicates == 0
         assert per_key == {f"k{k}": n // keys for k in range(keys)}
     else:
-        # at-least-once: redelivered entries are counted again, never fewer
+        # at-least-once: redelivered entries are counted again, never fewer. A killed worker
+        # may have counted a batch without writing its outputs, so the state can hold more
+        # duplicates than the output stream.
         assert all(count >= n // keys for count in per_key.values())
-        assert sum(per_key.values()) == n + duplicates
+        assert sum(per_key.values()) >= n + duplicates
