@@ -529,8 +529,15 @@ class StreamingClient:
                     log.warning("ignored a malformed frame from %s: %s", self.config.url, exc)
                     continue
                 self.stats.messages_received += len(messages)
+                dispatch = self._dispatch
                 for message in messages:
-                    await self._dispatch(message)
+                    pending = dispatch(message)
+                    if pending is not None:  # an async handler
+                        try:
+                            await pending
+                        except Exception:
+                            self.stats.handler_errors += 1
+                            log.exception("message handler for %r failed", message.get("type"))
         except ConnectionClosed:
             return
 
@@ -554,21 +561,22 @@ class StreamingClient:
                 cancel_scope.cancel()
                 return
 
-    async def _dispatch(self, message: Any) -> None:
+    def _dispatch(self, message: Any) -> Awaitable[Any] | None:
+        """Handle one message; returns the awaitable of an async handler (None otherwise)."""
         if type(message) is not dict:
             self.stats.invalid_messages += 1
-            return
+            return None
         mtype = message.get("type")
         if type(mtype) is not str:
             self.stats.invalid_messages += 1
-            return
+            return None
         seq = message.get("seq")
         if type(seq) is int:
             state = self._rooms.get(message.get("room"))  # type: ignore[arg-type]
             if state is not None:
                 if state.last_seq is not None and seq <= state.last_seq:
                     self.stats.duplicates_dropped += 1
-                    return
+                    return None
                 state.last_seq = seq
         internal = self._internal.get(mtype)
         if internal is not None:
@@ -583,15 +591,15 @@ class StreamingClient:
         if route is None:
             if internal is None and mtype not in _PROTOCOL_TYPES:
                 self.stats.unknown_types += 1
-            return
+            return None
         fn, is_async = route
         try:
             result = fn(message)
-            if is_async:
-                await result
         except Exception:
             self.stats.handler_errors += 1
             log.exception("message handler for %r failed", mtype)
+            return None
+        return result if is_async else None
 
     # -- protocol messages -------------------------------------------------------------------------
     def _on_welcome(self, message: dict[str, Any]) -> None:

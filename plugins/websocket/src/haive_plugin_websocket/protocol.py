@@ -130,6 +130,8 @@ class Codec:
 
     def dumps(self, value: Any) -> bytes:
         """Encode a message; SerializationError names the type that cannot be encoded."""
+        if self.text:
+            return _json_dumps(value)
         return self._serializer.dumps(value)
 
     def loads(self, data: str | bytes) -> Any:
@@ -179,35 +181,31 @@ class OutMessage:
         (False, b'\\x01')
     """
 
-    __slots__ = ("_json", "_json_seq", "_mp", "_mp_seq", "payload", "seq")
+    __slots__ = ("_json", "_json_seq", "_mp", "_mp_seq", "is_binary", "payload", "seq")
 
     def __init__(self, payload: dict[str, Any] | bytes, seq: int | None = None) -> None:
         self.payload = payload
         self.seq = seq
+        self.is_binary = type(payload) is not dict
         self._json: bytes | None = None
         self._json_seq: bytes | None = None
         self._mp: bytes | None = None
         self._mp_seq: bytes | None = None
 
-    @property
-    def is_binary(self) -> bool:
-        return isinstance(self.payload, bytes | bytearray | memoryview)
-
     def encode(self, codec: Codec, with_seq: bool) -> bytes:
         """The encoded message for ``codec``, with ``"seq"`` if asked and known."""
-        with_seq = with_seq and self.seq is not None
         if codec is JSON:
             plain = self._json
             if plain is None:
-                plain = self._json = codec.dumps(self._value(False))
-            if not with_seq:
+                plain = self._json = _json_dumps(self._value(False))
+            if not with_seq or self.seq is None:
                 return plain
             if self._json_seq is None:
                 # Splice the number into the encoded object instead of encoding it again.
                 tail = b'"seq":%d}' % self.seq
                 self._json_seq = plain[:-1] + (tail if plain == b"{}" else b"," + tail)
             return self._json_seq
-        if with_seq:
+        if with_seq and self.seq is not None:
             if self._mp_seq is None:
                 self._mp_seq = codec.dumps(self._value(True))
             return self._mp_seq
@@ -217,7 +215,7 @@ class OutMessage:
 
     def _value(self, with_seq: bool) -> Any:
         payload = self.payload
-        if not isinstance(payload, dict):
+        if type(payload) is not dict:
             return {"type": "binary", "data": bytes(payload)}
         if with_seq:
             return {**payload, "seq": self.seq}
@@ -228,6 +226,17 @@ class OutMessage:
         if codec is JSON and self.is_binary:
             return False, bytes(self.payload)  # type: ignore[arg-type]
         return codec.text, self.encode(codec, with_seq)
+
+
+def _json_dumps(value: Any) -> bytes:
+    # The hot path: orjson directly, with the errors of the core's JsonSerializer.
+    try:
+        data = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError as exc:
+        raise SerializationError(f"json: cannot encode {type(value).__name__}: {exc}") from exc
+    # orjson's result keeps its 4 KiB working buffer: a 50-byte message would hold 4 KiB
+    # for as long as it is queued or kept in a room's history. Copy it to its real size.
+    return data[:-1] + data[-1:]
 
 
 def encode_frames(
@@ -311,11 +320,6 @@ def parse_frame(raw: str | bytes, *, msgpack_frames: bool, batch: bool) -> list[
             raise SerializationError("batch frame: 'messages' must be a list")
         return messages
     return [value]
-
-
-def json_dumps(value: Any) -> bytes:
-    """orjson, for callers that want the raw bytes of a message."""
-    return orjson.dumps(value)
 
 
 class TokenBucket:

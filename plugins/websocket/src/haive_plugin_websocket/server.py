@@ -1,11 +1,12 @@
 """The WebSocket server: connections, rooms, typed handlers, recovery, limits, auth.
 
-Each connection runs three tasks in its own nursery: a reader that decodes frames and
-routes messages to handlers, a writer that drains the connection's bounded outbound queue
-(coalescing what is queued into batch frames when the client negotiated ``batch``), and a
-watcher that closes the connection when asked (takeover, flooding, slow consumer).
-Broadcasts only append to queues and never wait for a client, so a slow client cannot
-stall a broadcast: its queue's strategy (drop-oldest, drop-newest, disconnect) decides.
+Each connection's handler reads frames and routes messages to handlers. Messages for a
+client go into that connection's bounded outbound queue (the core's ``BoundedBuffer``),
+drained by a writer task that exists only while something is queued; it coalesces what is
+queued into batch frames when the client negotiated ``batch``. Broadcasts only append to
+queues and never wait for a client, so a slow client cannot stall a broadcast: its queue's
+strategy (drop-oldest, drop-newest, disconnect) decides. An idle connection costs
+websockets' own connection objects plus one small session object.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.trio.server import Server, serve
@@ -169,26 +171,38 @@ class ClientSession:
         self.codec = MSGPACK if self.msgpack else JSON
         self.batch = "batch" in features
         self.recovery = "recovery" in features
-        strategy: object = config.slow_consumer
-        if strategy == "disconnect":
-            strategy = _DisconnectOnOverflow(self._on_overflow)
-        self.outbound: BoundedBuffer[OutMessage] = BoundedBuffer(
-            config.outbound_queue, strategy, name=f"websocket-out:{info.client_id}"
-        )
         self.bucket = (
             TokenBucket(
-                config.rate_limit,
-                config.rate_burst or config.rate_limit,
-                trio.current_time(),
+                config.rate_limit, config.rate_burst or config.rate_limit, trio.current_time()
             )
             if config.rate_limit
             else None
         )
         self.rate_dropped = 0
         self._last_rate_error = -math.inf
-        self._kick_event = trio.Event()
-        self._kick: tuple[int, str] = (1000, "")
+        # The outbound queue and its writer task exist only while there is something to
+        # send: an idle connection costs websockets' connection and this object, no more.
+        self._out: BoundedBuffer[OutMessage] | None = None
+        self._writing = False
+        self._written: trio.Event | None = None
+        self._dropped = 0
+        self._kick: tuple[int, str] | None = None
         self.closed = False
+
+    @property
+    def outbound(self) -> BoundedBuffer[OutMessage] | None:
+        """The bounded outbound queue while messages wait in it (None when idle)."""
+        return self._out
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting to be written to this client."""
+        return len(self._out) if self._out is not None else 0
+
+    @property
+    def dropped(self) -> int:
+        """Messages the outbound queue's strategy dropped for this (slow) client."""
+        return self._dropped + (self._out.stats.dropped if self._out is not None else 0)
 
     @property
     def extensions(self) -> list[str]:
@@ -201,10 +215,19 @@ class ClientSession:
     # -- sending -----------------------------------------------------------------------
     def enqueue(self, message: OutMessage) -> bool:
         """Queue an already built message; False if the connection is gone."""
-        try:
-            self.outbound.put_nowait_batch([message])
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        if self.closed:
             return False
+        out = self._out
+        if out is None:
+            out = self._out = BoundedBuffer(
+                self.manager.config.outbound_queue,
+                self.manager._outbound_strategy(self),
+                name="websocket-out",
+            )
+        out.put_nowait_batch([message])
+        if not self._writing:
+            self._writing = True
+            self.ws.nursery.start_soon(self._writer)
         return True
 
     def send(self, message: dict[str, Any] | bytes) -> bool:
@@ -237,12 +260,20 @@ class ClientSession:
                     frame[name] = value
         self.enqueue(OutMessage(frame))
 
+    async def flush(self) -> None:
+        """Wait until everything queued for this client was written to its connection."""
+        while self._writing and not self.closed:
+            if self._written is None:
+                self._written = trio.Event()
+            await self._written.wait()
+        await trio.lowlevel.checkpoint()
+
     # -- closing -----------------------------------------------------------------------
     def kick(self, code: int, reason: str) -> None:
-        """Ask for this connection to be closed with ``code`` (idempotent)."""
-        if not self._kick_event.is_set():
+        """Ask for this connection to be closed with ``code`` (idempotent, never blocks)."""
+        if self._kick is None and not self.closed:
             self._kick = (code, reason)
-            self._kick_event.set()
+            self.ws.nursery.start_soon(self._close, code, reason)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close this connection (queued messages are flushed first, briefly)."""
@@ -250,38 +281,64 @@ class ClientSession:
         await trio.lowlevel.checkpoint()
 
     def _on_overflow(self) -> None:
-        if not self._kick_event.is_set():
+        if self._kick is None:
             self.manager.stats.slow_consumer_disconnects += 1
             self.manager.stats.errors["slow_consumer"] += 1
             self.kick(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
 
+    async def _close(self, code: int, reason: str) -> None:
+        ws = self.ws
+        if code != CLOSE_SLOW_CONSUMER:
+            # Let the writer flush what is queued (an error frame saying why) first.
+            with trio.move_on_after(0.25):
+                await self.flush()
+            with trio.move_on_after(self.manager.config.close_timeout):
+                await ws.aclose(code, reason)
+        # A slow consumer does not read: its socket buffer is full, a close frame would
+        # never get through. Drop the TCP connection; the client resumes with recovery.
+        # The reader then sees the connection closed and the session ends.
+        await trio.aclose_forcefully(ws.stream)
+
     # -- tasks -------------------------------------------------------------------------
     async def _writer(self) -> None:
-        buffer = self.outbound
         ws = self.ws
         stats = self.manager.stats
         max_batch_bytes = self.manager.config.max_batch_bytes
-        while True:
-            try:
-                items = await buffer.get_batch(4096)
-            except trio.EndOfChannel:
-                return
-            try:
-                frames = encode_frames(
-                    items,
-                    self.codec,
-                    with_seq=self.recovery,
-                    batch=self.batch,
-                    max_batch_bytes=max_batch_bytes,
-                )
-            except SerializationError:
-                frames = self._encode_each(items)
-            try:
-                await send_frames(ws, frames)
-            except ConnectionClosed:
-                return
-            stats.messages_sent += len(items)
-            stats.frames_sent += len(frames)
+        try:
+            while True:
+                buffer = self._out
+                if buffer is None or not len(buffer):
+                    break  # drained: the writer retires until the next message
+                items = buffer.get_nowait_batch(4096)
+                try:
+                    frames = encode_frames(
+                        items,
+                        self.codec,
+                        with_seq=self.recovery,
+                        batch=self.batch,
+                        max_batch_bytes=max_batch_bytes,
+                    )
+                except SerializationError:
+                    frames = self._encode_each(items)
+                try:
+                    await send_frames(ws, frames)
+                except ConnectionClosed:
+                    break
+                stats.messages_sent += len(items)
+                stats.frames_sent += len(frames)
+                del items, frames
+        finally:
+            self._retire()
+
+    def _retire(self) -> None:
+        self._writing = False
+        buffer = self._out
+        if buffer is not None and (not len(buffer) or self.closed):
+            self._dropped += buffer.stats.dropped
+            self._out = None
+        if self._written is not None:
+            self._written.set()
+            self._written = None
 
     def _encode_each(self, items: list[OutMessage]) -> list[tuple[bool, bytes]]:
         frames = []
@@ -299,21 +356,6 @@ class ClientSession:
         while True:
             raw = await ws.recv()
             await on_frame(self, raw)
-
-    async def _watch(self, cancel_scope: trio.CancelScope) -> None:
-        await self._kick_event.wait()
-        code, reason = self._kick
-        ws = self.ws
-        if code != CLOSE_SLOW_CONSUMER:
-            # Let the writer flush what is queued (an error frame saying why) first.
-            with trio.move_on_after(0.25):
-                await self.outbound.wait_below(0.0)
-            with trio.move_on_after(self.manager.config.close_timeout):
-                await ws.aclose(code, reason)
-        # A slow consumer does not read: its socket buffer is full, a close frame would
-        # never get through. Drop the TCP connection; the client resumes with recovery.
-        await trio.aclose_forcefully(ws.stream)
-        cancel_scope.cancel()
 
 
 def _checked(message: Any) -> OutMessage:
@@ -411,6 +453,11 @@ class WebSocketManager:
         self.backplane = backplane
         self.handlers = MessageHandler()
         self.stats = ServerStats()
+        self._strategy_cls: type[BackpressureStrategy] = _DisconnectOnOverflow
+        if config.slow_consumer != "disconnect":
+            from haive.dataflow.plugins import get_registry
+
+            self._strategy_cls = get_registry().backpressure(config.slow_consumer)
         self.clients: dict[str, ClientSession] = {}
         self._rooms = RoomTable(history_size=config.history_size, max_idle=config.max_idle_rooms)
         self.epoch = uuid.uuid4().hex[:12]
@@ -431,6 +478,11 @@ class WebSocketManager:
             "ping": self._c_ping,
         }
 
+    def _outbound_strategy(self, session: ClientSession) -> BackpressureStrategy:
+        if self.config.slow_consumer == "disconnect":
+            return _DisconnectOnOverflow(session._on_overflow)
+        return self._strategy_cls()
+
     # -- registration --------------------------------------------------------------------
     def on_message(self, message_type: str) -> Callable[[F], F]:
         """Decorator: ``handler(client, message)`` for messages of ``message_type``.
@@ -447,7 +499,11 @@ class WebSocketManager:
         return self.handlers.on(message_type)
 
     def on_connect(self, fn: F) -> F:
-        """Decorator: ``fn(client)`` (sync or async) runs when a client connects."""
+        """Decorator: ``fn(client)`` (sync or async) runs when a client connects.
+
+        The handshake's HTTP headers are readable here (``client.ws.request.headers``);
+        afterwards they are dropped to save memory unless ``keep_handshake_headers``.
+        """
         self._on_connect.append(fn)
         return fn
 
@@ -584,6 +640,7 @@ class WebSocketManager:
     # -- connection lifecycle ---------------------------------------------------------------
     async def _handle(self, ws: HaiveServerConnection) -> None:
         handshake: _Handshake = ws.haive
+        ws.haive = None
         try:
             remote = ws.remote_address
         except OSError:
@@ -610,23 +667,21 @@ class WebSocketManager:
                     }
                 )
             await _call_all(self._on_connect, session)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(session._writer)
-                nursery.start_soon(session._watch, nursery.cancel_scope)
-                try:
-                    await session._reader()
-                except ConnectionClosed as exc:
-                    if exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
-                        self.stats.errors["too_big"] += 1
-                nursery.cancel_scope.cancel()
+            if not self.config.keep_handshake_headers:
+                _forget_handshake_headers(ws)
+            try:
+                await session._reader()
+            except ConnectionClosed as exc:
+                if exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
+                    self.stats.errors["too_big"] += 1
         except trio.Cancelled:
             # The server is being torn down abruptly: do not leave the socket to the GC.
             await trio.aclose_forcefully(ws.stream)
             raise
         finally:
             session.closed = True
-            session.outbound.close_receiving()
-            self.stats.dropped_outbound += session.outbound.stats.dropped
+            self.stats.dropped_outbound += session.dropped
+            session._out = None
             with trio.CancelScope(shield=True), trio.move_on_after(self.config.close_timeout):
                 await self._cleanup(session)
 
@@ -659,9 +714,24 @@ class WebSocketManager:
             if granted < count:
                 self._rate_limited(session, count - granted)
                 messages = messages[:granted]
-        dispatch = self._dispatch
+        # Fast path for the common case, a synchronous handler: no coroutine per message.
+        control = self._control
+        route_of = self.handlers.route
         for message in messages:
-            await dispatch(session, message)
+            if type(message) is dict:
+                mtype = message.get("type")
+                if type(mtype) is str and mtype not in control:
+                    route = route_of(mtype)
+                    if route is not None and not route[1]:
+                        try:
+                            result = route[0](session, message)
+                        except Exception as exc:
+                            self._handler_failed(session, mtype, exc, message)
+                            continue
+                        if result is not None:
+                            self._reply(session, result, message)
+                        continue
+            await self._dispatch(session, message)
 
     def _rate_limited(self, session: ClientSession, dropped: int) -> None:
         session.rate_dropped += dropped
@@ -674,10 +744,7 @@ class WebSocketManager:
                 f"more than {self.config.rate_limit:g} messages/s: {session.rate_dropped} dropped so far",
                 count=False,
             )
-        if (
-            session.rate_dropped >= self.config.flood_close_after
-            and not session._kick_event.is_set()
-        ):
+        if session.rate_dropped >= self.config.flood_close_after and session._kick is None:
             self.stats.flood_disconnects += 1
             session.kick(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
 
@@ -706,10 +773,20 @@ class WebSocketManager:
             if is_async:
                 result = await result
         except Exception as exc:
-            log.exception("handler for %r failed (client %s)", mtype, session.client_id)
-            session.error("handler_error", f"{type(exc).__name__}: {exc}", message)
+            self._handler_failed(session, mtype, exc, message)
             return
-        if result is not None and (type(result) is dict or isinstance(result, bytes)):
+        if result is not None:
+            self._reply(session, result, message)
+
+    def _handler_failed(
+        self, session: ClientSession, mtype: str, exc: Exception, message: dict[str, Any]
+    ) -> None:
+        log.error("handler for %r failed (client %s)", mtype, session.client_id, exc_info=exc)
+        session.error("handler_error", f"{type(exc).__name__}: {exc}", message)
+
+    def _reply(self, session: ClientSession, result: Any, message: dict[str, Any]) -> None:
+        """Send what a handler returned (a dict or bytes) back to its client."""
+        if type(result) is dict or isinstance(result, bytes):
             try:
                 session.send(result)
             except (TypeError, ValueError) as exc:
@@ -1082,6 +1159,15 @@ class MultiRoomWebSocket(WebSocketManager):
         >>> room_ws.rooms, room_ws.client_rooms
         ({}, {})
     """
+
+
+def _forget_handshake_headers(ws: HaiveServerConnection) -> None:
+    # websockets keeps the opening handshake's request and response (about 4 KB with their
+    # headers) for the connection's lifetime; only the request's presence matters after it.
+    if ws.request is not None:
+        ws.request.headers = Headers()
+    if ws.response is not None:
+        ws.response.headers = Headers()
 
 
 def _validate(out: OutMessage) -> None:

@@ -1,0 +1,463 @@
+"""WebSocket transport: our trio server and client next to plain ``websockets`` on asyncio.
+
+Every scenario runs twice in the same run, the same work each time: once with
+haive-plugin-websocket (``WebSocketManager`` + ``StreamingClient``, trio) and once with plain
+``websockets`` asyncio (``serve``/``connect``, ``websockets.broadcast``). The server and the
+client are separate processes pinned to different cores (``os.sched_setaffinity``).
+Compression is off on both sides (small JSON messages; deflate would dominate both).
+
+* ``rtt``: one client, sequential request/echo round trips; p50 and p99.
+* ``one_way``: one client sends N messages as fast as it can; the server counts them; the
+  rate is N / time until the server acknowledged the last one. Ours coalesces what is queued
+  into batch frames (negotiated: the receiver is our server).
+* ``broadcast100``: 100 clients in one room; the server broadcasts N messages; deliveries/s
+  = 100 * N / time until every client got all N.
+* ``idle``: the server's RSS growth per idle connection (clients are plain asyncio
+  ``websockets`` connections for both servers, so only the server differs).
+
+Run a role by hand: ``python -m bench.cases.websocket server ours|asyncio`` prints its port;
+``python -m bench.cases.websocket client ours|asyncio SCENARIO PORT N`` prints JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = "WebSocket rtt p99, one-way msgs/s, broadcast to 100 clients, KB per idle connection; vs websockets asyncio"
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_CPU, CLIENT_CPU = 0, 1
+ROOM = "bench"
+
+
+# -- shared helpers ----------------------------------------------------------------------
+
+
+def _pin(cpu: int) -> None:
+    try:
+        available = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpu} if cpu in available else available)
+    except (AttributeError, OSError):  # not Linux: run unpinned
+        pass
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- servers -----------------------------------------------------------------------------
+
+
+def serve_ours() -> None:
+    import trio
+    from haive_plugin_websocket import WebSocketManager
+
+    async def main() -> None:
+        manager = WebSocketManager(
+            host="127.0.0.1",
+            port=0,
+            compression=None,
+            ping_interval=None,
+            outbound_queue=1_000_000,
+            history_size=1000,
+            max_message_size="16MiB",
+            send_welcome=False,
+        )
+        state = {"count": 0}
+
+        @manager.on_message("echo")
+        def echo(client, message):
+            return message
+
+        @manager.on_message("m")
+        def count(client, message):
+            state["count"] += 1
+
+        @manager.on_message("fin")
+        def fin(client, message):
+            reply = {"type": "fin_ack", "count": state["count"]}
+            state["count"] = 0
+            return reply
+
+        @manager.on_message("go")
+        async def go(client, message):
+            for i in range(message["n"]):
+                await manager.broadcast_to_room(ROOM, {"type": "t", "i": i})
+
+        @manager.on_message("rss")
+        def rss(client, message):
+            return {"type": "rss", "kb": _rss_kb(), "connections": len(manager.clients)}
+
+        async with manager.serving():
+            print(f"PORT {manager.port}", flush=True)
+            await trio.to_thread.run_sync(sys.stdin.read)  # until the parent closes stdin
+
+    trio.run(main)
+
+
+def serve_asyncio() -> None:
+    import asyncio
+
+    import websockets
+    from websockets.asyncio.server import broadcast, serve
+
+    room: set[Any] = set()
+    state = {"count": 0}
+    connections: set[Any] = set()
+
+    async def handler(ws: Any) -> None:
+        connections.add(ws)
+        try:
+            async for raw in ws:
+                message = json.loads(raw)
+                kind = message["type"]
+                if kind == "m":
+                    state["count"] += 1
+                elif kind == "echo":
+                    await ws.send(json.dumps(message))
+                elif kind == "fin":
+                    await ws.send(json.dumps({"type": "fin_ack", "count": state["count"]}))
+                    state["count"] = 0
+                elif kind == "join":
+                    room.add(ws)
+                    await ws.send(json.dumps({"type": "joined"}))
+                elif kind == "go":
+                    for i in range(message["n"]):
+                        broadcast(room, json.dumps({"type": "t", "i": i, "room": ROOM}))
+                        if i % 32 == 31:
+                            await asyncio.sleep(0)
+                elif kind == "rss":
+                    await ws.send(json.dumps({"type": "rss", "kb": _rss_kb(), "connections": len(connections)}))
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            room.discard(ws)
+            connections.discard(ws)
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", 0, compression=None, ping_interval=None, max_size=2**24) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            print(f"PORT {port}", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(main())
+
+
+# -- clients -----------------------------------------------------------------------------
+
+
+def client_ours(scenario: str, port: int, n: int) -> dict[str, Any]:
+    import trio
+    from haive_plugin_websocket import ConnectionConfig, StreamingClient
+
+    url = f"ws://127.0.0.1:{port}/"
+
+    def config(**options: Any) -> ConnectionConfig:
+        return ConnectionConfig(url=url, compression=None, heartbeat_interval=None, queue_size=65536, **options)
+
+    async def rtt() -> dict[str, Any]:
+        client = StreamingClient(config())
+        got = trio.Event()
+        client.on_message("echo")(lambda m: got.set())
+        samples: list[float] = []
+        async with client.connect():
+            for i in range(n + 200):
+                got = trio.Event()
+                started = time.perf_counter()
+                await client.send_message({"type": "echo", "i": i})
+                await got.wait()
+                if i >= 200:
+                    samples.append(time.perf_counter() - started)
+        return {"p50_ms": _percentile(samples, 0.5) * 1e3, "p99_ms": _percentile(samples, 0.99) * 1e3}
+
+    async def one_way() -> dict[str, Any]:
+        client = StreamingClient(config())
+        acked = trio.Event()
+        result: dict[str, Any] = {}
+
+        @client.on_message("fin_ack")
+        def on_ack(message):
+            result["count"] = message["count"]
+            acked.set()
+
+        async with client.connect():
+            started = time.perf_counter()
+            send = client.send_message
+            for i in range(n):
+                await send({"type": "m", "i": i})
+            await send({"type": "fin"})
+            await acked.wait()
+            elapsed = time.perf_counter() - started
+            frames = client.stats.frames_sent
+        return {"msgs_per_s": n / elapsed, "received": result["count"], "frames": frames}
+
+    async def broadcast() -> dict[str, Any]:
+        clients = [StreamingClient(config()) for _ in range(100)]
+        total = {"n": 0}
+        done = trio.Event()
+        expected = 100 * n
+
+        def on_tick(message: dict[str, Any]) -> None:
+            total["n"] += 1
+            if total["n"] == expected:
+                done.set()
+
+        for c in clients:
+            c.on_message("t")(on_tick)
+        async with trio.open_nursery() as nursery:
+            for c in clients:
+                await nursery.start(c.run)
+            for c in clients:
+                await c.join(ROOM)
+            started = time.perf_counter()
+            await clients[0].send_message({"type": "go", "n": n})
+            await done.wait()
+            elapsed = time.perf_counter() - started
+            for c in clients:
+                await c.close()
+        return {"deliveries_per_s": expected / elapsed, "deliveries": total["n"]}
+
+    scenarios = {"rtt": rtt, "one_way": one_way, "broadcast": broadcast}
+    return trio.run(scenarios[scenario])
+
+
+def client_asyncio(scenario: str, port: int, n: int) -> dict[str, Any]:
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    url = f"ws://127.0.0.1:{port}/"
+
+    def open_ws() -> Any:
+        return connect(url, compression=None, ping_interval=None, max_size=2**24)
+
+    async def rtt() -> dict[str, Any]:
+        samples: list[float] = []
+        async with open_ws() as ws:
+            for i in range(n + 200):
+                started = time.perf_counter()
+                await ws.send(json.dumps({"type": "echo", "i": i}))
+                json.loads(await ws.recv())
+                if i >= 200:
+                    samples.append(time.perf_counter() - started)
+        return {"p50_ms": _percentile(samples, 0.5) * 1e3, "p99_ms": _percentile(samples, 0.99) * 1e3}
+
+    async def one_way() -> dict[str, Any]:
+        async with open_ws() as ws:
+            started = time.perf_counter()
+            for i in range(n):
+                await ws.send(json.dumps({"type": "m", "i": i}))
+            await ws.send(json.dumps({"type": "fin"}))
+            ack = json.loads(await ws.recv())
+            elapsed = time.perf_counter() - started
+        return {"msgs_per_s": n / elapsed, "received": ack["count"], "frames": n + 1}
+
+    async def broadcast() -> dict[str, Any]:
+        expected = 100 * n
+        total = {"n": 0}
+        done = asyncio.Event()
+        sockets = [await open_ws().__aenter__() for _ in range(100)]
+        for ws in sockets:
+            await ws.send(json.dumps({"type": "join"}))
+            await ws.recv()
+
+        async def reader(ws: Any) -> None:
+            got = 0
+            while got < n:
+                if json.loads(await ws.recv())["type"] == "t":
+                    got += 1
+                    total["n"] += 1
+            if total["n"] == expected:
+                done.set()
+
+        tasks = [asyncio.create_task(reader(ws)) for ws in sockets]
+        started = time.perf_counter()
+        await sockets[0].send(json.dumps({"type": "go", "n": n}))
+        await done.wait()
+        elapsed = time.perf_counter() - started
+        await asyncio.gather(*tasks)
+        for ws in sockets:
+            await ws.close()
+        return {"deliveries_per_s": expected / elapsed, "deliveries": total["n"]}
+
+    scenarios = {"rtt": rtt, "one_way": one_way, "broadcast": broadcast}
+    return asyncio.run(scenarios[scenario]())
+
+
+def client_idle(port: int, n: int) -> dict[str, Any]:
+    """Open ``n`` idle connections (plain asyncio websockets) and read the server's RSS."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    url = f"ws://127.0.0.1:{port}/"
+
+    async def main() -> dict[str, Any]:
+        control = await connect(url, compression=None, ping_interval=None).__aenter__()
+
+        async def rss() -> dict[str, Any]:
+            await control.send(json.dumps({"type": "rss"}))
+            while True:
+                reply = json.loads(await control.recv())
+                if reply.get("type") == "rss":
+                    return reply
+
+        await asyncio.sleep(0.5)
+        before = await rss()
+        opened: list[Any] = []
+        started = time.perf_counter()
+        semaphore = asyncio.Semaphore(100)
+
+        async def one() -> None:
+            async with semaphore:
+                opened.append(await connect(url, compression=None, ping_interval=None, open_timeout=60).__aenter__())
+
+        await asyncio.gather(*(one() for _ in range(n)))
+        connect_s = time.perf_counter() - started
+        await asyncio.sleep(1.0)
+        after = await rss()
+        for ws in opened:
+            ws.transport.abort()
+        await asyncio.sleep(0.5)
+        return {
+            "kb_per_conn": (after["kb"] - before["kb"]) / n,
+            "connections": after["connections"] - before["connections"],
+            "connect_s": connect_s,
+        }
+
+    return asyncio.run(main())
+
+
+# -- orchestration -------------------------------------------------------------------------
+
+
+class _Server:
+    def __init__(self, impl: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.cases.websocket", "server", impl],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.close()
+            raise RuntimeError(f"{impl} server did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> _Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _client(impl: str, scenario: str, port: int, n: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.cases.websocket", "client", impl, scenario, str(port), str(n)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{impl} {scenario} client failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _measure(impl: str, scenario: str, n: int) -> dict[str, Any]:
+    with _Server(impl) as server:
+        return _client(impl if scenario != "idle" else "idle", scenario, server.port, n)
+
+
+def run(rec: Any) -> None:
+    quick = rec.quick
+    rtt_n = 500 if quick else 5000
+    one_way_n = 20_000 if quick else 300_000
+    broadcast_n = 200 if quick else 3000
+    idle_n = 500 if quick else 10_000
+
+    ours = _measure("ours", "rtt", rtt_n)
+    base = _measure("asyncio", "rtt", rtt_n)
+    rec.figure("websocket.rtt.p50_ms", ours["p50_ms"], "ms")
+    rec.figure("websocket.rtt.p99_ms", ours["p99_ms"], "ms", "target < 1 ms")
+    rec.figure("websocket.rtt.asyncio_p99_ms", base["p99_ms"], "ms")
+    rec.ratio("websocket.rtt.p99_vs_asyncio", ours["p99_ms"], base["p99_ms"], "lower is better")
+
+    ours = _measure("ours", "one_way", one_way_n)
+    base = _measure("asyncio", "one_way", one_way_n)
+    assert ours["received"] == one_way_n and base["received"] == one_way_n, (ours, base)
+    rec.figure("websocket.one_way.msgs_per_s", ours["msgs_per_s"], "msgs/s", "target >= 100k")
+    rec.figure("websocket.one_way.msgs_per_frame", one_way_n / max(1, ours["frames"]), "msgs")
+    rec.figure("websocket.one_way.asyncio_msgs_per_s", base["msgs_per_s"], "msgs/s")
+    rec.ratio("websocket.one_way.vs_asyncio", ours["msgs_per_s"], base["msgs_per_s"])
+
+    ours = _measure("ours", "broadcast", broadcast_n)
+    base = _measure("asyncio", "broadcast", broadcast_n)
+    rec.figure("websocket.broadcast100.deliveries_per_s", ours["deliveries_per_s"], "deliveries/s", "target >= 150k")
+    rec.figure("websocket.broadcast100.asyncio_deliveries_per_s", base["deliveries_per_s"], "deliveries/s")
+    rec.ratio("websocket.broadcast100.vs_asyncio", ours["deliveries_per_s"], base["deliveries_per_s"])
+
+    ours = _measure("ours", "idle", idle_n)
+    base = _measure("asyncio", "idle", idle_n)
+    note = f"{ours['connections']} connections held, RSS growth / count"
+    rec.figure("websocket.idle.kb_per_conn", ours["kb_per_conn"], "KB", note + "; target < 20 KB")
+    rec.figure("websocket.idle.connections", ours["connections"], "conns")
+    rec.figure("websocket.idle.asyncio_kb_per_conn", base["kb_per_conn"], "KB")
+    rec.ratio("websocket.idle.vs_asyncio", ours["kb_per_conn"], base["kb_per_conn"], "lower is better")
+
+
+def _main(argv: list[str]) -> None:
+    role, impl = argv[0], argv[1]
+    _raise_fd_limit()
+    if role == "server":
+        _pin(SERVER_CPU)
+        (serve_ours if impl == "ours" else serve_asyncio)()
+        return
+    _pin(CLIENT_CPU)
+    scenario, port, n = argv[2], int(argv[3]), int(argv[4])
+    if impl == "idle":
+        result = client_idle(port, n)
+    elif impl == "ours":
+        result = client_ours(scenario, port, n)
+    else:
+        result = client_asyncio(scenario, port, n)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
