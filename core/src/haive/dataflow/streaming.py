@@ -34,6 +34,16 @@ from .chain import ChainStepError as ChainStepError
 from .chain import TransformationChain as TransformationChain
 from .errors import MissingPluginError
 from .event_pipeline import PipelineHandle as PipelineHandle
+from .reactive import EmptyStreamError as EmptyStreamError
+from .reactive import Observable as Observable
+from .reactive import ObservableSource as ObservableSource
+from .reactive import Operators as Operators
+from .reactive import ReactiveStream as ReactiveStream
+from .reactive import SharedObservable as SharedObservable
+from .reactive import StreamIterator as StreamIterator
+from .reactive import Subscriber as Subscriber
+from .reactive import Subscription as Subscription
+from .reactive import Window as Window
 from .streaming_pipeline import PipelineRun as PipelineRun
 from .streaming_pipeline import ResultStream as ResultStream
 
@@ -42,17 +52,27 @@ _LOCAL = [
     "CallbackSink",
     "ChainResult",
     "ChainStepError",
+    "EmptyStreamError",
     "IterableSource",
     "JsonLinesSink",
     "JsonLinesSource",
     "MemorySink",
     "MemorySource",
+    "Observable",
+    "ObservableSource",
+    "Operators",
     "PipelineHandle",
     "PipelineRun",
+    "ReactiveStream",
     "ResultStream",
+    "SharedObservable",
     "SlidingWindowStrategy",
     "StdoutSink",
+    "StreamIterator",
+    "Subscriber",
+    "Subscription",
     "TransformationChain",
+    "Window",
 ]
 
 __all__ = [*_core_names, *_LOCAL]
