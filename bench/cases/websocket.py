@@ -407,7 +407,7 @@ def _measure(impl: str, scenario: str, n: int) -> dict[str, Any]:
 def run(rec: Any) -> None:
     quick = rec.quick
     rtt_n = 500 if quick else 5000
-    one_way_n = 20_000 if quick else 300_000
+    one_way_n = 50_000 if quick else 300_000
     broadcast_n = 200 if quick else 3000
     idle_n = 500 if quick else 10_000
 
