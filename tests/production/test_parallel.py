@@ -47,7 +47,7 @@ def with_pid(x: int) -> tuple[int, int]:
 
 def slow_first(x: int) -> int:
     if x < 4:
-        time.sleep(0.2)
+        time.sleep(0.05)
     return x * 10
 
 
