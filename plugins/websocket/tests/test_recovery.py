@@ -5,8 +5,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import pytest
 import trio
-from haive_plugin_websocket import ConnectionConfig, StreamingClient, WebSocketManager
+from haive_plugin_websocket import (
+    ConnectionConfig,
+    ConnectionFailedError,
+    StreamingClient,
+    WebSocketManager,
+)
 
 
 def config(url: str, **options: Any) -> ConnectionConfig:
@@ -150,3 +156,25 @@ async def test_heartbeat_detects_a_silent_peer_on_a_real_socket(peers):
             ]
             assert client.stats.heartbeat_timeouts >= 1
             nursery.cancel_scope.cancel()
+
+
+async def test_waiters_raise_once_the_client_gives_up_and_a_manager_can_serve_again():
+    with trio.fail_after(10):
+        manager = WebSocketManager(port=0)
+        async with trio.open_nursery() as nursery:
+            async with manager.serving():
+                client = StreamingClient(
+                    config(manager.url, max_reconnect_attempts=2, reconnect_interval=0.01)
+                )
+                await nursery.start(client.run)
+                await client.join("before")
+            with pytest.raises(ConnectionFailedError, match="after 2 reconnect attempts"):
+                await client.join("after")  # waits for the reconnect that never comes
+        with pytest.raises(ConnectionFailedError):
+            await client.send_message({"type": "late"})
+        assert [e.kind for e in client.events][-1] == "gave_up"
+        async with manager.serving():  # stopped managers can serve again
+            again = StreamingClient(config(manager.url))
+            async with again.connect():
+                await again.join("room")
+                assert manager.rooms == {"room": {again.client_id}}

@@ -385,7 +385,12 @@ class StreamingClient:
     def _give_up(self, message: str, error: BaseException | None, attempt: int) -> None:
         self.failed = ConnectionFailedError(message)
         self._emit("gave_up", attempt=attempt, error=_describe(error))
-        self._connected.set()  # wake wait_connected() so it raises
+        # Wake everyone waiting for the connection, a room or a reply: they raise `failed`.
+        self._connected.set()
+        for state in self._rooms.values():
+            state.joined.set()
+        for pending in self._pending.values():
+            pending.done.set()
 
     def _open(self, stream: trio.abc.Stream | None) -> ws_connect:
         cfg = self.config
@@ -715,6 +720,8 @@ class StreamingClient:
             await state.joined.wait()
             if state.error is not None:
                 raise state.error
+            if self.failed is not None:
+                raise self.failed
 
     async def leave(self, room: str) -> None:
         """Leave ``room`` (and stop re-joining it)."""
@@ -729,7 +736,9 @@ class StreamingClient:
         pending = self._pending[request_id] = _Pending()
         await self._enqueue(self._prepare({**message, "id": request_id}))
         await pending.done.wait()
-        assert pending.value is not None
+        if pending.value is None:
+            assert self.failed is not None
+            raise self.failed
         return pending.value
 
     async def members(self, room: str) -> list[str]:

@@ -532,6 +532,7 @@ class WebSocketManager:
         if self._server is not None:
             raise RuntimeError("this WebSocketManager is already serving")
         cfg = self.config
+        self._stopped = trio.Event()
         async with trio.open_nursery() as nursery:
             if self.backplane is not None:
                 await nursery.start(self.backplane.run, self)
