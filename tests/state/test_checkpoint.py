@@ -89,6 +89,29 @@ async def test_crash_and_resume_in_process_exactly_once():
     assert latest.completed and latest.source == 500
 
 
+async def test_keyed_state_in_another_store_than_the_checkpoints():
+    checkpoints = StateStore(namespace="ckpt")
+    state = StateStore(namespace="state")
+    sink = MemorySink()
+    items = events(200)
+    crash = CrashOnce(at=120)
+
+    def pipeline():
+        p = StreamingPipeline("two", on_error="raise", config=StreamConfig(chunk_size=8))
+        p.set_source(IterableSource(items))
+        p.add_node(crash)
+        p.add_node(RunningCount("count", store=state, key="key"))
+        p.set_sink(sink)
+        p.enable_checkpointing(checkpoints, every=30)
+        return p
+
+    with pytest.raises(NodeError):
+        await pipeline().execute()
+    await pipeline().execute()
+    assert dict(await state.scan("count:")) == {f"count:k{k}": 40 for k in range(5)}
+    assert [o["n"] for o in sink.items if o["key"] == "k0"] == list(range(1, 41))
+
+
 async def test_completed_run_is_not_replayed():
     store = StateStore()
     sink = MemorySink()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import attrs
 import pytest
@@ -33,16 +34,38 @@ class Profile:
     seen: dt.datetime | None = None
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def make_store(request, tmp_path):
+    """A store factory per backend; Redis runs when a redis:// backend is installed."""
+    if request.param == "redis" and "redis" not in state_backend_classes():
+        pytest.skip("no backend for redis:// is installed (haive-plugin-redis)")
+    if request.param == "redis" and "autojump_clock" in request.fixturenames:
+        pytest.skip("Redis expires keys on its own clock, not trio's MockClock")
+    prefix = f"haive-test-{uuid.uuid4().hex[:10]}"
+    made = []
+
     def make(**kwargs):
         if request.param == "memory":
-            return StateStore(MemoryStateBackend(), **kwargs)
-        return StateStore(
-            SQLiteStateBackend(tmp_path / "state.db", clock=trio.current_time), **kwargs
-        )
+            store = StateStore(MemoryStateBackend(), **kwargs)
+        elif request.param == "sqlite":
+            backend = SQLiteStateBackend(tmp_path / "state.db", clock=trio.current_time)
+            store = StateStore(backend, **kwargs)
+        else:
+            kwargs["namespace"] = f"{prefix}-{kwargs.get('namespace', 'haive')}"
+            store = StateStore("redis://127.0.0.1:6379/0", **kwargs)
+        made.append(store)
+        return store
 
-    return make
+    yield make
+    if request.param == "redis":
+
+        async def cleanup():
+            for store in made:
+                async with StateStore("redis://127.0.0.1:6379/0", namespace="") as raw:
+                    await raw.forget(store.namespace)
+                    await raw.forget(f"__dead_letter__:{store.namespace}")
+
+        trio.run(cleanup)
 
 
 async def test_crud_and_typed_values(make_store):
@@ -133,8 +156,8 @@ async def test_get_many_and_put_many(make_store):
 async def test_corrupt_record_goes_to_dead_letter_and_processing_continues(make_store):
     async with make_store(namespace="ns") as store:
         await store.put("p:good", Profile("good"))
-        await store.backend.put("ns:p:bad", b"{not json")
-        await store.backend.put("ns:p:wrong", b'{"user": 3}')
+        await store.backend.put(store.full_key("p:bad"), b"{not json")
+        await store.backend.put(store.full_key("p:wrong"), b'{"user": 3}')
         assert await store.get("p:bad", Profile) is None
         assert [k for k, _ in await store.scan("p:", Profile)] == ["p:good"]
         letters = {letter.key: letter for letter in await store.dead_letters()}
@@ -144,8 +167,8 @@ async def test_corrupt_record_goes_to_dead_letter_and_processing_continues(make_
         assert "user" in letters["p:wrong"].reason
         assert store.stats.corrupt == 2
         # Quarantined records left the live keyspace; an update starts afresh.
-        assert await store.backend.get("ns:p:bad") is None
-        await store.backend.put("ns:p:bad", b"\xff")
+        assert await store.backend.get(store.full_key("p:bad")) is None
+        await store.backend.put(store.full_key("p:bad"), b"\xff")
         new = await store.update(
             "p:bad", lambda old: Profile("fresh") if old is None else old, Profile
         )

@@ -328,3 +328,31 @@ async def test_in_pipeline_event_time_totals():
     assert sum(r.count for r in sink.items) == 5000
     assert sum(r.value for r in sink.items) == sum(e["value"] for e in events)
     assert Counter(r.key for r in sink.items) == {f"k{i}": 50 for i in range(7)}
+
+
+async def test_processing_time_windows_restored_from_another_process_close_at_once(autojump_clock):
+    first = WindowedAggregateNode(
+        name="w", window=TumblingWindow("1h"), key="key", time="processing", aggregate=Count()
+    )
+    await first.process_batch([{"key": "a"}, {"key": "a"}], NodeContext("w"))
+    snap = first.snapshot()
+
+    restored = WindowedAggregateNode(
+        name="w", window=TumblingWindow("1h"), key="key", time="processing", aggregate=Count()
+    )
+    await restored.restore(snap)
+    source = MemorySource()
+    pipeline = StreamingPipeline("restored")
+    pipeline.set_source(source)
+    pipeline.add_node(restored)
+    sink = MemorySink()
+    pipeline.set_sink(sink)
+
+    async def watch():
+        await trio.sleep(1)
+        assert [(r.key, r.count) for r in sink.items] == [("a", 2)]
+        source.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await pipeline.execute()

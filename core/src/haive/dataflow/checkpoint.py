@@ -214,7 +214,9 @@ class Checkpointer:
     :meth:`attach`): it wraps the pipeline's source so that, every ``interval`` (trio clock)
     or every ``every`` items, the pipeline settles and a checkpoint is saved; when the input
     ends a last, *completed* checkpoint is saved. Start the pipeline again with the same
-    store and name to resume after the last checkpoint (``resume=False`` starts over).
+    store and name to resume after the last checkpoint (``resume=False`` deletes the
+    checkpoint and reads the input from its start; keyed state kept in stores stays, use
+    ``StateStore.forget`` to clear it too).
 
     A damaged checkpoint record is moved to the store's dead-letter place with the reason,
     and the run starts from the beginning (no input is lost).

@@ -206,6 +206,19 @@ class StreamingPipeline:
                 run.stop_monitors()
         return run.report()
 
+    def enable_checkpointing(self, store: Any, **options: Any) -> Any:
+        """Save source position and node state together into ``store`` periodically.
+
+        ``store`` is a ``StateStore``, a backend, a path or a URL; options are those of
+        :class:`~haive.dataflow.checkpoint.Checkpointer` (``interval="5s"``, ``every=N``
+        items, ``name=``, ``resume=True``). Call it after :meth:`set_source` (and
+        :meth:`set_sink`). A run started again with the same store resumes after the last
+        checkpoint. Returns the ``Checkpointer``.
+        """
+        from .checkpoint import Checkpointer
+
+        return Checkpointer.attach(self, store, **options)
+
     def enable_parallel_processing(
         self, parallelism: int | None = None, ordered: bool = False
     ) -> None:

@@ -936,6 +936,7 @@ class WindowedAggregateNode(Node):
     _wake: trio.Event | None = attrs.field(init=False, default=None)
     _late_async: bool = attrs.field(init=False, default=False)
     _event_time: bool = attrs.field(init=False, default=True)
+    _stale: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         where = f"WindowedAggregateNode {self.name!r}"
@@ -1069,21 +1070,29 @@ class WindowedAggregateNode(Node):
     async def _tick(self, ctx: NodeContext, emit: Emit) -> None:
         """Processing time: close windows when the clock reaches their end."""
         engine = self._engine
+        if self._stale:
+            # Windows restored from another process: their times are on that process's
+            # clock, so they are closed now rather than at a meaningless deadline.
+            self._stale = False
+            await self._emit_timed(ctx, emit, engine.close_all())
         while True:
             self._wake = trio.Event()
             deadline = engine.next_deadline()
             with trio.move_on_at(deadline if deadline is not None else float("inf")):
                 await self._wake.wait()
                 continue
-            out = engine.close(trio.current_time())
-            if out:
-                self.windows_emitted += len(out)
-                ctx.stats.items_out += len(out)
-                ctx.stats.in_progress += len(out)  # not settled until emitted
-                try:
-                    await emit(list(out))
-                finally:
-                    ctx.stats.in_progress -= len(out)
+            await self._emit_timed(ctx, emit, engine.close(trio.current_time()))
+
+    async def _emit_timed(self, ctx: NodeContext, emit: Emit, out: list[WindowResult]) -> None:
+        if not out:
+            return
+        self.windows_emitted += len(out)
+        ctx.stats.items_out += len(out)
+        ctx.stats.in_progress += len(out)  # not settled until emitted
+        try:
+            await emit(list(out))
+        finally:
+            ctx.stats.in_progress -= len(out)
 
     # -- checkpoints ----------------------------------------------------------------------
     def snapshot(self) -> bytes:
@@ -1097,6 +1106,8 @@ class WindowedAggregateNode(Node):
         data = pickle.loads(snapshot)
         self._engine.set_state(data["engine"])
         self.late_events = data["late_events"]
+        timed = isinstance(self._engine, _TimeGrid | _Sessions)
+        self._stale = self.time == "processing" and timed and self._engine.open_windows() > 0
         await trio.lowlevel.checkpoint()
 
 
