@@ -61,8 +61,6 @@ class ObservableSource(DataSource):
         10
     """
 
-    PLUGIN_NAME = "observable"
-
     def __init__(
         self,
         observable: Observable[Any],

@@ -239,7 +239,9 @@ class ReactiveStream(_Hot[T]):
     ``async with stream:`` gives the stream a lifetime: subscriptions made without a
     nursery (``@stream.subscribe``, also on observables built from the stream) start on
     entry, already attached; on exit the stream completes and the block waits until every
-    subscriber has drained its buffer.
+    subscriber has drained its buffer. A subscription made without a nursery while the
+    stream is open starts in the stream's nursery at its next scheduling point (``await
+    sub.wait_started()`` before emitting if it must not miss anything).
 
     Example::
 
