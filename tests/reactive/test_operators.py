@@ -506,3 +506,15 @@ async def test_bad_arguments_are_named(autojump_clock):
     with pytest.raises(ConfigError, match="merge expects Observables"):
         Observable.merge(Observable.of(1), [2])
     assert (await run_marbles(Observable.of(1).debounce("2s"))).marbles == "(1|)"
+
+
+async def test_share(autojump_clock):
+    source = hot("-a-b-|")
+    shared = source.stream.map(str.upper).share()
+    async with shared:  # connected for the block (a root's `async with` would do it too)
+        assert (await run_marbles(shared, source)).marbles == "-A-B-|"
+    failing = hot("-a-#")
+    shared = failing.stream.share()
+    async with shared:
+        rec = await run_marbles(shared, failing)
+    assert rec.marbles == "-a-#" and isinstance(rec.error, MarbleError)

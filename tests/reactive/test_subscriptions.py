@@ -12,6 +12,7 @@ import trio.testing
 
 from haive.dataflow.errors import ClosedError, ConfigError
 from haive.dataflow.reactive import Observable, ReactiveStream, Subscriber
+from haive.dataflow.reactive.subject import YIELD_EVERY
 
 
 def live_tasks() -> int:
@@ -358,3 +359,17 @@ async def test_the_seed_pattern_subscribing_another_streams_emit():
     async with output, source:
         await source.emit_batch([1, 2])
     assert received == [101, 102]
+
+
+async def test_a_busy_producer_still_lets_subscribers_run():
+    stream = ReactiveStream[int]()
+    emitted_when_seen = []
+    async with stream.subscribe(lambda n: emitted_when_seen.append(stream.emitted)):
+        for n in range(1000):
+            await stream.emit(n)  # no other await: emit itself gives the subscriber turns
+    assert len(emitted_when_seen) == 1000
+    # the subscriber got many turns while the producer ran (emit yields every YIELD_EVERY
+    # calls), and consecutive emits reached it in batches, not one task switch per item
+    turns = len(set(emitted_when_seen))
+    assert 1000 // (4 * YIELD_EVERY) <= turns <= 1000 // 2
+    assert emitted_when_seen[0] <= 4 * YIELD_EVERY
