@@ -178,3 +178,32 @@ async def test_waiters_raise_once_the_client_gives_up_and_a_manager_can_serve_ag
             async with again.connect():
                 await again.join("room")
                 assert manager.rooms == {"room": {again.client_id}}
+
+
+async def test_server_keepalive_drops_a_client_that_went_silent(inbox):
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request, TextMessage
+
+    with trio.fail_after(10):
+        manager = WebSocketManager(port=0, ping_interval=0.05, ping_timeout=0.1, close_timeout=0.1)
+        async with manager.serving():
+            watcher = StreamingClient(config(manager.url, client_id="watcher"))
+            box = inbox(watcher)
+            async with watcher.connect():
+                await watcher.join("r")
+                # A peer that joins, then never reads again (so it never answers a ping).
+                stream = await trio.open_tcp_stream("127.0.0.1", manager.port)
+                peer = WSConnection(ConnectionType.CLIENT)
+                await stream.send_all(
+                    peer.send(Request(host="127.0.0.1", target="/?client_id=ghost"))
+                )
+                accepted = False
+                while not accepted:
+                    peer.receive_data(await stream.receive_some(65536))
+                    accepted = any(isinstance(e, AcceptConnection) for e in peer.events())
+                await stream.send_all(peer.send(TextMessage(data='{"type": "join", "room": "r"}')))
+                joined = await box.wait_count("user_joined", 2)
+                assert joined[-1]["user_id"] == "ghost"
+                left = await box.wait_count("user_left", 1)
+                assert left[0]["user_id"] == "ghost" and manager.rooms == {"r": {"watcher"}}
+                await stream.aclose()
