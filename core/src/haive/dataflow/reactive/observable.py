@@ -14,6 +14,7 @@ import trio
 
 from ..errors import ConfigError
 from ..retry import RetryPolicy
+from ..units import parse_duration
 from ._runtime import (
     ASYNC_ITERABLE,
     AWAITABLE,
@@ -43,7 +44,13 @@ U = TypeVar("U")
 @attrs.define(eq=False)
 class PullOptions:
     """How hot streams buffer for one pulling consumer; ``readers`` collects the hot
-    readers opened for it (so the consumer can stop them and report their counters)."""
+    readers opened for it (so the consumer can stop them and report their counters).
+
+    Example::
+
+        >>> PullOptions(capacity=10, backpressure="drop_newest").readers
+        []
+    """
 
     capacity: int = DEFAULT_CAPACITY
     backpressure: object = "block"
@@ -259,7 +266,7 @@ class Observable(Generic[T]):
             >>> trio.run(main)
             [0, 1, 2]
         """
-        return _ticks(0.0, seconds(period, "interval: period"), "interval", first=None)
+        return _ticks(seconds(period, "interval: period"), "interval", first=None)
 
     @staticmethod
     def timer(due: float | str, period: float | str | None = None) -> Observable[int]:
@@ -270,10 +277,10 @@ class Observable(Generic[T]):
             >>> trio.run(Observable.timer(0.01).to_list)
             [0]
         """
-        due_s = 0.0 if due == 0 else seconds(due, "timer: due")
+        due_s = parse_duration(due, what="timer: due")
         if period is None:
-            return _ticks(due_s, math.inf, "timer", first=due_s)
-        return _ticks(due_s, seconds(period, "timer: period"), "timer", first=due_s)
+            return _ticks(math.inf, "timer", first=due_s)
+        return _ticks(seconds(period, "timer: period"), "timer", first=due_s)
 
     @staticmethod
     def empty() -> Observable[Any]:
@@ -1101,8 +1108,8 @@ class _Custom(Observable[T]):
         return None if self._puller is None else self._puller(options)
 
 
-def _ticks(due: float, period: float, label: str, *, first: float | None) -> Observable[int]:
-    """interval / timer: tick 0 at ``due`` (or one period in), then one per ``period``."""
+def _ticks(period: float, label: str, *, first: float | None) -> Observable[int]:
+    """interval / timer: tick 0 at ``first`` (default: one period in), then one per ``period``."""
 
     def schedule() -> tuple[float, float]:
         start = trio.current_time()

@@ -176,6 +176,17 @@ class HotReader:
     Iterating it yields batches; at the end the stream's error, if any, is raised. A
     reader dropped without being closed (a ``break`` out of ``async for``) detaches itself
     when collected, so it never holds a producer back.
+
+    Example::
+
+        >>> async def main():
+        ...     stream = ReactiveStream[int]()
+        ...     reader = HotReader(stream, PullOptions(capacity=2, backpressure="drop_oldest"))
+        ...     await stream.emit_batch([1, 2, 3])
+        ...     await stream.complete()
+        ...     return [batch async for batch in reader], reader.buffer.stats.dropped
+        >>> trio.run(main)
+        ([[2, 3]], 1)
     """
 
     def __init__(self, stream: _Hot[Any], options: PullOptions) -> None:
