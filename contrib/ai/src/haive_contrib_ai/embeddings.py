@@ -141,13 +141,32 @@ def load_sentence_transformer(path: str | Path, device: str = "cpu") -> Any:
         return model
 
 
+def set_torch_threads(threads: int | None) -> int | None:
+    """Set torch's intra-op thread count for the calling thread; returns the count, if any.
+
+    ``None`` means one thread fewer than the machine has cores (at least one), leaving a core
+    to the event loop: torch's spinning worker threads slow down badly when they compete
+    with other work for the cores. ``0`` leaves torch's own setting alone. The setting is
+    per OS thread for OpenMP, so the provider applies it in the worker thread of each call.
+    """
+    if threads == 0:
+        return None
+    import torch
+
+    count = threads if threads is not None else max(1, (os.cpu_count() or 2) - 1)
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count
+
+
 class SentenceTransformerProvider(EmbeddingProvider):
     """A local sentence-transformers model; by default the packaged all-MiniLM-L6-v2 (384-d).
 
     ``model`` is one of the packaged model's names (``"all-MiniLM-L6-v2"``, ``"minilm"``) or
     the path of a local sentence-transformers folder. The model is loaded once per process,
     in a worker thread, and inference runs in worker threads one batch at a time, so the
-    event loop never blocks.
+    event loop never blocks. ``threads`` sets torch's intra-op threads for that work (by
+    default one fewer than the cores, see :func:`set_torch_threads`; ``0``: torch's default).
 
     Example::
 
@@ -162,7 +181,12 @@ class SentenceTransformerProvider(EmbeddingProvider):
     PLUGIN_NAME: ClassVar[str] = "sentence-transformers"
 
     def __init__(
-        self, model: str = "all-MiniLM-L6-v2", *, device: str = "cpu", batch_size: int = 64
+        self,
+        model: str = "all-MiniLM-L6-v2",
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        threads: int | None = None,
     ) -> None:
         if model in PACKAGED_MODEL_NAMES:
             self.model = "all-MiniLM-L6-v2"
@@ -177,8 +201,13 @@ class SentenceTransformerProvider(EmbeddingProvider):
                 "or a local model folder; for a hosted model pass url= of an OpenAI-compatible "
                 "server"
             )
+        if threads is not None and (not isinstance(threads, int) or threads < 0):
+            raise ConfigError(
+                f"SentenceTransformerProvider: threads must be an int >= 0, got {threads!r}"
+            )
         self.device = device
         self.batch_size = batch_size
+        self.threads = threads
         self._model: Any = None
         self._limiter: trio.CapacityLimiter | None = None
 
@@ -198,6 +227,7 @@ class SentenceTransformerProvider(EmbeddingProvider):
     def _encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
+        set_torch_threads(self.threads)
         with torch.inference_mode():
             return np.asarray(
                 self._model.encode(
