@@ -206,9 +206,17 @@ def test_sigkill_two_of_three_workers(tag, r, delivery, record_property):
             while time.monotonic() < deadline:
                 if r.xlen(out) >= threshold and consumer_pending(r, stream, victim) > 0:
                     break
+                if workers[victim].poll() is not None:
+                    pytest.fail(f"{victim} exited early: {workers[victim].communicate()[1]}")
                 time.sleep(0.005)
             else:
-                pytest.fail(f"{victim} never held pending entries past {threshold} outputs")
+                states = {name: proc.poll() for name, proc in workers.items()}
+                pytest.fail(
+                    f"{victim} never held pending entries past {threshold} outputs: "
+                    f"outputs={r.xlen(out)} exit codes={states} "
+                    f"consumers={r.xinfo_consumers(stream, 'g')} "
+                    f"group={r.xinfo_groups(stream)}"
+                )
             workers[victim].send_signal(signal.SIGKILL)
             workers[victim].wait()
             killed.append((victim, r.xlen(out), consumer_pending(r, stream, victim)))
