@@ -226,6 +226,9 @@ class BoundedBuffer(Generic[T]):
         [1, 2, 3]
     """
 
+    #: Puts that fit without a schedule point before one is forced (see :meth:`put_batch`).
+    YIELD_EVERY = 64
+
     def __init__(self, capacity: int, strategy: object = "block", *, name: str = "buffer") -> None:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ConfigError(f"buffer {name!r}: capacity must be an int >= 1, got {capacity!r}")
@@ -236,6 +239,7 @@ class BoundedBuffer(Generic[T]):
         self._chunks: deque[list[T]] = deque()
         self._times: deque[float] = deque()
         self._count = 0
+        self._puts_without_yield = 0
         self._producers = 0
         self._producers_opened = False
         self._send_closed = False
@@ -368,6 +372,11 @@ class BoundedBuffer(Generic[T]):
 
         Under a blocking strategy the part that fits is enqueued at once and the rest as room
         appears, so a batch larger than the capacity still goes through, in order.
+
+        Every call is a cancel point. When the batch fits, the call yields to the scheduler
+        only every ``YIELD_EVERY`` puts or once the buffer is half full: a producer emitting
+        small batches in a tight loop then hands its consumer one larger batch instead of
+        forcing a task switch per item, and still cannot run more than half a buffer ahead.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_can_put()
@@ -375,7 +384,10 @@ class BoundedBuffer(Generic[T]):
         strategy = self.strategy
         if not strategy.blocks or len(batch) <= self.capacity - self._count:
             self.put_nowait_batch(batch)
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._puts_without_yield += 1
+            if self._puts_without_yield >= self.YIELD_EVERY or self._count * 2 >= self.capacity:
+                self._puts_without_yield = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return
         while batch:
             room = self.capacity - self._count

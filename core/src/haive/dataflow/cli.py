@@ -6,7 +6,8 @@ import argparse
 import os
 import runpy
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -114,11 +115,29 @@ def find_runnable(namespace: dict[str, Any], name: str | None, path: str) -> Any
     )
 
 
+@asynccontextmanager
+async def run_services(pipeline: Any) -> AsyncIterator[list[str]]:
+    """Enter every plugin's ``haive_run_services`` for ``pipeline``; yields their addresses."""
+    async with AsyncExitStack() as stack:
+        addresses: list[str] = []
+        if not os.environ.get("HAIVE_NO_SERVICES"):
+            hook = get_registry().plugin_manager.hook.haive_run_services
+            for service in hook(pipeline=pipeline):
+                if service is not None:
+                    address = await stack.enter_async_context(service)
+                    if address:
+                        addresses.append(address)
+        yield addresses
+
+
 async def run_object(obj: Any, path: str) -> int:
     from .streaming_pipeline import StreamingPipeline
 
     if isinstance(obj, StreamingPipeline):
-        report = await obj.execute()
+        async with run_services(obj) as addresses:
+            for address in addresses:
+                print(f"dashboard: {address}", file=sys.stderr, flush=True)
+            report = await obj.execute()
         print(
             f"{obj.name}: {report.processed} processed, {report.failed} failed, "
             f"{report.dropped} dropped in {report.elapsed:.2f} s "
@@ -272,6 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nstopped", file=sys.stderr)
         return 130
+    except BaseExceptionGroup as group:
+        # Ctrl-C lands in whichever task was running; nurseries wrap it in a group.
+        if group.subgroup(KeyboardInterrupt) is not None:
+            print("\nstopped", file=sys.stderr)
+            return 130
+        raise
     except HaiveError as exc:
         print(f"haive: error: {exc}", file=sys.stderr)
         return 2

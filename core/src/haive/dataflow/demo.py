@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import random
 import sys
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 
-from .event_pipeline import EventPipeline
+from .builtins.sinks import CallbackSink
+from .builtins.sources import AsyncIterableSource
 from .nodes import AggregateNode, FilterNode, TransformNode
+from .streaming_pipeline import StreamingPipeline
 
 HEADLINES = {
     "beats": 0.8,
@@ -64,9 +65,11 @@ def calculate_trend(window: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def build_pipeline() -> EventPipeline:
-    """The seed's event pipeline: relevance filter -> sentiment (5 in flight) -> trend windows."""
-    pipeline = EventPipeline("ai-event-processor")
+def build_pipeline(events: int, rate: float, on_trend: Any) -> StreamingPipeline:
+    """The seed's event pipeline as a streaming pipeline: relevance filter -> sentiment ->
+    trend windows of 100, from a simulated market feed into ``on_trend``."""
+    pipeline = StreamingPipeline("ai-event-processor")
+    pipeline.set_source(AsyncIterableSource(market_feed(events, rate)))
     pipeline.add_node(
         FilterNode(name="relevance_filter", filter_fn=lambda e: e["relevance_score"] > 0.7)
     )
@@ -74,47 +77,46 @@ def build_pipeline() -> EventPipeline:
     pipeline.add_node(
         AggregateNode(name="trend_aggregator", window_size=100, aggregate_fn=calculate_trend)
     )
-    pipeline.connect("input", "relevance_filter")
-    pipeline.connect("relevance_filter", "sentiment_analyzer")
-    pipeline.connect("sentiment_analyzer", "trend_aggregator")
-    pipeline.connect("trend_aggregator", "output")
+    pipeline.set_sink(CallbackSink(on_trend))
     return pipeline
 
 
-async def run_demo(events: int = 20_000, rate: float = 0.0) -> int:
-    pipeline = build_pipeline()
+async def run_demo(events: int = 20_000, rate: float | None = None) -> int:
+    from .cli import run_services
+
     out = sys.stdout
-    started = time.perf_counter()
     trends = 0
-    async with pipeline.process() as processor:
 
-        async def feed() -> None:
-            batch: list[dict[str, Any]] = []
-            async for event in market_feed(events, rate):
-                batch.append(event)
-                if len(batch) >= 256 or rate:
-                    await processor.feed_batch(batch)
-                    batch = []
-            if batch:
-                await processor.feed_batch(batch)
-            processor.close_input()
+    def on_trend(trend: dict[str, Any]) -> None:
+        nonlocal trends
+        trends += 1
+        if trends <= 10 or (trend["trend_direction"] == "positive" and trends % 10 == 0):
+            print(
+                f"window {trends:>4}: {trend['events']:>3} relevant events up to "
+                f"#{trend['last_seq']:<6} sentiment {trend['sentiment']:+.3f} "
+                f"-> {trend['trend_direction']}",
+                file=out,
+            )
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(feed)
-            async for trend in processor.results():
-                trends += 1
-                if trends <= 10 or (trend["trend_direction"] == "positive" and trends % 10 == 0):
-                    print(
-                        f"window {trends:>4}: {trend['events']:>3} relevant events up to "
-                        f"#{trend['last_seq']:<6} sentiment {trend['sentiment']:+.3f} "
-                        f"-> {trend['trend_direction']}",
-                        file=out,
-                    )
-        stats = processor.stats()
-    elapsed = time.perf_counter() - started
+    # The feed's pace is read when the source starts, after the services are up.
+    pace = {"rate": rate or 0.0}
+
+    async def paced_feed() -> AsyncIterator[dict[str, Any]]:
+        async for event in market_feed(events, pace["rate"]):
+            yield event
+
+    pipeline = build_pipeline(events, 0.0, on_trend)
+    pipeline.set_source(AsyncIterableSource(paced_feed()))
+    async with run_services(pipeline) as addresses:
+        for address in addresses:
+            print(f"dashboard: {address}  (live while the demo runs)", file=out, flush=True)
+        if addresses and rate is None:
+            pace["rate"] = 2000.0
+        report = await pipeline.execute()
+    stats = report
     print(
-        f"\n{events:,} events in {elapsed:.2f} s ({events / elapsed:,.0f} events/s): "
-        f"{stats['relevance_filter'].items_out:,} relevant, {trends} trend windows",
+        f"\n{events:,} events in {stats.elapsed:.2f} s ({events / stats.elapsed:,.0f} events/s): "
+        f"{trends} trend windows",
         file=out,
     )
     return 0

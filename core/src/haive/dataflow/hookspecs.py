@@ -29,6 +29,7 @@ and the command line.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -186,6 +187,19 @@ def haive_websocket_authorize_room(client: Any, room: str, action: str) -> bool 
 
 
 # -- command line ---------------------------------------------------------------------------
+
+
+@hookspec
+def haive_run_services(pipeline: Any) -> AbstractAsyncContextManager[str | None] | None:
+    """Return an async context manager to run beside a pipeline that ``haive run`` or
+    ``haive demo`` starts, or ``None``.
+
+    Called once per command, before the pipeline starts. The command enters every returned
+    context manager (so a plugin can serve a dashboard in its own nursery) and prints what
+    each yields (an address such as ``http://127.0.0.1:8765/``); it exits them after the
+    pipeline ends, also on Ctrl-C. ``HAIVE_NO_SERVICES=1`` skips them all.
+    """
+    raise NotImplementedError
 
 
 @hookspec

@@ -390,7 +390,7 @@ class PipelineRun:
                 await sink.open()
             while True:
                 try:
-                    batch = await output.get_batch()
+                    batch = await output.get_batch(self.graph.settings.max_batch)
                 except trio.EndOfChannel:
                     break
                 if sink is not None:

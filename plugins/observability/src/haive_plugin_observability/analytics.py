@@ -8,6 +8,10 @@ to the dashboard.
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -149,3 +153,33 @@ class StreamAnalytics:
         while True:
             await self.tick()
             await trio.sleep(self.interval)
+
+
+@asynccontextmanager
+async def dashboard_service(pipeline: Any) -> AsyncIterator[str | None]:
+    """Metrics, logged alerts and a live dashboard for a pipeline that ``haive run`` or
+    ``haive demo`` starts; yields the dashboard's address (``None`` for pipelines without
+    monitors). ``HAIVE_DASHBOARD_PORT`` picks the port (default: any free one).
+
+    Example::
+
+        >>> import trio
+        >>> from haive.dataflow import StreamingPipeline
+        >>> async def main():
+        ...     async with dashboard_service(StreamingPipeline("orders")) as url:
+        ...         return url.startswith("http://127.0.0.1:")
+        >>> trio.run(main)
+        True
+    """
+    from haive.dataflow import StreamingPipeline
+
+    if not isinstance(pipeline, StreamingPipeline):
+        yield None
+        return
+    analytics = StreamAnalytics.for_pipeline(pipeline)
+    assert analytics.dashboard is not None
+    port = int(os.environ.get("HAIVE_DASHBOARD_PORT", "0"))
+    async with trio.open_nursery() as nursery:
+        url: str = await nursery.start(functools.partial(analytics.dashboard.serve, port=port))
+        yield url
+        nursery.cancel_scope.cancel()

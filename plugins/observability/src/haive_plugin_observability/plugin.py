@@ -49,3 +49,10 @@ def haive_register_cli_commands() -> Iterable[type[Any]]:
     from .top import TopCommand
 
     return [TopCommand]
+
+
+@hookimpl
+def haive_run_services(pipeline: Any) -> Any:
+    from .analytics import dashboard_service
+
+    return dashboard_service(pipeline)
