@@ -148,3 +148,58 @@ async def test_provider_choice_and_errors(minilm):
     wrong = EmbeddingTransform(provider=minilm, dimensions=1536)
     with pytest.raises(ConfigError, match="produces 384-dimensional vectors, dimensions=1536"):
         await wrong.open()
+
+
+async def test_coalescer_survives_a_cancelled_leader_and_shares_errors(autojump_clock):
+    from haive_contrib_ai.embeddings import Coalescer
+
+    batches: list[list[str]] = []
+
+    async def run_batch(texts: list[str]) -> np.ndarray:
+        batches.append(sorted(texts))
+        await trio.sleep(1)
+        if "bad" in texts:
+            raise ValueError("model failed")
+        return np.asarray([[float(len(t))] for t in texts], dtype=np.float32)
+
+    coalescer = Coalescer(run_batch, max_batch=4)
+    results: dict[str, float] = {}
+
+    async def submit(text: str, scope: trio.CancelScope | None = None) -> None:
+        with scope or trio.CancelScope():
+            results[text] = float((await coalescer.submit(text))[0])
+
+    # A cancelled leader hands the lead on; when its batch held other callers' texts, they
+    # get their place back at the front of the queue.
+    scopes = {"leader": trio.CancelScope(), "a": trio.CancelScope()}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(submit, "leader", scopes["leader"])
+        await trio.sleep(0.1)  # batch ["leader"] is running
+        nursery.start_soon(submit, "a", scopes["a"])
+        await trio.sleep(0.01)  # queued first, so "a" is handed the lead
+        nursery.start_soon(submit, "bb")
+        await trio.sleep(0.09)
+        scopes["leader"].cancel()  # "a" leads now: batch ["a", "bb"]
+        await trio.sleep(0.1)
+        nursery.start_soon(submit, "ccc")
+        await trio.sleep(0.1)
+        scopes["a"].cancel()  # "bb" goes back to the front and leads: ["bb", "ccc"]
+    assert batches == [["leader"], ["a", "bb"], ["bb", "ccc"]], (batches, results)
+    assert results == {"bb": 2.0, "ccc": 3.0}
+
+    # An error of a batch reaches every caller in it; the next call works again.
+    failures = []
+
+    async def submit_bad(text: str) -> None:
+        try:
+            await coalescer.submit(text)
+        except ValueError as exc:
+            failures.append((text, str(exc)))
+
+    batches.clear()
+    async with trio.open_nursery() as nursery:
+        for text in ("ok", "bad"):
+            nursery.start_soon(submit_bad, text)
+    assert batches == [["bad", "ok"]]
+    assert sorted(failures) == [("bad", "model failed"), ("ok", "model failed")]
+    assert float((await coalescer.submit("fine"))[0]) == 4.0
