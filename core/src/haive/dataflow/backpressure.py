@@ -196,6 +196,11 @@ def resolve_strategy(spec: object) -> BackpressureStrategy:
     if isinstance(spec, enum.Enum):
         spec = spec.value
     if isinstance(spec, str):
+        builtin = _BUILTIN_STRATEGIES.get(spec)
+        if builtin is not None:
+            # The core's own strategies need no plugin discovery (a buffer is often the
+            # first thing a program makes); the registry refuses any plugin reusing these names.
+            return builtin()
         from .plugins import get_registry
 
         cls: type[BackpressureStrategy] = get_registry().backpressure(spec)
@@ -204,6 +209,12 @@ def resolve_strategy(spec: object) -> BackpressureStrategy:
         f"backpressure strategy must be a name, a BufferStrategy/DropStrategy member or a "
         f"BackpressureStrategy; got {type(spec).__name__} {spec!r}"
     )
+
+
+_BUILTIN_STRATEGIES: dict[str, type[BackpressureStrategy]] = {
+    cls.PLUGIN_NAME: cls
+    for cls in (BlockStrategy, DropOldestStrategy, DropNewestStrategy, SlidingWindowStrategy)
+}
 
 
 class BoundedBuffer(Generic[T]):
