@@ -325,6 +325,10 @@ class StreamingClient:
         With ``nursery.start`` it returns once first connected. After giving up it sets
         :attr:`failed`, emits ``gave_up`` and returns (or raises, if never connected).
         """
+        if self._run_scope is not None:
+            raise RuntimeError(
+                "this StreamingClient is already running; create one client per connection"
+            )
         cfg = self.config
         attempt = 0
         started = False
