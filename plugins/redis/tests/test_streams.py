@@ -342,3 +342,34 @@ async def test_bad_configuration_is_named():
         RedisStreamSource("s", replay_from="yesterday")
     with pytest.raises(ConfigError, match="exactly_once source"):
         RedisStreamSink("s", transaction=RedisStreamSource("s"))
+
+
+async def test_exactly_once_corrupt_counter_is_dead_lettered_and_processing_goes_on(tag, r):
+    """INCRBY on a non-integer would fail inside EXEC (no rollback): quarantine it first."""
+    src = f"{{{tag}}}:in"
+    produce(r, src, [{"key": "k"}, {"key": "k"}, {"key": "ok"}])
+    source = RedisStreamSource(src, group="g", delivery="exactly_once", stop_when_drained=True)
+    counts = source.state("counts")
+    r.set(counts.prefix + "k", b"not a number")  # a corrupt counter
+
+    async def count(event):
+        await counts.add(event["key"])
+        return event
+
+    report = await pipeline_of(source, count).execute()
+    assert report.processed == 3
+    assert r.get(counts.prefix + "k") == b"2" and r.get(counts.prefix + "ok") == b"1"
+    [(_, dead)] = r.xrange(source.dead_letter)
+    assert dead[b"value"] == b"not a number" and b"non-integer" in dead[b"reason"]
+    assert dead[b"state_key"] == (counts.prefix + "k").encode()
+    assert group_info(r, src, "g")["pending"] == 0
+
+
+async def test_exactly_once_commit_error_names_the_failing_command(tag, r):
+    """Redis does not roll back EXEC: a failing command inside is reported, not hidden."""
+    src, out = f"{{{tag}}}:in", f"{{{tag}}}:out"
+    produce(r, src, [{"n": 1}])
+    r.set(out, b"not a stream")  # XADD to it fails inside EXEC
+    source = RedisStreamSource(src, group="g", delivery="exactly_once", stop_when_drained=True)
+    with pytest.raises(NodeError, match=r"partly applied.*WRONGTYPE"):
+        await pipeline_of(source, sink=source.sink(out)).execute()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import secrets
 import socket
 from collections import deque
@@ -59,6 +60,7 @@ DELIVERY_MODES = ("at_least_once", "exactly_once")
 _FENCE_TTL_MS = 7 * 24 * 3600 * 1000
 _XACK_CHUNK = 10_000
 _XADD_CHUNK = 5_000
+_INTEGER = re.compile(rb"-?[0-9]{1,19}")  # what INCRBY accepts (64-bit signed)
 
 
 class RedisCommitError(HaiveError):
@@ -843,6 +845,21 @@ class RedisStreamSource(DataSource):
         if not ids and txn.empty:
             return
         commands = [pack("MULTI")]
+        corrupt = await self._corrupt_counters(conn)
+        for key, value in corrupt.items():
+            # INCRBY would fail inside EXEC (Redis does not roll back): quarantine the bad
+            # value with the reason and count from zero, in this same transaction.
+            dead = [
+                b"reason", b"state key holds a non-integer value; moved here, counter reset",
+                b"state_key", key.encode(),
+                b"value", value,
+                b"stream", self.stream.encode(),
+                b"group", self.group.encode(),
+                b"consumer", self.consumer.encode(),
+            ]  # fmt: skip
+            commands.append(pack_xadds(self.dead_letter, [dead], None, True))
+            commands.append(pack("DEL", key))
+        self.stats.dead_lettered += len(corrupt)
         for key, op in txn.writes.items():
             kind = op[0]
             if kind == "set":
@@ -892,6 +909,20 @@ class RedisStreamSource(DataSource):
                 )
         self.stats.commits += 1
         self.stats.acknowledged += len(ids)
+
+    async def _corrupt_counters(self, conn: DedicatedConnection) -> dict[str, bytes]:
+        """Staged ``add`` keys whose stored value is not an integer (one MGET, not watched)."""
+        keys = [key for key, op in self.transaction.writes.items() if op[0] == "add"]
+        if not keys:
+            return {}
+        values = (await conn.send(pack("MGET", *keys), 1))[0]
+        if isinstance(values, ResponseError):
+            raise HaiveError(f"reading counters before the commit failed: {values}")
+        return {
+            key: value
+            for key, value in zip(keys, values, strict=True)
+            if value is not None and not _INTEGER.fullmatch(value)
+        }
 
     # -- transactional reads (exactly-once state) ---------------------------------------
     async def _watched_read(self, keys: list[str]) -> list[bytes | None]:
