@@ -369,7 +369,19 @@ async def test_exactly_once_commit_error_names_the_failing_command(tag, r):
     """Redis does not roll back EXEC: a failing command inside is reported, not hidden."""
     src, out = f"{{{tag}}}:in", f"{{{tag}}}:out"
     produce(r, src, [{"n": 1}])
-    r.set(out, b"not a stream")  # XADD to it fails inside EXEC
     source = RedisStreamSource(src, group="g", delivery="exactly_once", stop_when_drained=True)
+
+    def sabotage(event):
+        r.set(out, b"not a stream")  # after the sink opened: XADD fails inside EXEC
+        return event
+
     with pytest.raises(NodeError, match=r"partly applied.*WRONGTYPE"):
-        await pipeline_of(source, sink=source.sink(out)).execute()
+        await pipeline_of(source, sabotage, sink=source.sink(out)).execute()
+
+
+async def test_sink_refuses_a_key_that_is_not_a_stream(tag, r):
+    r.set(f"{{{tag}}}:out", b"x")
+    sink = RedisStreamSink(f"{{{tag}}}:out")
+    with pytest.raises(ConfigError, match="holds a string, not a stream"):
+        await sink.open()
+    await sink.aclose()

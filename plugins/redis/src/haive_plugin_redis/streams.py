@@ -1181,6 +1181,15 @@ class RedisStreamSink(StreamSink):
         mode = "exactly_once" if self.transaction is not None else "at_least_once"
         return f"RedisStreamSink({self.stream!r}, maxlen={self.maxlen}, {mode})"
 
+    async def open(self) -> None:
+        """Refuse an output key that exists and is not a stream (before anything is read)."""
+        kind = (await self.client.send(pack("TYPE", self.stream), 1))[0]
+        if kind not in (b"stream", b"none", "stream", "none"):
+            kind_text = kind.decode() if isinstance(kind, bytes) else kind
+            raise ConfigError(
+                f"RedisStreamSink: key {self.stream!r} holds a {kind_text}, not a stream"
+            )
+
     async def aclose(self) -> None:
         if self._owns_client:
             self.client.close()
