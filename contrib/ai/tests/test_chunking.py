@@ -6,7 +6,7 @@ import itertools
 import re
 
 import pytest
-from haive_contrib_ai.chunking import ChunkProcessor, chunk_spans_chars
+from haive_contrib_ai.chunking import ChunkProcessor, chunk_spans_chars, chunk_spans_tokens
 from haive_contrib_ai.records import Chunk, Document
 from haive_contrib_ai.tokenization import ModelTokenizer, WordTokenizer
 from hypothesis import given, settings
@@ -87,7 +87,7 @@ async def test_a_word_longer_than_a_chunk_is_cut_only_then():
     assert "".join(c.text for c in chunks).replace(" ", "") == text.replace(" ", "")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     st.text(alphabet=st.sampled_from("ab cd.\n!é"), max_size=400),
     st.integers(1, 60),
@@ -108,6 +108,27 @@ def test_char_chunking_properties(text, size, data):
             assert previous[1] - start <= overlap
         previous = (start, end)
     assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from("ab cd.\n!,"), max_size=300),
+    st.integers(1, 30),
+    st.data(),
+)
+def test_token_chunking_properties(text, size, data):
+    overlap = data.draw(st.integers(0, size - 1))
+    offsets = WordTokenizer().tokenize(text).offsets
+    spans = chunk_spans_tokens(text, offsets, size, overlap)
+    previous = None
+    for start, end, t0, t1 in spans:
+        assert 0 < t1 - t0 <= size
+        assert (start, end) == (offsets[t0][0], offsets[t1 - 1][1])
+        if previous is not None:
+            assert t0 > previous[0] and t1 > previous[1]
+            assert previous[1] - t0 <= overlap
+        previous = (t0, t1)
+    assert (spans[-1][3] if spans else 0) == len(offsets)
 
 
 async def test_token_chunks_with_the_model_tokenizer_keep_words_whole():

@@ -29,28 +29,44 @@ def _skip_space(text: str, index: int) -> int:
     return index
 
 
-def _break_before(text: str, start: int, limit: int, soft_from: int) -> int:
-    """Where a chunk starting at ``start`` should end, at most at ``limit`` (exclusive).
+def _trim_end(text: str, start: int, end: int) -> int:
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return end
 
-    Prefers, in the window ``[soft_from, limit]``, a paragraph break, then a sentence end;
-    otherwise the last whitespace after ``start``; a hard cut only when one word is longer
-    than the whole chunk.
+
+def _word_end_after(text: str, index: int) -> int:
+    """The end of the word starting at (or after the spaces at) ``index``."""
+    n = len(text)
+    index = _skip_space(text, index)
+    while index < n and not text[index].isspace():
+        index += 1
+    return index
+
+
+def _break_before(text: str, start: int, limit: int, floor: int) -> int:
+    """Where a chunk starting at ``start`` should end: at most ``limit`` (exclusive), and with
+    its last word ending after ``floor`` (the previous chunk's end), so every chunk adds text.
+
+    Prefers, in the second half of the window, a paragraph break, then a sentence end;
+    otherwise the last word end; a hard cut only when one word is longer than the chunk.
     """
-    # Ending exactly at the limit splits nothing; a paragraph or sentence end still wins.
-    hard_ok = limit if _is_space(text, limit) else -1
+    soft_from = max(start + (limit - start) // 2, floor)
+
+    def ok(end: int) -> bool:
+        return _trim_end(text, start, end) > floor
+
     paragraph = text.rfind("\n\n", soft_from, limit + 1)
-    if paragraph > start:
+    if paragraph > start and ok(paragraph):
         return paragraph
     last_sentence = -1
     for match in _SENTENCE_END.finditer(text, soft_from, limit + 1):
         if match.end() <= limit:
             last_sentence = match.end()
-    if last_sentence > start:
+    if last_sentence > start and ok(last_sentence):
         return last_sentence
-    if hard_ok > start:
-        return hard_ok
-    for index in range(limit - 1, start, -1):
-        if text[index].isspace():
+    for index in range(limit, max(start, floor), -1):
+        if _is_space(text, index) and not text[index - 1].isspace():
             return index
     return limit  # a single word longer than a chunk: unavoidable cut
 
@@ -58,7 +74,8 @@ def _break_before(text: str, start: int, limit: int, soft_from: int) -> int:
 def chunk_spans_chars(text: str, chunk_size: int, overlap: int) -> list[tuple[int, int]]:
     """Character spans ``(start, end)`` of the chunks of ``text``.
 
-    Consecutive chunks share at most ``overlap`` characters, and only whole words.
+    Consecutive chunks share at most ``overlap`` characters, and only whole words; each chunk
+    reaches further than the one before.
 
     Example::
 
@@ -69,16 +86,14 @@ def chunk_spans_chars(text: str, chunk_size: int, overlap: int) -> list[tuple[in
     spans: list[tuple[int, int]] = []
     n = len(text)
     start = _skip_space(text, 0)
+    floor = start
     while start < n:
         limit = start + chunk_size
-        end = n if limit >= n else _break_before(text, start, limit, start + chunk_size // 2)
-        trimmed = end
-        while trimmed > start and text[trimmed - 1].isspace():
-            trimmed -= 1
-        spans.append((start, trimmed))
-        if end >= n:
-            break
+        end = n if limit >= n else _break_before(text, start, limit, floor)
+        spans.append((start, _trim_end(text, start, end)))
         following = _skip_space(text, end)
+        if following >= n:
+            break
         if overlap:
             candidate = max(end - overlap, start + 1)
             # Start the overlap at a word start: move forward out of a word we landed in.
@@ -86,8 +101,10 @@ def chunk_spans_chars(text: str, chunk_size: int, overlap: int) -> list[tuple[in
                 _is_space(text, candidate - 1) and not _is_space(text, candidate)
             ):
                 candidate += 1
-            if start < candidate < end:
+            # Overlap only when the next word still fits after it (no cut caused by overlap).
+            if start < candidate < end and _word_end_after(text, end) <= candidate + chunk_size:
                 following = candidate
+        floor = end
         start = following
     return spans
 
@@ -115,15 +132,22 @@ def chunk_spans_tokens(
     def word_start(i: int) -> bool:
         return i == 0 or i >= n or offsets[i][0] > offsets[i - 1][1]
 
+    def next_word_start(i: int) -> int:
+        i += 1
+        while i < n and not word_start(i):
+            i += 1
+        return i
+
     spans: list[tuple[int, int, int, int]] = []
     i = 0
+    floor = 0  # the previous chunk's end: each chunk must reach past it
     while i < n:
         j = min(i + chunk_size, n)
         if j < n and not word_start(j):
             k = j - 1
-            while k > i and not word_start(k):
+            while k > max(i, floor) and not word_start(k):
                 k -= 1
-            if k > i:
+            if k > max(i, floor):
                 j = k
         spans.append((offsets[i][0], offsets[j - 1][1], i, j))
         if j >= n:
@@ -133,8 +157,10 @@ def chunk_spans_tokens(
             candidate = max(j - overlap, i + 1)
             while candidate < j and not word_start(candidate):
                 candidate += 1
-            if i < candidate < j:
+            # Overlap only when the word after this chunk still fits behind it.
+            if i < candidate < j and next_word_start(j) <= candidate + chunk_size:
                 nxt = candidate
+        floor = j
         i = nxt
     return spans
 
