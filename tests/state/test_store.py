@@ -40,7 +40,8 @@ def make_store(request, tmp_path):
     if request.param == "redis" and "redis" not in state_backend_classes():
         pytest.skip("no backend for redis:// is installed (haive-plugin-redis)")
     if request.param == "redis" and "autojump_clock" in request.fixturenames:
-        pytest.skip("Redis expires keys on its own clock, not trio's MockClock")
+        # Redis expires keys on its own clock, not trio's MockClock: see test_redis_ttl_expires.
+        pytest.fail("use a real-time test for Redis TTLs")
     prefix = f"haive-test-{uuid.uuid4().hex[:10]}"
     made = []
 
@@ -102,7 +103,35 @@ async def test_scan_by_prefix_sorted_and_forget(make_store):
         assert await other.get("u:1") == 1
 
 
-async def test_ttl_follows_trio_clock(make_store, autojump_clock):
+@pytest.fixture(params=["memory", "sqlite"])
+def make_local_store(request, tmp_path):
+    """Backends whose expiry follows trio's clock (so MockClock drives it)."""
+
+    def make(**kwargs):
+        if request.param == "memory":
+            return StateStore(MemoryStateBackend(), **kwargs)
+        backend = SQLiteStateBackend(tmp_path / "state.db", clock=trio.current_time)
+        return StateStore(backend, **kwargs)
+
+    return make
+
+
+@pytest.mark.redis
+async def test_redis_ttl_expires():
+    """Redis keeps time itself: a short real TTL, then a real wait."""
+    store = StateStore("redis://127.0.0.1:6379/0", namespace=f"haive-test-{uuid.uuid4().hex[:10]}")
+    async with store:
+        await store.put("short", 1, ttl=0.15)
+        await store.put("long", 2, ttl="1h")
+        assert await store.get("short") == 1
+        await trio.sleep(0.3)
+        assert await store.get("short") is None
+        assert await store.get("long") == 2
+        assert await store.forget("") == 1
+
+
+async def test_ttl_follows_trio_clock(make_local_store, autojump_clock):
+    make_store = make_local_store
     async with make_store(default_ttl="1m") as store:
         await store.put("short", 1, ttl=5)
         await store.put("default", 2)
