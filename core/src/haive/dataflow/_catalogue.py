@@ -14,7 +14,6 @@ CAPABILITIES: dict[tuple[str, str], str] = {
     ("state_backend", "redis"): "haive-plugin-redis",
     ("source", "redis_stream"): "haive-plugin-redis",
     ("sink", "redis_stream"): "haive-plugin-redis",
-    ("transport", "redis_pubsub"): "haive-plugin-redis",
     ("cli_command", "worker"): "haive-plugin-redis",
     ("alert_notifier", "webhook"): "haive-plugin-observability",
     ("alert_notifier", "log"): "haive-plugin-observability",
