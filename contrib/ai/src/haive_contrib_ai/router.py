@@ -341,7 +341,7 @@ class IntelligentEventRouter(Node):
         try:
             predictions = await self.predict_batch(batch)
         except Exception:
-            predictions = [(None, None)] * len(batch)
+            # Find the events the model fails on, one by one; the others are routed.
             out: list[Any] = []
             for event in batch:
                 try:
