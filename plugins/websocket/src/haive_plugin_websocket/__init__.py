@@ -18,12 +18,14 @@ from .errors import (
     MessageTooLargeError,
     NotServingError,
     RoomAccessError,
+    TLSVerificationError,
     UnknownClientError,
     WebSocketError,
 )
 from .handlers import MessageHandler
 from .pipeline import ClientMessage, WebSocketRoomSink, WebSocketSource
 from .server import ClientInfo, ClientSession, MultiRoomWebSocket, ServerStats, WebSocketManager
+from .tls import client_ssl_context, server_ssl_context
 
 __all__ = [
     "Backplane",
@@ -44,10 +46,13 @@ __all__ = [
     "ServerConfig",
     "ServerStats",
     "StreamingClient",
+    "TLSVerificationError",
     "UnknownClientError",
     "WebSocketError",
     "WebSocketManager",
     "WebSocketRoomSink",
     "WebSocketSource",
+    "client_ssl_context",
     "reconnect_delay",
+    "server_ssl_context",
 ]

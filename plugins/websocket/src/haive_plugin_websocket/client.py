@@ -22,7 +22,13 @@ from haive.dataflow.errors import SerializationError
 
 from ._connections import HaiveClientConnection, send_frames, unwrap_single_error
 from .config import ConnectionConfig
-from .errors import ConnectionFailedError, InvalidRoomError, MessageTooLargeError, RoomAccessError
+from .errors import (
+    ConnectionFailedError,
+    InvalidRoomError,
+    MessageTooLargeError,
+    RoomAccessError,
+    TLSVerificationError,
+)
 from .handlers import MessageHandler
 from .protocol import (
     CLIENT_ID_HEADER,
@@ -36,6 +42,7 @@ from .protocol import (
     parse_frame,
     valid_room,
 )
+from .tls import describe_tls_failure, tls_failure
 
 log = logging.getLogger("haive.websocket.client")
 
@@ -212,6 +219,7 @@ class StreamingClient:
         self.failed: ConnectionFailedError | None = None
         self._rng = rng or random.Random()
         self._open_stream = open_stream
+        self._tls = config.tls_context
         self._codec = MSGPACK if config.serializer == "msgpack" else JSON
         self._wire_codec = JSON
         self._msgpack_frames = False
@@ -363,6 +371,18 @@ class StreamingClient:
                     error = exc
                 if self._closing:
                     return
+                tls_error = tls_failure(error)
+                if tls_error is not None:
+                    # An untrusted certificate or a TLS mismatch: retrying cannot help.
+                    self._give_up(
+                        describe_tls_failure(tls_error, cfg.url),
+                        error,
+                        attempt,
+                        error_cls=TLSVerificationError,
+                    )
+                    if not started:
+                        raise self.failed from error  # type: ignore[misc]
+                    return
                 close_code = _close_code(error)
                 if close_code == CLOSE_REPLACED:
                     self._emit("replaced", error=_describe(error))
@@ -386,8 +406,15 @@ class StreamingClient:
                 self._emit("reconnecting", attempt=attempt, delay=delay, error=_describe(error))
                 await trio.sleep(delay)
 
-    def _give_up(self, message: str, error: BaseException | None, attempt: int) -> None:
-        self.failed = ConnectionFailedError(message)
+    def _give_up(
+        self,
+        message: str,
+        error: BaseException | None,
+        attempt: int,
+        *,
+        error_cls: type[ConnectionFailedError] = ConnectionFailedError,
+    ) -> None:
+        self.failed = error_cls(message)
         self._emit("gave_up", attempt=attempt, error=_describe(error))
         # Wake everyone waiting for the connection, a room or a reply: they raise `failed`.
         self._connected.set()
@@ -416,6 +443,7 @@ class StreamingClient:
             max_size=cfg.max_message_size,
             proxy=None,
             stream=stream,
+            ssl=self._tls,
             create_connection=HaiveClientConnection,
         )
 

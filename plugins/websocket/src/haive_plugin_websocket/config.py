@@ -8,6 +8,7 @@ strings such as ``"1MiB"`` (the core's :func:`~haive.dataflow.units.parse_durati
 
 from __future__ import annotations
 
+import ssl as ssl_module
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -98,6 +99,11 @@ def _check_url(instance: Any, attribute: attrs.Attribute[Any], value: str) -> No
         raise ConfigError(f"url: expected a ws:// or wss:// URL with a host, got {value!r}")
 
 
+def _check_ssl(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, ssl_module.SSLContext):
+        raise ConfigError(f"ssl: expected an ssl.SSLContext or None, got {type(value).__name__}")
+
+
 def _check_serializer(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if value not in ("json", "msgpack"):
         raise ConfigError(f"serializer: must be 'json' or 'msgpack', got {value!r}")
@@ -119,6 +125,11 @@ class ConnectionConfig:
     * ``compression``: permessage-deflate, negotiated (``"gzip"`` is accepted as an alias).
     * ``serializer``: ``json`` (text frames) or ``msgpack`` (binary frames).
     * ``features``: protocol extensions offered to the server, used only if it accepts them.
+    * TLS (``wss://`` URLs): the server's certificate is verified against ``ca_file`` (a
+      PEM bundle of the CAs to trust) if given, else the system's CA store; ``ssl`` (an
+      :class:`ssl.SSLContext`) replaces both, e.g. for client certificates. An untrusted
+      certificate makes the client give up with
+      :class:`~haive_plugin_websocket.errors.TLSVerificationError`.
 
     Example::
 
@@ -162,8 +173,20 @@ class ConnectionConfig:
     token: str | None = None
     client_id: str | None = None
     features: tuple[str, ...] = attrs.field(default=("batch", "recovery"), converter=_features)
+    ssl: ssl_module.SSLContext | None = attrs.field(default=None, validator=_check_ssl)
+    ca_file: str | None = None
 
     def __attrs_post_init__(self) -> None:
+        if urlsplit(self.url).scheme == "ws" and (self.ssl is not None or self.ca_file):
+            raise ConfigError(
+                f"ssl/ca_file configure TLS, but url {self.url!r} is ws://: use wss://"
+            )
+        if self.ssl is not None and self.ca_file:
+            raise ConfigError("give either ssl (a context) or ca_file, not both")
+        if self.ca_file:
+            from .tls import client_ssl_context
+
+            client_ssl_context(self.ca_file)  # a missing or unreadable file fails here
         if self.backoff_factor < 1:
             raise ConfigError(f"backoff_factor: must be >= 1, got {self.backoff_factor!r}")
         if not 0 <= self.jitter <= 1:
@@ -185,6 +208,17 @@ class ConnectionConfig:
             if self.heartbeat_timeout is not None
             else self.heartbeat_interval
         )
+
+    @property
+    def tls_context(self) -> ssl_module.SSLContext | None:
+        """The client TLS context for a ``wss://`` URL (None for ``ws://``)."""
+        if urlsplit(self.url).scheme != "wss":
+            return None
+        if self.ssl is not None:
+            return self.ssl
+        from .tls import client_ssl_context
+
+        return client_ssl_context(self.ca_file)
 
     @property
     def offered_features(self) -> tuple[str, ...]:
@@ -213,6 +247,9 @@ class ServerConfig:
     * ``keep_handshake_headers``: keep the opening handshake's HTTP headers on each
       connection (``client.ws.request.headers``) after ``on_connect`` callbacks ran; off by
       default, which saves about 4 KB per connection.
+    * TLS: ``ssl`` (an :class:`ssl.SSLContext`), or ``certfile`` (a PEM certificate chain)
+      with ``keyfile`` (its private key, if not inside ``certfile``) and ``key_password``;
+      the server then speaks ``wss://``. Files are loaded (and checked) on creation.
 
     Example::
 
@@ -254,11 +291,31 @@ class ServerConfig:
     features: tuple[str, ...] = attrs.field(default=FEATURES, converter=_features)
     send_welcome: bool = True
     keep_handshake_headers: bool = False
+    ssl: ssl_module.SSLContext | None = attrs.field(default=None, validator=_check_ssl)
+    certfile: str | None = None
+    keyfile: str | None = None
+    key_password: str | None = attrs.field(default=None, repr=False)
+    _tls: ssl_module.SSLContext | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.keyfile and not self.certfile:
+            raise ConfigError("keyfile: given without certfile (the certificate chain)")
+        if self.ssl is not None and self.certfile:
+            raise ConfigError("give either ssl (a context) or certfile/keyfile, not both")
+        tls = self.ssl
+        if self.certfile:
+            from .tls import server_ssl_context
+
+            tls = server_ssl_context(self.certfile, self.keyfile, password=self.key_password)
+        object.__setattr__(self, "_tls", tls)
         if self.history_size < 0:
             raise ConfigError(f"history_size: must be >= 0, got {self.history_size!r}")
         if self.max_idle_rooms < 0:
             raise ConfigError(f"max_idle_rooms: must be >= 0, got {self.max_idle_rooms!r}")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ConfigError(f"port: must be an int in [0, 65535], got {self.port!r}")
+
+    @property
+    def tls_context(self) -> ssl_module.SSLContext | None:
+        """The server TLS context (``ssl``, or the one built from ``certfile``), or None."""
+        return self._tls

@@ -34,5 +34,10 @@ class ConnectionFailedError(WebSocketError, ConnectionError):
     """The client gave up: reconnect attempts exhausted, or a fatal handshake refusal."""
 
 
+class TLSVerificationError(ConnectionFailedError):
+    """The TLS handshake failed: the server's certificate is not trusted (or not for this
+    host), or the peer does not speak TLS; the message says which and how to fix it."""
+
+
 class NotServingError(WebSocketError, RuntimeError):
     """The server is not serving (start it with ``nursery.start(manager.serve)``)."""

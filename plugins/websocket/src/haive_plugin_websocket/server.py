@@ -406,6 +406,8 @@ class WebSocketManager:
       and by the ``haive_websocket_authorize_room`` plugin hook.
     * ``backplane``: a :class:`~haive_plugin_websocket.backplane.RedisBackplane` shares
       rooms between server processes.
+    * TLS: ``WebSocketManager(certfile="cert.pem", keyfile="key.pem")`` (or ``ssl=`` a
+      context) serves ``wss://``; see :class:`~haive_plugin_websocket.config.ServerConfig`.
 
     Registered as the ``websocket`` transport.
 
@@ -515,12 +517,13 @@ class WebSocketManager:
     # -- serving -------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        """``ws://host:port/`` of the running server."""
+        """``ws://host:port/`` of the running server (``wss://`` when it serves TLS)."""
         if self.port is None:
             raise NotServingError(
                 "the server is not listening yet: start it with nursery.start(manager.serve)"
             )
-        return f"ws://{self.config.host}:{self.port}/"
+        scheme = "wss" if self.config.tls_context is not None else "ws"
+        return f"{scheme}://{self.config.host}:{self.port}/"
 
     async def serve(
         self, *, task_status: trio.TaskStatus[WebSocketManager] = trio.TASK_STATUS_IGNORED
@@ -570,6 +573,7 @@ class WebSocketManager:
                 open_timeout=cfg.open_timeout,
                 close_timeout=cfg.close_timeout,
                 create_connection=HaiveServerConnection,
+                ssl=cfg.tls_context,
                 task_status=task_status,
             )
 
