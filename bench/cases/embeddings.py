@@ -9,7 +9,7 @@ three ways in one run:
 * coalesced: 32 concurrent ``transform`` calls (a ``TransformNode`` with concurrency 32),
   which the transform merges into batched model calls.
 
-Model loading and a warm-up call are not timed. Runs alternate and the best of each is kept,
+Model loading and a warm-up call are not timed; torch uses its default threads (one per core). Runs alternate and the best of each is kept,
 so all see the same machine noise.
 """
 

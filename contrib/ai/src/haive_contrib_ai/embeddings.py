@@ -142,21 +142,18 @@ def load_sentence_transformer(path: str | Path, device: str = "cpu") -> Any:
 
 
 def set_torch_threads(threads: int | None) -> int | None:
-    """Set torch's intra-op thread count for the calling thread; returns the count, if any.
+    """Set torch's intra-op thread count for the calling thread (``None``: leave it alone).
 
-    ``None`` means one thread fewer than the machine has cores (at least one), leaving a core
-    to the event loop: torch's spinning worker threads slow down badly when they compete
-    with other work for the cores. ``0`` leaves torch's own setting alone. The setting is
-    per OS thread for OpenMP, so the provider applies it in the worker thread of each call.
+    OpenMP keeps this setting per OS thread, so the provider applies it in the worker thread
+    of each call. Returns the count set.
     """
-    if threads == 0:
+    if threads is None:
         return None
     import torch
 
-    count = threads if threads is not None else max(1, (os.cpu_count() or 2) - 1)
-    if torch.get_num_threads() != count:
-        torch.set_num_threads(count)
-    return count
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
 
 
 class SentenceTransformerProvider(EmbeddingProvider):
@@ -165,8 +162,9 @@ class SentenceTransformerProvider(EmbeddingProvider):
     ``model`` is one of the packaged model's names (``"all-MiniLM-L6-v2"``, ``"minilm"``) or
     the path of a local sentence-transformers folder. The model is loaded once per process,
     in a worker thread, and inference runs in worker threads one batch at a time, so the
-    event loop never blocks. ``threads`` sets torch's intra-op threads for that work (by
-    default one fewer than the cores, see :func:`set_torch_threads`; ``0``: torch's default).
+    event loop never blocks. ``threads`` sets torch's intra-op threads for that work (default:
+    torch's own, one per core); on a machine whose cores are busy with other work, fewer
+    threads are much faster, because torch's spinning worker threads stall when descheduled.
 
     Example::
 
@@ -201,9 +199,9 @@ class SentenceTransformerProvider(EmbeddingProvider):
                 "or a local model folder; for a hosted model pass url= of an OpenAI-compatible "
                 "server"
             )
-        if threads is not None and (not isinstance(threads, int) or threads < 0):
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ConfigError(
-                f"SentenceTransformerProvider: threads must be an int >= 0, got {threads!r}"
+                f"SentenceTransformerProvider: threads must be an int >= 1, got {threads!r}"
             )
         self.device = device
         self.batch_size = batch_size
