@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import abc
-from types import TracebackType
 from typing import Any, ClassVar
 
+from ._resource import AsyncResource
 
-class StreamSink(abc.ABC):
+
+class StreamSink(AsyncResource):
     """Consumes outputs in batches. Subclasses implement :meth:`write_batch`.
 
     The pipeline calls ``open`` before the first batch and ``aclose`` after the last; when
@@ -40,15 +41,3 @@ class StreamSink(abc.ABC):
     async def write(self, item: Any) -> None:
         """Deliver one item."""
         await self.write_batch([item])
-
-    async def __aenter__(self) -> StreamSink:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any, ClassVar
 
+from ._resource import AsyncResource
 
-class DataSource(abc.ABC):
+
+class DataSource(AsyncResource):
     """Produces items in batches. Subclasses implement :meth:`batches`.
 
     A batch is whatever is ready now: a source never waits to fill one. ``open`` and
@@ -55,15 +56,3 @@ class DataSource(abc.ABC):
     @abc.abstractmethod
     def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
         """Yield lists of at most ``max_items`` items until the source is exhausted."""
-
-    async def __aenter__(self) -> DataSource:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

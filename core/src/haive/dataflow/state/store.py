@@ -13,6 +13,7 @@ import attrs
 import orjson
 import trio
 
+from .._resource import AsyncResource
 from ..convert import get_converter
 from ..errors import ConfigError, PluginError, SerializationError, UnknownPluginError
 from ..sinks import StreamSink
@@ -176,7 +177,7 @@ def _plain(value: Any) -> Any:
     return plain
 
 
-class StateStore:
+class StateStore(AsyncResource):
     """Typed keyed state: get/put/delete/scan by prefix, TTLs and atomic updates.
 
     ``StateStore()`` keeps state in memory; ``StateStore("state.db")`` or
@@ -257,16 +258,13 @@ class StateStore:
             self._opened = False
             await self.backend.aclose()
 
-    async def __aenter__(self) -> StateStore:
-        await self.open()
-        return self
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # Shielded: a cancelled ``async with`` block still closes the backend.
         with trio.CancelScope(shield=True):
             await self.aclose()
 
