@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import numpy as np
+
+if TYPE_CHECKING:  # numpy is imported where vectors are made, keeping plugin discovery cheap
+    import numpy as np
 
 
 def _as_dict(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -71,6 +73,8 @@ class Chunk:
 
     def with_embedding(self, vector: Any) -> Chunk:
         """This chunk with ``embedding`` set (as a float32 vector)."""
+        import numpy as np
+
         return attrs.evolve(self, embedding=np.asarray(vector, dtype=np.float32))
 
     def to_payload(self) -> dict[str, Any]:
@@ -142,6 +146,8 @@ def annotate(item: Any, key: str, value: Any) -> Any:
         names = {field.name for field in attrs.fields(type(item))}
         if key in names:
             if key == "embedding" and value is not None:
+                import numpy as np
+
                 value = np.asarray(value, dtype=np.float32)
             return attrs.evolve(item, **{key: value})
         if "metadata" in names:
