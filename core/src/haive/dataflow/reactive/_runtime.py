@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from types import TracebackType
 from typing import Any, TypeAlias
 
 import trio
@@ -149,6 +150,31 @@ def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
+class _CollapsingGroups:
+    """``with collapsing_groups:`` re-raises an exception group that holds one real error
+    (see :func:`collapse`) as that error; other exceptions pass unchanged. For nurseries
+    entered and left by hand (``manager.__aexit__``) and wrapped around ``async with``."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            error = collapse(exc)
+            if error is not exc:
+                raise error from None
+
+
+collapsing_groups = _CollapsingGroups()
+
+
 @asynccontextmanager
 async def open_nursery() -> AsyncIterator[trio.Nursery]:
     """A nursery that re-raises a single child error as itself, not as a group.
@@ -156,14 +182,9 @@ async def open_nursery() -> AsyncIterator[trio.Nursery]:
     ``catch_error`` and ``retry`` match on exception types, so operators that run tasks
     must not hide their upstream's error inside an ``ExceptionGroup``.
     """
-    try:
+    with collapsing_groups:
         async with trio.open_nursery() as nursery:
             yield nursery
-    except BaseExceptionGroup as group:
-        error = collapse(group)
-        if error is group:
-            raise
-        raise error from None
 
 
 async def start_run(

@@ -14,7 +14,7 @@ import trio
 
 from ..backpressure import BoundedBuffer
 from ..errors import ClosedError, ConfigError
-from ._runtime import Emit, Ready, collapse
+from ._runtime import Emit, Ready, collapsing_groups
 from .observable import Observable, PullOptions
 
 if TYPE_CHECKING:
@@ -361,13 +361,8 @@ class ReactiveStream(_Hot[T]):
         tb: TracebackType | None,
     ) -> None:
         manager, self._nursery_manager, self._nursery = self._nursery_manager, None, None
-        try:
+        with collapsing_groups:
             await manager.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            error = collapse(group)
-            if error is group:
-                raise
-            raise error from None
 
 
 class SharedObservable(_Hot[T]):
@@ -446,13 +441,8 @@ class SharedObservable(_Hot[T]):
         if self._connection_scope is not None:
             self._connection_scope.cancel()
         manager, self._nursery_manager = self._nursery_manager, None
-        try:
+        with collapsing_groups:
             await manager.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            error = collapse(group)
-            if error is group:
-                raise
-            raise error from None
 
 
 class Window(Observable[T]):

@@ -13,7 +13,7 @@ import trio
 
 from ..backpressure import BoundedBuffer, BufferStats
 from ..errors import ConfigError
-from ._runtime import Ready, call, check_callable, collapse, is_async_callable
+from ._runtime import Ready, call, check_callable, collapsing_groups, is_async_callable
 from .observable import Observable, PullOptions
 
 T = TypeVar("T")
@@ -306,13 +306,8 @@ class Subscription(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         manager, self._manager = self._manager, None
-        try:
+        with collapsing_groups:
             await manager.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            error = collapse(group)
-            if error is group:
-                raise
-            raise error from None
 
     # -- running ---------------------------------------------------------------------------
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -344,7 +339,7 @@ class Subscription(Generic[T]):
 
     async def _run_fed(self, task_status: trio.TaskStatus[None]) -> None:
         self._feed = feed = _Feed(self.source, self._buffer)
-        try:
+        with collapsing_groups:
             async with trio.open_nursery() as nursery:
                 await nursery.start(feed.run)
                 task_status.started()
@@ -354,11 +349,6 @@ class Subscription(Generic[T]):
                 finally:
                     feed.scope.cancel()
                     self._buffer.close_receiving()
-        except BaseExceptionGroup as group:
-            error = collapse(group)
-            if error is group:
-                raise
-            raise error from None
 
     async def _consume(self, batches: AsyncIterator[list[Any]]) -> None:
         on_next = self._on_next
@@ -511,13 +501,8 @@ class StreamIterator(Generic[T]):
         feed.scope.cancel()
         feed.buffer.close_receiving()
         batches, self._batches = self._batches, None
-        try:
+        with collapsing_groups:
             if batches is not None:
                 with trio.CancelScope(shield=True):
                     await batches.aclose()  # type: ignore[attr-defined]
             await manager.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            error = collapse(group)
-            if error is group:
-                raise
-            raise error from None
