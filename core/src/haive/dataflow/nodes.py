@@ -109,6 +109,29 @@ class NodeContext:
         await self.fail(item, error, attempts=attempts)
         return False, None
 
+    async def next_batch(self, inbox: BoundedBuffer[Any]) -> list[Any] | None:
+        """The next ready batch of ``inbox`` (at most :attr:`max_batch` items), counted in
+        :attr:`stats` as received and in progress; ``None`` once the input has ended.
+
+        Example::
+
+            >>> async def main():
+            ...     ctx, inbox = NodeContext("n"), BoundedBuffer(10)
+            ...     await inbox.put_batch([1, 2])
+            ...     inbox.close()
+            ...     return await ctx.next_batch(inbox), await ctx.next_batch(inbox), ctx.stats
+            >>> trio.run(main)
+            ([1, 2], None, NodeStats(items_in=2, items_out=0, errors=0, retries=0, batches=0, busy_seconds=0.0, in_progress=2))
+        """
+        try:
+            batch = await inbox.get_batch(self.max_batch)
+        except trio.EndOfChannel:
+            return None
+        n = len(batch)
+        self.stats.in_progress += n
+        self.stats.items_in += n
+        return batch
+
     async def fail(self, item: Any, error: BaseException, *, attempts: int = 1) -> None:
         """Report ``item`` as failed for good, per the error policy."""
         self.stats.errors += 1
@@ -158,17 +181,11 @@ class Node(abc.ABC):
     async def run(self, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit) -> None:
         """The node's task: take ready batches, process, emit, until the input ends."""
         stats = ctx.stats
-        max_batch = ctx.max_batch
+        next_batch = ctx.next_batch
         progress = ctx.on_progress
         clock = time.perf_counter
-        while True:
-            try:
-                batch = await inbox.get_batch(max_batch)
-            except trio.EndOfChannel:
-                break
+        while (batch := await next_batch(inbox)) is not None:
             n = len(batch)
-            stats.in_progress += n
-            stats.items_in += n
             started = clock()
             out = await self.process_batch(batch, ctx)
             stats.busy_seconds += clock() - started
@@ -347,13 +364,7 @@ async def _run_worker_pool(
     async def feed() -> None:
         async with work_send:
             seq = 0
-            while True:
-                try:
-                    batch = await inbox.get_batch(ctx.max_batch)
-                except trio.EndOfChannel:
-                    return
-                stats.items_in += len(batch)
-                stats.in_progress += len(batch)
+            while (batch := await ctx.next_batch(inbox)) is not None:
                 for item in batch:
                     await work_send.send((seq, item))
                     seq += 1

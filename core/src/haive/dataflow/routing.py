@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import attrs
-import trio
+import trio  # noqa: F401 - the doctests below run on trio
 
 from .backpressure import BoundedBuffer
 from .errors import ConfigError, GraphError, HaiveError
@@ -470,14 +470,8 @@ class RouterNode(Node):
     ) -> None:
         """The node's task in a graph: ``outputs`` maps each successor's name to its input."""
         stats = ctx.stats
-        while True:
-            try:
-                batch = await inbox.get_batch(ctx.max_batch)
-            except trio.EndOfChannel:
-                break
+        while (batch := await ctx.next_batch(inbox)) is not None:
             n = len(batch)
-            stats.in_progress += n
-            stats.items_in += n
             per_target: dict[str, list[Any]] = {}
             for item in batch:
                 routes = await self._routes_for(item, ctx)

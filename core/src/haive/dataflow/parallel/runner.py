@@ -218,13 +218,7 @@ async def _drive(
     async def feed() -> None:
         async with chunk_send:
             seq = 0
-            while True:
-                try:
-                    batch = await inbox.get_batch(ctx.max_batch)
-                except trio.EndOfChannel:
-                    return
-                stats.items_in += len(batch)
-                stats.in_progress += len(batch)
+            while (batch := await ctx.next_batch(inbox)) is not None:
                 size = -(-len(batch) // workers)
                 for start in range(0, len(batch), size):
                     await window.acquire()
