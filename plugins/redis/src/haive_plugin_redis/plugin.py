@@ -17,9 +17,10 @@ def haive_register_state_backends() -> Iterable[type[Any]]:
 
 @hookimpl
 def haive_register_sources() -> Iterable[type[Any]]:
+    from .replay import StreamRangeSource
     from .streams import RedisStreamSource
 
-    return [RedisStreamSource]
+    return [RedisStreamSource, StreamRangeSource]
 
 
 @hookimpl
@@ -31,9 +32,10 @@ def haive_register_sinks() -> Iterable[type[Any]]:
 
 @hookimpl
 def haive_register_cli_commands() -> Iterable[type[Any]]:
+    from .replay import ReplayCommand
     from .worker import WorkerCommand
 
-    return [WorkerCommand]
+    return [WorkerCommand, ReplayCommand]
 
 
 @hookimpl
@@ -43,4 +45,9 @@ def haive_streaming_exports() -> Mapping[str, str]:
         "RedisStreamSource": "haive_plugin_redis.streams:RedisStreamSource",
         "RedisStreamSink": "haive_plugin_redis.streams:RedisStreamSink",
         "StreamEntry": "haive_plugin_redis.streams:StreamEntry",
+        "StreamRangeSource": "haive_plugin_redis.replay:StreamRangeSource",
+        "FailoverClient": "haive_plugin_redis.failover:FailoverClient",
+        "Retention": "haive_plugin_redis.retention:Retention",
+        "RetainedStreamSink": "haive_plugin_redis.retention:RetainedStreamSink",
+        "Erasure": "haive_plugin_redis.retention:Erasure",
     }
