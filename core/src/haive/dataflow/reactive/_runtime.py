@@ -25,6 +25,7 @@ from typing import Any, TypeAlias
 import trio
 
 from ..errors import ConfigError
+from ..nodes import is_async_callable as is_async_callable  # one definition, shared
 from ..units import parse_duration
 
 Emit: TypeAlias = Callable[[list[Any]], Awaitable[None]]
@@ -213,14 +214,6 @@ def positive_int(value: object, what: str, *, minimum: int = 1) -> int:
 def check_callable(fn: object, what: str) -> None:
     if not callable(fn):
         raise ConfigError(f"{what} expects a function, got {type(fn).__name__} {fn!r}")
-
-
-def is_async_callable(fn: object) -> bool:
-    """True when calling ``fn`` returns an awaitable we must await (async def or __call__)."""
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    return inspect.iscoroutinefunction(call)
 
 
 def coroutine_error(what: str, fn: object, value: object) -> TypeError:
