@@ -30,7 +30,9 @@ from ._runtime import (
     SerialEmit,
     call,
     classify,
+    close_pull,
     open_nursery,
+    open_pull_or_raise,
     start_run,
 )
 from .observable import Observable, PullOptions, _Custom, as_observable, merge_roots
@@ -95,17 +97,12 @@ async def _pull_concat(
     sources: Sequence[Observable[Any]], options: PullOptions
 ) -> AsyncIterator[list[Any]]:
     for source in sources:
-        inner = source._open_pull(options)  # opened only when its turn comes, as in push
-        if inner is None:
-            raise TypeError(f"{source!r} cannot be read without tasks of its own")
+        inner = open_pull_or_raise(source, options)  # opened only when its turn comes, as in push
         try:
             async for batch in inner:
                 yield batch
         finally:
-            closer = getattr(inner, "aclose", None)
-            if closer is not None:
-                with trio.CancelScope(shield=True):
-                    await closer()
+            await close_pull(inner)
 
 
 def start_with(source: Observable[Any], items: Sequence[Any]) -> Observable[Any]:
@@ -147,10 +144,7 @@ async def _prepend(first: list[Any], inner: AsyncIterator[list[Any]]) -> AsyncIt
         async for batch in inner:
             yield batch
     finally:
-        closer = getattr(inner, "aclose", None)
-        if closer is not None:
-            with trio.CancelScope(shield=True):
-                await closer()
+        await close_pull(inner)
 
 
 def combine_latest(args: Sequence[Any]) -> Observable[Any]:

@@ -25,6 +25,7 @@ from ._runtime import (
     Partial,
     Ready,
     RunState,
+    close_pull,
     coroutine_error,
     is_async_callable,
 )
@@ -238,10 +239,7 @@ class Fused(Observable[Any]):
                 await run.failed(error)
                 raise error
         finally:
-            closer = getattr(inner, "aclose", None)
-            if closer is not None:
-                with trio.CancelScope(shield=True):
-                    await closer()
+            await close_pull(inner)
 
 
 # -- the steps -----------------------------------------------------------------------------

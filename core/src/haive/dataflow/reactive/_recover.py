@@ -14,15 +14,8 @@ import trio
 
 from ..errors import ConfigError
 from ..retry import RetryPolicy
-from ._runtime import Emit, Ready, call, positive_int
+from ._runtime import Emit, Ready, call, close_pull, open_pull_or_raise, positive_int
 from .observable import Observable, PullOptions, _Custom
-
-
-async def _close(inner: AsyncIterator[list[Any]]) -> None:
-    closer = getattr(inner, "aclose", None)
-    if closer is not None:
-        with trio.CancelScope(shield=True):
-            await closer()
 
 
 def retry(
@@ -68,9 +61,7 @@ def retry(
     async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
         failures = 0
         while True:
-            inner = source._open_pull(options)
-            if inner is None:
-                raise TypeError(f"{source!r} cannot be read without tasks of its own")
+            inner = open_pull_or_raise(source, options)
             seen = False
             try:
                 async for batch in inner:
@@ -82,7 +73,7 @@ def retry(
                 if failures > limit:
                     raise
             finally:
-                await _close(inner)
+                await close_pull(inner)
             pause = policy.delay(failures)
             if pause:
                 await trio.sleep(pause)
@@ -119,9 +110,7 @@ def catch_error(
             await Observable.from_(result)._run(emit, ready)
 
     async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
-        inner = source._open_pull(options)
-        if inner is None:
-            raise TypeError(f"{source!r} cannot be read without tasks of its own")
+        inner = open_pull_or_raise(source, options)
         try:
             async for batch in inner:
                 yield batch
@@ -129,7 +118,7 @@ def catch_error(
         except kinds as exc:
             result = await call(handler, exc)
         finally:
-            await _close(inner)
+            await close_pull(inner)
         if result is None:
             return
         fallback = Observable.from_(result)._open_pull(options)
@@ -139,7 +128,7 @@ def catch_error(
             async for batch in fallback:
                 yield batch
         finally:
-            await _close(fallback)
+            await close_pull(fallback)
 
     return _Custom(
         run,

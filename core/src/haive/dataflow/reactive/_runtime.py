@@ -197,6 +197,24 @@ async def start_run(
     ready.started()
 
 
+def open_pull_or_raise(source: Any, options: Any) -> AsyncIterator[list[Any]]:
+    """``source._open_pull(options)``, for readers that cannot start tasks of their own:
+    a source that needs them is a ``TypeError``."""
+    inner: AsyncIterator[list[Any]] | None = source._open_pull(options)
+    if inner is None:
+        raise TypeError(f"{source!r} cannot be read without tasks of its own")
+    return inner
+
+
+async def close_pull(inner: AsyncIterator[Any]) -> None:
+    """Close a pulled batch iterator (its ``aclose``, if it has one), shielded from
+    cancellation so a cancelled reader still detaches from its source."""
+    closer = getattr(inner, "aclose", None)
+    if closer is not None:
+        with trio.CancelScope(shield=True):
+            await closer()
+
+
 def seconds(value: float | str, what: str) -> float:
     """Seconds from a number or a duration string ("250ms", "5s"); must be > 0."""
     result = parse_duration(value, what=what)

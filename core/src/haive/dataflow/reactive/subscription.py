@@ -13,7 +13,14 @@ import trio
 
 from ..backpressure import BoundedBuffer, BufferStats
 from ..errors import ConfigError
-from ._runtime import Ready, call, check_callable, collapsing_groups, is_async_callable
+from ._runtime import (
+    Ready,
+    call,
+    check_callable,
+    close_pull,
+    collapsing_groups,
+    is_async_callable,
+)
 from .observable import Observable, PullOptions
 
 T = TypeVar("T")
@@ -332,10 +339,7 @@ class Subscription(Generic[T]):
         try:
             await self._consume(batches)
         finally:
-            closer = getattr(batches, "aclose", None)
-            if closer is not None:
-                with trio.CancelScope(shield=True):
-                    await closer()
+            await close_pull(batches)
 
     async def _run_fed(self, task_status: trio.TaskStatus[None]) -> None:
         self._feed = feed = _Feed(self.source, self._buffer)
