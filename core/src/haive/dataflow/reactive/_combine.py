@@ -9,7 +9,7 @@ downstream. Errors of any source fail the whole; a function that raises fails it
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -327,6 +327,45 @@ async def _run_inner(result: Any, kind: int, emit: Emit) -> None:
         await emit([result])
 
 
+async def _flat_map_batch(
+    batch: list[Any],
+    fn: Callable[[Any], Any],
+    emit: Emit,
+    state: RunState,
+    on_inner: Callable[[Any, int], Awaitable[None]],
+    *,
+    emit_before_inner: bool,
+) -> None:
+    """One upstream batch of ``flat_map``: plain results (single items, iterables) are
+    collected and emitted together; each other result (awaitable, async iterable,
+    observable) goes to ``on_inner(result, kind)``, after what was collected so far is
+    emitted if ``emit_before_inner``. On an error what was collected is emitted, then the
+    run fails."""
+    if state.done:
+        return
+    inline: list[Any] = []
+    try:
+        for item in batch:
+            result = fn(item)
+            kind = classify(result)
+            if kind == ITERABLE:
+                inline.extend(result)
+            elif kind == SINGLE:
+                inline.append(result)
+            else:
+                if emit_before_inner and inline:
+                    await emit(inline)
+                    inline = []
+                await on_inner(result, kind)
+    except Exception as exc:
+        if inline:
+            await emit(inline)
+        state.fail(exc)
+        return
+    if inline:
+        await emit(inline)
+
+
 def flat_map(
     source: Observable[Any], fn: Callable[[Any], Any], max_concurrent: int | None
 ) -> Observable[Any]:
@@ -335,30 +374,11 @@ def flat_map(
     async def run_sequential(emit: Emit, ready: Ready) -> None:
         state = RunState()
 
+        async def run_now(result: Any, kind: int) -> None:
+            await _run_inner(result, kind, emit)
+
         async def on_batch(batch: list[Any]) -> None:
-            if state.done:
-                return
-            inline: list[Any] = []
-            try:
-                for item in batch:
-                    result = fn(item)
-                    kind = classify(result)
-                    if kind == ITERABLE:
-                        inline.extend(result)
-                    elif kind == SINGLE:
-                        inline.append(result)
-                    else:
-                        if inline:
-                            await emit(inline)
-                            inline = []
-                        await _run_inner(result, kind, emit)
-            except Exception as exc:
-                if inline:
-                    await emit(inline)
-                state.fail(exc)
-                return
-            if inline:
-                await emit(inline)
+            await _flat_map_batch(batch, fn, emit, state, run_now, emit_before_inner=True)
 
         with state.scope:
             await source._run(on_batch, ready)
@@ -381,29 +401,15 @@ def flat_map(
         with state.scope:
             async with open_nursery() as nursery:
 
+                async def start_inner(result: Any, kind: int) -> None:
+                    if slots is not None:
+                        await slots.acquire()  # all slots busy: upstream waits
+                    nursery.start_soon(inner, result, kind)
+
                 async def on_batch(batch: list[Any]) -> None:
-                    if state.done:
-                        return
-                    inline: list[Any] = []
-                    try:
-                        for item in batch:
-                            result = fn(item)
-                            kind = classify(result)
-                            if kind == ITERABLE:
-                                inline.extend(result)
-                            elif kind == SINGLE:
-                                inline.append(result)
-                            else:
-                                if slots is not None:
-                                    await slots.acquire()  # all slots busy: upstream waits
-                                nursery.start_soon(inner, result, kind)
-                    except Exception as exc:
-                        if inline:
-                            await serial(inline)
-                        state.fail(exc)
-                        return
-                    if inline:
-                        await serial(inline)
+                    await _flat_map_batch(
+                        batch, fn, serial, state, start_inner, emit_before_inner=False
+                    )
 
                 await source._run(on_batch, ready)
         ready.started()
