@@ -175,7 +175,15 @@ class Count(Aggregator):
         return a + b
 
 
-class Sum(Aggregator):
+class _FieldAggregator(Aggregator):
+    """An aggregator of one ``field`` of the items (a name, a function, or None for the
+    items themselves; see :class:`FieldGetter`)."""
+
+    def __init__(self, field: str | Callable[[Any], Any] | None = None) -> None:
+        self.field = FieldGetter(field)
+
+
+class Sum(_FieldAggregator):
     """The sum of ``field`` (a name or a function; default the items themselves).
 
     Example::
@@ -183,9 +191,6 @@ class Sum(Aggregator):
         >>> Sum("v").add(0, [{"v": 2}, {"v": 3}])
         5
     """
-
-    def __init__(self, field: str | Callable[[Any], Any] | None = None) -> None:
-        self.field = FieldGetter(field)
 
     def create(self) -> Any:
         return 0
@@ -197,7 +202,7 @@ class Sum(Aggregator):
         return a + b
 
 
-class Mean(Aggregator):
+class Mean(_FieldAggregator):
     """The mean of ``field`` (None for an empty window).
 
     Example::
@@ -206,9 +211,6 @@ class Mean(Aggregator):
         >>> m.result(m.add(m.create(), [1, 2, 6]))
         3.0
     """
-
-    def __init__(self, field: str | Callable[[Any], Any] | None = None) -> None:
-        self.field = FieldGetter(field)
 
     def create(self) -> tuple[float, int]:
         return (0.0, 0)
@@ -223,7 +225,7 @@ class Mean(Aggregator):
         return acc[0] / acc[1] if acc[1] else None
 
 
-class Min(Aggregator):
+class Min(_FieldAggregator):
     """The smallest ``field`` value.
 
     Example::
@@ -231,9 +233,6 @@ class Min(Aggregator):
         >>> Min().add(None, [3, 1, 2])
         1
     """
-
-    def __init__(self, field: str | Callable[[Any], Any] | None = None) -> None:
-        self.field = FieldGetter(field)
 
     def create(self) -> Any:
         return None
@@ -248,7 +247,7 @@ class Min(Aggregator):
         return a if b is None or a <= b else b
 
 
-class Max(Aggregator):
+class Max(_FieldAggregator):
     """The largest ``field`` value.
 
     Example::
@@ -256,9 +255,6 @@ class Max(Aggregator):
         >>> Max().add(None, [3, 1, 2])
         3
     """
-
-    def __init__(self, field: str | Callable[[Any], Any] | None = None) -> None:
-        self.field = FieldGetter(field)
 
     def create(self) -> Any:
         return None
