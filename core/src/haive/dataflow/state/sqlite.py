@@ -57,6 +57,15 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
+def _live_value(conn: sqlite3.Connection, key: str, now: float) -> bytes | None:
+    """The value of ``key`` unless it is absent or expired at ``now``."""
+    row = conn.execute(
+        "SELECT value FROM haive_state WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+        (key, now),
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
 class SQLiteStateBackend(StateBackend):
     """State in one SQLite file (WAL mode): survives process restarts; the default for a path.
 
@@ -250,11 +259,7 @@ class SQLiteStateBackend(StateBackend):
     # -- the interface --------------------------------------------------------------------
     async def get(self, key: str) -> bytes | None:
         def work(conn: sqlite3.Connection, now: float) -> bytes | None:
-            row = conn.execute(
-                "SELECT value FROM haive_state WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-                (key, now),
-            ).fetchone()
-            return None if row is None else bytes(row[0])
+            return _live_value(conn, key, now)
 
         result: bytes | None = await self._run(work, writes=False)
         return result
@@ -329,11 +334,7 @@ class SQLiteStateBackend(StateBackend):
         ttl: float | None = None,
     ) -> bytes | None:
         def work(conn: sqlite3.Connection, now: float) -> bytes | None:
-            row = conn.execute(
-                "SELECT value FROM haive_state WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-                (key, now),
-            ).fetchone()
-            new = fn(None if row is None else bytes(row[0]))
+            new = fn(_live_value(conn, key, now))
             if new is None:
                 conn.execute("DELETE FROM haive_state WHERE key = ?", (key,))
             else:
