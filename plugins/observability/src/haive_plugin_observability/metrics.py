@@ -19,7 +19,7 @@ import abc
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import trio
@@ -169,6 +169,22 @@ class Metric(abc.ABC):
         """An immutable view of the metric at ``now``."""
 
 
+class _AsNumber:
+    """For metrics with one headline figure, ``current``: ``float(metric)`` and
+    ``f"{metric:.1f}"`` use it."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def current(self) -> float: ...
+
+    def __float__(self) -> float:
+        return self.current
+
+    def __format__(self, spec: str) -> str:
+        return format(self.current, spec)
+
+
 # -- throughput -------------------------------------------------------------------------
 
 
@@ -191,7 +207,7 @@ class ThroughputSnapshot:
     nodes: Mapping[str, float] = attrs.field(factory=dict)
 
 
-class ThroughputMetric(Metric):
+class ThroughputMetric(_AsNumber, Metric):
     """Events per second over sliding 1 s and 1 min windows (and ``window``, for ``current``).
 
     From a pipeline it counts items the sink accepted (and, as ``input_per_second``, items
@@ -282,12 +298,6 @@ class ThroughputMetric(Metric):
     @property
     def total(self) -> int:
         return self._total
-
-    def __float__(self) -> float:
-        return self.current
-
-    def __format__(self, spec: str) -> str:
-        return format(self.current, spec)
 
     def snapshot(self, now: float) -> ThroughputSnapshot:
         return ThroughputSnapshot(
@@ -583,7 +593,7 @@ class ErrorRateSnapshot:
         return self.current > self.threshold
 
 
-class ErrorRateMetric(Metric):
+class ErrorRateMetric(_AsNumber, Metric):
     """Share of items that fail, over a sliding window; ``exceeded`` past ``threshold``.
 
     From a pipeline each node's own share (errors / items it took in, over the window) is
@@ -697,12 +707,6 @@ class ErrorRateMetric(Metric):
     @property
     def total(self) -> int:
         return self._attempts
-
-    def __float__(self) -> float:
-        return self.current
-
-    def __format__(self, spec: str) -> str:
-        return format(self.current, spec)
 
     def snapshot(self, now: float) -> ErrorRateSnapshot:
         return ErrorRateSnapshot(
