@@ -15,84 +15,66 @@ Example::
 
 from __future__ import annotations
 
-from .alerts import (
-    ActiveAlert,
-    Alert,
-    AlertEvent,
-    AlertManager,
-    AlertRule,
-    DroppingItemsRule,
-    ErrorSpikeRule,
-    HighLatencyRule,
-    QueueSaturationRule,
-)
-from .analytics import StreamAnalytics
-from .dashboard import Dashboard, Histogram, LineChart, Widget
-from .hdr import LogHistogram, RollingHistogram
-from .metrics import (
-    BackpressureMetric,
-    BackpressureSnapshot,
-    EdgeSnapshot,
-    ErrorRateMetric,
-    ErrorRateSnapshot,
-    LatencyMetric,
-    LatencySnapshot,
-    Metric,
-    MetricsCollector,
-    MetricsSnapshot,
-    ThroughputMetric,
-    ThroughputSnapshot,
-)
-from .notifiers import (
-    AlertNotifier,
-    CallbackNotifier,
-    LogNotifier,
-    NotifierError,
-    SinkNotifier,
-    WebhookNotifier,
-)
-from .progress import ProgressReporter
-from .prometheus import SnapshotCollector, render
-from .websocket import WebSocketMetric, WebSocketSnapshot
+import importlib
+from typing import Any
 
-__all__ = [
-    "ActiveAlert",
-    "Alert",
-    "AlertEvent",
-    "AlertManager",
-    "AlertNotifier",
-    "AlertRule",
-    "BackpressureMetric",
-    "BackpressureSnapshot",
-    "CallbackNotifier",
-    "Dashboard",
-    "DroppingItemsRule",
-    "EdgeSnapshot",
-    "ErrorRateMetric",
-    "ErrorRateSnapshot",
-    "ErrorSpikeRule",
-    "HighLatencyRule",
-    "Histogram",
-    "LatencyMetric",
-    "LatencySnapshot",
-    "LineChart",
-    "LogHistogram",
-    "LogNotifier",
-    "Metric",
-    "MetricsCollector",
-    "MetricsSnapshot",
-    "NotifierError",
-    "ProgressReporter",
-    "QueueSaturationRule",
-    "RollingHistogram",
-    "SinkNotifier",
-    "SnapshotCollector",
-    "StreamAnalytics",
-    "ThroughputMetric",
-    "ThroughputSnapshot",
-    "WebSocketMetric",
-    "WebSocketSnapshot",
-    "WebhookNotifier",
-    "Widget",
-    "render",
-]
+#: Public name -> the submodule defining it. Submodules are imported on first use, so
+#: importing this package (plugin discovery does) does not import the dashboard's server,
+#: prometheus_client or httpx.
+_SUBMODULE: dict[str, str] = {
+    "ActiveAlert": "alerts",
+    "Alert": "alerts",
+    "AlertEvent": "alerts",
+    "AlertManager": "alerts",
+    "AlertRule": "alerts",
+    "DroppingItemsRule": "alerts",
+    "ErrorSpikeRule": "alerts",
+    "HighLatencyRule": "alerts",
+    "QueueSaturationRule": "alerts",
+    "StreamAnalytics": "analytics",
+    "Dashboard": "dashboard",
+    "Histogram": "dashboard",
+    "LineChart": "dashboard",
+    "Widget": "dashboard",
+    "LogHistogram": "hdr",
+    "RollingHistogram": "hdr",
+    "BackpressureMetric": "metrics",
+    "BackpressureSnapshot": "metrics",
+    "EdgeSnapshot": "metrics",
+    "ErrorRateMetric": "metrics",
+    "ErrorRateSnapshot": "metrics",
+    "LatencyMetric": "metrics",
+    "LatencySnapshot": "metrics",
+    "Metric": "metrics",
+    "MetricsCollector": "metrics",
+    "MetricsSnapshot": "metrics",
+    "ThroughputMetric": "metrics",
+    "ThroughputSnapshot": "metrics",
+    "AlertNotifier": "notifiers",
+    "CallbackNotifier": "notifiers",
+    "LogNotifier": "notifiers",
+    "NotifierError": "notifiers",
+    "SinkNotifier": "notifiers",
+    "WebhookNotifier": "notifiers",
+    "ProgressReporter": "progress",
+    "SnapshotCollector": "prometheus",
+    "render": "prometheus",
+    "WebSocketMetric": "websocket",
+    "WebSocketSnapshot": "websocket",
+}
+
+
+def __getattr__(name: str) -> Any:
+    submodule = _SUBMODULE.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBMODULE})
+
+
+__all__ = sorted(_SUBMODULE)

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-import httpx
 import orjson
 import trio
 
@@ -135,6 +134,8 @@ class WebhookNotifier(AlertNotifier):
         self.delivered = 0
 
     async def notify(self, event: AlertEvent) -> None:
+        import httpx  # here, not at module level: plugin discovery stays cheap
+
         body = orjson.dumps(event.to_dict())
         error: Exception | None = None
         for attempt in range(1, self.retry.attempts + 1):

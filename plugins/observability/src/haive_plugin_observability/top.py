@@ -15,13 +15,10 @@ from typing import Any, TextIO
 
 import orjson
 import trio
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.trio.client import connect
 
 from haive.dataflow.cli import Command
 from haive.dataflow.errors import ConfigError, HaiveError
 
-from .dashboard import figures
 from .metrics import MetricsCollector
 from .progress import _rate
 
@@ -169,6 +166,10 @@ class TopCommand(Command):
         )
 
     def run(self, args: argparse.Namespace) -> int:
+        # websockets and the dashboard are imported when the command runs, not when the
+        # plugin registers it, so plugin discovery stays cheap.
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+
         out = sys.stdout
         screen = _Screen(out, clear=not args.no_clear and out.isatty())
         try:
@@ -180,6 +181,9 @@ class TopCommand(Command):
             return 2
 
     async def _follow(self, args: argparse.Namespace, screen: _Screen) -> int:
+        from websockets.exceptions import ConnectionClosed
+        from websockets.trio.client import connect
+
         url = _ws_url(args.target)
         name = url
         last = -float("inf")
@@ -207,6 +211,8 @@ class TopCommand(Command):
     async def _pipeline(self, args: argparse.Namespace, screen: _Screen) -> int:
         from haive.dataflow.cli import find_runnable, load_config_file
         from haive.dataflow.streaming_pipeline import StreamingPipeline
+
+        from .dashboard import figures
 
         pipeline = find_runnable(load_config_file(args.target), args.object, args.target)
         if not isinstance(pipeline, StreamingPipeline):
