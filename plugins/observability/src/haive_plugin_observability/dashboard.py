@@ -41,7 +41,6 @@ from .metrics import (
     MetricsSnapshot,
     ThroughputSnapshot,
 )
-from .prometheus import CONTENT_TYPE, render
 
 _KINDS: dict[str, type[Any]] = {
     "throughput": ThroughputSnapshot,
@@ -469,6 +468,8 @@ class Dashboard:
 
     def metrics_text(self) -> bytes:
         """What ``/metrics`` answers: Prometheus text of the collector (or last snapshot)."""
+        from .prometheus import render  # prometheus_client is loaded when first scraped
+
         if self.metrics is not None:
             snapshot = self.metrics.get_current()
         elif self._snapshot is not None:
@@ -489,6 +490,8 @@ class Dashboard:
         if path in ("/", "/index.html"):
             return _response(http.HTTPStatus.OK, _page(), "text/html; charset=utf-8")
         if path == "/metrics":
+            from .prometheus import CONTENT_TYPE
+
             return _response(http.HTTPStatus.OK, self.metrics_text(), CONTENT_TYPE)
         if path in ("/healthz", "/health"):
             return _response(http.HTTPStatus.OK, orjson.dumps(self.health()), "application/json")
