@@ -16,14 +16,14 @@ so all see the same machine noise.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import trio
 from haive_contrib_ai import EmbeddingProcessor, EmbeddingTransform
 from haive_contrib_ai.records import Chunk
 
+from bench.cases._shared import CountSink
 from bench.recorder import Recorder
-from haive.dataflow import StreamingPipeline, StreamSink, TransformNode
+from haive.dataflow import StreamingPipeline, TransformNode
 from haive.dataflow.builtins.sources import IterableSource
 
 DESCRIPTION = "embedded chunks/s with the packaged MiniLM: batched vs one by one (and coalesced)"
@@ -57,14 +57,6 @@ def make_chunks(n: int) -> list[Chunk]:
         text = " ".join(parts)
         chunks.append(Chunk(f"bench:{i}", "bench", i, text, 0, len(text)))
     return chunks
-
-
-class CountSink(StreamSink):
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def write_batch(self, items: list[Any]) -> None:
-        self.count += len(items)
 
 
 async def batched(node: EmbeddingProcessor, chunks: list[Chunk]) -> float:

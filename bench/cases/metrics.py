@@ -10,7 +10,6 @@ same machine noise. Target: under 10 % overhead.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import trio
 from haive_plugin_observability import (
@@ -21,20 +20,12 @@ from haive_plugin_observability import (
     ThroughputMetric,
 )
 
+from bench.cases._shared import STAGES, five_stage_pipeline
 from bench.recorder import Recorder
-from haive.dataflow import StreamingPipeline, StreamSink
+from haive.dataflow import StreamingPipeline
 from haive.dataflow.builtins.sources import IterableSource
 
 DESCRIPTION = "metrics on vs off on the 5-stage pipeline: events/s and overhead %"
-STAGES = 5
-
-
-class CountSink(StreamSink):
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def write_batch(self, items: list[Any]) -> None:
-        self.count += len(items)
 
 
 def collector() -> MetricsCollector:
@@ -49,12 +40,7 @@ def collector() -> MetricsCollector:
 
 
 def run_once(n: int, metrics: MetricsCollector | None) -> float:
-    pipeline = StreamingPipeline("bench-metrics")
-    pipeline.set_source(IterableSource(range(n)))
-    for _ in range(STAGES):
-        pipeline.add_processor(lambda x: x + 1)
-    sink = CountSink()
-    pipeline.set_sink(sink)
+    pipeline, sink = five_stage_pipeline(n, "bench-metrics")
     if metrics is not None:
         pipeline.add_monitor(metrics)
 

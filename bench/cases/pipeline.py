@@ -18,30 +18,16 @@ from typing import Any
 
 import trio
 
+from bench.cases._shared import STAGES, five_stage_pipeline
 from bench.recorder import Recorder, best_of
 from haive.dataflow import BoundedBuffer, StreamingPipeline, StreamSink
-from haive.dataflow.builtins.sources import IterableSource
 from haive.dataflow.sources import DataSource
 
 DESCRIPTION = "5-stage pipeline: events/s, p99 latency at 10k/s, buffer memory, pause time"
-STAGES = 5
-
-
-class CountSink(StreamSink):
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def write_batch(self, items: list[Any]) -> None:
-        self.count += len(items)
 
 
 def ours(n: int) -> float:
-    pipeline = StreamingPipeline("bench")
-    pipeline.set_source(IterableSource(range(n)))
-    for _ in range(STAGES):
-        pipeline.add_processor(lambda x: x + 1)
-    sink = CountSink()
-    pipeline.set_sink(sink)
+    pipeline, sink = five_stage_pipeline(n, "bench")
     started = time.perf_counter()
     trio.run(pipeline.execute)
     elapsed = time.perf_counter() - started
