@@ -16,7 +16,7 @@ import abc
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import attrs
 import trio
@@ -352,6 +352,44 @@ class TransformNode(Node):
         await _run_worker_pool(self, ctx, inbox, emit)
 
 
+V = TypeVar("V")
+
+
+class Resequencer(Generic[V]):
+    """Puts results that finish out of order back in order: values pushed with sequence
+    numbers 0, 1, 2... come out of :meth:`pop_ready` in that order, each once the values
+    before it are out.
+
+    Example::
+
+        >>> order = Resequencer()
+        >>> order.push(1, "b")
+        >>> order.pop_ready()
+        []
+        >>> order.push(0, "a")
+        >>> order.pop_ready()
+        ['a', 'b']
+    """
+
+    __slots__ = ("_next", "_pending")
+
+    def __init__(self) -> None:
+        self._pending: dict[int, V] = {}
+        self._next = 0
+
+    def push(self, seq: int, value: V) -> None:
+        self._pending[seq] = value
+
+    def pop_ready(self) -> list[V]:
+        """The values whose predecessors are all out, in sequence order."""
+        pending = self._pending
+        ready: list[V] = []
+        while self._next in pending:
+            ready.append(pending.pop(self._next))
+            self._next += 1
+        return ready
+
+
 async def _run_worker_pool(
     node: TransformNode, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit
 ) -> None:
@@ -387,8 +425,7 @@ async def _run_worker_pool(
         async with work_recv, done_send:
             for _ in range(node.concurrency):
                 nursery.start_soon(work, work_recv.clone(), done_send.clone())
-        pending: dict[int, tuple[bool, Any]] = {}
-        next_seq = 0
+        order: Resequencer[tuple[bool, Any]] = Resequencer()
         async with done_recv:
             async for first in done_recv:
                 finished = [first]
@@ -399,13 +436,8 @@ async def _run_worker_pool(
                         break
                 if node.ordered:
                     for seq, ok, value in finished:
-                        pending[seq] = (ok, value)
-                    out = []
-                    while next_seq in pending:
-                        ok, value = pending.pop(next_seq)
-                        next_seq += 1
-                        if ok:
-                            out.append(value)
+                        order.push(seq, (ok, value))
+                    out = [value for ok, value in order.pop_ready() if ok]
                 else:
                     out = [value for _, ok, value in finished if ok]
                 stats.batches += 1

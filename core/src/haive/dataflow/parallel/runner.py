@@ -22,7 +22,7 @@ import trio
 from ..backpressure import BoundedBuffer
 from ..config import StreamConfig
 from ..errors import ConfigError, unwrap_node_errors
-from ..nodes import Emit, Node, NodeContext, TransformNode, is_async_callable
+from ..nodes import Emit, Node, NodeContext, Resequencer, TransformNode, is_async_callable
 from .errors import WorkerError
 from .pool import BatchResult, apply_inline, open_process_pool
 
@@ -244,16 +244,12 @@ async def _drive(
                     done_send.clone(),
                     name=f"haive-submit:{node.name}:{index}",
                 )
-        pending: dict[int, tuple[list[Any], int]] = {}
-        next_seq = 0
+        order: Resequencer[tuple[list[Any], int]] = Resequencer()
         async with done_recv:
             async for seq, outputs, taken in done_recv:
                 if node.ordered:
-                    pending[seq] = (outputs, taken)
-                    ready: list[tuple[list[Any], int]] = []
-                    while next_seq in pending:
-                        ready.append(pending.pop(next_seq))
-                        next_seq += 1
+                    order.push(seq, (outputs, taken))
+                    ready = order.pop_ready()
                 else:
                     ready = [(outputs, taken)]
                 for outputs, taken in ready:
