@@ -342,7 +342,10 @@ async def test_a_demoted_primary_answering_readonly_is_left_for_the_new_one(
     old = servers.start("old")
     new = servers.replica_of("new", old)
     await trio.to_thread.run_sync(wait_replica_synced, new)
-    client = FailoverClient.replicas([old.address, new.address], failover_timeout="5s")
+    # wait_replicas: the SET is on the replica before send() returns, so it survives the swap.
+    client = FailoverClient.replicas(
+        [old.address, new.address], wait_replicas=1, failover_timeout="5s"
+    )
     try:
         assert await client.send(pack("SET", "k", "1"), 1) == [b"OK"]
         assert client.primary == ("127.0.0.1", old.port)
