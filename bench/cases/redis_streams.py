@@ -1,4 +1,4 @@
-"""Redis Streams end to end through ``haive worker`` processes, and Redis state latency.
+"""Redis Streams end to end through ``haive worker`` processes.
 
 One input stream of N keyed JSON events (``{"key", "seq", "v"}``) is filled once; every
 configuration reads all of it through its own consumer group and writes its own output
@@ -16,8 +16,8 @@ until the group has no pending and no undelivered entry.
   ``redis_streams.alo_vs_raw`` is our 1-worker figure over it.
 * ``redis_streams.sink.events_per_s`` (RedisStreamSink's hand-packed pipelined XADD) against
   ``redis_streams.baseline_redispy_pipeline_xadd.events_per_s`` (redis-py's pipeline).
-* ``state.redis.{get,put}.{p50,p99}_ms``: RedisStateBackend operations one at a time from
-  one trio task (skipped when another case already recorded them in this run).
+
+Redis state latency (``state.redis.*``) is measured by the ``state`` case.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import trio
 
 from bench.recorder import Recorder
 
-DESCRIPTION = "Redis Streams workers (1/2/4 processes, at-least/exactly-once) vs raw redis-py; Redis state p50/p99"
+DESCRIPTION = "Redis Streams workers (1/2/4 processes, at-least/exactly-once) vs raw redis-py"
 
 URL = "redis://127.0.0.1:6379/0"
 
@@ -64,7 +64,8 @@ class GatedSource(RedisStreamSource):
 source = GatedSource(
     os.environ["BENCH_IN"],
     delivery=os.environ["BENCH_DELIVERY"],
-    batch_size=1000,
+    batch_size=500,
+    ack_every=8000,  # read ahead 16 batches between acknowledgment points
     block="20ms",
     stop_when_drained=True,
 )
@@ -79,7 +80,7 @@ class Enrich(Node):
         return [{"key": e["key"], "seq": e["seq"], "v2": e["v"] * 2} for e in batch]
 
 
-pipeline = StreamingPipeline("bench", config=StreamConfig(chunk_size=1000, buffer_size=4096))
+pipeline = StreamingPipeline("bench", config=StreamConfig(chunk_size=500, buffer_size=4096))
 pipeline.set_source(source)
 pipeline.add_processor(Enrich())
 pipeline.set_sink(source.sink(os.environ["BENCH_OUT"]))
@@ -208,42 +209,6 @@ def _sink_rates(r: redis.Redis, tag: str, n: int) -> tuple[float, float]:
     return ours_rate, theirs
 
 
-def _state_latency(rec: Recorder, tag: str, n: int) -> None:
-    if any(f.name == "state.redis.get.p99_ms" for f in rec.figures):
-        return
-    from haive_plugin_redis import RedisStateBackend
-
-    async def measure() -> dict[str, list[int]]:
-        backend = RedisStateBackend(URL, prefix=f"{{{tag}}}:state:", pool_size=4)
-        await backend.open()
-        samples: dict[str, list[int]] = {"put": [], "get": []}
-        clock = time.perf_counter_ns
-        value = orjson.dumps({"user": "ada", "count": 1, "tags": ["a", "b"]})
-        try:
-            for phase in ("warm", "measure"):
-                for i in range(200 if phase == "warm" else n):
-                    key = f"user:{i % 1000}"
-                    t0 = clock()
-                    await backend.put(key, value)
-                    t1 = clock()
-                    await backend.get(key)
-                    t2 = clock()
-                    if phase == "measure":
-                        samples["put"].append(t1 - t0)
-                        samples["get"].append(t2 - t1)
-            await backend.delete_prefix("")
-        finally:
-            await backend.aclose()
-        return samples
-
-    samples = trio.run(measure)
-    for op in ("get", "put"):
-        ordered = sorted(samples[op])
-        for label, q in (("p50", 0.5), ("p99", 0.99)):
-            value = ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
-            rec.figure(f"state.redis.{op}.{label}_ms", value, "ms", "RedisStateBackend, one task")
-
-
 def run(rec: Recorder) -> None:
     n = 40_000 if rec.quick else 200_000
     r = redis.Redis.from_url(URL)
@@ -287,7 +252,6 @@ def run(rec: Recorder) -> None:
         )
         rec.figure("redis_streams.baseline_redispy_pipeline_xadd.events_per_s", theirs, "events/s")
         rec.ratio("redis_streams.sink_vs_redispy_pipeline", ours, theirs)
-        _state_latency(rec, tag, 2_000 if rec.quick else 20_000)
     finally:
         keys = list(r.scan_iter(match=f"{{{tag}}}*", count=1000))
         if keys:
