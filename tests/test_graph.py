@@ -139,3 +139,19 @@ async def test_stream_mode_results_in_order():
             async for out in p.results():
                 got.append(out)
     assert got == [n * n for n in range(1000)]
+
+
+async def test_stream_config_sizes_edges_and_batches():
+    from haive.dataflow import StreamConfig
+
+    seen = []
+    pipeline = EventPipeline("sized", config=StreamConfig(buffer_size=64, chunk_size=8))
+    pipeline.add_node(TransformNode(name="t", transform_fn=lambda x: x))
+    pipeline.connect("input", "t").connect("t", "output")
+
+    async with pipeline.process() as p:
+        assert {buf.capacity for buf in p.run.buffers()} == {64}
+        result = await p.send_batch(range(50))
+        seen.append(p.stats()["t"].batches)
+    assert result.outputs == list(range(50))
+    assert seen[0] >= 7  # 50 items in batches of at most 8

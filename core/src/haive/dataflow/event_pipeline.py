@@ -10,6 +10,7 @@ import attrs
 import trio
 
 from .backpressure import BoundedBuffer, BufferProducer
+from .config import StreamConfig
 from .errors import ClosedError, GraphError, unwrap_node_errors
 from .graph import Graph, GraphRun, RunSettings
 from .nodes import Node, NodeStats, check_error_policy
@@ -76,9 +77,14 @@ class EventPipeline:
         on_error: str = "raise",
         retry: RetryPolicy | None = None,
         max_batch: int = 1024,
+        config: StreamConfig | None = None,
     ) -> None:
         check_error_policy(on_error, f"EventPipeline {name!r}")
+        if config is not None:
+            # A StreamConfig sizes the edges and batches as it does for StreamingPipeline.
+            buffer_size, max_batch = config.buffer_size, config.chunk_size
         self.name = name
+        self.config = config
         self.graph = Graph()
         self.settings = RunSettings(
             buffer_size=buffer_size,
