@@ -12,7 +12,8 @@ from haive.dataflow.backpressure import BoundedBuffer
 from haive.dataflow.sinks import StreamSink
 from haive.dataflow.sources import DataSource
 
-from .server import ClientSession, WebSocketManager, _check_room
+from .server import ClientSession, WebSocketManager
+from .server_membership import _check_room
 
 
 @attrs.frozen

@@ -10,7 +10,7 @@ import attrs
 from .protocol import OutMessage
 
 if TYPE_CHECKING:
-    from .server import ClientSession
+    from .server_session import ClientSession
 
 
 @attrs.frozen

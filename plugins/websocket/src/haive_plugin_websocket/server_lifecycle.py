@@ -1,0 +1,221 @@
+"""Connections coming and going on the server.
+
+The opening handshake (:meth:`_LifecycleMixin._process_request`) negotiates the protocol
+features, checks the bearer token with ``authenticate`` (HTTP 401 when refused) and
+settles the client id (HTTP 400 when invalid). A connection then becomes a
+:class:`~haive_plugin_websocket.server_session.ClientSession`: it replaces (close 4009) an
+older connection with the same client id, is registered with the backplane, gets its
+``welcome`` and runs the ``on_connect`` callbacks; when it ends it leaves its rooms and
+``on_disconnect`` runs.
+"""
+
+from __future__ import annotations
+
+import http
+import inspect
+import logging
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import trio
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ._connections import HaiveServerConnection
+from .errors import UnknownClientError
+from .protocol import (
+    CLIENT_ID_HEADER,
+    CLOSE_REPLACED,
+    CLOSE_TOO_BIG,
+    FEATURES_HEADER,
+    FEATURES_QUERY,
+    parse_features,
+    valid_client_id,
+)
+from .server_membership import _quietly
+from .server_session import ClientInfo, ClientSession
+
+if TYPE_CHECKING:
+    from .backplane import Backplane
+    from .config import ServerConfig
+    from .server import ServerStats, WebSocketManager
+
+log = logging.getLogger("haive.websocket.server")
+
+
+def _first(values: list[str] | None) -> str | None:
+    return values[0] if values else None
+
+
+@attrs.frozen
+class _Handshake:
+    client_id: str
+    identity: Any
+    features: frozenset[str]
+    path: str
+
+
+AuthenticateFn = Callable[[str | None], Any]
+
+
+class _LifecycleMixin:
+    """Part of :class:`~haive_plugin_websocket.server.WebSocketManager`: connections."""
+
+    if TYPE_CHECKING:
+        config: ServerConfig
+        stats: ServerStats
+        authenticate: AuthenticateFn | None
+        backplane: Backplane | None
+        clients: dict[str, ClientSession]
+        _on_connect: list[Callable[[ClientSession], Any]]
+        _on_disconnect: list[Callable[[ClientSession], Any]]
+
+        async def _leave(
+            self, session: ClientSession, room_name: str, *, reply: bool, request_id: Any = None
+        ) -> None: ...
+
+    # -- handshake -----------------------------------------------------------------------
+    async def _process_request(
+        self, ws: HaiveServerConnection, request: Request
+    ) -> Response | None:
+        query = parse_qs(urlsplit(request.path).query)
+        offered = parse_features(
+            request.headers.get(FEATURES_HEADER) or _first(query.get(FEATURES_QUERY))
+        )
+        features = frozenset(f for f in offered if f in self.config.features)
+        identity = None
+        if self.authenticate is not None:
+            token = _bearer(request.headers.get("Authorization")) or _first(query.get("token"))
+            try:
+                identity = self.authenticate(token)
+                if inspect.isawaitable(identity):
+                    identity = await identity
+            except Exception:
+                log.exception("authenticate() failed; refusing the connection")
+                identity = None
+            if identity is None:
+                self.stats.errors["unauthorized"] += 1
+                return ws.respond(http.HTTPStatus.UNAUTHORIZED, "missing or invalid token\n")
+        requested = request.headers.get(CLIENT_ID_HEADER) or _first(query.get("client_id"))
+        if requested is not None and not valid_client_id(requested):
+            self.stats.errors["invalid_message"] += 1
+            return ws.respond(
+                http.HTTPStatus.BAD_REQUEST,
+                "invalid client id: use 1-64 letters, digits or _.:@+- starting with a letter or digit\n",
+            )
+        client_id = requested or uuid.uuid4().hex[:16]
+        ws.haive = _Handshake(client_id, identity, features, urlsplit(request.path).path)
+        return None
+
+    def _process_response(
+        self, ws: HaiveServerConnection, request: Request, response: Response
+    ) -> Response | None:
+        handshake = ws.haive
+        if handshake is not None and response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS:
+            response.headers[FEATURES_HEADER] = ", ".join(sorted(handshake.features))
+            response.headers[CLIENT_ID_HEADER] = handshake.client_id
+        return None
+
+    # -- connection lifecycle ---------------------------------------------------------------
+    async def _handle(self, ws: HaiveServerConnection) -> None:
+        handshake: _Handshake = ws.haive
+        ws.haive = None
+        try:
+            remote = ws.remote_address
+        except OSError:
+            remote = None
+        info = ClientInfo(
+            handshake.client_id, handshake.identity, handshake.features, handshake.path, remote
+        )
+        session = ClientSession(cast("WebSocketManager", self), ws, info)
+        previous = self.clients.get(info.client_id)
+        if previous is not None:
+            previous.kick(CLOSE_REPLACED, "replaced by a newer connection with the same client id")
+        self.clients[info.client_id] = session
+        self.stats.connections_opened += 1
+        self.stats.connections_open += 1
+        try:
+            if self.backplane is not None:
+                await self.backplane.register_client(info.client_id)
+            if self.config.send_welcome:
+                session.send(
+                    {
+                        "type": "welcome",
+                        "client_id": info.client_id,
+                        "features": sorted(info.features),
+                    }
+                )
+            await _call_all(self._on_connect, session)
+            if not self.config.keep_handshake_headers:
+                _forget_handshake_headers(ws)
+            try:
+                await session._reader()
+            except ConnectionClosed as exc:
+                if exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
+                    self.stats.errors["too_big"] += 1
+        except trio.Cancelled:
+            # The server is being torn down abruptly: do not leave the socket to the GC.
+            await trio.aclose_forcefully(ws.stream)
+            raise
+        finally:
+            session.closed = True
+            self.stats.dropped_outbound += session.dropped
+            session._out = None
+            with trio.CancelScope(shield=True), trio.move_on_after(self.config.close_timeout):
+                await self._cleanup(session)
+
+    async def _cleanup(self, session: ClientSession) -> None:
+        self.stats.connections_open -= 1
+        cid = session.client_id
+        if self.clients.get(cid) is session:
+            del self.clients[cid]
+            if self.backplane is not None:
+                await _quietly(self.backplane.unregister_client(cid))
+        for room in sorted(session.rooms):
+            await self._leave(session, room, reply=False)
+        try:
+            await _call_all(self._on_disconnect, session)
+        except Exception:
+            log.exception("an on_disconnect callback failed for %s", cid)
+
+    def _session(self, client_id: str) -> ClientSession:
+        session = self.clients.get(client_id)
+        if session is None:
+            raise UnknownClientError(
+                f"no client {client_id!r} is connected to this server; connected: "
+                f"{', '.join(sorted(self.clients)[:20]) or '(none)'}"
+            )
+        return session
+
+    async def disconnect(self, client_id: str, code: int = 1000, reason: str = "") -> None:
+        """Close a connected client's connection."""
+        await self._session(client_id).close(code, reason)
+
+
+def _forget_handshake_headers(ws: HaiveServerConnection) -> None:
+    # websockets keeps the opening handshake's request and response (about 4 KB with their
+    # headers) for the connection's lifetime; only the request's presence matters after it.
+    if ws.request is not None:
+        ws.request.headers = Headers()
+    if ws.response is not None:
+        ws.response.headers = Headers()
+
+
+def _bearer(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def _call_all(
+    callbacks: list[Callable[[ClientSession], Any]], session: ClientSession
+) -> None:
+    for fn in callbacks:
+        result = fn(session)
+        if inspect.isawaitable(result):
+            await result

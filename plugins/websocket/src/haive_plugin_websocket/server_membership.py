@@ -1,0 +1,186 @@
+"""Room membership on the server: join (with recovery replay), leave, members, history.
+
+A join puts the session in the room's local members and answers ``joined`` with the
+room's latest sequence number and the server epoch. A client resuming (``since``, with the
+``recovery`` feature) then gets, before anything new, the messages it missed that the
+room's history (:class:`~haive_plugin_websocket.rooms.RoomHistory`) still holds, or a
+``gap`` notice when some are gone or the epoch changed. Members are told ``user_joined``
+/ ``user_left``; with a backplane the membership is shared between server nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .errors import InvalidRoomError
+from .protocol import valid_room
+
+if TYPE_CHECKING:
+    from .backplane import Backplane
+    from .rooms import RoomTable
+    from .server_session import ClientSession
+
+log = logging.getLogger("haive.websocket.server")
+
+
+class _MembershipMixin:
+    """Part of :class:`~haive_plugin_websocket.server.WebSocketManager`: room membership."""
+
+    if TYPE_CHECKING:
+        backplane: Backplane | None
+        clients: dict[str, ClientSession]
+        epoch: str
+        _rooms: RoomTable
+
+        def _session(self, client_id: str) -> ClientSession: ...
+
+        async def broadcast_to_room(
+            self, room_name: str, message: dict[str, Any] | bytes, *, exclude: str | None = None
+        ) -> None: ...
+
+    # -- rooms -------------------------------------------------------------------------------
+    async def _join(
+        self,
+        session: ClientSession,
+        room_name: str,
+        *,
+        since: int | None = None,
+        epoch: str | None = None,
+        request_id: Any = None,
+    ) -> None:
+        already = room_name in session.rooms
+        room = self._rooms.get_or_create(room_name)
+        # From here to the replay nothing awaits: a broadcast cannot slip in between, so the
+        # client gets what it missed, then everything new, without gaps or duplicates.
+        room.members[session.client_id] = session
+        self._rooms.active(room_name)
+        session.rooms.add(room_name)
+        history = room.history
+        joined: dict[str, Any] = {
+            "type": "joined",
+            "room": room_name,
+            "latest": history.latest,
+            "epoch": self.epoch,
+        }
+        if request_id is not None:
+            joined["id"] = request_id
+        session.send(joined)
+        if since is not None and session.recovery:
+            if epoch is not None and epoch != self.epoch:
+                session.send(
+                    {
+                        "type": "gap",
+                        "room": room_name,
+                        "since": since,
+                        "reason": "epoch",
+                        "oldest": history.oldest,
+                        "latest": history.latest,
+                    }
+                )
+            else:
+                replay = history.since(since)
+                if replay.gap:
+                    session.send(
+                        {
+                            "type": "gap",
+                            "room": room_name,
+                            "since": since,
+                            "reason": "too_old",
+                            "oldest": replay.oldest,
+                            "latest": replay.latest,
+                        }
+                    )
+                for out in replay.messages:
+                    session.enqueue(out)
+        if already:
+            return
+        if self.backplane is not None:
+            await _quietly(self.backplane.add_member(room_name, session.client_id))
+        await self.broadcast_to_room(
+            room_name, {"type": "user_joined", "user_id": session.client_id, "room": room_name}
+        )
+
+    async def _leave(
+        self, session: ClientSession, room_name: str, *, reply: bool, request_id: Any = None
+    ) -> None:
+        room = self._rooms.get(room_name)
+        was_member = room_name in session.rooms
+        session.rooms.discard(room_name)
+        if room is not None and room.members.get(session.client_id) is session:
+            del room.members[session.client_id]
+            self._rooms.touch_idle(room_name)
+        if reply:
+            left: dict[str, Any] = {"type": "left", "room": room_name}
+            if request_id is not None:
+                left["id"] = request_id
+            session.send(left)
+        if not was_member:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        # After a takeover the new connection of this client id is still a member.
+        if room is not None and session.client_id in room.members:
+            return
+        if self.backplane is not None:
+            await _quietly(self.backplane.remove_member(room_name, session.client_id))
+        await self.broadcast_to_room(
+            room_name, {"type": "user_left", "user_id": session.client_id, "room": room_name}
+        )
+
+    async def join_room(self, client_id: str, room_name: str) -> None:
+        """Put a connected client into a room (it gets ``joined``; members ``user_joined``)."""
+        _check_room(room_name)
+        await self._join(self._session(client_id), room_name)
+
+    async def leave_room(self, client_id: str, room_name: str) -> None:
+        """Take a connected client out of a room (it gets ``left``; members ``user_left``)."""
+        _check_room(room_name)
+        await self._leave(self._session(client_id), room_name, reply=True)
+
+    @property
+    def rooms(self) -> dict[str, set[str]]:
+        """Room name -> ids of this server's members (a snapshot; empty rooms omitted)."""
+        return {name: set(room.members) for name, room in self._rooms.rooms.items() if room.members}
+
+    @property
+    def client_rooms(self) -> dict[str, set[str]]:
+        """Client id -> rooms it is in (a snapshot) for this server's clients."""
+        return {cid: set(session.rooms) for cid, session in self.clients.items()}
+
+    async def members(self, room_name: str) -> list[str]:
+        """Ids of the room's members: on every node when a backplane is configured."""
+        _check_room(room_name)
+        if self.backplane is not None:
+            return await self.backplane.members(room_name)
+        room = self._rooms.get(room_name)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return sorted(room.members) if room is not None else []
+
+    def history(self, room_name: str) -> list[dict[str, Any]]:
+        """The room's kept messages with their ``seq`` (oldest first), for inspection."""
+        room = self._rooms.get(room_name)
+        if room is None:
+            return []
+        return [
+            {**m.payload, "seq": m.seq}
+            for m in room.history.messages
+            if isinstance(m.payload, dict)
+        ]
+
+
+def _check_room(room_name: str) -> None:
+    if not valid_room(room_name):
+        raise InvalidRoomError(
+            f"invalid room name {room_name!r}: use 1-128 letters, digits or _.:@/+- "
+            "starting with a letter or digit"
+        )
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("backplane call failed")
