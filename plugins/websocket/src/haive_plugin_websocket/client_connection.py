@@ -1,0 +1,321 @@
+"""Keeping a client connected: connect, serve the connection, reconnect, give up, close.
+
+:meth:`_ConnectionMixin.run` opens a connection (TCP to the URL's host, or the caller's
+``open_stream``), negotiates the protocol features, re-joins the client's rooms resuming
+from the last sequence number seen, then runs the writer, the reader and the heartbeat
+until the connection drops. It then waits :func:`reconnect_delay` (exponential, capped,
+jittered) and tries again, up to ``max_reconnect_attempts``. Some failures end the retries
+at once: an HTTP status that retrying cannot fix, an untrusted TLS certificate, or a newer
+connection with the same client id replacing this one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import trio
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import CLOSED
+from websockets.trio.client import connect as ws_connect
+
+from ._connections import HaiveClientConnection, send_frames
+from .config import ConnectionConfig
+from .errors import ConnectionFailedError, TLSVerificationError
+from .protocol import (
+    CLIENT_ID_HEADER,
+    CLOSE_REPLACED,
+    FEATURES_HEADER,
+    JSON,
+    MSGPACK,
+    Codec,
+    OutMessage,
+    encode_frames,
+    parse_features,
+)
+from .tls import describe_tls_failure, tls_failure
+
+if TYPE_CHECKING:
+    import ssl
+
+    from .client import ClientStats, StreamingClient
+    from .client_rooms import _Pending, _RoomState
+
+#: HTTP statuses that retrying cannot fix.
+_FATAL_STATUSES = frozenset({400, 401, 403, 404, 405, 426})
+
+
+def reconnect_delay(attempt: int, config: ConnectionConfig, rng: random.Random) -> float:
+    """Seconds to wait before reconnect ``attempt`` (1, 2, ...): exponential, capped, jittered.
+
+    The nominal delay is ``reconnect_interval * backoff_factor ** (attempt - 1)``, at most
+    ``max_reconnect_interval``; jitter draws the real one from
+    ``[nominal * (1 - jitter), nominal]`` so that clients dropped together do not all come
+    back at the same instant.
+
+    Example::
+
+        >>> config = ConnectionConfig(url="ws://h/", reconnect_interval=1, max_reconnect_interval=8, jitter=0)
+        >>> [reconnect_delay(n, config, random.Random(0)) for n in range(1, 6)]
+        [1.0, 2.0, 4.0, 8.0, 8.0]
+    """
+    nominal = min(
+        config.max_reconnect_interval,
+        config.reconnect_interval * config.backoff_factor ** (attempt - 1),
+    )
+    return nominal * (1.0 - config.jitter * rng.random())
+
+
+class _ConnectionMixin:
+    """Part of :class:`~haive_plugin_websocket.client.StreamingClient`: the connection."""
+
+    if TYPE_CHECKING:
+        config: ConnectionConfig
+        stats: ClientStats
+        client_id: str | None
+        features: frozenset[str]
+        failed: ConnectionFailedError | None
+        _rng: random.Random
+        _open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None
+        _tls: ssl.SSLContext | None
+        _wire_codec: Codec
+        _msgpack_frames: bool
+        _batch: bool
+        _recovery: bool
+        _rooms: dict[str, _RoomState]
+        _pending: dict[int, _Pending]
+        _ws: HaiveClientConnection | None
+        _connected: trio.Event
+        _run_scope: trio.CancelScope | None
+        _closing: bool
+
+        def _emit(self, kind: str, **fields: Any) -> None: ...
+
+        def _join_message(self, room: str, state: _RoomState, *, resume: bool) -> OutMessage: ...
+
+        async def flush(self) -> None: ...
+
+        async def _writer(self, ws: HaiveClientConnection) -> None: ...
+
+        async def _reader(self, ws: HaiveClientConnection) -> None: ...
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[StreamingClient] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect, and reconnect whenever the connection drops, until :meth:`close`.
+
+        With ``nursery.start`` it returns once first connected. After giving up it sets
+        :attr:`failed`, emits ``gave_up`` and returns (or raises, if never connected).
+        """
+        if self._run_scope is not None:
+            raise RuntimeError(
+                "this StreamingClient is already running; create one client per connection"
+            )
+        cfg = self.config
+        attempt = 0
+        started = False
+        with trio.CancelScope() as self._run_scope:
+            while not self._closing:
+                error: BaseException | None = None
+                try:
+                    stream = await self._open_stream() if self._open_stream is not None else None
+                    async with self._open(stream) as ws:
+                        attempt = 0
+                        if not started:
+                            started = True
+                            task_status.started(cast("StreamingClient", self))
+                        await self._serve(ws)
+                except InvalidStatus as exc:
+                    status = exc.response.status_code
+                    if status in _FATAL_STATUSES:
+                        self._give_up(
+                            f"the server refused the connection: HTTP {status}", exc, attempt
+                        )
+                        if not started:
+                            raise self.failed from exc  # type: ignore[misc]
+                        return
+                    error = exc
+                except (
+                    OSError,
+                    ConnectionClosed,
+                    InvalidHandshake,
+                    TimeoutError,
+                    trio.BrokenResourceError,
+                ) as exc:
+                    error = exc
+                if self._closing:
+                    return
+                tls_error = tls_failure(error)
+                if tls_error is not None:
+                    # An untrusted certificate or a TLS mismatch: retrying cannot help.
+                    self._give_up(
+                        describe_tls_failure(tls_error, cfg.url),
+                        error,
+                        attempt,
+                        error_cls=TLSVerificationError,
+                    )
+                    if not started:
+                        raise self.failed from error  # type: ignore[misc]
+                    return
+                close_code = _close_code(error)
+                if close_code == CLOSE_REPLACED:
+                    self._emit("replaced", error=_describe(error))
+                    self._give_up(
+                        "replaced by a newer connection with the same client id", error, attempt
+                    )
+                    return
+                self._emit("disconnected", attempt=attempt, error=_describe(error))
+                attempt += 1
+                if cfg.max_reconnect_attempts is not None and attempt > cfg.max_reconnect_attempts:
+                    self._give_up(
+                        f"could not connect to {cfg.url} after {cfg.max_reconnect_attempts} "
+                        f"reconnect attempts: {_describe(error)}",
+                        error,
+                        attempt,
+                    )
+                    if not started:
+                        raise self.failed from error  # type: ignore[misc]
+                    return
+                delay = reconnect_delay(attempt, cfg, self._rng)
+                self._emit("reconnecting", attempt=attempt, delay=delay, error=_describe(error))
+                await trio.sleep(delay)
+
+    def _give_up(
+        self,
+        message: str,
+        error: BaseException | None,
+        attempt: int,
+        *,
+        error_cls: type[ConnectionFailedError] = ConnectionFailedError,
+    ) -> None:
+        self.failed = error_cls(message)
+        self._emit("gave_up", attempt=attempt, error=_describe(error))
+        # Wake everyone waiting for the connection, a room or a reply: they raise `failed`.
+        self._connected.set()
+        for state in self._rooms.values():
+            state.joined.set()
+        for pending in self._pending.values():
+            pending.done.set()
+
+    def _open(self, stream: trio.abc.Stream | None) -> ws_connect:
+        cfg = self.config
+        headers: list[tuple[str, str]] = []
+        offered = cfg.offered_features
+        if offered:
+            headers.append((FEATURES_HEADER, ", ".join(offered)))
+        if self.client_id is not None:
+            headers.append((CLIENT_ID_HEADER, self.client_id))
+        if cfg.token is not None:
+            headers.append(("Authorization", f"Bearer {cfg.token}"))
+        return ws_connect(
+            cfg.url,
+            compression=cfg.compression,
+            additional_headers=headers,
+            open_timeout=cfg.open_timeout,
+            close_timeout=cfg.close_timeout,
+            ping_interval=None,  # our own heartbeat, below, reports and reconnects
+            max_size=cfg.max_message_size,
+            proxy=None,
+            stream=stream,
+            ssl=self._tls,
+            create_connection=HaiveClientConnection,
+        )
+
+    async def _serve(self, ws: HaiveClientConnection) -> None:
+        cfg = self.config
+        response = ws.response
+        accepted = parse_features(response.headers.get(FEATURES_HEADER) if response else None)
+        self.features = frozenset(f for f in accepted if f in cfg.offered_features)
+        self._batch = "batch" in self.features
+        self._recovery = "recovery" in self.features
+        self._msgpack_frames = "msgpack" in self.features
+        self._wire_codec = MSGPACK if self._msgpack_frames else JSON
+        if response is not None and response.headers.get(CLIENT_ID_HEADER):
+            self.client_id = response.headers[CLIENT_ID_HEADER]
+        # Re-join rooms before anything queued goes out, resuming where we left off.
+        rejoin = [
+            self._join_message(room, state, resume=True) for room, state in self._rooms.items()
+        ]
+        if rejoin:
+            await send_frames(
+                ws,
+                encode_frames(
+                    rejoin,
+                    self._wire_codec,
+                    with_seq=False,
+                    batch=self._batch,
+                    max_batch_bytes=cfg.max_batch_bytes,
+                ),
+            )
+        self._ws = ws
+        self.stats.connects += 1
+        if self.stats.connects > 1:
+            self.stats.reconnects += 1
+            self._emit("reconnected")
+        else:
+            self._emit("connected")
+        self._connected.set()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, ws)
+                if cfg.heartbeat_interval is not None:
+                    nursery.start_soon(self._heartbeat, ws, nursery.cancel_scope)
+                try:
+                    await self._reader(ws)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._ws = None
+            self._connected = trio.Event()
+            for state in self._rooms.values():
+                if state.joined.is_set():
+                    state.joined = trio.Event()
+        if ws.state is CLOSED:
+            raise ws.close_exc  # tells run() how the connection ended (close code, cause)
+
+    async def close(self) -> None:
+        """Flush what is queued (for up to ``close_timeout``), close, stop reconnecting."""
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            with trio.move_on_after(self.config.close_timeout):
+                await self.flush()
+            with trio.move_on_after(self.config.close_timeout):
+                await ws.aclose()
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+    async def _heartbeat(self, ws: HaiveClientConnection, cancel_scope: trio.CancelScope) -> None:
+        interval = self.config.heartbeat_interval
+        timeout = self.config.effective_heartbeat_timeout
+        assert interval is not None and timeout is not None
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(timeout) as deadline:
+                try:
+                    pong = await ws.ping()
+                except ConnectionClosed:
+                    return
+                await pong.wait()
+            if deadline.cancelled_caught:
+                self.stats.heartbeat_timeouts += 1
+                self._emit("heartbeat_timeout", error=f"no pong within {timeout:g} s")
+                # The peer is gone or stuck: drop the TCP connection now, no close handshake.
+                await trio.aclose_forcefully(ws.stream)
+                cancel_scope.cancel()
+                return
+
+
+def _close_code(error: BaseException | None) -> int | None:
+    if isinstance(error, ConnectionClosed) and error.rcvd is not None:
+        return error.rcvd.code
+    return None
+
+
+def _describe(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,172 @@
+"""Incoming messages on the client: parse frames, drop replayed duplicates, dispatch.
+
+The reader parses each frame (one message, or a batch), drops room messages whose
+sequence number was already seen (a resumed room may replay them), lets the protocol's
+own messages (``welcome``, ``joined``, ``left``, ``gap``, ``error``) update the client's
+state, completes a pending :meth:`request` with the reply of the same ``id``, and calls
+the handler registered with ``@client.on_message(type)``. A failing handler is counted
+and logged, never breaking the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from websockets.exceptions import ConnectionClosed
+
+from haive.dataflow.errors import SerializationError
+
+from ._connections import HaiveClientConnection
+from .client_rooms import _RoomState
+from .errors import RoomAccessError
+from .protocol import parse_frame
+
+if TYPE_CHECKING:
+    from .client import ClientStats
+    from .client_rooms import _Pending
+    from .config import ConnectionConfig
+    from .handlers import MessageHandler
+
+log = logging.getLogger("haive.websocket.client")
+
+#: Message types of the protocol: not counted as unknown when no handler takes them.
+_PROTOCOL_TYPES = frozenset(
+    {
+        "welcome",
+        "joined",
+        "left",
+        "gap",
+        "error",
+        "pong",
+        "members",
+        "rooms",
+        "user_joined",
+        "user_left",
+    }
+)
+
+
+class _InboundMixin:
+    """Part of :class:`~haive_plugin_websocket.client.StreamingClient`: incoming messages."""
+
+    if TYPE_CHECKING:
+        config: ConnectionConfig
+        stats: ClientStats
+        handlers: MessageHandler
+        client_id: str | None
+        _msgpack_frames: bool
+        _batch: bool
+        _rooms: dict[str, _RoomState]
+        _pending: dict[int, _Pending]
+        _internal: dict[str, Callable[[dict[str, Any]], None]]
+
+        def _emit(self, kind: str, **fields: Any) -> None: ...
+
+    async def _reader(self, ws: HaiveClientConnection) -> None:
+        try:
+            while True:
+                raw = await ws.recv()
+                try:
+                    messages = parse_frame(
+                        raw, msgpack_frames=self._msgpack_frames, batch=self._batch
+                    )
+                except SerializationError as exc:
+                    self.stats.invalid_messages += 1
+                    log.warning("ignored a malformed frame from %s: %s", self.config.url, exc)
+                    continue
+                self.stats.messages_received += len(messages)
+                dispatch = self._dispatch
+                for message in messages:
+                    pending = dispatch(message)
+                    if pending is not None:  # an async handler
+                        try:
+                            await pending
+                        except Exception:
+                            self.stats.handler_errors += 1
+                            log.exception("message handler for %r failed", message.get("type"))
+        except ConnectionClosed:
+            return
+
+    def _dispatch(self, message: Any) -> Awaitable[Any] | None:
+        """Handle one message; returns the awaitable of an async handler (None otherwise)."""
+        if type(message) is not dict:
+            self.stats.invalid_messages += 1
+            return None
+        mtype = message.get("type")
+        if type(mtype) is not str:
+            self.stats.invalid_messages += 1
+            return None
+        seq = message.get("seq")
+        if type(seq) is int:
+            state = self._rooms.get(message.get("room"))  # type: ignore[arg-type]
+            if state is not None:
+                if state.last_seq is not None and seq <= state.last_seq:
+                    self.stats.duplicates_dropped += 1
+                    return None
+                state.last_seq = seq
+        internal = self._internal.get(mtype)
+        if internal is not None:
+            internal(message)
+        request_id = message.get("id")
+        if type(request_id) is int:
+            pending = self._pending.pop(request_id, None)
+            if pending is not None:
+                pending.value = message
+                pending.done.set()
+        route = self.handlers.route(mtype)
+        if route is None:
+            if internal is None and mtype not in _PROTOCOL_TYPES:
+                self.stats.unknown_types += 1
+            return None
+        fn, is_async = route
+        try:
+            result = fn(message)
+        except Exception:
+            self.stats.handler_errors += 1
+            log.exception("message handler for %r failed", mtype)
+            return None
+        return result if is_async else None
+
+    # -- protocol messages -------------------------------------------------------------------------
+    def _on_welcome(self, message: dict[str, Any]) -> None:
+        client_id = message.get("client_id")
+        if isinstance(client_id, str):
+            self.client_id = client_id
+
+    def _on_joined(self, message: dict[str, Any]) -> None:
+        room = message.get("room")
+        if not isinstance(room, str):
+            return
+        state = self._rooms.get(room)
+        if state is None:  # joined by the server (manager.join_room)
+            state = self._rooms[room] = _RoomState()
+        epoch = message.get("epoch")
+        seq = message.get("latest")
+        if state.last_seq is None or state.epoch != epoch:
+            # A fresh join, or a new server epoch: count from the room's current position.
+            state.last_seq = seq if type(seq) is int else None
+        state.epoch = epoch if isinstance(epoch, str) else None
+        state.error = None
+        state.joined.set()
+
+    def _on_left(self, message: dict[str, Any]) -> None:
+        room = message.get("room")
+        if isinstance(room, str):
+            self._rooms.pop(room, None)
+
+    def _on_gap(self, message: dict[str, Any]) -> None:
+        self._emit("gap", detail=dict(message))
+
+    def _on_error(self, message: dict[str, Any]) -> None:
+        code = str(message.get("code"))
+        self.stats.server_errors[code] += 1
+        log.warning("server error %s: %s", code, message.get("message"))
+        room = message.get("room")
+        ref = message.get("ref_type")
+        if isinstance(room, str) and ref == "join":
+            state = self._rooms.pop(room, None)
+            if state is not None:
+                state.error = RoomAccessError(room, code, str(message.get("message")))
+                state.joined.set()
