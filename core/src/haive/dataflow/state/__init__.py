@@ -1,6 +1,7 @@
 """Keyed state: backends (memory, SQLite, Redis via plugin), the typed StateStore, windows,
 stateful processors and the session/window helpers of the product description."""
 
+from .aggregators import Aggregator, Collect, Count, Fold, Max, Mean, Min, Sum
 from .backend import StateBackend, StateWrite
 from .memory import MemoryStateBackend
 from .processor import KeyedState, StatefulProcessor
@@ -14,22 +15,8 @@ from .store import (
     resolve_backend,
     state_backend_classes,
 )
-from .windows import (
-    Aggregator,
-    Collect,
-    Count,
-    Fold,
-    Max,
-    Mean,
-    Min,
-    SessionWindow,
-    SlidingWindow,
-    Sum,
-    TumblingWindow,
-    WindowedAggregateNode,
-    WindowNode,
-    WindowResult,
-)
+from .window_node import WindowedAggregateNode, WindowNode
+from .window_specs import SessionWindow, SlidingWindow, TumblingWindow, WindowResult
 
 __all__ = [
     "Aggregator",

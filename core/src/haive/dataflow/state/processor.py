@@ -12,8 +12,8 @@ from ..errors import ConfigError
 from ..nodes import Node, NodeContext, check_error_policy, is_async_callable
 from ..retry import RetryPolicy
 from .backend import StateBackend, StateWrite
+from .fields import FieldGetter
 from .store import StateStore
-from .windows import FieldGetter
 
 S = TypeVar("S")
 
