@@ -1,0 +1,208 @@
+"""Exactly-once epochs of a :class:`~haive_plugin_redis.streams.RedisStreamSource`.
+
+In ``delivery="exactly_once"`` the sink and the keyed state only *stage* their writes in
+the epoch's :class:`Transaction`. Acknowledging commits the state writes, the output
+``XADD``\\ s, the dead letters and the ``XACK`` of the epoch's IDs in one ``MULTI/EXEC``
+on a connection that ``WATCH``\\ es this consumer's fence key (bumped by a claimer, see
+:mod:`.stream_claims`) and every state key read: all of it happens or none. An aborted
+commit (a conflicting write, or this consumer fenced off) replays the epoch's entries.
+A counter whose stored value is not an integer is quarantined to the dead-letter stream
+in the same transaction instead of failing inside ``EXEC``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from redis.exceptions import ResponseError
+
+from haive.dataflow.errors import ConfigError, HaiveError
+
+from ._resp import pack, pack_ids
+from .stream_wire import _XACK_CHUNK, pack_xadds
+
+if TYPE_CHECKING:
+    from .client import DedicatedConnection
+    from .stream_reading import _Batch
+    from .streams import StreamSourceStats
+
+_INTEGER = re.compile(rb"-?[0-9]{1,19}")  # what INCRBY accepts (64-bit signed)
+
+
+class RedisCommitError(HaiveError):
+    """An exactly-once commit failed inside ``EXEC`` (a command error: wrong key type...).
+
+    Redis does not roll a transaction back, so the commands before the failing one were
+    applied; the message names the failing command so the offending key can be fixed.
+    """
+
+
+@attrs.define
+class Transaction:
+    """What one exactly-once epoch stages until its commit.
+
+    Example::
+
+        >>> txn = Transaction()
+        >>> txn.stage_write("k", ("set", b"1", None))
+        >>> txn.empty
+        False
+    """
+
+    #: State key -> ("set", value, ttl) | ("del",) | ("add", amount, ttl), in write order.
+    writes: dict[str, tuple[Any, ...]] = attrs.field(factory=dict)
+    #: State key -> value read under WATCH in this epoch.
+    reads: dict[str, bytes | None] = attrs.field(factory=dict)
+    #: Packed XADD commands (outputs and dead letters) and how many.
+    xadds: list[bytes] = attrs.field(factory=list)
+    xadd_count: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.writes and not self.xadds
+
+    def stage_write(self, key: str, op: tuple[Any, ...]) -> None:
+        self.writes.pop(key, None)  # keep write order = order of the last write
+        self.writes[key] = op
+
+    def stage_xadds(self, packed: bytes, count: int) -> None:
+        self.xadds.append(packed)
+        self.xadd_count += count
+
+    def reset(self) -> None:
+        self.writes.clear()
+        self.reads.clear()
+        self.xadds.clear()
+        self.xadd_count = 0
+
+
+class _ExactlyOnceMixin:
+    """Part of :class:`~haive_plugin_redis.streams.RedisStreamSource`: exactly-once commits."""
+
+    if TYPE_CHECKING:
+        stream: str
+        group: str
+        consumer: str
+        dead_letter: str
+        stats: StreamSourceStats
+        transaction: Transaction
+        _conn: DedicatedConnection | None
+        _watching: bool
+        _batches: deque[_Batch]
+        _unacked_items: int
+        _replay: bool
+        _replay_cursor: bytes
+
+        def fence_key(self, consumer: str | None = None) -> str: ...
+
+    async def _commit(self) -> None:
+        """One MULTI/EXEC: state writes, staged XADDs, XACK of the epoch's IDs."""
+        conn = self._conn
+        assert conn is not None
+        txn = self.transaction
+        ids = [i for batch in self._batches for i in (*batch.item_ids, *batch.other_ids)]
+        self._batches.clear()
+        self._unacked_items = 0
+        if not ids and txn.empty:
+            return
+        commands = [pack("MULTI")]
+        corrupt = await self._corrupt_counters(conn)
+        for key, value in corrupt.items():
+            # INCRBY would fail inside EXEC (Redis does not roll back): quarantine the bad
+            # value with the reason and count from zero, in this same transaction.
+            dead = [
+                b"reason", b"state key holds a non-integer value; moved here, counter reset",
+                b"state_key", key.encode(),
+                b"value", value,
+                b"stream", self.stream.encode(),
+                b"group", self.group.encode(),
+                b"consumer", self.consumer.encode(),
+            ]  # fmt: skip
+            commands.append(pack_xadds(self.dead_letter, [dead], None, True))
+            commands.append(pack("DEL", key))
+        self.stats.dead_lettered += len(corrupt)
+        for key, op in txn.writes.items():
+            kind = op[0]
+            if kind == "set":
+                _, value, ttl = op
+                if ttl is None:
+                    commands.append(pack("SET", key, value))
+                else:
+                    commands.append(pack("SET", key, value, "PX", max(1, round(ttl * 1000))))
+            elif kind == "del":
+                commands.append(pack("DEL", key))
+            else:
+                _, amount, ttl = op
+                commands.append(pack("INCRBY", key, amount))
+                if ttl is not None:
+                    commands.append(pack("PEXPIRE", key, max(1, round(ttl * 1000))))
+        body = b"".join(commands) + b"".join(txn.xadds)
+        n = len(commands) + txn.xadd_count
+        acks = [
+            pack_ids(("XACK", self.stream, self.group), ids[i : i + _XACK_CHUNK])
+            for i in range(0, len(ids), _XACK_CHUNK)
+        ]
+        packed = body + b"".join(acks) + pack("EXEC")
+        n += len(acks) + 1
+        try:
+            replies = await conn.send(packed, n)
+        finally:
+            txn.reset()
+            self._watching = False
+        result = replies[-1]
+        if result is None:  # a watched key changed (conflict) or this consumer was fenced
+            self.stats.aborted_commits += 1
+            self._replay = True
+            self._replay_cursor = b"0"
+            return
+        if isinstance(result, ResponseError):
+            queued = next(
+                (r for r in replies if isinstance(r, ResponseError) and r is not result), result
+            )
+            raise RedisCommitError(
+                f"exactly-once commit on {self.stream!r} rejected, nothing applied: {queued}"
+            )
+        for reply in result:
+            if isinstance(reply, ResponseError):
+                raise RedisCommitError(
+                    f"exactly-once commit on {self.stream!r} partly applied: a command failed "
+                    f"inside EXEC: {reply}"
+                )
+        self.stats.commits += 1
+        self.stats.acknowledged += len(ids)
+
+    async def _corrupt_counters(self, conn: DedicatedConnection) -> dict[str, bytes]:
+        """Staged ``add`` keys whose stored value is not an integer (one MGET, not watched)."""
+        keys = [key for key, op in self.transaction.writes.items() if op[0] == "add"]
+        if not keys:
+            return {}
+        values = (await conn.send(pack("MGET", *keys), 1))[0]
+        if isinstance(values, ResponseError):
+            raise HaiveError(f"reading counters before the commit failed: {values}")
+        return {
+            key: value
+            for key, value in zip(keys, values, strict=True)
+            if value is not None and not _INTEGER.fullmatch(value)
+        }
+
+    # -- transactional reads (exactly-once state) ---------------------------------------
+    async def _watched_read(self, keys: list[str]) -> list[bytes | None]:
+        """Read ``keys`` on the transaction's connection after WATCHing them."""
+        conn = self._conn
+        if conn is None:
+            raise ConfigError("exactly_once state is used before its source was opened")
+        packed = pack("WATCH", *keys) + pack("MGET", *keys)
+        n = 2
+        if not self._watching:
+            packed = pack("WATCH", self.fence_key()) + packed
+            n = 3
+        replies = await conn.send(packed, n)
+        self._watching = True
+        values = replies[-1]
+        if isinstance(values, ResponseError):
+            raise HaiveError(f"reading state keys failed: {values}")
+        out: list[bytes | None] = values
+        return out
