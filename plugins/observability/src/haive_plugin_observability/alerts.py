@@ -27,13 +27,10 @@ import trio
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.plugins import get_registry
 
-from .metrics import (
-    BackpressureSnapshot,
-    ErrorRateSnapshot,
-    LatencySnapshot,
-    MetricsCollector,
-    MetricsSnapshot,
-)
+from .backpressure import BackpressureSnapshot
+from .collector import MetricsCollector, MetricsSnapshot
+from .error_rate import ErrorRateSnapshot
+from .latency import LatencySnapshot
 
 log = logging.getLogger("haive.alerts")
 

@@ -19,8 +19,8 @@ import trio
 from haive.dataflow.errors import ConfigError
 
 from .alerts import Alert, AlertManager
+from .collector import MetricsCollector, MetricsSnapshot
 from .dashboard import Dashboard
-from .metrics import MetricsCollector, MetricsSnapshot
 from .windows import as_seconds
 
 

@@ -33,14 +33,11 @@ from websockets.trio.server import Server, ServerConnection, serve
 from haive.dataflow.errors import ConfigError
 
 from .alerts import AlertEvent, AlertManager
-from .metrics import (
-    BackpressureSnapshot,
-    ErrorRateSnapshot,
-    LatencySnapshot,
-    MetricsCollector,
-    MetricsSnapshot,
-    ThroughputSnapshot,
-)
+from .backpressure import BackpressureSnapshot
+from .collector import MetricsCollector, MetricsSnapshot
+from .error_rate import ErrorRateSnapshot
+from .latency import LatencySnapshot
+from .throughput import ThroughputSnapshot
 
 _KINDS: dict[str, type[Any]] = {
     "throughput": ThroughputSnapshot,

@@ -12,11 +12,11 @@ _PACKAGE = "haive_plugin_observability"
 #: Public names added to ``haive.dataflow.streaming`` (imported only when first used).
 EXPORTS: dict[str, str] = {
     "StreamAnalytics": f"{_PACKAGE}.analytics:StreamAnalytics",
-    "MetricsCollector": f"{_PACKAGE}.metrics:MetricsCollector",
-    "ThroughputMetric": f"{_PACKAGE}.metrics:ThroughputMetric",
-    "LatencyMetric": f"{_PACKAGE}.metrics:LatencyMetric",
-    "ErrorRateMetric": f"{_PACKAGE}.metrics:ErrorRateMetric",
-    "BackpressureMetric": f"{_PACKAGE}.metrics:BackpressureMetric",
+    "MetricsCollector": f"{_PACKAGE}.collector:MetricsCollector",
+    "ThroughputMetric": f"{_PACKAGE}.throughput:ThroughputMetric",
+    "LatencyMetric": f"{_PACKAGE}.latency:LatencyMetric",
+    "ErrorRateMetric": f"{_PACKAGE}.error_rate:ErrorRateMetric",
+    "BackpressureMetric": f"{_PACKAGE}.backpressure:BackpressureMetric",
     "AlertManager": f"{_PACKAGE}.alerts:AlertManager",
     "Alert": f"{_PACKAGE}.alerts:Alert",
     "Dashboard": f"{_PACKAGE}.dashboard:Dashboard",

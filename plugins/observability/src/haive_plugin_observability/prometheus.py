@@ -34,15 +34,11 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .metrics import (
-    PROMETHEUS_LATENCY_BOUNDS,
-    BackpressureSnapshot,
-    ErrorRateSnapshot,
-    LatencySnapshot,
-    MetricsCollector,
-    MetricsSnapshot,
-    ThroughputSnapshot,
-)
+from .backpressure import BackpressureSnapshot
+from .collector import MetricsCollector, MetricsSnapshot
+from .error_rate import ErrorRateSnapshot
+from .latency import PROMETHEUS_LATENCY_BOUNDS, LatencySnapshot
+from .throughput import ThroughputSnapshot
 from .websocket import WebSocketSnapshot
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -19,7 +19,7 @@ import trio
 from haive.dataflow.cli import Command
 from haive.dataflow.errors import ConfigError, HaiveError
 
-from .metrics import MetricsCollector
+from .collector import MetricsCollector
 from .progress import _rate
 
 _SEVERITY_ORDER = {"critical": 0, "error": 1, "warning": 2, "info": 3}

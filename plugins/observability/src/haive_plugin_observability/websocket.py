@@ -14,7 +14,7 @@ import attrs
 
 from haive.dataflow.errors import ConfigError
 
-from .metrics import Metric
+from .metric_base import Metric
 from .windows import CounterWindow
 
 
