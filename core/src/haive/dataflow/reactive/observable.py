@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -16,17 +15,12 @@ from ..errors import ConfigError
 from ..retry import RetryPolicy
 from ..units import parse_duration
 from ._runtime import (
-    ASYNC_ITERABLE,
-    AWAITABLE,
     DEFAULT_BATCH,
     DEFAULT_CAPACITY,
-    ITERABLE,
     NOTHING,
-    OBSERVABLE,
     Emit,
     Ready,
     check_callable,
-    classify,
     positive_int,
     seconds,
 )
@@ -151,47 +145,9 @@ class Observable(Generic[T]):
             >>> trio.run(Observable.from_iterable(range(3)).to_list)
             [0, 1, 2]
         """
-        positive_int(batch_size, "from_iterable: batch_size")
-        if isinstance(iterable, str | bytes) or not isinstance(iterable, Iterable):
-            raise ConfigError(f"from_iterable expects an iterable, got {type(iterable).__name__}")
+        from ._create import from_iterable
 
-        async def run(emit: Emit, ready: Ready) -> None:
-            ready.started()
-            iterator = iter(iterable)
-            checkpoint = trio.lowlevel.checkpoint
-            while True:
-                batch: list[Any] = []
-                try:
-                    batch.extend(itertools.islice(iterator, batch_size))
-                except Exception:
-                    if batch:
-                        await emit(batch)
-                    raise
-                if not batch:
-                    return
-                await emit(batch)
-                if len(batch) < batch_size:
-                    return
-                await checkpoint()
-
-        async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
-            iterator = iter(iterable)
-            while True:
-                batch: list[Any] = []
-                try:
-                    batch.extend(itertools.islice(iterator, batch_size))
-                except Exception:
-                    if batch:
-                        yield batch
-                    raise
-                if not batch:
-                    return
-                await trio.lowlevel.checkpoint()
-                yield batch
-                if len(batch) < batch_size:
-                    return
-
-        return _Custom(run, pull, label="from_iterable")
+        return from_iterable(iterable, batch_size)
 
     @staticmethod
     def from_async_iterable(iterable: AsyncIterable[U]) -> Observable[U]:
@@ -208,21 +164,9 @@ class Observable(Generic[T]):
             >>> trio.run(Observable.from_async_iterable(numbers()).to_list)
             [0, 1, 2]
         """
-        if not hasattr(iterable, "__aiter__"):
-            raise ConfigError(
-                f"from_async_iterable expects an async iterable, got {type(iterable).__name__}"
-            )
+        from ._create import from_async_iterable
 
-        async def run(emit: Emit, ready: Ready) -> None:
-            ready.started()
-            async for item in iterable:
-                await emit([item])
-
-        async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
-            async for item in iterable:
-                yield [item]
-
-        return _Custom(run, pull, label="from_async_iterable")
+        return from_async_iterable(iterable)
 
     @staticmethod
     def from_(value: object) -> Observable[Any]:
@@ -234,22 +178,9 @@ class Observable(Generic[T]):
             >>> trio.run(Observable.from_("ab").to_list), trio.run(Observable.from_([1, 2]).to_list)
             (['ab'], [1, 2])
         """
-        kind = classify(value)
-        if kind == OBSERVABLE:
-            return value  # type: ignore[return-value]
-        if kind == ASYNC_ITERABLE:
-            return Observable.from_async_iterable(value)  # type: ignore[arg-type]
-        if kind == ITERABLE:
-            return Observable.from_iterable(value)  # type: ignore[arg-type]
-        if kind == AWAITABLE:
-            awaitable: Awaitable[Any] = value  # type: ignore[assignment]
+        from ._create import from_
 
-            async def run(emit: Emit, ready: Ready) -> None:
-                ready.started()
-                await emit([await awaitable])
-
-            return _Custom(run, label="from_awaitable")
-        return Observable.of(value)
+        return from_(value)
 
     @staticmethod
     def interval(period: float | str) -> Observable[int]:
@@ -266,6 +197,8 @@ class Observable(Generic[T]):
             >>> trio.run(main)
             [0, 1, 2]
         """
+        from ._create import _ticks
+
         return _ticks(seconds(period, "interval: period"), "interval", first=None)
 
     @staticmethod
@@ -277,6 +210,8 @@ class Observable(Generic[T]):
             >>> trio.run(Observable.timer(0.01).to_list)
             [0]
         """
+        from ._create import _ticks
+
         due_s = parse_duration(due, what="timer: due")
         if period is None:
             return _ticks(math.inf, "timer", first=due_s)
@@ -291,17 +226,9 @@ class Observable(Generic[T]):
             >>> trio.run(Observable.empty().to_list)
             []
         """
+        from ._create import empty
 
-        async def run(emit: Emit, ready: Ready) -> None:
-            ready.started()
-            await trio.lowlevel.checkpoint()
-
-        async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
-            await trio.lowlevel.checkpoint()
-            return
-            yield  # pragma: no cover - makes this an async generator
-
-        return _Custom(run, pull, label="empty")
+        return empty()
 
     @staticmethod
     def never() -> Observable[Any]:
@@ -316,16 +243,9 @@ class Observable(Generic[T]):
             >>> trio.run(main)
             'still waiting'
         """
+        from ._create import never
 
-        async def run(emit: Emit, ready: Ready) -> None:
-            ready.started()
-            await trio.sleep_forever()
-
-        async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
-            await trio.sleep_forever()
-            yield []  # pragma: no cover
-
-        return _Custom(run, pull, label="never")
+        return never()
 
     @staticmethod
     def throw(error: BaseException | Callable[[], BaseException]) -> Observable[Any]:
@@ -341,23 +261,9 @@ class Observable(Generic[T]):
             >>> trio.run(main)
             'boom'
         """
-        if not isinstance(error, BaseException) and not callable(error):
-            raise ConfigError(f"throw expects an exception, got {error!r}")
+        from ._create import throw
 
-        def make() -> BaseException:
-            return error if isinstance(error, BaseException) else error()
-
-        async def run(emit: Emit, ready: Ready) -> None:
-            ready.started()
-            await trio.lowlevel.checkpoint()
-            raise make()
-
-        async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
-            await trio.lowlevel.checkpoint()
-            raise make()
-            yield []  # pragma: no cover
-
-        return _Custom(run, pull, label="throw")
+        return throw(error)
 
     @staticmethod
     def defer(factory: Callable[[], Any]) -> Observable[Any]:
@@ -374,16 +280,9 @@ class Observable(Generic[T]):
             >>> trio.run(main)
             ([1, 2], [1, 2])
         """
-        check_callable(factory, "defer")
+        from ._create import defer
 
-        async def run(emit: Emit, ready: Ready) -> None:
-            value = factory()
-            if classify(value) == AWAITABLE:
-                value = await value
-            await Observable.from_(value)._run(emit, ready)
-
-        # What the factory returns is known only per run, so this is read through a task.
-        return _Custom(run, label="defer")
+        return defer(factory)
 
     @staticmethod
     def create(
@@ -400,17 +299,9 @@ class Observable(Generic[T]):
             >>> trio.run(Observable.create(countdown).to_list)
             [3, 2, 1]
         """
-        check_callable(producer, "create")
+        from ._create import create
 
-        async def run(emit: Emit, ready: Ready) -> None:
-            ready.started()
-
-            async def emit_one(item: Any) -> None:
-                await emit([item])
-
-            await producer(emit_one)
-
-        return _Custom(run, label="create")
+        return create(producer)
 
     @staticmethod
     def from_pipeline(pipeline: StreamingPipeline, *, results: bool = False) -> Observable[Any]:
@@ -1106,45 +997,6 @@ class _Custom(Observable[T]):
 
     def _open_pull(self, options: PullOptions) -> AsyncIterator[list[T]] | None:
         return None if self._puller is None else self._puller(options)
-
-
-def _ticks(period: float, label: str, *, first: float | None) -> Observable[int]:
-    """interval / timer: tick 0 at ``first`` (default: one period in), then one per ``period``."""
-
-    def schedule() -> tuple[float, float]:
-        start = trio.current_time()
-        return start, start + (first if first is not None else period)
-
-    def next_slot(start: float, slot: float) -> float:
-        # Skip the slots a blocked consumer missed, keep the original phase.
-        now = trio.current_time()
-        if math.isinf(period):
-            return math.inf
-        slot += period
-        if slot < now:
-            slot += math.ceil((now - slot) / period) * period
-        return slot
-
-    async def run(emit: Emit, ready: Ready) -> None:
-        ready.started()
-        start, slot = schedule()
-        n = 0
-        while not math.isinf(slot):
-            await trio.sleep_until(slot)
-            await emit([n])
-            n += 1
-            slot = next_slot(start, slot)
-
-    async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
-        start, slot = schedule()
-        n = 0
-        while not math.isinf(slot):
-            await trio.sleep_until(slot)
-            yield [n]
-            n += 1
-            slot = next_slot(start, slot)
-
-    return _Custom(run, pull, label=label)
 
 
 # Re-exported for the operator modules.

@@ -1,0 +1,225 @@
+"""The creation operators' runs: what ``Observable.from_iterable``, ``from_async_iterable``,
+``from_``, ``interval``/``timer`` (``_ticks``), ``empty``, ``never``, ``throw``, ``defer`` and
+``create`` return.
+
+Each builds a ``_Custom`` observable from a run function (items emitted in the run's task)
+and, where the items can be read without a task, a pull function. The public methods, with
+their argument documentation and examples, are on :class:`~haive.dataflow.reactive.Observable`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import trio
+
+from ..errors import ConfigError
+from ._runtime import (
+    ASYNC_ITERABLE,
+    AWAITABLE,
+    ITERABLE,
+    OBSERVABLE,
+    Emit,
+    Ready,
+    check_callable,
+    classify,
+    positive_int,
+)
+from .observable import Observable, PullOptions, _Custom
+
+
+def from_iterable(iterable: Iterable[Any], batch_size: int) -> Observable[Any]:
+    positive_int(batch_size, "from_iterable: batch_size")
+    if isinstance(iterable, str | bytes) or not isinstance(iterable, Iterable):
+        raise ConfigError(f"from_iterable expects an iterable, got {type(iterable).__name__}")
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        ready.started()
+        iterator = iter(iterable)
+        checkpoint = trio.lowlevel.checkpoint
+        while True:
+            batch: list[Any] = []
+            try:
+                batch.extend(itertools.islice(iterator, batch_size))
+            except Exception:
+                if batch:
+                    await emit(batch)
+                raise
+            if not batch:
+                return
+            await emit(batch)
+            if len(batch) < batch_size:
+                return
+            await checkpoint()
+
+    async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+        iterator = iter(iterable)
+        while True:
+            batch: list[Any] = []
+            try:
+                batch.extend(itertools.islice(iterator, batch_size))
+            except Exception:
+                if batch:
+                    yield batch
+                raise
+            if not batch:
+                return
+            await trio.lowlevel.checkpoint()
+            yield batch
+            if len(batch) < batch_size:
+                return
+
+    return _Custom(run, pull, label="from_iterable")
+
+
+def from_async_iterable(iterable: AsyncIterable[Any]) -> Observable[Any]:
+    if not hasattr(iterable, "__aiter__"):
+        raise ConfigError(
+            f"from_async_iterable expects an async iterable, got {type(iterable).__name__}"
+        )
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        ready.started()
+        async for item in iterable:
+            await emit([item])
+
+    async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+        async for item in iterable:
+            yield [item]
+
+    return _Custom(run, pull, label="from_async_iterable")
+
+
+def from_(value: object) -> Observable[Any]:
+    kind = classify(value)
+    if kind == OBSERVABLE:
+        return value  # type: ignore[return-value]
+    if kind == ASYNC_ITERABLE:
+        return Observable.from_async_iterable(value)  # type: ignore[arg-type]
+    if kind == ITERABLE:
+        return Observable.from_iterable(value)  # type: ignore[arg-type]
+    if kind == AWAITABLE:
+        awaitable: Awaitable[Any] = value  # type: ignore[assignment]
+
+        async def run(emit: Emit, ready: Ready) -> None:
+            ready.started()
+            await emit([await awaitable])
+
+        return _Custom(run, label="from_awaitable")
+    return Observable.of(value)
+
+
+def empty() -> Observable[Any]:
+    async def run(emit: Emit, ready: Ready) -> None:
+        ready.started()
+        await trio.lowlevel.checkpoint()
+
+    async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+        await trio.lowlevel.checkpoint()
+        return
+        yield  # pragma: no cover - makes this an async generator
+
+    return _Custom(run, pull, label="empty")
+
+
+def never() -> Observable[Any]:
+    async def run(emit: Emit, ready: Ready) -> None:
+        ready.started()
+        await trio.sleep_forever()
+
+    async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+        await trio.sleep_forever()
+        yield []  # pragma: no cover
+
+    return _Custom(run, pull, label="never")
+
+
+def throw(error: BaseException | Callable[[], BaseException]) -> Observable[Any]:
+    if not isinstance(error, BaseException) and not callable(error):
+        raise ConfigError(f"throw expects an exception, got {error!r}")
+
+    def make() -> BaseException:
+        return error if isinstance(error, BaseException) else error()
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        ready.started()
+        await trio.lowlevel.checkpoint()
+        raise make()
+
+    async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+        await trio.lowlevel.checkpoint()
+        raise make()
+        yield []  # pragma: no cover
+
+    return _Custom(run, pull, label="throw")
+
+
+def defer(factory: Callable[[], Any]) -> Observable[Any]:
+    check_callable(factory, "defer")
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        value = factory()
+        if classify(value) == AWAITABLE:
+            value = await value
+        await Observable.from_(value)._run(emit, ready)
+
+    # What the factory returns is known only per run, so this is read through a task.
+    return _Custom(run, label="defer")
+
+
+def create(
+    producer: Callable[[Callable[[Any], Awaitable[None]]], Awaitable[None]],
+) -> Observable[Any]:
+    check_callable(producer, "create")
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        ready.started()
+
+        async def emit_one(item: Any) -> None:
+            await emit([item])
+
+        await producer(emit_one)
+
+    return _Custom(run, label="create")
+
+
+def _ticks(period: float, label: str, *, first: float | None) -> Observable[int]:
+    """interval / timer: tick 0 at ``first`` (default: one period in), then one per ``period``."""
+
+    def schedule() -> tuple[float, float]:
+        start = trio.current_time()
+        return start, start + (first if first is not None else period)
+
+    def next_slot(start: float, slot: float) -> float:
+        # Skip the slots a blocked consumer missed, keep the original phase.
+        now = trio.current_time()
+        if math.isinf(period):
+            return math.inf
+        slot += period
+        if slot < now:
+            slot += math.ceil((now - slot) / period) * period
+        return slot
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        ready.started()
+        start, slot = schedule()
+        n = 0
+        while not math.isinf(slot):
+            await trio.sleep_until(slot)
+            await emit([n])
+            n += 1
+            slot = next_slot(start, slot)
+
+    async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
+        start, slot = schedule()
+        n = 0
+        while not math.isinf(slot):
+            await trio.sleep_until(slot)
+            yield [n]
+            n += 1
+            slot = next_slot(start, slot)
+
+    return _Custom(run, pull, label=label)
