@@ -26,7 +26,7 @@ async def test_registered_for_redis_urls():
     registry = get_registry()
     cls = registry.state_backend("redis")
     assert cls is RedisStateBackend
-    assert cls.URL_SCHEMES == ("redis", "rediss")
+    assert cls.URL_SCHEMES == ("redis", "rediss", "redis+cluster")
     backend = cls.from_url("redis://127.0.0.1:6379/0", prefix="p:", pool_size=3)
     assert backend.prefix == "p:" and backend.client.pool_size == 3
     await backend.aclose()

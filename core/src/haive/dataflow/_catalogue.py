@@ -12,6 +12,7 @@ CAPABILITIES: dict[tuple[str, str], str] = {
     ("source", "websocket"): "haive-plugin-websocket",
     ("sink", "websocket_room"): "haive-plugin-websocket",
     ("state_backend", "redis"): "haive-plugin-redis",
+    ("state_backend", "redis+cluster"): "haive-plugin-redis",
     ("source", "redis_stream"): "haive-plugin-redis",
     ("sink", "redis_stream"): "haive-plugin-redis",
     ("cli_command", "worker"): "haive-plugin-redis",

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
-from redis.exceptions import ResponseError
+from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
 
 from haive.dataflow.errors import ConfigError, InvalidMessageError
 from haive.dataflow.state.backend import StateBackend, StateWrite
 
 from ._resp import pack
 from .client import DEFAULT_URL, RedisClient, check_url
+from .cluster import RedisClusterClient, is_cluster_url
+
+T = TypeVar("T")
 
 _SCAN_CHUNK = 1000
+#: A node-local call on Redis Cluster is retried this often (every 50 ms) while its slot moves.
+_CLUSTER_ATTEMPTS = 100
+_REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError)
 _GLOB_SPECIAL = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
 
 
@@ -44,8 +53,11 @@ class RedisStateBackend(StateBackend):
     Every call runs redis-py in ``trio.to_thread`` on a bounded pool. ``update`` is an
     optimistic WATCH/MULTI/EXEC transaction retried on conflict; ``write_batch`` is one
     MULTI/EXEC; ``scan`` and ``delete_prefix`` iterate with ``SCAN`` (never ``KEYS``).
-    For Redis Cluster put a hash tag in the prefix (``prefix="{orders}:"``) so one store's
-    keys share a slot. ``incr``/``incr_many`` add to integer values (what ``StateStore``
+    ``redis+cluster://host:port`` (one node; the others are discovered) uses redis-py's
+    ``RedisCluster`` for keys in any slot: ``get_many``/``scan``/``delete_prefix`` span
+    every node, ``update`` is WATCH/MULTI/EXEC on the key's node, ``write_batch`` is one
+    MULTI/EXEC per hash slot (put a hash tag in the prefix, ``prefix="{orders}:"``, to
+    make a whole batch atomic); a moved slot is looked up again and the call retried. ``incr``/``incr_many`` add to integer values (what ``StateStore``
     writes for ints) without a read, so concurrent workers never conflict on counters.
 
     ``StateStore("redis://127.0.0.1:6379/0")`` builds one through :meth:`from_url`.
@@ -68,7 +80,7 @@ class RedisStateBackend(StateBackend):
     """
 
     PLUGIN_NAME = "redis"
-    URL_SCHEMES = ("redis", "rediss")
+    URL_SCHEMES = ("redis", "rediss", "redis+cluster")
 
     def __init__(
         self,
@@ -76,18 +88,26 @@ class RedisStateBackend(StateBackend):
         *,
         prefix: str = "",
         pool_size: int = 16,
-        client: RedisClient | None = None,
+        client: RedisClient | RedisClusterClient | None = None,
     ) -> None:
         if not isinstance(prefix, str):
             raise ConfigError(f"RedisStateBackend: prefix must be a string, got {prefix!r}")
-        self.url = check_url(url) if client is None else client.url
         self.prefix = prefix
         self._owns_client = client is None
-        self.client = client if client is not None else RedisClient(url, pool_size=pool_size)
+        self.client: RedisClient | RedisClusterClient
+        if client is not None:
+            self.client = client
+        elif is_cluster_url(url):
+            self.client = RedisClusterClient(url, pool_size=pool_size)
+        else:
+            self.client = RedisClient(check_url(url), pool_size=pool_size)
+        self.url = self.client.url
+        #: redis-py's RedisCluster (keys in any slot) rather than one server.
+        self.cluster = isinstance(self.client, RedisClusterClient)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStateBackend:
-        """``redis://host:port/db`` (or ``rediss://`` for TLS); options as the constructor's."""
+        """``redis://host:port/db``, ``rediss://`` (TLS) or ``redis+cluster://host:port``."""
         return cls(url, **options)
 
     def __repr__(self) -> str:
@@ -110,7 +130,7 @@ class RedisStateBackend(StateBackend):
             return []
         prefix = self.prefix
         values: list[bytes | None] = await self.client.call(
-            self.client.redis.mget, [prefix + key for key in keys]
+            self._mget, [prefix + key for key in keys]
         )
         return values
 
@@ -137,7 +157,7 @@ class RedisStateBackend(StateBackend):
         out: list[tuple[str, bytes]] = []
         for start in range(0, len(keys), _SCAN_CHUNK):
             chunk = keys[start : start + _SCAN_CHUNK]
-            for key, value in zip(chunk, self.client.redis.mget(chunk), strict=True):
+            for key, value in zip(chunk, self._mget(chunk), strict=True):
                 if value is not None:  # expired or deleted since SCAN saw it
                     out.append((key.decode()[cut:], value))
         return out
@@ -151,10 +171,45 @@ class RedisStateBackend(StateBackend):
     ) -> bytes | None:
         return await self.client.call(self._update, self.prefix + key, fn, ttl_ms(ttl))
 
+    def _mget(self, keys: Sequence[str | bytes]) -> list[bytes | None]:
+        if isinstance(self.client, RedisClusterClient):
+            found: list[bytes | None] = self.client.redis.mget_nonatomic(keys)
+        else:
+            found = self.client.redis.mget(keys)
+        return found
+
+    def _on_node(self, key: str, fn: Callable[[redis.Redis], T]) -> T:
+        """``fn(client of the node serving key)``; a single server is its own node.
+
+        On Redis Cluster a moved or migrating slot refreshes the topology and retries.
+        """
+        if not isinstance(self.client, RedisClusterClient):
+            return fn(self.client.redis)
+        cluster = self.client.redis
+        for attempt in range(_CLUSTER_ATTEMPTS):
+            node = cluster.get_redis_connection(cluster.get_node_from_key(key))
+            try:
+                return fn(node)
+            except (*_REDIRECTS, redis.ConnectionError):
+                if attempt == _CLUSTER_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05)  # in a worker thread: the slot is moving or a node failing over
+                cluster.nodes_manager.initialize()
+        raise AssertionError("unreachable")
+
     def _update(
         self, key: str, fn: Callable[[bytes | None], bytes | None], px: int | None
     ) -> bytes | None:
-        with self.client.redis.pipeline() as pipe:
+        return self._on_node(key, lambda node: self._update_on(node, key, fn, px))
+
+    def _update_on(
+        self,
+        node: redis.Redis,
+        key: str,
+        fn: Callable[[bytes | None], bytes | None],
+        px: int | None,
+    ) -> bytes | None:
+        with node.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key)
@@ -174,8 +229,20 @@ class RedisStateBackend(StateBackend):
             await self.client.call(self._write_batch, list(writes))
 
     def _write_batch(self, writes: list[StateWrite]) -> None:
+        if not self.cluster:
+            self._write_all(self.client.redis, writes)
+            return
+        by_slot: dict[int, list[StateWrite]] = {}
+        for write in writes:
+            by_slot.setdefault(key_slot((self.prefix + write[0]).encode()), []).append(write)
+        for group in by_slot.values():
+            self._on_node(
+                self.prefix + group[0][0], functools.partial(self._write_all, writes=group)
+            )
+
+    def _write_all(self, node: redis.Redis, writes: list[StateWrite]) -> None:
         prefix = self.prefix
-        with self.client.redis.pipeline(transaction=True) as pipe:
+        with node.pipeline(transaction=True) as pipe:
             for key, value, ttl in writes:
                 if value is None:
                     pipe.delete(prefix + key)
@@ -208,17 +275,26 @@ class RedisStateBackend(StateBackend):
                 raise ConfigError(f"incr {key!r}: amount must be an int, got {amount!r}")
         px = ttl_ms(ttl)
         prefix = self.prefix
+        if isinstance(self.client, RedisClusterClient):
+            values = await self.client.call(self._incr_cluster, dict(amounts), px)
+            return _counters(amounts, values)
         commands = []
         for key, amount in amounts.items():
             commands.append(pack("INCRBY", prefix + key, amount))
             if px is not None:
                 commands.append(pack("PEXPIRE", prefix + key, px))
         replies = await self.client.send(b"".join(commands), len(commands))
-        values = replies[:: 1 if px is None else 2]
-        for key, value in zip(amounts, values, strict=True):
-            if isinstance(value, ResponseError):
-                raise InvalidMessageError(f"state key {key!r} does not hold an integer: {value}")
-        return [int(value) for value in values]
+        return _counters(amounts, replies[:: 1 if px is None else 2])
+
+    def _incr_cluster(self, amounts: dict[str, int], px: int | None) -> list[Any]:
+        assert isinstance(self.client, RedisClusterClient)
+        with self.client.redis.pipeline() as pipe:  # routed per key, not a transaction
+            for key, amount in amounts.items():
+                pipe.incrby(self.prefix + key, amount)
+                if px is not None:
+                    pipe.pexpire(self.prefix + key, px)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies[:: 1 if px is None else 2]
 
     async def add(self, key: str, amount: int = 1, *, ttl: float | None = None) -> None:
         """``incr`` without the result (the same call as on exactly-once state)."""
@@ -227,6 +303,13 @@ class RedisStateBackend(StateBackend):
     async def add_many(self, amounts: Mapping[str, int], *, ttl: float | None = None) -> None:
         """``incr_many`` without the results."""
         await self.incr_many(amounts, ttl=ttl)
+
+
+def _counters(amounts: Mapping[str, int], values: list[Any]) -> list[int]:
+    for key, value in zip(amounts, values, strict=True):
+        if isinstance(value, ResponseError):
+            raise InvalidMessageError(f"state key {key!r} does not hold an integer: {value}")
+    return [int(value) for value in values]
 
 
 def _bytes(value: object, key: str) -> bytes:

@@ -448,7 +448,7 @@ class FailoverClient(RedisClient):
         while True:
             try:
                 return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
-            except _FAILOVER_ERRORS as exc:
+            except self.retry_errors as exc:
                 await self._recover(exc, retry)
 
     async def send(self, packed: bytes, replies: int) -> list[Any]:
@@ -457,10 +457,17 @@ class FailoverClient(RedisClient):
             try:
                 async with self._holders:
                     return await self._send_durable(packed, replies)
-            except _FAILOVER_ERRORS as exc:
+            except self.retry_errors as exc:
                 await self._recover(exc, retry)
 
     # -- internals ------------------------------------------------------------------------------
+    #: Errors after which the command is sent again to the primary located anew.
+    retry_errors: tuple[type[BaseException], ...] = _FAILOVER_ERRORS
+
+    def _check_replies(self, conn: redis.Connection, replies: list[Any]) -> None:
+        """Raise (one of ``retry_errors``) when the replies say the server is not the primary."""
+        _raise_if_demoted(conn, replies)
+
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._send_threads)
 
@@ -469,10 +476,10 @@ class FailoverClient(RedisClient):
         try:
             if not self.wait_replicas:
                 out = await self._thread(roundtrip, conn, packed, replies)
-                _raise_if_demoted(conn, out)
+                self._check_replies(conn, out)
                 return out
             out = await self._thread(roundtrip, conn, packed + self._wait_command, replies + 1)
-            _raise_if_demoted(conn, out)
+            self._check_replies(conn, out)
             acked = out.pop()
             deadline = trio.current_time() + self.failover_timeout
             while not isinstance(acked, int) or acked < self.wait_replicas:

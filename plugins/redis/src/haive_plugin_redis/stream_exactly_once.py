@@ -108,6 +108,10 @@ class _ExactlyOnceMixin:
         self._unacked_items = 0
         if not ids and txn.empty:
             return
+        if getattr(conn, "watch_lost", False):  # Redis Cluster: the slot moved this epoch
+            txn.reset()
+            self._abort_epoch(conn)
+            return
         commands = [pack("MULTI")]
         corrupt = await self._corrupt_counters(conn)
         for key, value in corrupt.items():
@@ -153,10 +157,10 @@ class _ExactlyOnceMixin:
             txn.reset()
             self._watching = False
         result = replies[-1]
-        if result is None:  # a watched key changed (conflict) or this consumer was fenced
-            self.stats.aborted_commits += 1
-            self._replay = True
-            self._replay_cursor = b"0"
+        if result is None or getattr(conn, "watch_lost", False):
+            # A watched key changed (conflict), this consumer was fenced, or (Redis Cluster)
+            # the slot moved and EXEC was refused: nothing applied, the epoch replays.
+            self._abort_epoch(conn)
             return
         if isinstance(result, ResponseError):
             queued = next(
@@ -173,6 +177,14 @@ class _ExactlyOnceMixin:
                 )
         self.stats.commits += 1
         self.stats.acknowledged += len(ids)
+
+    def _abort_epoch(self, conn: DedicatedConnection) -> None:
+        self.stats.aborted_commits += 1
+        self._watching = False
+        self._replay = True
+        self._replay_cursor = b"0"
+        if getattr(conn, "watch_lost", False):
+            conn.watch_lost = False  # type: ignore[attr-defined]
 
     async def _corrupt_counters(self, conn: DedicatedConnection) -> dict[str, bytes]:
         """Staged ``add`` keys whose stored value is not an integer (one MGET, not watched)."""

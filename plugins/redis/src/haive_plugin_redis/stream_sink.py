@@ -10,6 +10,7 @@ from haive.dataflow.sinks import StreamSink
 
 from ._resp import derived_key, pack, same_slot
 from .client import DEFAULT_URL, RedisClient
+from .cluster import stream_client
 from .stream_wire import EntryCodec, _check_replies, pack_payload_xadds, pack_xadds
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ class RedisStreamSink(StreamSink):
         self.codec = EntryCodec(codec, field)
         self.transaction = transaction
         self._owns_client = client is None
-        self.client = client if client is not None else RedisClient(url, pool_size=pool_size)
+        self.client = client if client is not None else stream_client(url, stream, pool_size)
         self.written = 0
 
     def __repr__(self) -> str:

@@ -58,6 +58,7 @@ from haive.dataflow.units import parse_duration
 from ._resp import derived_key, pack, previous_id, same_slot
 from .backend import RedisStateBackend
 from .client import DEFAULT_URL, DedicatedConnection, RedisClient
+from .cluster import ClusterClient, stream_client
 from .stream_acks import _AcksMixin
 from .stream_claims import _ClaimsMixin
 from .stream_exactly_once import RedisCommitError as RedisCommitError
@@ -203,7 +204,7 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
         if replay_from is not None:
             previous_id(replay_from)  # validates
         self._owns_client = client is None
-        self.client = client if client is not None else RedisClient(url, pool_size=pool_size)
+        self.client = client if client is not None else stream_client(url, stream, pool_size)
         self.url = self.client.url
         self.stats = StreamSourceStats()
         self.transaction = Transaction()
@@ -261,9 +262,12 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
         ``stream`` must share the input's hash slot). At-least-once: a plain sink on the
         same connection pool.
         """
+        own_slot = self.exactly_once or not isinstance(self.client, ClusterClient)
         return RedisStreamSink(
             stream,
-            client=self.client,
+            # On Redis Cluster the source's client serves its slot only.
+            client=self.client if own_slot or same_slot(stream, self.stream) else None,
+            url=self.url,
             maxlen=maxlen,
             approximate=approximate,
             codec=codec,
