@@ -30,7 +30,7 @@ from haive.dataflow.errors import ConfigError, HaiveError
 from haive.dataflow.sources import DataSource
 from haive.dataflow.streaming_pipeline import RunReport, StreamingPipeline
 
-from .client import RedisClient
+from .cluster import stream_client
 from .streams import RedisStreamSource, reset_group
 
 
@@ -187,7 +187,7 @@ class WorkerCommand(Command):
 
 
 async def _reset(url: str, stream: str, group: str, from_id: str) -> None:
-    client = RedisClient(url, pool_size=1)
+    client = stream_client(url, stream, 1)  # a redis+cluster:// source: its slot's node
     try:
         await reset_group(client, stream, group, from_id)
     finally:
