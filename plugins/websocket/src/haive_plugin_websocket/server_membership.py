@@ -53,6 +53,13 @@ class _MembershipMixin:
         request_id: Any = None,
     ) -> None:
         already = room_name in session.rooms
+        if not already and self.backplane is not None:
+            # Shared membership first, so that once the client has its ``joined`` every node
+            # lists it; this await comes before the no-await section below.
+            await _quietly(self.backplane.add_member(room_name, session.client_id))
+            if session.closed:
+                await _quietly(self.backplane.remove_member(room_name, session.client_id))
+                return
         room = self._rooms.get_or_create(room_name)
         # From here to the replay nothing awaits: a broadcast cannot slip in between, so the
         # client gets what it missed, then everything new, without gaps or duplicates.
@@ -98,8 +105,6 @@ class _MembershipMixin:
                     session.enqueue(out)
         if already:
             return
-        if self.backplane is not None:
-            await _quietly(self.backplane.add_member(room_name, session.client_id))
         await self.broadcast_to_room(
             room_name, {"type": "user_joined", "user_id": session.client_id, "room": room_name}
         )
