@@ -6,6 +6,9 @@ built from what plugins really register.
 
 from __future__ import annotations
 
+import os
+from importlib import metadata
+
 #: (kind, name) -> distribution that provides it.
 CAPABILITIES: dict[tuple[str, str], str] = {
     ("transport", "websocket"): "haive-plugin-websocket",
@@ -91,3 +94,21 @@ EXPORTS: dict[str, str] = {
 def provider_of(kind: str, name: str) -> str | None:
     """The distribution known to provide ``name`` of ``kind``, if any."""
     return CAPABILITIES.get((kind, name))
+
+
+def install_hint(package: str) -> str:
+    """How to get ``package``'s plugin working: install it, or un-block it if it is disabled.
+
+    Example::
+
+        >>> install_hint("haive-plugin-kafka")
+        'haive-plugin-kafka is not installed: pip install haive-plugin-kafka'
+    """
+    try:
+        metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return f"{package} is not installed: pip install {package}"
+    disabled = os.environ.get("HAIVE_DISABLE_PLUGINS", "").strip()
+    if disabled:
+        return f"{package} is installed but not loaded: HAIVE_DISABLE_PLUGINS={disabled} blocks it"
+    return f"{package} is installed but did not register it; see `haive plugins`"

@@ -6,14 +6,17 @@ import argparse
 import os
 import runpy
 import sys
+import traceback
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any, ClassVar
 
 import trio
 
-from .errors import ConfigError, HaiveError
+from ._catalogue import CAPABILITIES, install_hint
+from .errors import ConfigError, HaiveError, UserCodeError
 from .plugins import get_registry
 
 
@@ -79,18 +82,77 @@ class PluginsCommand(Command):
         return 0
 
 
+_EXPECTED_FILE = "a Python file (*.py) defining `pipeline` or `async def main()`"
+
+
 def load_config_file(path: str) -> dict[str, Any]:
-    """Execute a Python config file and return its globals (clear errors for bad paths)."""
+    """Execute a Python config file and return its globals (clear errors for bad paths).
+
+    A file that does not compile, or raises while it runs, raises :class:`UserCodeError`
+    carrying the file's own traceback.
+    """
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(
+            f"{path}: is a directory; haive run takes {_EXPECTED_FILE}{_in_dir(file)}"
+        )
     if not file.is_file():
-        raise ConfigError(f"{path}: no such file")
+        raise ConfigError(f"{path}: no such file; haive run takes {_EXPECTED_FILE}")
     if file.suffix != ".py":
-        raise ConfigError(f"{path}: expected a Python file (*.py)")
+        raise ConfigError(f"{path}: expected {_EXPECTED_FILE}")
     sys.path.insert(0, str(file.parent.resolve()))
     try:
         return runpy.run_path(str(file), run_name="__haive_config__")
+    except (Exception, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            raise
+        raise UserCodeError(_user_traceback(exc, file)) from None
     finally:
         sys.path.pop(0)
+
+
+def _in_dir(directory: Path) -> str:
+    files = sorted(p.name for p in directory.glob("*.py"))[:5]
+    if not files:
+        return ""
+    return f", e.g. one of: {', '.join(str(directory / name) for name in files)}"
+
+
+def _user_traceback(exc: BaseException, file: Path) -> str:
+    """``exc`` as Python prints it, minus the frames above the user's ``file``."""
+    target = str(file.resolve())
+    tb = exc.__traceback__
+    while tb is not None and _resolved(tb.tb_frame.f_code.co_filename) != target:
+        tb = tb.tb_next
+    if tb is None and isinstance(exc, SyntaxError):
+        # The file itself does not compile: no frame of the user's ran; the location is in
+        # the exception (format_exception_only shows the line and a caret).
+        where = f"{exc.filename}:{exc.lineno}" if exc.lineno else str(exc.filename)
+        detail = "".join(traceback.format_exception_only(type(exc), exc))
+        return f"{where}: {type(exc).__name__}: {exc.msg}\n{detail.rstrip()}"
+    if tb is None:  # raised before the file's first line ran: keep every frame
+        tb = exc.__traceback__
+    lines = traceback.format_exception(type(exc), exc, tb)
+    return f"{_user_location(tb, file)}: {type(exc).__name__}: {exc}\n{''.join(lines).rstrip()}"
+
+
+def _user_location(tb: TracebackType | None, file: Path) -> str:
+    """``path:line`` of the deepest frame in the user's files (those beside ``file``)."""
+    folder = file.resolve().parent
+    where = str(file)
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if Path(_resolved(filename)).is_relative_to(folder):
+            where = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def _resolved(filename: str) -> str:
+    try:
+        return str(Path(filename).resolve())
+    except (OSError, ValueError):
+        return filename
 
 
 def find_runnable(namespace: dict[str, Any], name: str | None, path: str) -> Any:
@@ -279,10 +341,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     return parser, commands
 
 
+def _missing_command(argv: Sequence[str], commands: dict[str, Command]) -> str | None:
+    """The error for a command a plugin distribution provides but that is not installed."""
+    name = next((arg for arg in argv if not arg.startswith("-")), None)
+    if name is None or name in commands:
+        return None
+    package = CAPABILITIES.get(("cli_command", name))
+    if package is None:
+        return None
+    return f"`haive {name}` is provided by the plugin {package}; {install_hint(package)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``haive`` script."""
     try:
         parser, commands = build_parser()
+        argv = sys.argv[1:] if argv is None else argv
+        missing = _missing_command(argv, commands)
+        if missing is not None:
+            parser.print_usage(sys.stderr)
+            print(f"haive: error: {missing}", file=sys.stderr)
+            return 2
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
@@ -297,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\nstopped", file=sys.stderr)
             return 130
         raise
+    except UserCodeError as exc:
+        print(f"haive: error: {exc}", file=sys.stderr)
+        return 1
     except HaiveError as exc:
         print(f"haive: error: {exc}", file=sys.stderr)
         return 2

@@ -22,12 +22,26 @@ class DuplicatePluginError(PluginError):
     """Two plugins claim the same name for the same capability kind."""
 
 
-class MissingPluginError(PluginError, AttributeError):
-    """A public name belongs to a plugin distribution that is not installed."""
+class MissingPluginError(PluginError, ImportError):
+    """A public name belongs to a plugin distribution that is not installed (or is disabled).
+
+    An ``ImportError``, not an ``AttributeError``: ``from haive.dataflow.streaming import X``
+    turns an AttributeError from the module's ``__getattr__`` into a bare "cannot import
+    name" and loses the message saying which package to install; any other error passes
+    through unchanged.
+    """
 
 
 class ConfigError(HaiveError, ValueError):
     """Configuration is malformed: unknown keys, wrong types or out-of-range values."""
+
+
+class UserCodeError(HaiveError):
+    """The Python file given to ``haive run`` raised, or did not compile, while loading.
+
+    The message is the user's own traceback: the frames of the haive CLI and of ``runpy``
+    are left out, so the first frame shown is in the user's file.
+    """
 
 
 class GraphError(HaiveError, ValueError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import *  # noqa: F403
 from . import __all__ as _core_names
-from ._catalogue import EXPORTS
+from ._catalogue import EXPORTS, install_hint
 from .backpressure import SlidingWindowStrategy as SlidingWindowStrategy
 from .builtins.sinks import CallbackSink as CallbackSink
 from .builtins.sinks import JsonLinesSink as JsonLinesSink
@@ -105,8 +105,9 @@ def __getattr__(name: str) -> Any:
     package = _catalogue_exports().get(name)
     if package is not None:
         raise MissingPluginError(
-            f"haive.dataflow.streaming.{name} is provided by the plugin {package}, "
-            f"which is not installed: pip install {package}"
+            f"haive.dataflow.streaming.{name} is provided by the plugin {package}; "
+            f"{install_hint(package)}",
+            name=__name__,
         )
     raise AttributeError(f"module 'haive.dataflow.streaming' has no attribute {name!r}")
 
