@@ -51,9 +51,9 @@ class OptimizedStreaming:
             io_threads=16,  # items in flight for I/O-bound steps
             max_memory_usage="2GB",
             gc_interval=1000,
-            tcp_nodelay=True,
-            keep_alive=True,
-            compression="snappy",
+            # The seed's tcp_nodelay/keep_alive/compression are not pipeline settings: trio
+            # sets TCP_NODELAY on every connection, WebSocket heartbeats keep connections
+            # alive, WebSocket compression is ConnectionConfig(compression="deflate").
         )
 
     def create_optimized_pipeline(self) -> StreamingPipeline:

@@ -10,7 +10,15 @@ import attrs
 from .errors import ConfigError
 from .units import parse_size
 
-COMPRESSIONS = ("none", "deflate", "gzip", "zlib", "snappy", "lz4")
+#: Settings earlier versions accepted without applying them, and why they are gone; from_dict
+#: names the reason instead of a bare "unknown key".
+REMOVED: dict[str, str] = {
+    "compression": "compression is set where bytes go on the wire: "
+    "ConnectionConfig(compression='deflate') for WebSockets",
+    "tcp_nodelay": "trio sets TCP_NODELAY on every TCP connection it opens",
+    "keep_alive": "connections check their own health: WebSocket heartbeats "
+    "(heartbeat_interval), Redis clients reconnect on a broken connection",
+}
 
 
 def _int_at_least(minimum: int) -> Any:
@@ -21,18 +29,6 @@ def _int_at_least(minimum: int) -> Any:
             )
 
     return check
-
-
-def _bool(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"StreamConfig.{attribute.name} must be true or false, got {value!r}")
-
-
-def _compression(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in COMPRESSIONS:
-        raise ConfigError(
-            f"StreamConfig.compression must be one of {', '.join(COMPRESSIONS)}, got {value!r}"
-        )
 
 
 #: The smallest ``max_memory_usage`` accepted: a Python process running trio alone takes
@@ -58,7 +54,10 @@ class StreamConfig:
 
     ``buffer_size`` bounds every edge (items), ``chunk_size`` the largest micro-batch.
     ``max_memory_usage`` accepts sizes like ``"2GB"``. Unknown keys are rejected by name when
-    built from a mapping with :meth:`from_dict`.
+    built from a mapping with :meth:`from_dict`. The product description's ``tcp_nodelay``,
+    ``keep_alive`` and ``compression`` are not settings of a pipeline (see :data:`REMOVED`):
+    trio always sets TCP_NODELAY, WebSocket heartbeats keep connections alive, and WebSocket
+    compression is ``ConnectionConfig(compression="deflate")``.
 
     Example (doctest ELLIPSIS is on)::
 
@@ -77,9 +76,6 @@ class StreamConfig:
     io_threads: int = attrs.field(default=4, validator=_int_at_least(1))
     max_memory_usage: int | None = attrs.field(default=None, converter=_memory)
     gc_interval: int = attrs.field(default=0, validator=_int_at_least(0))
-    compression: str = attrs.field(default="none", validator=_compression)
-    tcp_nodelay: bool = attrs.field(default=True, validator=_bool)
-    keep_alive: bool = attrs.field(default=True, validator=_bool)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StreamConfig:
@@ -87,6 +83,12 @@ class StreamConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"StreamConfig must be a mapping, got {type(data).__name__}")
         known = {field.name for field in attrs.fields(cls)}
+        removed = [f"{key} ({REMOVED[key]})" for key in data if key in REMOVED]
+        if removed:
+            raise ConfigError(
+                f"invalid StreamConfig: {'; '.join(removed)}: remove "
+                f"{'these keys' if len(removed) > 1 else 'this key'}"
+            )
         unknown = sorted(str(key) for key in data if key not in known)
         if unknown:
             raise ConfigError(
