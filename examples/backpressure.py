@@ -2,8 +2,9 @@
 
 A fast producer and a slow consumer share a bounded buffer of 1000. The producer applies
 backpressure (waits for the buffer to drain to the low-water mark) when it keeps finding it
-full, otherwise the buffer drops the oldest items; the consumer adapts its parallelism to the
-queue depth.
+full, otherwise the buffer drops the oldest items. The seed's "adaptive processing" (more
+parallelism while the queue is deep, less when it is shallow) is the consumer node's
+``concurrency=AdaptiveConcurrency(min=1, max=8)``: the pipeline raises and lowers it.
 """
 
 from __future__ import annotations
@@ -13,27 +14,32 @@ import os
 import trio
 
 from haive.dataflow.streaming import (
-    BoundedBuffer,
+    AdaptiveConcurrency,
     BufferStrategy,
     DropStrategy,
     FlowController,
+    MemorySource,
+    StreamConfig,
+    StreamingPipeline,
+    TransformNode,
 )
 
 
 class SlowConsumer:
+    """Each item takes 1 ms of (simulated) I/O: only running several at once keeps up."""
+
     def __init__(self) -> None:
-        self.parallelism = 1
         self.processed = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
 
-    async def process(self, batch: list[int]) -> None:
-        await trio.sleep(0.001 * len(batch) / self.parallelism)
-        self.processed += len(batch)
-
-    async def increase_parallelism(self) -> None:
-        self.parallelism = min(self.parallelism * 2, 8)
-
-    async def decrease_parallelism(self) -> None:
-        self.parallelism = max(self.parallelism // 2, 1)
+    async def process(self, item: int) -> int:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        await trio.sleep(0.001)
+        self.in_flight -= 1
+        self.processed += 1
+        return item
 
 
 class FastProducer:
@@ -60,43 +66,42 @@ class SmartBackpressure:
     def __init__(self) -> None:
         self.buffer_strategy = BufferStrategy.SLIDING_WINDOW
         self.drop_strategy = DropStrategy.OLDEST_FIRST
-        self.buffer = BoundedBuffer(1000, self.drop_strategy, name="smart")
+        self.source = MemorySource(capacity=1000, backpressure=self.drop_strategy)
+        self.buffer = self.source.buffer
         self.flow_controller = FlowController(self.buffer, high=0.9, low=0.5)
         self.backpressure_applied = 0
 
     async def handle_stream(self, fast_producer: FastProducer, slow_consumer: SlowConsumer) -> None:
-        buffer = self.buffer
         pressure_gauge = 0
+        pipeline = StreamingPipeline("flow", config=StreamConfig(buffer_size=1000))
+        pipeline.set_source(self.source)
+        # Adaptive processing: up to 8 items in flight while the consumer's input buffer
+        # fills (800 of 1000), back down towards 1 when it is nearly empty (200).
+        pipeline.add_node(
+            TransformNode(
+                name="consume",
+                transform_fn=slow_consumer.process,
+                concurrency=AdaptiveConcurrency(min=1, max=8, high=0.8, low=0.2),
+            )
+        )
 
         async def produce() -> None:
             nonlocal pressure_gauge
-            async with buffer.open_producer() as out:
-                async for data in fast_producer:
-                    if self.flow_controller.paused:
-                        pressure_gauge += 1
-                        if pressure_gauge > 10:
-                            await self.apply_backpressure(fast_producer)
-                            pressure_gauge = 0
-                    else:
-                        pressure_gauge = max(0, pressure_gauge - 1)
-                    out.put_nowait_batch([data])  # full buffer: the oldest item is dropped
-                    await trio.lowlevel.checkpoint()
-
-        async def consume() -> None:
-            while True:
-                try:
-                    batch = await buffer.get_batch(50)
-                except trio.EndOfChannel:
-                    return
-                await slow_consumer.process(batch)
-                if len(buffer) > 800:
-                    await slow_consumer.increase_parallelism()
-                elif len(buffer) < 200:
-                    await slow_consumer.decrease_parallelism()
+            async for data in fast_producer:
+                if self.flow_controller.paused:
+                    pressure_gauge += 1
+                    if pressure_gauge > 10:
+                        await self.apply_backpressure(fast_producer)
+                        pressure_gauge = 0
+                else:
+                    pressure_gauge = max(0, pressure_gauge - 1)
+                self.source.push_nowait(data)  # full buffer: the oldest item is dropped
+                await trio.lowlevel.checkpoint()
+            self.source.close()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce)
-            nursery.start_soon(consume)
+            nursery.start_soon(pipeline.execute)
 
     async def apply_backpressure(self, producer: FastProducer) -> None:
         self.backpressure_applied += 1
@@ -113,9 +118,11 @@ async def main() -> None:
     stats = manager.buffer.stats
     print(
         f"produced {count}, consumed {consumer.processed}, dropped {stats.dropped}, "
-        f"backpressure applied {manager.backpressure_applied} times"
+        f"backpressure applied {manager.backpressure_applied} times, "
+        f"up to {consumer.peak_in_flight} items in flight"
     )
     assert consumer.processed + stats.dropped == count
+    assert consumer.peak_in_flight > 1  # the adaptive limit rose under load
 
 
 if __name__ == "__main__":

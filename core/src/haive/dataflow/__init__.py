@@ -6,6 +6,7 @@ adds every plugin's public names (resolved lazily).
 
 from __future__ import annotations
 
+from .adaptive import AdaptiveConcurrency
 from .backpressure import (
     BackpressureManager,
     BackpressureStrategy,
@@ -41,6 +42,7 @@ from .streaming_pipeline import RunReport, StreamingPipeline
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveConcurrency",
     "AggregateNode",
     "BackpressureManager",
     "BackpressureStrategy",

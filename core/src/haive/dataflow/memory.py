@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import trio
 
+from .adaptive import concurrency_bound
 from .backpressure import BoundedBuffer
 from .errors import ConfigError
 from .units import parse_size
@@ -291,7 +292,8 @@ def governor_for_run(run: Any) -> MemoryGovernor | None:
     in_flight = 1
     for node in graph.graph.nodes.values():
         in_flight += 2
-        if getattr(node, "executor", "inline") != "inline" or getattr(node, "concurrency", 1) > 1:
+        concurrency = concurrency_bound(getattr(node, "concurrency", 1))
+        if getattr(node, "executor", "inline") != "inline" or concurrency > 1:
             in_flight += 2
     cache = getattr(pipeline, "cache", None)
     return MemoryGovernor(

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import attrs
 import trio
 
+from .adaptive import AdaptiveConcurrency, ConcurrencyController
 from .backpressure import BoundedBuffer, BufferProducer
 from .errors import ConfigError, NodeError
 from .results import Result
@@ -267,6 +268,10 @@ class TransformNode(Node):
 
     With an async function and ``concurrency=N``, up to N items are in flight at once;
     ``ordered=True`` (default) emits results in input order, ``ordered=False`` as they finish.
+    ``concurrency=AdaptiveConcurrency(min, max)`` lets the number in flight follow the backlog
+    on the node's input: doubled while the input buffer is filling, halved while it is
+    (nearly) empty (see :mod:`haive.dataflow.adaptive`; ``current_concurrency`` is the limit
+    now).
     Sync functions run inline, batch by batch, unless ``executor`` says otherwise:
     ``executor="process"`` runs a CPU-bound, picklable function in ``concurrency`` worker
     processes, ``executor="thread"`` a blocking one in ``concurrency`` trio worker threads
@@ -282,24 +287,36 @@ class TransformNode(Node):
     PLUGIN_NAME: ClassVar[str] = "transform"
     name: str
     transform_fn: Callable[[Any], Any]
-    concurrency: int = 1
+    concurrency: int | AdaptiveConcurrency = 1
     ordered: bool = True
     on_error: str | None = None
     retry: RetryPolicy | None = None
     #: ``"inline"``, ``"thread"`` (blocking functions) or ``"process"`` (CPU-bound ones).
     executor: str = "inline"
     _is_async: bool = attrs.field(init=False, default=False)
+    _controller: ConcurrencyController | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.transform_fn):
             raise ConfigError(f"TransformNode {self.name!r}: transform_fn must be callable")
-        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+        adaptive = isinstance(self.concurrency, AdaptiveConcurrency)
+        if not adaptive and (
+            not isinstance(self.concurrency, int)
+            or isinstance(self.concurrency, bool)
+            or self.concurrency < 1
+        ):
             raise ConfigError(
-                f"TransformNode {self.name!r}: concurrency must be an int >= 1, "
-                f"got {self.concurrency!r}"
+                f"TransformNode {self.name!r}: concurrency must be an int >= 1 or an "
+                f"AdaptiveConcurrency, got {self.concurrency!r}"
             )
         check_error_policy(self.on_error, f"TransformNode {self.name!r}")
         self._is_async = is_async_callable(self.transform_fn)
+        if adaptive and (not self._is_async or self.executor != "inline"):
+            raise ConfigError(
+                f"TransformNode {self.name!r}: concurrency={self.concurrency!r} needs an async "
+                "transform_fn on the inline executor (sync functions run one item at a time; "
+                "give executor='thread' or 'process' a fixed concurrency=N)"
+            )
         if self.executor not in EXECUTORS:
             raise ConfigError(
                 f"TransformNode {self.name!r}: executor must be one of {EXECUTORS}, "
@@ -314,6 +331,15 @@ class TransformNode(Node):
             from .parallel.pool import check_picklable
 
             check_picklable(self.transform_fn, f"TransformNode {self.name!r}")
+
+    @property
+    def current_concurrency(self) -> int:
+        """Items this node may have in flight now (the adaptive limit while it runs)."""
+        if self._controller is not None:
+            return self._controller.limit
+        if isinstance(self.concurrency, AdaptiveConcurrency):
+            return self.concurrency.min
+        return self.concurrency
 
     async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
         fn = self.transform_fn
@@ -393,19 +419,43 @@ class Resequencer(Generic[V]):
 async def _run_worker_pool(
     node: TransformNode, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit
 ) -> None:
-    """N workers over a rendezvous channel; results re-ordered by sequence when ordered."""
+    """N workers over a rendezvous channel; results re-ordered by sequence when ordered.
+
+    Under :class:`AdaptiveConcurrency` there are ``max`` workers and a controller task; a
+    worker holds the controller's limiter while it takes and processes an item, so only
+    ``limit`` of them work at a time.
+    """
     fn = node.transform_fn
     stats = ctx.stats
+    policy = node.concurrency
+    # Items the feeder took from the inbox and has not handed to a worker yet.
+    held = [0]
+    controller: ConcurrencyController | None = None
+    if isinstance(policy, AdaptiveConcurrency):
+        workers = policy.max
+        controller = ConcurrencyController(policy, lambda: len(inbox) + held[0], inbox.capacity)
+    else:
+        workers = policy
     work_send, work_recv = trio.open_memory_channel[tuple[int, Any]](0)
-    done_send, done_recv = trio.open_memory_channel[tuple[int, bool, Any]](node.concurrency)
+    done_send, done_recv = trio.open_memory_channel[tuple[int, bool, Any]](workers)
 
     async def feed() -> None:
         async with work_send:
             seq = 0
             while (batch := await ctx.next_batch(inbox)) is not None:
+                held[0] = len(batch)
                 for item in batch:
                     await work_send.send((seq, item))
+                    held[0] -= 1
                     seq += 1
+
+    async def handle(seq: int, item: Any, results: trio.MemorySendChannel[Any]) -> None:
+        try:
+            value = await fn(item)
+            ok = True
+        except Exception as exc:
+            ok, value = await ctx.recover(fn, item, exc, is_async=True)
+        await results.send((seq, ok, value))
 
     async def work(
         jobs: trio.MemoryReceiveChannel[tuple[int, Any]],
@@ -413,18 +463,35 @@ async def _run_worker_pool(
     ) -> None:
         async with jobs, results:
             async for seq, item in jobs:
-                try:
-                    value = await fn(item)
-                    ok = True
-                except Exception as exc:
-                    ok, value = await ctx.recover(fn, item, exc, is_async=True)
-                await results.send((seq, ok, value))
+                await handle(seq, item, results)
+
+    async def work_limited(
+        jobs: trio.MemoryReceiveChannel[tuple[int, Any]],
+        results: trio.MemorySendChannel[tuple[int, bool, Any]],
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        async with jobs, results:
+            while True:
+                async with limiter:
+                    try:
+                        seq, item = await jobs.receive()
+                    except trio.EndOfChannel:
+                        return
+                    await handle(seq, item, results)
 
     async with trio.open_nursery() as nursery:
+        if controller is not None:
+            node._controller = controller
+            nursery.start_soon(controller.run)
         nursery.start_soon(feed)
         async with work_recv, done_send:
-            for _ in range(node.concurrency):
-                nursery.start_soon(work, work_recv.clone(), done_send.clone())
+            for _ in range(workers):
+                if controller is not None:
+                    nursery.start_soon(
+                        work_limited, work_recv.clone(), done_send.clone(), controller.limiter
+                    )
+                else:
+                    nursery.start_soon(work, work_recv.clone(), done_send.clone())
         order: Resequencer[tuple[bool, Any]] = Resequencer()
         async with done_recv:
             async for first in done_recv:
@@ -447,6 +514,9 @@ async def _run_worker_pool(
                 stats.in_progress -= len(finished)
                 if ctx.on_progress is not None:
                     ctx.on_progress()
+        # Every worker is done: only the controller is left.
+        nursery.cancel_scope.cancel()
+    node._controller = None
 
 
 @attrs.define(eq=False)

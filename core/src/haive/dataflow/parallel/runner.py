@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import trio
 
+from ..adaptive import AdaptiveConcurrency, concurrency_bound
 from ..backpressure import BoundedBuffer
 from ..config import StreamConfig
 from ..errors import ConfigError, unwrap_node_errors
@@ -83,8 +84,8 @@ def apply_parallelism(
     """
     applied: dict[str, int] = {}
     for node in nodes:
-        if not isinstance(node, TransformNode):
-            continue
+        if not isinstance(node, TransformNode) or isinstance(node.concurrency, AdaptiveConcurrency):
+            continue  # an adaptive node keeps its own bounds
         if node.executor == "process":
             workers = settings.parallelism or config.worker_threads
         elif node.executor == "thread" or is_async_callable(node.transform_fn):
@@ -129,7 +130,8 @@ async def _run_with_executor(
     from ..caching import unwrap_cached
 
     fn, cached = unwrap_cached(node.transform_fn)
-    workers = node.concurrency
+    # TransformNode refuses AdaptiveConcurrency with an executor: a fixed count here.
+    workers = concurrency_bound(node.concurrency)
     if node.executor == "process":
         async with open_process_pool(fn, workers, name=node.name) as pool:
             await _drive(node, ctx, inbox, emit, pool.map_batch, workers, cached)
