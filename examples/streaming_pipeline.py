@@ -1,7 +1,8 @@
 """The seed's "Real-Time Data Processing Pipelines" snippet, on trio.
 
 An AIStreamingPipeline with processors, a source and a sink; results carry success, data and
-error; metrics are emitted every 100 processed items. The document/embedding processors of the
+error; metrics (``StreamMetrics``, from haive-plugin-observability) are emitted every 100
+processed items. The document/embedding processors of the
 seed live in haive-contrib-ai; here plain processors stand in so the example needs nothing else.
 """
 
@@ -15,31 +16,10 @@ from haive.dataflow.streaming import (
     DataSource,
     JsonLinesSink,
     StreamingPipeline,
+    StreamMetrics,
     StreamProcessor,
     StreamSink,
 )
-
-
-class StreamMetrics:
-    """Reads the running pipeline's counters when asked (no per-item hook)."""
-
-    def __init__(self) -> None:
-        self.run = None
-
-    async def monitor(self, run) -> None:
-        self.run = run
-        await trio.sleep_forever()  # cancelled when the pipeline ends
-
-    @property
-    def throughput(self) -> float:
-        return self.run.report().processed / self.run.elapsed if self.run else 0.0
-
-    @property
-    def avg_latency(self) -> float:
-        """Mean processing time per item across nodes, in ms."""
-        stats = self.run.node_stats().values() if self.run else []
-        done = sum(s.items_out for s in stats)
-        return sum(s.busy_seconds for s in stats) / done * 1000 if done else 0.0
 
 
 class ChunkProcessor(StreamProcessor):
@@ -105,7 +85,7 @@ class AIStreamingPipeline:
                         {
                             "processed": processed_count,
                             "errors": error_count,
-                            "throughput": self.metrics.throughput,
+                            "throughput": float(self.metrics.throughput),
                             "latency": self.metrics.avg_latency,
                         }
                     )

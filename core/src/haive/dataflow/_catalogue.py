@@ -63,6 +63,7 @@ EXPORTS: dict[str, str] = {
     "Erasure": "haive-plugin-redis",
     "StreamAnalytics": "haive-plugin-observability",
     "MetricsCollector": "haive-plugin-observability",
+    "StreamMetrics": "haive-plugin-observability",
     "ThroughputMetric": "haive-plugin-observability",
     "LatencyMetric": "haive-plugin-observability",
     "ErrorRateMetric": "haive-plugin-observability",

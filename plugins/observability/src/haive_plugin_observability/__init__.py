@@ -1,6 +1,6 @@
 """Observability for haive-dataflow: metrics, Prometheus, alerts, a live dashboard, ``haive top``.
 
-The seed's names (``StreamAnalytics``, ``MetricsCollector``, ``ThroughputMetric``,
+The seed's names (``StreamAnalytics``, ``MetricsCollector``, ``StreamMetrics``, ``ThroughputMetric``,
 ``LatencyMetric``, ``ErrorRateMetric``, ``BackpressureMetric``, ``AlertManager``, ``Alert``,
 ``Dashboard``, ``LineChart``, ``Histogram``) are also importable from
 ``haive.dataflow.streaming``.
@@ -48,6 +48,7 @@ _SUBMODULE: dict[str, str] = {
     "Metric": "metric_base",
     "MetricsCollector": "collector",
     "MetricsSnapshot": "collector",
+    "StreamMetrics": "collector",
     "ThroughputMetric": "throughput",
     "ThroughputSnapshot": "throughput",
     "AlertNotifier": "notifiers",

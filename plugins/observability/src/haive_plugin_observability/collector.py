@@ -333,3 +333,34 @@ class MetricsCollector:
             pipelines=dict(self._pipelines),
             gauges=gauges,
         )
+
+
+class StreamMetrics(MetricsCollector):
+    """The product description's ``StreamMetrics``: a :class:`MetricsCollector` with the
+    default metrics (throughput, latency, error rate, backpressure), used as a pipeline
+    monitor.
+
+    ``throughput`` is a :class:`ThroughputMetric` that reads as a number (events per second
+    over the last minute: ``float(metrics.throughput)``, ``f"{metrics.throughput:.0f}"``);
+    ``avg_latency`` is the mean end-to-end latency in milliseconds.
+
+    Example: the seed's monitoring loop::
+
+        >>> import trio
+        >>> from haive.dataflow import StreamingPipeline
+        >>> from haive.dataflow.builtins.sources import IterableSource
+        >>> metrics = StreamMetrics()
+        >>> pipeline = StreamingPipeline("documents")
+        >>> pipeline.set_source(IterableSource(range(500)))
+        >>> pipeline.add_processor(lambda n: n * 2)
+        >>> pipeline.add_monitor(metrics)
+        >>> async def main():
+        ...     async with pipeline.run() as stream:
+        ...         processed = sum([1 async for result in stream if result.success])
+        ...     return processed, metrics.throughput.total, float(metrics.throughput) > 0
+        >>> trio.run(main)
+        (500, 500, True)
+    """
+
+    def __init__(self, *, interval: float | str = 0.25, clock: Clock | None = None) -> None:
+        super().__init__(None, interval=interval, clock=clock)

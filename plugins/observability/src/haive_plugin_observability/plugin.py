@@ -13,6 +13,7 @@ _PACKAGE = "haive_plugin_observability"
 EXPORTS: dict[str, str] = {
     "StreamAnalytics": f"{_PACKAGE}.analytics:StreamAnalytics",
     "MetricsCollector": f"{_PACKAGE}.collector:MetricsCollector",
+    "StreamMetrics": f"{_PACKAGE}.collector:StreamMetrics",
     "ThroughputMetric": f"{_PACKAGE}.throughput:ThroughputMetric",
     "LatencyMetric": f"{_PACKAGE}.latency:LatencyMetric",
     "ErrorRateMetric": f"{_PACKAGE}.error_rate:ErrorRateMetric",
