@@ -62,7 +62,10 @@ class OptimizedStreaming:
         # flight for I/O-bound ones (parallelism=N would set both to N).
         pipeline.enable_parallel_processing(parallelism=None, ordered=False)
         self.cache = pipeline.enable_caching(cache_size="500MB", ttl=300, nodes=["enrich"])
-        pipeline.set_serializer(MessagePackSerializer())
+        # The seed's pipeline.set_serializer(MessagePackSerializer()) sets the wire format of
+        # sources and sinks that move bytes (Redis streams); this in-memory pipeline has none,
+        # and a pipeline refuses a serializer nothing would use.
+        self.wire_format = MessagePackSerializer()
         return pipeline
 
 

@@ -147,8 +147,35 @@ class StreamingPipeline:
         self.monitors.append(monitor)
 
     def set_serializer(self, serializer: Serializer) -> None:
-        """The serializer that transports and byte-oriented sinks of this pipeline use."""
+        """Encode and decode the bytes this pipeline's source and sinks move with ``serializer``.
+
+        When a run starts, every one of them that moves bytes (has a ``use_serializer``
+        method, e.g. the Redis stream source and sink) is handed the serializer; one that was
+        given a different codec of its own is an error. A pipeline whose source and sinks
+        all take Python objects (memory, iterables, JSON lines) refuses to run, rather than
+        ignore the setting. WebSocket connections negotiate their codec per client
+        (``ConnectionConfig(serializer=...)``) and do not take it.
+        """
+        if not isinstance(serializer, Serializer):
+            raise ConfigError(f"set_serializer expects a Serializer, got {serializer!r}")
         self.serializer = serializer
+
+    def _apply_serializer(self) -> None:
+        serializer = self.serializer
+        if serializer is None:
+            return
+        parts = [p for p in (self.source, self.sink, self.dead_letter) if p is not None]
+        takers: list[Any] = [p for p in parts if callable(getattr(p, "use_serializer", None))]
+        if not takers:
+            names = ", ".join(type(p).__name__ for p in parts)
+            raise ConfigError(
+                f"StreamingPipeline {self.name!r}: set_serializer({type(serializer).__name__}()) "
+                f"would have no effect: none of its source and sinks ({names}) encodes bytes; "
+                "use a source or sink that does (e.g. RedisStreamSource, RedisStreamSink) "
+                "or remove the call"
+            )
+        for part in takers:
+            part.use_serializer(serializer)
 
     def _graph(self) -> Graph:
         graph = Graph()
@@ -253,7 +280,8 @@ class StreamingPipeline:
         return self.cache
 
     def _prepare_nodes(self) -> None:
-        """Apply parallelism and caching settings to the current nodes (at run start)."""
+        """Apply parallelism, caching and serializer settings (at run start)."""
+        self._apply_serializer()
         if self.parallel is not None:
             apply_parallelism(self.nodes, self.parallel, self.config)
         if self.caching is not None and self.cache is not None:

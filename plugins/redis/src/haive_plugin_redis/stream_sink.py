@@ -60,7 +60,7 @@ class RedisStreamSink(StreamSink):
         client: RedisClient | None = None,
         maxlen: int | None = None,
         approximate: bool = True,
-        codec: str | Serializer = "json",
+        codec: str | Serializer | None = None,
         field: str = "data",
         transaction: RedisStreamSource | None = None,
         pool_size: int = 4,
@@ -88,6 +88,10 @@ class RedisStreamSink(StreamSink):
         self._owns_client = client is None
         self.client = client if client is not None else stream_client(url, stream, pool_size)
         self.written = 0
+
+    def use_serializer(self, serializer: Serializer) -> None:
+        """Encode items with the pipeline's serializer (``StreamingPipeline.set_serializer``)."""
+        self.codec = self.codec.adopt(serializer, repr(self))
 
     def __repr__(self) -> str:
         mode = "exactly_once" if self.transaction is not None else "at_least_once"

@@ -52,9 +52,12 @@ class EntryCodec:
         haive.dataflow.errors.InvalidMessageError: entry has no 'data' field (fields: other)
     """
 
-    def __init__(self, codec: str | Serializer = "json", field: str = "data") -> None:
+    def __init__(self, codec: str | Serializer | None = None, field: str = "data") -> None:
         if not isinstance(field, str) or not field:
             raise ConfigError(f"field must be a non-empty string, got {field!r}")
+        #: False when no codec was given (JSON then), so a pipeline's serializer may replace it.
+        self.chosen = codec is not None
+        codec = "json" if codec is None else codec
         self.field = field
         self.field_bytes = field.encode()
         self.serializer: Serializer | None
@@ -80,6 +83,16 @@ class EntryCodec:
         elif self.serializer is not None:
             self.fast_loads = self.serializer.loads
             self.fast_dumps = self.serializer.dumps
+
+    def adopt(self, serializer: Serializer, owner: str) -> EntryCodec:
+        """The codec to use under a pipeline's ``set_serializer(serializer)``."""
+        if self.chosen and self.serializer is not serializer:
+            chosen = type(self.serializer).__name__ if self.serializer else "'fields'"
+            raise ConfigError(
+                f"{owner}: its codec ({chosen}) conflicts with the pipeline's "
+                f"set_serializer({type(serializer).__name__}()); give only one of them"
+            )
+        return EntryCodec(serializer, self.field)
 
     def encode(self, item: Any) -> list[bytes]:
         """Field/value pairs, flattened."""

@@ -160,7 +160,7 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
         claim_idle: float | str = "30s",
         claim_interval: float | str | None = None,
         stop_when_drained: bool = False,
-        codec: str | Serializer = "json",
+        codec: str | Serializer | None = None,
         field: str = "data",
         with_ids: bool = False,
         dead_letter: str | None = None,
@@ -219,6 +219,10 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
         self._next_claim = 0.0
         self._opened = False
 
+    def use_serializer(self, serializer: Serializer) -> None:
+        """Decode entries with the pipeline's serializer (``StreamingPipeline.set_serializer``)."""
+        self.codec = self.codec.adopt(serializer, f"RedisStreamSource({self.stream!r})")
+
     def __repr__(self) -> str:
         return (
             f"RedisStreamSource({self.stream!r}, group={self.group!r}, "
@@ -253,7 +257,7 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
         *,
         maxlen: int | None = None,
         approximate: bool = True,
-        codec: str | Serializer = "json",
+        codec: str | Serializer | None = None,
         field: str = "data",
     ) -> RedisStreamSink:
         """A sink writing to ``stream`` with this source's delivery guarantee.
