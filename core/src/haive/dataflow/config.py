@@ -8,31 +8,9 @@ from typing import Any
 import attrs
 
 from .errors import ConfigError
-from .units import parse_size
+from .validation import BOOL, NON_NEGATIVE_INT, POSITIVE_INT, invalid, one_of, size
 
 COMPRESSIONS = ("none", "deflate", "gzip", "zlib", "snappy", "lz4")
-
-
-def _int_at_least(minimum: int) -> Any:
-    def check(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(
-                f"StreamConfig.{attribute.name} must be an int >= {minimum}, got {value!r}"
-            )
-
-    return check
-
-
-def _bool(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"StreamConfig.{attribute.name} must be true or false, got {value!r}")
-
-
-def _compression(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in COMPRESSIONS:
-        raise ConfigError(
-            f"StreamConfig.compression must be one of {', '.join(COMPRESSIONS)}, got {value!r}"
-        )
 
 
 #: The smallest ``max_memory_usage`` accepted: a Python process running trio alone takes
@@ -43,13 +21,14 @@ MIN_MEMORY = 32 * 1000**2
 def _memory(value: int | str | None) -> int | None:
     if value is None:
         return None
-    size = parse_size(value, what="StreamConfig.max_memory_usage")
-    if size < MIN_MEMORY:
-        raise ConfigError(
-            f"StreamConfig.max_memory_usage must be at least 32MB (the interpreter alone uses "
-            f"about 30MB), got {value!r}"
-        )
-    return size
+    allowed = "a size of at least 32MB (the interpreter alone uses about 30MB), or None"
+    try:
+        result = size("StreamConfig", "max_memory_usage", value)
+    except ConfigError:
+        raise ConfigError(invalid("StreamConfig", "max_memory_usage", value, allowed)) from None
+    if result < MIN_MEMORY:
+        raise ConfigError(invalid("StreamConfig", "max_memory_usage", value, allowed))
+    return result
 
 
 @attrs.frozen(kw_only=True)
@@ -71,15 +50,15 @@ class StreamConfig:
         haive.dataflow.errors.ConfigError: invalid StreamConfig: unknown key(s): buffer_sise; known keys: ...
     """
 
-    buffer_size: int = attrs.field(default=1024, validator=_int_at_least(1))
-    chunk_size: int = attrs.field(default=1024, validator=_int_at_least(1))
-    worker_threads: int = attrs.field(default=1, validator=_int_at_least(1))
-    io_threads: int = attrs.field(default=4, validator=_int_at_least(1))
+    buffer_size: int = attrs.field(default=1024, validator=POSITIVE_INT)
+    chunk_size: int = attrs.field(default=1024, validator=POSITIVE_INT)
+    worker_threads: int = attrs.field(default=1, validator=POSITIVE_INT)
+    io_threads: int = attrs.field(default=4, validator=POSITIVE_INT)
     max_memory_usage: int | None = attrs.field(default=None, converter=_memory)
-    gc_interval: int = attrs.field(default=0, validator=_int_at_least(0))
-    compression: str = attrs.field(default="none", validator=_compression)
-    tcp_nodelay: bool = attrs.field(default=True, validator=_bool)
-    keep_alive: bool = attrs.field(default=True, validator=_bool)
+    gc_interval: int = attrs.field(default=0, validator=NON_NEGATIVE_INT)
+    compression: str = attrs.field(default="none", validator=one_of(*COMPRESSIONS))
+    tcp_nodelay: bool = attrs.field(default=True, validator=BOOL)
+    keep_alive: bool = attrs.field(default=True, validator=BOOL)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StreamConfig:

@@ -30,6 +30,11 @@ class ConfigError(HaiveError, ValueError):
     """Configuration is malformed: unknown keys, wrong types or out-of-range values."""
 
 
+class UnknownSettingError(UnknownPluginError, ConfigError):
+    """A setting names a plugin capability (backpressure strategy, serializer...) that no
+    installed plugin provides; raised when the pipeline, node or buffer is built."""
+
+
 class GraphError(HaiveError, ValueError):
     """A pipeline graph is invalid: unknown or duplicate names, cycles, dangling nodes."""
 

@@ -13,9 +13,12 @@ from .backpressure import BoundedBuffer, BufferProducer
 from .config import StreamConfig
 from .errors import ClosedError, GraphError, unwrap_node_errors
 from .graph import Graph, GraphRun, RunSettings
-from .nodes import Node, NodeStats, check_error_policy
+from .nodes import Node, NodeStats
 from .results import Result
 from .retry import NO_RETRY, RetryPolicy
+from .validation import NON_EMPTY_STR, instance_of
+
+CONFIG = instance_of(StreamConfig, "a StreamConfig")
 
 
 @attrs.frozen
@@ -79,19 +82,22 @@ class EventPipeline:
         max_batch: int = 1024,
         config: StreamConfig | None = None,
     ) -> None:
-        check_error_policy(on_error, f"EventPipeline {name!r}")
+        NON_EMPTY_STR.check("EventPipeline", "name", name)
         if config is not None:
+            CONFIG.check("EventPipeline", "config", config)
             # A StreamConfig sizes the edges and batches as it does for StreamingPipeline.
             buffer_size, max_batch = config.buffer_size, config.chunk_size
         self.name = name
         self.config = config
         self.graph = Graph()
+        # Every setting is checked (and a backpressure name resolved) here, not once running.
         self.settings = RunSettings(
             buffer_size=buffer_size,
             backpressure=backpressure,
-            error_policy=on_error,
-            retry=retry or NO_RETRY,
+            on_error=on_error,
+            retry=NO_RETRY if retry is None else retry,
             max_batch=max_batch,
+            config_owner="EventPipeline",
         )
 
     def add_node(self, node: Node) -> EventPipeline:

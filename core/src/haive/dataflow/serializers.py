@@ -9,6 +9,7 @@ import msgpack
 import orjson
 
 from .errors import SerializationError
+from .validation import POSITIVE_INT
 
 
 class Serializer(abc.ABC):
@@ -28,7 +29,7 @@ class Serializer(abc.ABC):
     content_type: ClassVar[str]
 
     def __init__(self, *, max_size: int | None = None) -> None:
-        self.max_size = max_size
+        self.max_size = POSITIVE_INT.optional().check(type(self).__name__, "max_size", max_size)
 
     @abc.abstractmethod
     def dumps(self, value: Any) -> bytes:
