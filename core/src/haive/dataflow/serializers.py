@@ -101,5 +101,11 @@ class MessagePackSerializer(Serializer):
             raise SerializationError("msgpack: expected bytes, got a text string")
         try:
             return msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=False)
+        except TypeError as exc:
+            # A map whose key is an array or a map: valid MessagePack, but no Python dict
+            # can hold it (msgpack raises "unhashable type").
+            raise SerializationError(
+                f"msgpack: message has a map key Python cannot use: {exc}"
+            ) from exc
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             raise SerializationError(f"msgpack: malformed message: {exc}") from exc
