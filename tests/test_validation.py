@@ -99,6 +99,8 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("EventPipeline retry", lambda: EventPipeline(retry=3), "retry"),  # type: ignore[arg-type]
     ("EventPipeline name", lambda: EventPipeline(""), "name"),
     ("EventPipeline config", lambda: EventPipeline(config={"buffer_size": 1}), "config"),  # type: ignore[arg-type]
+    ("EventPipeline config and buffer_size", lambda: EventPipeline(buffer_size=8, config=StreamConfig()), "buffer_size"),
+    ("EventPipeline config and max_batch", lambda: EventPipeline(max_batch=8, config=StreamConfig()), "max_batch"),
     ("StreamingPipeline backpressure", lambda: StreamingPipeline(backpressure="bogus"), "backpressure"),
     ("StreamingPipeline on_error", lambda: StreamingPipeline(on_error="drop"), "on_error"),
     ("StreamingPipeline retry", lambda: StreamingPipeline(retry="3x"), "retry"),  # type: ignore[arg-type]
