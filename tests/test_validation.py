@@ -21,6 +21,7 @@ from haive.dataflow import (
     BackpressureManager,
     BoundedBuffer,
     ConfigError,
+    Event,
     EventPipeline,
     EventRouter,
     FilterNode,
@@ -110,6 +111,13 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("enable_parallel parallelism", lambda: _streaming().enable_parallel_processing(0), "parallelism"),
     ("enable_parallel ordered", lambda: _streaming().enable_parallel_processing(2, "yes"), "ordered"),  # type: ignore[arg-type]
     ("enable_checkpointing every", lambda: _streaming().enable_checkpointing(StateStore(), every=0), "every"),
+    ("Event type", lambda: Event(type=3), "type"),  # type: ignore[arg-type]
+    ("Event timestamp text", lambda: Event(type="t", timestamp="now"), "timestamp"),  # type: ignore[arg-type]
+    ("Event timestamp nan", lambda: Event(type="t", timestamp=NAN), "timestamp"),
+    ("Event key", lambda: Event(type="t", key=5), "key"),  # type: ignore[arg-type]
+    ("Event id", lambda: Event(type="t", id=""), "id"),
+    ("Event data", lambda: Event(type="t", data=[1, 2]), "data"),  # type: ignore[arg-type]
+    ("Event metadata", lambda: Event(type="t", metadata="m"), "metadata"),  # type: ignore[arg-type]
     # -- buffers and backpressure ---------------------------------------------------------
     ("BoundedBuffer capacity=0", lambda: BoundedBuffer(0), "capacity"),
     ("BoundedBuffer capacity str", lambda: BoundedBuffer("10"), "capacity"),  # type: ignore[arg-type]
