@@ -105,13 +105,13 @@ async def test_sliding_window_by_name_and_capacity():
 
 
 def test_bad_configuration_errors():
-    with pytest.raises(ConfigError, match="capacity must be an int >= 1"):
+    with pytest.raises(ConfigError, match="capacity must be an integer >= 1"):
         BoundedBuffer(0)
     with pytest.raises(
         UnknownPluginError, match=r"no backpressure named 'drop_oldst'.*Did you mean 'drop_oldest'"
     ):
         BoundedBuffer(5, "drop_oldst")
-    with pytest.raises(ConfigError, match="backpressure strategy must be"):
+    with pytest.raises(ConfigError, match="strategy must be a backpressure strategy name"):
         BoundedBuffer(5, 42)
 
 

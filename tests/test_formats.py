@@ -61,9 +61,9 @@ def test_stream_config_validation():
     assert config.max_memory_usage == 2_000_000_000
     with pytest.raises(ConfigError, match=r"unknown key\(s\): buffer_sise"):
         StreamConfig.from_dict({"buffer_sise": 10})
-    with pytest.raises(ConfigError, match="buffer_size must be an int >= 1, got 0"):
+    with pytest.raises(ConfigError, match="buffer_size must be an integer >= 1, got 0"):
         StreamConfig(buffer_size=0)
-    with pytest.raises(ConfigError, match="expected a size like '500MB'"):
+    with pytest.raises(ConfigError, match="max_memory_usage must be a size"):
         StreamConfig(max_memory_usage="lots")
     with pytest.raises(ConfigError, match="must be a mapping"):
         StreamConfig.from_dict([("buffer_size", 1)])  # type: ignore[arg-type]

@@ -148,7 +148,7 @@ async def test_retry_exhausted_is_an_error_result(autojump_clock):
 
 
 def test_node_config_errors():
-    with pytest.raises(ConfigError, match="concurrency must be an int >= 1"):
+    with pytest.raises(ConfigError, match="concurrency must be an integer >= 1"):
         TransformNode(name="t", transform_fn=str, concurrency=0)
     with pytest.raises(ConfigError, match="must be callable"):
         FilterNode(name="f", filter_fn=42)  # type: ignore[arg-type]
@@ -156,5 +156,5 @@ def test_node_config_errors():
         TransformNode(name="t", transform_fn=str, on_error="ignore")
     with pytest.raises(ConfigError, match="on_error must be one of"):
         EventPipeline(on_error="explode")
-    with pytest.raises(ConfigError, match="attempts must be an int >= 1"):
+    with pytest.raises(ConfigError, match="attempts must be an integer >= 1"):
         RetryPolicy(attempts=0)

@@ -85,7 +85,7 @@ async def test_fast_producer_slow_consumer_stays_under_the_cap() -> None:
 
 
 async def test_a_cap_below_what_the_process_uses_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="must be at least 32MB"):
+    with pytest.raises(ConfigError, match="of at least 32MB"):
         StreamConfig(max_memory_usage="5MB")
     pipeline = StreamingPipeline("p", config=StreamConfig(max_memory_usage="33MB"))
     pipeline.set_source(IterableSource([1]))

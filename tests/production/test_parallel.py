@@ -327,7 +327,7 @@ async def test_enable_parallel_processing_applies_at_run_start() -> None:
     pipeline.set_source(IterableSource(range(5)))
     await pipeline.execute()
     assert (cpu.concurrency, io.concurrency, cpu.ordered) == (4, 4, False)
-    with pytest.raises(ConfigError, match="parallelism must be an int >= 1"):
+    with pytest.raises(ConfigError, match="parallelism must be an integer >= 1"):
         pipeline.enable_parallel_processing(parallelism=0)
 
 

@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from .errors import ConfigError
+from .validation import FRACTION, POSITIVE_INT, POSITIVE_NUMBER, invalid, registered
 
 T = TypeVar("T")
 
@@ -175,13 +176,61 @@ class SlidingWindowStrategy(DropOldestStrategy):
 
     PLUGIN_NAME: ClassVar[str] = "sliding_window"
     uses_time: ClassVar[bool] = True
-    window: float = 1.0
+    window: float = attrs.field(default=1.0, validator=POSITIVE_NUMBER)
 
     def expire(self, buffer: BoundedBuffer[Any], now: float) -> None:
         buffer.evict_older_than(now - self.window)
 
 
-def resolve_strategy(spec: object) -> BackpressureStrategy:
+StrategySpec = BackpressureStrategy | type[BackpressureStrategy]
+
+
+def strategy_spec(
+    spec: object, *, owner: str = "BoundedBuffer", parameter: str = "strategy"
+) -> StrategySpec:
+    """Check a backpressure setting now: names resolve through the plugin registry.
+
+    Returns the strategy class (each buffer then makes its own instance) or the instance
+    given. Pipelines call this when they are built, so a misspelled name fails there, with
+    the parameter named, instead of when the first buffer is made.
+
+    Example::
+
+        >>> strategy_spec(BufferStrategy.DROP_NEWEST).__name__
+        'DropNewestStrategy'
+        >>> strategy_spec("drop_olde", owner="EventPipeline", parameter="backpressure")
+        Traceback (most recent call last):
+        ...
+        haive.dataflow.errors.UnknownSettingError: EventPipeline(backpressure='drop_olde'): no backpressure named 'drop_olde' is installed. ... Did you mean 'drop_oldest'?
+    """
+    if isinstance(spec, BackpressureStrategy):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, BackpressureStrategy):
+        return spec
+    name = spec.value if isinstance(spec, enum.Enum) else spec
+    if isinstance(name, str):
+        builtin = _BUILTIN_STRATEGIES.get(name)
+        if builtin is not None:
+            # The core's own strategies need no plugin discovery (a buffer is often the
+            # first thing a program makes); the registry refuses any plugin reusing these names.
+            return builtin
+        cls: type[BackpressureStrategy] = registered(owner, parameter, "backpressure", name)
+        return cls
+    raise ConfigError(
+        invalid(
+            owner,
+            parameter,
+            spec,
+            "a backpressure strategy name (block, drop_oldest, drop_newest, sliding_window or "
+            "a plugin's), a BufferStrategy/DropStrategy member, or a BackpressureStrategy "
+            "class or instance",
+        )
+    )
+
+
+def resolve_strategy(
+    spec: object, *, owner: str = "BoundedBuffer", parameter: str = "strategy"
+) -> BackpressureStrategy:
     """Turn a name, enum member, class or instance into a strategy instance.
 
     Example::
@@ -189,26 +238,8 @@ def resolve_strategy(spec: object) -> BackpressureStrategy:
         >>> type(resolve_strategy("drop_newest")).__name__
         'DropNewestStrategy'
     """
-    if isinstance(spec, BackpressureStrategy):
-        return spec
-    if isinstance(spec, type) and issubclass(spec, BackpressureStrategy):
-        return spec()
-    if isinstance(spec, enum.Enum):
-        spec = spec.value
-    if isinstance(spec, str):
-        builtin = _BUILTIN_STRATEGIES.get(spec)
-        if builtin is not None:
-            # The core's own strategies need no plugin discovery (a buffer is often the
-            # first thing a program makes); the registry refuses any plugin reusing these names.
-            return builtin()
-        from .plugins import get_registry
-
-        cls: type[BackpressureStrategy] = get_registry().backpressure(spec)
-        return cls()
-    raise ConfigError(
-        f"backpressure strategy must be a name, a BufferStrategy/DropStrategy member or a "
-        f"BackpressureStrategy; got {type(spec).__name__} {spec!r}"
-    )
+    resolved = strategy_spec(spec, owner=owner, parameter=parameter)
+    return resolved if isinstance(resolved, BackpressureStrategy) else resolved()
 
 
 _BUILTIN_STRATEGIES: dict[str, type[BackpressureStrategy]] = {
@@ -241,10 +272,8 @@ class BoundedBuffer(Generic[T]):
     YIELD_EVERY = 64
 
     def __init__(self, capacity: int, strategy: object = "block", *, name: str = "buffer") -> None:
-        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
-            raise ConfigError(f"buffer {name!r}: capacity must be an int >= 1, got {capacity!r}")
         self.name = name
-        self.capacity = capacity
+        self.capacity = POSITIVE_INT.check("BoundedBuffer", "capacity", capacity)
         self.strategy = resolve_strategy(strategy)
         self.stats = BufferStats()
         self._chunks: deque[list[T]] = deque()
@@ -577,8 +606,15 @@ class FlowController:
     """
 
     def __init__(self, buffer: BoundedBuffer[Any], *, high: float = 0.8, low: float = 0.5) -> None:
-        if not 0.0 <= low <= high <= 1.0:
-            raise ConfigError(f"FlowController needs 0 <= low <= high <= 1, got {low=}, {high=}")
+        if not isinstance(buffer, BoundedBuffer):
+            raise ConfigError(invalid("FlowController", "buffer", buffer, "a BoundedBuffer"))
+        FRACTION.check("FlowController", "high", high)
+        FRACTION.check("FlowController", "low", low)
+        if low > high:
+            raise ConfigError(
+                f"FlowController(low={low!r}, high={high!r}): low must be <= high "
+                "(the buffer resumes below low after pausing above high)"
+            )
         self.buffer = buffer
         self.high = high
         self.low = low
@@ -625,7 +661,10 @@ class BackpressureManager:
     ) -> BoundedBuffer[Any]:
         """Create (or return the existing) buffer called ``name``."""
         if name not in self.buffers:
-            self.buffers[name] = BoundedBuffer(capacity, strategy, name=name)
+            owner = "BackpressureManager.buffer"
+            POSITIVE_INT.check(owner, "capacity", capacity)
+            spec = strategy_spec(strategy, owner=owner, parameter="strategy")
+            self.buffers[name] = BoundedBuffer(capacity, spec, name=name)
         return self.buffers[name]
 
     def track(self, buffer: BoundedBuffer[Any]) -> None:
@@ -634,7 +673,14 @@ class BackpressureManager:
 
     def flow_controller(self, name: str, *, high: float = 0.8, low: float = 0.5) -> FlowController:
         """A :class:`FlowController` for the buffer called ``name``."""
-        return FlowController(self.buffers[name], high=high, low=low)
+        buffer = self.buffers.get(name)
+        if buffer is None:
+            known = ", ".join(sorted(self.buffers)) or "(none yet)"
+            raise ConfigError(
+                f"BackpressureManager.flow_controller(name={name!r}): no buffer named {name!r}; "
+                f"buffers: {known}"
+            )
+        return FlowController(buffer, high=high, low=low)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Depth, pressure and counters of every tracked buffer."""

@@ -30,7 +30,7 @@ import trio
 from .errors import ConfigError
 from .memory import approx_sizeof
 from .nodes import FilterNode, Node, StreamProcessor, TransformNode, is_async_callable
-from .units import parse_duration, parse_size
+from .validation import optional_duration, size
 
 #: Bytes charged per entry besides key and value (dict slot, entry record, LRU links).
 ENTRY_OVERHEAD = 200
@@ -104,12 +104,8 @@ class ResultCache:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.name = name
-        self.max_bytes = parse_size(max_bytes, what=f"cache {name!r}: cache_size")
-        if self.max_bytes < 1:
-            raise ConfigError(f"cache {name!r}: cache_size must be positive, got {max_bytes!r}")
-        self.ttl = None if ttl is None else parse_duration(ttl, what=f"cache {name!r}: ttl")
-        if self.ttl is not None and self.ttl <= 0:
-            raise ConfigError(f"cache {name!r}: ttl must be positive (or None), got {ttl!r}")
+        self.max_bytes = size("ResultCache", "max_bytes", max_bytes)
+        self.ttl = optional_duration("ResultCache", "ttl", ttl)
         self.requested_bytes = self.max_bytes
         self.sizeof = sizeof
         self.total_bytes = 0

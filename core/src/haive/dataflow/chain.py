@@ -44,8 +44,9 @@ from typing import Any, ClassVar, Literal
 import attrs
 
 from .errors import ConfigError, HaiveError
-from .nodes import Node, NodeContext, check_error_policy, is_async_callable
+from .nodes import NODE_ON_ERROR, NODE_RETRY, Node, NodeContext, is_async_callable
 from .retry import RetryPolicy
+from .validation import NON_EMPTY_STR, one_of
 
 #: ``input=`` value: the previous step's output (the chain's input for the first step).
 PREVIOUS = "previous"
@@ -244,17 +245,10 @@ class TransformationChain(Node):
         on_error: str | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"TransformationChain name must be a non-empty string, got {name!r}")
-        if emit not in ("result", "output"):
-            raise ConfigError(
-                f"TransformationChain {name!r}: emit must be 'result' or 'output', got {emit!r}"
-            )
-        check_error_policy(on_error, f"TransformationChain {name!r}")
-        self.name = name
-        self.emit = emit
-        self.on_error = on_error
-        self.retry = retry
+        self.name = NON_EMPTY_STR.check("TransformationChain", "name", name)
+        self.emit = one_of("result", "output").check("TransformationChain", "emit", emit)
+        self.on_error = NODE_ON_ERROR.check("TransformationChain", "on_error", on_error)
+        self.retry = NODE_RETRY.check("TransformationChain", "retry", retry)
         self._steps: list[ChainStep] = []
         self._aliases: dict[str, str] = {}
 

@@ -34,7 +34,7 @@ import trio
 
 from .errors import ConfigError, HaiveError
 from .sources import DataSource
-from .units import parse_duration
+from .validation import BOOL, CALLABLE, NON_EMPTY_STR, POSITIVE_INT, optional_duration
 
 if TYPE_CHECKING:
     from .nodes import Node
@@ -257,16 +257,16 @@ class Checkpointer:
         from .state.store import StateStore
 
         self.store = store if isinstance(store, StateStore) else StateStore(store)
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"Checkpointer: name must be a non-empty string, got {name!r}")
-        self.name = name
-        self.interval = None if interval is None else parse_duration(interval, what="interval")
-        if self.interval is not None and self.interval <= 0:
-            raise ConfigError(f"Checkpointer: interval must be positive, got {interval!r}")
-        if every is not None and (not isinstance(every, int) or every < 1):
-            raise ConfigError(f"Checkpointer: every must be an int >= 1, got {every!r}")
+        self.name = NON_EMPTY_STR.check("Checkpointer", "name", name)
+        self.interval = optional_duration("Checkpointer", "interval", interval)
+        POSITIVE_INT.optional().check("Checkpointer", "every", every)
+        BOOL.check("Checkpointer", "resume", resume)
+        if on_checkpoint is not None:
+            CALLABLE.check("Checkpointer", "on_checkpoint", on_checkpoint)
         if self.interval is None and every is None:
-            raise ConfigError("Checkpointer: give an interval, every=N items, or both")
+            raise ConfigError(
+                "Checkpointer(interval=None, every=None): give an interval, every=N items, or both"
+            )
         self.every = every
         self.resume = resume
         self.on_checkpoint = on_checkpoint

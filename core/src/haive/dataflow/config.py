@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from .errors import ConfigError
-from .units import parse_size
+from .validation import NON_NEGATIVE_INT, POSITIVE_INT, invalid, size
 
 #: Settings earlier versions accepted without applying them, and why they are gone; from_dict
 #: names the reason instead of a bare "unknown key".
@@ -21,16 +21,6 @@ REMOVED: dict[str, str] = {
 }
 
 
-def _int_at_least(minimum: int) -> Any:
-    def check(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(
-                f"StreamConfig.{attribute.name} must be an int >= {minimum}, got {value!r}"
-            )
-
-    return check
-
-
 #: The smallest ``max_memory_usage`` accepted: a Python process running trio alone takes
 #: about 30 MB; the cap also has to leave room for data.
 MIN_MEMORY = 32 * 1000**2
@@ -39,13 +29,14 @@ MIN_MEMORY = 32 * 1000**2
 def _memory(value: int | str | None) -> int | None:
     if value is None:
         return None
-    size = parse_size(value, what="StreamConfig.max_memory_usage")
-    if size < MIN_MEMORY:
-        raise ConfigError(
-            f"StreamConfig.max_memory_usage must be at least 32MB (the interpreter alone uses "
-            f"about 30MB), got {value!r}"
-        )
-    return size
+    allowed = "a size of at least 32MB (the interpreter alone uses about 30MB), or None"
+    try:
+        result = size("StreamConfig", "max_memory_usage", value)
+    except ConfigError:
+        raise ConfigError(invalid("StreamConfig", "max_memory_usage", value, allowed)) from None
+    if result < MIN_MEMORY:
+        raise ConfigError(invalid("StreamConfig", "max_memory_usage", value, allowed))
+    return result
 
 
 @attrs.frozen(kw_only=True)
@@ -70,12 +61,12 @@ class StreamConfig:
         haive.dataflow.errors.ConfigError: invalid StreamConfig: unknown key(s): buffer_sise; known keys: ...
     """
 
-    buffer_size: int = attrs.field(default=1024, validator=_int_at_least(1))
-    chunk_size: int = attrs.field(default=1024, validator=_int_at_least(1))
-    worker_threads: int = attrs.field(default=1, validator=_int_at_least(1))
-    io_threads: int = attrs.field(default=4, validator=_int_at_least(1))
+    buffer_size: int = attrs.field(default=1024, validator=POSITIVE_INT)
+    chunk_size: int = attrs.field(default=1024, validator=POSITIVE_INT)
+    worker_threads: int = attrs.field(default=1, validator=POSITIVE_INT)
+    io_threads: int = attrs.field(default=4, validator=POSITIVE_INT)
     max_memory_usage: int | None = attrs.field(default=None, converter=_memory)
-    gc_interval: int = attrs.field(default=0, validator=_int_at_least(0))
+    gc_interval: int = attrs.field(default=0, validator=NON_NEGATIVE_INT)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StreamConfig:

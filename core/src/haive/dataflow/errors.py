@@ -44,6 +44,11 @@ class UserCodeError(HaiveError):
     """
 
 
+class UnknownSettingError(UnknownPluginError, ConfigError):
+    """A setting names a plugin capability (backpressure strategy, serializer...) that no
+    installed plugin provides; raised when the pipeline, node or buffer is built."""
+
+
 class GraphError(HaiveError, ValueError):
     """A pipeline graph is invalid: unknown or duplicate names, cycles, dangling nodes."""
 

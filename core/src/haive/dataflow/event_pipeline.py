@@ -11,11 +11,17 @@ import trio
 
 from .backpressure import BoundedBuffer, BufferProducer
 from .config import StreamConfig
-from .errors import ClosedError, GraphError, unwrap_node_errors
+from .errors import ClosedError, ConfigError, GraphError, unwrap_node_errors
 from .graph import Graph, GraphRun, RunSettings
-from .nodes import Node, NodeStats, check_error_policy
+from .nodes import Node, NodeStats
 from .results import Result
 from .retry import NO_RETRY, RetryPolicy
+from .validation import NON_EMPTY_STR, instance_of
+
+CONFIG = instance_of(StreamConfig, "a StreamConfig")
+#: Edge capacity (items) and largest micro-batch when neither they nor a config are given.
+DEFAULT_BUFFER_SIZE = 1024
+DEFAULT_MAX_BATCH = 1024
 
 
 @attrs.frozen
@@ -50,8 +56,11 @@ class EventPipeline:
     """A named graph of processing nodes between ``"input"`` and ``"output"``.
 
     Nodes are wired by name; fan-out (one node to several) copies each output to every
-    successor, fan-in (several into one) merges. Each edge is a bounded buffer; the graph is
-    validated (unknown/duplicate names, cycles, dangling nodes) when it starts.
+    successor, fan-in (several into one) merges. Each edge is a bounded buffer of
+    ``buffer_size`` items (default 1024) and nodes take at most ``max_batch`` items at a time
+    (default 1024), or both come from ``config`` (its ``buffer_size`` and ``chunk_size``),
+    never from both. Settings are checked when the pipeline is made; the graph is validated
+    (unknown/duplicate names, cycles, dangling nodes) when it starts.
 
     Example::
 
@@ -72,26 +81,36 @@ class EventPipeline:
         self,
         name: str = "pipeline",
         *,
-        buffer_size: int = 1024,
+        buffer_size: int | None = None,
         backpressure: object = "block",
         on_error: str = "raise",
         retry: RetryPolicy | None = None,
-        max_batch: int = 1024,
+        max_batch: int | None = None,
         config: StreamConfig | None = None,
     ) -> None:
-        check_error_policy(on_error, f"EventPipeline {name!r}")
+        NON_EMPTY_STR.check("EventPipeline", "name", name)
         if config is not None:
+            CONFIG.check("EventPipeline", "config", config)
+            if buffer_size is not None or max_batch is not None:
+                # Both would be silently overridden by the config's: refuse instead.
+                raise ConfigError(
+                    f"EventPipeline(buffer_size={buffer_size!r}, max_batch={max_batch!r}, "
+                    "config=...): give buffer_size/max_batch or a config, not both (a config "
+                    "sets them from its buffer_size and chunk_size)"
+                )
             # A StreamConfig sizes the edges and batches as it does for StreamingPipeline.
             buffer_size, max_batch = config.buffer_size, config.chunk_size
         self.name = name
         self.config = config
         self.graph = Graph()
+        # Every setting is checked (and a backpressure name resolved) here, not once running.
         self.settings = RunSettings(
-            buffer_size=buffer_size,
+            buffer_size=DEFAULT_BUFFER_SIZE if buffer_size is None else buffer_size,
             backpressure=backpressure,
-            error_policy=on_error,
-            retry=retry or NO_RETRY,
-            max_batch=max_batch,
+            on_error=on_error,
+            retry=NO_RETRY if retry is None else retry,
+            max_batch=DEFAULT_MAX_BATCH if max_batch is None else max_batch,
+            config_owner="EventPipeline",
         )
 
     def add_node(self, node: Node) -> EventPipeline:

@@ -11,6 +11,9 @@ import attrs
 
 from .convert import structure, unstructure
 from .errors import ConfigError, InvalidMessageError
+from .validation import NON_EMPTY_STR, instance_of, number
+
+_MAPPING = instance_of(Mapping, "a mapping (dict)")
 
 
 def _new_id() -> str:
@@ -34,12 +37,13 @@ class Event:
         haive.dataflow.errors.InvalidMessageError: invalid Event: ...
     """
 
-    type: str = attrs.field(validator=attrs.validators.instance_of(str))
-    data: Mapping[str, Any] = attrs.field(factory=dict)
-    key: str | None = None
-    id: str = attrs.field(factory=_new_id)
-    timestamp: float = attrs.field(factory=time.time)
-    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    type: str = attrs.field(validator=instance_of(str, "a string"))
+    data: Mapping[str, Any] = attrs.field(factory=dict, validator=_MAPPING)
+    key: str | None = attrs.field(default=None, validator=instance_of(str, "a string").optional())
+    id: str = attrs.field(factory=_new_id, validator=NON_EMPTY_STR)
+    #: Seconds since the epoch (finite: NaN or infinity would break every window and metric).
+    timestamp: float = attrs.field(factory=time.time, validator=number())
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, validator=_MAPPING)
 
     def to_wire(self) -> dict[str, Any]:
         """A plain dict for JSON/MessagePack."""

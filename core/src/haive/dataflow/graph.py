@@ -13,11 +13,12 @@ from typing import Any
 import attrs
 import trio
 
-from .backpressure import BoundedBuffer, BufferProducer
+from .backpressure import BoundedBuffer, BufferProducer, strategy_spec
 from .errors import GraphError, NodeError
-from .nodes import Emit, Node, NodeContext, NodeStats
+from .nodes import ERROR_POLICIES, Emit, Node, NodeContext, NodeStats
 from .results import Result
 from .retry import NO_RETRY, RetryPolicy
+from .validation import POSITIVE_INT, instance_of, one_of
 
 INPUT = "input"
 OUTPUT = "output"
@@ -130,19 +131,37 @@ class Graph:
 
 @attrs.define(eq=False)
 class RunSettings:
-    """Runtime knobs shared by every node of one run.
+    """Runtime knobs shared by every node of one run, checked when created.
+
+    ``config_owner`` is the name errors give (the pipeline class that was given the values);
+    a backpressure name is resolved through the plugin registry here, not when the first
+    buffer is made.
 
     Example::
 
         >>> RunSettings().buffer_size
         1024
+        >>> RunSettings(max_batch=0, config_owner="EventPipeline")
+        Traceback (most recent call last):
+        ...
+        haive.dataflow.errors.ConfigError: EventPipeline(max_batch=0): max_batch must be an integer >= 1, got 0
     """
 
-    buffer_size: int = 1024
+    buffer_size: int = attrs.field(default=1024, validator=POSITIVE_INT)
     backpressure: object = "block"
-    error_policy: str = "raise"
-    retry: RetryPolicy = NO_RETRY
-    max_batch: int = 1024
+    error_policy: str = attrs.field(
+        default="raise", alias="on_error", validator=one_of(*ERROR_POLICIES)
+    )
+    retry: RetryPolicy = attrs.field(
+        default=NO_RETRY, validator=instance_of(RetryPolicy, "a RetryPolicy")
+    )
+    max_batch: int = attrs.field(default=1024, validator=POSITIVE_INT)
+    config_owner: str = attrs.field(default="RunSettings", kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        self.backpressure = strategy_spec(
+            self.backpressure, owner=self.config_owner, parameter="backpressure"
+        )
 
 
 class GraphRun:

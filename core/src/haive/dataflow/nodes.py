@@ -26,6 +26,7 @@ from .backpressure import BoundedBuffer, BufferProducer
 from .errors import ConfigError, NodeError
 from .results import Result
 from .retry import NO_RETRY, RetryPolicy
+from .validation import BOOL, CALLABLE, NON_EMPTY_STR, POSITIVE_INT, Rule, instance_of, one_of
 
 ErrorPolicy = Literal["raise", "result", "skip"]
 ERROR_POLICIES: tuple[str, ...] = ("raise", "result", "skip")
@@ -43,9 +44,18 @@ def is_async_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
+#: A node's ``on_error``: one of :data:`ERROR_POLICIES`, or None for the pipeline's.
+NODE_ON_ERROR = one_of(*ERROR_POLICIES).optional()
+NODE_RETRY = instance_of(RetryPolicy, "a RetryPolicy").optional()
+CONCURRENCY = Rule(
+    "an integer >= 1 or an AdaptiveConcurrency",
+    lambda value: isinstance(value, AdaptiveConcurrency) or POSITIVE_INT.test(value),
+)
+
+
 def check_error_policy(value: str | None, where: str) -> None:
-    if value is not None and value not in ERROR_POLICIES:
-        raise ConfigError(f"{where}: on_error must be one of {ERROR_POLICIES}, got {value!r}")
+    """Raise ConfigError unless ``value`` is an error policy or None (``where`` owns it)."""
+    NODE_ON_ERROR.check(where, "on_error", value)
 
 
 @attrs.define
@@ -219,16 +229,13 @@ class FilterNode(Node):
     """
 
     PLUGIN_NAME: ClassVar[str] = "filter"
-    name: str
-    filter_fn: Callable[[Any], Any]
-    on_error: str | None = None
-    retry: RetryPolicy | None = None
+    name: str = attrs.field(validator=NON_EMPTY_STR)
+    filter_fn: Callable[[Any], Any] = attrs.field(validator=CALLABLE)
+    on_error: str | None = attrs.field(default=None, validator=NODE_ON_ERROR)
+    retry: RetryPolicy | None = attrs.field(default=None, validator=NODE_RETRY)
     _is_async: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
-        if not callable(self.filter_fn):
-            raise ConfigError(f"FilterNode {self.name!r}: filter_fn must be callable")
-        check_error_policy(self.on_error, f"FilterNode {self.name!r}")
         self._is_async = is_async_callable(self.filter_fn)
 
     async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
@@ -285,42 +292,26 @@ class TransformNode(Node):
     """
 
     PLUGIN_NAME: ClassVar[str] = "transform"
-    name: str
-    transform_fn: Callable[[Any], Any]
-    concurrency: int | AdaptiveConcurrency = 1
-    ordered: bool = True
-    on_error: str | None = None
-    retry: RetryPolicy | None = None
+    name: str = attrs.field(validator=NON_EMPTY_STR)
+    transform_fn: Callable[[Any], Any] = attrs.field(validator=CALLABLE)
+    concurrency: int | AdaptiveConcurrency = attrs.field(default=1, validator=CONCURRENCY)
+    ordered: bool = attrs.field(default=True, validator=BOOL)
+    on_error: str | None = attrs.field(default=None, validator=NODE_ON_ERROR)
+    retry: RetryPolicy | None = attrs.field(default=None, validator=NODE_RETRY)
     #: ``"inline"``, ``"thread"`` (blocking functions) or ``"process"`` (CPU-bound ones).
-    executor: str = "inline"
+    executor: str = attrs.field(default="inline", validator=one_of(*EXECUTORS))
     _is_async: bool = attrs.field(init=False, default=False)
     _controller: ConcurrencyController | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
-        if not callable(self.transform_fn):
-            raise ConfigError(f"TransformNode {self.name!r}: transform_fn must be callable")
-        adaptive = isinstance(self.concurrency, AdaptiveConcurrency)
-        if not adaptive and (
-            not isinstance(self.concurrency, int)
-            or isinstance(self.concurrency, bool)
-            or self.concurrency < 1
-        ):
-            raise ConfigError(
-                f"TransformNode {self.name!r}: concurrency must be an int >= 1 or an "
-                f"AdaptiveConcurrency, got {self.concurrency!r}"
-            )
-        check_error_policy(self.on_error, f"TransformNode {self.name!r}")
         self._is_async = is_async_callable(self.transform_fn)
-        if adaptive and (not self._is_async or self.executor != "inline"):
+        if isinstance(self.concurrency, AdaptiveConcurrency) and (
+            not self._is_async or self.executor != "inline"
+        ):
             raise ConfigError(
                 f"TransformNode {self.name!r}: concurrency={self.concurrency!r} needs an async "
                 "transform_fn on the inline executor (sync functions run one item at a time; "
                 "give executor='thread' or 'process' a fixed concurrency=N)"
-            )
-        if self.executor not in EXECUTORS:
-            raise ConfigError(
-                f"TransformNode {self.name!r}: executor must be one of {EXECUTORS}, "
-                f"got {self.executor!r}"
             )
         if self.executor != "inline" and self._is_async:
             raise ConfigError(
@@ -534,24 +525,16 @@ class AggregateNode(Node):
     """
 
     PLUGIN_NAME: ClassVar[str] = "aggregate"
-    name: str
-    window_size: int
-    aggregate_fn: Callable[[list[Any]], Any]
-    emit_partial: bool = True
-    on_error: str | None = None
-    retry: RetryPolicy | None = None
+    name: str = attrs.field(validator=NON_EMPTY_STR)
+    window_size: int = attrs.field(validator=POSITIVE_INT)
+    aggregate_fn: Callable[[list[Any]], Any] = attrs.field(validator=CALLABLE)
+    emit_partial: bool = attrs.field(default=True, validator=BOOL)
+    on_error: str | None = attrs.field(default=None, validator=NODE_ON_ERROR)
+    retry: RetryPolicy | None = attrs.field(default=None, validator=NODE_RETRY)
     _window: list[Any] = attrs.field(init=False, factory=list)
     _is_async: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.window_size, int) or self.window_size < 1:
-            raise ConfigError(
-                f"AggregateNode {self.name!r}: window_size must be an int >= 1, "
-                f"got {self.window_size!r}"
-            )
-        if not callable(self.aggregate_fn):
-            raise ConfigError(f"AggregateNode {self.name!r}: aggregate_fn must be callable")
-        check_error_policy(self.on_error, f"AggregateNode {self.name!r}")
         self._is_async = is_async_callable(self.aggregate_fn)
 
     async def _aggregate(self, window: list[Any], ctx: NodeContext) -> list[Any]:
@@ -609,9 +592,10 @@ class StreamProcessor(Node):
         retry: RetryPolicy | None = None,
     ) -> None:
         self.name = name or type(self).__name__
-        check_error_policy(on_error, f"processor {self.name!r}")
-        self.on_error = on_error
-        self.retry = retry
+        owner = type(self).__name__
+        NON_EMPTY_STR.check(owner, "name", self.name)
+        self.on_error = NODE_ON_ERROR.check(owner, "on_error", on_error)
+        self.retry = NODE_RETRY.check(owner, "retry", retry)
 
     def process(self, item: Any) -> Any:
         """Turn one input into one output (may be ``async def`` in subclasses)."""

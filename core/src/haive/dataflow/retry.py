@@ -6,17 +6,7 @@ import random
 
 import attrs
 
-from .errors import ConfigError
-
-
-def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"RetryPolicy.{attribute.name} must be an int >= 1, got {value!r}")
-
-
-def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"RetryPolicy.{attribute.name} must be a number >= 0, got {value!r}")
+from .validation import FRACTION, NON_NEGATIVE_NUMBER, POSITIVE_INT
 
 
 @attrs.frozen
@@ -34,17 +24,18 @@ class RetryPolicy:
         [0.1, 0.2]
     """
 
-    attempts: int = attrs.field(default=3, validator=_positive_int)
-    backoff: float = attrs.field(default=0.0, validator=_non_negative)
-    multiplier: float = attrs.field(default=2.0, validator=_non_negative)
-    max_backoff: float = attrs.field(default=30.0, validator=_non_negative)
-    jitter: float = attrs.field(default=0.1, validator=_non_negative)
+    attempts: int = attrs.field(default=3, validator=POSITIVE_INT)
+    backoff: float = attrs.field(default=0.0, validator=NON_NEGATIVE_NUMBER)
+    multiplier: float = attrs.field(default=2.0, validator=NON_NEGATIVE_NUMBER)
+    max_backoff: float = attrs.field(default=30.0, validator=NON_NEGATIVE_NUMBER)
+    #: Fraction of each pause that is randomised away: 0 (none) to 1 (anywhere in [0, pause]).
+    jitter: float = attrs.field(default=0.1, validator=FRACTION)
 
     def delay(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (1 for the first retry)."""
         base = min(self.backoff * self.multiplier ** (retry_number - 1), self.max_backoff)
         if self.jitter:
-            base *= 1.0 - random.random() * min(self.jitter, 1.0)
+            base *= 1.0 - random.random() * self.jitter
         return base
 
 

@@ -34,7 +34,8 @@ import trio  # noqa: F401 - the doctests below run on trio
 
 from .backpressure import BoundedBuffer
 from .errors import ConfigError, GraphError, HaiveError
-from .nodes import Emit, Node, NodeContext
+from .nodes import NODE_ON_ERROR, Emit, Node, NodeContext
+from .validation import NON_EMPTY_STR, one_of
 
 RouteMode = Literal["first", "all"]
 MODES: tuple[str, ...] = ("first", "all")
@@ -261,8 +262,7 @@ class EventRouter:
     DEFAULT: ClassVar[str] = "default"
 
     def __init__(self, *, mode: RouteMode = "first", name: str = "router") -> None:
-        if mode not in MODES:
-            raise ConfigError(f"EventRouter {name!r}: mode must be one of {MODES}, got {mode!r}")
+        one_of(*MODES).check("EventRouter", "mode", mode)
         self.name = name
         self.mode = mode
         self.routes: list[Route] = []
@@ -417,9 +417,9 @@ class RouterNode(Node):
     def __init__(self, name: str, router: EventRouter, *, on_error: str | None = None) -> None:
         if not isinstance(router, EventRouter):
             raise ConfigError(f"RouterNode {name!r}: expected an EventRouter, got {router!r}")
-        self.name = name
+        self.name = NON_EMPTY_STR.check("RouterNode", "name", name)
         self.router = router
-        self.on_error = on_error
+        self.on_error = NODE_ON_ERROR.check("RouterNode", "on_error", on_error)
         self._custom_decide = type(router).decide is not EventRouter.decide
 
     def check_successors(self, successors: Iterable[str]) -> None:

@@ -9,6 +9,7 @@ import msgpack
 import orjson
 
 from .errors import SerializationError
+from .validation import POSITIVE_INT
 
 
 class Serializer(abc.ABC):
@@ -28,7 +29,7 @@ class Serializer(abc.ABC):
     content_type: ClassVar[str]
 
     def __init__(self, *, max_size: int | None = None) -> None:
-        self.max_size = max_size
+        self.max_size = POSITIVE_INT.optional().check(type(self).__name__, "max_size", max_size)
 
     @abc.abstractmethod
     def dumps(self, value: Any) -> bytes:
@@ -100,5 +101,11 @@ class MessagePackSerializer(Serializer):
             raise SerializationError("msgpack: expected bytes, got a text string")
         try:
             return msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=False)
+        except TypeError as exc:
+            # A map whose key is an array or a map: valid MessagePack, but no Python dict
+            # can hold it (msgpack raises "unhashable type").
+            raise SerializationError(
+                f"msgpack: message has a map key Python cannot use: {exc}"
+            ) from exc
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             raise SerializationError(f"msgpack: malformed message: {exc}") from exc

@@ -17,13 +17,14 @@ from .config import StreamConfig
 from .errors import ConfigError, NodeError, unwrap_node_errors
 from .graph import INPUT, OUTPUT, Graph, GraphRun, RunSettings
 from .memory import MemoryGovernor, governor_for_run
-from .nodes import Node, NodeStats, as_node, check_error_policy
+from .nodes import Node, NodeStats, as_node
 from .parallel.runner import ParallelSettings, apply_parallelism
 from .results import Result
 from .retry import NO_RETRY, RetryPolicy
 from .serializers import Serializer
 from .sinks import StreamSink
 from .sources import DataSource
+from .validation import NON_EMPTY_STR, instance_of, optional_duration, size
 
 
 class PipelineMonitor(Protocol):
@@ -94,12 +95,16 @@ class StreamingPipeline:
         retry: RetryPolicy | None = None,
         backpressure: object = "block",
     ) -> None:
-        check_error_policy(on_error, f"StreamingPipeline {name!r}")
+        NON_EMPTY_STR.check("StreamingPipeline", "name", name)
+        if config is not None:
+            instance_of(StreamConfig, "a StreamConfig").check("StreamingPipeline", "config", config)
         self.name = name
         self.config = config or StreamConfig()
         self.on_error = on_error
-        self.retry = retry or NO_RETRY
+        self.retry = NO_RETRY if retry is None else retry
         self.backpressure = backpressure
+        # Check every setting (and resolve a backpressure name) now rather than at run time.
+        self._settings()
         self.source: DataSource | None = None
         self.sink: StreamSink | None = None
         self.dead_letter: StreamSink | None = None
@@ -191,9 +196,10 @@ class StreamingPipeline:
         return RunSettings(
             buffer_size=self.config.buffer_size,
             backpressure=self.backpressure,
-            error_policy=self.on_error,
+            on_error=self.on_error,
             retry=self.retry,
             max_batch=self.config.chunk_size,
+            config_owner="StreamingPipeline",
         )
 
     # -- running -------------------------------------------------------------------------
@@ -274,6 +280,9 @@ class StreamingPipeline:
         key (one function, or a mapping from node name to function). Returns the cache,
         whose ``stats`` and ``stats_for(node_name)`` give hit rates.
         """
+        # Checked here so that errors name this method's parameters (ResultCache's differ).
+        size("enable_caching", "cache_size", cache_size)
+        optional_duration("enable_caching", "ttl", ttl)
         settings = CacheSettings(cache_size, ttl, tuple(nodes) if nodes is not None else None, key)
         self.caching = settings
         self.cache = settings.make_cache(name=f"{self.name}.cache")

@@ -15,6 +15,7 @@ from ..errors import ConfigError, SerializationError
 from ..hookspecs import hookimpl
 from ..nodes import is_async_callable
 from ..sinks import StreamSink
+from ..validation import one_of
 
 
 class MemorySink(StreamSink, CheckpointableSink):
@@ -85,8 +86,7 @@ class JsonLinesSink(StreamSink, CheckpointableSink):
     PLUGIN_NAME = "jsonl"
 
     def __init__(self, path: str | os.PathLike[str], *, mode: str = "ab") -> None:
-        if mode not in ("ab", "wb"):
-            raise ConfigError(f"JsonLinesSink: mode must be 'ab' or 'wb', got {mode!r}")
+        one_of("ab", "wb").check("JsonLinesSink", "mode", mode)
         self.path = os.fspath(path)
         self.mode = mode
         self._raw: Any = None

@@ -10,11 +10,12 @@ from typing import Any
 import orjson
 import trio
 
-from ..backpressure import BoundedBuffer
+from ..backpressure import BoundedBuffer, strategy_spec
 from ..checkpoint import CheckpointableSource
 from ..errors import ConfigError, SerializationError
 from ..hookspecs import hookimpl
 from ..sources import DataSource
+from ..validation import POSITIVE_INT, one_of
 
 
 class IterableSource(DataSource, CheckpointableSource):
@@ -107,9 +108,9 @@ class MemorySource(DataSource):
     PLUGIN_NAME = "memory"
 
     def __init__(self, capacity: int = 1024, *, backpressure: object = "block") -> None:
-        self.buffer: BoundedBuffer[Any] = BoundedBuffer(
-            capacity, backpressure, name="memory-source"
-        )
+        POSITIVE_INT.check("MemorySource", "capacity", capacity)
+        spec = strategy_spec(backpressure, owner="MemorySource", parameter="backpressure")
+        self.buffer: BoundedBuffer[Any] = BoundedBuffer(capacity, spec, name="memory-source")
 
     async def push(self, item: Any) -> None:
         await self.buffer.put(item)
@@ -155,10 +156,7 @@ class JsonLinesSource(DataSource, CheckpointableSource):
     CHUNK = 1 << 20
 
     def __init__(self, path: str | os.PathLike[str], *, on_invalid: str = "raise") -> None:
-        if on_invalid not in ("raise", "skip"):
-            raise ConfigError(
-                f"JsonLinesSource: on_invalid must be 'raise' or 'skip', got {on_invalid!r}"
-            )
+        one_of("raise", "skip").check("JsonLinesSource", "on_invalid", on_invalid)
         self.path = os.fspath(path)
         self.on_invalid = on_invalid
         self.invalid_lines = 0

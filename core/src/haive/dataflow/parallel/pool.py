@@ -30,6 +30,7 @@ import attrs
 import trio
 
 from ..errors import ConfigError, unwrap_node_errors
+from ..validation import NON_NEGATIVE_INT, POSITIVE_INT
 from .errors import NotPicklableError, WorkerError
 
 _HEADER = struct.Struct("<Q")
@@ -245,10 +246,8 @@ class ProcessPool:
         name: str = "pool",
         max_restarts: int = 3,
     ) -> None:
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise ConfigError(
-                f"process pool {name!r}: workers must be an int >= 1, got {workers!r}"
-            )
+        POSITIVE_INT.check("ProcessPool", "workers", workers)
+        NON_NEGATIVE_INT.check("ProcessPool", "max_restarts", max_restarts)
         self.name = name
         self.fn = fn
         self.workers = workers

@@ -24,6 +24,7 @@ from ..backpressure import BoundedBuffer
 from ..config import StreamConfig
 from ..errors import ConfigError, unwrap_node_errors
 from ..nodes import Emit, Node, NodeContext, Resequencer, TransformNode, is_async_callable
+from ..validation import BOOL, POSITIVE_INT
 from .errors import WorkerError
 from .pool import BatchResult, apply_inline, open_process_pool
 
@@ -44,21 +45,12 @@ class ParallelSettings:
         >>> ParallelSettings(parallelism=0)
         Traceback (most recent call last):
         ...
-        haive.dataflow.errors.ConfigError: parallelism must be an int >= 1 (or None for the StreamConfig defaults), got 0
+        haive.dataflow.errors.ConfigError: ParallelSettings(parallelism=0): parallelism must be an integer >= 1, or None, got 0
     """
 
-    parallelism: int | None = attrs.field(default=None)
-    ordered: bool = False
-
-    @parallelism.validator
-    def _check(self, _: attrs.Attribute[int | None], value: int | None) -> None:
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 1
-        ):
-            raise ConfigError(
-                "parallelism must be an int >= 1 (or None for the StreamConfig defaults), "
-                f"got {value!r}"
-            )
+    #: None: the StreamConfig defaults (worker_threads, io_threads).
+    parallelism: int | None = attrs.field(default=None, validator=POSITIVE_INT.optional())
+    ordered: bool = attrs.field(default=False, validator=BOOL)
 
 
 def apply_parallelism(

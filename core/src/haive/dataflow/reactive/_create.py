@@ -32,7 +32,7 @@ from .observable import Observable, PullOptions, _Custom
 
 
 def from_iterable(iterable: Iterable[Any], batch_size: int) -> Observable[Any]:
-    positive_int(batch_size, "from_iterable: batch_size")
+    positive_int(batch_size, "from_iterable", "batch_size")
     if isinstance(iterable, str | bytes) or not isinstance(iterable, Iterable):
         raise ConfigError(f"from_iterable expects an iterable, got {type(iterable).__name__}")
 

@@ -26,7 +26,7 @@ import trio
 
 from ..errors import ConfigError
 from ..nodes import is_async_callable as is_async_callable  # one definition, shared
-from ..units import parse_duration
+from ..validation import duration, integer
 
 Emit: TypeAlias = Callable[[list[Any]], Awaitable[None]]
 
@@ -215,17 +215,15 @@ async def close_pull(inner: AsyncIterator[Any]) -> None:
             await closer()
 
 
-def seconds(value: float | str, what: str) -> float:
+def seconds(value: float | str, operator: str, parameter: str) -> float:
     """Seconds from a number or a duration string ("250ms", "5s"); must be > 0."""
-    result = parse_duration(value, what=what)
-    if result <= 0:
-        raise ConfigError(f"{what}: a duration must be > 0, got {value!r}")
-    return result
+    return duration(operator, parameter, value)
 
 
-def positive_int(value: object, what: str, *, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{what} must be an int >= {minimum}, got {value!r}")
+def positive_int(value: object, operator: str, parameter: str, *, minimum: int = 1) -> int:
+    """``value`` if it is an int >= ``minimum``, else ConfigError naming the operator."""
+    integer(minimum).check(operator, parameter, value)
+    assert isinstance(value, int)
     return value
 
 

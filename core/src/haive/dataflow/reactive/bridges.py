@@ -78,9 +78,10 @@ class ObservableSource(DataSource):
             )
         self.observable = observable
         self.nursery = nursery
-        self.capacity = capacity
-        self.backpressure = backpressure
-        BoundedBuffer(capacity, backpressure)  # validate now, not at run time
+        # Validate now, not at run time; a backpressure name is resolved here.
+        options = PullOptions(capacity, backpressure, config_owner="ObservableSource")
+        self.capacity = options.capacity
+        self.backpressure = options.backpressure
         self._pulled: AsyncIterator[list[Any]] | None = None
         self._feed: _Feed | None = None
 

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import attrs
 import trio
 
+from ..backpressure import strategy_spec
 from ..errors import ConfigError
 from ..retry import RetryPolicy
-from ..units import parse_duration
+from ..validation import POSITIVE_INT, duration
 from ._runtime import (
     DEFAULT_BATCH,
     DEFAULT_CAPACITY,
@@ -46,9 +47,17 @@ class PullOptions:
         []
     """
 
-    capacity: int = DEFAULT_CAPACITY
+    capacity: int = attrs.field(default=DEFAULT_CAPACITY, validator=POSITIVE_INT)
     backpressure: object = "block"
     readers: list[Any] = attrs.field(factory=list)
+    #: What errors name (the operation given these options: ``subscribe``, ``iterate``...).
+    config_owner: str = attrs.field(default="PullOptions", kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        # A strategy name is resolved once, here, not in every buffer made from the options.
+        self.backpressure = strategy_spec(
+            self.backpressure, owner=self.config_owner, parameter="backpressure"
+        )
 
 
 def merge_roots(*sources: Observable[Any]) -> tuple[ReactiveStream[Any], ...]:
@@ -199,7 +208,7 @@ class Observable(Generic[T]):
         """
         from ._create import _ticks
 
-        return _ticks(seconds(period, "interval: period"), "interval", first=None)
+        return _ticks(seconds(period, "interval", "period"), "interval", first=None)
 
     @staticmethod
     def timer(due: float | str, period: float | str | None = None) -> Observable[int]:
@@ -212,10 +221,10 @@ class Observable(Generic[T]):
         """
         from ._create import _ticks
 
-        due_s = parse_duration(due, what="timer: due")
+        due_s = duration("timer", "due", due, positive=False)
         if period is None:
             return _ticks(math.inf, "timer", first=due_s)
-        return _ticks(seconds(period, "timer: period"), "timer", first=due_s)
+        return _ticks(seconds(period, "timer", "period"), "timer", first=due_s)
 
     @staticmethod
     def empty() -> Observable[Any]:
@@ -475,7 +484,7 @@ class Observable(Generic[T]):
             >>> trio.run(Observable.interval(0.001).take(2).to_list)
             [0, 1]
         """
-        positive_int(count, "take: count", minimum=0)
+        positive_int(count, "take", "count", minimum=0)
         from ._fused import take_step
 
         return self._then(take_step(count))
@@ -488,7 +497,7 @@ class Observable(Generic[T]):
             >>> trio.run(Observable.of(1, 2, 3).skip(2).to_list)
             [3]
         """
-        positive_int(count, "skip: count", minimum=0)
+        positive_int(count, "skip", "count", minimum=0)
         from ._fused import skip_step
 
         return self._then(skip_step(count))
@@ -558,7 +567,7 @@ class Observable(Generic[T]):
             >>> trio.run(Observable.of(1, 2, 3, 4, 5).buffer(2).to_list)
             [[1, 2], [3, 4], [5]]
         """
-        positive_int(count, "buffer: count")
+        positive_int(count, "buffer", "count")
         from ._fused import buffer_step
 
         return self._then(buffer_step(count))
@@ -578,7 +587,7 @@ class Observable(Generic[T]):
             >>> trio.run(main)
             [3, 7, 5]
         """
-        positive_int(count, "window: count")
+        positive_int(count, "window", "count")
         from ._timed import windows
 
         return windows(self, count, None)
@@ -596,7 +605,7 @@ class Observable(Generic[T]):
         """
         from ._fused import throttle_step
 
-        return self._then(throttle_step(seconds(period, "throttle: period")))
+        return self._then(throttle_step(seconds(period, "throttle", "period")))
 
     # -- operators that run tasks ---------------------------------------------------------
     def flat_map(
@@ -626,7 +635,7 @@ class Observable(Generic[T]):
         """
         check_callable(fn, "flat_map")
         if max_concurrent is not None:
-            positive_int(max_concurrent, "flat_map: max_concurrent")
+            positive_int(max_concurrent, "flat_map", "max_concurrent")
         from ._combine import flat_map
 
         return flat_map(self, fn, max_concurrent)
@@ -646,7 +655,7 @@ class Observable(Generic[T]):
         """
         from ._timed import debounce
 
-        return debounce(self, seconds(period, "debounce: period"))
+        return debounce(self, seconds(period, "debounce", "period"))
 
     def sample(self, period: float | str) -> Observable[T]:
         """Every ``period`` seconds, the latest item if a new one arrived since the last
@@ -662,7 +671,7 @@ class Observable(Generic[T]):
         """
         from ._timed import sample
 
-        return sample(self, seconds(period, "sample: period"))
+        return sample(self, seconds(period, "sample", "period"))
 
     def buffer_time(
         self, period: float | str, *, max_count: int | None = None, emit_empty: bool = False
@@ -681,10 +690,10 @@ class Observable(Generic[T]):
             [[0, 1], [2, 3], [4]]
         """
         if max_count is not None:
-            positive_int(max_count, "buffer_time: max_count")
+            positive_int(max_count, "buffer_time", "max_count")
         from ._timed import buffer_time
 
-        return buffer_time(self, seconds(period, "buffer_time: period"), max_count, emit_empty)
+        return buffer_time(self, seconds(period, "buffer_time", "period"), max_count, emit_empty)
 
     def window_time(self, period: float | str) -> Observable[Observable[T]]:
         """A window (see :meth:`window`) every ``period`` seconds, starting at subscription.
@@ -701,7 +710,7 @@ class Observable(Generic[T]):
         """
         from ._timed import windows
 
-        return windows(self, None, seconds(period, "window_time: period"))
+        return windows(self, None, seconds(period, "window_time", "period"))
 
     def delay(self, period: float | str) -> Observable[T]:
         """Every item (and the completion) ``period`` seconds later; errors at once.
@@ -719,7 +728,7 @@ class Observable(Generic[T]):
         """
         from ._timed import delay
 
-        return delay(self, seconds(period, "delay: period"))
+        return delay(self, seconds(period, "delay", "period"))
 
     def timeout(self, period: float | str, fallback: Observable[T] | None = None) -> Observable[T]:
         """Fails with :class:`TimeoutError` (or switches to ``fallback``) when the first item
@@ -738,7 +747,7 @@ class Observable(Generic[T]):
             as_observable(fallback, "timeout: fallback")
         from ._timed import timeout
 
-        return timeout(self, seconds(period, "timeout: period"), fallback)
+        return timeout(self, seconds(period, "timeout", "period"), fallback)
 
     # -- errors ---------------------------------------------------------------------------
     def retry(

@@ -12,6 +12,16 @@ from .observable import Observable
 Operator = Callable[[Observable[Any]], Observable[Any]]
 
 
+def _checked(operator: Operator) -> Operator:
+    """Apply ``operator`` once to an empty observable, so bad arguments (``take(-1)``,
+    ``debounce("soon")``) fail where the operator is made, not where it is piped.
+
+    Applying an operator only builds an observable; nothing runs.
+    """
+    operator(Observable.of())
+    return operator
+
+
 class Operators:
     """The operators of :class:`~haive.dataflow.reactive.Observable` as pipeable functions.
 
@@ -33,77 +43,79 @@ class Operators:
 
     @staticmethod
     def map(fn: Callable[[Any], Any]) -> Operator:
-        return lambda source: source.map(fn)
+        return _checked(lambda source: source.map(fn))
 
     @staticmethod
     def filter(predicate: Callable[[Any], object]) -> Operator:
-        return lambda source: source.filter(predicate)
+        return _checked(lambda source: source.filter(predicate))
 
     @staticmethod
     def flat_map(fn: Callable[[Any], Any], *, max_concurrent: int | None = 16) -> Operator:
-        return lambda source: source.flat_map(fn, max_concurrent=max_concurrent)
+        return _checked(lambda source: source.flat_map(fn, max_concurrent=max_concurrent))
 
     @staticmethod
     def scan(fn: Callable[[Any, Any], Any], seed: Any = NOTHING) -> Operator:
-        return lambda source: source.scan(fn, seed)
+        return _checked(lambda source: source.scan(fn, seed))
 
     @staticmethod
     def reduce(fn: Callable[[Any, Any], Any], seed: Any = NOTHING) -> Operator:
-        return lambda source: source.reduce(fn, seed)
+        return _checked(lambda source: source.reduce(fn, seed))
 
     @staticmethod
     def take(count: int) -> Operator:
-        return lambda source: source.take(count)
+        return _checked(lambda source: source.take(count))
 
     @staticmethod
     def skip(count: int) -> Operator:
-        return lambda source: source.skip(count)
+        return _checked(lambda source: source.skip(count))
 
     @staticmethod
     def distinct(key: Callable[[Any], Hashable] | None = None) -> Operator:
-        return lambda source: source.distinct(key)
+        return _checked(lambda source: source.distinct(key))
 
     @staticmethod
     def distinct_until_changed(key: Callable[[Any], Any] | None = None) -> Operator:
-        return lambda source: source.distinct_until_changed(key)
+        return _checked(lambda source: source.distinct_until_changed(key))
 
     @staticmethod
     def debounce(period: float | str) -> Operator:
-        return lambda source: source.debounce(period)
+        return _checked(lambda source: source.debounce(period))
 
     @staticmethod
     def throttle(period: float | str) -> Operator:
-        return lambda source: source.throttle(period)
+        return _checked(lambda source: source.throttle(period))
 
     @staticmethod
     def sample(period: float | str) -> Operator:
-        return lambda source: source.sample(period)
+        return _checked(lambda source: source.sample(period))
 
     @staticmethod
     def buffer(count: int) -> Operator:
-        return lambda source: source.buffer(count)
+        return _checked(lambda source: source.buffer(count))
 
     @staticmethod
     def buffer_time(
         period: float | str, *, max_count: int | None = None, emit_empty: bool = False
     ) -> Operator:
-        return lambda source: source.buffer_time(period, max_count=max_count, emit_empty=emit_empty)
+        return _checked(
+            lambda source: source.buffer_time(period, max_count=max_count, emit_empty=emit_empty)
+        )
 
     @staticmethod
     def window(count: int) -> Operator:
-        return lambda source: source.window(count)
+        return _checked(lambda source: source.window(count))
 
     @staticmethod
     def window_time(period: float | str) -> Operator:
-        return lambda source: source.window_time(period)
+        return _checked(lambda source: source.window_time(period))
 
     @staticmethod
     def delay(period: float | str) -> Operator:
-        return lambda source: source.delay(period)
+        return _checked(lambda source: source.delay(period))
 
     @staticmethod
     def timeout(period: float | str, fallback: Observable[Any] | None = None) -> Operator:
-        return lambda source: source.timeout(period, fallback)
+        return _checked(lambda source: source.timeout(period, fallback))
 
     @staticmethod
     def retry(
@@ -113,8 +125,10 @@ class Operators:
         multiplier: float = 2.0,
         reset_on_success: bool = True,
     ) -> Operator:
-        return lambda source: source.retry(
-            retries, backoff=backoff, multiplier=multiplier, reset_on_success=reset_on_success
+        return _checked(
+            lambda source: source.retry(
+                retries, backoff=backoff, multiplier=multiplier, reset_on_success=reset_on_success
+            )
         )
 
     @staticmethod
@@ -123,35 +137,35 @@ class Operators:
         *,
         exceptions: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     ) -> Operator:
-        return lambda source: source.catch_error(handler, exceptions=exceptions)
+        return _checked(lambda source: source.catch_error(handler, exceptions=exceptions))
 
     @staticmethod
     def share() -> Operator:
-        return lambda source: source.share()
+        return _checked(lambda source: source.share())
 
     @staticmethod
     def merge(*others: Observable[Any]) -> Operator:
-        return lambda source: Observable.merge(source, *others)
+        return _checked(lambda source: Observable.merge(source, *others))
 
     @staticmethod
     def zip(*others: Any) -> Operator:
-        return lambda source: Observable.zip(source, *others)
+        return _checked(lambda source: Observable.zip(source, *others))
 
     @staticmethod
     def concat(*others: Observable[Any]) -> Operator:
-        return lambda source: Observable.concat(source, *others)
+        return _checked(lambda source: Observable.concat(source, *others))
 
     @staticmethod
     def combine_latest(*others: Any) -> Operator:
-        return lambda source: Observable.combine_latest(source, *others)
+        return _checked(lambda source: Observable.combine_latest(source, *others))
 
     @staticmethod
     def with_latest_from(*others: Any) -> Operator:
-        return lambda source: source.with_latest_from(*others)
+        return _checked(lambda source: source.with_latest_from(*others))
 
     @staticmethod
     def start_with(*items: Any) -> Operator:
-        return lambda source: source.start_with(*items)
+        return _checked(lambda source: source.start_with(*items))
 
     @staticmethod
     def tap(
@@ -159,4 +173,4 @@ class Operators:
         on_error: Callable[[BaseException], Any] | None = None,
         on_completed: Callable[[], Any] | None = None,
     ) -> Operator:
-        return lambda source: source.tap(on_next, on_error, on_completed)
+        return _checked(lambda source: source.tap(on_next, on_error, on_completed))

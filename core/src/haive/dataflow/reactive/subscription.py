@@ -168,9 +168,11 @@ class Subscription(Generic[T]):
                 check_callable(fn, f"subscribe: {what}")
         self.source = source
         self.name = name or f"subscription({source._label})"
-        # Validates capacity and strategy now, and is the buffer of a task-fed chain.
-        self._buffer: BoundedBuffer[T] = BoundedBuffer(capacity, backpressure, name=self.name)
-        self._options = PullOptions(capacity, backpressure)
+        # Validates capacity and strategy now (PullOptions), before anything runs.
+        self._options = PullOptions(capacity, backpressure, config_owner="subscribe")
+        self._buffer: BoundedBuffer[T] = BoundedBuffer(
+            capacity, self._options.backpressure, name=self.name
+        )
         self.state: State = "pending"
         self.error: BaseException | None = None
         self.delivered = 0
@@ -428,7 +430,7 @@ class StreamIterator(Generic[T]):
 
     def __init__(self, source: Observable[T], *, capacity: int, backpressure: object) -> None:
         self.source = source
-        self._options = PullOptions(capacity, backpressure)
+        self._options = PullOptions(capacity, backpressure, config_owner="iterate")
         self._batches: AsyncIterator[list[T]] | None = None
         self._batch: list[T] = []
         self._index = 0

@@ -9,8 +9,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 import attrs
 
 from ..errors import ConfigError
-from ..nodes import Node, NodeContext, check_error_policy, is_async_callable
+from ..nodes import NODE_ON_ERROR, NODE_RETRY, Node, NodeContext, is_async_callable
 from ..retry import RetryPolicy
+from ..validation import NON_EMPTY_STR, optional_duration
 from .backend import StateBackend, StateWrite
 from .fields import FieldGetter
 from .store import StateStore
@@ -103,14 +104,15 @@ class StatefulProcessor(Node, Generic[S]):
         retry: RetryPolicy | None = None,
     ) -> None:
         self.name = name or type(self).__name__
-        check_error_policy(on_error, f"processor {self.name!r}")
-        self.on_error = on_error
-        self.retry = retry
+        owner = type(self).__name__
+        NON_EMPTY_STR.check(owner, "name", self.name)
+        self.on_error = NODE_ON_ERROR.check(owner, "on_error", on_error)
+        self.retry = NODE_RETRY.check(owner, "retry", retry)
         self._owns_store = not isinstance(store, StateStore)
         self.store = store if isinstance(store, StateStore) else StateStore(store)
         self.key_field = FieldGetter(key)
         self.type: type[Any] | None = state_type if state_type is not None else self.state_type
-        self.ttl = self.store._ttl(ttl, None)
+        self.ttl = optional_duration(owner, "ttl", ttl)
         self._deferred = False
         self._pending: dict[str, _Pending] = {}
         if type(self).process is StatefulProcessor.process:

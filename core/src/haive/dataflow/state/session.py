@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ..errors import ConfigError
-from ..units import parse_duration
+from ..validation import POSITIVE_INT, duration
 from .backend import StateBackend
 from .store import StateStore
 
@@ -79,9 +79,7 @@ class SessionState(Generic[SessionT]):
         prefix: str = "session:",
         session_type: type[SessionT] = Session,  # type: ignore[assignment]
     ) -> None:
-        self.timeout = parse_duration(timeout, what="SessionState timeout")
-        if self.timeout <= 0:
-            raise ConfigError(f"SessionState: timeout must be positive, got {timeout!r}")
+        self.timeout = duration("SessionState", "timeout", timeout)
         self.store = _store(store)
         self.prefix = prefix
         self.session_type = session_type
@@ -149,11 +147,8 @@ class WindowState:
         prefix: str = "window:",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.window_size = parse_duration(window_size, what="WindowState window_size")
-        if self.window_size <= 0:
-            raise ConfigError(f"WindowState: window_size must be positive, got {window_size!r}")
-        if max_items is not None and (not isinstance(max_items, int) or max_items < 1):
-            raise ConfigError(f"WindowState: max_items must be an int >= 1, got {max_items!r}")
+        self.window_size = duration("WindowState", "window_size", window_size)
+        POSITIVE_INT.optional().check("WindowState", "max_items", max_items)
         self.store = _store(store)
         self.max_items = max_items
         self.prefix = prefix

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import trio
 
 from ..errors import ConfigError
+from ..validation import NON_NEGATIVE_NUMBER, invalid
 from .backend import StateBackend, StateWrite
 
 _SCHEMA = (
@@ -109,8 +110,14 @@ class SQLiteStateBackend(StateBackend):
     ) -> None:
         if str(synchronous).upper() not in _SYNCHRONOUS:
             raise ConfigError(
-                f"SQLiteStateBackend: synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}"
+                invalid(
+                    "SQLiteStateBackend",
+                    "synchronous",
+                    synchronous,
+                    f"one of {', '.join(_SYNCHRONOUS)} (any case)",
+                )
             )
+        NON_NEGATIVE_NUMBER.check("SQLiteStateBackend", "busy_timeout", busy_timeout)
         self.path = os.fspath(path)
         self.synchronous = str(synchronous).upper()
         self.busy_timeout = float(busy_timeout)

@@ -17,7 +17,7 @@ from .._resource import AsyncResource
 from ..convert import get_converter
 from ..errors import ConfigError, PluginError, SerializationError, UnknownPluginError
 from ..sinks import StreamSink
-from ..units import parse_duration
+from ..validation import duration, one_of, optional_duration
 from .backend import StateBackend, StateWrite
 
 T = TypeVar("T")
@@ -224,17 +224,14 @@ class StateStore(AsyncResource):
     ) -> None:
         if not isinstance(namespace, str) or namespace.startswith(DEAD_LETTER_PREFIX.rstrip(":")):
             raise ConfigError(f"StateStore: invalid namespace {namespace!r}")
-        if on_corrupt not in ON_CORRUPT:
-            raise ConfigError(
-                f"StateStore: on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}"
-            )
+        one_of(*ON_CORRUPT).check("StateStore", "on_corrupt", on_corrupt)
         if dead_letter is not None and not isinstance(dead_letter, StreamSink):
             raise ConfigError(f"StateStore: dead_letter must be a StreamSink, got {dead_letter!r}")
         self._owns_backend = not isinstance(url_or_backend, StateBackend)
         self.backend = resolve_backend(url_or_backend, **options)
         self.namespace = namespace
         self._prefix = f"{namespace}:" if namespace else ""
-        self.default_ttl = self._ttl(default_ttl, None)
+        self.default_ttl = optional_duration("StateStore", "default_ttl", default_ttl)
         self.on_corrupt = on_corrupt
         self.dead_letter = dead_letter
         self.stats = StateStoreStats()
@@ -283,10 +280,7 @@ class StateStore(AsyncResource):
     def _ttl(self, ttl: float | str | None, default: float | None) -> float | None:
         if ttl is None:
             return default
-        seconds = parse_duration(ttl, what="ttl")
-        if seconds <= 0:
-            raise ConfigError(f"ttl must be positive, got {ttl!r}")
-        return seconds
+        return duration("StateStore", "ttl", ttl)
 
     def encode(self, value: Any) -> bytes:
         """The bytes stored for ``value`` (JSON of its unstructured form)."""

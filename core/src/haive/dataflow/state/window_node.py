@@ -18,14 +18,14 @@ import trio
 
 from ..backpressure import BoundedBuffer
 from ..errors import ConfigError
-from ..nodes import Emit, Node, NodeContext, check_error_policy, is_async_callable
+from ..nodes import NODE_ON_ERROR, NODE_RETRY, Emit, Node, NodeContext, is_async_callable
 from ..retry import RetryPolicy
 from ..sinks import StreamSink
-from ..units import parse_duration
+from ..validation import BOOL, NON_EMPTY_STR, duration, instance_of, one_of
 from ._window_engines import _CountSliding, _CountTumbling, _Engine, _engine, _Sessions, _TimeGrid
 from .aggregators import Aggregator, Collect, Count, Fold
 from .fields import FieldGetter
-from .window_specs import SessionWindow, WindowResult, WindowSpec
+from .window_specs import SessionWindow, SlidingWindow, TumblingWindow, WindowResult, WindowSpec
 
 TimeMode = Literal["event", "processing"]
 
@@ -51,17 +51,22 @@ class WindowedAggregateNode(Node):
     """
 
     PLUGIN_NAME: ClassVar[str] = "window"
-    name: str
-    window: WindowSpec
+    name: str = attrs.field(validator=NON_EMPTY_STR)
+    window: WindowSpec = attrs.field(
+        validator=instance_of(
+            (TumblingWindow, SlidingWindow, SessionWindow),
+            "a TumblingWindow, SlidingWindow or SessionWindow",
+        )
+    )
     aggregate: Aggregator | Callable[[list[Any]], Any] = attrs.field(factory=Count)
     key: str | Callable[[Any], Hashable] | None = None
     timestamp: str | Callable[[Any], float] = "timestamp"
-    time: TimeMode = "event"
+    time: TimeMode = attrs.field(default="event", validator=one_of("event", "processing"))
     allowed_lateness: float | str = 0.0
     on_late: LateHandler | None = None
-    emit_partial: bool = True
-    on_error: str | None = None
-    retry: RetryPolicy | None = None
+    emit_partial: bool = attrs.field(default=True, validator=BOOL)
+    on_error: str | None = attrs.field(default=None, validator=NODE_ON_ERROR)
+    retry: RetryPolicy | None = attrs.field(default=None, validator=NODE_RETRY)
     late_events: int = attrs.field(init=False, default=0)
     windows_emitted: int = attrs.field(init=False, default=0)
     _engine: _Engine = attrs.field(init=False)
@@ -75,9 +80,6 @@ class WindowedAggregateNode(Node):
 
     def __attrs_post_init__(self) -> None:
         where = f"WindowedAggregateNode {self.name!r}"
-        check_error_policy(self.on_error, where)
-        if self.time not in ("event", "processing"):
-            raise ConfigError(f"{where}: time must be 'event' or 'processing', got {self.time!r}")
         agg = self.aggregate
         if not isinstance(agg, Aggregator):
             if not callable(agg):
@@ -86,7 +88,9 @@ class WindowedAggregateNode(Node):
                 raise ConfigError(f"{where}: aggregate functions must be synchronous")
             agg = Collect(agg)
         self._engine = _engine(self.window, agg)
-        self._lateness = parse_duration(self.allowed_lateness, what=f"{where}: allowed_lateness")
+        self._lateness = duration(
+            "WindowedAggregateNode", "allowed_lateness", self.allowed_lateness, positive=False
+        )
         if self._lateness and self.time == "processing":
             raise ConfigError(f"{where}: allowed_lateness only applies to event time")
         if (

@@ -14,16 +14,26 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigError
-from ..units import parse_duration
+from ..validation import POSITIVE_INT, duration, number, optional_duration
 
 
-def _opt_duration(value: float | str | None) -> float | None:
-    return None if value is None else parse_duration(value, what="window size")
+def _tumbling_size(value: object) -> float | None:
+    return optional_duration("TumblingWindow", "size", value)
 
 
-def _positive_int(value: int | None, what: str) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ConfigError(f"{what} must be an int >= 1, got {value!r}")
+def _sliding_size(value: object) -> float | None:
+    return optional_duration("SlidingWindow", "size", value)
+
+
+def _tumbling_offset(value: object) -> float:
+    return float(_OFFSET.check("TumblingWindow", "offset", value))  # type: ignore[arg-type]
+
+
+def _sliding_offset(value: object) -> float:
+    return float(_OFFSET.check("SlidingWindow", "offset", value))  # type: ignore[arg-type]
+
+
+_OFFSET = number()
 
 
 @attrs.frozen
@@ -38,16 +48,16 @@ class TumblingWindow:
         (300.0, 10)
     """
 
-    size: float | None = attrs.field(default=None, converter=_opt_duration)
-    count: int | None = attrs.field(default=None, kw_only=True)
-    offset: float = attrs.field(default=0.0, kw_only=True, converter=float)
+    size: float | None = attrs.field(default=None, converter=_tumbling_size)
+    count: int | None = attrs.field(default=None, kw_only=True, validator=POSITIVE_INT.optional())
+    offset: float = attrs.field(default=0.0, kw_only=True, converter=_tumbling_offset)
 
     def __attrs_post_init__(self) -> None:
         if (self.size is None) == (self.count is None):
-            raise ConfigError("TumblingWindow: give a size (time) or count=N, not both")
-        if self.size is not None and self.size <= 0:
-            raise ConfigError(f"TumblingWindow: size must be positive, got {self.size!r}")
-        _positive_int(self.count, "TumblingWindow: count")
+            raise ConfigError(
+                f"TumblingWindow(size={self.size!r}, count={self.count!r}): give a size (time) "
+                "or count=N, not both"
+            )
 
 
 @attrs.frozen
@@ -64,28 +74,28 @@ class SlidingWindow:
         (60.0, 10.0)
     """
 
-    size: float | None = attrs.field(default=None, converter=_opt_duration)
+    size: float | None = attrs.field(default=None, converter=_sliding_size)
     every: float | None = attrs.field(default=None)
-    count: int | None = attrs.field(default=None, kw_only=True)
-    offset: float = attrs.field(default=0.0, kw_only=True, converter=float)
+    count: int | None = attrs.field(default=None, kw_only=True, validator=POSITIVE_INT.optional())
+    offset: float = attrs.field(default=0.0, kw_only=True, converter=_sliding_offset)
 
     def __attrs_post_init__(self) -> None:
         if (self.size is None) == (self.count is None):
-            raise ConfigError("SlidingWindow: give a size (time) or count=N, not both")
+            raise ConfigError(
+                f"SlidingWindow(size={self.size!r}, count={self.count!r}): give a size (time) "
+                "or count=N, not both"
+            )
         if self.every is None:
-            raise ConfigError("SlidingWindow: give every= (how often a window starts)")
+            raise ConfigError("SlidingWindow(every=None): give every= (how often a window starts)")
         if self.size is not None:
-            every = parse_duration(self.every, what="SlidingWindow every")
-            if self.size <= 0 or every <= 0:
-                raise ConfigError("SlidingWindow: size and every must be positive")
+            every = duration("SlidingWindow", "every", self.every)
             object.__setattr__(self, "every", every)
         else:
-            _positive_int(self.count, "SlidingWindow: count")
-            _positive_int(self.every, "SlidingWindow: every (for count windows)")  # type: ignore[arg-type]
+            POSITIVE_INT.check("SlidingWindow", "every", self.every)
 
 
 def _gap(value: float | str) -> float:
-    return parse_duration(value, what="session gap")
+    return duration("SessionWindow", "gap", value)
 
 
 @attrs.frozen
@@ -99,10 +109,6 @@ class SessionWindow:
     """
 
     gap: float = attrs.field(converter=_gap)
-
-    def __attrs_post_init__(self) -> None:
-        if self.gap <= 0:
-            raise ConfigError(f"SessionWindow: gap must be positive, got {self.gap!r}")
 
 
 WindowSpec = TumblingWindow | SlidingWindow | SessionWindow

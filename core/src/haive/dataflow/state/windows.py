@@ -74,8 +74,6 @@ from .window_specs import (
     window_results_by_key,
 )
 from .window_specs import _gap as _gap
-from .window_specs import _opt_duration as _opt_duration
-from .window_specs import _positive_int as _positive_int
 
 __all__ = [
     "Aggregator",
