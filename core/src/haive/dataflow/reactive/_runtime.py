@@ -26,7 +26,7 @@ import trio
 
 from ..errors import ConfigError
 from ..nodes import is_async_callable as is_async_callable  # one definition, shared
-from ..units import parse_duration
+from ..units import Duration, parse_duration
 
 Emit: TypeAlias = Callable[[list[Any]], Awaitable[None]]
 
@@ -215,8 +215,8 @@ async def close_pull(inner: AsyncIterator[Any]) -> None:
             await closer()
 
 
-def seconds(value: float | str, what: str) -> float:
-    """Seconds from a number or a duration string ("250ms", "5s"); must be > 0."""
+def seconds(value: Duration, what: str) -> float:
+    """Seconds from a number, a ``timedelta`` or a duration string ("250ms"); must be > 0."""
     result = parse_duration(value, what=what)
     if result <= 0:
         raise ConfigError(f"{what}: a duration must be > 0, got {value!r}")

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import trio
 
 from ..errors import ConfigError
+from ..units import Duration, parse_duration
 from .backend import StateBackend, StateWrite
 
 _SCHEMA = (
@@ -104,7 +105,7 @@ class SQLiteStateBackend(StateBackend):
         path: str | os.PathLike[str] = ":memory:",
         *,
         synchronous: str = "NORMAL",
-        busy_timeout: float = 5.0,
+        busy_timeout: Duration = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if str(synchronous).upper() not in _SYNCHRONOUS:
@@ -113,7 +114,7 @@ class SQLiteStateBackend(StateBackend):
             )
         self.path = os.fspath(path)
         self.synchronous = str(synchronous).upper()
-        self.busy_timeout = float(busy_timeout)
+        self.busy_timeout = parse_duration(busy_timeout, what="SQLiteStateBackend: busy_timeout")
         self.clock = clock
         self._conn: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)

@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..nodes import Emit, Node, NodeContext, check_error_policy, is_async_callable
 from ..retry import RetryPolicy
 from ..sinks import StreamSink
-from ..units import parse_duration
+from ..units import Duration, parse_duration
 from ._window_engines import _CountSliding, _CountTumbling, _Engine, _engine, _Sessions, _TimeGrid
 from .aggregators import Aggregator, Collect, Count, Fold
 from .fields import FieldGetter
@@ -44,6 +44,8 @@ class WindowedAggregateNode(Node):
     ``allowed_lateness`` (event time) holds windows open that much longer for stragglers;
     events for windows already closed are counted in ``late_events`` and given to
     ``on_late`` (a function of the list of late items, sync or async, or a StreamSink).
+    ``allowed_lateness`` and the windows' sizes are in seconds, not milliseconds (a number, a
+    :class:`~datetime.timedelta` or a string such as ``"500ms"``).
 
     Its state (open windows, watermark) is saved by pipeline checkpoints.
 
@@ -57,7 +59,7 @@ class WindowedAggregateNode(Node):
     key: str | Callable[[Any], Hashable] | None = None
     timestamp: str | Callable[[Any], float] = "timestamp"
     time: TimeMode = "event"
-    allowed_lateness: float | str = 0.0
+    allowed_lateness: Duration = 0.0
     on_late: LateHandler | None = None
     emit_partial: bool = True
     on_error: str | None = None

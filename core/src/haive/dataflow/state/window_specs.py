@@ -14,11 +14,15 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigError
-from ..units import parse_duration
+from ..units import Duration, parse_duration
 
 
-def _opt_duration(value: float | str | None) -> float | None:
+def _opt_duration(value: Duration | None) -> float | None:
     return None if value is None else parse_duration(value, what="window size")
+
+
+def _offset(value: Duration) -> float:
+    return parse_duration(value, what="window offset")
 
 
 def _positive_int(value: int | None, what: str) -> None:
@@ -31,6 +35,8 @@ class TumblingWindow:
     """Fixed, non-overlapping windows: ``TumblingWindow("1s")`` or ``TumblingWindow(count=100)``.
 
     Time windows are aligned to ``offset`` (seconds; windows are ``[offset + k*size, ...)``).
+    ``size`` and ``offset`` are in seconds, not milliseconds: a number, a
+    :class:`~datetime.timedelta` or a string such as ``"250ms"`` or ``"5m"``.
 
     Example::
 
@@ -40,7 +46,7 @@ class TumblingWindow:
 
     size: float | None = attrs.field(default=None, converter=_opt_duration)
     count: int | None = attrs.field(default=None, kw_only=True)
-    offset: float = attrs.field(default=0.0, kw_only=True, converter=float)
+    offset: float = attrs.field(default=0.0, kw_only=True, converter=_offset)
 
     def __attrs_post_init__(self) -> None:
         if (self.size is None) == (self.count is None):
@@ -55,7 +61,8 @@ class SlidingWindow:
     """Overlapping windows of ``size`` starting every ``every``: ``SlidingWindow("10s", "5s")``.
 
     By count: ``SlidingWindow(count=100, every=10)`` emits, every 10 items of a key, the
-    last (up to) 100 of them.
+    last (up to) 100 of them. Time ``size`` and ``every`` are in seconds, not milliseconds: a
+    number, a :class:`~datetime.timedelta` or a string such as ``"10s"``.
 
     Example::
 
@@ -65,9 +72,9 @@ class SlidingWindow:
     """
 
     size: float | None = attrs.field(default=None, converter=_opt_duration)
-    every: float | None = attrs.field(default=None)
+    every: Duration | None = attrs.field(default=None)
     count: int | None = attrs.field(default=None, kw_only=True)
-    offset: float = attrs.field(default=0.0, kw_only=True, converter=float)
+    offset: float = attrs.field(default=0.0, kw_only=True, converter=_offset)
 
     def __attrs_post_init__(self) -> None:
         if (self.size is None) == (self.count is None):
@@ -84,13 +91,16 @@ class SlidingWindow:
             _positive_int(self.every, "SlidingWindow: every (for count windows)")  # type: ignore[arg-type]
 
 
-def _gap(value: float | str) -> float:
+def _gap(value: Duration) -> float:
     return parse_duration(value, what="session gap")
 
 
 @attrs.frozen
 class SessionWindow:
     """Per-key sessions: a window closes after ``gap`` without events of its key.
+
+    ``gap`` is in seconds, not milliseconds: a number, a :class:`~datetime.timedelta` or a
+    string such as ``"30m"``.
 
     Example::
 
