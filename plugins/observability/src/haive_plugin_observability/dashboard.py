@@ -51,7 +51,7 @@ _KINDS: dict[str, type[Any]] = {
 
 #: What a line chart of a metric plots when no field is named.
 _DEFAULT_SERIES: dict[type[Any], tuple[str, ...]] = {
-    ThroughputSnapshot: ("per_second",),
+    ThroughputSnapshot: ("input_per_second", "per_second"),
     LatencySnapshot: ("p50", "p95", "p99"),
     ErrorRateSnapshot: ("current",),
     BackpressureSnapshot: ("max_pressure",),
@@ -125,14 +125,15 @@ class LineChart(Widget):
     """A line chart of a metric over time (the last ``history`` points).
 
     ``metric`` is a metric name or kind, optionally with a field: ``"throughput"`` plots
-    events/s over the last second, ``"latency"`` p50/p95/p99, ``"latency.p99"`` only p99,
+    input (read from the source) and output (delivered) events/s over the last second, ``"latency"`` p50/p95/p99, ``"latency.p99"`` only p99,
     ``"error_rate"`` the failed share. A point is added at most every ``refresh_interval`` ms.
 
     Example::
 
         >>> chart = LineChart(metric="throughput", title="Stream Throughput", refresh_interval=1000)
-        >>> chart.series(MetricsSnapshot(time=0.0, values={"throughput": ThroughputSnapshot(per_second=7.0)}))
-        {'per_second': 7.0}
+        >>> tp = ThroughputSnapshot(input_per_second=700.0, per_second=7.0)
+        >>> chart.series(MetricsSnapshot(time=0.0, values={"throughput": tp}))
+        {'input_per_second': 700.0, 'per_second': 7.0}
     """
 
     KIND: ClassVar[str] = "line"
@@ -330,7 +331,7 @@ class Dashboard:
         ...         "throughput": ThroughputSnapshot(per_second=42.0)}))
         ...     return dashboard.frame()["widgets"]["throughput_chart"]["points"][-1][1]
         >>> trio.run(demo)
-        {'per_second': 42.0}
+        {'input_per_second': 0.0, 'per_second': 42.0}
     """
 
     PLUGIN_NAME: ClassVar[str] = "dashboard"
