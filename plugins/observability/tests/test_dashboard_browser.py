@@ -277,8 +277,12 @@ def test_demo_streams_live_until_ctrl_c() -> None:
         assert text_of(driver, "card-throughput").startswith("THROUGHPUT IN")
 
         def read_count(d: Any) -> int:
-            cells = d.find_elements(By.CSS_SELECTOR, "#pipelines tbody tr td.num")
-            return int(cells[0].text.replace(",", "")) if cells else 0
+            # Read in one script: every frame re-renders the table (stale elements otherwise).
+            text = d.execute_script(
+                "const cell = document.querySelector('#pipelines tbody tr td.num');"
+                "return cell ? cell.innerText : '0';"
+            )
+            return int(str(text).replace(",", "") or 0)
 
         first = read_count(driver)
         time.sleep(3.0)  # the demo used to end (and its address die) within a second
