@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -97,9 +98,16 @@ def test_ctrl_c_stops_cleanly(tmp_path):
 
 
 def test_demo_runs():
-    out = run("demo", "--events", "5000")
+    # HAIVE_NO_SERVICES: as with the core alone (no dashboard plugin), the demo runs its
+    # events as fast as it can, prints the figures and exits (the README's first command).
+    # With a dashboard it serves until Ctrl-C: plugins/observability/tests covers that.
+    env = {**os.environ, "HAIVE_NO_SERVICES": "1"}
+    out = run("demo", "--events", "5000", env=env)
     assert out.returncode == 0, out.stderr
     assert "5,000 events in" in out.stdout and "trend windows" in out.stdout
+    out = run("demo", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "20,000 events in" in out.stdout and "dashboard" not in out.stdout
 
 
 def test_unknown_command():

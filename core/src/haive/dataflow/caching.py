@@ -30,6 +30,7 @@ import trio
 from .errors import ConfigError
 from .memory import approx_sizeof
 from .nodes import FilterNode, Node, StreamProcessor, TransformNode, is_async_callable
+from .units import Duration
 from .validation import optional_duration, size
 
 #: Bytes charged per entry besides key and value (dict slot, entry record, LRU links).
@@ -79,8 +80,9 @@ class _Entry:
 class ResultCache:
     """An LRU cache bounded by approximate bytes, with a time-to-live on trio's clock.
 
-    ``max_bytes`` takes sizes like ``"500MB"``; ``ttl`` seconds or ``"5m"`` (``None``: no
-    expiry). Use it inside trio (the clock is trio's) unless ``clock`` is given.
+    ``max_bytes`` takes sizes like ``"500MB"``; ``ttl`` seconds (not milliseconds), a
+    :class:`~datetime.timedelta` or ``"5m"`` (``None``: no expiry). Use it inside trio (the
+    clock is trio's) unless ``clock`` is given.
 
     Example::
 
@@ -97,7 +99,7 @@ class ResultCache:
     def __init__(
         self,
         max_bytes: int | str = "500MB",
-        ttl: float | str | None = 300,
+        ttl: Duration | None = 300,
         *,
         name: str = "cache",
         sizeof: Callable[[object], int] = approx_sizeof,
@@ -461,7 +463,7 @@ class CacheSettings:
     """
 
     cache_size: int | str = "500MB"
-    ttl: float | str | None = 300
+    ttl: Duration | None = 300
     nodes: tuple[str, ...] | None = None
     key: KeyFunction | Mapping[str, KeyFunction] | None = None
 

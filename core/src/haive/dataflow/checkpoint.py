@@ -34,6 +34,7 @@ import trio
 
 from .errors import ConfigError, HaiveError
 from .sources import DataSource
+from .units import Duration
 from .validation import BOOL, CALLABLE, NON_EMPTY_STR, POSITIVE_INT, optional_duration
 
 if TYPE_CHECKING:
@@ -213,7 +214,8 @@ class Checkpointer:
     <haive.dataflow.streaming_pipeline.StreamingPipeline.enable_checkpointing>` (or
     :meth:`attach`): it wraps the pipeline's source so that, every ``interval`` (trio clock)
     or every ``every`` items, the pipeline settles and a checkpoint is saved; when the input
-    ends a last, *completed* checkpoint is saved. Start the pipeline again with the same
+    ends a last, *completed* checkpoint is saved (``interval`` is in seconds, not
+    milliseconds: a number, a :class:`~datetime.timedelta` or ``"5s"``). Start the pipeline again with the same
     store and name to resume after the last checkpoint (``resume=False`` deletes the
     checkpoint and reads the input from its start; keyed state kept in stores stays, use
     ``StateStore.forget`` to clear it too).
@@ -249,7 +251,7 @@ class Checkpointer:
         store: StateStore | StateBackend | str | os.PathLike[str],
         *,
         name: str,
-        interval: float | str | None = "5s",
+        interval: Duration | None = "5s",
         every: int | None = None,
         resume: bool = True,
         on_checkpoint: Callable[[CheckpointRecord], Awaitable[None] | None] | None = None,

@@ -301,12 +301,23 @@ class DemoCommand(Command):
     """``haive demo``: a live market-analysis pipeline on the embedded defaults."""
 
     PLUGIN_NAME = "demo"
-    help = "run the demo pipeline (no server needed)"
+    help = (
+        "run the demo pipeline (no server needed); with a dashboard plugin it streams live "
+        "until Ctrl-C"
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--events", type=int, default=20_000, help="events to simulate")
         parser.add_argument(
-            "--rate", type=float, default=0, help="events/s (0 = as fast as possible)"
+            "--events",
+            type=int,
+            default=None,
+            help="events to simulate (default: 20,000; endless while a dashboard is served)",
+        )
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=None,
+            help="events/s (default: as fast as possible; 2,000 while a dashboard is served)",
         )
 
     def run(self, args: argparse.Namespace) -> int:

@@ -1,15 +1,22 @@
 """``haive demo``: a simulated market feed through filter, sentiment and trend windows.
 
 Runs on the embedded defaults only (no server). The same pipeline is what the README shows.
+With the core alone it simulates 20,000 events as fast as it can, prints the trend windows and
+the figures, and exits. When a plugin serves a dashboard for it (haive-plugin-observability),
+the feed is paced (2,000 events/s by default) and endless, so the page shows a live stream,
+and the dashboard is served until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
+import signal
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TextIO
 
+import attrs
 import trio
 
 from .builtins.sinks import CallbackSink
@@ -30,12 +37,27 @@ HEADLINES = {
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "TSLA")
 
 
-async def market_feed(count: int, rate: float, seed: int = 7) -> AsyncIterator[dict[str, Any]]:
-    """Ticks with a price random walk and a headline word, paced at ``rate`` events/s."""
+async def market_feed(
+    count: int | None, rate: float, seed: int = 7
+) -> AsyncIterator[dict[str, Any]]:
+    """Ticks with a price random walk and a headline word: ``count`` of them (``None``: no
+    end), paced at ``rate`` events/s (0: as fast as possible).
+
+    Pacing follows trio's clock from the first tick and sleeps only once the feed is 10 ms
+    ahead, so a high rate costs a sleep per burst rather than one per event.
+
+    Example::
+
+        >>> async def first_two():
+        ...     return [tick["symbol"] async for tick in market_feed(2, 0)]
+        >>> trio.run(first_two)
+        ['AAPL', 'MSFT']
+    """
     rng = random.Random(seed)
     prices = dict.fromkeys(SYMBOLS, 100.0)
     words = list(HEADLINES)
-    for n in range(count):
+    start = trio.current_time()
+    for n in itertools.count() if count is None else range(count):
         symbol = SYMBOLS[n % len(SYMBOLS)]
         prices[symbol] *= 1 + rng.gauss(0.0003, 0.01)
         yield {
@@ -46,7 +68,9 @@ async def market_feed(count: int, rate: float, seed: int = 7) -> AsyncIterator[d
             "relevance_score": rng.random(),
         }
         if rate:
-            await trio.sleep(1 / rate)
+            ahead = start + (n + 1) / rate - trio.current_time()
+            if ahead > 0.01:
+                await trio.sleep(ahead)
 
 
 def score_sentiment(event: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +89,7 @@ def calculate_trend(window: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def build_pipeline(events: int, rate: float, on_trend: Any) -> StreamingPipeline:
+def build_pipeline(events: int | None, rate: float, on_trend: Any) -> StreamingPipeline:
     """The seed's event pipeline as a streaming pipeline: relevance filter -> sentiment ->
     trend windows of 100, from a simulated market feed into ``on_trend``."""
     pipeline = StreamingPipeline("ai-event-processor")
@@ -81,11 +105,30 @@ def build_pipeline(events: int, rate: float, on_trend: Any) -> StreamingPipeline
     return pipeline
 
 
-async def run_demo(events: int = 20_000, rate: float | None = None) -> int:
+#: Events per second of the feed while a dashboard is served (readable on the page).
+LIVE_RATE = 2000.0
+#: Events the demo simulates without a dashboard.
+DEFAULT_EVENTS = 20_000
+
+
+@attrs.define
+class _Feed:
+    """The demo feed's length (``None``: endless) and pace (events/s, 0: unpaced)."""
+
+    events: int | None
+    rate: float
+
+
+async def run_demo(events: int | None = None, rate: float | None = None) -> int:
+    """``haive demo``. Without a dashboard (the core alone): ``events`` (default 20,000) as
+    fast as possible (or at ``rate``), then the figures, then exit. With a dashboard (the
+    observability plugin installed): an endless feed (or ``events``) at ``rate`` (default
+    2,000 events/s) so the page shows a live stream, served until Ctrl-C."""
     from .cli import run_services
 
     out = sys.stdout
     trends = 0
+    sent = 0
 
     def on_trend(trend: dict[str, Any]) -> None:
         nonlocal trends
@@ -96,27 +139,74 @@ async def run_demo(events: int = 20_000, rate: float | None = None) -> int:
                 f"#{trend['last_seq']:<6} sentiment {trend['sentiment']:+.3f} "
                 f"-> {trend['trend_direction']}",
                 file=out,
+                flush=True,
             )
 
-    # The feed's pace is read when the source starts, after the services are up.
-    pace = {"rate": rate or 0.0}
+    # The feed's length and pace are read when the source starts, after the services are up:
+    # only then is it known whether a dashboard is served.
+    feed = _Feed(events, rate or 0.0)
 
-    async def paced_feed() -> AsyncIterator[dict[str, Any]]:
-        async for event in market_feed(events, pace["rate"]):
+    async def counted_feed() -> AsyncIterator[dict[str, Any]]:
+        nonlocal sent
+        async for event in market_feed(feed.events, feed.rate):
+            sent += 1
             yield event
 
-    pipeline = build_pipeline(events, 0.0, on_trend)
-    pipeline.set_source(AsyncIterableSource(paced_feed()))
+    pipeline = build_pipeline(0, 0.0, on_trend)
+    pipeline.set_source(AsyncIterableSource(counted_feed()))
     async with run_services(pipeline) as addresses:
+        if not addresses:
+            feed.events = DEFAULT_EVENTS if events is None else events
+            report = await pipeline.execute()
+            print(
+                f"\n{sent:,} events in {report.elapsed:.2f} s "
+                f"({sent / max(report.elapsed, 1e-9):,.0f} events/s): {trends} trend windows",
+                file=out,
+            )
+            return 0
+        feed.rate = rate or LIVE_RATE
         for address in addresses:
-            print(f"dashboard: {address}  (live while the demo runs)", file=out, flush=True)
-        if addresses and rate is None:
-            pace["rate"] = 2000.0
-        report = await pipeline.execute()
-    stats = report
+            print(f"dashboard: {address}", file=out)
+        length = "an endless" if events is None else f"a {events:,}-event"
+        print(
+            f"streaming {length} market feed at {feed.rate:,.0f} events/s; "
+            "the dashboard stays live until Ctrl-C",
+            file=out,
+            flush=True,
+        )
+        started = trio.current_time()
+        await _serve_until_interrupted(pipeline, addresses, out)
+        elapsed = trio.current_time() - started
     print(
-        f"\n{events:,} events in {stats.elapsed:.2f} s ({events / stats.elapsed:,.0f} events/s): "
-        f"{trends} trend windows",
+        f"\nstopped: {sent:,} events in {elapsed:.1f} s "
+        f"({sent / max(elapsed, 1e-9):,.0f} events/s): {trends} trend windows",
         file=out,
     )
     return 0
+
+
+async def _serve_until_interrupted(
+    pipeline: StreamingPipeline, addresses: list[str], out: TextIO
+) -> None:
+    """Run ``pipeline``, then keep the services up, until SIGINT (Ctrl-C).
+
+    The signal is received here rather than raised as KeyboardInterrupt, so the demo stops
+    cleanly; installing the handler also works when the process was started with SIGINT
+    ignored (``nohup``, ``&``).
+    """
+
+    async def feed_then_wait() -> None:
+        await pipeline.execute()
+        print(
+            f"the feed has ended; the dashboard stays at {', '.join(addresses)} until Ctrl-C",
+            file=out,
+            flush=True,
+        )
+        await trio.sleep_forever()
+
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed_then_wait)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break

@@ -6,7 +6,16 @@ import random
 
 import attrs
 
-from .validation import FRACTION, NON_NEGATIVE_NUMBER, POSITIVE_INT
+from .units import Duration
+from .validation import FRACTION, NON_NEGATIVE_NUMBER, POSITIVE_INT, duration
+
+
+def _backoff(value: Duration) -> float:
+    return duration("RetryPolicy", "backoff", value, positive=False)
+
+
+def _max_backoff(value: Duration) -> float:
+    return duration("RetryPolicy", "max_backoff", value, positive=False)
 
 
 @attrs.frozen
@@ -16,6 +25,8 @@ class RetryPolicy:
     ``attempts`` counts every try, the first included. The pause before retry ``n`` (1-based)
     is ``backoff * multiplier ** (n - 1)``, capped at ``max_backoff``, times a random factor
     in ``[1 - jitter, 1]`` so that many failing items do not retry in lockstep.
+    ``backoff`` and ``max_backoff`` are in seconds, as in trio, not milliseconds; a
+    :class:`~datetime.timedelta` or ``"250ms"`` works too.
 
     Example::
 
@@ -25,9 +36,9 @@ class RetryPolicy:
     """
 
     attempts: int = attrs.field(default=3, validator=POSITIVE_INT)
-    backoff: float = attrs.field(default=0.0, validator=NON_NEGATIVE_NUMBER)
+    backoff: float = attrs.field(default=0.0, converter=_backoff)
     multiplier: float = attrs.field(default=2.0, validator=NON_NEGATIVE_NUMBER)
-    max_backoff: float = attrs.field(default=30.0, validator=NON_NEGATIVE_NUMBER)
+    max_backoff: float = attrs.field(default=30.0, converter=_max_backoff)
     #: Fraction of each pause that is randomised away: 0 (none) to 1 (anywhere in [0, pause]).
     jitter: float = attrs.field(default=0.1, validator=FRACTION)
 

@@ -24,6 +24,7 @@ from .retry import NO_RETRY, RetryPolicy
 from .serializers import Serializer
 from .sinks import StreamSink
 from .sources import DataSource
+from .units import Duration
 from .validation import NON_EMPTY_STR, instance_of, optional_duration, size
 
 
@@ -268,7 +269,7 @@ class StreamingPipeline:
     def enable_caching(
         self,
         cache_size: int | str = "500MB",
-        ttl: float | str | None = 300,
+        ttl: Duration | None = 300,
         *,
         nodes: list[str] | None = None,
         key: Any = None,
@@ -276,7 +277,8 @@ class StreamingPipeline:
         """Memoize per-item results of cacheable nodes (see :mod:`haive.dataflow.caching`).
 
         One cache of ``cache_size`` (LRU by approximate bytes) whose entries live ``ttl``
-        seconds; ``nodes`` limits it to the named nodes, ``key`` maps an item to its cache
+        seconds (not milliseconds; a ``timedelta`` or ``"5m"`` works too); ``nodes`` limits it
+        to the named nodes, ``key`` maps an item to its cache
         key (one function, or a mapping from node name to function). Returns the cache,
         whose ``stats`` and ``stats_for(node_name)`` give hit rates.
         """

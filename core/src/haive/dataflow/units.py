@@ -1,10 +1,23 @@
-"""Parsing of human-friendly sizes ("500MB") and durations ("5m")."""
+"""Parsing of human-friendly sizes ("500MB") and durations ("5m").
+
+Every duration the API takes is in **seconds**, as in trio (``trio.sleep(0.25)``), never in
+milliseconds: ``debounce(1.0)`` waits one second, where the product description's
+``debounce(1000)`` means milliseconds. Wherever a duration is taken, a
+:class:`datetime.timedelta` or a string such as ``"250ms"`` is accepted as well
+(:func:`parse_duration` converts all of them).
+"""
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import timedelta
+from typing import TypeAlias
 
 from .errors import ConfigError
+
+#: What a duration parameter accepts: seconds as a number, a ``timedelta``, or ``"250ms"``.
+Duration: TypeAlias = int | float | str | timedelta
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
@@ -36,22 +49,37 @@ def parse_size(value: int | float | str, *, what: str = "size") -> int:
     return int(number * factor)
 
 
-def parse_duration(value: int | float | str, *, what: str = "duration") -> float:
-    """Seconds from a number or a string like ``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"``.
+def parse_duration(value: Duration, *, what: str = "duration") -> float:
+    """Seconds (a float) from a number of seconds, a :class:`datetime.timedelta` or a string
+    like ``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"``. Negative, NaN and infinite durations are
+    a :class:`~haive.dataflow.errors.ConfigError` naming ``what``.
 
     Example::
 
-        >>> parse_duration("5m"), parse_duration("250ms"), parse_duration(2)
-        (300.0, 0.25, 2.0)
+        >>> from datetime import timedelta
+        >>> parse_duration(2), parse_duration(timedelta(milliseconds=250)), parse_duration("5m")
+        (2.0, 0.25, 300.0)
+        >>> parse_duration(-1, what="debounce: period")
+        Traceback (most recent call last):
+        ...
+        haive.dataflow.errors.ConfigError: debounce: period: a duration cannot be negative, got -1
     """
     if isinstance(value, bool):
         raise ConfigError(f"{what}: expected a duration like '5m', got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
+    number = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(number, int | float):
+        if math.isnan(number) or math.isinf(number):
+            raise ConfigError(
+                f"{what}: a duration must be a finite number of seconds, got {value!r}"
+            )
+        if number < 0:
             raise ConfigError(f"{what}: a duration cannot be negative, got {value!r}")
-        return float(value)
+        return float(number)
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None:
-        raise ConfigError(f"{what}: expected a duration like '30s', '5m' or '1h', got {value!r}")
+        raise ConfigError(
+            f"{what}: expected seconds, a timedelta or a duration like '30s', '5m' or '1h', "
+            f"got {value!r}"
+        )
     unit = match.group(2).lower() if match.group(2) else None
     return float(match.group(1)) * _DURATION_FACTORS[unit]

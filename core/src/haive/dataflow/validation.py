@@ -210,7 +210,7 @@ BOOL = Rule("True or False", lambda value: isinstance(value, bool))
 CALLABLE = Rule("callable (a function)", callable)
 NON_EMPTY_STR = Rule("a non-empty string", lambda value: isinstance(value, str) and bool(value))
 
-_DURATION = "a duration (seconds, or a string like '250ms', '30s', '5m')"
+_DURATION = "a duration (seconds, a timedelta, or a string like '250ms', '30s', '5m')"
 _SIZE = "a size (bytes, or a string like '64KB', '500MB', '2GiB')"
 
 
@@ -225,7 +225,7 @@ def duration(owner: str, parameter: str, value: object, *, positive: bool = True
         >>> duration("SessionState", "timeout", "0s")
         Traceback (most recent call last):
         ...
-        haive.dataflow.errors.ConfigError: SessionState(timeout='0s'): timeout must be a duration (seconds, or a string like '250ms', '30s', '5m') > 0, got '0s'
+        haive.dataflow.errors.ConfigError: SessionState(timeout='0s'): timeout must be a duration (seconds, a timedelta, or a string like '250ms', '30s', '5m') > 0, got '0s'
     """
     allowed = f"{_DURATION} {'> 0' if positive else '>= 0'}"
     try:

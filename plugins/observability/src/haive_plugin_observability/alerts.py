@@ -26,6 +26,7 @@ import trio
 
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.plugins import get_registry
+from haive.dataflow.units import Duration, parse_duration
 
 from .backpressure import BackpressureSnapshot
 from .collector import MetricsCollector, MetricsSnapshot
@@ -371,13 +372,13 @@ class AlertManager:
         notifiers: Iterable[Any] = (),
         *,
         rules: Iterable[str] = (),
-        notify_timeout: float = 5.0,
+        notify_timeout: Duration = 5.0,
         history: int = 200,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._rules: dict[str, _Rule] = {}
         self._notifiers: list[Any] = []
-        self.notify_timeout = notify_timeout
+        self.notify_timeout = parse_duration(notify_timeout, what="AlertManager notify_timeout")
         self._clock = clock or trio.current_time
         self.active: dict[str, ActiveAlert] = {}
         self.history: deque[AlertEvent] = deque(maxlen=history)
@@ -570,10 +571,12 @@ class AlertManager:
         self,
         metrics: MetricsCollector,
         *,
-        interval: float = 1.0,
+        interval: Duration = 1.0,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Evaluate against ``metrics`` every ``interval`` seconds until cancelled."""
+        """Evaluate against ``metrics`` every ``interval`` seconds (a number, a ``timedelta``
+        or ``"500ms"``) until cancelled."""
+        interval = parse_duration(interval, what="AlertManager.run interval")
         task_status.started()
         while True:
             await self.evaluate(metrics)

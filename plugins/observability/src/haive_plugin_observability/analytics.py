@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.units import Duration
 
 from .alerts import Alert, AlertManager
 from .collector import MetricsCollector, MetricsSnapshot
@@ -58,7 +59,7 @@ class StreamAnalytics:
         alerts: AlertManager | None = None,
         dashboard: Dashboard | None = None,
         *,
-        interval: float | str = 1.0,
+        interval: Duration = 1.0,
     ) -> None:
         if metrics is not None and not isinstance(metrics, MetricsCollector):
             raise ConfigError(
@@ -90,7 +91,7 @@ class StreamAnalytics:
             "dropping_items",
         ),
         dashboard: bool = True,
-        interval: float | str = 1.0,
+        interval: Duration = 1.0,
     ) -> StreamAnalytics:
         """Everything at once for one pipeline: default metrics, the registered ``rules``
         (logged), a dashboard named after the pipeline, all watching it. What a command

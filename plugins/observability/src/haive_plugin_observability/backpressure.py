@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.units import Duration
 
 from .metric_base import Metric
 from .sampling import EdgeSample, RunSample
@@ -99,7 +100,7 @@ class BackpressureMetric(Metric):
 
     kind = "backpressure"
 
-    def __init__(self, *, window: float | str = "1m") -> None:
+    def __init__(self, *, window: Duration = "1m") -> None:
         self.window = as_seconds(window, "BackpressureMetric window")
         self._edges: dict[str, _EdgeState] = {}
         self._watched: list[tuple[str, Any]] = []

@@ -14,6 +14,7 @@ import attrs
 import trio
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.units import Duration
 
 from .backpressure import BackpressureMetric, BackpressureSnapshot, EdgeSnapshot
 from .error_rate import ErrorRateMetric, ErrorRateSnapshot
@@ -177,7 +178,7 @@ class MetricsCollector:
         self,
         metrics: Mapping[str, Metric] | None = None,
         *,
-        interval: float | str = 0.25,
+        interval: Duration = 0.25,
         clock: Clock | None = None,
     ) -> None:
         chosen = default_metrics() if metrics is None else metrics

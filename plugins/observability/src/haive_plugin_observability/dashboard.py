@@ -20,6 +20,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import attrs
@@ -31,6 +32,7 @@ from websockets.http11 import Request, Response
 from websockets.trio.server import Server, ServerConnection, serve
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.units import Duration
 
 from .alerts import AlertEvent, AlertManager
 from .backpressure import BackpressureSnapshot
@@ -38,6 +40,7 @@ from .collector import MetricsCollector, MetricsSnapshot
 from .error_rate import ErrorRateSnapshot
 from .latency import LatencySnapshot
 from .throughput import ThroughputSnapshot
+from .windows import as_seconds
 
 _KINDS: dict[str, type[Any]] = {
     "throughput": ThroughputSnapshot,
@@ -48,14 +51,20 @@ _KINDS: dict[str, type[Any]] = {
 
 #: What a line chart of a metric plots when no field is named.
 _DEFAULT_SERIES: dict[type[Any], tuple[str, ...]] = {
-    ThroughputSnapshot: ("per_second",),
+    ThroughputSnapshot: ("input_per_second", "per_second"),
     LatencySnapshot: ("p50", "p95", "p99"),
     ErrorRateSnapshot: ("current",),
     BackpressureSnapshot: ("max_pressure",),
 }
 
 
-def _positive_ms(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+def _as_ms(value: Any) -> Any:
+    """A widget's ``refresh_interval`` is in milliseconds (the product description's unit
+    for widgets); a ``timedelta`` is converted to them."""
+    return value.total_seconds() * 1000.0 if isinstance(value, timedelta) else value
+
+
+def _positive_ms(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ConfigError(
             f"{type(instance).__name__}.{attribute.name} must be > 0 ms, got {value!r}"
@@ -92,12 +101,17 @@ def _number(value: Any) -> float | None:
 
 @attrs.define
 class Widget:
-    """Base of dashboard widgets: which ``metric`` to show, a ``title`` and how often."""
+    """Base of dashboard widgets: which ``metric`` to show, a ``title`` and how often.
+
+    Unlike every other duration of the API, a widget's ``refresh_interval`` is in
+    **milliseconds**, as the product description writes it (``refresh_interval=1000`` is one
+    second); a :class:`~datetime.timedelta` is converted.
+    """
 
     KIND: ClassVar[str] = ""
     metric: str
     title: str = ""
-    refresh_interval: int = attrs.field(default=1000, validator=_positive_ms)
+    refresh_interval: float = attrs.field(default=1000, converter=_as_ms, validator=_positive_ms)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.KIND, "metric": self.metric, "title": self.title or self.metric}
@@ -111,14 +125,15 @@ class LineChart(Widget):
     """A line chart of a metric over time (the last ``history`` points).
 
     ``metric`` is a metric name or kind, optionally with a field: ``"throughput"`` plots
-    events/s over the last second, ``"latency"`` p50/p95/p99, ``"latency.p99"`` only p99,
+    input (read from the source) and output (delivered) events/s over the last second, ``"latency"`` p50/p95/p99, ``"latency.p99"`` only p99,
     ``"error_rate"`` the failed share. A point is added at most every ``refresh_interval`` ms.
 
     Example::
 
         >>> chart = LineChart(metric="throughput", title="Stream Throughput", refresh_interval=1000)
-        >>> chart.series(MetricsSnapshot(time=0.0, values={"throughput": ThroughputSnapshot(per_second=7.0)}))
-        {'per_second': 7.0}
+        >>> tp = ThroughputSnapshot(input_per_second=700.0, per_second=7.0)
+        >>> chart.series(MetricsSnapshot(time=0.0, values={"throughput": tp}))
+        {'input_per_second': 700.0, 'per_second': 7.0}
     """
 
     KIND: ClassVar[str] = "line"
@@ -299,7 +314,9 @@ class Dashboard:
     :meth:`attach` a collector and let :meth:`serve` refresh it, and start the server with
     ``url = await nursery.start(dashboard.serve)``. A dashboard is also an alert notifier:
     ``AlertManager(notifiers=[dashboard])`` (or :meth:`attach` ``alerts=``) pushes alerts to
-    the page the moment they fire or resolve.
+    the page the moment they fire or resolve. Its own ``refresh_interval`` (how often it
+    reads an attached collector) is in seconds, like every duration outside widgets: a
+    number, a :class:`~datetime.timedelta` or ``"500ms"``.
 
     Example::
 
@@ -314,7 +331,7 @@ class Dashboard:
         ...         "throughput": ThroughputSnapshot(per_second=42.0)}))
         ...     return dashboard.frame()["widgets"]["throughput_chart"]["points"][-1][1]
         >>> trio.run(demo)
-        {'per_second': 42.0}
+        {'input_per_second': 0.0, 'per_second': 42.0}
     """
 
     PLUGIN_NAME: ClassVar[str] = "dashboard"
@@ -325,12 +342,12 @@ class Dashboard:
         *,
         metrics: MetricsCollector | None = None,
         alerts: AlertManager | None = None,
-        refresh_interval: float = 1.0,
+        refresh_interval: Duration = 1.0,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"Dashboard needs a name, got {name!r}")
         self.name = name
-        self.refresh_interval = refresh_interval
+        self.refresh_interval = as_seconds(refresh_interval, "Dashboard refresh_interval")
         self.widgets: dict[str, Widget] = {}
         self.metrics: MetricsCollector | None = None
         self.alerts: AlertManager | None = None

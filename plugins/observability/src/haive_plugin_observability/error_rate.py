@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.units import Duration
 
 from .event_fields import is_error
 from .metric_base import Metric, _AsNumber
@@ -65,7 +66,7 @@ class ErrorRateMetric(_AsNumber, Metric):
 
     kind = "error_rate"
 
-    def __init__(self, threshold: float = 0.01, *, window: float | str = "1m") -> None:
+    def __init__(self, threshold: float = 0.01, *, window: Duration = "1m") -> None:
         if (
             isinstance(threshold, bool)
             or not isinstance(threshold, int | float)

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.units import Duration
 
 from .event_fields import latency_of
 from .hdr import LogHistogram, RollingHistogram
@@ -140,7 +141,7 @@ class LatencyMetric(Metric):
         self,
         percentiles: Iterable[float] = (50, 95, 99),
         *,
-        window: float | str = "1m",
+        window: Duration = "1m",
         significant_figures: int = 2,
     ) -> None:
         chosen = list(percentiles)

@@ -17,8 +17,9 @@ from typing import Any, TextIO, TypeVar
 import trio
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.units import Duration, parse_duration
 
-from .windows import CounterWindow
+from .windows import CounterWindow, as_seconds
 
 T = TypeVar("T")
 
@@ -64,9 +65,9 @@ class ProgressReporter:
         label: str = "",
         unit: str = "items",
         stream: TextIO | None = None,
-        interval: float = 0.5,
-        log_interval: float = 10.0,
-        rate_window: float = 5.0,
+        interval: Duration = 0.5,
+        log_interval: Duration = 10.0,
+        rate_window: Duration = 5.0,
         clock: Callable[[], float] | None = None,
         tty: bool | None = None,
     ) -> None:
@@ -76,8 +77,9 @@ class ProgressReporter:
         self.label = label
         self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
-        self.log_interval = log_interval
+        self.interval = parse_duration(interval, what="ProgressReporter interval")
+        self.log_interval = parse_duration(log_interval, what="ProgressReporter log_interval")
+        rate_window = as_seconds(rate_window, "ProgressReporter rate_window")
         self._clock = clock or time.monotonic
         isatty = getattr(self.stream, "isatty", None)
         self.tty = tty if tty is not None else bool(isatty and isatty())

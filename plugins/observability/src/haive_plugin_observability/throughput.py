@@ -8,6 +8,8 @@ from typing import Any
 
 import attrs
 
+from haive.dataflow.units import Duration
+
 from .metric_base import Metric, _AsNumber
 from .sampling import RunSample
 from .windows import CounterWindow, as_seconds
@@ -57,7 +59,7 @@ class ThroughputMetric(_AsNumber, Metric):
 
     kind = "throughput"
 
-    def __init__(self, window: float | str = "1m") -> None:
+    def __init__(self, window: Duration = "1m") -> None:
         self.window = as_seconds(window, "ThroughputMetric window")
         self._total = 0
         self._read = 0

@@ -13,9 +13,10 @@ from typing import Any
 import attrs
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.units import Duration
 
 from .metric_base import Metric
-from .windows import CounterWindow
+from .windows import CounterWindow, as_seconds
 
 
 @attrs.frozen
@@ -64,14 +65,14 @@ class WebSocketMetric(Metric):
 
     kind = "websocket"
 
-    def __init__(self, server: Any, *, window: float = 10.0) -> None:
+    def __init__(self, server: Any, *, window: Duration = 10.0) -> None:
         if not hasattr(server, "stats") or not hasattr(server, "rooms"):
             raise ConfigError(
                 f"WebSocketMetric expects a WebSocket server with .stats and .rooms "
                 f"(haive_plugin_websocket.WebSocketManager), got {server!r}"
             )
         self.server = server
-        self._window = CounterWindow(window, width=2)
+        self._window = CounterWindow(as_seconds(window, "WebSocketMetric window"), width=2)
         self._latest = WebSocketSnapshot()
 
     def poll(self, now: float) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import deque
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import parse_duration
+from haive.dataflow.units import Duration, parse_duration
 
 
-def as_seconds(value: float | str, what: str) -> float:
+def as_seconds(value: Duration, what: str) -> float:
     """A positive duration in seconds from ``1.5`` or ``"1m"`` / ``"500ms"``.
 
     Example::

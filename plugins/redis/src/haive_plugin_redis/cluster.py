@@ -33,6 +33,7 @@ from redis.exceptions import (
 )
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.units import Duration, parse_duration
 
 from ._resp import pack
 from .client import DedicatedConnection, RedisClient
@@ -100,7 +101,7 @@ class SlotLocator:
     """
 
     def __init__(
-        self, seeds: list[str | Address], key: str, *, socket_timeout: float = 0.5
+        self, seeds: list[str | Address], key: str, *, socket_timeout: Duration = 0.5
     ) -> None:
         if not seeds:
             raise ConfigError("SlotLocator: give at least one cluster node address")
@@ -108,7 +109,7 @@ class SlotLocator:
             raise ConfigError(f"SlotLocator: key must be a non-empty string, got {key!r}")
         self.nodes = [parse_address(s) for s in seeds]
         self.slot = key_slot(key.encode())
-        self.socket_timeout = socket_timeout
+        self.socket_timeout = parse_duration(socket_timeout, what="socket_timeout")
 
     def describe(self) -> str:
         return ", ".join(f"{h}:{p}" for h, p in self.nodes)

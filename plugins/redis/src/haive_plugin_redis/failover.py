@@ -50,7 +50,7 @@ from redis.exceptions import ReadOnlyError, RedisError
 from redis.retry import Retry
 
 from haive.dataflow.errors import ConfigError, HaiveError
-from haive.dataflow.units import parse_duration
+from haive.dataflow.units import Duration, parse_duration
 
 from ._resp import pack
 from .client import RedisClient, roundtrip
@@ -351,8 +351,8 @@ class FailoverClient(RedisClient):
         db: int = 0,
         pool_size: int = 8,
         wait_replicas: int = 0,
-        wait_timeout: float | str = "500ms",
-        failover_timeout: float | str = "30s",
+        wait_timeout: Duration = "500ms",
+        failover_timeout: Duration = "30s",
         socket_timeout: float | None = 5.0,
         socket_connect_timeout: float = 1.0,
         **options: Any,

@@ -41,6 +41,7 @@ from haive.dataflow.errors import (
 from haive.dataflow.serializers import Serializer
 from haive.dataflow.sources import DataSource
 from haive.dataflow.streaming_pipeline import RunReport, StreamingPipeline
+from haive.dataflow.units import Duration, parse_duration
 
 from ._resp import pack
 from .client import DEFAULT_URL, RedisClient, check_url
@@ -187,9 +188,9 @@ class ProgressPrinter:
         'replay s: 3 entries (100%) up to 5-0, 0/s\\n'
     """
 
-    def __init__(self, file: TextIO | None = None, *, every: float = 0.5) -> None:
+    def __init__(self, file: TextIO | None = None, *, every: Duration = 0.5) -> None:
         self.file = file if file is not None else sys.stderr
-        self.every = every
+        self.every = parse_duration(every, what="ProgressPrinter every")
         self._next = -float("inf")
 
     def __call__(self, progress: ReplayProgress) -> None:

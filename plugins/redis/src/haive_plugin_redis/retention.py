@@ -29,7 +29,7 @@ from haive.dataflow.errors import ConfigError, HaiveError
 from haive.dataflow.serializers import JsonSerializer, Serializer
 from haive.dataflow.state.backend import StateBackend
 from haive.dataflow.state.store import DEAD_LETTER_PREFIX, StateStore
-from haive.dataflow.units import parse_duration
+from haive.dataflow.units import Duration, parse_duration
 
 from ._resp import derived_key, pack, pack_ids
 from .backend import RedisStateBackend
@@ -46,7 +46,7 @@ def _optional_positive_int(instance: Any, attribute: attrs.Attribute[Any], value
         raise ConfigError(f"Retention: {attribute.name} must be an int >= 1, got {value!r}")
 
 
-def _age(value: float | str | None) -> float | None:
+def _age(value: Duration | None) -> float | None:
     if value is None:
         return None
     seconds = parse_duration(value, what="max_age")
@@ -186,7 +186,7 @@ class RetainedStreamSink(RedisStreamSink):
         stream: str,
         retention: Retention,
         *,
-        trim_interval: float | str = "1s",
+        trim_interval: Duration = "1s",
         **options: Any,
     ) -> None:
         if not isinstance(retention, Retention):

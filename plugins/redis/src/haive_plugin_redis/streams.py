@@ -53,7 +53,7 @@ from redis.exceptions import RedisError, ResponseError
 from haive.dataflow.errors import ConfigError, HaiveError
 from haive.dataflow.serializers import Serializer
 from haive.dataflow.sources import DataSource
-from haive.dataflow.units import parse_duration
+from haive.dataflow.units import Duration, parse_duration
 
 from ._resp import derived_key, pack, previous_id, same_slot
 from .backend import RedisStateBackend
@@ -155,10 +155,10 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
         delivery: str = "at_least_once",
         batch_size: int = 1000,
         ack_every: int | None = None,
-        block: float | str = "100ms",
+        block: Duration = "100ms",
         start: str = "0",
-        claim_idle: float | str = "30s",
-        claim_interval: float | str | None = None,
+        claim_idle: Duration = "30s",
+        claim_interval: Duration | None = None,
         stop_when_drained: bool = False,
         codec: str | Serializer | None = None,
         field: str = "data",

@@ -10,6 +10,9 @@
 * :class:`ObservableSource` and :meth:`Observable.from_pipeline`: bridges to pipelines.
 
 Time is trio's clock everywhere: ``trio.testing.MockClock`` drives every time operator.
+Durations are in seconds, as in trio, not milliseconds: the product description's
+``debounce(1000)`` is ``debounce(1.0)`` here, or ``debounce(timedelta(seconds=1))``, or
+``debounce("1000ms")``.
 
 Example::
 

@@ -14,6 +14,7 @@ import trio
 
 from ..errors import ConfigError
 from ..retry import RetryPolicy
+from ..units import Duration
 from ._runtime import Emit, Ready, call, close_pull, open_pull_or_raise, positive_int
 from .observable import Observable, PullOptions, _Custom
 
@@ -21,7 +22,7 @@ from .observable import Observable, PullOptions, _Custom
 def retry(
     source: Observable[Any],
     retries: int | RetryPolicy | None,
-    backoff: float,
+    backoff: Duration,
     multiplier: float,
     reset_on_success: bool,
 ) -> Observable[Any]:

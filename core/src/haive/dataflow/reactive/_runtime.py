@@ -26,6 +26,7 @@ import trio
 
 from ..errors import ConfigError
 from ..nodes import is_async_callable as is_async_callable  # one definition, shared
+from ..units import Duration
 from ..validation import duration, integer
 
 Emit: TypeAlias = Callable[[list[Any]], Awaitable[None]]
@@ -215,8 +216,8 @@ async def close_pull(inner: AsyncIterator[Any]) -> None:
             await closer()
 
 
-def seconds(value: float | str, operator: str, parameter: str) -> float:
-    """Seconds from a number or a duration string ("250ms", "5s"); must be > 0."""
+def seconds(value: Duration, operator: str, parameter: str) -> float:
+    """Seconds from a number, a ``timedelta`` or a duration string ("250ms"); must be > 0."""
     return duration(operator, parameter, value)
 
 

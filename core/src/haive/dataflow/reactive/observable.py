@@ -14,6 +14,7 @@ import trio
 from ..backpressure import strategy_spec
 from ..errors import ConfigError
 from ..retry import RetryPolicy
+from ..units import Duration
 from ..validation import POSITIVE_INT, duration
 from ._runtime import (
     DEFAULT_BATCH,
@@ -192,8 +193,11 @@ class Observable(Generic[T]):
         return from_(value)
 
     @staticmethod
-    def interval(period: float | str) -> Observable[int]:
+    def interval(period: Duration) -> Observable[int]:
         """0, 1, 2... one every ``period`` seconds of trio time, forever.
+
+        ``period`` is in seconds, as in trio, not milliseconds: ``interval(1)`` ticks once a
+        second; a :class:`~datetime.timedelta` or ``"250ms"`` works too.
 
         Ticks stay on the schedule of the first one (no drift). A consumer that blocks for
         several periods does not get a burst of stale ticks afterwards: the next tick comes
@@ -211,8 +215,11 @@ class Observable(Generic[T]):
         return _ticks(seconds(period, "interval", "period"), "interval", first=None)
 
     @staticmethod
-    def timer(due: float | str, period: float | str | None = None) -> Observable[int]:
+    def timer(due: Duration, period: Duration | None = None) -> Observable[int]:
         """0 after ``due`` seconds, then completion; with ``period``, 1, 2... every period.
+
+        Both are in seconds, as in trio, not milliseconds; a :class:`~datetime.timedelta` or
+        ``"250ms"`` works too.
 
         Example::
 
@@ -592,8 +599,11 @@ class Observable(Generic[T]):
 
         return windows(self, count, None)
 
-    def throttle(self, period: float | str) -> Observable[T]:
+    def throttle(self, period: Duration) -> Observable[T]:
         """Emits an item, then ignores items for ``period`` seconds (throttle-first).
+
+        ``period`` is in seconds, as in trio, not milliseconds: ``throttle(1)`` lets one item
+        a second through; a :class:`~datetime.timedelta` or ``"250ms"`` works too.
 
         Example::
 
@@ -640,9 +650,13 @@ class Observable(Generic[T]):
 
         return flat_map(self, fn, max_concurrent)
 
-    def debounce(self, period: float | str) -> Observable[T]:
+    def debounce(self, period: Duration) -> Observable[T]:
         """An item once ``period`` seconds pass without a newer one (the latest of a burst);
         at completion the pending item is emitted.
+
+        ``period`` is in seconds, as in trio, not milliseconds: the product description's
+        ``debounce(1000)`` is ``debounce(1.0)`` (or ``debounce(timedelta(seconds=1))``,
+        ``debounce("1000ms")``).
 
         Example::
 
@@ -657,9 +671,12 @@ class Observable(Generic[T]):
 
         return debounce(self, seconds(period, "debounce", "period"))
 
-    def sample(self, period: float | str) -> Observable[T]:
+    def sample(self, period: Duration) -> Observable[T]:
         """Every ``period`` seconds, the latest item if a new one arrived since the last
         sample; at completion the pending item, if any.
+
+        ``period`` is in seconds, as in trio, not milliseconds; a
+        :class:`~datetime.timedelta` or ``"250ms"`` works too.
 
         Example::
 
@@ -674,11 +691,14 @@ class Observable(Generic[T]):
         return sample(self, seconds(period, "sample", "period"))
 
     def buffer_time(
-        self, period: float | str, *, max_count: int | None = None, emit_empty: bool = False
+        self, period: Duration, *, max_count: int | None = None, emit_empty: bool = False
     ) -> Observable[list[T]]:
         """A list of the items of every ``period`` seconds (empty lists only with
         ``emit_empty``); with ``max_count`` a full list is emitted early and the period
         starts again. What is left is emitted at completion.
+
+        ``period`` is in seconds, as in trio, not milliseconds; a
+        :class:`~datetime.timedelta` or ``"250ms"`` works too.
 
         Example::
 
@@ -695,8 +715,11 @@ class Observable(Generic[T]):
 
         return buffer_time(self, seconds(period, "buffer_time", "period"), max_count, emit_empty)
 
-    def window_time(self, period: float | str) -> Observable[Observable[T]]:
+    def window_time(self, period: Duration) -> Observable[Observable[T]]:
         """A window (see :meth:`window`) every ``period`` seconds, starting at subscription.
+
+        ``period`` is in seconds, as in trio, not milliseconds; a
+        :class:`~datetime.timedelta` or ``"250ms"`` works too.
 
         Example::
 
@@ -712,10 +735,12 @@ class Observable(Generic[T]):
 
         return windows(self, None, seconds(period, "window_time", "period"))
 
-    def delay(self, period: float | str) -> Observable[T]:
+    def delay(self, period: Duration) -> Observable[T]:
         """Every item (and the completion) ``period`` seconds later; errors at once.
 
         At most ``DEFAULT_CAPACITY`` items wait at a time; a faster upstream waits.
+        ``period`` is in seconds, as in trio, not milliseconds; a
+        :class:`~datetime.timedelta` or ``"250ms"`` works too.
 
         Example::
 
@@ -730,10 +755,12 @@ class Observable(Generic[T]):
 
         return delay(self, seconds(period, "delay", "period"))
 
-    def timeout(self, period: float | str, fallback: Observable[T] | None = None) -> Observable[T]:
+    def timeout(self, period: Duration, fallback: Observable[T] | None = None) -> Observable[T]:
         """Fails with :class:`TimeoutError` (or switches to ``fallback``) when the first item
         takes more than ``period`` seconds, or the next one more than ``period`` after the
         previous. Time the consumer spends applying backpressure does not count.
+        ``period`` is in seconds, as in trio, not milliseconds; a
+        :class:`~datetime.timedelta` or ``"250ms"`` works too.
 
         Example::
 
@@ -754,12 +781,13 @@ class Observable(Generic[T]):
         self,
         retries: int | RetryPolicy | None = None,
         *,
-        backoff: float = 0.0,
+        backoff: Duration = 0.0,
         multiplier: float = 2.0,
         reset_on_success: bool = True,
     ) -> Observable[T]:
         """On error, subscribes again, up to ``retries`` times in a row (``None``: forever),
-        waiting ``backoff * multiplier ** (n - 1)`` seconds before retry ``n``; or per a
+        waiting ``backoff * multiplier ** (n - 1)`` seconds before retry ``n`` (``backoff``
+        is in seconds, not milliseconds; a :class:`~datetime.timedelta` works too); or per a
         :class:`~haive.dataflow.RetryPolicy`. Items emitted before an error stay emitted. With
         ``reset_on_success`` (default) a run that emitted an item resets the count, so a
         long-lived stream survives occasional failures.

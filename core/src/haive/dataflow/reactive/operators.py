@@ -6,6 +6,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..retry import RetryPolicy
+from ..units import Duration
 from ._runtime import NOTHING
 from .observable import Observable
 
@@ -27,6 +28,9 @@ class Operators:
 
     ``ops.map(f)`` returns a function that applies ``.map(f)`` to the observable it gets;
     :meth:`Observable.pipe` applies several in order (fusion is the same as with methods).
+    Durations (``debounce``, ``throttle``, ``sample``, ``buffer_time``, ``window_time``,
+    ``delay``, ``timeout``, ``retry``'s ``backoff``) are in seconds as in trio, not
+    milliseconds; a :class:`~datetime.timedelta` or ``"250ms"`` works too.
 
     Example::
 
@@ -78,15 +82,15 @@ class Operators:
         return _checked(lambda source: source.distinct_until_changed(key))
 
     @staticmethod
-    def debounce(period: float | str) -> Operator:
+    def debounce(period: Duration) -> Operator:
         return _checked(lambda source: source.debounce(period))
 
     @staticmethod
-    def throttle(period: float | str) -> Operator:
+    def throttle(period: Duration) -> Operator:
         return _checked(lambda source: source.throttle(period))
 
     @staticmethod
-    def sample(period: float | str) -> Operator:
+    def sample(period: Duration) -> Operator:
         return _checked(lambda source: source.sample(period))
 
     @staticmethod
@@ -95,7 +99,7 @@ class Operators:
 
     @staticmethod
     def buffer_time(
-        period: float | str, *, max_count: int | None = None, emit_empty: bool = False
+        period: Duration, *, max_count: int | None = None, emit_empty: bool = False
     ) -> Operator:
         return _checked(
             lambda source: source.buffer_time(period, max_count=max_count, emit_empty=emit_empty)
@@ -106,22 +110,22 @@ class Operators:
         return _checked(lambda source: source.window(count))
 
     @staticmethod
-    def window_time(period: float | str) -> Operator:
+    def window_time(period: Duration) -> Operator:
         return _checked(lambda source: source.window_time(period))
 
     @staticmethod
-    def delay(period: float | str) -> Operator:
+    def delay(period: Duration) -> Operator:
         return _checked(lambda source: source.delay(period))
 
     @staticmethod
-    def timeout(period: float | str, fallback: Observable[Any] | None = None) -> Operator:
+    def timeout(period: Duration, fallback: Observable[Any] | None = None) -> Operator:
         return _checked(lambda source: source.timeout(period, fallback))
 
     @staticmethod
     def retry(
         retries: int | RetryPolicy | None = None,
         *,
-        backoff: float = 0.0,
+        backoff: Duration = 0.0,
         multiplier: float = 2.0,
         reset_on_success: bool = True,
     ) -> Operator:

@@ -440,8 +440,9 @@ def _engine(window: WindowSpec, agg: Aggregator) -> _Engine:
         if window.count is not None:
             assert isinstance(window.every, int)
             return _CountSliding(agg, window.count, window.every)
-        assert window.size is not None and window.every is not None
-        return _TimeGrid(agg, window.size, float(window.every), window.offset)
+        # __attrs_post_init__ converted a time window's ``every`` to float seconds.
+        assert window.size is not None and isinstance(window.every, float)
+        return _TimeGrid(agg, window.size, window.every, window.offset)
     if isinstance(window, SessionWindow):
         return _Sessions(agg, window.gap)
     raise ConfigError(

@@ -11,6 +11,7 @@ import attrs
 from ..errors import ConfigError
 from ..nodes import NODE_ON_ERROR, NODE_RETRY, Node, NodeContext, is_async_callable
 from ..retry import RetryPolicy
+from ..units import Duration, parse_duration
 from ..validation import NON_EMPTY_STR, optional_duration
 from .backend import StateBackend, StateWrite
 from .fields import FieldGetter
@@ -26,7 +27,8 @@ class KeyedState(Generic[S]):
     """The state of one key, handed to :meth:`StatefulProcessor.process`.
 
     Read or assign ``value`` (mutating it in place is fine too: it is written back after the
-    batch); ``clear()`` deletes it; ``set(value, ttl=...)`` gives it an expiry.
+    batch); ``clear()`` deletes it; ``set(value, ttl=...)`` gives it an expiry (seconds, not
+    milliseconds: a number, a :class:`~datetime.timedelta` or a string such as ``"30m"``).
 
     Example::
 
@@ -50,11 +52,11 @@ class KeyedState(Generic[S]):
     def get(self, default: S | None = None) -> S | None:
         return default if self.value is None else self.value
 
-    def set(self, value: S, *, ttl: float | None = None) -> None:
+    def set(self, value: S, *, ttl: Duration | None = None) -> None:
         self.value = value
         self.cleared = False
         if ttl is not None:
-            self.ttl = ttl
+            self.ttl = parse_duration(ttl, what=f"state of {self.key!r}: ttl")
 
     def clear(self) -> None:
         self.value = None
@@ -99,7 +101,7 @@ class StatefulProcessor(Node, Generic[S]):
         store: StateStore | StateBackend | str | os.PathLike[str] | None = None,
         key: str | Callable[[Any], Hashable] = "key",
         state_type: type[S] | None = None,
-        ttl: float | str | None = None,
+        ttl: Duration | None = None,
         on_error: str | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:

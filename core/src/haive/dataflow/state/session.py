@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ..errors import ConfigError
+from ..units import Duration
 from ..validation import POSITIVE_INT, duration
 from .backend import StateBackend
 from .store import StateStore
@@ -56,7 +57,8 @@ class SessionState(Generic[SessionT]):
     ``get_or_create(id)`` returns the live session or a new one; ``save(session)`` stores it
     and restarts its timeout; an expired session is gone (the next ``get_or_create`` starts a
     fresh one). The expiry is the store's TTL: on the default in-memory store it follows
-    trio's clock.
+    trio's clock. ``timeout`` is in seconds, not milliseconds: a number, a
+    :class:`~datetime.timedelta` or a string such as ``"30m"``.
 
     Example::
 
@@ -73,7 +75,7 @@ class SessionState(Generic[SessionT]):
 
     def __init__(
         self,
-        timeout: float | str = "30m",
+        timeout: Duration = "30m",
         *,
         store: StateStore | StateBackend | str | os.PathLike[str] | None = None,
         prefix: str = "session:",
@@ -121,7 +123,8 @@ class WindowState:
     """The recent data of a key: what arrived in the last ``window_size``.
 
     ``add_to_window(data)`` appends and returns the window's data, oldest first, dropping
-    what is older than ``window_size`` before the newest timestamp (``timestamp=`` event
+    what is older than ``window_size`` (seconds, a ``timedelta`` or ``"5m"``) before the
+    newest timestamp (``timestamp=`` event
     time in seconds, else the ``clock``: wall time by default, so a durable store keeps
     meaning across restarts). ``max_items`` also caps the length. Each update is one atomic
     read-modify-write of the store, so several processes can share a window.
@@ -140,7 +143,7 @@ class WindowState:
 
     def __init__(
         self,
-        window_size: float | str = "5m",
+        window_size: Duration = "5m",
         *,
         store: StateStore | StateBackend | str | os.PathLike[str] | None = None,
         max_items: int | None = None,

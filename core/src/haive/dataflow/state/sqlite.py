@@ -18,7 +18,8 @@ from urllib.parse import parse_qsl, urlsplit
 import trio
 
 from ..errors import ConfigError
-from ..validation import NON_NEGATIVE_NUMBER, invalid
+from ..units import Duration
+from ..validation import duration, invalid
 from .backend import StateBackend, StateWrite
 
 _SCHEMA = (
@@ -105,7 +106,7 @@ class SQLiteStateBackend(StateBackend):
         path: str | os.PathLike[str] = ":memory:",
         *,
         synchronous: str = "NORMAL",
-        busy_timeout: float = 5.0,
+        busy_timeout: Duration = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if str(synchronous).upper() not in _SYNCHRONOUS:
@@ -117,10 +118,9 @@ class SQLiteStateBackend(StateBackend):
                     f"one of {', '.join(_SYNCHRONOUS)} (any case)",
                 )
             )
-        NON_NEGATIVE_NUMBER.check("SQLiteStateBackend", "busy_timeout", busy_timeout)
         self.path = os.fspath(path)
         self.synchronous = str(synchronous).upper()
-        self.busy_timeout = float(busy_timeout)
+        self.busy_timeout = duration("SQLiteStateBackend", "busy_timeout", busy_timeout, positive=False)
         self.clock = clock
         self._conn: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)

@@ -17,6 +17,7 @@ from .._resource import AsyncResource
 from ..convert import get_converter
 from ..errors import ConfigError, PluginError, SerializationError, UnknownPluginError
 from ..sinks import StreamSink
+from ..units import Duration
 from ..validation import duration, one_of, optional_duration
 from .backend import StateBackend, StateWrite
 
@@ -185,7 +186,8 @@ class StateStore(AsyncResource):
     in whichever installed backend serves the URL's scheme (Redis: ``haive-plugin-redis``).
     Values are stored as JSON after the core's cattrs converter unstructures them (attrs
     classes, datetimes...); pass ``cls`` to read them back as that type. Keys live under
-    ``namespace``; TTLs are seconds or strings like ``"30m"``.
+    ``namespace``; TTLs are in seconds (not milliseconds): a number, a
+    :class:`~datetime.timedelta` or a string like ``"30m"``.
 
     A stored record that cannot be decoded is a *corrupt* record: by default it is moved to
     the dead-letter place with the reason (``on_corrupt="dead_letter"``; the ``dead_letter``
@@ -217,7 +219,7 @@ class StateStore(AsyncResource):
         url_or_backend: StateBackend | str | os.PathLike[str] | None = None,
         *,
         namespace: str = "haive",
-        default_ttl: float | str | None = None,
+        default_ttl: Duration | None = None,
         on_corrupt: str = "dead_letter",
         dead_letter: StreamSink | None = None,
         **options: Any,
@@ -277,7 +279,7 @@ class StateStore(AsyncResource):
             raise ConfigError(f"state keys are strings, got {type(key).__name__} {key!r}")
         return self._prefix + key
 
-    def _ttl(self, ttl: float | str | None, default: float | None) -> float | None:
+    def _ttl(self, ttl: Duration | None, default: float | None) -> float | None:
         if ttl is None:
             return default
         return duration("StateStore", "ttl", ttl)
@@ -390,7 +392,7 @@ class StateStore(AsyncResource):
         return [full[cut:] for full, _ in await backend.scan(self.full_key(prefix))]
 
     # -- writing --------------------------------------------------------------------------
-    async def put(self, key: str, value: Any, *, ttl: float | str | None = None) -> None:
+    async def put(self, key: str, value: Any, *, ttl: Duration | None = None) -> None:
         """Store ``value`` under ``key``; with ``ttl`` (or the store's ``default_ttl``) it expires."""
         backend = await self._backend()
         self.stats.writes += 1
@@ -398,7 +400,7 @@ class StateStore(AsyncResource):
             self.full_key(key), self.encode(value), ttl=self._ttl(ttl, self.default_ttl)
         )
 
-    async def put_many(self, values: Mapping[str, Any], *, ttl: float | str | None = None) -> None:
+    async def put_many(self, values: Mapping[str, Any], *, ttl: Duration | None = None) -> None:
         """Store several values in one backend call (atomically where the backend can)."""
         seconds = self._ttl(ttl, self.default_ttl)
         writes: list[StateWrite] = [
@@ -425,7 +427,7 @@ class StateStore(AsyncResource):
         fn: Callable[[Any], Any],
         cls: type[Any] | None = None,
         *,
-        ttl: float | str | None = None,
+        ttl: Duration | None = None,
     ) -> Any:
         """Atomically replace the value with ``fn(old)`` (``old`` is None when absent).
 

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..nodes import NODE_ON_ERROR, NODE_RETRY, Emit, Node, NodeContext, is_async_callable
 from ..retry import RetryPolicy
 from ..sinks import StreamSink
+from ..units import Duration
 from ..validation import BOOL, NON_EMPTY_STR, duration, instance_of, one_of
 from ._window_engines import _CountSliding, _CountTumbling, _Engine, _engine, _Sessions, _TimeGrid
 from .aggregators import Aggregator, Collect, Count, Fold
@@ -44,6 +45,8 @@ class WindowedAggregateNode(Node):
     ``allowed_lateness`` (event time) holds windows open that much longer for stragglers;
     events for windows already closed are counted in ``late_events`` and given to
     ``on_late`` (a function of the list of late items, sync or async, or a StreamSink).
+    ``allowed_lateness`` and the windows' sizes are in seconds, not milliseconds (a number, a
+    :class:`~datetime.timedelta` or a string such as ``"500ms"``).
 
     Its state (open windows, watermark) is saved by pipeline checkpoints.
 
@@ -62,7 +65,7 @@ class WindowedAggregateNode(Node):
     key: str | Callable[[Any], Hashable] | None = None
     timestamp: str | Callable[[Any], float] = "timestamp"
     time: TimeMode = attrs.field(default="event", validator=one_of("event", "processing"))
-    allowed_lateness: float | str = 0.0
+    allowed_lateness: Duration = 0.0
     on_late: LateHandler | None = None
     emit_partial: bool = attrs.field(default=True, validator=BOOL)
     on_error: str | None = attrs.field(default=None, validator=NODE_ON_ERROR)

@@ -9,11 +9,13 @@ closed window of one key, and :func:`window_results_by_key` groups them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 import attrs
 
 from ..errors import ConfigError
+from ..units import Duration
 from ..validation import POSITIVE_INT, duration, number, optional_duration
 
 
@@ -25,12 +27,20 @@ def _sliding_size(value: object) -> float | None:
     return optional_duration("SlidingWindow", "size", value)
 
 
+def _offset(owner: str, value: object) -> float:
+    # An offset shifts window boundaries and may be negative, so it is a number of seconds
+    # (or a timedelta), not a duration.
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    return float(_OFFSET.check(owner, "offset", value))  # type: ignore[arg-type]
+
+
 def _tumbling_offset(value: object) -> float:
-    return float(_OFFSET.check("TumblingWindow", "offset", value))  # type: ignore[arg-type]
+    return _offset("TumblingWindow", value)
 
 
 def _sliding_offset(value: object) -> float:
-    return float(_OFFSET.check("SlidingWindow", "offset", value))  # type: ignore[arg-type]
+    return _offset("SlidingWindow", value)
 
 
 _OFFSET = number()
@@ -41,6 +51,8 @@ class TumblingWindow:
     """Fixed, non-overlapping windows: ``TumblingWindow("1s")`` or ``TumblingWindow(count=100)``.
 
     Time windows are aligned to ``offset`` (seconds; windows are ``[offset + k*size, ...)``).
+    ``size`` and ``offset`` are in seconds, not milliseconds: a number, a
+    :class:`~datetime.timedelta` or a string such as ``"250ms"`` or ``"5m"``.
 
     Example::
 
@@ -65,7 +77,8 @@ class SlidingWindow:
     """Overlapping windows of ``size`` starting every ``every``: ``SlidingWindow("10s", "5s")``.
 
     By count: ``SlidingWindow(count=100, every=10)`` emits, every 10 items of a key, the
-    last (up to) 100 of them.
+    last (up to) 100 of them. Time ``size`` and ``every`` are in seconds, not milliseconds: a
+    number, a :class:`~datetime.timedelta` or a string such as ``"10s"``.
 
     Example::
 
@@ -75,7 +88,7 @@ class SlidingWindow:
     """
 
     size: float | None = attrs.field(default=None, converter=_sliding_size)
-    every: float | None = attrs.field(default=None)
+    every: Duration | None = attrs.field(default=None)
     count: int | None = attrs.field(default=None, kw_only=True, validator=POSITIVE_INT.optional())
     offset: float = attrs.field(default=0.0, kw_only=True, converter=_sliding_offset)
 
@@ -94,13 +107,16 @@ class SlidingWindow:
             POSITIVE_INT.check("SlidingWindow", "every", self.every)
 
 
-def _gap(value: float | str) -> float:
+def _gap(value: Duration) -> float:
     return duration("SessionWindow", "gap", value)
 
 
 @attrs.frozen
 class SessionWindow:
     """Per-key sessions: a window closes after ``gap`` without events of its key.
+
+    ``gap`` is in seconds, not milliseconds: a number, a :class:`~datetime.timedelta` or a
+    string such as ``"30m"``.
 
     Example::
 
