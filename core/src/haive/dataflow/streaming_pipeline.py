@@ -302,6 +302,7 @@ class PipelineRun:
         )
         pipeline._prepare_nodes()
         self.graph = GraphRun(pipeline._graph(), pipeline._settings(), errors=self.errors)
+        _refuse_lossy_buffers(pipeline, self.graph)
         #: Keeps buffers and caches under ``config.max_memory_usage`` (None without a cap).
         self.memory: MemoryGovernor | None = governor_for_run(self)
         self.started = time.perf_counter()
@@ -318,6 +319,9 @@ class PipelineRun:
         self._results_producers: list[BufferProducer[Result]] = []
         self._monitor_scope = trio.CancelScope()
         self._pending_done = 2
+        #: Of the sink and error loops, how many ended because their input ended (not by an
+        #: exception): the end-of-input acknowledgment needs both.
+        self._completed = 0
         self._errors_handled = 0
         self._errors_progress = trio.Event()
 
@@ -371,7 +375,10 @@ class PipelineRun:
                 # End of input: let every node flush and the sinks finish, then acknowledge.
                 self.graph.close_input()
                 await self.finished.wait()
-                await source.acknowledge(unacknowledged)
+                if self._completed == 2:
+                    await source.acknowledge(unacknowledged)
+                # else a sink or the dead-letter sink failed: its exception is stopping the
+                # run, and what it did not write stays unacknowledged (redelivered).
         except Exception as exc:
             raise NodeError(f"source:{type(source).__name__}", exc) from exc
         finally:
@@ -404,6 +411,7 @@ class PipelineRun:
                 if producer is not None:
                     await producer.put_batch([Result(True, item) for item in batch])
                 self.graph.note_output_taken(len(batch))
+            self._completed += 1
         finally:
             if producer is not None:
                 producer.close()
@@ -414,6 +422,10 @@ class PipelineRun:
 
     async def _handle_errors(self) -> None:
         dead_letter = self.pipeline.dead_letter
+        source = self.pipeline.source
+        # Without a dead-letter sink an acknowledging source keeps its failures itself (a
+        # broker's dead-letter queue, or redelivery): acknowledging must not lose them.
+        rejecting = source if dead_letter is None and source and source.acknowledges else None
         producer = self._results_producers[1] if self._results_producers else None
         try:
             if dead_letter is not None:
@@ -427,11 +439,21 @@ class PipelineRun:
                 self.last_errors.extend(batch)
                 del self.last_errors[:-100]
                 if dead_letter is not None:
-                    await dead_letter.write_batch([r.to_dict() for r in batch])
+                    try:
+                        await dead_letter.write_batch([r.to_dict() for r in batch])
+                    except Exception as exc:
+                        name = f"dead-letter sink:{type(dead_letter).__name__}"
+                        raise NodeError(name, exc) from exc
+                elif rejecting is not None:
+                    try:
+                        await rejecting.reject(batch)
+                    except Exception as exc:
+                        raise NodeError(f"source:{type(rejecting).__name__}", exc) from exc
                 if producer is not None:
                     await producer.put_batch(batch)
                 self._errors_handled += len(batch)
                 self._errors_progress.set()
+            self._completed += 1
         finally:
             if producer is not None:
                 producer.close()
@@ -444,8 +466,9 @@ class PipelineRun:
         """Wait until every item read so far has left the pipeline.
 
         That is: written by the sink (its ``write_batch`` returned), or failed and handed to
-        the dead-letter sink and the result stream, or filtered out, or dropped by a
-        backpressure strategy. Acknowledging sources (:attr:`DataSource.acknowledges`) are
+        the dead-letter sink (else to the acknowledging source's ``reject``) and the result
+        stream, or filtered out, or dropped by a backpressure strategy (refused with an
+        acknowledging source). Acknowledging sources (:attr:`DataSource.acknowledges`) are
         acknowledged only after this. Items a stateful node holds across batches (an open
         window) count as handled once absorbed.
         """
@@ -479,6 +502,22 @@ class PipelineRun:
             dropped=sum(buf.stats.dropped for buf in self.graph.buffers()),
             read=self.read,
             last_errors=list(self.last_errors),
+        )
+
+
+def _refuse_lossy_buffers(pipeline: StreamingPipeline, graph: GraphRun) -> None:
+    """An acknowledging source acknowledges what a dropping buffer threw away: refuse it."""
+    source = pipeline.source
+    if source is None or not source.acknowledges:
+        return
+    lossy = [buf for buf in graph.buffers() if not buf.strategy.blocks]
+    if lossy:
+        raise ConfigError(
+            f"StreamingPipeline {pipeline.name!r}: backpressure={pipeline.backpressure!r} "
+            f"drops items when buffer {lossy[0].name!r} is full, but the source "
+            f"{type(source).__name__} acknowledges what it read (at-least-once delivery), so "
+            "dropped items would be acknowledged without being written; use "
+            "backpressure='block' with this source"
         )
 
 
