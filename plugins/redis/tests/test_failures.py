@@ -218,3 +218,48 @@ def test_failure_settings_are_checked_at_construction():
         RedisStreamSource("s", max_deliveries=3)
     with pytest.raises(ConfigError, match="max_deliveries must be an int >= 1, got 0"):
         RedisStreamSource("s", on_failure="redeliver", max_deliveries=0)
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+async def test_an_item_the_sink_cannot_encode_is_dead_lettered_not_redelivered_forever(
+    tag, r, delivery
+):
+    """One unencodable output used to fail the whole batch, stop the worker and come back
+    after every restart; now the sink writes the rest and rejects that one item."""
+    src, out = f"{{{tag}}}:in", f"{{{tag}}}:out"
+    ids = produce(r, src, [{"n": n} for n in range(10)])
+    source = RedisStreamSource(src, group="g", delivery=delivery, stop_when_drained=True)
+
+    def attach(event):
+        if event["n"] == 4:
+            event["blob"] = object()  # in place: the source's own item, traceable
+        return event
+
+    report = await pipeline_of(source, attach, sink=source.sink(out)).execute()
+    assert (report.processed, report.failed) == (9, 1)
+    assert sorted(orjson.loads(f[b"data"])["n"] for _, f in r.xrange(out)) == [
+        0, 1, 2, 3, 5, 6, 7, 8, 9,
+    ]  # fmt: skip
+    (dead,) = r.xrange(f"{src}:dead")
+    assert dead[1][b"id"] == ids[4] and dead[1][b"node"] == b"sink:RedisStreamSink"
+    assert b"cannot be encoded" in dead[1][b"reason"]
+    assert dead[1][b"entry.data"] == orjson.dumps({"n": 4})
+    assert group_info(r, src)["pending"] == 0
+
+
+async def test_sink_rejections_go_to_the_pipeline_dead_letter_sink(tag, r):
+    src, out, mine = f"{{{tag}}}:in", f"{{{tag}}}:out", f"{{{tag}}}:mine"
+    produce(r, src, [{"n": n} for n in range(6)])
+    source = RedisStreamSource(src, group="g", stop_when_drained=True)
+    # codec "fields" takes flat mappings only: a nested value is rejected by that sink,
+    # while the JSON dead-letter sink can hold it.
+    pipeline = pipeline_of(source, lambda e: {**e, "nested": [1]} if e["n"] % 3 == 0 else e)
+    pipeline.set_sink(RedisStreamSink(out, client=source.client, codec="fields"))
+    pipeline.set_dead_letter_sink(RedisStreamSink(mine, client=source.client))
+    async with pipeline.run() as results:
+        outcomes = sorted([(r.success, r.node) async for r in results], key=str)
+    assert outcomes.count((True, None)) == 4
+    assert outcomes.count((False, "sink:RedisStreamSink")) == 2
+    assert r.xlen(out) == 4
+    assert sorted(orjson.loads(f[b"data"])["data"]["n"] for _, f in r.xrange(mine)) == [0, 3]
+    assert group_info(r, src)["pending"] == 0
