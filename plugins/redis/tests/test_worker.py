@@ -319,3 +319,64 @@ def test_sigkill_two_of_three_workers(tag, r, tmp_path, delivery, record_propert
         record_property,
         batch=1000,
     )
+
+
+@pytest.mark.parametrize("delivery", ["exactly_once", "at_least_once"])
+def test_sigterm_mid_batch_leaves_the_batch_pending_counted_then_redelivered(
+    tag, r, tmp_path, delivery
+):
+    """Shutdown with items in flight: nothing of them is acknowledged, the summary counts
+    them as left pending, and a restart under the same consumer name delivers them."""
+    stream, out = f"{{{tag}}}:in", f"{{{tag}}}:out"
+    produce(r, stream, 1000, keys=5)
+    env = {"HAIVE_TEST_HANG_DIR": str(tmp_path), "HAIVE_TEST_BATCH": "100"}
+    (tmp_path / "hang-w").touch()
+    worker = start_worker(tag, delivery, "w", extra=env)
+    try:
+        wait_for((tmp_path / "hanging-w").exists, "the worker to stop mid-batch", {"w": worker})
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait()
+    assert worker.returncode == 0, stderr
+    stopped = summary(stderr)
+    assert stopped["stopped_by_signal"] and stopped["left_pending"] > 0
+    assert consumer_pending(r, stream, "w") == stopped["left_pending"]
+    (tmp_path / "hang-w").unlink()
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "haive_plugin_redis.worker", PIPELINE),
+            *("--group", "g", "--consumer", "w"),
+        ],
+        env=env_for(tag, delivery, extra=env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert summary(done.stderr)["replayed"] == stopped["left_pending"]
+    assert set(o["seq"] for o in outputs(r, out)) == set(range(1000))
+    info = next(g for g in r.xinfo_groups(stream) if g["name"] == b"g")
+    assert info["pending"] == 0 and info["lag"] == 0
+
+
+def test_a_failed_worker_still_prints_its_summary_with_what_it_left_pending(tag, r):
+    stream = f"{{{tag}}}:in"
+    produce(r, stream, 500, keys=5)
+    r.set(f"{{{tag}}}:out", "not a stream")  # the sink refuses to open: nothing written
+    done = subprocess.run(
+        [sys.executable, "-m", "haive_plugin_redis.worker", PIPELINE, "--group", "g"],
+        env=env_for(tag, "at_least_once"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    failed = summary(done.stderr)
+    assert "holds a string, not a stream" in failed["error"]
+    assert failed["acknowledged"] == 0
+    assert "haive worker: error: " in done.stderr
+    info = next(g for g in r.xinfo_groups(stream) if g["name"] == b"g")
+    assert info["pending"] == failed["left_pending"]
