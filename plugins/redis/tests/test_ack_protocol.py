@@ -7,9 +7,11 @@ yields an empty batch, and at the end of the input, before acknowledging.
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from haive.dataflow.builtins.sinks import MemorySink
+from haive.dataflow.errors import NodeError
 from haive.dataflow.nodes import FilterNode
 from haive.dataflow.sinks import StreamSink
 from haive.dataflow.sources import DataSource
@@ -96,3 +98,42 @@ async def test_sources_that_do_not_acknowledge_are_never_asked(autojump_clock):
     pipeline.set_sink(sink)
     await pipeline.execute()
     assert sink.items == [1, 2] and source.acked == 0
+
+
+async def test_a_sink_failure_at_the_end_of_input_is_not_acknowledged(autojump_clock):
+    """The end-of-input acknowledgment waited for the sink loop to end, failed or not."""
+
+    class Broken(StreamSink):
+        async def write_batch(self, items):
+            raise OSError("disk full")
+
+    log: list = []
+    source = Broker([[1, 2], [3]], log)  # never asks: only the end of input acknowledges
+    pipeline = StreamingPipeline("acks")
+    pipeline.set_source(source)
+    pipeline.set_sink(Broken())
+    with pytest.raises(NodeError, match="disk full"):
+        await pipeline.execute()
+    assert source.acked == 0 and log == []
+
+
+async def test_failures_without_a_dead_letter_sink_go_to_the_source_before_the_ack(
+    autojump_clock,
+):
+    class Rejecting(Broker):
+        async def reject(self, failed):
+            await trio.sleep(0.01)  # the acknowledgment must wait for this
+            self.log.append(("reject", [r.data for r in failed], failed[0].node))
+
+    log: list = []
+    source = Rejecting([[1, 0, 2], [], [0, 5]], log)
+    pipeline = StreamingPipeline("acks")
+    pipeline.set_source(source)
+    pipeline.add_processor(lambda x: 10 // x)
+    await pipeline.execute()
+    assert log == [
+        ("reject", [0], "<lambda>_0"),
+        ("ack", 3),
+        ("reject", [0], "<lambda>_0"),
+        ("ack", 2),
+    ]

@@ -11,7 +11,7 @@ from haive_plugin_redis import RedisStreamSink, RedisStreamSource, StreamEntry
 
 from haive.dataflow.errors import ConfigError, NodeError, SerializationError
 from haive.dataflow.nodes import FilterNode
-from haive.dataflow.sinks import StreamSink
+from haive.dataflow.sinks import RejectedItems, StreamSink
 from haive.dataflow.state.processor import StatefulProcessor
 from haive.dataflow.state.store import StateStore
 from haive.dataflow.streaming_pipeline import StreamingPipeline
@@ -192,9 +192,16 @@ async def test_sink_maxlen_trimming_and_encoding_errors(tag, r):
         for _ in range(5):
             await exact.write_batch([{"i": i} for i in range(200)])
             await rough.write_batch([{"i": i} for i in range(200)])
-        with pytest.raises(SerializationError, match="item 1 of the batch"):
-            await exact.write_batch([{"ok": 1}, {"bad": object()}])
+        with pytest.raises(RejectedItems) as rejected:
+            await exact.write_batch([{"ok": 1}, {"bad": object()}, {"ok": 2}])
+    assert list(rejected.value.errors) == [1]  # the others are written
+    assert isinstance(rejected.value.errors[1], SerializationError)
+    assert "cannot be encoded" in str(rejected.value.errors[1])
     assert r.xlen(f"{{{tag}}}:exact") == 100
+    assert [orjson.loads(f[b"data"]) for _, f in r.xrange(f"{{{tag}}}:exact")][-2:] == [
+        {"ok": 1},
+        {"ok": 2},
+    ]
     assert 100 <= r.xlen(f"{{{tag}}}:rough") < 1000
 
 

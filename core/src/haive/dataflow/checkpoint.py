@@ -39,6 +39,7 @@ from .validation import BOOL, CALLABLE, NON_EMPTY_STR, POSITIVE_INT, optional_du
 
 if TYPE_CHECKING:
     from .nodes import Node
+    from .results import Result
     from .sinks import StreamSink
     from .state.backend import StateBackend
     from .state.store import StateStore
@@ -471,6 +472,11 @@ class CheckpointedSource(DataSource):
                 if self._due_position is None and self._due():
                     self._due_position = self.positional.position()
         self._exhausted = True
+
+    async def reject(self, failed: list[Result]) -> None:
+        """Failures go to the wrapped source, which may dead-letter or redeliver them."""
+        if self.inner.acknowledges:
+            await self.inner.reject(failed)
 
     async def acknowledge(self, count: int) -> None:
         """Everything read so far is handled: save a checkpoint, then pass the ack on."""

@@ -3,9 +3,41 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ._resource import AsyncResource
+from .errors import HaiveError
+
+
+class RejectedItems(HaiveError):
+    """Raised by :meth:`StreamSink.write_batch` that wrote every item of the batch but some.
+
+    ``errors`` maps the index (in the batch) of each item not written to the reason. The
+    pipeline counts the others as delivered and treats the rejected ones like items a
+    processor failed on (dead-letter sink, else the acknowledging source's ``reject``,
+    and a failed result), so one bad item neither stops the pipeline nor comes back
+    forever. A sink that cannot tell which items were written raises anything else: the
+    pipeline stops and nothing of the batch is acknowledged.
+
+    Example::
+
+        >>> error = RejectedItems({1: ValueError("not encodable")})
+        >>> error.errors[1]
+        ValueError('not encodable')
+        >>> str(error)
+        'sink rejected 1 item(s), first: item 1: ValueError: not encodable'
+    """
+
+    def __init__(self, errors: Mapping[int, BaseException]) -> None:
+        if not errors:
+            raise ValueError("RejectedItems needs at least one rejected index")
+        self.errors = dict(errors)
+        index, error = min(self.errors.items())
+        super().__init__(
+            f"sink rejected {len(self.errors)} item(s), first: item {index}: "
+            f"{type(error).__name__}: {error}"
+        )
 
 
 class StreamSink(AsyncResource):
@@ -36,7 +68,12 @@ class StreamSink(AsyncResource):
 
     @abc.abstractmethod
     async def write_batch(self, items: list[Any]) -> None:
-        """Deliver ``items``; must not keep a reference to the list after returning."""
+        """Deliver ``items``; must not keep a reference to the list after returning.
+
+        Raise :class:`RejectedItems` after writing all items but some that can never be
+        written (an item that does not encode); anything else raised means the batch is
+        not known to be written.
+        """
 
     async def write(self, item: Any) -> None:
         """Deliver one item."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._resource import AsyncResource
+
+if TYPE_CHECKING:
+    from .results import Result
 
 
 class DataSource(AsyncResource):
@@ -44,10 +47,25 @@ class DataSource(AsyncResource):
         """The oldest ``count`` unacknowledged items this source produced are fully handled.
 
         Called only when :attr:`acknowledges` is true, after every one of those items was
-        written by the sink (``write_batch`` returned), handed to the dead-letter sink,
-        filtered out or dropped by a backpressure strategy. Nothing after them is handled
+        written by the sink (``write_batch`` returned), handed to the dead-letter sink or
+        to :meth:`reject`, or filtered out (a pipeline whose buffers may drop items refuses
+        an acknowledging source). Nothing after them is handled
         yet, so an acknowledging source can commit its position here; anything not
         acknowledged is redelivered after a crash (at-least-once).
+        """
+
+    async def reject(self, failed: list[Result]) -> None:
+        """These items failed for good in a processor, and the pipeline has no dead-letter sink.
+
+        Called only when :attr:`acknowledges` is true, before the failures count as handled
+        (so before the :meth:`acknowledge` that covers them). A source backed by a broker
+        makes each failure durable here: it dead-letters the message with the reason (the
+        failure's ``error`` and ``node``), or marks it to stay unacknowledged so the broker
+        redelivers it; when this returns, nothing of it may be lost by acknowledging. If it
+        raises, the pipeline stops and nothing more is acknowledged. ``Result.data`` is the
+        item as it entered the failing node: the very object this source yielded when that
+        node was the first to change it. The default keeps nothing (the failures are still
+        counted in the report and yielded as failed results).
         """
 
     async def aclose(self) -> None:

@@ -22,7 +22,7 @@ from .parallel.runner import ParallelSettings, apply_parallelism
 from .results import Result
 from .retry import NO_RETRY, RetryPolicy
 from .serializers import Serializer
-from .sinks import StreamSink
+from .sinks import RejectedItems, StreamSink
 from .sources import DataSource
 from .units import Duration
 from .validation import NON_EMPTY_STR, instance_of, optional_duration, size
@@ -66,8 +66,11 @@ class StreamingPipeline:
     Every item comes out as a :class:`~haive.dataflow.results.Result`: a failing item becomes
     a failed result (after the retry policy) and the stream goes on. With a sink set,
     successful outputs are written to it before their results are yielded; failed ones go to
-    the dead-letter sink when one is set. Successful results keep input order; a failed
-    result travels on its own path and may arrive before outputs of earlier items.
+    the dead-letter sink when one is set (else, with an acknowledging source, to its
+    ``reject``). A sink that rejects single items (:class:`~haive.dataflow.sinks.RejectedItems`)
+    has them fail the same way, node ``"sink:<class>"``, while the rest counts as written.
+    Successful results keep input order; a failed result travels on its own path and may
+    arrive before outputs of earlier items.
 
     Example::
 
@@ -341,6 +344,7 @@ class PipelineRun:
         )
         pipeline._prepare_nodes()
         self.graph = GraphRun(pipeline._graph(), pipeline._settings(), errors=self.errors)
+        _refuse_lossy_buffers(pipeline, self.graph)
         #: Keeps buffers and caches under ``config.max_memory_usage`` (None without a cap).
         self.memory: MemoryGovernor | None = governor_for_run(self)
         self.started = time.perf_counter()
@@ -357,6 +361,11 @@ class PipelineRun:
         self._results_producers: list[BufferProducer[Result]] = []
         self._monitor_scope = trio.CancelScope()
         self._pending_done = 2
+        #: Of the sink and error loops, how many ended because their input ended (not by an
+        #: exception): the end-of-input acknowledgment needs both.
+        self._completed = 0
+        self._dead_letter_lock = trio.Lock()
+        self._dead_letter_open = False
         self._errors_handled = 0
         self._errors_progress = trio.Event()
 
@@ -410,7 +419,10 @@ class PipelineRun:
                 # End of input: let every node flush and the sinks finish, then acknowledge.
                 self.graph.close_input()
                 await self.finished.wait()
-                await source.acknowledge(unacknowledged)
+                if self._completed == 2:
+                    await source.acknowledge(unacknowledged)
+                # else a sink or the dead-letter sink failed: its exception is stopping the
+                # run, and what it did not write stays unacknowledged (redelivered).
         except Exception as exc:
             raise NodeError(f"source:{type(source).__name__}", exc) from exc
         finally:
@@ -432,59 +444,111 @@ class PipelineRun:
                     batch = await output.get_batch(self.graph.settings.max_batch)
                 except trio.EndOfChannel:
                     break
+                taken = len(batch)
                 if sink is not None:
                     try:
                         await sink.write_batch(batch)
+                    except RejectedItems as exc:
+                        # The rest is written; the rejected items fail like in a processor.
+                        node = f"sink:{type(sink).__name__}"
+                        if self.pipeline.on_error == "raise":
+                            raise NodeError(node, exc) from exc
+                        failed = [
+                            Result.failed(batch[i], error, node=node)
+                            for i, error in sorted(exc.errors.items())
+                        ]
+                        batch = [item for i, item in enumerate(batch) if i not in exc.errors]
+                        await self._dispose_failures(failed, producer)
                     except Exception as exc:
                         raise NodeError(f"sink:{type(sink).__name__}", exc) from exc
                 self.processed += len(batch)
                 if marks is not None:
                     marks.delivered.append((self.processed, trio.current_time()))
-                if producer is not None:
+                if producer is not None and batch:
                     await producer.put_batch([Result(True, item) for item in batch])
-                self.graph.note_output_taken(len(batch))
+                self.graph.note_output_taken(taken)
+            self._completed += 1
         finally:
             if producer is not None:
                 producer.close()
-            if sink is not None:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                if sink is not None:
                     await sink.aclose()
+                await self._close_dead_letter_if_last()
             self._one_done()
+
+    async def _dispose_failures(
+        self, batch: list[Result], producer: BufferProducer[Result] | None
+    ) -> None:
+        """Count failed results, write them to the dead-letter sink (else hand them to the
+        acknowledging source's ``reject``), then yield them; raises if that write fails."""
+        dead_letter = self.pipeline.dead_letter
+        source = self.pipeline.source
+        self.failed += len(batch)
+        self.last_errors.extend(batch)
+        del self.last_errors[:-100]
+        async with self._dead_letter_lock:  # the sink task and the error task share it
+            if dead_letter is not None:
+                await self._open_dead_letter()
+                try:
+                    await dead_letter.write_batch([r.to_dict() for r in batch])
+                except Exception as exc:
+                    name = f"dead-letter sink:{type(dead_letter).__name__}"
+                    raise NodeError(name, exc) from exc
+            elif source is not None and source.acknowledges:
+                # Without a dead-letter sink an acknowledging source keeps its failures
+                # itself (a broker's dead-letter queue, or redelivery): acknowledging
+                # must not lose them.
+                try:
+                    await source.reject(batch)
+                except Exception as exc:
+                    raise NodeError(f"source:{type(source).__name__}", exc) from exc
+        if producer is not None:
+            await producer.put_batch(batch)
 
     async def _handle_errors(self) -> None:
         dead_letter = self.pipeline.dead_letter
         producer = self._results_producers[1] if self._results_producers else None
         try:
             if dead_letter is not None:
-                await dead_letter.open()
+                async with self._dead_letter_lock:
+                    await self._open_dead_letter()
             while True:
                 try:
                     batch = await self.errors.get_batch()
                 except trio.EndOfChannel:
                     break
-                self.failed += len(batch)
-                self.last_errors.extend(batch)
-                del self.last_errors[:-100]
-                if dead_letter is not None:
-                    await dead_letter.write_batch([r.to_dict() for r in batch])
-                if producer is not None:
-                    await producer.put_batch(batch)
+                await self._dispose_failures(batch, producer)
                 self._errors_handled += len(batch)
                 self._errors_progress.set()
+            self._completed += 1
         finally:
             if producer is not None:
                 producer.close()
-            if dead_letter is not None:
-                with trio.CancelScope(shield=True):
-                    await dead_letter.aclose()
+            with trio.CancelScope(shield=True):
+                await self._close_dead_letter_if_last()
             self._one_done()
+
+    async def _open_dead_letter(self) -> None:
+        dead_letter = self.pipeline.dead_letter
+        if dead_letter is not None and not self._dead_letter_open:
+            await dead_letter.open()
+            self._dead_letter_open = True
+
+    async def _close_dead_letter_if_last(self) -> None:
+        """The sink task and the error task both write dead letters: the last one closes."""
+        dead_letter = self.pipeline.dead_letter
+        if dead_letter is not None and self._pending_done == 1 and self._dead_letter_open:
+            self._dead_letter_open = False
+            await dead_letter.aclose()
 
     async def settle(self) -> None:
         """Wait until every item read so far has left the pipeline.
 
         That is: written by the sink (its ``write_batch`` returned), or failed and handed to
-        the dead-letter sink and the result stream, or filtered out, or dropped by a
-        backpressure strategy. Acknowledging sources (:attr:`DataSource.acknowledges`) are
+        the dead-letter sink (else to the acknowledging source's ``reject``) and the result
+        stream, or filtered out, or dropped by a backpressure strategy (refused with an
+        acknowledging source). Acknowledging sources (:attr:`DataSource.acknowledges`) are
         acknowledged only after this. Items a stateful node holds across batches (an open
         window) count as handled once absorbed.
         """
@@ -518,6 +582,22 @@ class PipelineRun:
             dropped=sum(buf.stats.dropped for buf in self.graph.buffers()),
             read=self.read,
             last_errors=list(self.last_errors),
+        )
+
+
+def _refuse_lossy_buffers(pipeline: StreamingPipeline, graph: GraphRun) -> None:
+    """An acknowledging source acknowledges what a dropping buffer threw away: refuse it."""
+    source = pipeline.source
+    if source is None or not source.acknowledges:
+        return
+    lossy = [buf for buf in graph.buffers() if not buf.strategy.blocks]
+    if lossy:
+        raise ConfigError(
+            f"StreamingPipeline {pipeline.name!r}: backpressure={pipeline.backpressure!r} "
+            f"drops items when buffer {lossy[0].name!r} is full, but the source "
+            f"{type(source).__name__} acknowledges what it read (at-least-once delivery), so "
+            "dropped items would be acknowledged without being written; use "
+            "backpressure='block' with this source"
         )
 
 

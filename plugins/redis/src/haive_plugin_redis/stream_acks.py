@@ -8,6 +8,7 @@ committed (:mod:`.stream_exactly_once`).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,8 @@ class _AcksMixin:
         _batches: deque[_Batch]
         _unacked_items: int
         _ack_requested: bool
+        _kept: set[bytes]
+        _rejected: set[bytes]
 
         @property
         def exactly_once(self) -> bool: ...
@@ -55,21 +58,39 @@ class _AcksMixin:
                 )
             await self._commit()
             return
+        # Forget the IDs only once the XACK went through: a run stopped mid-XACK still
+        # counts them as left pending (``stats.left_pending``).
         ids: list[bytes] = []
         left = count
-        batches = self._batches
-        while batches:
-            batch = batches[0]
+        whole = 0
+        partial = 0
+        for batch in self._batches:
             take = min(left, len(batch.item_ids))
-            for _ in range(take):
-                ids.append(batch.item_ids.popleft())
+            ids.extend(itertools.islice(batch.item_ids, take))
             left -= take
-            if batch.item_ids:
+            if take < len(batch.item_ids):
+                partial = take
                 break
             ids.extend(batch.other_ids)
+            whole += 1
+        await self._xack(self._unkept(ids))
+        batches = self._batches
+        for _ in range(whole):
             batches.popleft()
+        for _ in range(partial):
+            batches[0].item_ids.popleft()
+            batches[0].items.popleft()
         self._unacked_items -= count
-        await self._xack(ids)
+
+    def _unkept(self, ids: list[bytes]) -> list[bytes]:
+        """``ids`` without those left pending for redelivery (``on_failure="redeliver"``)."""
+        rejected = self._rejected
+        if rejected:
+            rejected.difference_update(ids)
+        kept = self._kept  # (an ID leaves it when the entry is delivered again)
+        if not kept:
+            return ids
+        return [i for i in ids if i not in kept]
 
     async def _settle_unyielded(self) -> None:
         """Acknowledge batches that yielded no item (all dead-lettered or gone)."""
@@ -78,7 +99,7 @@ class _AcksMixin:
         else:
             ids = [i for batch in self._batches for i in batch.other_ids]
             self._batches.clear()
-            await self._xack(ids)
+            await self._xack(self._unkept(ids))
 
     async def _xack(self, ids: list[bytes]) -> None:
         if not ids:

@@ -35,6 +35,7 @@ class _ClaimsMixin:
         claim_idle: float
         _claim_cursor: bytes
         _next_claim: float
+        _kept: set[bytes]
 
         def fence_key(self, consumer: str | None = None) -> str: ...
 
@@ -78,10 +79,12 @@ class _ClaimsMixin:
             self._claim_cursor = b"(" + rows[-1][0]
             self._next_claim = 0.0
         me = self.consumer.encode()
-        theirs = [row for row in rows if row[1] != me]
-        if not theirs:
+        # Its own entries this consumer left pending after a failure (on_failure=
+        # "redeliver") are claimed again like a dead consumer's, without a fence.
+        claim = [row for row in rows if row[1] != me or row[0] in self._kept]
+        if not claim:
             return []
-        owners = sorted({row[1].decode() for row in theirs})
+        owners = sorted({row[1].decode() for row in claim if row[1] != me})
         commands = [pack("MULTI")]
         for owner in owners:
             fence = self.fence_key(owner)
@@ -94,7 +97,7 @@ class _ClaimsMixin:
                 self.group,
                 self.consumer,
                 idle_ms,
-                *[row[0] for row in theirs],
+                *[row[0] for row in claim],
             )
         )
         commands.append(pack("EXEC"))

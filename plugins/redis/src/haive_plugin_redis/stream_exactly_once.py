@@ -98,12 +98,16 @@ class _ExactlyOnceMixin:
 
         def fence_key(self, consumer: str | None = None) -> str: ...
 
+        def _unkept(self, ids: list[bytes]) -> list[bytes]: ...
+
     async def _commit(self) -> None:
         """One MULTI/EXEC: state writes, staged XADDs, XACK of the epoch's IDs."""
         conn = self._conn
         assert conn is not None
         txn = self.transaction
-        ids = [i for batch in self._batches for i in (*batch.item_ids, *batch.other_ids)]
+        ids = self._unkept(
+            [i for batch in self._batches for i in (*batch.item_ids, *batch.other_ids)]
+        )
         self._batches.clear()
         self._unacked_items = 0
         if not ids and txn.empty:

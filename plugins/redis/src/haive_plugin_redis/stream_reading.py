@@ -19,7 +19,7 @@ import attrs
 import trio
 from redis.exceptions import ResponseError
 
-from haive.dataflow.errors import HaiveError, InvalidMessageError, SerializationError
+from haive.dataflow.errors import HaiveError
 
 from ._resp import pack
 from .stream_wire import _check_replies, pack_xadds
@@ -47,10 +47,15 @@ class StreamEntry:
 
 @attrs.define
 class _Batch:
-    """IDs read in one batch: those yielded as items, and the rest (dead letters, gone)."""
+    """IDs read in one batch: those yielded as items, and the rest (dead letters, gone).
+
+    ``items`` are the yielded items themselves, in the order of ``item_ids``, so that a
+    failure reported later (``reject``) can be traced to its entry.
+    """
 
     item_ids: deque[bytes]
     other_ids: list[bytes]
+    items: deque[Any]
 
 
 class _ReadingMixin:
@@ -76,6 +81,7 @@ class _ReadingMixin:
         _batches: deque[_Batch]
         _unacked_items: int
         _ack_requested: bool
+        _kept: set[bytes]
         _replay: bool
         _replay_cursor: bytes
         _next_claim: float
@@ -175,6 +181,8 @@ class _ReadingMixin:
 
     async def _accept(self, entries: list[Any]) -> list[Any]:
         """Decode entries; dead-letter the bad ones; remember every ID for the ack."""
+        if self._kept:  # entries left pending after a failure, delivered again
+            self._kept.difference_update(entry[0] for entry in entries)
         codec = self.codec
         with_ids = self.with_ids
         serializer = codec.serializer
@@ -189,15 +197,15 @@ class _ReadingMixin:
                     for _, fields in entries
                     if len(fields) == 2 and fields[0] == target
                 ]
-            except (TypeError, ValueError):  # (SerializationError is a ValueError)
-                values = None  # some entry is bad: the per-entry path below names it
+            except Exception:  # any decoder error: the per-entry path below names it
+                values = None
             if values is not None and len(values) == len(entries):
                 ids = [entry[0] for entry in entries]
-                self._batches.append(_Batch(deque(ids), []))
+                if with_ids:
+                    values = [StreamEntry(i.decode(), v) for i, v in zip(ids, values, strict=True)]
+                self._batches.append(_Batch(deque(ids), [], deque(values)))
                 self._unacked_items += len(values)
                 self.stats.read += len(values)
-                if with_ids:
-                    return [StreamEntry(i.decode(), v) for i, v in zip(ids, values, strict=True)]
                 return values
         items: list[Any] = []
         item_ids: deque[bytes] = deque()
@@ -210,7 +218,9 @@ class _ReadingMixin:
                 continue
             try:
                 value = codec.decode(fields)
-            except (SerializationError, InvalidMessageError, UnicodeDecodeError) as exc:
+            except Exception as exc:
+                # Whatever a producer wrote, and whatever a decoder raises on it (msgpack
+                # raises TypeError on an unhashable map key), is a dead letter, not a crash.
                 other_ids.append(entry_id)
                 dead.append(self._dead_letter_fields(entry_id, fields, exc))
                 continue
@@ -225,7 +235,7 @@ class _ReadingMixin:
                 _check_replies(
                     await self.client.send(packed, len(dead)), f"XADD to {self.dead_letter!r}"
                 )
-        self._batches.append(_Batch(item_ids, other_ids))
+        self._batches.append(_Batch(item_ids, other_ids, deque(items)))
         self._unacked_items += len(items)
         self.stats.read += len(items)
         return items

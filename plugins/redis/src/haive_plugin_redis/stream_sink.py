@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from haive.dataflow.errors import ConfigError, SerializationError
 from haive.dataflow.serializers import Serializer
-from haive.dataflow.sinks import StreamSink
+from haive.dataflow.sinks import RejectedItems, StreamSink
 
 from ._resp import derived_key, pack, same_slot
 from .client import DEFAULT_URL, RedisClient
@@ -110,42 +110,50 @@ class RedisStreamSink(StreamSink):
         if self._owns_client:
             self.client.close()
 
-    def _encode(self, items: list[Any]) -> list[list[bytes]]:
-        encode = self.codec.encode
-        out: list[list[bytes]] = []
-        for index, item in enumerate(items):
-            try:
-                out.append(encode(item))
-            except SerializationError as exc:
-                raise SerializationError(
-                    f"RedisStreamSink {self.stream!r}: item {index} of the batch cannot be "
-                    f"encoded (nothing of this batch was written): {exc}"
-                ) from exc
-        return out
-
-    def _pack(self, items: list[Any]) -> bytes:
+    def _pack(self, items: list[Any], offset: int, rejected: dict[int, BaseException]) -> bytes:
+        """XADDs of the items that encode; the others go to ``rejected`` (batch index)."""
         dumps = self.codec.fast_dumps
         if dumps is not None:
             try:
                 payloads = [dumps(item) for item in items]
-            except (TypeError, ValueError):
-                pass  # some item does not encode: _encode below names it
+            except Exception:  # some item does not encode: the per-item path names it
+                pass
             else:
                 return pack_payload_xadds(
                     self.stream, self.codec.field_bytes, payloads, self.maxlen, self.approximate
                 )
-        return pack_xadds(self.stream, self._encode(items), self.maxlen, self.approximate)
+        encode = self.codec.encode
+        entries: list[list[bytes]] = []
+        for index, item in enumerate(items):
+            try:
+                entries.append(encode(item))
+            except Exception as exc:  # a value the codec cannot encode: this item only
+                rejected[offset + index] = SerializationError(
+                    f"RedisStreamSink {self.stream!r}: item cannot be encoded, not written: {exc}"
+                )
+        return pack_xadds(self.stream, entries, self.maxlen, self.approximate)
 
     async def write_batch(self, items: list[Any]) -> None:
+        """XADD every item; items that do not encode are left out and reported at the end
+        with :class:`~haive.dataflow.sinks.RejectedItems` (the pipeline dead-letters them)."""
         if not items:
             return
+        rejected: dict[int, BaseException] = {}
         if self.transaction is not None:
-            self.transaction.transaction.stage_xadds(self._pack(items), len(items))
-            self.written += len(items)
-            return
-        for start in range(0, len(items), _XADD_CHUNK):
-            chunk = items[start : start + _XADD_CHUNK]
-            packed = self._pack(chunk)
-            replies = await self.client.send(packed, len(chunk))
-            _check_replies(replies, f"XADD to {self.stream!r}")
-            self.written += len(chunk)
+            packed = self._pack(items, 0, rejected)
+            count = len(items) - len(rejected)
+            if count:
+                self.transaction.transaction.stage_xadds(packed, count)
+            self.written += count
+        else:
+            for start in range(0, len(items), _XADD_CHUNK):
+                chunk = items[start : start + _XADD_CHUNK]
+                before = len(rejected)
+                packed = self._pack(chunk, start, rejected)
+                count = len(chunk) - (len(rejected) - before)
+                if count:
+                    replies = await self.client.send(packed, count)
+                    _check_replies(replies, f"XADD to {self.stream!r}")
+                self.written += count
+        if rejected:
+            raise RejectedItems(rejected)

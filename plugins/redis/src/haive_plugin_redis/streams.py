@@ -64,6 +64,7 @@ from .stream_claims import _ClaimsMixin
 from .stream_exactly_once import RedisCommitError as RedisCommitError
 from .stream_exactly_once import Transaction as Transaction
 from .stream_exactly_once import _ExactlyOnceMixin
+from .stream_failures import FAILURE_MODES, _FailuresMixin
 from .stream_reading import StreamEntry as StreamEntry
 from .stream_reading import _Batch, _ReadingMixin
 from .stream_sink import RedisStreamSink as RedisStreamSink
@@ -80,6 +81,11 @@ DELIVERY_MODES = ("at_least_once", "exactly_once")
 class StreamSourceStats:
     """Counters of one :class:`RedisStreamSource`.
 
+    ``dead_lettered``: entries written to the dead-letter stream (undecodable, failed in a
+    processor, corrupt counters); ``left_for_redelivery``: failures left pending
+    (``on_failure="redeliver"``); ``left_pending``: entries read but not acknowledged when
+    the source closed (a stop mid-batch, a failed sink), which Redis redelivers.
+
     Example::
 
         >>> StreamSourceStats().dead_lettered
@@ -91,6 +97,8 @@ class StreamSourceStats:
     claimed: int = 0
     replayed: int = 0
     dead_lettered: int = 0
+    left_for_redelivery: int = 0
+    left_pending: int = 0
     missing: int = 0
     commits: int = 0
     aborted_commits: int = 0
@@ -101,7 +109,9 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
-class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMixin, DataSource):
+class RedisStreamSource(
+    _ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMixin, _FailuresMixin, DataSource
+):
     """Reads a Redis stream as one consumer of a consumer group.
 
     ``group`` is created at ``start`` (``"0"``: the whole stream, ``"$"``: new entries
@@ -109,6 +119,13 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
     :class:`EntryCodec`), or :class:`StreamEntry` with ``with_ids=True``. An entry that
     cannot be decoded goes to the ``dead_letter`` stream (default ``<stream>:dead`` in the
     same hash slot) with the reason, and reading goes on.
+
+    ``on_failure``: what happens to an entry whose item a processor failed on for good
+    when the pipeline has no dead-letter sink of its own (see :mod:`.stream_failures`):
+    ``"dead_letter"`` (default) writes it to the ``dead_letter`` stream with its original
+    fields, the reason, the node, its ID and delivery count before it is acknowledged;
+    ``"redeliver"`` leaves it pending, so it is claimed again after ``claim_idle``, and
+    dead-letters it once delivered ``max_deliveries`` times (default 5).
 
     ``claim_idle``: pending entries of other consumers idle that long are claimed (a dead
     worker's work moves to the living), checked every ``claim_interval``.
@@ -164,6 +181,8 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
         field: str = "data",
         with_ids: bool = False,
         dead_letter: str | None = None,
+        on_failure: str = "dead_letter",
+        max_deliveries: int | None = None,
         replay_from: str | None = None,
         pool_size: int = 8,
     ) -> None:
@@ -200,6 +219,20 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
                 f"exactly_once: dead-letter stream {self.dead_letter!r} is not in the hash slot "
                 f"of {stream!r}; give it the same hash tag (e.g. {derived_key(stream, 'dead')!r})"
             )
+        if on_failure not in FAILURE_MODES:
+            raise ConfigError(
+                f"RedisStreamSource: on_failure must be one of {FAILURE_MODES}, got {on_failure!r}"
+            )
+        if max_deliveries is not None and on_failure != "redeliver":
+            raise ConfigError(
+                f"RedisStreamSource: max_deliveries={max_deliveries!r} needs "
+                f"on_failure='redeliver' (with on_failure={on_failure!r} a failed entry is "
+                "dead-lettered at once)"
+            )
+        self.on_failure = on_failure
+        self.max_deliveries = _positive_int(
+            max_deliveries if max_deliveries is not None else 5, "max_deliveries"
+        )
         self.replay_from = replay_from
         if replay_from is not None:
             previous_id(replay_from)  # validates
@@ -213,6 +246,10 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
         self._batches: deque[_Batch] = deque()
         self._unacked_items = 0
         self._ack_requested = False
+        #: Failed entries left pending for redelivery (kept out of acknowledgments until
+        #: delivered again), and entries already traced to a failure this epoch.
+        self._kept: set[bytes] = set()
+        self._rejected: set[bytes] = set()
         self._replay = True
         self._replay_cursor = b"0"
         self._claim_cursor = b"0-0" if delivery == "at_least_once" else b"-"
@@ -310,6 +347,10 @@ class RedisStreamSource(_ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMix
         self._opened = True
 
     async def aclose(self) -> None:
+        # What was read and not acknowledged stays pending in Redis (redelivered): count it.
+        self.stats.left_pending += self._unacked_items + sum(
+            len(batch.other_ids) for batch in self._batches
+        )
         try:
             if self._opened and not self._batches and not self._unacked_items:
                 # Leave the group tidy: forget this consumer when it holds nothing.

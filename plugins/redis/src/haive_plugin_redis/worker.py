@@ -26,7 +26,7 @@ import orjson
 import trio
 
 from haive.dataflow.cli import Command, find_runnable, load_config_file
-from haive.dataflow.errors import ConfigError, HaiveError
+from haive.dataflow.errors import ConfigError, HaiveError, unwrap_node_errors
 from haive.dataflow.sources import DataSource
 from haive.dataflow.streaming_pipeline import RunReport, StreamingPipeline
 
@@ -63,7 +63,10 @@ def load_pipeline(path: str, object_name: str | None) -> StreamingPipeline:
 async def serve(pipeline: StreamingPipeline) -> RunReport | None:
     """Run ``pipeline`` until its source ends (its report) or SIGINT/SIGTERM (None)."""
     report: RunReport | None = None
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with (
+        unwrap_node_errors(),  # a failed pipeline raises its NodeError, not a group
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+    ):
         async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:
@@ -78,24 +81,41 @@ async def serve(pipeline: StreamingPipeline) -> RunReport | None:
 
 
 def run_worker(path: str, group: str, consumer: str | None, object_name: str | None = None) -> int:
-    """One worker process: load, join the group, run; prints a JSON summary to stderr."""
+    """One worker process: load, join the group, run; prints a JSON summary to stderr.
+
+    The summary is printed when the run fails too (with ``error``), so what was left
+    pending for redelivery is always counted.
+    """
     pipeline = load_pipeline(path, object_name)
     source = find_stream_source(pipeline)
     source.join(group=group, consumer=consumer)
-    report = trio.run(serve, pipeline)
-    summary: dict[str, Any] = {
-        "consumer": source.consumer,
-        "group": source.group,
-        "stream": source.stream,
-        "delivery": source.delivery,
-        "stopped_by_signal": report is None,
-        **attrs.asdict(source.stats),
-    }
-    if report is not None:
-        summary.update(processed=report.processed, failed=report.failed, elapsed=report.elapsed)
-    sys.stderr.write(f"haive worker: {orjson.dumps(summary).decode()}\n")
-    sys.stderr.flush()
-    return 1 if report is not None and report.failed and pipeline.dead_letter is None else 0
+    report: RunReport | None = None
+    error: BaseException | None = None
+    try:
+        report = trio.run(serve, pipeline)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        summary: dict[str, Any] = {
+            "consumer": source.consumer,
+            "group": source.group,
+            "stream": source.stream,
+            "delivery": source.delivery,
+            "stopped_by_signal": report is None and error is None,
+            **attrs.asdict(source.stats),
+        }
+        if report is not None:
+            summary.update(
+                processed=report.processed, failed=report.failed, elapsed=report.elapsed
+            )
+        if error is not None:
+            summary["error"] = f"{type(error).__name__}: {error}"
+        sys.stderr.write(f"haive worker: {orjson.dumps(summary).decode()}\n")
+        sys.stderr.flush()
+    # Failures are in a dead-letter stream or pending for redelivery (the source's
+    # on_failure), or in the pipeline's dead-letter sink: none is lost, so exit 0.
+    return 0
 
 
 async def supervise(commands: Sequence[Sequence[str]]) -> int:
