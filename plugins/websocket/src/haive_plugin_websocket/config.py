@@ -242,6 +242,9 @@ class ServerConfig:
     * ``rate_limit`` / ``rate_burst``: messages per second a client may send (token bucket);
       excess messages are dropped with an error frame, and after ``flood_close_after``
       dropped messages the connection is closed with 1008. ``None`` disables the limit.
+    * ``client_id_ttl``: with authentication, how long a client id stays bound to its
+      identity after its last connection closed (another identity asking for it meanwhile
+      is refused with close code 4003); while connected it is always bound.
     * ``compression``: permessage-deflate offered to clients (negotiated).
     * ``features``: protocol extensions this server accepts when a client offers them.
     * ``keep_handshake_headers``: keep the opening handshake's HTTP headers on each
@@ -276,6 +279,9 @@ class ServerConfig:
     rate_limit: float | None = attrs.field(default=None, validator=_positive)
     rate_burst: float | None = attrs.field(default=None, validator=_positive)
     flood_close_after: int = attrs.field(default=1000, validator=_positive)
+    client_id_ttl: float = attrs.field(
+        default=3600.0, converter=_duration("client_id_ttl"), validator=_positive
+    )
     compression: str | None = attrs.field(default="deflate", converter=compression_mode)
     ping_interval: float | None = attrs.field(
         default=20.0, converter=_duration("ping_interval", optional=True)

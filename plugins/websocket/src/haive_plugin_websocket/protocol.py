@@ -46,6 +46,8 @@ FEATURES_QUERY: Final = "haive_features"
 #: Close codes. 1008 and 1009 are RFC 6455's; 4000-4999 are for applications.
 CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
+#: The requested client id is bound to another authenticated identity (its owner's).
+CLOSE_CLIENT_ID_FORBIDDEN: Final = 4003
 CLOSE_SLOW_CONSUMER: Final = 4008
 CLOSE_REPLACED: Final = 4009
 
@@ -63,6 +65,7 @@ ERROR_CODES: Final = (
     "too_big",
     "unauthorized",
     "slow_consumer",
+    "client_id_forbidden",
 )
 
 CONTROL_TYPES: Final = frozenset(

@@ -45,6 +45,8 @@ from .protocol import CONTROL_TYPES
 from .rooms import RoomTable
 from .server_broadcast import _BroadcastMixin
 from .server_control import AuthorizeFn, _ControlMixin
+from .server_identity import ClientIdReservations, IdentityKeyFn
+from .server_identity import identity_key as default_identity_key
 from .server_incoming import _IncomingMixin
 from .server_lifecycle import AuthenticateFn, _LifecycleMixin
 from .server_limits import _DisconnectOnOverflow, _LimitsMixin
@@ -114,6 +116,10 @@ class WebSocketManager(
       (``Authorization`` header or ``?token=``); ``None`` refuses the connection (HTTP 401).
       Room joins and publishes are authorized by ``authorize_room(info, room, action)``
       and by the ``haive_websocket_authorize_room`` plugin hook.
+    * With ``authenticate``, a client id is bound to the identity that connected with it
+      (see :mod:`.server_identity`): another identity asking for it is closed with 4003
+      and the owner is untouched. Identities are compared by ``identity_key(identity) ->
+      str`` (default: a str is its own key, anything else its canonical JSON).
     * ``backplane``: a :class:`~haive_plugin_websocket.backplane.RedisBackplane` shares
       rooms between server processes.
     * TLS: ``WebSocketManager(certfile="cert.pem", keyfile="key.pem")`` (or ``ssl=`` a
@@ -153,6 +159,7 @@ class WebSocketManager(
         authenticate: AuthenticateFn | None = None,
         authorize_room: AuthorizeFn | None = None,
         backplane: Backplane | None = None,
+        identity_key: IdentityKeyFn = default_identity_key,
         **options: Any,
     ) -> None:
         if config is None:
@@ -163,6 +170,8 @@ class WebSocketManager(
         self.authenticate = authenticate
         self.authorize_room = authorize_room
         self.backplane = backplane
+        self.identity_key = identity_key
+        self._reserved_ids = ClientIdReservations(config.client_id_ttl)
         self.handlers = MessageHandler()
         self.stats = ServerStats()
         self._strategy_cls: type[BackpressureStrategy] = _DisconnectOnOverflow

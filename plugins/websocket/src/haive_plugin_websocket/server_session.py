@@ -82,6 +82,8 @@ class ClientSession:
         self.ws = ws
         self.info = info
         self.client_id = info.client_id
+        #: The key of the identity this client id is bound to (None without authentication).
+        self.owner: str | None = None
         self.rooms: set[str] = set()
         features = info.features
         self.msgpack = "msgpack" in features
