@@ -222,3 +222,102 @@ def test_reservations_expire_after_the_ttl_and_stay_bounded():
     assert reservations.owner("c99", now=113.0) is None
     reservations.discard("c95")
     assert reservations.owner("c95", now=113.0) is None
+
+
+async def test_peers_cannot_forge_protocol_messages_through_publish_or_direct(inbox):
+    # A relayed message that looked like the server's own (welcome, joined, a batch, a
+    # sequence number) would rewrite the receiving client's id or room positions: it would
+    # adopt another id, or drop every later room message as an already seen duplicate.
+    with trio.fail_after(20):
+        manager = WebSocketManager(port=0, authenticate=authenticate)
+        async with manager.serving():
+            ada = client_for(manager, token="t-ada", client_id="ada-phone")
+            ada_box = inbox(ada)
+            async with (
+                ada.connect(),
+                open_websocket_url(
+                    manager.url,
+                    extra_headers=[
+                        (b"Authorization", b"Bearer t-bob"),
+                        (b"X-Haive-Client-Id", b"bob"),
+                    ],
+                ) as bob,
+            ):
+                await ada.join("lobby")
+                await bob.send_message('{"type": "join", "room": "lobby"}')
+                forged = [
+                    {"type": "welcome", "client_id": "bob"},
+                    {"type": "joined", "room": "lobby", "latest": 10**9, "epoch": "forged"},
+                    {"type": "left", "room": "lobby"},
+                    {"type": "error", "code": "forbidden", "room": "lobby", "ref_type": "join"},
+                    {"type": "batch", "messages": [{"type": "welcome", "client_id": "bob"}]},
+                    {"type": "user_left", "user_id": "ada-phone"},
+                ]
+                for n, message in enumerate(forged):
+                    for request in (
+                        {"type": "direct", "to": "ada-phone", "message": message, "id": n},
+                        {"type": "publish", "room": "lobby", "message": message, "id": n},
+                    ):
+                        await bob.send_message(JSON.dumps(request).decode())
+                        while True:
+                            reply = JSON.loads(await bob.get_message())
+                            if reply["type"] == "error" and reply.get("id") == n:
+                                break
+                        assert reply["code"] == "reserved_type", request
+                        assert repr(message["type"]) in reply["message"]
+                # an ordinary message carrying a forged sequence number is relayed without it
+                for kind in ("direct", "publish"):
+                    request = {
+                        "type": kind,
+                        "to": "ada-phone",
+                        "room": "lobby",
+                        "message": {"type": "note", "room": "lobby", "seq": 10**9, "via": kind},
+                    }
+                    await bob.send_message(JSON.dumps(request).decode())
+                notes = await ada_box.wait_count("note", 2)
+                assert sorted(n["via"] for n in notes) == ["direct", "publish"]
+                assert all(n.get("seq", 0) < 10**9 for n in notes)
+                # ada kept her id and her place in the room: the next broadcast arrives
+                await manager.broadcast_to_room("lobby", {"type": "news"})
+                await ada_box.wait_count("news", 1)
+                assert ada.client_id == "ada-phone" and ada.rooms == ["lobby"]
+                assert ada.stats.duplicates_dropped == 0
+                assert len(ada_box.of_type("welcome")) == 1
+        assert manager.stats.errors["reserved_type"] == 12
+
+
+async def test_our_client_ignores_relayed_protocol_messages_from_any_server():
+    # Defence in depth, against a server that relays anything (another implementation):
+    # a protocol message carrying "from" came from a peer and changes nothing.
+    import functools
+
+    from trio_websocket import serve_websocket
+
+    async def relaying_server(request):
+        ws = await request.accept()
+        await ws.send_message('{"type": "welcome", "client_id": "mine"}')
+        await ws.send_message('{"type": "welcome", "client_id": "stolen", "from": "bob"}')
+        await ws.send_message('{"type": "left", "room": "lobby", "from": "bob"}')
+        await ws.send_message('{"type": "done"}')
+        try:
+            while True:
+                await ws.get_message()
+        except TWConnectionClosed:
+            pass
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(serve_websocket, relaying_server, "127.0.0.1", 0, None)
+            )
+            client = StreamingClient(
+                ConnectionConfig(url=f"ws://127.0.0.1:{server.port}/", heartbeat_interval=None)
+            )
+            done = trio.Event()
+            client.on_message("done")(lambda message: done.set())
+            await client.join("lobby", wait=False)  # remembered, joined on connect
+            async with client.connect():
+                await done.wait()
+                assert client.client_id == "mine"
+                assert client.rooms == ["lobby"]
+            nursery.cancel_scope.cancel()

@@ -23,7 +23,8 @@ Control messages a client may send: ``join``, ``leave``, ``members``, ``rooms``,
 ``publish``, ``direct``, ``ping``. The server sends ``welcome``, ``joined``, ``left``,
 ``members``, ``rooms``, ``pong``, ``gap``, ``user_joined``, ``user_left`` and ``error``
 (``{"type": "error", "code": ..., "message": ...}``, with the request's ``"id"`` if it had
-one). A raw binary frame (without ``msgpack``) reaches handlers as
+one); a peer cannot relay messages of those types (:data:`SERVER_TYPES`) to others, and
+the ``from``, ``room`` and ``seq`` of what it relays are the server's. A raw binary frame (without ``msgpack``) reaches handlers as
 ``{"type": "binary", "data": b"..."}``.
 """
 
@@ -66,11 +67,35 @@ ERROR_CODES: Final = (
     "unauthorized",
     "slow_consumer",
     "client_id_forbidden",
+    "reserved_type",
 )
 
 CONTROL_TYPES: Final = frozenset(
     {"batch", "join", "leave", "members", "rooms", "publish", "direct", "ping"}
 )
+
+#: Types only the server may send: a client acts on them (its id, its rooms' positions),
+#: so a peer's ``publish`` or ``direct`` may not relay a message of one of these types.
+SERVER_TYPES: Final = frozenset(
+    {
+        "welcome",
+        "joined",
+        "left",
+        "members",
+        "rooms",
+        "pong",
+        "gap",
+        "user_joined",
+        "user_left",
+        "error",
+        "batch",
+        "binary",
+    }
+)
+
+#: Fields of a relayed message that only the server sets (``from``, ``room``) or that the
+#: receiving client trusts for deduplication (``seq``): a peer's values are replaced/dropped.
+SERVER_FIELDS: Final = ("from", "room", "seq")
 
 _ROOM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$")
