@@ -65,6 +65,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 class ServerStats:
     """Counters of one server. ``errors`` counts bad input and refusals by error code.
 
+    Every counter is live: ``dropped_outbound`` (messages slow clients' queues dropped)
+    grows as they are dropped, while those clients are still connected;
+    :meth:`WebSocketManager.connection_stats` has the same per connection.
+
     Example::
 
         >>> stats = ServerStats()
@@ -198,6 +202,12 @@ class WebSocketManager(
             "direct": self._c_direct,
             "ping": self._c_ping,
         }
+
+    def connection_stats(self) -> dict[str, dict[str, Any]]:
+        """Client id -> that open connection's counters (:meth:`ClientSession.snapshot`):
+        ``queued``, ``dropped``, ``rate_dropped``, ``rooms``. Find slow or flooding
+        clients while they are connected."""
+        return {cid: session.snapshot() for cid, session in self.clients.items()}
 
     # -- registration --------------------------------------------------------------------
     def on_message(self, message_type: str) -> Callable[[F], F]:

@@ -175,7 +175,6 @@ class _LifecycleMixin:
             raise
         finally:
             session.closed = True
-            self.stats.dropped_outbound += session.dropped
             session._out = None
             with trio.CancelScope(shield=True), trio.move_on_after(self.config.close_timeout):
                 await self._cleanup(session)
