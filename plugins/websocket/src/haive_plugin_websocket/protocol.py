@@ -335,13 +335,23 @@ def parse_frame(raw: str | bytes, *, msgpack_frames: bool, batch: bool) -> list[
         [{'type': 'batch', 'messages': []}]
         >>> parse_frame(b"\\x00", msgpack_frames=False, batch=True)
         [{'type': 'binary', 'data': b'\\x00'}]
+        >>> parse_frame(b"\\x81\\x91\\x01\\x01", msgpack_frames=True, batch=True)
+        Traceback (most recent call last):
+        ...
+        haive.dataflow.errors.SerializationError: msgpack: malformed message: TypeError: unhashable type: 'list'
+
     """
-    if isinstance(raw, str):
-        value = JSON.loads(raw)
-    elif msgpack_frames:
-        value = MSGPACK.loads(raw)
-    else:
+    if not isinstance(raw, str) and not msgpack_frames:
         return [{"type": "binary", "data": raw}]
+    codec = JSON if isinstance(raw, str) else MSGPACK
+    try:
+        value = codec.loads(raw)
+    except SerializationError:
+        raise
+    except Exception as exc:  # e.g. a MessagePack map keyed by an array: unhashable
+        raise SerializationError(
+            f"{codec.name}: malformed message: {type(exc).__name__}: {exc}"
+        ) from exc
     if batch and type(value) is dict and value.get("type") == "batch":
         messages = value.get("messages")
         if not isinstance(messages, list):

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from haive.dataflow.errors import SerializationError
+
 from .protocol import SERVER_FIELDS, SERVER_TYPES, valid_room
 from .server_session import ClientInfo
 
@@ -167,7 +169,12 @@ class _ControlMixin:
         relayed = _relayable(session, inner, message)
         if relayed is None:
             return
-        if not await self.send_to_client(target, relayed):
+        try:
+            sent = await self.send_to_client(target, relayed)
+        except SerializationError as exc:  # e.g. MessagePack-only values for a JSON client
+            session.error("invalid_message", f"cannot relay to {target!r:.80}: {exc}", message)
+            return
+        if not sent:
             session.error("unknown_client", f"no connected client {target!r:.80}", message)
 
     # -- authorization ---------------------------------------------------------------------
