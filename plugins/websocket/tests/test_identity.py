@@ -321,3 +321,23 @@ async def test_our_client_ignores_relayed_protocol_messages_from_any_server():
                 assert client.client_id == "mine"
                 assert client.rooms == ["lobby"]
             nursery.cancel_scope.cancel()
+
+
+async def test_an_id_or_room_with_a_trailing_newline_is_not_a_lookalike():
+    # "ada\n" used to pass the "^...$" check: another client id that prints like "ada".
+    from trio_websocket import HandshakeError
+
+    with trio.fail_after(15):
+        manager = WebSocketManager(port=0, close_timeout=0.5)
+        async with manager.serving():
+            with pytest.raises(HandshakeError) as refused:
+                async with open_websocket_url(f"{manager.url}?client_id=ada%0A"):
+                    pass
+            assert refused.value.status_code == 400
+            assert manager.clients == {}
+            async with open_websocket_url(manager.url) as peer:
+                await peer.get_message()  # welcome
+                await peer.send_message('{"type": "join", "room": "lobby\\n"}')
+                reply = JSON.loads(await peer.get_message())
+                assert reply["type"] == "error" and reply["code"] == "invalid_room"
+            assert manager.rooms == {}

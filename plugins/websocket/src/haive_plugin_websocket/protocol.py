@@ -97,8 +97,10 @@ SERVER_TYPES: Final = frozenset(
 #: receiving client trusts for deduplication (``seq``): a peer's values are replaced/dropped.
 SERVER_FIELDS: Final = ("from", "room", "seq")
 
-_ROOM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline, which let
+# "ada\n" pass for a client id (or a room) distinct from "ada" that prints the same.
+_ROOM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}")
 
 
 def valid_room(name: object) -> bool:
@@ -108,8 +110,10 @@ def valid_room(name: object) -> bool:
 
         >>> valid_room("market_analysis"), valid_room("team/42"), valid_room(""), valid_room("a b")
         (True, True, False, False)
+        >>> valid_room("lobby\\n")
+        False
     """
-    return isinstance(name, str) and _ROOM.match(name) is not None
+    return isinstance(name, str) and _ROOM.fullmatch(name) is not None
 
 
 def valid_client_id(name: object) -> bool:
@@ -117,10 +121,10 @@ def valid_client_id(name: object) -> bool:
 
     Example::
 
-        >>> valid_client_id("client-123"), valid_client_id("../x")
-        (True, False)
+        >>> valid_client_id("client-123"), valid_client_id("../x"), valid_client_id("ada\\n")
+        (True, False, False)
     """
-    return isinstance(name, str) and _CLIENT_ID.match(name) is not None
+    return isinstance(name, str) and _CLIENT_ID.fullmatch(name) is not None
 
 
 def parse_features(value: str | None) -> frozenset[str]:
