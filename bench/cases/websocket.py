@@ -83,6 +83,9 @@ def serve_ours() -> None:
             outbound_queue=1_000_000,
             history_size=1000,
             max_message_size="16MiB",
+            # The benchmark's own clients send as fast as they can: the per-connection rate
+            # limit (on by default, 100 messages/s) is off here, as the asyncio baseline has none.
+            rate_limit=None,
             send_welcome=False,
         )
         state = {"count": 0}

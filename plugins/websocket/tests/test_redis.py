@@ -110,3 +110,58 @@ async def test_a_client_failing_over_to_another_node_resumes_its_rooms(prefix, i
                 assert [t["n"] for t in ticks] == list(range(11))
                 assert box.of_type("gap") == []
                 assert a.rooms == {"r": {"roamer"}} and b.rooms == {}
+
+
+async def test_a_client_id_is_bound_to_its_identity_on_every_node(prefix, inbox):
+    from trio_websocket import ConnectionClosed as TWConnectionClosed
+    from trio_websocket import open_websocket_url
+
+    tokens = {"t-ada": "ada", "t-bob": "bob"}
+
+    def authenticate(token):
+        return tokens.get(token)
+
+    async def impostor_close_code(url: str) -> int:
+        headers = [(b"Authorization", b"Bearer t-bob"), (b"X-Haive-Client-Id", b"ada-phone")]
+        async with open_websocket_url(url, extra_headers=headers) as ws:
+            with pytest.raises(TWConnectionClosed) as closed:
+                while True:
+                    await ws.get_message()
+        return closed.value.reason.code
+
+    with trio.fail_after(30):
+        a = WebSocketManager(
+            port=0, authenticate=authenticate, backplane=RedisBackplane(prefix=prefix)
+        )
+        b = WebSocketManager(
+            port=0, authenticate=authenticate, backplane=RedisBackplane(prefix=prefix)
+        )
+        async with a.serving(), b.serving():
+            owner = client(a.url, token="t-ada", client_id="ada-phone")
+            friend = client(b.url, token="t-bob", client_id="bob-laptop")
+            owner_box = inbox(owner)
+            async with owner.connect(), friend.connect():
+                await owner.join("r")
+                await friend.join("r")
+                # bob asks node b for ada's id while she is connected to node a
+                assert await impostor_close_code(b.url) == 4003
+                assert "ada-phone" not in b.clients
+                assert await b.members("r") == ["ada-phone", "bob-laptop"]
+                # messages for ada still reach ada, from either node and from bob
+                assert await b.send_to_client("ada-phone", {"type": "note", "n": 1})
+                await friend.direct("ada-phone", {"type": "note", "n": 2})
+                await b.broadcast_to_room("r", {"type": "news"})
+                notes = await owner_box.wait_count("note", 2)
+                assert sorted(n["n"] for n in notes) == [1, 2]
+                await owner_box.wait_count("news", 1)
+                assert [e.kind for e in owner.events] == ["connected"]
+            # ada left: her id stays hers on every node for client_id_ttl
+            assert await impostor_close_code(a.url) == 4003
+            assert await impostor_close_code(b.url) == 4003
+            # and she gets it back on the other node
+            again = client(b.url, token="t-ada", client_id="ada-phone")
+            async with again.connect():
+                await again.join("r")
+                assert await a.members("r") == ["ada-phone"]
+        assert a.stats.errors["client_id_forbidden"] == 1
+        assert b.stats.errors["client_id_forbidden"] == 2

@@ -38,6 +38,22 @@ local seq = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', KEYS[2], seq .. ':' .. ARGV[1])
 return seq
 """
+# Bind a client id to an owner (an identity key) unless another owner holds it.
+_CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+# Extend a client id's binding while its owner is connected (only if it still owns it).
+_KEEP_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
 # Delete a hash field only if it still belongs to this node (a client may have moved).
 _HDEL_IF = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -82,6 +98,12 @@ class Backplane(abc.ABC):
 
     @abc.abstractmethod
     async def register_client(self, client_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def claim_client(self, client_id: str, owner: str, ttl: float) -> bool:
+        """Bind ``client_id`` to ``owner`` (an identity key) on every node; False if another
+        owner holds it. The binding lasts while the owner is connected to any node and
+        ``ttl`` seconds after; it must be atomic across nodes."""
 
     @abc.abstractmethod
     async def unregister_client(self, client_id: str) -> None: ...
@@ -138,6 +160,8 @@ class RedisBackplane(Backplane):
         self._redis = redis.Redis.from_url(url)
         self._publish_script = self._redis.register_script(_PUBLISH_ROOM)
         self._hdel_if = self._redis.register_script(_HDEL_IF)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._keep_claim = self._redis.register_script(_KEEP_CLAIM)
         self._outbox: BoundedBuffer[tuple[str, bytes, bytes]] = BoundedBuffer(
             publish_queue, "block", name="websocket-backplane-out"
         )
@@ -174,7 +198,7 @@ class RedisBackplane(Backplane):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listen, pubsub, manager)
                 nursery.start_soon(self._publisher)
-                nursery.start_soon(self._keepalive)
+                nursery.start_soon(self._keepalive, manager)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
@@ -198,10 +222,36 @@ class RedisBackplane(Backplane):
         except Exception:
             log.exception("closing the Redis backplane failed")
 
-    async def _keepalive(self) -> None:
+    async def _keepalive(self, manager: WebSocketManager) -> None:
         while True:
             await trio.sleep(self.node_ttl / 3)
             await self._refresh_node()
+            await self._refresh_claims(manager)
+
+    def _claim_ttl(self, ttl: float) -> int:
+        # Refreshed every node_ttl / 3 while connected: outlive that by a margin.
+        return max(1, int(ttl + self.node_ttl + 0.999))
+
+    async def _refresh_claims(self, manager: WebSocketManager) -> None:
+        claims = [
+            (self._key("owner", cid), session.owner)
+            for cid, session in manager.clients.items()
+            if session.owner is not None
+        ]
+        if not claims:
+            return
+        ttl = self._claim_ttl(manager.config.client_id_ttl)
+
+        def refresh() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, owner in claims:
+                self._keep_claim(keys=[key], args=[owner, ttl], client=pipe)
+            pipe.execute()
+
+        try:
+            await trio.to_thread.run_sync(refresh)
+        except Exception:
+            log.exception("refreshing the client id bindings failed; retrying next round")
 
     async def _refresh_node(self) -> None:
         key = self._key("nodes", self.node_id)
@@ -319,6 +369,13 @@ class RedisBackplane(Backplane):
     async def register_client(self, client_id: str) -> None:
         key = self._key("clients")
         await trio.to_thread.run_sync(lambda: self._redis.hset(key, client_id, self.node_id))
+
+    async def claim_client(self, client_id: str, owner: str, ttl: float) -> bool:
+        key = self._key("owner", client_id)
+        seconds = self._claim_ttl(ttl)
+        return bool(
+            await trio.to_thread.run_sync(lambda: self._claim(keys=[key], args=[owner, seconds]))
+        )
 
     async def unregister_client(self, client_id: str) -> None:
         key = self._key("clients")

@@ -5,8 +5,9 @@
 from the last sequence number seen, then runs the writer, the reader and the heartbeat
 until the connection drops. It then waits :func:`reconnect_delay` (exponential, capped,
 jittered) and tries again, up to ``max_reconnect_attempts``. Some failures end the retries
-at once: an HTTP status that retrying cannot fix, an untrusted TLS certificate, or a newer
-connection with the same client id replacing this one.
+at once: an HTTP status that retrying cannot fix, an untrusted TLS certificate, a newer
+connection with the same client id replacing this one, or a client id that belongs to
+another identity (close 4003).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .config import ConnectionConfig
 from .errors import ConnectionFailedError, TLSVerificationError
 from .protocol import (
     CLIENT_ID_HEADER,
+    CLOSE_CLIENT_ID_FORBIDDEN,
     CLOSE_REPLACED,
     FEATURES_HEADER,
     JSON,
@@ -163,6 +165,14 @@ class _ConnectionMixin:
                     self._emit("replaced", error=_describe(error))
                     self._give_up(
                         "replaced by a newer connection with the same client id", error, attempt
+                    )
+                    return
+                if close_code == CLOSE_CLIENT_ID_FORBIDDEN:
+                    self._give_up(
+                        f"the server refused client id {self.client_id!r} (close "
+                        f"{close_code}): {_close_reason(error)}",
+                        error,
+                        attempt,
                     )
                     return
                 self._emit("disconnected", attempt=attempt, error=_describe(error))
@@ -312,6 +322,12 @@ def _close_code(error: BaseException | None) -> int | None:
     if isinstance(error, ConnectionClosed) and error.rcvd is not None:
         return error.rcvd.code
     return None
+
+
+def _close_reason(error: BaseException | None) -> str:
+    if isinstance(error, ConnectionClosed) and error.rcvd is not None:
+        return error.rcvd.reason
+    return ""
 
 
 def _describe(error: BaseException | None) -> str | None:

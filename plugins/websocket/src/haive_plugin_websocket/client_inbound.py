@@ -2,8 +2,8 @@
 
 The reader parses each frame (one message, or a batch), drops room messages whose
 sequence number was already seen (a resumed room may replay them), lets the protocol's
-own messages (``welcome``, ``joined``, ``left``, ``gap``, ``error``) update the client's
-state, completes a pending :meth:`request` with the reply of the same ``id``, and calls
+own messages (``welcome``, ``joined``, ``left``, ``gap``, ``error``; never one relayed
+from another peer, which carries ``from``) update the client's state, completes a pending :meth:`request` with the reply of the same ``id``, and calls
 the handler registered with ``@client.on_message(type)``. A failing handler is counted
 and logged, never breaking the connection.
 """
@@ -107,7 +107,9 @@ class _InboundMixin:
                     return None
                 state.last_seq = seq
         internal = self._internal.get(mtype)
-        if internal is not None:
+        if internal is not None and "from" not in message:
+            # Only the server's own messages update the client's state: one relayed from
+            # another peer (it has a "from") must never change our id or room positions.
             internal(message)
         request_id = message.get("id")
         if type(request_id) is int:

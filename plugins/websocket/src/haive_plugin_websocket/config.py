@@ -75,6 +75,16 @@ def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
         raise ConfigError(f"{attribute.name}: must be > 0, got {value!r}")
 
 
+def _positive_number(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(
+            f"{attribute.name}: expected messages per second (a number > 0) or None, got {value!r}"
+        )
+    _positive(instance, attribute, value)
+
+
 def _one_of(choices: tuple[str, ...]) -> Any:
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in choices:
@@ -233,15 +243,24 @@ class ConnectionConfig:
 class ServerConfig:
     """Limits and policies of a :class:`~haive_plugin_websocket.WebSocketManager`.
 
-    * ``max_message_size``: a bigger incoming message closes the connection with 1009.
+    Its defaults are meant for a public port: every limit below is on unless turned off
+    explicitly (``None``).
+
+    * ``max_message_size`` (default 1 MiB, after decompression): a bigger incoming
+      message closes the connection with 1009. ``None`` removes the limit.
     * ``outbound_queue``: messages waiting per connection; when a slow client lets it fill,
       ``slow_consumer`` decides: ``drop_oldest`` (default), ``drop_newest`` or
       ``disconnect`` (the connection is dropped; the client resumes with recovery).
     * ``history_size``: room messages kept per room for connection-state recovery;
       ``max_idle_rooms`` bounds how many rooms without members keep their history.
-    * ``rate_limit`` / ``rate_burst``: messages per second a client may send (token bucket);
-      excess messages are dropped with an error frame, and after ``flood_close_after``
-      dropped messages the connection is closed with 1008. ``None`` disables the limit.
+    * ``rate_limit`` (default 100 messages/s per connection) / ``rate_burst`` (default
+      twice ``rate_limit``): a token bucket per connection, each message of a batch frame
+      counting; excess messages are dropped with a ``rate_limited`` error frame, and after
+      ``flood_close_after`` (default 1000) dropped messages the connection is closed with
+      1008. ``rate_limit=None`` turns the limit off (trusted clients only).
+    * ``client_id_ttl``: with authentication, how long a client id stays bound to its
+      identity after its last connection closed (another identity asking for it meanwhile
+      is refused with close code 4003); while connected it is always bound.
     * ``compression``: permessage-deflate offered to clients (negotiated).
     * ``features``: protocol extensions this server accepts when a client offers them.
     * ``keep_handshake_headers``: keep the opening handshake's HTTP headers on each
@@ -255,6 +274,10 @@ class ServerConfig:
 
         >>> ServerConfig(port=0, max_message_size="64KiB", slow_consumer="disconnect").max_message_size
         65536
+        >>> ServerConfig().rate_limit, ServerConfig().effective_rate_burst
+        (100.0, 200.0)
+        >>> ServerConfig(rate_limit=None, max_message_size=None).effective_rate_burst is None
+        True
         >>> ServerConfig(slow_consumer="wait")
         Traceback (most recent call last):
         ...
@@ -263,8 +286,8 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8765
-    max_message_size: int = attrs.field(
-        default=2**20, converter=_size("max_message_size"), validator=_positive
+    max_message_size: int | None = attrs.field(
+        default=2**20, converter=_size("max_message_size", optional=True), validator=_positive
     )
     outbound_queue: int = attrs.field(default=4096, validator=_positive)
     slow_consumer: str = attrs.field(
@@ -273,9 +296,12 @@ class ServerConfig:
     history_size: int = attrs.field(default=1000)
     max_idle_rooms: int = attrs.field(default=1024)
     max_rooms_per_client: int = attrs.field(default=100, validator=_positive)
-    rate_limit: float | None = attrs.field(default=None, validator=_positive)
-    rate_burst: float | None = attrs.field(default=None, validator=_positive)
+    rate_limit: float | None = attrs.field(default=100.0, validator=_positive_number)
+    rate_burst: float | None = attrs.field(default=None, validator=_positive_number)
     flood_close_after: int = attrs.field(default=1000, validator=_positive)
+    client_id_ttl: float = attrs.field(
+        default=3600.0, converter=_duration("client_id_ttl"), validator=_positive
+    )
     compression: str | None = attrs.field(default="deflate", converter=compression_mode)
     ping_interval: float | None = attrs.field(
         default=20.0, converter=_duration("ping_interval", optional=True)
@@ -314,6 +340,23 @@ class ServerConfig:
             raise ConfigError(f"max_idle_rooms: must be >= 0, got {self.max_idle_rooms!r}")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ConfigError(f"port: must be an int in [0, 65535], got {self.port!r}")
+        if self.rate_burst is not None:
+            if self.rate_limit is None:
+                raise ConfigError(
+                    f"rate_burst: {self.rate_burst!r} given, but rate_limit is None (no limit)"
+                )
+            if self.rate_burst < 1:
+                raise ConfigError(
+                    f"rate_burst: must be >= 1 message (or None for twice rate_limit), "
+                    f"got {self.rate_burst!r}"
+                )
+
+    @property
+    def effective_rate_burst(self) -> float | None:
+        """The token bucket's size: ``rate_burst``, else twice ``rate_limit`` (None: no limit)."""
+        if self.rate_limit is None:
+            return None
+        return float(self.rate_burst) if self.rate_burst is not None else 2.0 * self.rate_limit
 
     @property
     def tls_context(self) -> ssl_module.SSLContext | None:

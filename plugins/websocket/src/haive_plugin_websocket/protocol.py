@@ -23,7 +23,8 @@ Control messages a client may send: ``join``, ``leave``, ``members``, ``rooms``,
 ``publish``, ``direct``, ``ping``. The server sends ``welcome``, ``joined``, ``left``,
 ``members``, ``rooms``, ``pong``, ``gap``, ``user_joined``, ``user_left`` and ``error``
 (``{"type": "error", "code": ..., "message": ...}``, with the request's ``"id"`` if it had
-one). A raw binary frame (without ``msgpack``) reaches handlers as
+one); a peer cannot relay messages of those types (:data:`SERVER_TYPES`) to others, and
+the ``from``, ``room`` and ``seq`` of what it relays are the server's. A raw binary frame (without ``msgpack``) reaches handlers as
 ``{"type": "binary", "data": b"..."}``.
 """
 
@@ -46,6 +47,8 @@ FEATURES_QUERY: Final = "haive_features"
 #: Close codes. 1008 and 1009 are RFC 6455's; 4000-4999 are for applications.
 CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
+#: The requested client id is bound to another authenticated identity (its owner's).
+CLOSE_CLIENT_ID_FORBIDDEN: Final = 4003
 CLOSE_SLOW_CONSUMER: Final = 4008
 CLOSE_REPLACED: Final = 4009
 
@@ -63,14 +66,41 @@ ERROR_CODES: Final = (
     "too_big",
     "unauthorized",
     "slow_consumer",
+    "client_id_forbidden",
+    "reserved_type",
 )
 
 CONTROL_TYPES: Final = frozenset(
     {"batch", "join", "leave", "members", "rooms", "publish", "direct", "ping"}
 )
 
-_ROOM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}$")
+#: Types only the server may send: a client acts on them (its id, its rooms' positions),
+#: so a peer's ``publish`` or ``direct`` may not relay a message of one of these types.
+SERVER_TYPES: Final = frozenset(
+    {
+        "welcome",
+        "joined",
+        "left",
+        "members",
+        "rooms",
+        "pong",
+        "gap",
+        "user_joined",
+        "user_left",
+        "error",
+        "batch",
+        "binary",
+    }
+)
+
+#: Fields of a relayed message that only the server sets (``from``, ``room``) or that the
+#: receiving client trusts for deduplication (``seq``): a peer's values are replaced/dropped.
+SERVER_FIELDS: Final = ("from", "room", "seq")
+
+# fullmatch, not match with "$": "$" also matches before a trailing newline, which let
+# "ada\n" pass for a client id (or a room) distinct from "ada" that prints the same.
+_ROOM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}")
 
 
 def valid_room(name: object) -> bool:
@@ -80,8 +110,10 @@ def valid_room(name: object) -> bool:
 
         >>> valid_room("market_analysis"), valid_room("team/42"), valid_room(""), valid_room("a b")
         (True, True, False, False)
+        >>> valid_room("lobby\\n")
+        False
     """
-    return isinstance(name, str) and _ROOM.match(name) is not None
+    return isinstance(name, str) and _ROOM.fullmatch(name) is not None
 
 
 def valid_client_id(name: object) -> bool:
@@ -89,10 +121,10 @@ def valid_client_id(name: object) -> bool:
 
     Example::
 
-        >>> valid_client_id("client-123"), valid_client_id("../x")
-        (True, False)
+        >>> valid_client_id("client-123"), valid_client_id("../x"), valid_client_id("ada\\n")
+        (True, False, False)
     """
-    return isinstance(name, str) and _CLIENT_ID.match(name) is not None
+    return isinstance(name, str) and _CLIENT_ID.fullmatch(name) is not None
 
 
 def parse_features(value: str | None) -> frozenset[str]:
@@ -307,13 +339,23 @@ def parse_frame(raw: str | bytes, *, msgpack_frames: bool, batch: bool) -> list[
         [{'type': 'batch', 'messages': []}]
         >>> parse_frame(b"\\x00", msgpack_frames=False, batch=True)
         [{'type': 'binary', 'data': b'\\x00'}]
+        >>> parse_frame(b"\\x81\\x91\\x01\\x01", msgpack_frames=True, batch=True)
+        Traceback (most recent call last):
+        ...
+        haive.dataflow.errors.SerializationError: msgpack: malformed message: TypeError: unhashable type: 'list'
+
     """
-    if isinstance(raw, str):
-        value = JSON.loads(raw)
-    elif msgpack_frames:
-        value = MSGPACK.loads(raw)
-    else:
+    if not isinstance(raw, str) and not msgpack_frames:
         return [{"type": "binary", "data": raw}]
+    codec = JSON if isinstance(raw, str) else MSGPACK
+    try:
+        value = codec.loads(raw)
+    except SerializationError:
+        raise
+    except Exception as exc:  # e.g. a MessagePack map keyed by an array: unhashable
+        raise SerializationError(
+            f"{codec.name}: malformed message: {type(exc).__name__}: {exc}"
+        ) from exc
     if batch and type(value) is dict and value.get("type") == "batch":
         messages = value.get("messages")
         if not isinstance(messages, list):

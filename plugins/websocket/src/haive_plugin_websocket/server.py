@@ -45,6 +45,8 @@ from .protocol import CONTROL_TYPES
 from .rooms import RoomTable
 from .server_broadcast import _BroadcastMixin
 from .server_control import AuthorizeFn, _ControlMixin
+from .server_identity import ClientIdReservations, IdentityKeyFn
+from .server_identity import identity_key as default_identity_key
 from .server_incoming import _IncomingMixin
 from .server_lifecycle import AuthenticateFn, _LifecycleMixin
 from .server_limits import _DisconnectOnOverflow, _LimitsMixin
@@ -62,6 +64,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 @attrs.define
 class ServerStats:
     """Counters of one server. ``errors`` counts bad input and refusals by error code.
+
+    Every counter is live: ``dropped_outbound`` (messages slow clients' queues dropped)
+    grows as they are dropped, while those clients are still connected;
+    :meth:`WebSocketManager.connection_stats` has the same per connection.
 
     Example::
 
@@ -114,6 +120,10 @@ class WebSocketManager(
       (``Authorization`` header or ``?token=``); ``None`` refuses the connection (HTTP 401).
       Room joins and publishes are authorized by ``authorize_room(info, room, action)``
       and by the ``haive_websocket_authorize_room`` plugin hook.
+    * With ``authenticate``, a client id is bound to the identity that connected with it
+      (see :mod:`.server_identity`): another identity asking for it is closed with 4003
+      and the owner is untouched. Identities are compared by ``identity_key(identity) ->
+      str`` (default: a str is its own key, anything else its canonical JSON).
     * ``backplane``: a :class:`~haive_plugin_websocket.backplane.RedisBackplane` shares
       rooms between server processes.
     * TLS: ``WebSocketManager(certfile="cert.pem", keyfile="key.pem")`` (or ``ssl=`` a
@@ -153,6 +163,7 @@ class WebSocketManager(
         authenticate: AuthenticateFn | None = None,
         authorize_room: AuthorizeFn | None = None,
         backplane: Backplane | None = None,
+        identity_key: IdentityKeyFn = default_identity_key,
         **options: Any,
     ) -> None:
         if config is None:
@@ -163,6 +174,8 @@ class WebSocketManager(
         self.authenticate = authenticate
         self.authorize_room = authorize_room
         self.backplane = backplane
+        self.identity_key = identity_key
+        self._reserved_ids = ClientIdReservations(config.client_id_ttl)
         self.handlers = MessageHandler()
         self.stats = ServerStats()
         self._strategy_cls: type[BackpressureStrategy] = _DisconnectOnOverflow
@@ -189,6 +202,12 @@ class WebSocketManager(
             "direct": self._c_direct,
             "ping": self._c_ping,
         }
+
+    def connection_stats(self) -> dict[str, dict[str, Any]]:
+        """Client id -> that open connection's counters (:meth:`ClientSession.snapshot`):
+        ``queued``, ``dropped``, ``rate_dropped``, ``rooms``. Find slow or flooding
+        clients while they are connected."""
+        return {cid: session.snapshot() for cid, session in self.clients.items()}
 
     # -- registration --------------------------------------------------------------------
     def on_message(self, message_type: str) -> Callable[[F], F]:

@@ -2,7 +2,9 @@
 
 ``join`` (with ``since``/``epoch`` to resume), ``leave``, ``members``, ``rooms``,
 ``publish`` (to a joined room), ``direct`` (to another client) and ``ping`` are handled
-here; their replies carry the request's ``id``. Joining and publishing are authorized by
+here; their replies carry the request's ``id``. What ``publish`` and ``direct`` relay can
+never pass for the server's own messages: the protocol's types are refused
+(``reserved_type``) and ``from``/``room``/``seq`` are set by the server. Joining and publishing are authorized by
 every ``haive_websocket_authorize_room`` plugin hook and by the manager's
 ``authorize_room(info, room, action)`` callback (sync or async): any ``False``, or a
 failing check, denies.
@@ -17,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .protocol import valid_room
+from haive.dataflow.errors import SerializationError
+
+from .protocol import SERVER_FIELDS, SERVER_TYPES, valid_room
 from .server_session import ClientInfo
 
 if TYPE_CHECKING:
@@ -136,6 +140,9 @@ class _ControlMixin:
                 message,
             )
             return
+        relayed = _relayable(session, inner, message)
+        if relayed is None:
+            return
         if room not in session.rooms:
             session.error("forbidden", f"join room {room!r} before publishing to it", message)
             return
@@ -143,7 +150,7 @@ class _ControlMixin:
             session.error("forbidden", f"not allowed to publish to room {room!r}", message)
             return
         exclude = None if message.get("echo") else session.client_id
-        await self.broadcast_to_room(room, {**inner, "from": session.client_id}, exclude=exclude)
+        await self.broadcast_to_room(room, relayed, exclude=exclude)
 
     async def _c_direct(self, session: ClientSession, message: dict[str, Any]) -> None:
         target = message.get("to")
@@ -159,7 +166,15 @@ class _ControlMixin:
                 message,
             )
             return
-        if not await self.send_to_client(target, {**inner, "from": session.client_id}):
+        relayed = _relayable(session, inner, message)
+        if relayed is None:
+            return
+        try:
+            sent = await self.send_to_client(target, relayed)
+        except SerializationError as exc:  # e.g. MessagePack-only values for a JSON client
+            session.error("invalid_message", f"cannot relay to {target!r:.80}: {exc}", message)
+            return
+        if not sent:
             session.error("unknown_client", f"no connected client {target!r:.80}", message)
 
     # -- authorization ---------------------------------------------------------------------
@@ -189,6 +204,25 @@ class _ControlMixin:
                 return False
         await trio.lowlevel.checkpoint_if_cancelled()
         return True
+
+
+def _relayable(
+    session: ClientSession, inner: dict[str, Any], request: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``inner`` as the server relays it from ``session`` (None, with an error frame, if
+    its type is one only the server may send)."""
+    mtype = inner["type"]
+    if mtype in SERVER_TYPES:
+        session.error(
+            "reserved_type",
+            f"cannot relay a message of type {mtype!r}: only the server sends "
+            f"{', '.join(sorted(SERVER_TYPES))}",
+            request,
+        )
+        return None
+    relayed = {key: value for key, value in inner.items() if key not in SERVER_FIELDS}
+    relayed["from"] = session.client_id
+    return relayed
 
 
 def _with_id(reply: dict[str, Any], request: dict[str, Any]) -> None:

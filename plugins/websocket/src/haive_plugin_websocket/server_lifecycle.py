@@ -2,9 +2,11 @@
 
 The opening handshake (:meth:`_LifecycleMixin._process_request`) negotiates the protocol
 features, checks the bearer token with ``authenticate`` (HTTP 401 when refused) and
-settles the client id (HTTP 400 when invalid). A connection then becomes a
-:class:`~haive_plugin_websocket.server_session.ClientSession`: it replaces (close 4009) an
-older connection with the same client id, is registered with the backplane, gets its
+settles the client id (HTTP 400 when invalid). With authentication the client id must
+belong to the connection's identity (:mod:`.server_identity`): another identity's id is
+refused with close 4003 before the connection touches anything. A connection then becomes
+a :class:`~haive_plugin_websocket.server_session.ClientSession`: it replaces (close 4009)
+an older connection with the same client id, is registered with the backplane, gets its
 ``welcome`` and runs the ``on_connect`` callbacks; when it ends it leaves its rooms and
 ``on_disconnect`` runs.
 """
@@ -29,6 +31,7 @@ from ._connections import HaiveServerConnection
 from .errors import UnknownClientError
 from .protocol import (
     CLIENT_ID_HEADER,
+    CLOSE_CLIENT_ID_FORBIDDEN,
     CLOSE_REPLACED,
     CLOSE_TOO_BIG,
     FEATURES_HEADER,
@@ -36,6 +39,7 @@ from .protocol import (
     parse_features,
     valid_client_id,
 )
+from .server_identity import ClientIdReservations, IdentityKeyFn
 from .server_membership import _quietly
 from .server_session import ClientInfo, ClientSession
 
@@ -70,7 +74,9 @@ class _LifecycleMixin:
         stats: ServerStats
         authenticate: AuthenticateFn | None
         backplane: Backplane | None
+        identity_key: IdentityKeyFn
         clients: dict[str, ClientSession]
+        _reserved_ids: ClientIdReservations
         _on_connect: list[Callable[[ClientSession], Any]]
         _on_disconnect: list[Callable[[ClientSession], Any]]
 
@@ -131,7 +137,13 @@ class _LifecycleMixin:
         info = ClientInfo(
             handshake.client_id, handshake.identity, handshake.features, handshake.path, remote
         )
+        owner = None
+        if self.authenticate is not None:
+            owner = await self._claim_client_id(ws, info)
+            if owner is None:
+                return
         session = ClientSession(cast("WebSocketManager", self), ws, info)
+        session.owner = owner
         previous = self.clients.get(info.client_id)
         if previous is not None:
             previous.kick(CLOSE_REPLACED, "replaced by a newer connection with the same client id")
@@ -163,16 +175,58 @@ class _LifecycleMixin:
             raise
         finally:
             session.closed = True
-            self.stats.dropped_outbound += session.dropped
             session._out = None
             with trio.CancelScope(shield=True), trio.move_on_after(self.config.close_timeout):
                 await self._cleanup(session)
+
+    async def _claim_client_id(self, ws: HaiveServerConnection, info: ClientInfo) -> str | None:
+        """The owner key binding ``info.client_id`` to this connection's identity, or None
+        after closing the connection (4003) because the id belongs to another identity."""
+        cid = info.client_id
+        try:
+            owner = self.identity_key(info.identity)
+        except Exception:
+            log.exception("identity_key() failed for client %s; refusing the connection", cid)
+            self.stats.errors["unauthorized"] += 1
+            await self._refuse(ws, 1011, "server error: the identity has no key to bind the id")
+            return None
+        current = self.clients.get(cid)
+        if current is not None:
+            allowed = current.owner == owner
+        else:
+            reserved = self._reserved_ids.owner(cid, trio.current_time())
+            allowed = reserved is None or reserved == owner
+        if allowed and self.backplane is not None:
+            # The cluster-wide binding: atomic in the backplane, so two nodes cannot hand
+            # the same id to two identities. An unreachable backplane refuses (fails closed).
+            try:
+                allowed = await self.backplane.claim_client(cid, owner, self.config.client_id_ttl)
+            except Exception:
+                log.exception("claiming client id %s on the backplane failed; refusing", cid)
+                await self._refuse(ws, 1011, "server error: cannot check the client id")
+                return None
+        if not allowed:
+            self.stats.errors["client_id_forbidden"] += 1
+            log.warning("refused client id %r to another identity (%s)", cid, info.remote_address)
+            await self._refuse(
+                ws, CLOSE_CLIENT_ID_FORBIDDEN, f"client id {cid!r} belongs to another identity"
+            )
+            return None
+        self._reserved_ids.discard(cid)
+        return owner
+
+    async def _refuse(self, ws: HaiveServerConnection, code: int, reason: str) -> None:
+        with trio.move_on_after(self.config.close_timeout):
+            await ws.aclose(code, reason)
+        await trio.aclose_forcefully(ws.stream)
 
     async def _cleanup(self, session: ClientSession) -> None:
         self.stats.connections_open -= 1
         cid = session.client_id
         if self.clients.get(cid) is session:
             del self.clients[cid]
+            if session.owner is not None:
+                self._reserved_ids.release(cid, session.owner, trio.current_time())
             if self.backplane is not None:
                 await _quietly(self.backplane.unregister_client(cid))
         for room in sorted(session.rooms):

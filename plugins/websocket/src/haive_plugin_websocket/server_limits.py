@@ -3,11 +3,13 @@
 * A client that does not read fills its outbound queue; the ``slow_consumer`` strategy
   decides: ``disconnect`` (:class:`_DisconnectOnOverflow`, close 4008 and let the client
   resume with recovery) or a registered backpressure strategy that drops messages.
-* A client that sends faster than ``rate_limit`` (token bucket, ``rate_burst``) has the
-  excess dropped with a throttled ``rate_limited`` error; after ``flood_close_after``
-  dropped messages it is disconnected (1008).
+* A client that sends faster than ``rate_limit`` (token bucket, ``rate_burst``; on by
+  default: 100 messages/s, bursts of 200) has the excess dropped with a throttled
+  ``rate_limited`` error; after ``flood_close_after`` dropped messages it is disconnected
+  (1008).
 
-Message size (``max_message_size``) is enforced by websockets itself; room count per
+Message size (``max_message_size``, 1 MiB by default, after decompression) is enforced by
+websockets itself; room count per
 client by the ``join`` control message (:mod:`.server_control`).
 """
 

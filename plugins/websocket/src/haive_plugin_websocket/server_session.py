@@ -82,17 +82,18 @@ class ClientSession:
         self.ws = ws
         self.info = info
         self.client_id = info.client_id
+        #: The key of the identity this client id is bound to (None without authentication).
+        self.owner: str | None = None
         self.rooms: set[str] = set()
         features = info.features
         self.msgpack = "msgpack" in features
         self.codec = MSGPACK if self.msgpack else JSON
         self.batch = "batch" in features
         self.recovery = "recovery" in features
+        burst = config.effective_rate_burst
         self.bucket = (
-            TokenBucket(
-                config.rate_limit, config.rate_burst or config.rate_limit, trio.current_time()
-            )
-            if config.rate_limit
+            TokenBucket(config.rate_limit, burst, trio.current_time())
+            if config.rate_limit is not None and burst is not None
             else None
         )
         self.rate_dropped = 0
@@ -119,7 +120,17 @@ class ClientSession:
     @property
     def dropped(self) -> int:
         """Messages the outbound queue's strategy dropped for this (slow) client."""
-        return self._dropped + (self._out.stats.dropped if self._out is not None else 0)
+        return self._dropped
+
+    def snapshot(self) -> dict[str, Any]:
+        """This connection's counters now: outbound ``queued`` and ``dropped`` (by the
+        slow-consumer strategy), ``rate_dropped`` (over the rate limit), its ``rooms``."""
+        return {
+            "queued": self.queued,
+            "dropped": self._dropped,
+            "rate_dropped": self.rate_dropped,
+            "rooms": sorted(self.rooms),
+        }
 
     @property
     def extensions(self) -> list[str]:
@@ -141,7 +152,13 @@ class ClientSession:
                 self.manager._outbound_strategy(self),
                 name="websocket-out",
             )
+        dropped_before = out.stats.dropped
         out.put_nowait_batch([message])
+        dropped = out.stats.dropped - dropped_before
+        if dropped:
+            # Counted when it happens, so that a slow client shows while still connected.
+            self._dropped += dropped
+            self.manager.stats.dropped_outbound += dropped
         if not self._writing:
             self._writing = True
             self.ws.nursery.start_soon(self._writer)
@@ -251,7 +268,6 @@ class ClientSession:
         self._writing = False
         buffer = self._out
         if buffer is not None and (not len(buffer) or self.closed):
-            self._dropped += buffer.stats.dropped
             self._out = None
         if self._written is not None:
             self._written.set()
