@@ -98,10 +98,16 @@ def installed_manifests() -> tuple[PluginManifest, ...]:
     """The manifest of every installed distribution with a ``haive.dataflow`` entry point."""
     by_dist: dict[str, dict[str, list[metadata.EntryPoint]]] = {}
     groups = (PLUGIN_GROUP, PROVIDES_GROUP, KINDS_GROUP, EXPORTS_GROUP)
-    for group in groups:
-        for entry in metadata.entry_points(group=group):
-            dist = entry.dist.name if entry.dist is not None else "(unknown)"
-            by_dist.setdefault(dist, {}).setdefault(group, []).append(entry)
+    # One pass over the installed distributions' metadata for all four groups.
+    seen: set[str] = set()
+    for distribution in metadata.distributions():
+        name = distribution.name
+        if name in seen:  # the first on sys.path wins, as for imports
+            continue
+        seen.add(name)
+        for entry in distribution.entry_points:
+            if entry.group in groups:
+                by_dist.setdefault(name, {}).setdefault(entry.group, []).append(entry)
     manifests = []
     for dist, entries in sorted(by_dist.items()):
         plugins = entries.get(PLUGIN_GROUP, [])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -143,7 +144,7 @@ def build_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManag
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         except Exception as exc:  # a broken plugin must say which one it is
             raise PluginError(f"loading a haive.dataflow plugin failed: {exc!r}") from exc
-    if _trace_enabled():
+    if os.environ.get("HAIVE_TRACE_PLUGINS"):
         pm.trace.root.setwriter(_trace_writer)
         pm.enable_tracing()
     try:
@@ -151,12 +152,6 @@ def build_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManag
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
     return pm
-
-
-def _trace_enabled() -> bool:
-    import os
-
-    return bool(os.environ.get("HAIVE_TRACE_PLUGINS"))
 
 
 class Registry:
