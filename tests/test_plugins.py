@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from haive.dataflow import hookimpl
+from haive.dataflow import _catalogue, hookimpl
 from haive.dataflow import streaming as streaming_module
+from haive.dataflow._catalogue import PluginManifest
 from haive.dataflow.errors import (
     DuplicatePluginError,
     MissingPluginError,
@@ -68,7 +69,7 @@ def test_unknown_name_of_a_known_plugin_names_the_package():
     pm = build_plugin_manager(load_entrypoints=False)
     registry = Registry(pm)
     with pytest.raises(UnknownPluginError, match=r"pip install haive-plugin-websocket"):
-        registry.transport("websocket")
+        registry.get("transport", "websocket")
 
 
 def test_two_plugins_claiming_one_name_is_an_error():
@@ -135,9 +136,9 @@ def test_trace_env_prints_hook_calls(monkeypatch, capsys):
 
 
 def test_streaming_names_of_missing_plugins_name_the_package(monkeypatch):
-    monkeypatch.setitem(
-        streaming_module._catalogue_exports(), "KafkaTestSource", "haive-plugin-kafka"
-    )
+    kafka = PluginManifest("haive-plugin-kafka", exports={"KafkaTestSource": None})
+    directory = _catalogue.directory_manifests()
+    monkeypatch.setattr(_catalogue, "directory_manifests", lambda: (*directory, kafka))
     with pytest.raises(MissingPluginError, match=r"pip install haive-plugin-kafka"):
         streaming_module.KafkaTestSource
     with pytest.raises(AttributeError, match="has no attribute 'Nonsense'"):
@@ -227,3 +228,149 @@ def test_new_plugin_rejects_bad_names(tmp_path, capsys):
 
     assert main(["new-plugin", "Bad Name!", "--output-dir", str(tmp_path)]) == 2
     assert "use lower-case letters" in capsys.readouterr().err
+
+
+_SPECS = '''\
+"""Hook specs this plugin owns: a new capability kind and a decision of its own."""
+
+from collections.abc import Iterable
+
+from haive.dataflow.hookspecs import hookspec
+
+
+class SensorCodec:
+    """Decodes one raw sensor frame; the base class of the ``sensor_codec`` kind."""
+
+    PLUGIN_NAME = ""
+
+    def decode(self, frame: bytes) -> dict:
+        raise NotImplementedError
+
+
+@hookspec
+def haive_register_sensor_codecs() -> Iterable[type[SensorCodec]]:
+    """Return SensorCodec classes."""
+    raise NotImplementedError
+
+
+@hookspec
+def haive_sensor_calibration(sensor: str) -> float | None:
+    """The calibration factor of ``sensor``, or None for no opinion."""
+    raise NotImplementedError
+'''
+
+_IMPLEMENTATIONS = """
+
+from haive.dataflow.plugins import CapabilityKind
+
+from . import hookspecs
+
+
+class CsvCodec(hookspecs.SensorCodec):
+    PLUGIN_NAME = "csv"
+
+    def decode(self, frame: bytes) -> dict:
+        name, value = frame.decode().split(",")
+        return {"sensor": name, "value": float(value)}
+
+
+@hookimpl
+def haive_addhooks(pluginmanager):
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def haive_register_capability_kinds():
+    return [
+        CapabilityKind("sensor_codec", hookspecs.SensorCodec, hookspecs.haive_register_sensor_codecs)
+    ]
+
+
+@hookimpl
+def haive_register_sensor_codecs():
+    return [CsvCodec]
+
+
+@hookimpl
+def haive_sensor_calibration(sensor):
+    return 1.5 if sensor == "t1" else None
+"""
+
+
+@pytest.mark.slow
+def test_a_template_plugin_adds_a_hook_spec_and_a_capability_kind(tmp_path):
+    """A plugin made from the template brings its own hook spec and capability kind, and
+    both work once it is installed: nothing in the core names or knows them."""
+    from cookiecutter.main import cookiecutter
+
+    from haive.dataflow.cli import template_dir
+
+    project = Path(
+        cookiecutter(
+            str(template_dir()),
+            no_input=True,
+            extra_context={"plugin_name": "sensors"},
+            output_dir=str(tmp_path),
+        )
+    )
+    package = project / "src" / "haive_plugin_sensors"
+    (package / "hookspecs.py").write_text(_SPECS)
+    with (package / "plugin.py").open("a") as plugin_py:
+        plugin_py.write(_IMPLEMENTATIONS)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    for group, line in [
+        ("provides", '"sensor_codec:csv" = "haive_plugin_sensors.plugin:CsvCodec"'),
+        ("kinds", 'sensor_codec = "haive_plugin_sensors.hookspecs:SensorCodec"'),
+    ]:
+        header = f'[project.entry-points."haive.dataflow.{group}"]\n'
+        assert header in text
+        text = text.replace(header, header + line + "\n")
+    pyproject.write_text(text)
+
+    target = tmp_path / "site"
+    pip = _run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "-q", "--target", str(target), str(project)]
+    )  # fmt: skip
+    assert pip.returncode == 0, pip.stderr
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]),
+    }
+    listed = _run([sys.executable, "-m", "haive.dataflow.cli", "plugins", "--json"], env=env)
+    assert listed.returncode == 0, listed.stderr
+    entry = {p["plugin"]: p for p in json.loads(listed.stdout)}["sensors"]
+    assert entry["kinds"] == [
+        {"name": "sensor_codec", "base": "haive_plugin_sensors.hookspecs.SensorCodec"}
+    ]
+    assert {"kind": "sensor_codec", "name": "csv"} in entry["provides"]
+    assert entry["problems"] == []
+    text_listing = _run([sys.executable, "-m", "haive.dataflow.cli", "plugins"], env=env)
+    assert "adds kind:       sensor_codec (haive_plugin_sensors.hookspecs.SensorCodec)" in (
+        text_listing.stdout
+    )
+
+    used = _run(
+        [
+            sys.executable,
+            "-c",
+            "from haive.dataflow.plugins import get_registry\n"
+            "registry = get_registry()\n"
+            "codec = registry.get('sensor_codec', 'csv')()\n"
+            "print(codec.decode(b't1,20.5'))\n"
+            "print(registry.plugin_manager.hook.haive_sensor_calibration(sensor='t1'))\n"
+            "try:\n"
+            "    registry.get('sensor_codec', 'tsv')\n"
+            "except Exception as exc:\n"
+            "    print(exc)\n",
+        ],
+        env=env,
+    )
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.splitlines() == [
+        "{'sensor': 't1', 'value': 20.5}",
+        "[1.5]",
+        "no sensor_codec named 'tsv' is installed. Installed sensor_codecs: csv. "
+        "Did you mean 'csv'?",
+    ]

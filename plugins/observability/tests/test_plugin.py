@@ -6,7 +6,7 @@ import importlib
 
 import haive_plugin_observability as obs
 
-from haive.dataflow._catalogue import EXPORTS
+from haive.dataflow._catalogue import exporter_of
 from haive.dataflow.plugins import get_registry
 
 SEED_NAMES = [
@@ -28,7 +28,7 @@ def test_seed_names_resolve_from_haive_dataflow_streaming() -> None:
     streaming = importlib.import_module("haive.dataflow.streaming")
     for name in SEED_NAMES:
         assert getattr(streaming, name) is getattr(obs, name), name
-        assert EXPORTS[name] == "haive-plugin-observability"
+        assert exporter_of(name).distribution == "haive-plugin-observability"
         assert name in dir(streaming)
 
 

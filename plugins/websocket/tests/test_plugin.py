@@ -11,16 +11,18 @@ from haive_plugin_websocket import (
     WebSocketManager,
     WebSocketRoomSink,
     WebSocketSource,
+    hookspecs,
 )
+from haive_plugin_websocket.hookspecs import room_verdicts
 
-from haive.dataflow import StreamingPipeline
+from haive.dataflow import StreamingPipeline, hookimpl
 from haive.dataflow.builtins.sources import AsyncIterableSource
-from haive.dataflow.plugins import get_registry
+from haive.dataflow.plugins import build_plugin_manager, get_registry
 
 
 def test_registered_through_the_entry_point():
     registry = get_registry()
-    assert registry.transport("websocket") is WebSocketManager
+    assert registry.get("transport", "websocket") is WebSocketManager
     assert registry.source("websocket") is WebSocketSource
     assert registry.sink("websocket_room") is WebSocketRoomSink
     entry_points = importlib.metadata.entry_points(group="haive.dataflow")
@@ -30,6 +32,22 @@ def test_registered_through_the_entry_point():
     )
     hook = registry.plugin_manager.hook.haive_websocket_authorize_room
     assert hook.spec is not None and "any ``False`` denies" in hook.spec.function.__doc__
+    # The plugin owns its hook specs and its capability kind; the core names neither.
+    assert hook.spec.namespace is hookspecs
+    assert [k.name for k in registry.kinds_added_by("websocket")] == ["transport"]
+    assert registry.manifest_problems("haive-plugin-websocket") == []
+
+
+def test_room_verdicts_call_every_plugin():
+    class Guard:
+        @hookimpl
+        def haive_websocket_authorize_room(self, client, room, action):
+            return False if room == "admin" else None
+
+    pm = build_plugin_manager()
+    pm.register(Guard(), name="guard")
+    assert room_verdicts(pm, client=None, room="admin", action="join") == [False]
+    assert room_verdicts(pm, client=None, room="lobby", action="join") == []  # no opinion
 
 
 def test_seed_names_resolve_from_haive_dataflow_streaming():

@@ -28,8 +28,10 @@ import numpy as np
 import trio
 
 from haive.dataflow.errors import ConfigError, HaiveError, UnknownPluginError
+from haive.dataflow.plugins import CapabilityKind
 from haive.dataflow.retry import RetryPolicy
 
+from . import hookspecs
 from .tokenization import PACKAGED_MODEL_NAMES, packaged_model_path
 from .transforms import TextTransform
 
@@ -463,16 +465,21 @@ _BUILTIN_PROVIDERS: dict[str, type[EmbeddingProvider]] = {
 }
 
 
+#: The ``embedding_provider`` capability kind; its hook spec is in :mod:`.hookspecs`.
+EMBEDDING_PROVIDER = CapabilityKind(
+    "embedding_provider", EmbeddingProvider, hookspecs.haive_register_embedding_providers
+)
+
+
 def _provider_class(name: str) -> type[EmbeddingProvider]:
     from haive.dataflow.plugins import get_registry
 
-    registry = get_registry()
     try:
-        found: type[EmbeddingProvider] = registry.get("embedding_provider", name)
-        return found
+        return get_registry().get(EMBEDDING_PROVIDER, name)
     except UnknownPluginError:
-        # This module's own providers work even when the plugin's entry point is disabled.
-        if name in _BUILTIN_PROVIDERS and name not in registry.names("embedding_provider"):
+        # This module's own providers work even when the plugin's entry point is disabled
+        # (the kind itself is then unknown to the registry).
+        if name in _BUILTIN_PROVIDERS:
             return _BUILTIN_PROVIDERS[name]
         raise
 

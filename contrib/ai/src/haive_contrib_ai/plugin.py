@@ -1,20 +1,44 @@
 """Hook implementations: what haive-contrib-ai registers with haive-dataflow.
 
-Only class objects are handed over; heavy libraries (torch, sentence-transformers,
-scikit-learn, vaderSentiment) are imported when a processor first needs them.
+Only class objects are handed over; heavy libraries (numpy, torch, sentence-transformers,
+scikit-learn, vaderSentiment) are imported when the registry is built or a processor first
+needs them, never when the plugin is discovered. Public names and capabilities are declared
+in ``pyproject.toml`` (``haive.dataflow.exports``, ``.provides``, ``.kinds``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
 
 from haive.dataflow import hookimpl
 
-_MODULE = "haive_contrib_ai"
+from . import hookspecs
+
+if TYPE_CHECKING:
+    from haive.dataflow.nodes import Node
+    from haive.dataflow.plugins import CapabilityKind
+    from haive.dataflow.sources import DataSource
+
+    from .embeddings import EmbeddingProvider
 
 
 @hookimpl
-def haive_register_processors() -> list[type[Any]]:
+def haive_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def haive_register_capability_kinds() -> Iterable[CapabilityKind[Any]]:
+    from .embeddings import EMBEDDING_PROVIDER
+
+    return [EMBEDDING_PROVIDER]
+
+
+@hookimpl
+def haive_register_processors() -> list[type[Node]]:
     from .chunking import ChunkProcessor
     from .classification import ClassificationTransform
     from .embeddings import EmbeddingProcessor
@@ -37,14 +61,14 @@ def haive_register_processors() -> list[type[Any]]:
 
 
 @hookimpl
-def haive_register_sources() -> list[type[Any]]:
+def haive_register_sources() -> list[type[DataSource]]:
     from .documents import DocumentDataSource
 
     return [DocumentDataSource]
 
 
 @hookimpl
-def haive_register_embedding_providers() -> list[type[Any]]:
+def haive_register_embedding_providers() -> list[type[EmbeddingProvider]]:
     from .embeddings import (
         HashingEmbeddingProvider,
         OpenAIEmbeddingProvider,
@@ -52,22 +76,3 @@ def haive_register_embedding_providers() -> list[type[Any]]:
     )
 
     return [SentenceTransformerProvider, OpenAIEmbeddingProvider, HashingEmbeddingProvider]
-
-
-@hookimpl
-def haive_streaming_exports() -> dict[str, str]:
-    return {
-        "ChunkProcessor": f"{_MODULE}.chunking:ChunkProcessor",
-        "DocumentDataSource": f"{_MODULE}.documents:DocumentDataSource",
-        "Document": f"{_MODULE}.records:Document",
-        "Chunk": f"{_MODULE}.records:Chunk",
-        "EmbeddingProcessor": f"{_MODULE}.embeddings:EmbeddingProcessor",
-        "EmbeddingTransform": f"{_MODULE}.embeddings:EmbeddingTransform",
-        "EmbeddingProvider": f"{_MODULE}.embeddings:EmbeddingProvider",
-        "SimilarityProcessor": f"{_MODULE}.similarity:SimilarityProcessor",
-        "SentimentTransform": f"{_MODULE}.sentiment:SentimentTransform",
-        "ClassificationTransform": f"{_MODULE}.classification:ClassificationTransform",
-        "TokenizationTransform": f"{_MODULE}.tokenization:TokenizationTransform",
-        "EnrichmentTransform": f"{_MODULE}.enrichment:EnrichmentTransform",
-        "IntelligentEventRouter": f"{_MODULE}.router:IntelligentEventRouter",
-    }

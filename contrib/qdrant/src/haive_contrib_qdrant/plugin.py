@@ -1,19 +1,21 @@
-"""Hook implementations: the ``vector_store`` sink and its public name."""
+"""Hook implementations: the ``vector_store`` sink.
+
+Its public name and what it provides are declared in ``pyproject.toml`` (the
+``haive.dataflow.exports`` and ``haive.dataflow.provides`` entry points).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from haive.dataflow import hookimpl
 
+if TYPE_CHECKING:
+    from haive.dataflow.sinks import StreamSink
+
 
 @hookimpl
-def haive_register_sinks() -> list[type[Any]]:
+def haive_register_sinks() -> list[type[StreamSink]]:
     from .sink import VectorStoreSink
 
     return [VectorStoreSink]
-
-
-@hookimpl
-def haive_streaming_exports() -> dict[str, str]:
-    return {"VectorStoreSink": "haive_contrib_qdrant.sink:VectorStoreSink"}

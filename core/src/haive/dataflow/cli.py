@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import trio
 
-from ._catalogue import CAPABILITIES, install_hint
+from ._catalogue import install_hint, provider_of
 from .errors import ConfigError, HaiveError, UserCodeError
 from .plugins import get_registry
 
@@ -58,7 +58,13 @@ class PluginsCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         registry = get_registry()
-        rows = registry.plugins()
+        rows = []
+        for name, dist, items in registry.plugins():
+            kinds = registry.kinds_added_by(name)
+            # A distribution's declared metadata (what hints and listings without the
+            # registry rely on) must match what it registers; say so when it does not.
+            problems = registry.manifest_problems(dist) if dist else []
+            rows.append((name, dist, items, kinds, problems))
         if args.json:
             import orjson
 
@@ -66,19 +72,29 @@ class PluginsCommand(Command):
                 {
                     "plugin": name,
                     "distribution": dist,
+                    "kinds": [
+                        {"name": k.name, "base": f"{k.base.__module__}.{k.base.__qualname__}"}
+                        for k in kinds
+                    ],
                     "provides": [{"kind": p.kind, "name": p.name} for p in items],
+                    "problems": problems,
                 }
-                for name, dist, items in rows
+                for name, dist, items, kinds, problems in rows
             ]
             print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
             return 0
-        for name, dist, items in rows:
+        for name, dist, items, kinds, problems in rows:
             print(f"{name}" + (f"  ({dist})" if dist else "  (built in)"))
+            for kind in kinds:
+                base = f"{kind.base.__module__}.{kind.base.__qualname__}"
+                print(f"    {'adds kind:':<16} {kind.name} ({base})")
             by_kind: dict[str, list[str]] = {}
             for item in items:
                 by_kind.setdefault(item.kind, []).append(item.name)
-            for kind, names in by_kind.items():
-                print(f"    {kind + ':':<16} {', '.join(names)}")
+            for kind_name, names in by_kind.items():
+                print(f"    {kind_name + ':':<16} {', '.join(names)}")
+            for problem in problems:
+                print(f"    metadata: {problem}")
         return 0
 
 
@@ -183,12 +199,10 @@ async def run_services(pipeline: Any) -> AsyncIterator[list[str]]:
     async with AsyncExitStack() as stack:
         addresses: list[str] = []
         if not os.environ.get("HAIVE_NO_SERVICES"):
-            hook = get_registry().plugin_manager.hook.haive_run_services
-            for service in hook(pipeline=pipeline):
-                if service is not None:
-                    address = await stack.enter_async_context(service)
-                    if address:
-                        addresses.append(address)
+            for service in get_registry().run_services(pipeline):
+                address = await stack.enter_async_context(service)
+                if address:
+                    addresses.append(address)
         yield addresses
 
 
@@ -240,7 +254,7 @@ class NewPluginCommand(Command):
     help = "create a new plugin distribution from the cookiecutter template"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name", help="plugin name, e.g. 'kafka' -> haive-plugin-kafka")
+        parser.add_argument("name", help="plugin name, e.g. 'kafka'")
         parser.add_argument("--output-dir", default=".", help="where to create it")
         parser.add_argument("--description", default=None)
         parser.add_argument("--author", default=None)
@@ -357,7 +371,7 @@ def _missing_command(argv: Sequence[str], commands: dict[str, Command]) -> str |
     name = next((arg for arg in argv if not arg.startswith("-")), None)
     if name is None or name in commands:
         return None
-    package = CAPABILITIES.get(("cli_command", name))
+    package = provider_of("cli_command", name)
     if package is None:
         return None
     return f"`haive {name}` is provided by the plugin {package}; {install_hint(package)}"

@@ -49,7 +49,7 @@ def get_converter() -> cattrs.Converter:
             converter = _new_converter()
             from .plugins import get_registry
 
-            get_registry().plugin_manager.hook.haive_configure_converter(converter=converter)
+            get_registry().configure_converter(converter)
             _converter = converter
         return _converter
 

@@ -1,18 +1,26 @@
-"""Every hook a haive-dataflow plugin can implement, in one place.
+"""Every hook the core calls, in one place; plugins add their own with ``haive_addhooks``.
 
-The architecture is "registration hooks": each capability kind has one argument-less
-``haive_register_<kind>()`` hook returning the classes a plugin provides. Each class names
-itself with a ``PLUGIN_NAME`` class attribute, which is the name users ask for
-(``registry.source("jsonl")``). Two plugins returning the same name for one kind is an error
+The architecture is "registration hooks": each capability kind (:class:`CapabilityKind`) has
+one argument-less ``haive_register_<kind>()`` hook returning the classes a plugin provides,
+typed by the base class they subclass. Each class names itself with a ``PLUGIN_NAME`` class
+attribute, which is the name users ask for (``registry.source("jsonl")``). Two plugins
+returning the same name for one kind is an error
 (:class:`haive.dataflow.errors.DuplicatePluginError`), never a silent override.
 
+The core specifies the kinds it has base classes for (source, sink, processor, backpressure,
+state_backend, serializer, cli_command). A plugin that brings a new kind, or a hook of its
+own (a decision its code asks other plugins for), owns the spec: it adds its spec module in
+:func:`haive_addhooks` and returns its :class:`CapabilityKind` from
+:func:`haive_register_capability_kinds`, as pytest plugins do with ``pytest_addhooks``.
+
 Hooks are plain synchronous functions (pluggy calls them synchronously). They return classes or
-factories; the core instantiates them and awaits their methods inside its own nurseries.
+factories; the core instantiates them and awaits their methods inside its own nurseries. The
+core calls them through typed methods of :class:`haive.dataflow.plugins.Registry`.
 
 Plugins are found through the ``haive.dataflow`` entry-point group::
 
     [project.entry-points."haive.dataflow"]
-    websocket = "haive_plugin_websocket.plugin"
+    kafka = "acme_kafka.plugin"
 
 and implement hooks with :data:`haive.dataflow.hookimpl`::
 
@@ -22,13 +30,13 @@ and implement hooks with :data:`haive.dataflow.hookimpl`::
     def haive_register_sources():
         return [MySource]
 
-Hooks are grouped by lifecycle phase: start-up (converter), registration (one per kind),
-and the command line.
+Hooks are grouped by lifecycle phase: discovery (hook specs, kinds), start-up (converter),
+registration (one per kind), and the command line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +45,46 @@ import pluggy
 if TYPE_CHECKING:
     import cattrs
 
+    from .backpressure import BackpressureStrategy
+    from .cli import Command
+    from .nodes import Node
+    from .plugins import CapabilityKind
+    from .serializers import Serializer
+    from .sinks import StreamSink
+    from .sources import DataSource
+    from .state.backend import StateBackend
+
 PROJECT_NAME = "haive.dataflow"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def haive_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Add the hook specs this plugin owns: ``pluginmanager.add_hookspecs(my_hookspecs)``.
+
+    Called first, for every plugin as soon as it is registered (a historic hook, like
+    pytest's ``pytest_addhooks``), before any other hook and before unknown hook
+    implementations are refused. A plugin that defines a capability kind or asks other
+    plugins for decisions keeps those specs in a module of its own and adds it here; the
+    core never names them. Returns nothing.
+    """
+
+
+@hookspec
+def haive_register_capability_kinds() -> Iterable[CapabilityKind[Any]]:
+    """Return the :class:`~haive.dataflow.plugins.CapabilityKind` objects this plugin adds.
+
+    Called once when the registry is built, before any ``haive_register_<kind>`` hook. A
+    kind names itself, the base class its members subclass, and its register hook spec
+    (added in :func:`haive_addhooks`). The core's own kinds are registered the same way
+    (``haive.dataflow.builtins.kinds``); two plugins adding one kind name is an error.
+    """
+    raise NotImplementedError
 
 
 # -- start-up -------------------------------------------------------------------------------
@@ -61,7 +105,7 @@ def haive_configure_converter(converter: cattrs.Converter) -> None:
 
 
 @hookspec
-def haive_register_sources() -> Iterable[type[Any]]:
+def haive_register_sources() -> Iterable[type[DataSource]]:
     """Return the :class:`~haive.dataflow.sources.DataSource` classes this plugin provides.
 
     Called once when the registry is built. Each class has a unique ``PLUGIN_NAME``;
@@ -71,7 +115,7 @@ def haive_register_sources() -> Iterable[type[Any]]:
 
 
 @hookspec
-def haive_register_sinks() -> Iterable[type[Any]]:
+def haive_register_sinks() -> Iterable[type[StreamSink]]:
     """Return the :class:`~haive.dataflow.sinks.StreamSink` classes this plugin provides.
 
     Called once when the registry is built; ``registry.sink(name)`` returns one.
@@ -80,7 +124,7 @@ def haive_register_sinks() -> Iterable[type[Any]]:
 
 
 @hookspec
-def haive_register_processors() -> Iterable[type[Any]]:
+def haive_register_processors() -> Iterable[type[Node]]:
     """Return the processor classes (:class:`~haive.dataflow.nodes.Node` subclasses) provided.
 
     Called once when the registry is built; ``registry.processor(name)`` returns one.
@@ -89,7 +133,7 @@ def haive_register_processors() -> Iterable[type[Any]]:
 
 
 @hookspec
-def haive_register_backpressure_strategies() -> Iterable[type[Any]]:
+def haive_register_backpressure_strategies() -> Iterable[type[BackpressureStrategy]]:
     """Return :class:`~haive.dataflow.backpressure.BackpressureStrategy` classes.
 
     Called once when the registry is built. The core registers ``block``, ``drop_oldest``,
@@ -99,8 +143,9 @@ def haive_register_backpressure_strategies() -> Iterable[type[Any]]:
 
 
 @hookspec
-def haive_register_state_backends() -> Iterable[type[Any]]:
-    """Return state backend classes (key/value stores behind ``StateStore``).
+def haive_register_state_backends() -> Iterable[type[StateBackend]]:
+    """Return :class:`~haive.dataflow.state.backend.StateBackend` classes (key/value stores
+    behind ``StateStore``).
 
     Called once when the registry is built. A backend class also declares the URL schemes it
     serves in ``URL_SCHEMES`` (e.g. ``("redis", "rediss")``) so ``StateStore(url)`` finds it.
@@ -109,79 +154,10 @@ def haive_register_state_backends() -> Iterable[type[Any]]:
 
 
 @hookspec
-def haive_register_alert_rules() -> Iterable[type[Any]]:
-    """Return reusable alert rule classes (evaluated against a metrics snapshot).
-
-    Called once when the registry is built; ``registry.alert_rule(name)`` returns one.
-    """
-    raise NotImplementedError
-
-
-@hookspec
-def haive_register_alert_notifiers() -> Iterable[type[Any]]:
-    """Return alert notifier classes: where fired and resolved alerts are delivered.
-
-    Called once when the registry is built (log, webhook, stream sink, ...).
-    """
-    raise NotImplementedError
-
-
-@hookspec
-def haive_register_transports() -> Iterable[type[Any]]:
-    """Return transport classes (network endpoints such as WebSocket servers or Redis pub/sub).
-
-    Called once when the registry is built; ``registry.transport(name)`` returns one.
-    """
-    raise NotImplementedError
-
-
-@hookspec
-def haive_register_serializers() -> Iterable[type[Any]]:
+def haive_register_serializers() -> Iterable[type[Serializer]]:
     """Return :class:`~haive.dataflow.serializers.Serializer` classes (``json``, ``msgpack``...).
 
     Called once when the registry is built; ``registry.serializer(name)`` returns one.
-    """
-    raise NotImplementedError
-
-
-@hookspec
-def haive_register_embedding_providers() -> Iterable[type[Any]]:
-    """Return embedding provider classes: what turns texts into vectors for the AI processors.
-
-    Called once when the registry is built; ``registry.get("embedding_provider", name)``
-    returns one. A provider class is constructed with keyword options (``model=``, ``url=``,
-    ...) and has ``async embed(texts) -> list of vectors``, one per text, in order.
-    ``haive-contrib-ai`` registers ``sentence-transformers`` (its packaged all-MiniLM-L6-v2
-    model, offline), ``openai`` (an OpenAI-compatible HTTP server given by URL) and ``hashing``.
-    """
-    raise NotImplementedError
-
-
-@hookspec
-def haive_streaming_exports() -> Mapping[str, str]:
-    """Return public names this plugin adds to :mod:`haive.dataflow.streaming`.
-
-    Called the first time an unknown attribute of ``haive.dataflow.streaming`` is looked up.
-    Maps the exported name to ``"module:attribute"``; the module is imported only then, so a
-    plugin costs nothing until its names are used.
-    """
-    raise NotImplementedError
-
-
-# -- runtime decisions ------------------------------------------------------------------------
-
-
-@hookspec
-def haive_websocket_authorize_room(client: Any, room: str, action: str) -> bool | None:
-    """Decide whether a WebSocket client may ``action`` (``"join"`` or ``"publish"``) ``room``.
-
-    Called by haive-plugin-websocket's server for every room join and publish a client
-    requests, after token authentication. ``client`` is a
-    ``haive_plugin_websocket.ClientInfo`` (``client_id``, the ``identity`` the server's
-    ``authenticate`` callback returned, negotiated ``features``). Return ``False`` to deny,
-    ``True`` to allow, ``None`` for no opinion: any ``False`` denies. Called synchronously on
-    the event loop, so it must not block; do I/O-bound checks in the server's async
-    ``authorize_room`` callback instead.
     """
     raise NotImplementedError
 
@@ -203,7 +179,7 @@ def haive_run_services(pipeline: Any) -> AbstractAsyncContextManager[str | None]
 
 
 @hookspec
-def haive_register_cli_commands() -> Iterable[type[Any]]:
+def haive_register_cli_commands() -> Iterable[type[Command]]:
     """Return :class:`~haive.dataflow.cli.Command` classes that become ``haive NAME`` commands.
 
     Called once when the ``haive`` command line parser is built. Each class has a

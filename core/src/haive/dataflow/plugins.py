@@ -1,13 +1,18 @@
 """Plugin discovery: the pluggy manager and the registry of named capabilities.
 
-Discovery follows tox and datasette:
+Discovery follows pytest, tox and datasette:
 
 * the core's own defaults are ordinary plugins, listed in :data:`DEFAULT_PLUGINS` and
-  registered through the same hooks as third-party ones;
+  registered through the same hooks as third-party ones (the core's capability kinds too);
 * third-party plugins are found through the ``haive.dataflow`` entry-point group;
+* every plugin's ``haive_addhooks(pluginmanager)`` runs first, so a plugin adds the hook
+  specs it owns (its own capability kinds, its own decisions) without the core naming them;
 * ``HAIVE_DISABLE_PLUGINS=name1,name2`` blocks plugins by entry-point (or module) name;
 * ``HAIVE_TRACE_PLUGINS=1`` prints every hook call and its result to stderr;
 * ``check_pending()`` makes a misspelled ``haive_*`` hook implementation fail loudly.
+
+The core calls hooks only through typed methods of :class:`Registry`; what a plugin
+*declares* (for hints and listings) is read from its metadata by :mod:`._catalogue`.
 """
 
 from __future__ import annotations
@@ -17,19 +22,31 @@ import importlib
 import os
 import sys
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import attrs
 import pluggy
 
-from . import hookspecs
-from ._catalogue import provider_of
+from . import _catalogue, hookspecs
 from .errors import DuplicatePluginError, PluginError, UnknownPluginError
+
+if TYPE_CHECKING:
+    import cattrs
+
+    from .backpressure import BackpressureStrategy
+    from .cli import Command
+    from .nodes import Node
+    from .serializers import Serializer
+    from .sinks import StreamSink
+    from .sources import DataSource
+    from .state.backend import StateBackend
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "haive.dataflow.builtins.kinds",
     "haive.dataflow.builtins.sources",
     "haive.dataflow.builtins.sinks",
     "haive.dataflow.builtins.processors",
@@ -39,22 +56,41 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "haive.dataflow.builtins.commands",
 )
 
-#: Capability kinds, each served by the ``haive_register_<hook>`` hook named beside it.
-KINDS: dict[str, str] = {
-    "source": "haive_register_sources",
-    "sink": "haive_register_sinks",
-    "processor": "haive_register_processors",
-    "backpressure": "haive_register_backpressure_strategies",
-    "state_backend": "haive_register_state_backends",
-    "alert_rule": "haive_register_alert_rules",
-    "alert_notifier": "haive_register_alert_notifiers",
-    "transport": "haive_register_transports",
-    "serializer": "haive_register_serializers",
-    "embedding_provider": "haive_register_embedding_providers",
-    "cli_command": "haive_register_cli_commands",
-}
-
 T = TypeVar("T")
+
+
+@attrs.frozen
+class CapabilityKind(Generic[T]):
+    """A kind of named capability: what it is called, what its members subclass, and the
+    register hook spec whose implementations return them.
+
+    The core registers its kinds (``source``, ``sink``...) through the
+    ``haive_register_capability_kinds`` hook; a plugin adds a new kind the same way, after
+    adding the module holding ``hook`` in ``haive_addhooks``. ``base`` is checked for every
+    class the hook returns.
+
+    Example::
+
+        >>> from collections.abc import Iterable
+        >>> from haive.dataflow.hookspecs import hookspec
+        >>> class Codec:
+        ...     PLUGIN_NAME = ""
+        >>> @hookspec
+        ... def haive_register_codecs() -> Iterable[type[Codec]]:
+        ...     raise NotImplementedError
+        >>> CODEC = CapabilityKind("codec", Codec, haive_register_codecs)
+        >>> CODEC.name, CODEC.hook_name
+        ('codec', 'haive_register_codecs')
+    """
+
+    name: str
+    base: type[Any]
+    hook: Callable[[], Iterable[type[T]]]
+
+    @property
+    def hook_name(self) -> str:
+        """The hook's name, as implementations spell it."""
+        return self.hook.__name__
 
 
 @attrs.frozen
@@ -68,12 +104,25 @@ class Provided:
     distribution: str | None
 
 
+@attrs.frozen
+class RegisteredKind:
+    """A capability kind in the registry and the plugin that added it."""
+
+    kind: CapabilityKind[Any]
+    plugin: str
+    distribution: str | None
+
+
 def _trace_writer(message: str) -> None:
     sys.stderr.write(message)
 
 
 def build_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManager:
     """Create a plugin manager with the core specs, built-ins and installed plugins.
+
+    Each plugin's ``haive_addhooks`` runs as soon as it is registered (also for plugins
+    registered later, e.g. by tests), so specs a plugin owns are known before its hook
+    implementations are checked.
 
     Example::
 
@@ -83,7 +132,8 @@ def build_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManag
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    for name in _disabled_plugins():
+    pm.hook.haive_addhooks.call_historic(kwargs={"pluginmanager": pm})
+    for name in _catalogue.disabled_plugins():
         pm.set_blocked(name)
     for module_name in DEFAULT_PLUGINS:
         if pm.is_blocked(module_name):
@@ -104,13 +154,8 @@ def build_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManag
     return pm
 
 
-def _disabled_plugins() -> list[str]:
-    raw = os.environ.get("HAIVE_DISABLE_PLUGINS", "")
-    return [name.strip() for name in raw.split(",") if name.strip()]
-
-
 class Registry:
-    """Named capabilities of every installed plugin, by kind.
+    """Named capabilities of every installed plugin, by kind, and typed calls of the hooks.
 
     Example::
 
@@ -124,60 +169,128 @@ class Registry:
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.plugin_manager = pm
-        self._by_kind: dict[str, dict[str, Provided]] = {kind: {} for kind in KINDS}
-        distributions = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
-        for kind, hook_name in KINDS.items():
-            hook = getattr(pm.hook, hook_name)
+        self._distributions = {
+            id(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()
+        }
+        self._kinds: dict[str, RegisteredKind] = {}
+        self._by_kind: dict[str, dict[str, Provided]] = {}
+        for impl in reversed(pm.hook.haive_register_capability_kinds.get_hookimpls()):
+            for kind in _returned(impl):
+                self._add_kind(kind, impl.plugin_name, self._distributions.get(id(impl.plugin)))
+        for registered in list(self._kinds.values()):
+            kind = registered.kind
             # Each implementation is called on its own so that every class is attributed to
             # the plugin that returned it: duplicate names can then name both providers.
-            for impl in reversed(hook.get_hookimpls()):
-                dist = distributions.get(id(impl.plugin))
-                dist_name = dist.project_name if dist is not None else None
-                for cls in impl.function() or ():
-                    self._add(kind, cls, impl.plugin_name, dist_name)
+            for impl in reversed(self._caller(kind).get_hookimpls()):
+                dist = self._distributions.get(id(impl.plugin))
+                for cls in _returned(impl):
+                    self._add(kind, cls, impl.plugin_name, dist)
 
-    def _add(self, kind: str, cls: type[Any], plugin: str, dist: str | None) -> None:
+    # -- building -------------------------------------------------------------------------
+
+    def _add_kind(self, kind: Any, plugin: str, dist: str | None) -> None:
+        where = _describe(plugin, dist)
+        if not isinstance(kind, CapabilityKind):
+            raise PluginError(
+                f"haive_register_capability_kinds of {where} returned {kind!r}; "
+                "expected CapabilityKind objects"
+            )
+        existing = self._kinds.get(kind.name)
+        if existing is not None and existing.kind != kind:
+            raise DuplicatePluginError(
+                f"capability kind {kind.name!r} is added twice: by "
+                f"{_describe(existing.plugin, existing.distribution)} and by {where}"
+            )
+        self._kinds[kind.name] = RegisteredKind(kind, plugin, dist)
+        self._by_kind.setdefault(kind.name, {})
+        self._caller(kind)  # a kind whose hook spec was never added fails here, by name
+
+    def _caller(self, kind: CapabilityKind[Any]) -> pluggy.HookCaller:
+        # The hook is found from the spec function the kind holds, never from a string, and
+        # must be that very spec: a kind cannot point at a hook some other module specified.
+        caller: pluggy.HookCaller | None = getattr(self.plugin_manager.hook, kind.hook_name, None)
+        if caller is None or caller.spec is None or caller.spec.function is not kind.hook:
+            raise PluginError(
+                f"capability kind {kind.name!r}: its hook {kind.hook_name} is not a registered "
+                "hook spec; add the module defining it in the plugin's haive_addhooks"
+            )
+        return caller
+
+    def _add(self, kind: CapabilityKind[Any], cls: Any, plugin: str, dist: str | None) -> None:
+        if not isinstance(cls, type) or not issubclass(cls, kind.base):
+            raise PluginError(
+                f"{kind.hook_name} of {_describe(plugin, dist)} returned {cls!r}; {kind.name} "
+                f"classes subclass {kind.base.__module__}.{kind.base.__qualname__}"
+            )
         name = getattr(cls, "PLUGIN_NAME", None)
         if not isinstance(name, str) or not name:
             raise PluginError(
-                f"{kind} class {cls.__module__}.{cls.__qualname__} from plugin {plugin!r} "
+                f"{kind.name} class {cls.__module__}.{cls.__qualname__} from plugin {plugin!r} "
                 "has no PLUGIN_NAME string attribute"
             )
-        existing = self._by_kind[kind].get(name)
+        entries = self._by_kind[kind.name]
+        existing = entries.get(name)
         if existing is not None and existing.cls is not cls:
             raise DuplicatePluginError(
-                f"{kind} {name!r} is provided twice: by {existing.cls.__qualname__} from "
+                f"{kind.name} {name!r} is provided twice: by {existing.cls.__qualname__} from "
                 f"{_describe(existing.plugin, existing.distribution)} and by "
                 f"{cls.__qualname__} from {_describe(plugin, dist)}; uninstall one, or block "
                 f"one with HAIVE_DISABLE_PLUGINS={existing.plugin}"
             )
-        self._by_kind[kind][name] = Provided(kind, name, cls, plugin, dist)
+        entries[name] = Provided(kind.name, name, cls, plugin, dist)
 
-    def names(self, kind: str) -> list[str]:
+    # -- capabilities ---------------------------------------------------------------------
+
+    def kinds(self) -> list[RegisteredKind]:
+        """Every capability kind, in registration order (the core's first)."""
+        return list(self._kinds.values())
+
+    def names(self, kind: CapabilityKind[Any] | str) -> list[str]:
         """Sorted names registered for ``kind``."""
         return sorted(self._kind(kind))
 
     def provided(self) -> Iterator[Provided]:
         """Every registered capability, kind by kind and name by name."""
-        for kind in KINDS:
-            for name in sorted(self._by_kind[kind]):
-                yield self._by_kind[kind][name]
+        for entries in self._by_kind.values():
+            for name in sorted(entries):
+                yield entries[name]
 
-    def get(self, kind: str, name: str) -> type[Any]:
+    @overload
+    def get(self, kind: CapabilityKind[T], name: str) -> type[T]: ...
+
+    @overload
+    def get(self, kind: str, name: str) -> type[Any]: ...
+
+    def get(self, kind: CapabilityKind[Any] | str, name: str) -> type[Any]:
         """The class registered as ``name`` for ``kind``; a clear error when there is none."""
-        entries = self._kind(kind)
+        entries = self._kind(kind, name)
         try:
             return entries[name].cls
         except KeyError:
-            raise UnknownPluginError(self._unknown_message(kind, name)) from None
+            kind_name = kind if isinstance(kind, str) else kind.name
+            raise UnknownPluginError(self._unknown_message(kind_name, name)) from None
 
-    def _kind(self, kind: str) -> dict[str, Provided]:
+    def _kind(
+        self, kind: CapabilityKind[Any] | str, name: str | None = None
+    ) -> dict[str, Provided]:
+        kind_name = kind if isinstance(kind, str) else kind.name
         try:
-            return self._by_kind[kind]
+            return self._by_kind[kind_name]
         except KeyError:
-            raise UnknownPluginError(
-                f"unknown capability kind {kind!r}; kinds are: {', '.join(KINDS)}"
-            ) from None
+            raise UnknownPluginError(self._unknown_kind_message(kind_name, name)) from None
+
+    def _unknown_kind_message(self, kind: str, name: str | None) -> str:
+        package = _catalogue.provider_of(kind, name) if name is not None else None
+        if package is not None:
+            return (
+                f"no {kind} named {name!r} is installed: {name!r} is provided by {package}: "
+                f"pip install {package}"
+            )
+        message = f"unknown capability kind {kind!r}; kinds are: {', '.join(self._by_kind)}"
+        package = _catalogue.provider_of_kind(kind)
+        if package is not None:
+            message += f". Kind {kind!r} is added by {package}: pip install {package}"
+        return message
 
     def _unknown_message(self, kind: str, name: str) -> str:
         installed = sorted(self._by_kind[kind])
@@ -185,7 +298,7 @@ class Registry:
             f"no {kind} named {name!r} is installed.",
             f"Installed {kind}s: {', '.join(installed) if installed else '(none)'}.",
         ]
-        package = provider_of(kind, name)
+        package = _catalogue.provider_of(kind, name)
         if package is not None:
             parts.append(f"{name!r} is provided by {package}: pip install {package}")
         else:
@@ -193,42 +306,60 @@ class Registry:
             if close:
                 parts.append(f"Did you mean {close[0]!r}?")
             else:
-                guess = difflib.get_close_matches(name, _catalogue_names(kind), n=1)
+                guess = difflib.get_close_matches(name, _catalogue.declared_names(kind), n=1)
                 if guess:
-                    package = provider_of(kind, guess[0])
+                    package = _catalogue.provider_of(kind, guess[0])
                     parts.append(f"Did you mean {guess[0]!r} (pip install {package})?")
         return " ".join(parts)
 
-    # Typed conveniences, one per kind, so call sites read as what they ask for.
-    def source(self, name: str) -> type[Any]:
-        return self.get("source", name)
+    # Typed conveniences for the core's kinds, so call sites read as what they ask for.
+    def source(self, name: str) -> type[DataSource]:
+        from .builtins.kinds import SOURCE
 
-    def sink(self, name: str) -> type[Any]:
-        return self.get("sink", name)
+        return self.get(SOURCE, name)
 
-    def processor(self, name: str) -> type[Any]:
-        return self.get("processor", name)
+    def sink(self, name: str) -> type[StreamSink]:
+        from .builtins.kinds import SINK
 
-    def backpressure(self, name: str) -> type[Any]:
-        return self.get("backpressure", name)
+        return self.get(SINK, name)
 
-    def state_backend(self, name: str) -> type[Any]:
-        return self.get("state_backend", name)
+    def processor(self, name: str) -> type[Node]:
+        from .builtins.kinds import PROCESSOR
 
-    def alert_rule(self, name: str) -> type[Any]:
-        return self.get("alert_rule", name)
+        return self.get(PROCESSOR, name)
 
-    def alert_notifier(self, name: str) -> type[Any]:
-        return self.get("alert_notifier", name)
+    def backpressure(self, name: str) -> type[BackpressureStrategy]:
+        from .builtins.kinds import BACKPRESSURE
 
-    def transport(self, name: str) -> type[Any]:
-        return self.get("transport", name)
+        return self.get(BACKPRESSURE, name)
 
-    def serializer(self, name: str) -> type[Any]:
-        return self.get("serializer", name)
+    def state_backend(self, name: str) -> type[StateBackend]:
+        from .builtins.kinds import STATE_BACKEND
 
-    def cli_command(self, name: str) -> type[Any]:
-        return self.get("cli_command", name)
+        return self.get(STATE_BACKEND, name)
+
+    def serializer(self, name: str) -> type[Serializer]:
+        from .builtins.kinds import SERIALIZER
+
+        return self.get(SERIALIZER, name)
+
+    def cli_command(self, name: str) -> type[Command]:
+        from .builtins.kinds import CLI_COMMAND
+
+        return self.get(CLI_COMMAND, name)
+
+    # -- the core's other hooks, typed (tox's manager wrappers) ---------------------------
+
+    def configure_converter(self, converter: cattrs.Converter) -> None:
+        """Let every plugin register its cattrs hooks on ``converter``."""
+        self.plugin_manager.hook.haive_configure_converter(converter=converter)
+
+    def run_services(self, pipeline: Any) -> list[AbstractAsyncContextManager[str | None]]:
+        """Every plugin's service to run beside ``pipeline`` (plugins with none left out)."""
+        results = self.plugin_manager.hook.haive_run_services(pipeline=pipeline)
+        return [service for service in results if service is not None]
+
+    # -- listing --------------------------------------------------------------------------
 
     def plugins(self) -> list[tuple[str, str | None, list[Provided]]]:
         """(plugin name, distribution, what it provides) for every registered plugin."""
@@ -243,11 +374,58 @@ class Registry:
             dists[self.plugin_manager.get_name(plugin) or ""] = dist.project_name
         return [(name, dists.get(name), items) for name, items in sorted(by_plugin.items())]
 
+    def kinds_added_by(self, plugin: str) -> list[CapabilityKind[Any]]:
+        """The capability kinds ``plugin`` registered."""
+        return [k.kind for k in self._kinds.values() if k.plugin == plugin]
 
-def _catalogue_names(kind: str) -> list[str]:
-    from ._catalogue import CAPABILITIES
+    def manifest_problems(self, distribution: str) -> list[str]:
+        """Where ``distribution``'s declared metadata and its registrations disagree.
 
-    return [name for (k, name) in CAPABILITIES if k == kind]
+        Compares the ``haive.dataflow.provides`` and ``haive.dataflow.kinds`` entry points
+        with what its plugins registered, and checks every ``haive.dataflow.exports`` entry
+        imports. An empty list means ``haive plugins`` and the install hints tell the truth;
+        a plugin's tests assert it.
+        """
+        manifest = next(
+            (m for m in _catalogue.installed_manifests() if m.distribution == distribution), None
+        )
+        if manifest is None:
+            return [f"{distribution} is not installed or has no {ENTRY_POINT_GROUP} entry point"]
+        registered = {(p.kind, p.name) for p in self.provided() if p.distribution == distribution}
+        kinds = {k.kind.name for k in self._kinds.values() if k.distribution == distribution}
+        problems = [
+            f"declares {kind} {name!r} but does not register it"
+            for kind, name in sorted(manifest.provides - registered)
+        ]
+        problems += [
+            f"registers {kind} {name!r} but does not declare it in {_catalogue.PROVIDES_GROUP}"
+            for kind, name in sorted(registered - manifest.provides)
+        ]
+        problems += [f"declares kind {k!r} but does not add it" for k in manifest.kinds - kinds]
+        problems += [
+            f"adds kind {k!r} but does not declare it in {_catalogue.KINDS_GROUP}"
+            for k in sorted(kinds - manifest.kinds)
+        ]
+        for name, target in sorted(manifest.exports.items()):
+            module_name, _, attribute = (target or "").partition(":")
+            try:
+                getattr(importlib.import_module(module_name), attribute)
+            except Exception as exc:
+                problems.append(f"export {name} = {target!r} does not load: {exc!r}")
+        return problems
+
+
+def _returned(impl: pluggy.HookImpl) -> Iterable[Any]:
+    """What one registration hook implementation returned: an iterable (None: nothing)."""
+    result = impl.function()
+    if result is None:
+        return ()
+    if not isinstance(result, Iterable) or isinstance(result, str | bytes):
+        raise PluginError(
+            f"{impl.function.__name__} of plugin {impl.plugin_name!r} returned {result!r}; "
+            "expected an iterable (a list of classes)"
+        )
+    return result
 
 
 def _describe(plugin: str, dist: str | None) -> str:
@@ -268,14 +446,9 @@ def get_registry() -> Registry:
 
 
 def reset_registry() -> None:
-    """Forget the process-wide registry so the next call rediscovers plugins (tests, REPLs)."""
+    """Forget the process-wide registry and the plugin metadata read so far, so the next
+    call rediscovers plugins (tests, REPLs)."""
     global _registry
     with _lock:
         _registry = None
-
-
-def iter_hook_results(hook_name: str) -> Iterable[Any]:
-    """Call hook ``hook_name`` on every plugin and chain the results."""
-    hook = getattr(get_registry().plugin_manager.hook, hook_name)
-    for result in hook():
-        yield from result
+        _catalogue.forget()

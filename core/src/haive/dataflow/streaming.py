@@ -1,9 +1,11 @@
 """The import path of the product description: ``from haive.dataflow.streaming import ...``.
 
-Core names are here directly. Names that plugins provide (``WebSocketManager``,
-``StateStore``, ``AlertManager``...) resolve on first use through the
-``haive_streaming_exports`` hook; a name whose plugin is not installed raises an error that
-names the package to install.
+Core names are here directly; the core's state and checkpoint names are imported on first
+use (a static table). Names that plugins add resolve on first use from what each installed
+plugin declares in its metadata (its ``haive.dataflow.exports`` entry points: no plugin is
+imported, and the registry is not built, to find one). A name whose plugin is not installed
+raises an error that names the distribution to install (from the first-party plugin
+directory, see :mod:`haive.dataflow._catalogue`).
 
 Example::
 
@@ -19,7 +21,7 @@ from typing import Any
 
 from . import *  # noqa: F403
 from . import __all__ as _core_names
-from ._catalogue import EXPORTS, install_hint
+from . import _catalogue
 from .backpressure import SlidingWindowStrategy as SlidingWindowStrategy
 from .builtins.sinks import CallbackSink as CallbackSink
 from .builtins.sinks import JsonLinesSink as JsonLinesSink
@@ -77,20 +79,36 @@ _LOCAL = [
 
 __all__ = [*_core_names, *_LOCAL]
 
-_plugin_exports: dict[str, str] | None = None
+_STATE = "haive.dataflow.state"
+
+#: The core's names imported on first use: state stores, windows and checkpoints.
+_LAZY_CORE: dict[str, str] = {
+    "StateStore": f"{_STATE}.store:StateStore",
+    "StateBackend": f"{_STATE}.backend:StateBackend",
+    "MemoryStateBackend": f"{_STATE}.memory:MemoryStateBackend",
+    "SQLiteStateBackend": f"{_STATE}.sqlite:SQLiteStateBackend",
+    "CorruptStateError": f"{_STATE}.store:CorruptStateError",
+    "StatefulProcessor": f"{_STATE}.processor:StatefulProcessor",
+    "KeyedState": f"{_STATE}.processor:KeyedState",
+    "WindowState": f"{_STATE}.session:WindowState",
+    "SessionState": f"{_STATE}.session:SessionState",
+    "Session": f"{_STATE}.session:Session",
+    "WindowedAggregateNode": f"{_STATE}.windows:WindowedAggregateNode",
+    "WindowNode": f"{_STATE}.windows:WindowNode",
+    "WindowResult": f"{_STATE}.windows:WindowResult",
+    "TumblingWindow": f"{_STATE}.windows:TumblingWindow",
+    "SlidingWindow": f"{_STATE}.windows:SlidingWindow",
+    "SessionWindow": f"{_STATE}.windows:SessionWindow",
+    "Aggregator": f"{_STATE}.windows:Aggregator",
+    "Checkpointer": "haive.dataflow.checkpoint:Checkpointer",
+    "CheckpointableSource": "haive.dataflow.checkpoint:CheckpointableSource",
+    "CheckpointableSink": "haive.dataflow.checkpoint:CheckpointableSink",
+}
 
 
 def _exports() -> dict[str, str]:
-    global _plugin_exports
-    if _plugin_exports is None:
-        from .plugins import get_registry
-
-        merged: dict[str, str] = {}
-        hook = get_registry().plugin_manager.hook.haive_streaming_exports
-        for mapping in hook():
-            merged.update(mapping)
-        _plugin_exports = merged
-    return _plugin_exports
+    """Every lazily imported name: the core's, then those of installed, unblocked plugins."""
+    return {**_catalogue.loaded_exports(), **_LAZY_CORE}
 
 
 def __getattr__(name: str) -> Any:
@@ -102,18 +120,15 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module_name), attribute)
         globals()[name] = value
         return value
-    package = _catalogue_exports().get(name)
-    if package is not None:
+    manifest = _catalogue.exporter_of(name)
+    if manifest is not None:
+        package = manifest.distribution
         raise MissingPluginError(
             f"haive.dataflow.streaming.{name} is provided by the plugin {package}; "
-            f"{install_hint(package)}",
+            f"{_catalogue.install_hint(package)}",
             name=__name__,
         )
     raise AttributeError(f"module 'haive.dataflow.streaming' has no attribute {name!r}")
-
-
-def _catalogue_exports() -> dict[str, str]:
-    return EXPORTS
 
 
 def __dir__() -> list[str]:

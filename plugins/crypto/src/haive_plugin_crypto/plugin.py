@@ -1,25 +1,22 @@
-"""Hook implementations: the ``encrypted`` serializer and the public names."""
+"""Hook implementations: the ``encrypted`` serializer.
+
+Its public names (``EncryptedSerializer``, ``Keyring``) are declared in ``pyproject.toml``
+(``haive.dataflow.exports``), with what it provides (``haive.dataflow.provides``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from haive.dataflow import hookimpl
 
-EXPORTS: dict[str, str] = {
-    "EncryptedSerializer": "haive_plugin_crypto.serializer:EncryptedSerializer",
-    "Keyring": "haive_plugin_crypto.keyring:Keyring",
-}
+if TYPE_CHECKING:
+    from haive.dataflow.serializers import Serializer
 
 
 @hookimpl
-def haive_register_serializers() -> Iterable[type[Any]]:
+def haive_register_serializers() -> Iterable[type[Serializer]]:
     from .serializer import EncryptedSerializer
 
     return [EncryptedSerializer]
-
-
-@hookimpl
-def haive_streaming_exports() -> Mapping[str, str]:
-    return EXPORTS

@@ -428,7 +428,7 @@ class AlertManager:
             >>> alerts.rules
             ['high_latency']
         """
-        cls = get_registry().alert_rule(rule_name)
+        cls = get_registry().get("alert_rule", rule_name)
         try:
             instance = cls(**params)
         except TypeError as exc:
@@ -461,7 +461,7 @@ class AlertManager:
         from .notifiers import CallbackNotifier
 
         if isinstance(notifier, str):
-            cls = get_registry().alert_notifier(notifier)
+            cls = get_registry().get("alert_notifier", notifier)
             try:
                 notifier = cls()
             except TypeError as exc:

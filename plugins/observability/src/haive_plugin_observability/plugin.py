@@ -1,52 +1,63 @@
-"""Hook implementations: what this plugin adds to haive-dataflow."""
+"""Hook implementations: what this plugin adds to haive-dataflow.
+
+Its public names in ``haive.dataflow.streaming``, its capabilities and the kinds it adds are
+also declared in ``pyproject.toml`` (``haive.dataflow.exports``, ``.provides``, ``.kinds``),
+read without importing it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
 
 from haive.dataflow import hookimpl
 
-_PACKAGE = "haive_plugin_observability"
+from . import hookspecs
 
-#: Public names added to ``haive.dataflow.streaming`` (imported only when first used).
-EXPORTS: dict[str, str] = {
-    "StreamAnalytics": f"{_PACKAGE}.analytics:StreamAnalytics",
-    "MetricsCollector": f"{_PACKAGE}.collector:MetricsCollector",
-    "StreamMetrics": f"{_PACKAGE}.collector:StreamMetrics",
-    "ThroughputMetric": f"{_PACKAGE}.throughput:ThroughputMetric",
-    "LatencyMetric": f"{_PACKAGE}.latency:LatencyMetric",
-    "ErrorRateMetric": f"{_PACKAGE}.error_rate:ErrorRateMetric",
-    "BackpressureMetric": f"{_PACKAGE}.backpressure:BackpressureMetric",
-    "AlertManager": f"{_PACKAGE}.alerts:AlertManager",
-    "Alert": f"{_PACKAGE}.alerts:Alert",
-    "Dashboard": f"{_PACKAGE}.dashboard:Dashboard",
-    "LineChart": f"{_PACKAGE}.dashboard:LineChart",
-    "Histogram": f"{_PACKAGE}.dashboard:Histogram",
-}
+if TYPE_CHECKING:
+    from haive.dataflow.cli import Command
+    from haive.dataflow.plugins import CapabilityKind
+
+    from .alerts import AlertRule
+    from .notifiers import AlertNotifier
 
 
 @hookimpl
-def haive_streaming_exports() -> Mapping[str, str]:
-    return EXPORTS
+def haive_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 @hookimpl
-def haive_register_alert_rules() -> Iterable[type[Any]]:
+def haive_register_capability_kinds() -> Iterable[CapabilityKind[Any]]:
+    from haive.dataflow.plugins import CapabilityKind
+
+    from .alerts import AlertRule
+    from .notifiers import AlertNotifier
+
+    return [
+        CapabilityKind("alert_rule", AlertRule, hookspecs.haive_register_alert_rules),
+        CapabilityKind("alert_notifier", AlertNotifier, hookspecs.haive_register_alert_notifiers),
+    ]
+
+
+@hookimpl
+def haive_register_alert_rules() -> Iterable[type[AlertRule]]:
     from .alerts import BUILTIN_RULES
 
     return BUILTIN_RULES
 
 
 @hookimpl
-def haive_register_alert_notifiers() -> Iterable[type[Any]]:
+def haive_register_alert_notifiers() -> Iterable[type[AlertNotifier]]:
     from .notifiers import BUILTIN_NOTIFIERS
 
     return BUILTIN_NOTIFIERS
 
 
 @hookimpl
-def haive_register_cli_commands() -> Iterable[type[Any]]:
+def haive_register_cli_commands() -> Iterable[type[Command]]:
     from .top import TopCommand
 
     return [TopCommand]

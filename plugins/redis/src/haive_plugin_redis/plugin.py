@@ -1,8 +1,12 @@
-"""haive-dataflow hook implementations of haive-plugin-redis."""
+"""haive-dataflow hook implementations of haive-plugin-redis.
+
+What it provides is also declared, for tools that do not import it, in ``pyproject.toml``
+(``haive.dataflow.provides`` and ``.exports`` entry points).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from haive.dataflow import hookimpl
@@ -36,18 +40,3 @@ def haive_register_cli_commands() -> Iterable[type[Any]]:
     from .worker import WorkerCommand
 
     return [WorkerCommand, ReplayCommand]
-
-
-@hookimpl
-def haive_streaming_exports() -> Mapping[str, str]:
-    return {
-        "RedisStateBackend": "haive_plugin_redis.backend:RedisStateBackend",
-        "RedisStreamSource": "haive_plugin_redis.streams:RedisStreamSource",
-        "RedisStreamSink": "haive_plugin_redis.streams:RedisStreamSink",
-        "StreamEntry": "haive_plugin_redis.streams:StreamEntry",
-        "StreamRangeSource": "haive_plugin_redis.replay:StreamRangeSource",
-        "FailoverClient": "haive_plugin_redis.failover:FailoverClient",
-        "Retention": "haive_plugin_redis.retention:Retention",
-        "RetainedStreamSink": "haive_plugin_redis.retention:RetainedStreamSink",
-        "Erasure": "haive_plugin_redis.retention:Erasure",
-    }

@@ -1,17 +1,45 @@
-"""Hook implementations: how haive-dataflow discovers this plugin (entry point ``websocket``)."""
+"""Hook implementations: how haive-dataflow discovers this plugin (entry point ``websocket``).
+
+What it provides is also declared, for tools that do not import it, in ``pyproject.toml``
+(``haive.dataflow.provides``, ``.kinds`` and ``.exports`` entry points).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
 
 from haive.dataflow import hookimpl
 
-_MODULE = "haive_plugin_websocket"
+from . import hookspecs
+
+if TYPE_CHECKING:
+    from haive.dataflow.plugins import CapabilityKind
+    from haive.dataflow.sinks import StreamSink
+    from haive.dataflow.sources import DataSource
+
+    from .server import WebSocketManager
 
 
 @hookimpl
-def haive_register_transports() -> Iterable[type[Any]]:
+def haive_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """The ``transport`` kind's hook and the room authorization hook."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def haive_register_capability_kinds() -> Iterable[CapabilityKind[Any]]:
+    from haive.dataflow.plugins import CapabilityKind
+
+    from .server import WebSocketManager
+
+    return [CapabilityKind("transport", WebSocketManager, hookspecs.haive_register_transports)]
+
+
+@hookimpl
+def haive_register_transports() -> Iterable[type[WebSocketManager]]:
     """The server, as transport ``websocket``."""
     from .server import WebSocketManager
 
@@ -19,7 +47,7 @@ def haive_register_transports() -> Iterable[type[Any]]:
 
 
 @hookimpl
-def haive_register_sources() -> Iterable[type[Any]]:
+def haive_register_sources() -> Iterable[type[DataSource]]:
     """Client messages into a pipeline, as source ``websocket``."""
     from .pipeline import WebSocketSource
 
@@ -27,20 +55,8 @@ def haive_register_sources() -> Iterable[type[Any]]:
 
 
 @hookimpl
-def haive_register_sinks() -> Iterable[type[Any]]:
+def haive_register_sinks() -> Iterable[type[StreamSink]]:
     """Pipeline output broadcast to a room, as sink ``websocket_room``."""
     from .pipeline import WebSocketRoomSink
 
     return [WebSocketRoomSink]
-
-
-@hookimpl
-def haive_streaming_exports() -> Mapping[str, str]:
-    """The seed's names in ``haive.dataflow.streaming``."""
-    return {
-        "WebSocketManager": f"{_MODULE}.server:WebSocketManager",
-        "MultiRoomWebSocket": f"{_MODULE}.server:MultiRoomWebSocket",
-        "StreamingClient": f"{_MODULE}.client:StreamingClient",
-        "ConnectionConfig": f"{_MODULE}.config:ConnectionConfig",
-        "MessageHandler": f"{_MODULE}.handlers:MessageHandler",
-    }

@@ -181,17 +181,17 @@ class _ControlMixin:
     async def _authorized(self, session: ClientSession, room: str, action: str) -> bool:
         from haive.dataflow.plugins import get_registry
 
-        hook = getattr(get_registry().plugin_manager.hook, "haive_websocket_authorize_room", None)
-        if hook is not None and hook.get_hookimpls():
-            try:
-                verdicts = hook(client=session.info, room=room, action=action)
-            except Exception:
-                log.exception(
-                    "haive_websocket_authorize_room failed; denying %s on %r", action, room
-                )
-                return False
-            if any(v is False for v in verdicts):
-                return False
+        from .hookspecs import room_verdicts
+
+        try:
+            verdicts = room_verdicts(
+                get_registry().plugin_manager, client=session.info, room=room, action=action
+            )
+        except Exception:
+            log.exception("haive_websocket_authorize_room failed; denying %s on %r", action, room)
+            return False
+        if any(v is False for v in verdicts):
+            return False
         if self.authorize_room is not None:
             try:
                 verdict = self.authorize_room(session.info, room, action)

@@ -8,6 +8,10 @@ def test_registered():
     assert get_registry().source("{{ cookiecutter.capability_name }}") is CountingSource
 
 
+def test_metadata_declares_what_the_hooks_register():
+    assert get_registry().manifest_problems("{{ cookiecutter.project_slug }}") == []
+
+
 async def test_runs_in_a_pipeline():
     pipeline = StreamingPipeline("test")
     pipeline.set_source(CountingSource(5))

@@ -1,4 +1,4 @@
-"""Built-in state: the memory and SQLite backends, datetime conversion, the state exports."""
+"""Built-in state: the memory and SQLite backends, datetime conversion, the windowed node."""
 
 from __future__ import annotations
 
@@ -44,35 +44,6 @@ def haive_configure_converter(converter: cattrs.Converter) -> None:
     converter.register_structure_hook(dt.datetime, _structure_datetime)
     converter.register_unstructure_hook(dt.date, dt.date.isoformat)
     converter.register_structure_hook(dt.date, _structure_date)
-
-
-_STATE = "haive.dataflow.state"
-
-
-@hookimpl
-def haive_streaming_exports() -> dict[str, str]:
-    return {
-        "StateStore": f"{_STATE}.store:StateStore",
-        "StateBackend": f"{_STATE}.backend:StateBackend",
-        "MemoryStateBackend": f"{_STATE}.memory:MemoryStateBackend",
-        "SQLiteStateBackend": f"{_STATE}.sqlite:SQLiteStateBackend",
-        "CorruptStateError": f"{_STATE}.store:CorruptStateError",
-        "StatefulProcessor": f"{_STATE}.processor:StatefulProcessor",
-        "KeyedState": f"{_STATE}.processor:KeyedState",
-        "WindowState": f"{_STATE}.session:WindowState",
-        "SessionState": f"{_STATE}.session:SessionState",
-        "Session": f"{_STATE}.session:Session",
-        "WindowedAggregateNode": f"{_STATE}.windows:WindowedAggregateNode",
-        "WindowNode": f"{_STATE}.windows:WindowNode",
-        "WindowResult": f"{_STATE}.windows:WindowResult",
-        "TumblingWindow": f"{_STATE}.windows:TumblingWindow",
-        "SlidingWindow": f"{_STATE}.windows:SlidingWindow",
-        "SessionWindow": f"{_STATE}.windows:SessionWindow",
-        "Aggregator": f"{_STATE}.windows:Aggregator",
-        "Checkpointer": "haive.dataflow.checkpoint:Checkpointer",
-        "CheckpointableSource": "haive.dataflow.checkpoint:CheckpointableSource",
-        "CheckpointableSink": "haive.dataflow.checkpoint:CheckpointableSink",
-    }
 
 
 @hookimpl

@@ -151,10 +151,11 @@ def resolve_backend(
     if cls is None:
         from .._catalogue import provider_of
 
-        # rediss:// (TLS) is served by whatever serves redis://.
-        package = provider_of("state_backend", scheme) or provider_of(
-            "state_backend", scheme.removesuffix("s")
-        )
+        # Plugins declare their backends by name; a URL scheme is that name, its TLS form
+        # (rediss://) or a variant of it (redis+cluster://).
+        base = scheme.split("+", 1)[0]
+        candidates = (scheme, base, base.removesuffix("s"))
+        package = next(filter(None, (provider_of("state_backend", c) for c in candidates)), None)
         known = ", ".join(f"{s}://" for s in sorted(backends)) or "(none)"
         hint = (
             f" {scheme}:// state is provided by {package}: pip install {package}"
@@ -183,7 +184,7 @@ class StateStore(AsyncResource):
 
     ``StateStore()`` keeps state in memory; ``StateStore("state.db")`` or
     ``StateStore("sqlite:///state.db")`` in SQLite; ``StateStore("redis://127.0.0.1:6379")``
-    in whichever installed backend serves the URL's scheme (Redis: ``haive-plugin-redis``).
+    in whichever installed backend serves the URL's scheme (Redis: install the Redis plugin).
     Values are stored as JSON after the core's cattrs converter unstructures them (attrs
     classes, datetimes...); pass ``cls`` to read them back as that type. Keys live under
     ``namespace``; TTLs are in seconds (not milliseconds): a number, a

@@ -1,0 +1,28 @@
+"""The capability kind this distribution owns, added to haive-dataflow in ``haive_addhooks``.
+
+``embedding_provider``: what turns texts into vectors for the AI processors
+(:class:`~haive_contrib_ai.embeddings.EmbeddingProvider` subclasses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from haive.dataflow.hookspecs import hookspec
+
+if TYPE_CHECKING:
+    from .embeddings import EmbeddingProvider
+
+
+@hookspec
+def haive_register_embedding_providers() -> Iterable[type[EmbeddingProvider]]:
+    """Return embedding provider classes: what turns texts into vectors for the AI processors.
+
+    Called once when the registry is built; ``registry.get("embedding_provider", name)``
+    returns one. A provider class is constructed with keyword options (``model=``, ``url=``,
+    ...) and has ``async embed(texts) -> list of vectors``, one per text, in order. This
+    distribution registers ``sentence-transformers`` (its packaged all-MiniLM-L6-v2 model,
+    offline), ``openai`` (an OpenAI-compatible HTTP server given by URL) and ``hashing``.
+    """
+    raise NotImplementedError

@@ -1,0 +1,47 @@
+"""The core's capability kinds, registered through the hook plugins use for theirs.
+
+Each kind pairs a name with the core base class its members subclass and the register hook
+spec (in :mod:`haive.dataflow.hookspecs`) whose implementations return them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import hookspecs
+from ..backpressure import BackpressureStrategy
+from ..cli import Command
+from ..hookspecs import hookimpl
+from ..nodes import Node
+from ..plugins import CapabilityKind
+from ..serializers import Serializer
+from ..sinks import StreamSink
+from ..sources import DataSource
+from ..state.backend import StateBackend
+
+SOURCE = CapabilityKind("source", DataSource, hookspecs.haive_register_sources)
+SINK = CapabilityKind("sink", StreamSink, hookspecs.haive_register_sinks)
+PROCESSOR = CapabilityKind("processor", Node, hookspecs.haive_register_processors)
+BACKPRESSURE = CapabilityKind(
+    "backpressure", BackpressureStrategy, hookspecs.haive_register_backpressure_strategies
+)
+STATE_BACKEND = CapabilityKind(
+    "state_backend", StateBackend, hookspecs.haive_register_state_backends
+)
+SERIALIZER = CapabilityKind("serializer", Serializer, hookspecs.haive_register_serializers)
+CLI_COMMAND = CapabilityKind("cli_command", Command, hookspecs.haive_register_cli_commands)
+
+CORE_KINDS: tuple[CapabilityKind[Any], ...] = (
+    SOURCE,
+    SINK,
+    PROCESSOR,
+    BACKPRESSURE,
+    STATE_BACKEND,
+    SERIALIZER,
+    CLI_COMMAND,
+)
+
+
+@hookimpl
+def haive_register_capability_kinds() -> tuple[CapabilityKind[Any], ...]:
+    return CORE_KINDS
