@@ -2,7 +2,7 @@
 
 Runs on the embedded defaults only (no server). The same pipeline is what the README shows.
 With the core alone it simulates 20,000 events as fast as it can, prints the trend windows and
-the figures, and exits. When a plugin serves a dashboard for it (haive-plugin-observability),
+the figures, and exits. When a plugin serves a dashboard for it (the observability plugin),
 the feed is paced (2,000 events/s by default) and endless, so the page shows a live stream,
 and the dashboard is served until Ctrl-C.
 """

@@ -342,7 +342,7 @@ def parse_frame(raw: str | bytes, *, msgpack_frames: bool, batch: bool) -> list[
         >>> parse_frame(b"\\x81\\x91\\x01\\x01", msgpack_frames=True, batch=True)
         Traceback (most recent call last):
         ...
-        haive.dataflow.errors.SerializationError: msgpack: malformed message: TypeError: unhashable type: 'list'
+        haive.dataflow.errors.SerializationError: msgpack: message has a map key Python cannot use: unhashable type: 'list'
 
     """
     if not isinstance(raw, str) and not msgpack_frames:
