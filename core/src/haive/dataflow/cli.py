@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -279,8 +281,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     return parser, commands
 
 
+def restore_ctrl_c() -> None:
+    """Make SIGINT raise KeyboardInterrupt again if this process inherited it ignored.
+
+    A shell starting a command in the background without job control (``cmd &`` in a
+    script), and some CI runners, start it with SIGINT ignored; Python then leaves it ignored
+    and trio never sees Ctrl-C. Every ``haive`` command promises that Ctrl-C stops it cleanly,
+    so the CLI takes SIGINT back. Only the main thread may set signal handlers.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``haive`` script."""
+    restore_ctrl_c()
     try:
         parser, commands = build_parser()
         args = parser.parse_args(argv)
