@@ -2,7 +2,8 @@
 
 Configured by environment variables so the test can point it at its own keys:
 ``HAIVE_TEST_STREAM`` (input), ``HAIVE_TEST_OUT`` (output), ``HAIVE_TEST_DELIVERY``
-(``at_least_once`` / ``exactly_once``), ``HAIVE_TEST_CLAIM_IDLE``.
+(``at_least_once`` / ``exactly_once``), ``HAIVE_TEST_CLAIM_IDLE``,
+``HAIVE_TEST_ENDLESS=1`` (keep waiting for entries when drained: only a signal stops it).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ source = RedisStreamSource(
     delivery=os.environ.get("HAIVE_TEST_DELIVERY", "at_least_once"),
     claim_idle=os.environ.get("HAIVE_TEST_CLAIM_IDLE", "1s"),
     block="20ms",
-    stop_when_drained=True,
+    stop_when_drained=os.environ.get("HAIVE_TEST_ENDLESS") != "1",
 )
 counts = source.state("counts")
 
