@@ -35,10 +35,10 @@ class Profile:
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def make_store(request, tmp_path):
+def make_store(request, tmp_path, require):
     """A store factory per backend; Redis runs when a redis:// backend is installed."""
-    if request.param == "redis" and "redis" not in state_backend_classes():
-        pytest.skip("no backend for redis:// is installed (haive-plugin-redis)")
+    if request.param == "redis":
+        require("redis" in state_backend_classes(), "needs haive-plugin-redis (redis://)")
     if request.param == "redis" and "autojump_clock" in request.fixturenames:
         # Redis expires keys on its own clock, not trio's MockClock: see test_redis_ttl_expires.
         pytest.fail("use a real-time test for Redis TTLs")
@@ -269,10 +269,9 @@ def test_redis_url_without_plugin_names_the_package(monkeypatch):
         reset_registry()
 
 
-async def test_redis_url_uses_registered_backend():
+async def test_redis_url_uses_registered_backend(require):
     backends = state_backend_classes()
-    if "redis" not in backends:
-        pytest.skip("haive-plugin-redis is not installed")
+    require("redis" in backends, "needs haive-plugin-redis (redis://)")
     store = StateStore("redis://127.0.0.1:6379/0", namespace=f"haive-test-{os.getpid()}")
     assert isinstance(store.backend, backends["redis"])
 
