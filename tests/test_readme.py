@@ -103,9 +103,7 @@ def test_script_block(block: Block, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("block", FRAGMENTS, ids=[b.id for b in FRAGMENTS])
 def test_fragment_block_compiles_and_its_imports_exist(block: Block) -> None:
-    tree = compile(
-        block.code, block.id, "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-    )
+    tree = compile(block.code, block.id, "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("haive"):
             module = importlib.import_module(node.module)

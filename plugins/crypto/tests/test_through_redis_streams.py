@@ -42,7 +42,9 @@ async def test_the_pipeline_reads_plaintext_redis_holds_ciphertext(streams) -> N
 
     def codec(stream: str) -> EncryptedSerializer:
         # Bound to its stream: an entry copied to another stream does not decrypt.
-        return EncryptedSerializer(inner=MessagePackSerializer(), keyring=ring, associated_data=stream)
+        return EncryptedSerializer(
+            inner=MessagePackSerializer(), keyring=ring, associated_data=stream
+        )
 
     await RedisStreamSink(src, codec=codec(src)).write_batch(SECRETS)
     source = RedisStreamSource(src, group="g", codec=codec(src), stop_when_drained=True)
