@@ -18,6 +18,7 @@ from haive_plugin_websocket import (
 )
 from haive_plugin_websocket.protocol import JSON
 from trio_websocket import ConnectionClosed as TWConnectionClosed
+from trio_websocket import ConnectionRejected as TWConnectionRejected
 from trio_websocket import open_websocket_url
 
 from haive.dataflow.plugins import get_registry
@@ -341,6 +342,30 @@ async def test_token_authentication_and_room_authorization(inbox):
             assert ("vault", "join") in vault.calls
     finally:
         pm.unregister(vault)
+
+
+async def test_token_in_the_query_string_authenticates_like_the_header():
+    """Browsers cannot set headers on a WebSocket: ``?token=`` is the other way in."""
+    seen: list[str] = []
+
+    def authenticate(token):
+        seen.append(token)
+        return {"user": "ada"} if token == "s3cret" else None
+
+    with trio.fail_after(30):
+        manager = WebSocketManager(port=0, authenticate=authenticate)
+        async with manager.serving():
+            async with open_websocket_url(manager.url + "?token=s3cret") as ws:
+                await ws.send_message('{"type": "join", "room": "r"}')
+                await recv_until(ws, "joined")
+                (session,) = manager.clients.values()
+                assert session.info.identity == {"user": "ada"}
+            with pytest.raises(TWConnectionRejected) as rejected:
+                async with open_websocket_url(manager.url + "?token=wrong"):
+                    pass
+            assert rejected.value.status_code == 401
+    assert seen == ["s3cret", "wrong"]
+    assert manager.stats.errors["unauthorized"] == 1
 
 
 async def test_limits_on_rooms_per_client_and_client_ids():
