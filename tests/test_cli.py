@@ -59,8 +59,18 @@ def test_run_errors_are_clear(tmp_path):
     assert "defines no object named 'nope'" in out.stderr
 
 
+def restore_default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def ignore_sigint() -> None:
+    """In the child before exec: what ``cmd &`` in a script or a CI runner does to SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_stops_cleanly(tmp_path):
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_stops_cleanly(tmp_path, inherited):
     marker = tmp_path / "closed"
     config = tmp_path / "endless.py"
     config.write_text(
@@ -82,8 +92,14 @@ def test_ctrl_c_stops_cleanly(tmp_path):
         "pipeline.set_source(AsyncIterableSource(ticks()))\n"
         "pipeline.set_sink(Sink())\n"
     )
+    # The child's SIGINT disposition is set explicitly either way, so the test does not
+    # depend on how pytest itself was started (a suite run with SIGINT ignored passes it on).
     proc = subprocess.Popen(
-        [*HAIVE, "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*HAIVE, "run", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ignore_sigint if inherited == "ignored" else restore_default_sigint,
     )
     try:
         assert proc.stdout is not None

@@ -12,6 +12,7 @@ the middle of its next batch (state counted, outputs not written, entries pendin
 creates ``hanging-<consumer>``, so the test kills it at a known point, not after a sleep;
 while ``pause-<consumer>`` exists the worker waits before its next batch (so the victim is
 sure to get entries to hang on).
+``HAIVE_TEST_ENDLESS=1`` (keep waiting for entries when drained: only a signal stops it).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ source = RedisStreamSource(
     claim_idle=os.environ.get("HAIVE_TEST_CLAIM_IDLE", "1s"),
     block="20ms",
     batch_size=int(os.environ.get("HAIVE_TEST_BATCH", "1000")),
-    stop_when_drained=True,
+    stop_when_drained=os.environ.get("HAIVE_TEST_ENDLESS") != "1",
 )
 counts = source.state("counts")
 fail_every = int(os.environ.get("HAIVE_TEST_FAIL_EVERY", "0"))

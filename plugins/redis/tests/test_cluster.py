@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -22,10 +21,7 @@ from haive.dataflow.plugins import get_registry
 from haive.dataflow.state.store import resolve_backend
 from haive.dataflow.streaming_pipeline import StreamingPipeline
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None or shutil.which("redis-cli") is None,
-    reason="needs redis-server and redis-cli",
-)
+pytestmark = pytest.mark.redis_server
 
 
 def _free_port() -> int:

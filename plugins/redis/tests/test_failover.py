@@ -31,9 +31,7 @@ from haive_plugin_redis.failover import (
 
 from haive.dataflow.streaming_pipeline import StreamingPipeline
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None, reason="needs the redis-server binary"
-)
+pytestmark = pytest.mark.redis_server
 
 
 def free_port() -> int:

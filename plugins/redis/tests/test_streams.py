@@ -247,6 +247,16 @@ async def test_exactly_once_conflicting_updates_are_replayed_not_lost(tag, r):
     """Two workers read-modify-write the same key: WATCH aborts one, its epoch replays."""
     src, out = f"{{{tag}}}:in", f"{{{tag}}}:out"
     produce(r, src, [{"n": n} for n in range(400)])
+    interfered = []
+
+    def interfere(key: str) -> None:
+        """Once, between a worker's WATCHed read and its EXEC: another client writes the key.
+
+        The two workers may or may not interleave on this machine; this write makes at least
+        one conflict certain. INCRBY 0 changes no sum but is a write, so it breaks the WATCH.
+        """
+        if not interfered:
+            interfered.append(r.incrby(key, 0))
 
     def make():
         source = RedisStreamSource(
@@ -262,6 +272,7 @@ async def test_exactly_once_conflicting_updates_are_replayed_not_lost(tag, r):
 
         async def step(event):
             await total.update("sum", lambda old: b"%d" % (int(old or 0) + event["n"]))
+            interfere(total.prefix + "sum")
             await trio.lowlevel.checkpoint()  # let the other worker interleave
             return event
 
@@ -273,6 +284,7 @@ async def test_exactly_once_conflicting_updates_are_replayed_not_lost(tag, r):
         nursery.start_soon(pb.execute)
     assert int(r.get(a.state_prefix("total") + "sum")) == sum(range(400))
     assert sorted(e["n"] for e in read_all(r, out)) == list(range(400))
+    assert interfered
     assert a.stats.aborted_commits + b.stats.aborted_commits > 0  # the conflict did happen
 
 

@@ -168,17 +168,22 @@ def test_sigterm_stops_a_worker_cleanly(tag, r):
             "import sys; from haive_plugin_redis.worker import main; sys.argv[0]='w';"
             f"sys.exit(main([{PIPELINE!r}, '--group', 'g']))",
         ],
-        env={**env, "HAIVE_TEST_STREAM": f"{{{tag}}}:idle"},
+        # Endless: an empty stream does not end this worker, only the signal can.
+        env={**env, "HAIVE_TEST_STREAM": f"{{{tag}}}:idle", "HAIVE_TEST_ENDLESS": "1"},
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not r.exists(f"{{{tag}}}:idle"):
-        time.sleep(0.02)  # the worker creates the group (and stream) once it runs
-    # stop_when_drained: an empty stream ends the worker by itself, or SIGTERM does
-    worker.send_signal(signal.SIGTERM)
-    _, stderr = worker.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not r.exists(f"{{{tag}}}:idle"):
+            assert worker.poll() is None, worker.communicate()[1]
+            time.sleep(0.02)  # the worker creates the group (and stream) once it runs
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
     assert worker.returncode == 0, stderr
+    assert summary(stderr)["stopped_by_signal"] is True, stderr
 
 
 def test_worker_needs_a_redis_stream_source(tmp_path):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -377,8 +379,22 @@ def _missing_command(argv: Sequence[str], commands: dict[str, Command]) -> str |
     return f"`haive {name}` is provided by the plugin {package}; {install_hint(package)}"
 
 
+def restore_ctrl_c() -> None:
+    """Make SIGINT raise KeyboardInterrupt again if this process inherited it ignored.
+
+    A shell starting a command in the background without job control (``cmd &`` in a
+    script), and some CI runners, start it with SIGINT ignored; Python then leaves it ignored
+    and trio never sees Ctrl-C. Every ``haive`` command promises that Ctrl-C stops it cleanly,
+    so the CLI takes SIGINT back. Only the main thread may set signal handlers.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``haive`` script."""
+    restore_ctrl_c()
     try:
         parser, commands = build_parser()
         argv = sys.argv[1:] if argv is None else argv

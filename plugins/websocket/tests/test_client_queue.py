@@ -1,0 +1,39 @@
+"""The client's queue while disconnected, end to end: its policy decides what the server gets."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from haive_plugin_websocket import ConnectionConfig, StreamingClient, WebSocketManager
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept"), [("drop_oldest", [2, 3, 4]), ("drop_newest", [0, 1, 2])]
+)
+async def test_messages_queued_while_disconnected_follow_the_queue_policy(policy, kept):
+    received: list[int] = []
+    arrived = trio.Event()
+
+    with trio.fail_after(30):
+        manager = WebSocketManager(port=0)
+
+        @manager.on_message("m")
+        async def on_m(client, message):
+            received.append(message["n"])
+            if message["n"] == 99:
+                arrived.set()
+
+        async with manager.serving():
+            client = StreamingClient(
+                ConnectionConfig(
+                    url=manager.url, queue_size=3, queue_policy=policy, heartbeat_interval=None
+                )
+            )
+            for n in range(5):  # not connected yet: they wait in the bounded queue
+                await client.send_message({"type": "m", "n": n})
+            assert client.queued == 3 and client.dropped == 2
+            async with client.connect():
+                await client.flush()  # the queue goes out first, in order
+                await client.send_message({"type": "m", "n": 99})  # nothing after it is lost
+                await arrived.wait()
+    assert received == [*kept, 99]
