@@ -66,7 +66,7 @@ class SmartBackpressure:
     def __init__(self) -> None:
         self.buffer_strategy = BufferStrategy.SLIDING_WINDOW
         self.drop_strategy = DropStrategy.OLDEST_FIRST
-        self.source = MemorySource(capacity=1000, backpressure=self.drop_strategy)
+        self.source = MemorySource(buffer_size=1000, backpressure=self.drop_strategy)
         self.buffer = self.source.buffer
         self.flow_controller = FlowController(self.buffer, high=0.9, low=0.5)
         self.backpressure_applied = 0

@@ -74,7 +74,7 @@ class Requests(DataSource):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    async def batches(self, max_items):
+    async def batches(self, chunk_size):
         for n in range(int(self.seconds * 100)):
             yield [n]
             await trio.sleep(0.01)

@@ -69,7 +69,7 @@ class Ticks(DataSource):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    async def batches(self, max_items):
+    async def batches(self, chunk_size):
         n = 0
         while n < self.seconds * 50:
             yield [{"symbol": "AAPL", "price": 100 + (n % 7)} for _ in range(20)]

@@ -44,13 +44,13 @@ class DocumentSource(DataSource):
     def __init__(self, count: int) -> None:
         self.count = count
 
-    async def batches(self, max_items: int):
+    async def batches(self, chunk_size: int):
         docs = [
             {"id": n, "text": "" if n % 50 == 7 else f"document {n} " * 40}
             for n in range(self.count)
         ]
-        for start in range(0, len(docs), max_items):
-            yield docs[start : start + max_items]
+        for start in range(0, len(docs), chunk_size):
+            yield docs[start : start + chunk_size]
 
 
 class AIStreamingPipeline:

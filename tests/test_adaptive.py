@@ -65,7 +65,7 @@ async def test_concurrency_rises_under_backlog_and_falls_when_idle(autojump_cloc
     )
     service.node = node
     pipeline = StreamingPipeline("adaptive", config=StreamConfig(buffer_size=100, chunk_size=10))
-    source = MemorySource(capacity=100)
+    source = MemorySource(buffer_size=100)
     pipeline.set_source(source)
     pipeline.add_node(node)
     sink = WatchedSink()
@@ -113,7 +113,7 @@ async def test_a_lower_limit_waits_for_running_items(autojump_clock):
     )
     service.node = node
     pipeline = StreamingPipeline("adaptive", config=StreamConfig(buffer_size=50, chunk_size=5))
-    source = MemorySource(capacity=50)
+    source = MemorySource(buffer_size=50)
     pipeline.set_source(source)
     pipeline.add_node(node)
     sink = MemorySink()

@@ -45,7 +45,7 @@ def test_drop_strategies_exact_counts(strategy, kept, dropped):
     assert buf.stats.items_in + buf.stats.dropped - 0 >= 1000 - dropped
 
 
-def test_drop_oldest_batch_larger_than_capacity():
+def test_drop_oldest_batch_larger_than_buffer_size():
     buf = BoundedBuffer(3, "drop_oldest")
     buf.put_nowait_batch([1, 2])
     buf.put_nowait_batch([3, 4, 5, 6, 7])
@@ -79,7 +79,7 @@ async def test_block_strategy_blocks_until_room_and_keeps_order(autojump_clock):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume)
         async with buf.open_producer() as producer:
-            await producer.put_batch(range(95))  # far larger than the capacity
+            await producer.put_batch(range(95))  # far larger than the buffer
             await producer.put(95)
     assert got == list(range(96))
     assert buf.stats.blocked_count > 0
@@ -97,7 +97,7 @@ async def test_sliding_window_drops_by_age(autojump_clock):
     assert buf.stats.dropped == 50
 
 
-async def test_sliding_window_by_name_and_capacity():
+async def test_sliding_window_by_name_and_buffer_size():
     buf = BoundedBuffer(5, "sliding_window")
     assert isinstance(buf.strategy, SlidingWindowStrategy)
     buf.put_nowait_batch(range(8))
@@ -105,7 +105,7 @@ async def test_sliding_window_by_name_and_capacity():
 
 
 def test_bad_configuration_errors():
-    with pytest.raises(ConfigError, match="capacity must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="buffer_size must be an integer >= 1"):
         BoundedBuffer(0)
     with pytest.raises(
         UnknownPluginError, match=r"no backpressure named 'drop_oldst'.*Did you mean 'drop_oldest'"
@@ -195,7 +195,7 @@ async def test_stalled_consumer_pauses_producer_immediately(autojump_clock):
 
 def test_manager_snapshot():
     manager = BackpressureManager()
-    buf = manager.buffer("ingest", capacity=10, strategy="drop_newest")
+    buf = manager.buffer("ingest", buffer_size=10, strategy="drop_newest")
     buf.put_nowait_batch(range(15))
     snap = manager.snapshot()["ingest"]
     assert snap["dropped"] == 5

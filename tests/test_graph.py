@@ -150,7 +150,7 @@ async def test_stream_config_sizes_edges_and_batches():
     pipeline.connect("input", "t").connect("t", "output")
 
     async with pipeline.process() as p:
-        assert {buf.capacity for buf in p.run.buffers()} == {64}
+        assert {buf.buffer_size for buf in p.run.buffers()} == {64}
         result = await p.send_batch(range(50))
         seen.append(p.stats()["t"].batches)
     assert result.outputs == list(range(50))

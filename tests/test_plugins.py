@@ -36,7 +36,7 @@ def plugin_module(name: str, **hooks) -> types.ModuleType:
 class KafkaSource(DataSource):
     PLUGIN_NAME = "kafka_test"
 
-    async def batches(self, max_items):
+    async def batches(self, chunk_size):
         yield []
 
 
@@ -78,7 +78,7 @@ def test_two_plugins_claiming_one_name_is_an_error():
     class Other(DataSource):
         PLUGIN_NAME = "kafka_test"
 
-        async def batches(self, max_items):
+        async def batches(self, chunk_size):
             yield []
 
     pm.register(
@@ -97,7 +97,7 @@ def test_class_without_plugin_name_is_an_error():
     pm = build_plugin_manager(load_entrypoints=False)
 
     class Nameless(DataSource):
-        async def batches(self, max_items):
+        async def batches(self, chunk_size):
             yield []
 
     pm.register(plugin_module("p", haive_register_sources=lambda: [Nameless]), name="p")

@@ -136,7 +136,7 @@ async def test_leaving_run_block_early_cancels():
 
 
 async def test_memory_source_push_and_async_processor():
-    source = MemorySource(capacity=4)
+    source = MemorySource(buffer_size=4)
 
     class Double(StreamProcessor):
         async def process(self, item):

@@ -88,10 +88,10 @@ NAN = math.nan
 #: (row id, what to build, the parameter its error must name)
 CASES: list[tuple[str, Callable[[], object], str]] = [
     # -- pipelines: the defects of issue 12 ------------------------------------------------
-    ("EventPipeline max_batch=0", lambda: EventPipeline(max_batch=0), "max_batch"),
-    ("EventPipeline max_batch<0", lambda: EventPipeline(max_batch=-3), "max_batch"),
-    ("EventPipeline max_batch float", lambda: EventPipeline(max_batch=2.5), "max_batch"),
-    ("EventPipeline max_batch bool", lambda: EventPipeline(max_batch=True), "max_batch"),
+    ("EventPipeline chunk_size=0", lambda: EventPipeline(chunk_size=0), "chunk_size"),
+    ("EventPipeline chunk_size<0", lambda: EventPipeline(chunk_size=-3), "chunk_size"),
+    ("EventPipeline chunk_size float", lambda: EventPipeline(chunk_size=2.5), "chunk_size"),
+    ("EventPipeline chunk_size bool", lambda: EventPipeline(chunk_size=True), "chunk_size"),
     ("EventPipeline buffer_size<0", lambda: EventPipeline(buffer_size=-1), "buffer_size"),
     ("EventPipeline buffer_size=0", lambda: EventPipeline(buffer_size=0), "buffer_size"),
     ("EventPipeline backpressure", lambda: EventPipeline(backpressure="bogus"), "backpressure"),
@@ -101,7 +101,7 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("EventPipeline name", lambda: EventPipeline(""), "name"),
     ("EventPipeline config", lambda: EventPipeline(config={"buffer_size": 1}), "config"),  # type: ignore[arg-type]
     ("EventPipeline config and buffer_size", lambda: EventPipeline(buffer_size=8, config=StreamConfig()), "buffer_size"),
-    ("EventPipeline config and max_batch", lambda: EventPipeline(max_batch=8, config=StreamConfig()), "max_batch"),
+    ("EventPipeline config and chunk_size", lambda: EventPipeline(chunk_size=8, config=StreamConfig()), "chunk_size"),
     ("StreamingPipeline backpressure", lambda: StreamingPipeline(backpressure="bogus"), "backpressure"),
     ("StreamingPipeline on_error", lambda: StreamingPipeline(on_error="drop"), "on_error"),
     ("StreamingPipeline retry", lambda: StreamingPipeline(retry="3x"), "retry"),  # type: ignore[arg-type]
@@ -119,11 +119,12 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("Event data", lambda: Event(type="t", data=[1, 2]), "data"),  # type: ignore[arg-type]
     ("Event metadata", lambda: Event(type="t", metadata="m"), "metadata"),  # type: ignore[arg-type]
     # -- buffers and backpressure ---------------------------------------------------------
-    ("BoundedBuffer capacity=0", lambda: BoundedBuffer(0), "capacity"),
-    ("BoundedBuffer capacity str", lambda: BoundedBuffer("10"), "capacity"),  # type: ignore[arg-type]
+    ("BoundedBuffer buffer_size=0", lambda: BoundedBuffer(0), "buffer_size"),
+    ("BoundedBuffer buffer_size str", lambda: BoundedBuffer("10"), "buffer_size"),  # type: ignore[arg-type]
+    ("BoundedBuffer chunk_size=0", lambda: BoundedBuffer(10, chunk_size=0), "chunk_size"),
     ("BoundedBuffer strategy", lambda: BoundedBuffer(10, "bogus"), "strategy"),
     ("BoundedBuffer strategy type", lambda: BoundedBuffer(10, 1.5), "strategy"),
-    ("BackpressureManager capacity", lambda: BackpressureManager().buffer("a", capacity=0), "capacity"),
+    ("BackpressureManager buffer_size", lambda: BackpressureManager().buffer("a", buffer_size=0), "buffer_size"),
     ("BackpressureManager strategy", lambda: BackpressureManager().buffer("a", strategy="nope"), "strategy"),
     ("BackpressureManager flow_controller", lambda: BackpressureManager().flow_controller("missing"), "name"),
     ("FlowController high", lambda: FlowController(_buffer(), high=1.5), "high"),
@@ -133,11 +134,12 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("FlowController buffer", lambda: FlowController(None), "buffer"),  # type: ignore[arg-type]
     ("SlidingWindowStrategy window=0", lambda: SlidingWindowStrategy(window=0), "window"),
     ("SlidingWindowStrategy window<0", lambda: SlidingWindowStrategy(window=-1.0), "window"),
-    ("MemorySource capacity", lambda: MemorySource(0), "capacity"),
+    ("MemorySource buffer_size", lambda: MemorySource(0), "buffer_size"),
     ("MemorySource backpressure", lambda: MemorySource(backpressure="bogus"), "backpressure"),
     # -- config ----------------------------------------------------------------------------
     ("StreamConfig buffer_size", lambda: StreamConfig(buffer_size=0), "buffer_size"),
     ("StreamConfig chunk_size", lambda: StreamConfig(chunk_size=-1), "chunk_size"),
+    ("StreamConfig error_buffer_size", lambda: StreamConfig(error_buffer_size=0), "error_buffer_size"),
     ("StreamConfig worker_threads", lambda: StreamConfig(worker_threads=0), "worker_threads"),
     ("StreamConfig io_threads", lambda: StreamConfig(io_threads=0), "io_threads"),
     ("StreamConfig gc_interval", lambda: StreamConfig(gc_interval=-1), "gc_interval"),
@@ -227,14 +229,14 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("retry(-1)", lambda: Observable.of(1).retry(-1), "retries"),
     ("interval(0)", lambda: Observable.interval(0), "period"),
     ("timer(-1)", lambda: Observable.timer(-1), "due"),
-    ("from_iterable batch_size", lambda: Observable.from_iterable([1], batch_size=0), "batch_size"),
+    ("from_iterable chunk_size", lambda: Observable.from_iterable([1], chunk_size=0), "chunk_size"),
     ("Operators.take(-1)", lambda: Operators.take(-1), "count"),
     ("Operators.buffer(0)", lambda: Operators.buffer(0), "count"),
     ("Operators.debounce(-1)", lambda: Operators.debounce(-1), "period"),
-    ("subscribe capacity", lambda: Observable.of(1).subscribe(print, capacity=0), "capacity"),
+    ("subscribe buffer_size", lambda: Observable.of(1).subscribe(print, buffer_size=0), "buffer_size"),
     ("subscribe backpressure", lambda: Observable.of(1).subscribe(print, backpressure="bogus"), "backpressure"),
-    ("iterate capacity", lambda: Observable.of(1).iterate(capacity=-1), "capacity"),
-    ("ObservableSource capacity", lambda: ObservableSource(ReactiveStream(), capacity=0), "capacity"),
+    ("iterate buffer_size", lambda: Observable.of(1).iterate(buffer_size=-1), "buffer_size"),
+    ("ObservableSource buffer_size", lambda: ObservableSource(ReactiveStream(), buffer_size=0), "buffer_size"),
     ("ObservableSource backpressure", lambda: ObservableSource(ReactiveStream(), backpressure="x"), "backpressure"),
 ]
 
@@ -252,9 +254,9 @@ def test_bad_setting_is_refused_at_construction(
 
 def test_messages_name_owner_parameter_value_and_what_is_allowed() -> None:
     with pytest.raises(ConfigError) as caught:
-        EventPipeline(max_batch=0)
+        EventPipeline(chunk_size=0)
     assert str(caught.value) == (
-        "EventPipeline(max_batch=0): max_batch must be an integer >= 1, got 0"
+        "EventPipeline(chunk_size=0): chunk_size must be an integer >= 1, got 0"
     )
     with pytest.raises(ConfigError, match=r"^take\(count=-1\): count must be an integer >= 0, got -1$"):
         Observable.of(1).take(-1)
@@ -276,15 +278,16 @@ def test_unknown_backpressure_name_resolves_through_the_registry_at_construction
     assert "Did you mean 'drop_oldest'?" in message
 
 
-async def test_event_pipeline_max_batch_zero_is_refused_before_anything_runs() -> None:
-    """Regression (issue 12): max_batch=0 was accepted and the first send() hung forever.
+async def test_event_pipeline_chunk_size_zero_is_refused_before_anything_runs() -> None:
+    """Regression (issue 12): max_batch=0 (now chunk_size) was accepted and the first send()
+    hung forever.
 
     On the old code the constructor returned; the send is bounded so that the old behaviour
     shows up as a failure (TooSlowError) instead of a hung test run.
     """
     with trio.fail_after(30):
-        with pytest.raises(ConfigError, match=r"EventPipeline\(max_batch=0\): max_batch"):
-            pipeline = EventPipeline("regression", max_batch=0)
+        with pytest.raises(ConfigError, match=r"EventPipeline\(chunk_size=0\): chunk_size"):
+            pipeline = EventPipeline("regression", chunk_size=0)
             pipeline.add_node(TransformNode(name="inc", transform_fn=lambda x: x + 1))
             pipeline.connect("input", "inc").connect("inc", "output")
             async with pipeline.process() as handle:
@@ -321,7 +324,7 @@ async def test_bad_pipeline_settings_fail_at_construction_naming_the_parameter(
 
 
 def test_good_settings_still_build() -> None:
-    EventPipeline(max_batch=1, buffer_size=1, backpressure="drop_oldest", on_error="skip")
+    EventPipeline(chunk_size=1, buffer_size=1, backpressure="drop_oldest", on_error="skip")
     StreamingPipeline(backpressure=SlidingWindowStrategy(window=0.5))
     FlowController(_buffer(), high=1.0, low=0.0)
     RetryPolicy(attempts=1, jitter=1.0)

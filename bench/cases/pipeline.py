@@ -143,7 +143,7 @@ class PacedSource(DataSource):
         self.rate = rate
         self.count = count
 
-    async def batches(self, max_items: int):  # type: ignore[no-untyped-def]
+    async def batches(self, chunk_size: int):  # type: ignore[no-untyped-def]
         interval = 1 / self.rate
         start = trio.current_time()
         for k in range(self.count):

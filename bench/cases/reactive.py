@@ -75,7 +75,7 @@ def _ours_hot(n: int) -> tuple[float, int]:
         nonlocal depth
         stream: ReactiveStream[int] = ReactiveStream(name="bench")
         chain = stream.map(lambda x: x + 1).filter(lambda x: x % 2 == 0).map(lambda x: x * 3)
-        async with chain.subscribe(handler, capacity=1024, backpressure="block") as subscription:
+        async with chain.subscribe(handler, buffer_size=1024, backpressure="block") as subscription:
             items = range(n)
             for start in range(0, n, 1024):
                 await stream.emit_batch(items[start : start + 1024])

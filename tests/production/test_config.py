@@ -47,13 +47,13 @@ class Watch:
     """A monitor that records what the running pipeline really uses."""
 
     def __init__(self) -> None:
-        self.capacities: list[int] = []
-        self.max_batches: list[int] = []
+        self.buffer_sizes: list[int] = []
+        self.chunk_sizes: list[int] = []
         self.governor: Any = None
 
     async def monitor(self, run: PipelineRun) -> None:
-        self.capacities = [buf.capacity for buf in run.buffers()]
-        self.max_batches = [ctx.max_batch for ctx in run.graph.contexts.values()]
+        self.buffer_sizes = [buf.buffer_size for buf in run.buffers()]
+        self.chunk_sizes = [buf.chunk_size for buf in run.buffers()]
         self.governor = run.memory
 
 
@@ -76,7 +76,7 @@ async def test_buffer_and_chunk_sizes_are_applied() -> None:
     pipeline.add_monitor(watch)
     report = await pipeline.execute()
     assert report.processed == 100
-    assert set(watch.capacities) == {50} and watch.max_batches == [7]
+    assert set(watch.buffer_sizes) == {50} and set(watch.chunk_sizes) == {7}
     assert max(batches) <= 7
     assert watch.governor is None  # no cap, no gc_interval: nothing to govern
 
@@ -94,5 +94,5 @@ async def test_memory_cap_and_gc_interval_are_applied() -> None:
     governor = watch.governor
     assert governor is not None and governor.limit == 4_000_000_000
     assert governor.item_size > 100_000
-    assert all(buf.capacity < 100_000 for buf in governor.buffers)
+    assert all(buf.buffer_size < 100_000 for buf in governor.buffers)
     assert gc.get_stats()[1]["collections"] >= collections + 3

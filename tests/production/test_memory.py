@@ -30,9 +30,9 @@ N = 2000
 cap = None if sys.argv[1] == "none" else sys.argv[1]
 
 class Fast(DataSource):
-    async def batches(self, max_items):
-        for start in range(0, N, max_items):
-            yield [i.to_bytes(8, "little") * 8192 for i in range(start, min(N, start + max_items))]
+    async def batches(self, chunk_size):
+        for start in range(0, N, chunk_size):
+            yield [i.to_bytes(8, "little") * 8192 for i in range(start, min(N, start + chunk_size))]
 
 class Slow(StreamSink):
     async def write_batch(self, items):
@@ -124,9 +124,9 @@ def _governor(strategy: str = "block", rss: int = 50_000_000, **kw: object) -> M
 def test_capacities_follow_the_item_size_estimate() -> None:
     governor = _governor()
     governor.observe([b"x" * 1000] * 10)
-    small = governor.buffers[0].capacity
+    small = governor.buffers[0].buffer_size
     governor.observe([b"x" * 100_000] * 10)
-    big = governor.buffers[0].capacity
+    big = governor.buffers[0].buffer_size
     assert big < small <= 10_000
     per_item = approx_sizeof(b"x" * 100_000)
     assert big * per_item * len(governor.buffers) <= governor.buffer_budget

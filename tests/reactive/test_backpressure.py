@@ -20,7 +20,7 @@ async def test_block_makes_the_producer_wait_for_a_slow_subscriber(autojump_cloc
         await trio.sleep(1)
         seen.append(item)
 
-    async with stream.subscribe(slow, capacity=2) as sub:
+    async with stream.subscribe(slow, buffer_size=2) as sub:
         start = trio.current_time()
         for n in range(6):
             await stream.emit(n)
@@ -40,7 +40,7 @@ async def test_block_makes_the_producer_wait_for_a_slow_subscriber(autojump_cloc
 async def test_drop_strategies_exact_counts(strategy, kept, dropped):
     stream = ReactiveStream[int]()
     seen = []
-    async with stream.subscribe(seen.append, capacity=3, backpressure=strategy) as sub:
+    async with stream.subscribe(seen.append, buffer_size=3, backpressure=strategy) as sub:
         await stream.emit_batch(range(10))  # the subscriber has not run yet: its buffer overflows
     assert seen == kept
     assert sub.stats.dropped == dropped
@@ -56,7 +56,7 @@ async def test_sliding_window_drops_by_age(autojump_clock):
             await trio.sleep(3.2)  # busy: a, b and c wait in the buffer meanwhile
 
     async with stream.subscribe(
-        handler, capacity=100, backpressure=SlidingWindowStrategy(window=1.5)
+        handler, buffer_size=100, backpressure=SlidingWindowStrategy(window=1.5)
     ) as sub:
         await stream.emit("x")
         for item in "abc":
@@ -78,7 +78,7 @@ async def test_a_dropping_subscriber_never_holds_the_producer_back(autojump_cloc
 
     async with (
         stream.subscribe(fast.append) as fast_sub,
-        stream.subscribe(slow, capacity=2, backpressure="drop_oldest") as slow_sub,
+        stream.subscribe(slow, buffer_size=2, backpressure="drop_oldest") as slow_sub,
     ):
         start = trio.current_time()
         for n in range(10):
@@ -107,7 +107,7 @@ async def test_strategies_apply_to_chains_that_run_tasks(autojump_clock):
 
     start = trio.current_time()
     source = Observable.create(burst).map(lambda n: n * 10)
-    async with source.subscribe(slow, capacity=2, backpressure="drop_newest") as sub:
+    async with source.subscribe(slow, buffer_size=2, backpressure="drop_newest") as sub:
         await sub.wait()
     assert seen[0] == 0
     assert len(seen) + sub.stats.dropped == 10 and sub.stats.dropped >= 6
@@ -124,7 +124,7 @@ async def test_hot_streams_inside_a_chain_block_by_default(autojump_clock):
         seen.append(item)
 
     # merge runs tasks: the hot stream feeds it through a bounded, blocking buffer
-    async with stream.merge(Observable.never()).subscribe(slow, capacity=1) as sub:
+    async with stream.merge(Observable.never()).subscribe(slow, buffer_size=1) as sub:
         start = trio.current_time()
         for n in range(3000):
             await stream.emit(n)
@@ -136,7 +136,7 @@ async def test_hot_streams_inside_a_chain_block_by_default(autojump_clock):
 
 async def test_bad_backpressure_settings_are_rejected_up_front():
     stream = ReactiveStream[int]()
-    with pytest.raises(ConfigError, match="capacity"):
-        stream.subscribe(print, capacity=0)
+    with pytest.raises(ConfigError, match="buffer_size"):
+        stream.subscribe(print, buffer_size=0)
     with pytest.raises(UnknownPluginError, match="drop_oldst"):
         stream.subscribe(print, backpressure="drop_oldst")

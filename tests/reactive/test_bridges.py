@@ -58,7 +58,7 @@ async def test_observable_with_tasks_needs_a_nursery(autojump_clock):
 
 
 async def test_large_batches_are_cut_to_the_pipelines_chunk_size():
-    source = ObservableSource(Observable.from_iterable(range(10), batch_size=10))
+    source = ObservableSource(Observable.from_iterable(range(10), chunk_size=10))
     await source.open()
     batches = [b async for b in source.batches(4)]
     await source.aclose()

@@ -31,7 +31,7 @@ async def is_odd_async(x):
 # -- sources --------------------------------------------------------------------------------
 async def test_of_and_from_iterable_emit_at_once(autojump_clock):
     assert (await run_marbles(Observable.of(1, 2, 3))).marbles == "(123|)"
-    assert (await run_marbles(Observable.from_iterable(range(3), batch_size=2))).marbles == "(012|)"
+    assert (await run_marbles(Observable.from_iterable(range(3), chunk_size=2))).marbles == "(012|)"
 
 
 async def test_interval_timer_empty_throw_never(autojump_clock):
@@ -238,7 +238,7 @@ async def test_timeout_does_not_count_time_spent_waiting_on_the_consumer(autojum
         seen.append(x)
         await trio.sleep(10)
 
-    await Observable.from_iterable(range(3), batch_size=1).timeout(1).for_each(handler)
+    await Observable.from_iterable(range(3), chunk_size=1).timeout(1).for_each(handler)
     assert seen == [0, 1, 2]
 
 

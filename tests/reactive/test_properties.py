@@ -21,7 +21,7 @@ def chunks(items: list[int], size: int) -> list[list[int]]:
 
 
 def cold(items: list[int], batch: int) -> Observable[int]:
-    return Observable.from_iterable(items, batch_size=batch)
+    return Observable.from_iterable(items, chunk_size=batch)
 
 
 def run_hot(build, items: list[int], cuts: list[int]) -> list:

@@ -48,7 +48,7 @@ async def test_decorator_with_options():
     stream = ReactiveStream[int]()
     seen = []
 
-    @stream.subscribe(capacity=2, backpressure="drop_newest")
+    @stream.subscribe(buffer_size=2, backpressure="drop_newest")
     def on_item(item):
         seen.append(item)
 
@@ -146,7 +146,7 @@ async def test_breaking_out_of_async_for_detaches():
     got = []
 
     async def consume():
-        async for item in stream.iterate(capacity=1):
+        async for item in stream.iterate(buffer_size=1):
             got.append(item)
             break
 

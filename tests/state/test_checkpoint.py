@@ -136,7 +136,7 @@ async def test_interval_checkpoints_on_trio_clock(autojump_clock):
             yield {"i": i, "key": "a"}
 
     class SlowIterable(IterableSource):
-        async def batches(self, max_items):
+        async def batches(self, chunk_size):
             self._yielded = self._start
             async for item in slow():
                 if item["i"] < self._start:

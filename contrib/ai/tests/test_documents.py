@@ -55,9 +55,9 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-async def read_all(source: DocumentDataSource, max_items: int = 100):
+async def read_all(source: DocumentDataSource, chunk_size: int = 100):
     async with source:
-        return [doc async for batch in source.batches(max_items) for doc in batch]
+        return [doc async for batch in source.batches(chunk_size) for doc in batch]
 
 
 async def test_reads_text_markdown_and_pdf_with_metadata(folder: Path):
@@ -81,7 +81,7 @@ async def test_formats_and_recursion_options(folder: Path):
         DocumentDataSource(folder, formats=["docx"])
 
 
-async def test_batches_hold_at_most_max_items(folder: Path):
+async def test_batches_hold_at_most_chunk_size(folder: Path):
     source = DocumentDataSource(folder, files_per_batch=3)
     async with source:
         sizes = [len(batch) async for batch in source.batches(2)]

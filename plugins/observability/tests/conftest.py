@@ -20,10 +20,10 @@ class PacedSource(DataSource):
         self.every = every
         self.batch = batch
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         sent = 0
         while sent < self.count:
-            size = min(self.batch, self.count - sent, max_items)
+            size = min(self.batch, self.count - sent, chunk_size)
             yield list(range(sent, sent + size))
             sent += size
             await trio.sleep(self.every)

@@ -61,7 +61,7 @@ class Feed(DataSource):
         self.state = state
         self.stop = stop
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         n = 0
         while not self.stop.is_set():
             size = self.state["batch"]

@@ -102,7 +102,7 @@ async def test_backpressure_of_watched_buffers(autojump_clock: trio.testing.Mock
     bp = BackpressureMetric(window="10s")
     metrics = MetricsCollector({"backpressure": bp})
     manager = BackpressureManager()
-    ingest = manager.buffer("ingest", capacity=100, strategy="drop_oldest")
+    ingest = manager.buffer("ingest", buffer_size=100, strategy="drop_oldest")
     bp.watch_manager(manager)
     blocking = BoundedBuffer(10, "block", name="slow")
     bp.watch(blocking)

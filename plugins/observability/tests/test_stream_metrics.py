@@ -16,7 +16,7 @@ async def test_the_seed_monitoring_loop_reads_live_figures(autojump_clock):
     assert issubclass(StreamMetrics, MetricsCollector)
     metrics = StreamMetrics(interval=0.1)
     pipeline = StreamingPipeline("documents")
-    source = MemorySource(capacity=100)
+    source = MemorySource(buffer_size=100)
     pipeline.set_source(source)
 
     async def slow(n: int) -> int:

@@ -28,7 +28,7 @@ class Broker(DataSource):
         self.log = log
         self.acked = 0
 
-    async def batches(self, max_items):
+    async def batches(self, chunk_size):
         for batch in self._batches:
             yield batch
 

@@ -171,9 +171,9 @@ class DocumentDataSource(DataSource):
     def _read_many(self, paths: list[Path]) -> list[Document]:
         return [self._read(path) for path in paths]
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         files = await trio.to_thread.run_sync(self._files)
-        step = max(1, min(max_items, self.files_per_batch))
+        step = max(1, min(chunk_size, self.files_per_batch))
         for index in range(0, len(files), step):
             docs = await trio.to_thread.run_sync(self._read_many, files[index : index + step])
             self.read += len(docs)

@@ -7,7 +7,7 @@ fills, lower it when idle) as a setting of :class:`~haive.dataflow.nodes.Transfo
 
 A :class:`ConcurrencyController` runs beside the node's workers for the whole run. Every
 ``interval`` seconds (trio time) it compares the backlog (items in the input buffer plus
-those taken from it and not yet started) with the buffer's capacity: at ``high`` or above it
+those taken from it and not yet started) with the buffer's ``buffer_size``: at ``high`` or above it
 doubles the limit (up to ``max``); at ``low`` or below, when fewer items wait than the limit
 lets run (idle included), it halves it (down to ``min``). The limit is a :class:`trio.CapacityLimiter` every worker holds while it takes and
 processes one item, so a lower limit takes effect as running items finish, never by
@@ -59,7 +59,7 @@ def _interval(
 class AdaptiveConcurrency:
     """Items in flight between ``min`` and ``max``, following the node's input backlog.
 
-    ``high`` and ``low`` are fractions of the input buffer's capacity; ``interval`` is in
+    ``high`` and ``low`` are fractions of the input buffer's ``buffer_size``; ``interval`` is in
     seconds. Only async transform functions run concurrently, so only they accept it.
 
     Example::
@@ -88,9 +88,9 @@ class AdaptiveConcurrency:
                 f"AdaptiveConcurrency: low ({self.low}) must be below high ({self.high})"
             )
 
-    def next_limit(self, limit: int, backlog: int, capacity: int) -> int:
+    def next_limit(self, limit: int, backlog: int, buffer_size: int) -> int:
         """The limit after one check that saw ``backlog`` items waiting in a buffer of
-        ``capacity``: doubled at ``high`` or above; halved at ``low`` or below when fewer
+        ``buffer_size``: doubled at ``high`` or above; halved at ``low`` or below when fewer
         items wait than the limit lets run (some workers would idle).
 
         Example::
@@ -101,9 +101,9 @@ class AdaptiveConcurrency:
             >>> policy.next_limit(16, 18, 100), policy.next_limit(16, 3, 100)
             (16, 8)
         """
-        if backlog >= self.high * capacity:
+        if backlog >= self.high * buffer_size:
             return min(self.max, limit * 2)
-        if backlog <= self.low * capacity and backlog < limit:
+        if backlog <= self.low * buffer_size and backlog < limit:
             return max(self.min, limit // 2)
         return limit
 
@@ -111,7 +111,7 @@ class AdaptiveConcurrency:
 class ConcurrencyController:
     """The live limit of one node run under an :class:`AdaptiveConcurrency` policy.
 
-    ``backlog()`` counts the items waiting for the node and ``capacity`` is its input
+    ``backlog()`` counts the items waiting for the node and ``buffer_size`` is its input
     buffer's size. :meth:`run` adjusts :attr:`limiter` until cancelled; ``changes`` keeps
     ``(trio time, new limit)`` for each adjustment.
 
@@ -128,11 +128,11 @@ class ConcurrencyController:
     """
 
     def __init__(
-        self, policy: AdaptiveConcurrency, backlog: Callable[[], int], capacity: int
+        self, policy: AdaptiveConcurrency, backlog: Callable[[], int], buffer_size: int
     ) -> None:
         self.policy = policy
         self.backlog = backlog
-        self.capacity = capacity
+        self.buffer_size = buffer_size
         self.limiter = trio.CapacityLimiter(policy.min)
         self.changes: deque[tuple[float, int]] = deque(maxlen=CHANGES_KEPT)
 
@@ -145,7 +145,7 @@ class ConcurrencyController:
         policy = self.policy
         while True:
             await trio.sleep(policy.interval)
-            limit = policy.next_limit(self.limit, self.backlog(), self.capacity)
+            limit = policy.next_limit(self.limit, self.backlog(), self.buffer_size)
             if limit != self.limit:
                 self.limiter.total_tokens = limit
                 self.changes.append((trio.current_time(), limit))

@@ -3,8 +3,9 @@
 Every edge of a pipeline is a :class:`BoundedBuffer`. It is a bounded queue like a trio
 memory channel, with three differences that a memory channel cannot offer:
 
-* its capacity is counted in *items* while items move in *batches*: a consumer takes whatever
-  is ready in one call (adaptive micro-batching: flush what is there, never wait to fill);
+* its size (``buffer_size``) is counted in *items* while items move in *batches*: a consumer
+  takes whatever is ready, up to ``chunk_size`` items, in one call (adaptive micro-batching:
+  flush what is there, never wait to fill);
 * when it is full a :class:`BackpressureStrategy` decides: ``block`` the producer (default),
   ``drop_oldest``, ``drop_newest`` or ``sliding_window`` (drop by age), each drop counted;
 * producers can await a low-water mark (:meth:`BoundedBuffer.wait_below`) to slow down
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import attrs
 import trio
 
+from .defaults import DEFAULT_BACKPRESSURE, DEFAULT_BUFFER_SIZE
 from .errors import ConfigError
 from .validation import FRACTION, POSITIVE_INT, POSITIVE_NUMBER, invalid, registered
 
@@ -90,7 +92,7 @@ class BackpressureStrategy(abc.ABC):
         ...     PLUGIN_NAME = "reset_on_overflow"
         ...     def overflow(self, buffer, items):
         ...         buffer.evict_oldest(len(buffer))
-        ...         return items[-buffer.capacity:]
+        ...         return items[-buffer.buffer_size:]
         >>> buf = BoundedBuffer(2, strategy=ResetOnOverflow())
         >>> buf.put_nowait_batch([1])
         >>> buf.put_nowait_batch([2, 3, 4])
@@ -154,16 +156,16 @@ class DropOldestStrategy(BackpressureStrategy):
     PLUGIN_NAME = "drop_oldest"
 
     def overflow(self, buffer: BoundedBuffer[Any], items: Sequence[Any]) -> Sequence[Any]:
-        if len(items) >= buffer.capacity:
+        if len(items) >= buffer.buffer_size:
             buffer.evict_oldest(len(buffer))
-            return items[len(items) - buffer.capacity :]
+            return items[len(items) - buffer.buffer_size :]
         buffer.evict_oldest(len(items) - buffer.room())
         return items
 
 
 @attrs.define
 class SlidingWindowStrategy(DropOldestStrategy):
-    """Keep only items younger than ``window`` seconds (and at most ``capacity`` of them).
+    """Keep only items younger than ``window`` seconds (and at most ``buffer_size`` of them).
 
     Consumers always see the most recent window of data; stale items are dropped by age on
     every put and get, overflow evicts the oldest.
@@ -251,11 +253,11 @@ _BUILTIN_STRATEGIES: dict[str, type[BackpressureStrategy]] = {
 class BoundedBuffer(Generic[T]):
     """A bounded, batch-aware queue between producers and one consuming side.
 
-    ``capacity`` bounds the number of buffered items. Producers call :meth:`put` /
+    ``buffer_size`` bounds the number of buffered items. Producers call :meth:`put` /
     :meth:`put_batch`; consumers call :meth:`get` / :meth:`get_batch`, which returns every
-    ready item (up to ``max_items``) at once. When every producer handle is closed
-    (:meth:`open_producer`, or :meth:`close` without handles) and the buffer is drained,
-    getters raise :class:`trio.EndOfChannel`.
+    ready item, up to ``chunk_size`` (by default ``buffer_size``: all of them), at once. When
+    every producer handle is closed (:meth:`open_producer`, or :meth:`close` without handles)
+    and the buffer is drained, getters raise :class:`trio.EndOfChannel`.
 
     Example::
 
@@ -266,14 +268,31 @@ class BoundedBuffer(Generic[T]):
         ...     return await buf.get_batch()
         >>> trio.run(demo)
         [1, 2, 3]
+        >>> buf = BoundedBuffer(100, chunk_size=2)
+        >>> buf.put_nowait_batch([1, 2, 3])
+        >>> buf.get_nowait_batch(), buf.get_nowait_batch()
+        ([1, 2], [3])
     """
 
     #: Puts that fit without a schedule point before one is forced (see :meth:`put_batch`).
     YIELD_EVERY = 64
 
-    def __init__(self, capacity: int, strategy: object = "block", *, name: str = "buffer") -> None:
+    def __init__(
+        self,
+        buffer_size: int,
+        strategy: object = DEFAULT_BACKPRESSURE,
+        *,
+        chunk_size: int | None = None,
+        name: str = "buffer",
+    ) -> None:
         self.name = name
-        self.capacity = POSITIVE_INT.check("BoundedBuffer", "capacity", capacity)
+        self.buffer_size = POSITIVE_INT.check("BoundedBuffer", "buffer_size", buffer_size)
+        # Without a chunk size a consumer takes everything ready: at most the buffer's size.
+        self.chunk_size = (
+            self.buffer_size
+            if chunk_size is None
+            else POSITIVE_INT.check("BoundedBuffer", "chunk_size", chunk_size)
+        )
         self.strategy = resolve_strategy(strategy)
         self.stats = BufferStats()
         self._chunks: deque[list[T]] = deque()
@@ -294,12 +313,12 @@ class BoundedBuffer(Generic[T]):
 
     def room(self) -> int:
         """How many more items fit before the strategy is consulted."""
-        return self.capacity - self._count
+        return self.buffer_size - self._count
 
     @property
     def pressure(self) -> float:
         """Fill level in [0, 1]: the signal an adaptive producer slows down on."""
-        return self._count / self.capacity
+        return self._count / self.buffer_size
 
     @property
     def closed(self) -> bool:
@@ -392,7 +411,7 @@ class BoundedBuffer(Generic[T]):
         strategy = self.strategy
         if strategy.uses_time:
             strategy.expire(self, trio.current_time())
-        if len(batch) > self.capacity - self._count:
+        if len(batch) > self.buffer_size - self._count:
             if strategy.blocks:
                 raise trio.WouldBlock
             before = len(batch)
@@ -411,7 +430,7 @@ class BoundedBuffer(Generic[T]):
         """Enqueue ``items``, waiting for room under a blocking strategy.
 
         Under a blocking strategy the part that fits is enqueued at once and the rest as room
-        appears, so a batch larger than the capacity still goes through, in order.
+        appears, so a batch larger than ``buffer_size`` still goes through, in order.
 
         Every call is a cancel point. When the batch fits, the call yields to the scheduler
         only every ``YIELD_EVERY`` puts or once the buffer is half full: a producer emitting
@@ -422,15 +441,15 @@ class BoundedBuffer(Generic[T]):
         self._check_can_put()
         batch = items if isinstance(items, list) else list(items)
         strategy = self.strategy
-        if not strategy.blocks or len(batch) <= self.capacity - self._count:
+        if not strategy.blocks or len(batch) <= self.buffer_size - self._count:
             self.put_nowait_batch(batch)
             self._puts_without_yield += 1
-            if self._puts_without_yield >= self.YIELD_EVERY or self._count * 2 >= self.capacity:
+            if self._puts_without_yield >= self.YIELD_EVERY or self._count * 2 >= self.buffer_size:
                 self._puts_without_yield = 0
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return
         while batch:
-            room = self.capacity - self._count
+            room = self.buffer_size - self._count
             if room > 0:
                 self._append(batch[:room])
                 batch = batch[room:]
@@ -452,7 +471,7 @@ class BoundedBuffer(Generic[T]):
     async def wait_below(self, level: float) -> None:
         """Wait until the fill level is at or below ``level`` (0..1): the slow-down signal."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        while self._count > level * self.capacity and not self._receive_closed:
+        while self._count > level * self.buffer_size and not self._receive_closed:
             await self._level.park()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -461,19 +480,19 @@ class BoundedBuffer(Generic[T]):
         if self._level:
             self._level.unpark_all()
 
-    def _take(self, max_items: int) -> list[T]:
+    def _take(self, chunk_size: int) -> list[T]:
         chunks = self._chunks
         first = chunks.popleft()
         times = self._times
         first_time = times.popleft() if times else None
-        if len(first) > max_items:
-            chunks.appendleft(first[max_items:])
+        if len(first) > chunk_size:
+            chunks.appendleft(first[chunk_size:])
             if first_time is not None:
                 times.appendleft(first_time)
-            first = first[:max_items]
-        elif chunks and len(first) < max_items:
+            first = first[:chunk_size]
+        elif chunks and len(first) < chunk_size:
             out = list(first)
-            while chunks and len(out) + len(chunks[0]) <= max_items:
+            while chunks and len(out) + len(chunks[0]) <= chunk_size:
                 out.extend(chunks.popleft())
                 if times:
                     times.popleft()
@@ -485,22 +504,24 @@ class BoundedBuffer(Generic[T]):
         self._wake_level()
         return first
 
-    def get_nowait_batch(self, max_items: int = 1 << 16) -> list[T]:
-        """Every ready item (up to ``max_items``); WouldBlock if none, EndOfChannel at the end."""
+    def get_nowait_batch(self, chunk_size: int | None = None) -> list[T]:
+        """Every ready item, up to ``chunk_size`` (default: the buffer's); WouldBlock if none,
+        EndOfChannel at the end."""
         if self.strategy.uses_time:
             self.strategy.expire(self, trio.current_time())
         if self._count:
-            return self._take(max_items)
+            return self._take(self.chunk_size if chunk_size is None else chunk_size)
         if self._send_closed:
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
-    async def get_batch(self, max_items: int = 1 << 16) -> list[T]:
-        """Wait for at least one item, then return every ready item (up to ``max_items``)."""
+    async def get_batch(self, chunk_size: int | None = None) -> list[T]:
+        """Wait for at least one item, then return every ready item, up to ``chunk_size``
+        (default: the buffer's)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
-                batch = self.get_nowait_batch(max_items)
+                batch = self.get_nowait_batch(chunk_size)
             except trio.WouldBlock:
                 await self._not_empty.park()
                 continue
@@ -648,7 +669,7 @@ class BackpressureManager:
     Example::
 
         >>> manager = BackpressureManager()
-        >>> buf = manager.buffer("ingest", capacity=1000, strategy=DropStrategy.OLDEST_FIRST)
+        >>> buf = manager.buffer("ingest", buffer_size=1000, strategy=DropStrategy.OLDEST_FIRST)
         >>> buf.put_nowait_batch(range(1500))
         >>> manager.snapshot()["ingest"]["dropped"]
         500
@@ -657,14 +678,18 @@ class BackpressureManager:
     buffers: dict[str, BoundedBuffer[Any]] = attrs.field(factory=dict)
 
     def buffer(
-        self, name: str, *, capacity: int = 1000, strategy: object = "block"
+        self,
+        name: str,
+        *,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        strategy: object = DEFAULT_BACKPRESSURE,
     ) -> BoundedBuffer[Any]:
         """Create (or return the existing) buffer called ``name``."""
         if name not in self.buffers:
             owner = "BackpressureManager.buffer"
-            POSITIVE_INT.check(owner, "capacity", capacity)
+            POSITIVE_INT.check(owner, "buffer_size", buffer_size)
             spec = strategy_spec(strategy, owner=owner, parameter="strategy")
-            self.buffers[name] = BoundedBuffer(capacity, spec, name=name)
+            self.buffers[name] = BoundedBuffer(buffer_size, spec, name=name)
         return self.buffers[name]
 
     def track(self, buffer: BoundedBuffer[Any]) -> None:
@@ -687,7 +712,7 @@ class BackpressureManager:
         return {
             name: {
                 "depth": len(buf),
-                "capacity": buf.capacity,
+                "buffer_size": buf.buffer_size,
                 "pressure": buf.pressure,
                 "strategy": buf.strategy.PLUGIN_NAME,
                 **attrs.asdict(buf.stats),

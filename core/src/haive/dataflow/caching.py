@@ -203,7 +203,7 @@ class ResultCache:
             expiry.popleft()
             self._remove(full, entry)
             self._count(entry.namespace, "expirations")
-        if len(expiry) > 2 * len(entries) + 1024:
+        if len(expiry) > 2 * len(entries) + 1000:
             # Many stale records (evicted entries): rebuild from the live ones, in age order.
             live = [(full, e) for full, e in entries.items()]
             live.sort(key=lambda pair: pair[1].expires)

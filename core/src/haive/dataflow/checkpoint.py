@@ -457,10 +457,10 @@ class CheckpointedSource(DataSource):
         self._since = 0
         self._due_at = trio.current_time() + (self.checkpointer.interval or 0.0)
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         self._reset_due()
         every = self.checkpointer.every
-        limit = max_items if every is None else max(1, min(max_items, every))
+        limit = chunk_size if every is None else max(1, min(chunk_size, every))
         async with aclosing(self.inner.batches(limit)) as batches:  # type: ignore[type-var]
             async for batch in batches:
                 if batch and self._due_position is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from .defaults import DEFAULT_BUFFER_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_ERROR_BUFFER_SIZE
 from .errors import ConfigError
 from .validation import NON_NEGATIVE_INT, POSITIVE_INT, invalid, size
 
@@ -43,7 +44,9 @@ def _memory(value: int | str | None) -> int | None:
 class StreamConfig:
     """Buffer, batching, parallelism, memory and network settings, checked when created.
 
-    ``buffer_size`` bounds every edge (items), ``chunk_size`` the largest micro-batch.
+    ``buffer_size`` bounds every edge (items), ``chunk_size`` the largest micro-batch,
+    ``error_buffer_size`` how many failed results wait to be handled (defaults and why: see
+    :mod:`haive.dataflow.defaults`). Every pipeline kind sizes its buffers from these.
     ``max_memory_usage`` accepts sizes like ``"2GB"``. Unknown keys are rejected by name when
     built from a mapping with :meth:`from_dict`. The product description's ``tcp_nodelay``,
     ``keep_alive`` and ``compression`` are not settings of a pipeline (see :data:`REMOVED`):
@@ -61,8 +64,9 @@ class StreamConfig:
         haive.dataflow.errors.ConfigError: invalid StreamConfig: unknown key(s): buffer_sise; known keys: ...
     """
 
-    buffer_size: int = attrs.field(default=1024, validator=POSITIVE_INT)
-    chunk_size: int = attrs.field(default=1024, validator=POSITIVE_INT)
+    buffer_size: int = attrs.field(default=DEFAULT_BUFFER_SIZE, validator=POSITIVE_INT)
+    chunk_size: int = attrs.field(default=DEFAULT_CHUNK_SIZE, validator=POSITIVE_INT)
+    error_buffer_size: int = attrs.field(default=DEFAULT_ERROR_BUFFER_SIZE, validator=POSITIVE_INT)
     worker_threads: int = attrs.field(default=1, validator=POSITIVE_INT)
     io_threads: int = attrs.field(default=4, validator=POSITIVE_INT)
     max_memory_usage: int | None = attrs.field(default=None, converter=_memory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,9 +20,6 @@ from .retry import NO_RETRY, RetryPolicy
 from .validation import NON_EMPTY_STR, instance_of
 
 CONFIG = instance_of(StreamConfig, "a StreamConfig")
-#: Edge capacity (items) and largest micro-batch when neither they nor a config are given.
-DEFAULT_BUFFER_SIZE = 1024
-DEFAULT_MAX_BATCH = 1024
 
 
 @attrs.frozen
@@ -57,10 +55,11 @@ class EventPipeline:
 
     Nodes are wired by name; fan-out (one node to several) copies each output to every
     successor, fan-in (several into one) merges. Each edge is a bounded buffer of
-    ``buffer_size`` items (default 1024) and nodes take at most ``max_batch`` items at a time
-    (default 1024), or both come from ``config`` (its ``buffer_size`` and ``chunk_size``),
-    never from both. Settings are checked when the pipeline is made; the graph is validated
-    (unknown/duplicate names, cycles, dangling nodes) when it starts.
+    ``buffer_size`` items and nodes take at most ``chunk_size`` items at a time, given here
+    or by ``config`` (a :class:`~haive.dataflow.config.StreamConfig`, which also sets
+    ``error_buffer_size``), never both; the defaults are StreamConfig's. ``max_batch`` is the
+    deprecated name of ``chunk_size``. Settings are checked when the pipeline is made; the
+    graph is validated (unknown/duplicate names, cycles, dangling nodes) when it starts.
 
     Example::
 
@@ -82,36 +81,53 @@ class EventPipeline:
         name: str = "pipeline",
         *,
         buffer_size: int | None = None,
+        chunk_size: int | None = None,
         backpressure: object = "block",
         on_error: str = "raise",
         retry: RetryPolicy | None = None,
-        max_batch: int | None = None,
         config: StreamConfig | None = None,
+        max_batch: int | None = None,
     ) -> None:
         NON_EMPTY_STR.check("EventPipeline", "name", name)
+        if max_batch is not None:
+            # The README once showed max_batch=; the one name from StreamConfig down is chunk_size.
+            warnings.warn(
+                "EventPipeline(max_batch=) is deprecated: use chunk_size=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if chunk_size is not None:
+                raise ConfigError(
+                    f"EventPipeline(chunk_size={chunk_size!r}, max_batch={max_batch!r}): "
+                    "max_batch is the deprecated name of chunk_size; give chunk_size only"
+                )
+            chunk_size = max_batch
         if config is not None:
             CONFIG.check("EventPipeline", "config", config)
-            if buffer_size is not None or max_batch is not None:
+            if buffer_size is not None or chunk_size is not None:
                 # Both would be silently overridden by the config's: refuse instead.
                 raise ConfigError(
-                    f"EventPipeline(buffer_size={buffer_size!r}, max_batch={max_batch!r}, "
-                    "config=...): give buffer_size/max_batch or a config, not both (a config "
+                    f"EventPipeline(buffer_size={buffer_size!r}, chunk_size={chunk_size!r}, "
+                    "config=...): give buffer_size/chunk_size or a config, not both (a config "
                     "sets them from its buffer_size and chunk_size)"
                 )
-            # A StreamConfig sizes the edges and batches as it does for StreamingPipeline.
-            buffer_size, max_batch = config.buffer_size, config.chunk_size
-        self.name = name
-        self.config = config
-        self.graph = Graph()
+        # Sizes come from a StreamConfig (the default one unless given) as they do for
+        # StreamingPipeline; those given here replace its defaults.
+        sizes = StreamConfig() if config is None else config
         # Every setting is checked (and a backpressure name resolved) here, not once running.
-        self.settings = RunSettings(
-            buffer_size=DEFAULT_BUFFER_SIZE if buffer_size is None else buffer_size,
+        settings = RunSettings(
+            buffer_size=sizes.buffer_size if buffer_size is None else buffer_size,
+            chunk_size=sizes.chunk_size if chunk_size is None else chunk_size,
+            error_buffer_size=sizes.error_buffer_size,
             backpressure=backpressure,
             on_error=on_error,
             retry=NO_RETRY if retry is None else retry,
-            max_batch=DEFAULT_MAX_BATCH if max_batch is None else max_batch,
             config_owner="EventPipeline",
         )
+        self.name = name
+        self.config = config
+        self.graph = Graph()
+        self.settings = settings
 
     def add_node(self, node: Node) -> EventPipeline:
         """Add a node; its ``name`` is what :meth:`connect` refers to."""
@@ -137,7 +153,8 @@ class EventPipeline:
         """
         errors: BoundedBuffer[Result] | None = None
         if self.settings.error_policy == "result":
-            errors = BoundedBuffer(10_000, "drop_oldest", name=f"{self.name}.errors")
+            # Nobody drains it but failures(): it keeps the latest error_buffer_size.
+            errors = self.settings.error_buffer(f"{self.name}.errors", drained=False)
         run = GraphRun(self.graph, self.settings, errors=errors)
         handle = PipelineHandle(self, run)
         try:
@@ -170,8 +187,8 @@ class PipelineHandle:
         self.run = run
         self._send_lock = trio.Lock()
         self._current: SendResult | None = None
-        self._results: BoundedBuffer[Any] = BoundedBuffer(
-            pipeline.settings.buffer_size, "block", name=f"{pipeline.name}.results"
+        self._results: BoundedBuffer[Any] = pipeline.settings.buffer(
+            f"{pipeline.name}.results", "block"
         )
         self._results_producer: BufferProducer[Any] = self._results.open_producer()
         self._closed = False
@@ -243,11 +260,12 @@ class PipelineHandle:
                 yield item
 
     def failures(self) -> list[Result]:
-        """Failed items not yet returned (error policy ``"result"``; keeps the last 10,000)."""
+        """Failed items not yet returned (error policy ``"result"``; keeps the latest
+        ``error_buffer_size``, 10,000 by default)."""
         if self.run.errors is None:
             return []
         try:
-            return self.run.errors.get_nowait_batch()
+            return self.run.errors.get_nowait_batch(self.run.errors.buffer_size)
         except (trio.WouldBlock, trio.EndOfChannel):
             return []
 

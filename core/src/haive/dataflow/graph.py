@@ -14,6 +14,13 @@ import attrs
 import trio
 
 from .backpressure import BoundedBuffer, BufferProducer, strategy_spec
+from .config import StreamConfig
+from .defaults import (
+    DEFAULT_BACKPRESSURE,
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_ERROR_BUFFER_SIZE,
+)
 from .errors import GraphError, NodeError
 from .nodes import ERROR_POLICIES, Emit, Node, NodeContext, NodeStats
 from .results import Result
@@ -129,38 +136,92 @@ class Graph:
         return order
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class RunSettings:
-    """Runtime knobs shared by every node of one run, checked when created.
+    """The settings one run sizes its buffers and nodes with, checked when created.
 
-    ``config_owner`` is the name errors give (the pipeline class that was given the values);
-    a backpressure name is resolved through the plugin registry here, not when the first
-    buffer is made.
+    Both pipeline kinds derive theirs from a :class:`~haive.dataflow.config.StreamConfig`
+    (:meth:`from_config`; ``EventPipeline(buffer_size=, chunk_size=)`` sets the same two
+    fields directly) and make every buffer of the run through it, so one name runs from the
+    public API to the buffer: ``buffer_size`` items per buffer, taken at most ``chunk_size``
+    at a time, and ``error_buffer_size`` failed results waiting to be handled. Defaults are
+    those of :mod:`haive.dataflow.defaults`. ``config_owner`` is the name errors give (the
+    pipeline class that was given the values); a backpressure name is resolved through the
+    plugin registry here, not when the first buffer is made.
 
     Example::
 
-        >>> RunSettings().buffer_size
-        1024
-        >>> RunSettings(max_batch=0, config_owner="EventPipeline")
+        >>> settings = RunSettings.from_config(StreamConfig(buffer_size=64, chunk_size=8))
+        >>> buffer = settings.buffer("parse.in")
+        >>> buffer.buffer_size, buffer.chunk_size
+        (64, 8)
+        >>> RunSettings(chunk_size=0, config_owner="EventPipeline")
         Traceback (most recent call last):
         ...
-        haive.dataflow.errors.ConfigError: EventPipeline(max_batch=0): max_batch must be an integer >= 1, got 0
+        haive.dataflow.errors.ConfigError: EventPipeline(chunk_size=0): chunk_size must be an integer >= 1, got 0
     """
 
-    buffer_size: int = attrs.field(default=1024, validator=POSITIVE_INT)
-    backpressure: object = "block"
+    buffer_size: int = attrs.field(default=DEFAULT_BUFFER_SIZE, validator=POSITIVE_INT)
+    chunk_size: int = attrs.field(default=DEFAULT_CHUNK_SIZE, validator=POSITIVE_INT)
+    error_buffer_size: int = attrs.field(default=DEFAULT_ERROR_BUFFER_SIZE, validator=POSITIVE_INT)
+    backpressure: object = DEFAULT_BACKPRESSURE
     error_policy: str = attrs.field(
         default="raise", alias="on_error", validator=one_of(*ERROR_POLICIES)
     )
     retry: RetryPolicy = attrs.field(
         default=NO_RETRY, validator=instance_of(RetryPolicy, "a RetryPolicy")
     )
-    max_batch: int = attrs.field(default=1024, validator=POSITIVE_INT)
-    config_owner: str = attrs.field(default="RunSettings", kw_only=True)
+    config_owner: str = "RunSettings"
 
     def __attrs_post_init__(self) -> None:
         self.backpressure = strategy_spec(
             self.backpressure, owner=self.config_owner, parameter="backpressure"
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        config: StreamConfig,
+        *,
+        backpressure: object = DEFAULT_BACKPRESSURE,
+        on_error: str = "raise",
+        retry: RetryPolicy = NO_RETRY,
+        config_owner: str = "RunSettings",
+    ) -> RunSettings:
+        """The settings of a run under ``config``, with the pipeline's own error handling."""
+        return cls(
+            buffer_size=config.buffer_size,
+            chunk_size=config.chunk_size,
+            error_buffer_size=config.error_buffer_size,
+            backpressure=backpressure,
+            on_error=on_error,
+            retry=retry,
+            config_owner=config_owner,
+        )
+
+    def buffer(self, name: str, strategy: object = None) -> BoundedBuffer[Any]:
+        """A buffer of this run: ``buffer_size`` items, taken ``chunk_size`` at a time, under
+        the run's backpressure strategy unless ``strategy`` is given."""
+        return BoundedBuffer(
+            self.buffer_size,
+            self.backpressure if strategy is None else strategy,
+            chunk_size=self.chunk_size,
+            name=name,
+        )
+
+    def error_buffer(self, name: str, *, drained: bool) -> BoundedBuffer[Result]:
+        """The buffer failed results wait in: ``error_buffer_size`` of them.
+
+        ``drained=True`` (a StreamingPipeline, whose error task writes them to the dead-letter
+        sink) blocks the failing node when full, so no failure is lost; ``drained=False`` (an
+        EventPipeline, whose caller polls ``failures()``) keeps the latest instead of stalling
+        the pipeline on a caller who never asks.
+        """
+        return BoundedBuffer(
+            self.error_buffer_size,
+            "block" if drained else "drop_oldest",
+            chunk_size=self.chunk_size,
+            name=name,
         )
 
 
@@ -181,12 +242,9 @@ class GraphRun:
         self.settings = settings
         self.order = graph.validate()
         self.inboxes: dict[str, BoundedBuffer[Any]] = {
-            name: BoundedBuffer(settings.buffer_size, settings.backpressure, name=f"{name}.in")
-            for name in self.order
+            name: settings.buffer(f"{name}.in") for name in self.order
         }
-        self.output: BoundedBuffer[Any] = BoundedBuffer(
-            settings.buffer_size, settings.backpressure, name="output"
-        )
+        self.output: BoundedBuffer[Any] = settings.buffer("output")
         self.errors = errors
         self.contexts: dict[str, NodeContext] = {}
         self._outs: dict[str, list[BufferProducer[Any]]] = {}
@@ -197,7 +255,6 @@ class GraphRun:
                 error_policy=node.on_error or settings.error_policy,
                 retry=node.retry or settings.retry,
                 errors=errors.open_producer() if errors is not None else None,
-                max_batch=settings.max_batch,
                 on_progress=self._progress,
             )
             self._outs[name] = [self._buffer_for(t).open_producer() for t in graph.successors(name)]

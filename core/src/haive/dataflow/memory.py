@@ -7,7 +7,7 @@ and caches under that cap with a :class:`MemoryGovernor`:
   models already loaded) and shares what is left of the cap, minus a headroom, between the
   result caches (at most half) and the buffers;
 * from samples of the items that enter and leave the pipeline it estimates the bytes per item
-  and sets every edge's capacity, and the micro-batch size, so that all buffers and all
+  and sets every buffer's ``buffer_size`` and ``chunk_size`` so that all buffers and all
   batches in flight fit in the buffers' share;
 * as a safety net it reads the resident size before admitting each source batch: above the
   high-water mark caches are shrunk and the pipeline's backpressure strategy applies to the
@@ -136,7 +136,7 @@ class MemoryGovernor:
         >>> buffers = [BoundedBuffer(10_000, name="a.in"), BoundedBuffer(10_000, name="output")]
         >>> governor = MemoryGovernor("400MB", buffers=buffers, baseline=100_000_000)
         >>> governor.observe([b"x" * 100_000] * 10)
-        >>> 0 < buffers[0].capacity < 10_000
+        >>> 0 < buffers[0].buffer_size < 10_000
         True
     """
 
@@ -146,7 +146,6 @@ class MemoryGovernor:
         *,
         buffers: Sequence[BoundedBuffer[Any]],
         caches: Sequence[Any] = (),
-        contexts: Sequence[Any] = (),
         nodes_in_flight: int = 0,
         strategy: str = "block",
         baseline: int | None = None,
@@ -161,11 +160,10 @@ class MemoryGovernor:
         self.limit = parse_size(limit, what="max_memory_usage") if limit is not None else 0
         self.buffers = list(buffers)
         self.caches = list(caches)
-        self.contexts = list(contexts)
         self.strategy = strategy
         self.rss = rss
         self.baseline = rss() if baseline is None else baseline
-        self.headroom = max(int(self.limit * headroom), 8 * 1024 * 1024)
+        self.headroom = max(int(self.limit * headroom), 8 * 2**20)  # at least 8 MiB
         self.budget = self.limit - self.baseline - self.headroom
         if self.capped and self.budget <= 0:
             raise ConfigError(
@@ -174,8 +172,8 @@ class MemoryGovernor:
                 "the cap or start the pipeline in a smaller process"
             )
         self.high_water = self.limit - self.headroom // 2
-        self.configured = {id(buf): buf.capacity for buf in self.buffers}
-        self.batch_limit = [getattr(ctx, "max_batch", 0) for ctx in self.contexts]
+        #: The sizes each buffer was made with: the governor only ever lowers them.
+        self.configured = {id(buf): (buf.buffer_size, buf.chunk_size) for buf in self.buffers}
         self.slots = len(self.buffers) + max(nodes_in_flight, 0)
         self.cache_share = 0
         for cache in self.caches if self.capped else ():
@@ -192,7 +190,7 @@ class MemoryGovernor:
         """Bytes the buffers and batches in flight may take together."""
         return max(self.budget - self.cache_share, 1)
 
-    def capacity_for(self, item_size: float) -> int:
+    def buffer_size_for(self, item_size: float) -> int:
         """Items each buffer may hold for items of ``item_size`` bytes."""
         if item_size <= 0:
             return 1 << 30
@@ -207,11 +205,11 @@ class MemoryGovernor:
             return
         # Grow at once, shrink slowly: never under-estimate for long.
         self.item_size = max(sample, self.item_size * 0.98)
-        capacity = self.capacity_for(self.item_size)
+        fits = self.buffer_size_for(self.item_size)
         for buf in self.buffers:
-            buf.capacity = min(self.configured[id(buf)], capacity)
-        for ctx, configured in zip(self.contexts, self.batch_limit, strict=True):
-            ctx.max_batch = max(1, min(configured, capacity))
+            buffer_size, chunk_size = self.configured[id(buf)]
+            buf.buffer_size = min(buffer_size, fits)
+            buf.chunk_size = min(chunk_size, fits)
 
     @property
     def buffered_bytes(self) -> int:
@@ -259,13 +257,13 @@ class MemoryGovernor:
         return batch
 
     def snapshot(self) -> dict[str, Any]:
-        """Figures for monitors: limit, baseline, estimate, capacities, pressure events."""
+        """Figures for monitors: limit, baseline, estimate, buffer size, pressure events."""
         return {
             "limit": self.limit,
             "baseline": self.baseline,
             "rss": self.rss(),
             "item_size": self.item_size,
-            "buffer_capacity": min((buf.capacity for buf in self.buffers), default=0),
+            "buffer_size": min((buf.buffer_size for buf in self.buffers), default=0),
             "buffered_bytes": self.buffered_bytes,
             "cache_bytes": sum(cache.total_bytes for cache in self.caches),
             "pressure_events": self.pressure_events,
@@ -300,7 +298,6 @@ def governor_for_run(run: Any) -> MemoryGovernor | None:
         config.max_memory_usage,
         buffers=buffers,
         caches=[cache] if cache is not None else [],
-        contexts=list(graph.contexts.values()),
         nodes_in_flight=in_flight,
         strategy=graph.output.strategy.PLUGIN_NAME,
         wait_drained=graph.wait_idle,

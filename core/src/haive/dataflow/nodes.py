@@ -79,7 +79,7 @@ class NodeStats:
 
 @attrs.define(eq=False)
 class NodeContext:
-    """What a running node may use: its name, error handling, counters and limits.
+    """What a running node may use: its name, error handling and counters.
 
     Example::
 
@@ -92,7 +92,6 @@ class NodeContext:
     error_policy: str = "raise"
     retry: RetryPolicy = NO_RETRY
     errors: BufferProducer[Result] | None = None
-    max_batch: int = 1024
     stats: NodeStats = attrs.field(factory=NodeStats)
     on_progress: Callable[[], None] | None = None
 
@@ -121,7 +120,7 @@ class NodeContext:
         return False, None
 
     async def next_batch(self, inbox: BoundedBuffer[Any]) -> list[Any] | None:
-        """The next ready batch of ``inbox`` (at most :attr:`max_batch` items), counted in
+        """The next ready batch of ``inbox`` (at most its ``chunk_size`` items), counted in
         :attr:`stats` as received and in progress; ``None`` once the input has ended.
 
         Example::
@@ -135,7 +134,7 @@ class NodeContext:
             ([1, 2], None, NodeStats(items_in=2, items_out=0, errors=0, retries=0, batches=0, busy_seconds=0.0, in_progress=2))
         """
         try:
-            batch = await inbox.get_batch(self.max_batch)
+            batch = await inbox.get_batch()
         except trio.EndOfChannel:
             return None
         n = len(batch)
@@ -424,7 +423,7 @@ async def _run_worker_pool(
     controller: ConcurrencyController | None = None
     if isinstance(policy, AdaptiveConcurrency):
         workers = policy.max
-        controller = ConcurrencyController(policy, lambda: len(inbox) + held[0], inbox.capacity)
+        controller = ConcurrencyController(policy, lambda: len(inbox) + held[0], inbox.buffer_size)
     else:
         workers = policy
     work_send, work_recv = trio.open_memory_channel[tuple[int, Any]](0)

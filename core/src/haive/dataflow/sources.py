@@ -23,7 +23,7 @@ class DataSource(AsyncResource):
         >>> import trio
         >>> class Countdown(DataSource):
         ...     PLUGIN_NAME = "countdown"
-        ...     async def batches(self, max_items):
+        ...     async def batches(self, chunk_size):
         ...         yield [3, 2, 1]
         >>> async def main():
         ...     return [b async for b in Countdown().batches(10)]
@@ -72,5 +72,5 @@ class DataSource(AsyncResource):
         """Release resources; called after the last batch, on error or cancellation too."""
 
     @abc.abstractmethod
-    def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
-        """Yield lists of at most ``max_items`` items until the source is exhausted."""
+    def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
+        """Yield lists of at most ``chunk_size`` items until the source is exhausted."""

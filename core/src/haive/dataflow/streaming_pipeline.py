@@ -197,12 +197,11 @@ class StreamingPipeline:
         return graph
 
     def _settings(self) -> RunSettings:
-        return RunSettings(
-            buffer_size=self.config.buffer_size,
+        return RunSettings.from_config(
+            self.config,
             backpressure=self.backpressure,
             on_error=self.on_error,
             retry=self.retry,
-            max_batch=self.config.chunk_size,
             config_owner="StreamingPipeline",
         )
 
@@ -216,9 +215,7 @@ class StreamingPipeline:
         """
         if self.source is None:
             raise ConfigError(f"StreamingPipeline {self.name!r}: no source set (set_source)")
-        results: BoundedBuffer[Result] = BoundedBuffer(
-            self.config.buffer_size, "block", name=f"{self.name}.results"
-        )
+        results: BoundedBuffer[Result] = self._settings().buffer(f"{self.name}.results", "block")
         with unwrap_node_errors():
             async with trio.open_nursery() as nursery:
                 run = PipelineRun(self, results)
@@ -339,11 +336,13 @@ class PipelineRun:
     def __init__(self, pipeline: StreamingPipeline, results: BoundedBuffer[Result] | None) -> None:
         self.pipeline = pipeline
         self.results = results
-        self.errors: BoundedBuffer[Result] = BoundedBuffer(
-            pipeline.config.buffer_size, "block", name=f"{pipeline.name}.errors"
+        settings = pipeline._settings()
+        # Drained into the dead-letter sink by the error task: never drops a failure.
+        self.errors: BoundedBuffer[Result] = settings.error_buffer(
+            f"{pipeline.name}.errors", drained=True
         )
         pipeline._prepare_nodes()
-        self.graph = GraphRun(pipeline._graph(), pipeline._settings(), errors=self.errors)
+        self.graph = GraphRun(pipeline._graph(), settings, errors=self.errors)
         _refuse_lossy_buffers(pipeline, self.graph)
         #: Keeps buffers and caches under ``config.max_memory_usage`` (None without a cap).
         self.memory: MemoryGovernor | None = governor_for_run(self)
@@ -393,13 +392,13 @@ class PipelineRun:
     async def _read_source(self) -> None:
         source = self.pipeline.source
         assert source is not None
-        max_batch = self.pipeline.config.chunk_size
+        chunk_size = self.graph.settings.chunk_size
         marks = self.marks
         acknowledging = source.acknowledges
         unacknowledged = 0
         try:
             await source.open()
-            async with aclosing(source.batches(max_batch)) as batches:  # type: ignore[type-var]
+            async with aclosing(source.batches(chunk_size)) as batches:  # type: ignore[type-var]
                 async for batch in batches:
                     if not batch:
                         # An empty batch is the source asking for an acknowledgment point.
@@ -441,7 +440,7 @@ class PipelineRun:
                 await sink.open()
             while True:
                 try:
-                    batch = await output.get_batch(self.graph.settings.max_batch)
+                    batch = await output.get_batch()
                 except trio.EndOfChannel:
                     break
                 taken = len(batch)

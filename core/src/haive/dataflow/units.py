@@ -30,8 +30,8 @@ def parse_size(value: int | float | str, *, what: str = "size") -> int:
 
     Example::
 
-        >>> parse_size("500MB"), parse_size("2GiB"), parse_size(1024)
-        (500000000, 2147483648, 1024)
+        >>> parse_size("500MB"), parse_size("2GiB"), parse_size(4096)
+        (500000000, 2147483648, 4096)
     """
     if isinstance(value, bool):
         raise ConfigError(f"{what}: expected a size like '500MB', got {value!r}")
@@ -45,7 +45,8 @@ def parse_size(value: int | float | str, *, what: str = "size") -> int:
     number, unit = float(match.group(1)), match.group(2).lower()
     binary = "i" in unit
     prefix = unit[:1] if unit[:1] in "kmgt" else ""
-    factor = 1024 ** " kmgt".index(prefix) if binary and prefix else _SIZE_FACTORS[prefix]
+    # Binary prefixes (KiB, MiB...) are successive powers of 2**10.
+    factor = 2 ** (10 * " kmgt".index(prefix)) if binary and prefix else _SIZE_FACTORS[prefix]
     return int(number * factor)
 
 

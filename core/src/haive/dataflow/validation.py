@@ -4,7 +4,7 @@ Each check names the class (or operator) being built, the parameter, the value a
 allowed, and raises :class:`~haive.dataflow.errors.ConfigError` (a ``ValueError``) at
 construction, before anything runs::
 
-    EventPipeline(max_batch=0): max_batch must be an integer >= 1, got 0
+    EventPipeline(chunk_size=0): chunk_size must be an integer >= 1, got 0
 
 A :class:`Rule` is an attrs validator (the owner named in the message is the class being
 built, or its ``config_owner`` attribute when it has one) and can be applied from a plain

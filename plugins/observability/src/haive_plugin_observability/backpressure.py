@@ -108,7 +108,7 @@ class BackpressureMetric(Metric):
 
     def watch(self, buffer: Any, name: str | None = None) -> None:
         """Include a :class:`~haive.dataflow.BoundedBuffer` made outside a pipeline."""
-        if not hasattr(buffer, "stats") or not hasattr(buffer, "capacity"):
+        if not hasattr(buffer, "stats") or not hasattr(buffer, "buffer_size"):
             raise ConfigError(f"BackpressureMetric.watch expects a BoundedBuffer, got {buffer!r}")
         self._watched.append((name or buffer.name, buffer))
 

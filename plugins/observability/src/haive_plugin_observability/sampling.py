@@ -92,7 +92,7 @@ class EdgeSample:
         return cls(
             name=name or buffer.name,
             depth=len(buffer),
-            capacity=buffer.capacity,
+            capacity=buffer.buffer_size,
             strategy=getattr(buffer.strategy, "PLUGIN_NAME", type(buffer.strategy).__name__),
             items_in=stats.items_in,
             items_out=stats.items_out,

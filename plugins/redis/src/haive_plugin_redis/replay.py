@@ -329,11 +329,11 @@ class StreamRangeSource(DataSource):
         if self._owns_client:
             self.client.close()
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         if self._bounds is None:
             await self._report_done()
             return
-        count = max(1, min(self.batch_size, max_items))
+        count = max(1, min(self.batch_size, chunk_size))
         first, last = self._bounds
         async for entries in _ranges(self.client, self.stream, first, last, count):
             items = self._decode(entries)

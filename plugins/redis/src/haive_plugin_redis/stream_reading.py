@@ -98,8 +98,8 @@ class _ReadingMixin:
         async def _claim_fenced(self, count: int) -> list[Any]: ...
 
     # -- reading ------------------------------------------------------------------------
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
-        count = max(1, min(self.batch_size, max_items))
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
+        count = max(1, min(self.batch_size, chunk_size))
         while True:
             entries = await self._next_entries(count)
             if entries:

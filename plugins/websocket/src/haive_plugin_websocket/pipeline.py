@@ -102,10 +102,10 @@ class WebSocketSource(DataSource):
         """End the source: the pipeline drains what was received, then finishes."""
         self.buffer.close()
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         while True:
             try:
-                yield await self.buffer.get_batch(max_items)
+                yield await self.buffer.get_batch(chunk_size)
             except trio.EndOfChannel:
                 return
 

@@ -12,6 +12,7 @@ import trio
 
 from ..backpressure import BoundedBuffer, strategy_spec
 from ..checkpoint import CheckpointableSource
+from ..defaults import DEFAULT_BACKPRESSURE, DEFAULT_BUFFER_SIZE
 from ..errors import ConfigError, SerializationError
 from ..hookspecs import hookimpl
 from ..sources import DataSource
@@ -47,13 +48,13 @@ class IterableSource(DataSource, CheckpointableSource):
             raise ConfigError(f"IterableSource.seek: expected an item count >= 0, got {position!r}")
         self._start = self._yielded = position
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         iterator = iter(self.iterable)
         self._yielded = self._start
         if self._start:
             # consume() idiom: skip the replayed prefix at C speed.
             next(itertools.islice(iterator, self._start, self._start), None)
-        while batch := list(itertools.islice(iterator, max_items)):
+        while batch := list(itertools.islice(iterator, chunk_size)):
             self._yielded += len(batch)
             yield batch
 
@@ -77,7 +78,7 @@ class AsyncIterableSource(DataSource):
     def __init__(self, iterable: AsyncIterable[Any]) -> None:
         self.iterable = iterable
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         # The pipeline coalesces these single-item batches downstream when it is busy.
         async for item in self.iterable:
             yield [item]
@@ -91,12 +92,12 @@ class AsyncIterableSource(DataSource):
 class MemorySource(DataSource):
     """A source you push into from other tasks; ``close()`` ends it.
 
-    ``capacity`` bounds what is waiting; ``push`` blocks when full (or the strategy drops).
+    ``buffer_size`` bounds what is waiting; ``push`` blocks when full (or the strategy drops).
 
     Example::
 
         >>> async def main():
-        ...     source = MemorySource(capacity=10)
+        ...     source = MemorySource(buffer_size=10)
         ...     await source.push("a")
         ...     source.push_nowait("b")
         ...     source.close()
@@ -107,10 +108,12 @@ class MemorySource(DataSource):
 
     PLUGIN_NAME = "memory"
 
-    def __init__(self, capacity: int = 1024, *, backpressure: object = "block") -> None:
-        POSITIVE_INT.check("MemorySource", "capacity", capacity)
+    def __init__(
+        self, buffer_size: int = DEFAULT_BUFFER_SIZE, *, backpressure: object = DEFAULT_BACKPRESSURE
+    ) -> None:
+        POSITIVE_INT.check("MemorySource", "buffer_size", buffer_size)
         spec = strategy_spec(backpressure, owner="MemorySource", parameter="backpressure")
-        self.buffer: BoundedBuffer[Any] = BoundedBuffer(capacity, spec, name="memory-source")
+        self.buffer: BoundedBuffer[Any] = BoundedBuffer(buffer_size, spec, name="memory-source")
 
     async def push(self, item: Any) -> None:
         await self.buffer.put(item)
@@ -124,10 +127,10 @@ class MemorySource(DataSource):
     def close(self) -> None:
         self.buffer.close()
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         while True:
             try:
-                yield await self.buffer.get_batch(max_items)
+                yield await self.buffer.get_batch(chunk_size)
             except trio.EndOfChannel:
                 return
 
@@ -181,7 +184,7 @@ class JsonLinesSource(DataSource, CheckpointableSource):
         self._start_offset = self._offset = position["offset"]
         self._start_line = self.lines_read = position["line"]
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         async with await trio.open_file(self.path, "rb") as f:
             rest = b""
             lineno = self._start_line
@@ -216,7 +219,7 @@ class JsonLinesSource(DataSource, CheckpointableSource):
                                 f"{self.path}:{lineno}: invalid JSON line: {exc}"
                             ) from exc
                         self.invalid_lines += 1
-                    if len(batch) >= max_items:
+                    if len(batch) >= chunk_size:
                         self._offset, self.lines_read = offset, lineno
                         yield batch
                         batch = []

@@ -15,11 +15,11 @@ from typing import Any
 import trio
 
 from ..backpressure import BoundedBuffer
+from ..defaults import DEFAULT_BUFFER_SIZE
 from ..errors import ConfigError
 from ._runtime import (
     ASYNC_ITERABLE,
     AWAITABLE,
-    DEFAULT_CAPACITY,
     ITERABLE,
     NOTHING,
     OBSERVABLE,
@@ -256,7 +256,7 @@ def zip_(args: Sequence[Any]) -> Observable[Any]:
     async def run(emit: Emit, ready: Ready) -> None:
         # Each source fills a bounded buffer (a fast source waits for the slow ones).
         buffers: list[BoundedBuffer[Any]] = [
-            BoundedBuffer(DEFAULT_CAPACITY, "block", name=f"zip[{i}]") for i in range(n)
+            BoundedBuffer(DEFAULT_BUFFER_SIZE, "block", name=f"zip[{i}]") for i in range(n)
         ]
         pending: list[deque[Any]] = [deque() for _ in range(n)]
 

@@ -31,8 +31,8 @@ from ._runtime import (
 from .observable import Observable, PullOptions, _Custom
 
 
-def from_iterable(iterable: Iterable[Any], batch_size: int) -> Observable[Any]:
-    positive_int(batch_size, "from_iterable", "batch_size")
+def from_iterable(iterable: Iterable[Any], chunk_size: int) -> Observable[Any]:
+    positive_int(chunk_size, "from_iterable", "chunk_size")
     if isinstance(iterable, str | bytes) or not isinstance(iterable, Iterable):
         raise ConfigError(f"from_iterable expects an iterable, got {type(iterable).__name__}")
 
@@ -43,7 +43,7 @@ def from_iterable(iterable: Iterable[Any], batch_size: int) -> Observable[Any]:
         while True:
             batch: list[Any] = []
             try:
-                batch.extend(itertools.islice(iterator, batch_size))
+                batch.extend(itertools.islice(iterator, chunk_size))
             except Exception:
                 if batch:
                     await emit(batch)
@@ -51,7 +51,7 @@ def from_iterable(iterable: Iterable[Any], batch_size: int) -> Observable[Any]:
             if not batch:
                 return
             await emit(batch)
-            if len(batch) < batch_size:
+            if len(batch) < chunk_size:
                 return
             await checkpoint()
 
@@ -60,7 +60,7 @@ def from_iterable(iterable: Iterable[Any], batch_size: int) -> Observable[Any]:
         while True:
             batch: list[Any] = []
             try:
-                batch.extend(itertools.islice(iterator, batch_size))
+                batch.extend(itertools.islice(iterator, chunk_size))
             except Exception:
                 if batch:
                     yield batch
@@ -69,7 +69,7 @@ def from_iterable(iterable: Iterable[Any], batch_size: int) -> Observable[Any]:
                 return
             await trio.lowlevel.checkpoint()
             yield batch
-            if len(batch) < batch_size:
+            if len(batch) < chunk_size:
                 return
 
     return _Custom(run, pull, label="from_iterable")

@@ -31,10 +31,6 @@ from ..validation import duration, integer
 
 Emit: TypeAlias = Callable[[list[Any]], Awaitable[None]]
 
-#: Items a cold iterable source moves per batch; a subscription buffer holds as many.
-DEFAULT_BATCH = 1024
-DEFAULT_CAPACITY = 1024
-
 
 class _Nothing:
     """Marker for "no value yet" (``None`` is a valid item)."""

@@ -14,7 +14,8 @@ from typing import Any
 import trio
 
 from ..backpressure import BoundedBuffer
-from ._runtime import DEFAULT_CAPACITY, NOTHING, Emit, Ready, SerialEmit, open_nursery, start_run
+from ..defaults import DEFAULT_BUFFER_SIZE
+from ._runtime import NOTHING, Emit, Ready, SerialEmit, open_nursery, start_run
 from .observable import Observable, _Custom
 
 
@@ -153,7 +154,7 @@ def windows(source: Observable[Any], count: int | None, period: float | None) ->
     label = f"window({count})" if count is not None else f"window_time({period:g}s)"
 
     async def run(emit: Emit, ready: Ready) -> None:
-        queue: BoundedBuffer[Window[Any]] = BoundedBuffer(DEFAULT_CAPACITY, "block", name=label)
+        queue: BoundedBuffer[Window[Any]] = BoundedBuffer(DEFAULT_BUFFER_SIZE, "block", name=label)
         current: Window[Any] | None = None
         filled = 0
 
@@ -162,7 +163,7 @@ def windows(source: Observable[Any], count: int | None, period: float | None) ->
             if count is None:
                 assert current is not None
                 current._push_now(batch)
-                if len(queue) >= queue.capacity:
+                if len(queue) >= queue.buffer_size:
                     await queue.wait_below(0.5)  # the consumer is far behind: slow down
                 return
             i = 0
@@ -229,7 +230,7 @@ def delay(source: Observable[Any], period: float) -> Observable[Any]:
     async def run(emit: Emit, ready: Ready) -> None:
         # (due time, item) pairs; bounded, so a fast upstream waits for the delayed ones.
         queue: BoundedBuffer[tuple[float, Any]] = BoundedBuffer(
-            DEFAULT_CAPACITY, "block", name="delay"
+            DEFAULT_BUFFER_SIZE, "block", name="delay"
         )
         completion_due = math.inf
 

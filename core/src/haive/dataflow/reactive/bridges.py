@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..backpressure import BoundedBuffer
+from ..defaults import DEFAULT_BUFFER_SIZE
 from ..errors import ConfigError
 from ..sources import DataSource
-from ._runtime import DEFAULT_CAPACITY, Emit, Ready
+from ._runtime import Emit, Ready
 from .observable import Observable, PullOptions, _Custom
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class ObservableSource(DataSource):
     Observables made of sources, hot streams and fused operators are read by the
     pipeline's source task itself; one that runs tasks of its own (time or combining
     operators) needs ``nursery=``, where it runs while the pipeline reads its buffer.
-    ``capacity``/``backpressure`` size the buffer between a hot stream (or that task) and
+    ``buffer_size``/``backpressure`` size the buffer between a hot stream (or that task) and
     the pipeline. An error of the observable stops the pipeline's source with that error.
 
     Example: see :mod:`haive.dataflow.reactive.bridges`; with a time operator::
@@ -66,7 +67,7 @@ class ObservableSource(DataSource):
         observable: Observable[Any],
         *,
         nursery: trio.Nursery | None = None,
-        capacity: int = DEFAULT_CAPACITY,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
         backpressure: object = "block",
     ) -> None:
         if not isinstance(observable, Observable):
@@ -79,8 +80,8 @@ class ObservableSource(DataSource):
         self.observable = observable
         self.nursery = nursery
         # Validate now, not at run time; a backpressure name is resolved here.
-        options = PullOptions(capacity, backpressure, config_owner="ObservableSource")
-        self.capacity = options.capacity
+        options = PullOptions(buffer_size, backpressure, config_owner="ObservableSource")
+        self.buffer_size = options.buffer_size
         self.backpressure = options.backpressure
         self._pulled: AsyncIterator[list[Any]] | None = None
         self._feed: _Feed | None = None
@@ -88,28 +89,30 @@ class ObservableSource(DataSource):
     async def open(self) -> None:
         # Attach now, so a hot stream loses nothing between open() and the first read.
         if self.observable._pullable():
-            self._pulled = self.observable._open_pull(PullOptions(self.capacity, self.backpressure))
+            self._pulled = self.observable._open_pull(
+                PullOptions(self.buffer_size, self.backpressure)
+            )
         if self._pulled is None:
             if self.nursery is None:
                 raise ConfigError(f"ObservableSource: {self.observable!r} needs nursery=")
             from .subscription import _Feed
 
             buffer: BoundedBuffer[Any] = BoundedBuffer(
-                self.capacity, self.backpressure, name=f"source({self.observable._label})"
+                self.buffer_size, self.backpressure, name=f"source({self.observable._label})"
             )
             self._feed = _Feed(self.observable, buffer)
             await self.nursery.start(self._feed.run)
         else:
             await trio.lowlevel.checkpoint()
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         if self._pulled is None and self._feed is None:
             await self.open()
         batches = self._pulled if self._feed is None else self._feed.batches()
         assert batches is not None
         async for batch in batches:
-            for start in range(0, len(batch), max_items):
-                yield batch if len(batch) <= max_items else batch[start : start + max_items]
+            for start in range(0, len(batch), chunk_size):
+                yield batch if len(batch) <= chunk_size else batch[start : start + chunk_size]
 
     async def aclose(self) -> None:
         pulled, self._pulled = self._pulled, None

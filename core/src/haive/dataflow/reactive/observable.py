@@ -12,13 +12,12 @@ import attrs
 import trio
 
 from ..backpressure import strategy_spec
+from ..defaults import DEFAULT_BUFFER_SIZE, DEFAULT_CHUNK_SIZE
 from ..errors import ConfigError
 from ..retry import RetryPolicy
 from ..units import Duration
 from ..validation import POSITIVE_INT, duration
 from ._runtime import (
-    DEFAULT_BATCH,
-    DEFAULT_CAPACITY,
     NOTHING,
     Emit,
     Ready,
@@ -44,11 +43,11 @@ class PullOptions:
 
     Example::
 
-        >>> PullOptions(capacity=10, backpressure="drop_newest").readers
+        >>> PullOptions(buffer_size=10, backpressure="drop_newest").readers
         []
     """
 
-    capacity: int = attrs.field(default=DEFAULT_CAPACITY, validator=POSITIVE_INT)
+    buffer_size: int = attrs.field(default=DEFAULT_BUFFER_SIZE, validator=POSITIVE_INT)
     backpressure: object = "block"
     readers: list[Any] = attrs.field(factory=list)
     #: What errors name (the operation given these options: ``subscribe``, ``iterate``...).
@@ -147,8 +146,10 @@ class Observable(Generic[T]):
         return Observable.from_iterable(items)
 
     @staticmethod
-    def from_iterable(iterable: Iterable[U], *, batch_size: int = DEFAULT_BATCH) -> Observable[U]:
-        """Items of a list, range or generator, moved ``batch_size`` at a time.
+    def from_iterable(
+        iterable: Iterable[U], *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Observable[U]:
+        """Items of a list, range or generator, moved ``chunk_size`` at a time.
 
         Example::
 
@@ -157,7 +158,7 @@ class Observable(Generic[T]):
         """
         from ._create import from_iterable
 
-        return from_iterable(iterable, batch_size)
+        return from_iterable(iterable, chunk_size)
 
     @staticmethod
     def from_async_iterable(iterable: AsyncIterable[U]) -> Observable[U]:
@@ -738,7 +739,7 @@ class Observable(Generic[T]):
     def delay(self, period: Duration) -> Observable[T]:
         """Every item (and the completion) ``period`` seconds later; errors at once.
 
-        At most ``DEFAULT_CAPACITY`` items wait at a time; a faster upstream waits.
+        At most ``DEFAULT_BUFFER_SIZE`` items wait at a time; a faster upstream waits.
         ``period`` is in seconds, as in trio, not milliseconds; a
         :class:`~datetime.timedelta` or ``"250ms"`` works too.
 
@@ -864,7 +865,7 @@ class Observable(Generic[T]):
         on_completed: Callable[[], Any] | None = None,
         *,
         nursery: trio.Nursery | None = None,
-        capacity: int = DEFAULT_CAPACITY,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
         backpressure: object = "block",
         name: str | None = None,
     ) -> Subscription[T]: ...
@@ -877,7 +878,7 @@ class Observable(Generic[T]):
         on_completed: Callable[[], Any] | None = None,
         *,
         nursery: trio.Nursery | None = None,
-        capacity: int = DEFAULT_CAPACITY,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
         backpressure: object = "block",
         name: str | None = None,
     ) -> Subscription[T]: ...
@@ -889,13 +890,13 @@ class Observable(Generic[T]):
         on_completed: Callable[[], Any] | None = None,
         *,
         nursery: trio.Nursery | None = None,
-        capacity: int = DEFAULT_CAPACITY,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
         backpressure: object = "block",
         name: str | None = None,
     ) -> Subscription[T]:
         """Delivers items to handlers (sync or async) in a task of their own.
 
-        Each subscription has its own bounded buffer of ``capacity`` items and a
+        Each subscription has its own bounded buffer of ``buffer_size`` items and a
         ``backpressure`` strategy for when its handler falls behind: ``"block"`` (default:
         the producer waits), ``"drop_oldest"``, ``"drop_newest"``, ``"sliding_window"`` or
         any registered :class:`~haive.dataflow.BackpressureStrategy`. An error raised by a
@@ -924,7 +925,7 @@ class Observable(Generic[T]):
             on_next,
             on_error,
             on_completed,
-            capacity=capacity,
+            buffer_size=buffer_size,
             backpressure=backpressure,
             name=name,
         )
@@ -935,13 +936,13 @@ class Observable(Generic[T]):
         return subscription
 
     def iterate(
-        self, *, capacity: int = DEFAULT_CAPACITY, backpressure: object = "block"
+        self, *, buffer_size: int = DEFAULT_BUFFER_SIZE, backpressure: object = "block"
     ) -> StreamIterator[T]:
         """An async iterator over the items: ``async for item in obs.iterate(...)``.
 
         Sources, hot streams and fused operators are read directly in the iterating task;
         an observable that needs tasks (``debounce``, ``merge``...) is iterated inside
-        ``async with obs.iterate() as items: async for item in items: ...``. ``capacity``
+        ``async with obs.iterate() as items: async for item in items: ...``. ``buffer_size``
         and ``backpressure`` size the buffer between a hot stream and a slow reader.
 
         Example::
@@ -953,7 +954,7 @@ class Observable(Generic[T]):
         """
         from .subscription import StreamIterator
 
-        return StreamIterator(self, capacity=capacity, backpressure=backpressure)
+        return StreamIterator(self, buffer_size=buffer_size, backpressure=backpressure)
 
     def __aiter__(self) -> StreamIterator[T]:
         return self.iterate()

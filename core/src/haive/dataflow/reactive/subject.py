@@ -171,7 +171,7 @@ class _Inlet:
 
 class HotReader:
     """One reader of a hot stream: attached when created, fed through its own
-    :class:`~haive.dataflow.BoundedBuffer` (capacity and strategy of its consumer).
+    :class:`~haive.dataflow.BoundedBuffer` (buffer_size and strategy of its consumer).
 
     Iterating it yields batches; at the end the stream's error, if any, is raised. A
     reader dropped without being closed (a ``break`` out of ``async for``) detaches itself
@@ -181,7 +181,7 @@ class HotReader:
 
         >>> async def main():
         ...     stream = ReactiveStream[int]()
-        ...     reader = HotReader(stream, PullOptions(capacity=2, backpressure="drop_oldest"))
+        ...     reader = HotReader(stream, PullOptions(buffer_size=2, backpressure="drop_oldest"))
         ...     await stream.emit_batch([1, 2, 3])
         ...     await stream.complete()
         ...     return [batch async for batch in reader], reader.buffer.stats.dropped
@@ -192,7 +192,7 @@ class HotReader:
     def __init__(self, stream: _Hot[Any], options: PullOptions) -> None:
         self.stream = stream
         self.buffer: BoundedBuffer[Any] = BoundedBuffer(
-            options.capacity, options.backpressure, name=f"{stream._label}.reader"
+            options.buffer_size, options.backpressure, name=f"{stream._label}.reader"
         )
         self._inlet = inlet = _Inlet(self.buffer)
         options.readers.append(self)

@@ -110,7 +110,7 @@ class Subscription(Generic[T]):
     bounded buffer with its own backpressure strategy (made by ``obs.subscribe``).
 
     Where the observable is built on a hot stream, the subscription's buffer sits right
-    behind it (``capacity`` items, ``backpressure`` strategy) and the operators of its
+    behind it (``buffer_size`` items, ``backpressure`` strategy) and the operators of its
     chain run in this subscription's task. Cold sources are read on demand by the same
     task, so nothing piles up; an observable that needs tasks of its own runs in a child
     task that feeds the buffer.
@@ -134,7 +134,7 @@ class Subscription(Generic[T]):
         >>> async def main():
         ...     stream = ReactiveStream[int]()
         ...     seen = []
-        ...     async with stream.subscribe(seen.append, capacity=2, backpressure="drop_oldest") as sub:
+        ...     async with stream.subscribe(seen.append, buffer_size=2, backpressure="drop_oldest") as sub:
         ...         await stream.emit_batch(range(5))   # nobody reads yet: 3 oldest dropped
         ...     return seen, sub.stats.dropped
         >>> trio.run(main)
@@ -148,7 +148,7 @@ class Subscription(Generic[T]):
         on_error: Callable[[BaseException], Any] | None = None,
         on_completed: Callable[[], Any] | None = None,
         *,
-        capacity: int,
+        buffer_size: int,
         backpressure: object = "block",
         name: str | None = None,
     ) -> None:
@@ -168,10 +168,10 @@ class Subscription(Generic[T]):
                 check_callable(fn, f"subscribe: {what}")
         self.source = source
         self.name = name or f"subscription({source._label})"
-        # Validates capacity and strategy now (PullOptions), before anything runs.
-        self._options = PullOptions(capacity, backpressure, config_owner="subscribe")
+        # Validates buffer_size and strategy now (PullOptions), before anything runs.
+        self._options = PullOptions(buffer_size, backpressure, config_owner="subscribe")
         self._buffer: BoundedBuffer[T] = BoundedBuffer(
-            capacity, self._options.backpressure, name=self.name
+            buffer_size, self._options.backpressure, name=self.name
         )
         self.state: State = "pending"
         self.error: BaseException | None = None
@@ -192,7 +192,7 @@ class Subscription(Generic[T]):
         return f"<Subscription {self.name} {self.state}>"
 
     def __call__(self, on_next: Callable[[T], Any]) -> Subscription[T]:
-        """Decorator form with options: ``@stream.subscribe(capacity=10)``."""
+        """Decorator form with options: ``@stream.subscribe(buffer_size=10)``."""
         if self._on_next is not None or self.state != "pending":
             raise ConfigError(f"{self!r} already has an on_next handler")
         check_callable(on_next, "subscribe")
@@ -428,9 +428,9 @@ class StreamIterator(Generic[T]):
         [0, 1, 2]
     """
 
-    def __init__(self, source: Observable[T], *, capacity: int, backpressure: object) -> None:
+    def __init__(self, source: Observable[T], *, buffer_size: int, backpressure: object) -> None:
         self.source = source
-        self._options = PullOptions(capacity, backpressure, config_owner="iterate")
+        self._options = PullOptions(buffer_size, backpressure, config_owner="iterate")
         self._batches: AsyncIterator[list[T]] | None = None
         self._batch: list[T] = []
         self._index = 0
@@ -477,7 +477,7 @@ class StreamIterator(Generic[T]):
         if self._batches is not None:
             raise RuntimeError("this iterator is already being read")
         buffer: BoundedBuffer[T] = BoundedBuffer(
-            self._options.capacity,
+            self._options.buffer_size,
             self._options.backpressure,
             name=f"iterate({self.source._label})",
         )

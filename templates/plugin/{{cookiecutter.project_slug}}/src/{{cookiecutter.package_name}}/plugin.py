@@ -16,9 +16,9 @@ class CountingSource(DataSource):
     def __init__(self, count: int = 10) -> None:
         self.count = count
 
-    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
-        for start in range(0, self.count, max_items):
-            yield list(range(start, min(start + max_items, self.count)))
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
+        for start in range(0, self.count, chunk_size):
+            yield list(range(start, min(start + chunk_size, self.count)))
 
 
 class UpperCaseProcessor(StreamProcessor):
