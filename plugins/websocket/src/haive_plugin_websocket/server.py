@@ -51,6 +51,7 @@ from .server_incoming import _IncomingMixin
 from .server_lifecycle import AuthenticateFn, _LifecycleMixin
 from .server_limits import _DisconnectOnOverflow, _LimitsMixin
 from .server_membership import _MembershipMixin
+from .server_registry import ConnectionRegistry
 from .server_session import ClientInfo, ClientSession
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ class WebSocketManager(
             from haive.dataflow.plugins import get_registry
 
             self._strategy_cls = get_registry().backpressure(config.slow_consumer)
-        self.clients: dict[str, ClientSession] = {}
+        self._registry = ConnectionRegistry()
         self._rooms = RoomTable(history_size=config.history_size, max_idle=config.max_idle_rooms)
         self.epoch = uuid.uuid4().hex[:12]
         self._on_connect: list[Callable[[ClientSession], Any]] = []
@@ -203,11 +204,16 @@ class WebSocketManager(
             "ping": self._c_ping,
         }
 
+    @property
+    def clients(self) -> dict[str, ClientSession]:
+        """Client id -> its open :class:`ClientSession` on this server (the live mapping)."""
+        return self._registry.clients
+
     def connection_stats(self) -> dict[str, dict[str, Any]]:
         """Client id -> that open connection's counters (:meth:`ClientSession.snapshot`):
         ``queued``, ``dropped``, ``rate_dropped``, ``rooms``. Find slow or flooding
         clients while they are connected."""
-        return {cid: session.snapshot() for cid, session in self.clients.items()}
+        return self._registry.connection_stats()
 
     # -- registration --------------------------------------------------------------------
     def on_message(self, message_type: str) -> Callable[[F], F]:
@@ -318,7 +324,7 @@ class WebSocketManager(
 
     async def abort(self) -> None:
         """Stop abruptly, like a crash: connections are dropped without a close frame."""
-        for session in list(self.clients.values()):
+        for session in self._registry:
             await trio.aclose_forcefully(session.ws.stream)
         if self._ws_scope is not None:
             self._ws_scope.cancel()

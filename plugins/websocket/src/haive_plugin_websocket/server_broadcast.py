@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .backplane import Backplane
     from .rooms import RoomTable
     from .server import ServerStats
-    from .server_session import ClientSession
+    from .server_registry import ConnectionRegistry
 
 #: A broadcast never blocks; it lets other tasks run every this many calls so that
 #: connection writers get to coalesce what a fast producer queued.
@@ -39,7 +39,7 @@ class _BroadcastMixin:
     if TYPE_CHECKING:
         stats: ServerStats
         backplane: Backplane | None
-        clients: dict[str, ClientSession]
+        _registry: ConnectionRegistry
         _rooms: RoomTable
         _since_yield: int
 
@@ -111,7 +111,7 @@ class _BroadcastMixin:
 
     async def send_to_client(self, client_id: str, message: dict[str, Any] | bytes) -> bool:
         """Send to one client (on any node with a backplane); False if it is not connected."""
-        session = self.clients.get(client_id)
+        session = self._registry.get(client_id)
         if session is not None:
             sent = session.send(message)
             await self._maybe_yield()
@@ -124,7 +124,7 @@ class _BroadcastMixin:
         return False
 
     def _deliver_direct(self, client_id: str, payload: dict[str, Any] | bytes) -> bool:
-        session = self.clients.get(client_id)
+        session = self._registry.get(client_id)
         return session.enqueue(OutMessage(payload)) if session is not None else False
 
 

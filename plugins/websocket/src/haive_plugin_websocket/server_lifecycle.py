@@ -28,11 +28,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ._connections import HaiveServerConnection
-from .errors import UnknownClientError
 from .protocol import (
     CLIENT_ID_HEADER,
     CLOSE_CLIENT_ID_FORBIDDEN,
-    CLOSE_REPLACED,
     CLOSE_TOO_BIG,
     FEATURES_HEADER,
     FEATURES_QUERY,
@@ -47,6 +45,7 @@ if TYPE_CHECKING:
     from .backplane import Backplane
     from .config import ServerConfig
     from .server import ServerStats, WebSocketManager
+    from .server_registry import ConnectionRegistry
 
 log = logging.getLogger("haive.websocket.server")
 
@@ -75,7 +74,7 @@ class _LifecycleMixin:
         authenticate: AuthenticateFn | None
         backplane: Backplane | None
         identity_key: IdentityKeyFn
-        clients: dict[str, ClientSession]
+        _registry: ConnectionRegistry
         _reserved_ids: ClientIdReservations
         _on_connect: list[Callable[[ClientSession], Any]]
         _on_disconnect: list[Callable[[ClientSession], Any]]
@@ -144,10 +143,7 @@ class _LifecycleMixin:
                 return
         session = ClientSession(cast("WebSocketManager", self), ws, info)
         session.owner = owner
-        previous = self.clients.get(info.client_id)
-        if previous is not None:
-            previous.kick(CLOSE_REPLACED, "replaced by a newer connection with the same client id")
-        self.clients[info.client_id] = session
+        self._registry.add(session)
         self.stats.connections_opened += 1
         self.stats.connections_open += 1
         try:
@@ -190,7 +186,7 @@ class _LifecycleMixin:
             self.stats.errors["unauthorized"] += 1
             await self._refuse(ws, 1011, "server error: the identity has no key to bind the id")
             return None
-        current = self.clients.get(cid)
+        current = self._registry.get(cid)
         if current is not None:
             allowed = current.owner == owner
         else:
@@ -223,8 +219,7 @@ class _LifecycleMixin:
     async def _cleanup(self, session: ClientSession) -> None:
         self.stats.connections_open -= 1
         cid = session.client_id
-        if self.clients.get(cid) is session:
-            del self.clients[cid]
+        if self._registry.remove(session):
             if session.owner is not None:
                 self._reserved_ids.release(cid, session.owner, trio.current_time())
             if self.backplane is not None:
@@ -236,18 +231,9 @@ class _LifecycleMixin:
         except Exception:
             log.exception("an on_disconnect callback failed for %s", cid)
 
-    def _session(self, client_id: str) -> ClientSession:
-        session = self.clients.get(client_id)
-        if session is None:
-            raise UnknownClientError(
-                f"no client {client_id!r} is connected to this server; connected: "
-                f"{', '.join(sorted(self.clients)[:20]) or '(none)'}"
-            )
-        return session
-
     async def disconnect(self, client_id: str, code: int = 1000, reason: str = "") -> None:
         """Close a connected client's connection."""
-        await self._session(client_id).close(code, reason)
+        await self._registry.session(client_id).close(code, reason)
 
 
 def _forget_handshake_headers(ws: HaiveServerConnection) -> None:

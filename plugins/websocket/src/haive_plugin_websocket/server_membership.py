@@ -22,6 +22,7 @@ from .protocol import valid_room
 if TYPE_CHECKING:
     from .backplane import Backplane
     from .rooms import RoomTable
+    from .server_registry import ConnectionRegistry
     from .server_session import ClientSession
 
 log = logging.getLogger("haive.websocket.server")
@@ -32,11 +33,10 @@ class _MembershipMixin:
 
     if TYPE_CHECKING:
         backplane: Backplane | None
-        clients: dict[str, ClientSession]
+        _registry: ConnectionRegistry
         epoch: str
         _rooms: RoomTable
 
-        def _session(self, client_id: str) -> ClientSession: ...
 
         async def broadcast_to_room(
             self, room_name: str, message: dict[str, Any] | bytes, *, exclude: str | None = None
@@ -138,12 +138,12 @@ class _MembershipMixin:
     async def join_room(self, client_id: str, room_name: str) -> None:
         """Put a connected client into a room (it gets ``joined``; members ``user_joined``)."""
         _check_room(room_name)
-        await self._join(self._session(client_id), room_name)
+        await self._join(self._registry.session(client_id), room_name)
 
     async def leave_room(self, client_id: str, room_name: str) -> None:
         """Take a connected client out of a room (it gets ``left``; members ``user_left``)."""
         _check_room(room_name)
-        await self._leave(self._session(client_id), room_name, reply=True)
+        await self._leave(self._registry.session(client_id), room_name, reply=True)
 
     @property
     def rooms(self) -> dict[str, set[str]]:
@@ -153,7 +153,7 @@ class _MembershipMixin:
     @property
     def client_rooms(self) -> dict[str, set[str]]:
         """Client id -> rooms it is in (a snapshot) for this server's clients."""
-        return {cid: set(session.rooms) for cid, session in self.clients.items()}
+        return self._registry.client_rooms()
 
     async def members(self, room_name: str) -> list[str]:
         """Ids of the room's members: on every node when a backplane is configured."""
