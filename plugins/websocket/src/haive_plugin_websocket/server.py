@@ -19,7 +19,8 @@ serving) is assembled from one part per concern, each in its own module:
 * :mod:`.server_control`: the protocol's control messages and room authorization;
 * :mod:`.server_membership`: joining and leaving rooms, with recovery replay;
 * :mod:`.server_broadcast`: broadcasts, streams and direct messages;
-* :mod:`.server_limits`: slow consumers and flood control.
+* :mod:`.server_limits`: slow consumers and flood control (:class:`.ConnectionLimits`);
+* :mod:`.server_registry`: the connected clients by id (:class:`.ConnectionRegistry`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ import attrs
 import trio
 from websockets.trio.server import Server, serve
 
-from haive.dataflow.backpressure import BackpressureStrategy
-
 from ._connections import HaiveServerConnection, unwrap_single_error
 from .config import ServerConfig
 from .errors import NotServingError
@@ -49,7 +48,7 @@ from .server_identity import ClientIdReservations, IdentityKeyFn
 from .server_identity import identity_key as default_identity_key
 from .server_incoming import _IncomingMixin
 from .server_lifecycle import AuthenticateFn, _LifecycleMixin
-from .server_limits import _DisconnectOnOverflow, _LimitsMixin
+from .server_limits import ConnectionLimits
 from .server_membership import _MembershipMixin
 from .server_registry import ConnectionRegistry
 from .server_session import ClientInfo, ClientSession
@@ -102,7 +101,6 @@ class WebSocketManager(
     _ControlMixin,
     _MembershipMixin,
     _BroadcastMixin,
-    _LimitsMixin,
 ):
     """A WebSocket server with rooms, typed handlers, recovery, limits and scale-out.
 
@@ -179,11 +177,7 @@ class WebSocketManager(
         self._reserved_ids = ClientIdReservations(config.client_id_ttl)
         self.handlers = MessageHandler()
         self.stats = ServerStats()
-        self._strategy_cls: type[BackpressureStrategy] = _DisconnectOnOverflow
-        if config.slow_consumer != "disconnect":
-            from haive.dataflow.plugins import get_registry
-
-            self._strategy_cls = get_registry().backpressure(config.slow_consumer)
+        self._limits = ConnectionLimits(config, self.stats)
         self._registry = ConnectionRegistry()
         self._rooms = RoomTable(history_size=config.history_size, max_idle=config.max_idle_rooms)
         self.epoch = uuid.uuid4().hex[:12]

@@ -15,8 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from haive.dataflow.errors import SerializationError
 
 from .protocol import parse_frame
@@ -24,6 +22,7 @@ from .protocol import parse_frame
 if TYPE_CHECKING:
     from .handlers import MessageHandler
     from .server import ServerStats
+    from .server_limits import ConnectionLimits
     from .server_session import ClientSession
 
 log = logging.getLogger("haive.websocket.server")
@@ -35,9 +34,9 @@ class _IncomingMixin:
     if TYPE_CHECKING:
         stats: ServerStats
         handlers: MessageHandler
+        _limits: ConnectionLimits
         _control: dict[str, Callable[[ClientSession, dict[str, Any]], Awaitable[None]]]
 
-        def _rate_limited(self, session: ClientSession, dropped: int) -> None: ...
 
     # -- incoming ------------------------------------------------------------------------
     async def _on_frame(self, session: ClientSession, raw: str | bytes) -> None:
@@ -48,11 +47,9 @@ class _IncomingMixin:
             return
         count = len(messages)
         self.stats.messages_received += count
-        bucket = session.bucket
-        if bucket is not None:
-            granted = bucket.take(count, trio.current_time())
+        if session.flood is not None:
+            granted = self._limits.admit(session, count)
             if granted < count:
-                self._rate_limited(session, count - granted)
                 messages = messages[:granted]
         # Fast path for the common case, a synchronous handler: no coroutine per message.
         control = self._control

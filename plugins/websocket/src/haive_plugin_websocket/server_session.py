@@ -11,7 +11,6 @@ manager's routing (:mod:`.server_incoming`).
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,7 +21,7 @@ from haive.dataflow.backpressure import BoundedBuffer
 from haive.dataflow.errors import SerializationError
 
 from ._connections import HaiveServerConnection, send_frames
-from .protocol import CLOSE_SLOW_CONSUMER, JSON, MSGPACK, OutMessage, TokenBucket, encode_frames
+from .protocol import CLOSE_SLOW_CONSUMER, JSON, MSGPACK, OutMessage, encode_frames
 
 if TYPE_CHECKING:
     from .server import WebSocketManager
@@ -77,7 +76,6 @@ class ClientSession:
     """
 
     def __init__(self, manager: WebSocketManager, ws: HaiveServerConnection, info: ClientInfo):
-        config = manager.config
         self.manager = manager
         self.ws = ws
         self.info = info
@@ -90,14 +88,8 @@ class ClientSession:
         self.codec = MSGPACK if self.msgpack else JSON
         self.batch = "batch" in features
         self.recovery = "recovery" in features
-        burst = config.effective_rate_burst
-        self.bucket = (
-            TokenBucket(config.rate_limit, burst, trio.current_time())
-            if config.rate_limit is not None and burst is not None
-            else None
-        )
-        self.rate_dropped = 0
-        self._last_rate_error = -math.inf
+        #: This connection's rate limit (None when the server has none).
+        self.flood = manager._limits.flood_control(trio.current_time())
         # The outbound queue and its writer task exist only while there is something to
         # send: an idle connection costs websockets' connection and this object, no more.
         self._out: BoundedBuffer[OutMessage] | None = None
@@ -116,6 +108,16 @@ class ClientSession:
     def queued(self) -> int:
         """Messages waiting to be written to this client."""
         return len(self._out) if self._out is not None else 0
+
+    @property
+    def rate_dropped(self) -> int:
+        """Messages from this client dropped over the rate limit."""
+        return self.flood.dropped if self.flood is not None else 0
+
+    @property
+    def closing(self) -> bool:
+        """True once this connection was asked to close (it may still be flushing)."""
+        return self._kick is not None
 
     @property
     def dropped(self) -> int:
@@ -149,7 +151,7 @@ class ClientSession:
         if out is None:
             out = self._out = BoundedBuffer(
                 self.manager.config.outbound_queue,
-                self.manager._outbound_strategy(self),
+                self.manager._limits.outbound_strategy(self),
                 name="websocket-out",
             )
         dropped_before = out.stats.dropped
@@ -213,12 +215,6 @@ class ClientSession:
         """Close this connection (queued messages are flushed first, briefly)."""
         self.kick(code, reason)
         await trio.lowlevel.checkpoint()
-
-    def _on_overflow(self) -> None:
-        if self._kick is None:
-            self.manager.stats.slow_consumer_disconnects += 1
-            self.manager.stats.errors["slow_consumer"] += 1
-            self.kick(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
 
     async def _close(self, code: int, reason: str) -> None:
         ws = self.ws
