@@ -68,7 +68,8 @@ class Backplane(abc.ABC):
 
     ``run`` is started by the manager in its nursery (``task_status.started()`` once
     subscribed); the manager then publishes through it and the backplane delivers what
-    arrives by calling ``manager._deliver_room`` / ``manager._deliver_direct``.
+    arrives by calling ``manager._deliver_room`` / ``manager._deliver_direct`` (which hand
+    it to the manager's :class:`~haive_plugin_websocket.server_broadcast.Broadcaster`).
     """
 
     node_id: str

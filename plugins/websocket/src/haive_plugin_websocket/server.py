@@ -18,7 +18,7 @@ serving) is assembled from one part per concern, each in its own module:
 * :mod:`.server_incoming`: parsing and routing incoming messages to handlers;
 * :mod:`.server_control`: the protocol's control messages and room authorization;
 * :mod:`.server_membership`: joining and leaving rooms, with recovery replay;
-* :mod:`.server_broadcast`: broadcasts, streams and direct messages;
+* :mod:`.server_broadcast`: broadcasts, streams and direct messages (:class:`.Broadcaster`);
 * :mod:`.server_limits`: slow consumers and flood control (:class:`.ConnectionLimits`);
 * :mod:`.server_registry`: the connected clients by id (:class:`.ConnectionRegistry`).
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -40,9 +40,9 @@ from ._connections import HaiveServerConnection, unwrap_single_error
 from .config import ServerConfig
 from .errors import NotServingError
 from .handlers import MessageHandler
-from .protocol import CONTROL_TYPES
+from .protocol import CONTROL_TYPES, OutMessage
 from .rooms import RoomTable
-from .server_broadcast import _BroadcastMixin
+from .server_broadcast import Broadcaster
 from .server_control import AuthorizeFn, _ControlMixin
 from .server_identity import ClientIdReservations, IdentityKeyFn
 from .server_identity import identity_key as default_identity_key
@@ -100,7 +100,6 @@ class WebSocketManager(
     _IncomingMixin,
     _ControlMixin,
     _MembershipMixin,
-    _BroadcastMixin,
 ):
     """A WebSocket server with rooms, typed handlers, recovery, limits and scale-out.
 
@@ -180,13 +179,13 @@ class WebSocketManager(
         self._limits = ConnectionLimits(config, self.stats)
         self._registry = ConnectionRegistry()
         self._rooms = RoomTable(history_size=config.history_size, max_idle=config.max_idle_rooms)
+        self._broadcaster = Broadcaster(self._rooms, self._registry, backplane, self.stats)
         self.epoch = uuid.uuid4().hex[:12]
         self._on_connect: list[Callable[[ClientSession], Any]] = []
         self._on_disconnect: list[Callable[[ClientSession], Any]] = []
         self._server: Server | None = None
         self._ws_scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
-        self._since_yield = 0
         self.port: int | None = None
         self._control: dict[str, Callable[[ClientSession, dict[str, Any]], Awaitable[None]]] = {
             "join": self._c_join,
@@ -208,6 +207,38 @@ class WebSocketManager(
         ``queued``, ``dropped``, ``rate_dropped``, ``rooms``. Find slow or flooding
         clients while they are connected."""
         return self._registry.connection_stats()
+
+    # -- sending -------------------------------------------------------------------------
+    async def broadcast_to_room(
+        self, room_name: str, message: dict[str, Any] | bytes, *, exclude: str | None = None
+    ) -> None:
+        """Send ``message`` to every member of ``room_name`` (on every node with a backplane).
+
+        Dict messages get ``"room"`` set and a per-room sequence number (kept in the room's
+        history for recovery); bytes go out as binary frames, without history. Never waits
+        for a client: slow members' queues apply their strategy. ``exclude`` skips one id.
+        """
+        await self._broadcaster.broadcast_to_room(room_name, message, exclude=exclude)
+
+    async def stream_to_room(
+        self, room_name: str, data_stream: AsyncIterable[Any], *, message_type: str = "stream_chunk"
+    ) -> int:
+        """Broadcast each item of ``data_stream`` as ``{"type": message_type, "data": item,
+        "timestamp": ...}``; returns how many were sent when the stream ends."""
+        return await self._broadcaster.stream_to_room(
+            room_name, data_stream, message_type=message_type
+        )
+
+    async def send_to_client(self, client_id: str, message: dict[str, Any] | bytes) -> bool:
+        """Send to one client (on any node with a backplane); False if it is not connected."""
+        return await self._broadcaster.send_to_client(client_id, message)
+
+    def _deliver_room(self, room_name: str, out: OutMessage, exclude: str | None) -> int:
+        # What the backplane delivers to this node (see Backplane).
+        return self._broadcaster.deliver_room(room_name, out, exclude)
+
+    def _deliver_direct(self, client_id: str, payload: dict[str, Any] | bytes) -> bool:
+        return self._broadcaster.deliver_direct(client_id, payload)
 
     # -- registration --------------------------------------------------------------------
     def on_message(self, message_type: str) -> Callable[[F], F]:

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .errors import InvalidRoomError
-from .protocol import valid_room
+from .rooms import check_room
 
 if TYPE_CHECKING:
     from .backplane import Backplane
@@ -137,12 +136,12 @@ class _MembershipMixin:
 
     async def join_room(self, client_id: str, room_name: str) -> None:
         """Put a connected client into a room (it gets ``joined``; members ``user_joined``)."""
-        _check_room(room_name)
+        check_room(room_name)
         await self._join(self._registry.session(client_id), room_name)
 
     async def leave_room(self, client_id: str, room_name: str) -> None:
         """Take a connected client out of a room (it gets ``left``; members ``user_left``)."""
-        _check_room(room_name)
+        check_room(room_name)
         await self._leave(self._registry.session(client_id), room_name, reply=True)
 
     @property
@@ -157,7 +156,7 @@ class _MembershipMixin:
 
     async def members(self, room_name: str) -> list[str]:
         """Ids of the room's members: on every node when a backplane is configured."""
-        _check_room(room_name)
+        check_room(room_name)
         if self.backplane is not None:
             return await self.backplane.members(room_name)
         room = self._rooms.get(room_name)
@@ -174,14 +173,6 @@ class _MembershipMixin:
             for m in room.history.messages
             if isinstance(m.payload, dict)
         ]
-
-
-def _check_room(room_name: str) -> None:
-    if not valid_room(room_name):
-        raise InvalidRoomError(
-            f"invalid room name {room_name!r}: use 1-128 letters, digits or _.:@/+- "
-            "starting with a letter or digit"
-        )
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
