@@ -17,7 +17,8 @@ serving) is assembled from one part per concern, each in its own module:
   connection's start and end;
 * :mod:`.server_incoming`: parsing and routing incoming messages to handlers;
 * :mod:`.server_control`: the protocol's control messages and room authorization;
-* :mod:`.server_membership`: joining and leaving rooms, with recovery replay;
+* :mod:`.server_membership`: joining and leaving rooms, with recovery replay
+  (:class:`.RoomMembership`);
 * :mod:`.server_broadcast`: broadcasts, streams and direct messages (:class:`.Broadcaster`);
 * :mod:`.server_limits`: slow consumers and flood control (:class:`.ConnectionLimits`);
 * :mod:`.server_registry`: the connected clients by id (:class:`.ConnectionRegistry`).
@@ -49,7 +50,7 @@ from .server_identity import identity_key as default_identity_key
 from .server_incoming import _IncomingMixin
 from .server_lifecycle import AuthenticateFn, _LifecycleMixin
 from .server_limits import ConnectionLimits
-from .server_membership import _MembershipMixin
+from .server_membership import RoomMembership
 from .server_registry import ConnectionRegistry
 from .server_session import ClientInfo, ClientSession
 
@@ -99,7 +100,6 @@ class WebSocketManager(
     _LifecycleMixin,
     _IncomingMixin,
     _ControlMixin,
-    _MembershipMixin,
 ):
     """A WebSocket server with rooms, typed handlers, recovery, limits and scale-out.
 
@@ -180,7 +180,9 @@ class WebSocketManager(
         self._registry = ConnectionRegistry()
         self._rooms = RoomTable(history_size=config.history_size, max_idle=config.max_idle_rooms)
         self._broadcaster = Broadcaster(self._rooms, self._registry, backplane, self.stats)
-        self.epoch = uuid.uuid4().hex[:12]
+        self._membership = RoomMembership(
+            self._rooms, self._registry, backplane, self._broadcaster, uuid.uuid4().hex[:12]
+        )
         self._on_connect: list[Callable[[ClientSession], Any]] = []
         self._on_disconnect: list[Callable[[ClientSession], Any]] = []
         self._server: Server | None = None
@@ -207,6 +209,43 @@ class WebSocketManager(
         ``queued``, ``dropped``, ``rate_dropped``, ``rooms``. Find slow or flooding
         clients while they are connected."""
         return self._registry.connection_stats()
+
+    # -- rooms ---------------------------------------------------------------------------
+    @property
+    def epoch(self) -> str:
+        """Names this server's room histories (with a backplane, the cluster's): a client
+        resuming a room from another epoch is told ``gap``."""
+        return self._membership.epoch
+
+    @epoch.setter
+    def epoch(self, value: str) -> None:
+        self._membership.epoch = value
+
+    async def join_room(self, client_id: str, room_name: str) -> None:
+        """Put a connected client into a room (it gets ``joined``; members ``user_joined``)."""
+        await self._membership.join_room(client_id, room_name)
+
+    async def leave_room(self, client_id: str, room_name: str) -> None:
+        """Take a connected client out of a room (it gets ``left``; members ``user_left``)."""
+        await self._membership.leave_room(client_id, room_name)
+
+    @property
+    def rooms(self) -> dict[str, set[str]]:
+        """Room name -> ids of this server's members (a snapshot; empty rooms omitted)."""
+        return self._membership.rooms
+
+    @property
+    def client_rooms(self) -> dict[str, set[str]]:
+        """Client id -> rooms it is in (a snapshot) for this server's clients."""
+        return self._registry.client_rooms()
+
+    async def members(self, room_name: str) -> list[str]:
+        """Ids of the room's members: on every node when a backplane is configured."""
+        return await self._membership.members(room_name)
+
+    def history(self, room_name: str) -> list[dict[str, Any]]:
+        """The room's kept messages with their ``seq`` (oldest first), for inspection."""
+        return self._membership.history(room_name)
 
     # -- sending -------------------------------------------------------------------------
     async def broadcast_to_room(

@@ -26,6 +26,7 @@ from .server_session import ClientInfo
 
 if TYPE_CHECKING:
     from .config import ServerConfig
+    from .server_membership import RoomMembership
     from .server_session import ClientSession
 
 log = logging.getLogger("haive.websocket.server")
@@ -40,19 +41,7 @@ class _ControlMixin:
         config: ServerConfig
         authorize_room: AuthorizeFn | None
 
-        async def _join(
-            self,
-            session: ClientSession,
-            room_name: str,
-            *,
-            since: int | None = None,
-            epoch: str | None = None,
-            request_id: Any = None,
-        ) -> None: ...
-
-        async def _leave(
-            self, session: ClientSession, room_name: str, *, reply: bool, request_id: Any = None
-        ) -> None: ...
+        _membership: RoomMembership
 
         async def members(self, room_name: str) -> list[str]: ...
 
@@ -94,7 +83,7 @@ class _ControlMixin:
         if not (isinstance(since, int) and not isinstance(since, bool) and since >= 0):
             since = None
         epoch = message.get("epoch")
-        await self._join(
+        await self._membership.join(
             session,
             room,
             since=since,
@@ -106,7 +95,7 @@ class _ControlMixin:
         room = self._room_of(session, message)
         if room is None:
             return
-        await self._leave(session, room, reply=True, request_id=message.get("id"))
+        await self._membership.leave(session, room, reply=True, request_id=message.get("id"))
 
     async def _c_members(self, session: ClientSession, message: dict[str, Any]) -> None:
         room = self._room_of(session, message)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .backplane import Backplane
     from .config import ServerConfig
     from .server import ServerStats, WebSocketManager
+    from .server_membership import RoomMembership
     from .server_registry import ConnectionRegistry
 
 log = logging.getLogger("haive.websocket.server")
@@ -79,9 +80,7 @@ class _LifecycleMixin:
         _on_connect: list[Callable[[ClientSession], Any]]
         _on_disconnect: list[Callable[[ClientSession], Any]]
 
-        async def _leave(
-            self, session: ClientSession, room_name: str, *, reply: bool, request_id: Any = None
-        ) -> None: ...
+        _membership: RoomMembership
 
     # -- handshake -----------------------------------------------------------------------
     async def _process_request(
@@ -225,7 +224,7 @@ class _LifecycleMixin:
             if self.backplane is not None:
                 await _quietly(self.backplane.unregister_client(cid))
         for room in sorted(session.rooms):
-            await self._leave(session, room, reply=False)
+            await self._membership.leave(session, room, reply=False)
         try:
             await _call_all(self._on_disconnect, session)
         except Exception:
