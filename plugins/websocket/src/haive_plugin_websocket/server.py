@@ -16,7 +16,8 @@ serving) is assembled from one part per concern, each in its own module:
 * :mod:`.server_lifecycle`: the handshake (authentication, client id, features) and a
   connection's start and end;
 * :mod:`.server_incoming`: parsing and routing incoming messages to handlers;
-* :mod:`.server_control`: the protocol's control messages and room authorization;
+* :mod:`.server_control`: the protocol's control messages (:class:`.ControlMessages`);
+* :mod:`.server_authorization`: who may join and publish (:class:`.RoomAuthorization`);
 * :mod:`.server_membership`: joining and leaving rooms, with recovery replay
   (:class:`.RoomMembership`);
 * :mod:`.server_broadcast`: broadcasts, streams and direct messages (:class:`.Broadcaster`);
@@ -29,7 +30,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -43,8 +44,9 @@ from .errors import NotServingError
 from .handlers import MessageHandler
 from .protocol import CONTROL_TYPES, OutMessage
 from .rooms import RoomTable
+from .server_authorization import AuthorizeFn, RoomAuthorization
 from .server_broadcast import Broadcaster
-from .server_control import AuthorizeFn, _ControlMixin
+from .server_control import ControlMessages
 from .server_identity import ClientIdReservations, IdentityKeyFn
 from .server_identity import identity_key as default_identity_key
 from .server_incoming import _IncomingMixin
@@ -99,7 +101,6 @@ class ServerStats:
 class WebSocketManager(
     _LifecycleMixin,
     _IncomingMixin,
-    _ControlMixin,
 ):
     """A WebSocket server with rooms, typed handlers, recovery, limits and scale-out.
 
@@ -170,7 +171,6 @@ class WebSocketManager(
             config = attrs.evolve(config, **options)
         self.config = config
         self.authenticate = authenticate
-        self.authorize_room = authorize_room
         self.backplane = backplane
         self.identity_key = identity_key
         self._reserved_ids = ClientIdReservations(config.client_id_ttl)
@@ -189,15 +189,20 @@ class WebSocketManager(
         self._ws_scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
         self.port: int | None = None
-        self._control: dict[str, Callable[[ClientSession, dict[str, Any]], Awaitable[None]]] = {
-            "join": self._c_join,
-            "leave": self._c_leave,
-            "members": self._c_members,
-            "rooms": self._c_rooms,
-            "publish": self._c_publish,
-            "direct": self._c_direct,
-            "ping": self._c_ping,
-        }
+        self._authorization = RoomAuthorization(authorize_room)
+        self._control = ControlMessages(
+            config, self._membership, self._broadcaster, self._authorization
+        ).handlers
+
+    @property
+    def authorize_room(self) -> AuthorizeFn | None:
+        """``authorize_room(info, room, action)`` (sync or async): False denies a join or
+        publish; see :class:`~haive_plugin_websocket.server_authorization.RoomAuthorization`."""
+        return self._authorization.authorize_room
+
+    @authorize_room.setter
+    def authorize_room(self, fn: AuthorizeFn | None) -> None:
+        self._authorization.authorize_room = fn
 
     @property
     def clients(self) -> dict[str, ClientSession]:
