@@ -15,7 +15,8 @@ serving) is assembled from one part per concern, each in its own module:
   outbound queue, writer and closing);
 * :mod:`.server_lifecycle`: the handshake (authentication, client id, features) and a
   connection's start and end;
-* :mod:`.server_incoming`: parsing and routing incoming messages to handlers;
+* :mod:`.server_incoming`: parsing and routing incoming messages to handlers
+  (:class:`.IncomingRouter`);
 * :mod:`.server_control`: the protocol's control messages (:class:`.ControlMessages`);
 * :mod:`.server_authorization`: who may join and publish (:class:`.RoomAuthorization`);
 * :mod:`.server_membership`: joining and leaving rooms, with recovery replay
@@ -49,7 +50,7 @@ from .server_broadcast import Broadcaster
 from .server_control import ControlMessages
 from .server_identity import ClientIdReservations, IdentityKeyFn
 from .server_identity import identity_key as default_identity_key
-from .server_incoming import _IncomingMixin
+from .server_incoming import IncomingRouter
 from .server_lifecycle import AuthenticateFn, _LifecycleMixin
 from .server_limits import ConnectionLimits
 from .server_membership import RoomMembership
@@ -100,7 +101,6 @@ class ServerStats:
 
 class WebSocketManager(
     _LifecycleMixin,
-    _IncomingMixin,
 ):
     """A WebSocket server with rooms, typed handlers, recovery, limits and scale-out.
 
@@ -190,9 +190,9 @@ class WebSocketManager(
         self._stopped = trio.Event()
         self.port: int | None = None
         self._authorization = RoomAuthorization(authorize_room)
-        self._control = ControlMessages(
-            config, self._membership, self._broadcaster, self._authorization
-        ).handlers
+        control = ControlMessages(config, self._membership, self._broadcaster, self._authorization)
+        self._incoming = IncomingRouter(self.stats, self.handlers, control.handlers, self._limits)
+        self._on_frame = self._incoming.on_frame
 
     @property
     def authorize_room(self) -> AuthorizeFn | None:
