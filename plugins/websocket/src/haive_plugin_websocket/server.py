@@ -48,7 +48,7 @@ from .rooms import RoomTable
 from .server_authorization import AuthorizeFn, RoomAuthorization
 from .server_broadcast import Broadcaster
 from .server_control import ControlMessages
-from .server_identity import ClientIdReservations, IdentityKeyFn
+from .server_identity import ClientIdBinding, IdentityKeyFn
 from .server_identity import identity_key as default_identity_key
 from .server_incoming import IncomingRouter
 from .server_lifecycle import AuthenticateFn, _LifecycleMixin
@@ -172,12 +172,17 @@ class WebSocketManager(
         self.config = config
         self.authenticate = authenticate
         self.backplane = backplane
-        self.identity_key = identity_key
-        self._reserved_ids = ClientIdReservations(config.client_id_ttl)
         self.handlers = MessageHandler()
         self.stats = ServerStats()
         self._limits = ConnectionLimits(config, self.stats)
         self._registry = ConnectionRegistry()
+        self._binding = ClientIdBinding(
+            self._registry,
+            backplane,
+            self.stats,
+            ttl=config.client_id_ttl,
+            identity_key=identity_key,
+        )
         self._rooms = RoomTable(history_size=config.history_size, max_idle=config.max_idle_rooms)
         self._broadcaster = Broadcaster(self._rooms, self._registry, backplane, self.stats)
         self._membership = RoomMembership(
@@ -203,6 +208,16 @@ class WebSocketManager(
     @authorize_room.setter
     def authorize_room(self, fn: AuthorizeFn | None) -> None:
         self._authorization.authorize_room = fn
+
+    @property
+    def identity_key(self) -> IdentityKeyFn:
+        """``identity_key(identity) -> str``: which identities are the same owner of a
+        client id (see :class:`~haive_plugin_websocket.server_identity.ClientIdBinding`)."""
+        return self._binding.identity_key
+
+    @identity_key.setter
+    def identity_key(self, fn: IdentityKeyFn) -> None:
+        self._binding.identity_key = fn
 
     @property
     def clients(self) -> dict[str, ClientSession]:

@@ -30,14 +30,13 @@ from websockets.http11 import Request, Response
 from ._connections import HaiveServerConnection
 from .protocol import (
     CLIENT_ID_HEADER,
-    CLOSE_CLIENT_ID_FORBIDDEN,
     CLOSE_TOO_BIG,
     FEATURES_HEADER,
     FEATURES_QUERY,
     parse_features,
     valid_client_id,
 )
-from .server_identity import ClientIdReservations, IdentityKeyFn
+from .server_identity import ClientIdBinding, Refusal
 from .server_membership import _quietly
 from .server_session import ClientInfo, ClientSession
 
@@ -74,9 +73,8 @@ class _LifecycleMixin:
         stats: ServerStats
         authenticate: AuthenticateFn | None
         backplane: Backplane | None
-        identity_key: IdentityKeyFn
         _registry: ConnectionRegistry
-        _reserved_ids: ClientIdReservations
+        _binding: ClientIdBinding
         _on_connect: list[Callable[[ClientSession], Any]]
         _on_disconnect: list[Callable[[ClientSession], Any]]
 
@@ -177,38 +175,11 @@ class _LifecycleMixin:
     async def _claim_client_id(self, ws: HaiveServerConnection, info: ClientInfo) -> str | None:
         """The owner key binding ``info.client_id`` to this connection's identity, or None
         after closing the connection (4003) because the id belongs to another identity."""
-        cid = info.client_id
-        try:
-            owner = self.identity_key(info.identity)
-        except Exception:
-            log.exception("identity_key() failed for client %s; refusing the connection", cid)
-            self.stats.errors["unauthorized"] += 1
-            await self._refuse(ws, 1011, "server error: the identity has no key to bind the id")
+        claim = await self._binding.claim(info)
+        if isinstance(claim, Refusal):
+            await self._refuse(ws, claim.code, claim.reason)
             return None
-        current = self._registry.get(cid)
-        if current is not None:
-            allowed = current.owner == owner
-        else:
-            reserved = self._reserved_ids.owner(cid, trio.current_time())
-            allowed = reserved is None or reserved == owner
-        if allowed and self.backplane is not None:
-            # The cluster-wide binding: atomic in the backplane, so two nodes cannot hand
-            # the same id to two identities. An unreachable backplane refuses (fails closed).
-            try:
-                allowed = await self.backplane.claim_client(cid, owner, self.config.client_id_ttl)
-            except Exception:
-                log.exception("claiming client id %s on the backplane failed; refusing", cid)
-                await self._refuse(ws, 1011, "server error: cannot check the client id")
-                return None
-        if not allowed:
-            self.stats.errors["client_id_forbidden"] += 1
-            log.warning("refused client id %r to another identity (%s)", cid, info.remote_address)
-            await self._refuse(
-                ws, CLOSE_CLIENT_ID_FORBIDDEN, f"client id {cid!r} belongs to another identity"
-            )
-            return None
-        self._reserved_ids.discard(cid)
-        return owner
+        return claim
 
     async def _refuse(self, ws: HaiveServerConnection, code: int, reason: str) -> None:
         with trio.move_on_after(self.config.close_timeout):
@@ -220,7 +191,7 @@ class _LifecycleMixin:
         cid = session.client_id
         if self._registry.remove(session):
             if session.owner is not None:
-                self._reserved_ids.release(cid, session.owner, trio.current_time())
+                self._binding.release(cid, session.owner)
             if self.backplane is not None:
                 await _quietly(self.backplane.unregister_client(cid))
         for room in sorted(session.rooms):
