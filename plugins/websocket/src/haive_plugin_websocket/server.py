@@ -9,12 +9,14 @@ strategy (drop-oldest, drop-newest, disconnect) decides. An idle connection cost
 websockets' own connection objects plus one small session object.
 
 This module is the facade: :class:`WebSocketManager` (its configuration, registration and
-serving) is assembled from one part per concern, each in its own module:
+serving) composes one part per concern, each an object in its own module, given the
+parts it works with:
 
 * :mod:`.server_session`: :class:`ClientInfo`, :class:`ClientSession` (one connection's
   outbound queue, writer and closing);
 * :mod:`.server_lifecycle`: the handshake (authentication, client id, features) and a
-  connection's start and end;
+  connection's start and end (:class:`.ConnectionLifecycle`);
+* :mod:`.server_identity`: client ids bound to identities (:class:`.ClientIdBinding`);
 * :mod:`.server_incoming`: parsing and routing incoming messages to handlers
   (:class:`.IncomingRouter`);
 * :mod:`.server_control`: the protocol's control messages (:class:`.ControlMessages`);
@@ -51,7 +53,7 @@ from .server_control import ControlMessages
 from .server_identity import ClientIdBinding, IdentityKeyFn
 from .server_identity import identity_key as default_identity_key
 from .server_incoming import IncomingRouter
-from .server_lifecycle import AuthenticateFn, _LifecycleMixin
+from .server_lifecycle import AuthenticateFn, ConnectionLifecycle
 from .server_limits import ConnectionLimits
 from .server_membership import RoomMembership
 from .server_registry import ConnectionRegistry
@@ -99,9 +101,7 @@ class ServerStats:
         return data
 
 
-class WebSocketManager(
-    _LifecycleMixin,
-):
+class WebSocketManager:
     """A WebSocket server with rooms, typed handlers, recovery, limits and scale-out.
 
     Start it in a nursery (``await nursery.start(manager.serve)`` returns once it listens)
@@ -170,10 +170,11 @@ class WebSocketManager(
         elif options:
             config = attrs.evolve(config, **options)
         self.config = config
-        self.authenticate = authenticate
         self.backplane = backplane
         self.handlers = MessageHandler()
         self.stats = ServerStats()
+        self.port: int | None = None
+        # The parts, each given what it works with (see the module docstring).
         self._limits = ConnectionLimits(config, self.stats)
         self._registry = ConnectionRegistry()
         self._binding = ClientIdBinding(
@@ -188,16 +189,33 @@ class WebSocketManager(
         self._membership = RoomMembership(
             self._rooms, self._registry, backplane, self._broadcaster, uuid.uuid4().hex[:12]
         )
-        self._on_connect: list[Callable[[ClientSession], Any]] = []
-        self._on_disconnect: list[Callable[[ClientSession], Any]] = []
-        self._server: Server | None = None
-        self._ws_scope: trio.CancelScope | None = None
-        self._stopped = trio.Event()
-        self.port: int | None = None
         self._authorization = RoomAuthorization(authorize_room)
         control = ControlMessages(config, self._membership, self._broadcaster, self._authorization)
         self._incoming = IncomingRouter(self.stats, self.handlers, control.handlers, self._limits)
-        self._on_frame = self._incoming.on_frame
+        self._lifecycle = ConnectionLifecycle(
+            config,
+            self.stats,
+            registry=self._registry,
+            membership=self._membership,
+            binding=self._binding,
+            limits=self._limits,
+            incoming=self._incoming,
+            backplane=backplane,
+            authenticate=authenticate,
+        )
+        self._server: Server | None = None
+        self._ws_scope: trio.CancelScope | None = None
+        self._stopped = trio.Event()
+
+    @property
+    def authenticate(self) -> AuthenticateFn | None:
+        """``authenticate(token) -> identity | None`` (sync or async) checks each connection's
+        bearer token; None (the default) accepts every connection without an identity."""
+        return self._lifecycle.authenticate
+
+    @authenticate.setter
+    def authenticate(self, fn: AuthenticateFn | None) -> None:
+        self._lifecycle.authenticate = fn
 
     @property
     def authorize_room(self) -> AuthorizeFn | None:
@@ -320,12 +338,12 @@ class WebSocketManager(
         The handshake's HTTP headers are readable here (``client.ws.request.headers``);
         afterwards they are dropped to save memory unless ``keep_handshake_headers``.
         """
-        self._on_connect.append(fn)
+        self._lifecycle.on_connect.append(fn)
         return fn
 
     def on_disconnect(self, fn: F) -> F:
         """Decorator: ``fn(client)`` runs after a client's connection closed and it left its rooms."""
-        self._on_disconnect.append(fn)
+        self._lifecycle.on_disconnect.append(fn)
         return fn
 
     # -- serving -------------------------------------------------------------------------
@@ -375,12 +393,12 @@ class WebSocketManager(
         # Shielded: on cancellation serve() closes connections gracefully first.
         with trio.CancelScope(shield=True) as self._ws_scope:
             await serve(
-                self._handle,
+                self._lifecycle.handle,
                 cfg.port,
                 host=cfg.host,
                 compression=cfg.compression,
-                process_request=self._process_request,
-                process_response=self._process_response,
+                process_request=self._lifecycle.process_request,
+                process_response=self._lifecycle.process_response,
                 max_size=cfg.max_message_size,
                 ping_interval=cfg.ping_interval,
                 ping_timeout=cfg.ping_timeout,
@@ -401,6 +419,10 @@ class WebSocketManager(
                     yield self
                 finally:
                     self.stop()
+
+    async def disconnect(self, client_id: str, code: int = 1000, reason: str = "") -> None:
+        """Close a connected client's connection."""
+        await self._registry.session(client_id).close(code, reason)
 
     def stop(self) -> None:
         """Ask :meth:`serve` to close every connection (1001 going away) and return."""

@@ -1,6 +1,6 @@
 """Connections coming and going on the server.
 
-The opening handshake (:meth:`_LifecycleMixin._process_request`) negotiates the protocol
+The opening handshake (:meth:`ConnectionLifecycle.process_request`) negotiates the protocol
 features, checks the bearer token with ``authenticate`` (HTTP 401 when refused) and
 settles the client id (HTTP 400 when invalid). With authentication the client id must
 belong to the connection's identity (:mod:`.server_identity`): another identity's id is
@@ -18,7 +18,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -43,7 +43,9 @@ from .server_session import ClientInfo, ClientSession
 if TYPE_CHECKING:
     from .backplane import Backplane
     from .config import ServerConfig
-    from .server import ServerStats, WebSocketManager
+    from .server import ServerStats
+    from .server_incoming import IncomingRouter
+    from .server_limits import ConnectionLimits
     from .server_membership import RoomMembership
     from .server_registry import ConnectionRegistry
 
@@ -65,23 +67,67 @@ class _Handshake:
 AuthenticateFn = Callable[[str | None], Any]
 
 
-class _LifecycleMixin:
-    """Part of :class:`~haive_plugin_websocket.server.WebSocketManager`: connections."""
+ConnectionCallback = Callable[[ClientSession], Any]
 
-    if TYPE_CHECKING:
-        config: ServerConfig
-        stats: ServerStats
-        authenticate: AuthenticateFn | None
-        backplane: Backplane | None
-        _registry: ConnectionRegistry
-        _binding: ClientIdBinding
-        _on_connect: list[Callable[[ClientSession], Any]]
-        _on_disconnect: list[Callable[[ClientSession], Any]]
 
-        _membership: RoomMembership
+class ConnectionLifecycle:
+    """A server's connections from the opening handshake to the end.
+
+    Given the server's config and stats, its
+    :class:`~haive_plugin_websocket.server_registry.ConnectionRegistry`,
+    :class:`~haive_plugin_websocket.server_membership.RoomMembership` (a closed connection
+    leaves its rooms), :class:`~haive_plugin_websocket.server_identity.ClientIdBinding`,
+    :class:`~haive_plugin_websocket.server_limits.ConnectionLimits` and
+    :class:`~haive_plugin_websocket.server_incoming.IncomingRouter` (each session's), its
+    backplane, and ``authenticate`` (None: no authentication). websockets calls
+    :meth:`process_request`, :meth:`process_response` and :meth:`handle`;
+    :attr:`on_connect` / :attr:`on_disconnect` are the callbacks run for each client.
+
+    Example (the handshake refuses a client without a token)::
+
+        >>> import trio
+        >>> from websockets.exceptions import InvalidStatus
+        >>> from haive_plugin_websocket import StreamingClient, ConnectionConfig, WebSocketManager
+        >>> async def main():
+        ...     manager = WebSocketManager(port=0, authenticate=lambda token: token == "s3cret" or None)
+        ...     async with manager.serving():
+        ...         client = StreamingClient(ConnectionConfig(url=manager.url))
+        ...         try:
+        ...             async with client.connect():
+        ...                 pass
+        ...         except Exception as exc:
+        ...             print(type(exc).__name__, manager.stats.errors["unauthorized"])
+        >>> trio.run(main)
+        ConnectionFailedError 1
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        stats: ServerStats,
+        *,
+        registry: ConnectionRegistry,
+        membership: RoomMembership,
+        binding: ClientIdBinding,
+        limits: ConnectionLimits,
+        incoming: IncomingRouter,
+        backplane: Backplane | None,
+        authenticate: AuthenticateFn | None,
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.registry = registry
+        self.membership = membership
+        self.binding = binding
+        self.limits = limits
+        self.incoming = incoming
+        self.backplane = backplane
+        self.authenticate = authenticate
+        self.on_connect: list[ConnectionCallback] = []
+        self.on_disconnect: list[ConnectionCallback] = []
 
     # -- handshake -----------------------------------------------------------------------
-    async def _process_request(
+    async def process_request(
         self, ws: HaiveServerConnection, request: Request
     ) -> Response | None:
         query = parse_qs(urlsplit(request.path).query)
@@ -113,7 +159,7 @@ class _LifecycleMixin:
         ws.haive = _Handshake(client_id, identity, features, urlsplit(request.path).path)
         return None
 
-    def _process_response(
+    def process_response(
         self, ws: HaiveServerConnection, request: Request, response: Response
     ) -> Response | None:
         handshake = ws.haive
@@ -123,7 +169,8 @@ class _LifecycleMixin:
         return None
 
     # -- connection lifecycle ---------------------------------------------------------------
-    async def _handle(self, ws: HaiveServerConnection) -> None:
+    async def handle(self, ws: HaiveServerConnection) -> None:
+        """Serve one connection that passed the handshake, until it closes."""
         handshake: _Handshake = ws.haive
         ws.haive = None
         try:
@@ -138,9 +185,16 @@ class _LifecycleMixin:
             owner = await self._claim_client_id(ws, info)
             if owner is None:
                 return
-        session = ClientSession(cast("WebSocketManager", self), ws, info)
+        session = ClientSession(
+            ws,
+            info,
+            config=self.config,
+            stats=self.stats,
+            limits=self.limits,
+            on_frame=self.incoming.on_frame,
+        )
         session.owner = owner
-        self._registry.add(session)
+        self.registry.add(session)
         self.stats.connections_opened += 1
         self.stats.connections_open += 1
         try:
@@ -154,7 +208,7 @@ class _LifecycleMixin:
                         "features": sorted(info.features),
                     }
                 )
-            await _call_all(self._on_connect, session)
+            await _call_all(self.on_connect, session)
             if not self.config.keep_handshake_headers:
                 _forget_handshake_headers(ws)
             try:
@@ -175,7 +229,7 @@ class _LifecycleMixin:
     async def _claim_client_id(self, ws: HaiveServerConnection, info: ClientInfo) -> str | None:
         """The owner key binding ``info.client_id`` to this connection's identity, or None
         after closing the connection (4003) because the id belongs to another identity."""
-        claim = await self._binding.claim(info)
+        claim = await self.binding.claim(info)
         if isinstance(claim, Refusal):
             await self._refuse(ws, claim.code, claim.reason)
             return None
@@ -189,21 +243,17 @@ class _LifecycleMixin:
     async def _cleanup(self, session: ClientSession) -> None:
         self.stats.connections_open -= 1
         cid = session.client_id
-        if self._registry.remove(session):
+        if self.registry.remove(session):
             if session.owner is not None:
-                self._binding.release(cid, session.owner)
+                self.binding.release(cid, session.owner)
             if self.backplane is not None:
                 await _quietly(self.backplane.unregister_client(cid))
         for room in sorted(session.rooms):
-            await self._membership.leave(session, room, reply=False)
+            await self.membership.leave(session, room, reply=False)
         try:
-            await _call_all(self._on_disconnect, session)
+            await _call_all(self.on_disconnect, session)
         except Exception:
             log.exception("an on_disconnect callback failed for %s", cid)
-
-    async def disconnect(self, client_id: str, code: int = 1000, reason: str = "") -> None:
-        """Close a connected client's connection."""
-        await self._registry.session(client_id).close(code, reason)
 
 
 def _forget_handshake_headers(ws: HaiveServerConnection) -> None:
@@ -229,3 +279,6 @@ async def _call_all(
         result = fn(session)
         if inspect.isawaitable(result):
             await result
+
+
+__all__ = ["AuthenticateFn", "ConnectionCallback", "ConnectionLifecycle"]
