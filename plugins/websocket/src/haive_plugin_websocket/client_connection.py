@@ -127,7 +127,8 @@ class _ConnectionMixin:
                         if not started:
                             started = True
                             task_status.started(cast("StreamingClient", self))
-                        await self._serve(ws)
+                        # Our create_connection makes it a HaiveClientConnection.
+                        await self._serve(cast(HaiveClientConnection, ws))
                 except InvalidStatus as exc:
                     status = exc.response.status_code
                     if status in _FATAL_STATUSES:

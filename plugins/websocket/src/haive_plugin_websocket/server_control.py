@@ -86,7 +86,7 @@ class ControlMessages:
                 message,
             )
             return None
-        return room  # type: ignore[return-value]
+        return room
 
     async def _c_join(self, session: ClientSession, message: dict[str, Any]) -> None:
         room = self._room_of(session, message)

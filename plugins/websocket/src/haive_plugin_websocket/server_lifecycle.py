@@ -18,7 +18,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -26,6 +26,7 @@ import trio
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.trio.server import ServerConnection
 
 from ._connections import HaiveServerConnection
 from .protocol import (
@@ -127,9 +128,9 @@ class ConnectionLifecycle:
         self.on_disconnect: list[ConnectionCallback] = []
 
     # -- handshake -----------------------------------------------------------------------
-    async def process_request(
-        self, ws: HaiveServerConnection, request: Request
-    ) -> Response | None:
+    async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        """websockets' ``process_request``: settle the features, identity and client id."""
+        ws = _haive(conn)
         query = parse_qs(urlsplit(request.path).query)
         offered = parse_features(
             request.headers.get(FEATURES_HEADER) or _first(query.get(FEATURES_QUERY))
@@ -160,17 +161,19 @@ class ConnectionLifecycle:
         return None
 
     def process_response(
-        self, ws: HaiveServerConnection, request: Request, response: Response
+        self, conn: ServerConnection, request: Request, response: Response
     ) -> Response | None:
-        handshake = ws.haive
+        """websockets' ``process_response``: tell the client its features and client id."""
+        handshake = _haive(conn).haive
         if handshake is not None and response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS:
             response.headers[FEATURES_HEADER] = ", ".join(sorted(handshake.features))
             response.headers[CLIENT_ID_HEADER] = handshake.client_id
         return None
 
     # -- connection lifecycle ---------------------------------------------------------------
-    async def handle(self, ws: HaiveServerConnection) -> None:
+    async def handle(self, conn: ServerConnection) -> None:
         """Serve one connection that passed the handshake, until it closes."""
+        ws = _haive(conn)
         handshake: _Handshake = ws.haive
         ws.haive = None
         try:
@@ -254,6 +257,11 @@ class ConnectionLifecycle:
             await _call_all(self.on_disconnect, session)
         except Exception:
             log.exception("an on_disconnect callback failed for %s", cid)
+
+
+def _haive(conn: ServerConnection) -> HaiveServerConnection:
+    # The server makes every connection a HaiveServerConnection (its create_connection).
+    return cast(HaiveServerConnection, conn)
 
 
 def _forget_handshake_headers(ws: HaiveServerConnection) -> None:
