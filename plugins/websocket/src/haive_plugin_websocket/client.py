@@ -8,7 +8,8 @@ state and ``connect()``) is assembled from one part per concern, each in its own
 * :mod:`.client_outbound`: checking, queueing and writing outgoing messages;
 * :mod:`.client_inbound`: parsing and dispatching incoming messages;
 * :mod:`.client_rooms`: joining rooms (resumed after reconnects) and requests;
-* :mod:`.client_events`: :class:`ConnectionEvent` and its observers.
+* :mod:`.client_events`: :class:`ConnectionEvent` and its observers
+  (:class:`.ConnectionEvents`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .client_connection import _ConnectionMixin
 from .client_connection import reconnect_delay as reconnect_delay
 from .client_events import EVENT_KINDS as EVENT_KINDS
 from .client_events import ConnectionEvent as ConnectionEvent
-from .client_events import _EventsMixin
+from .client_events import ConnectionEvents
 from .client_inbound import _InboundMixin
 from .client_outbound import _OutboundMixin
 from .client_rooms import _Pending, _RoomsMixin, _RoomState
@@ -73,7 +74,6 @@ class StreamingClient(
     _OutboundMixin,
     _InboundMixin,
     _RoomsMixin,
-    _EventsMixin,
 ):
     """A WebSocket client that stays connected: the seed's ``StreamingClient`` on trio.
 
@@ -128,7 +128,7 @@ class StreamingClient(
         self.config = config
         self.handlers = MessageHandler()
         self.stats = ClientStats()
-        self.events: deque[ConnectionEvent] = deque(maxlen=256)
+        self._events = ConnectionEvents()
         self.client_id: str | None = config.client_id
         self.features: frozenset[str] = frozenset()
         self.failed: ConnectionFailedError | None = None
@@ -148,7 +148,6 @@ class StreamingClient(
         self._rooms: dict[str, _RoomState] = {}
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
-        self._event_handlers: list[tuple[str, Callable[[ConnectionEvent], Any]]] = []
         self._ws: HaiveClientConnection | None = None
         self._connected = trio.Event()
         self._run_scope: trio.CancelScope | None = None
@@ -166,6 +165,15 @@ class StreamingClient(
     def on_message(self, message_type: str) -> Callable[[F], F]:
         """Decorator: ``handler(message)`` for messages of ``message_type`` (``"*"``: others)."""
         return self.handlers.on(message_type)
+
+    def on_event(self, kind: str = "*") -> Callable[[F], F]:
+        """Decorator: ``fn(event)`` for connection events of ``kind`` (``"*"``: all)."""
+        return self._events.on_event(kind)
+
+    @property
+    def events(self) -> deque[ConnectionEvent]:
+        """The recent :class:`ConnectionEvent`\\ s, oldest first (at most 256)."""
+        return self._events.history
 
     # -- state -----------------------------------------------------------------------------
     @property
