@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from .client import ClientStats, StreamingClient
     from .client_events import ConnectionEvents
+    from .client_outbound import OutboundQueue
     from .client_rooms import _Pending, _RoomState
 
 #: HTTP statuses that retrying cannot fix.
@@ -99,7 +100,7 @@ class _ConnectionMixin:
 
         async def flush(self) -> None: ...
 
-        async def _writer(self, ws: HaiveClientConnection) -> None: ...
+        _outbound: OutboundQueue
 
         async def _reader(self, ws: HaiveClientConnection) -> None: ...
 
@@ -270,7 +271,7 @@ class _ConnectionMixin:
         self._connected.set()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, ws)
+                nursery.start_soon(self._outbound.writer, ws, self._wire_codec, self._batch)
                 if cfg.heartbeat_interval is not None:
                     nursery.start_soon(self._heartbeat, ws, nursery.cancel_scope)
                 try:
