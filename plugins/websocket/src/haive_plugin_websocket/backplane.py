@@ -68,7 +68,8 @@ class Backplane(abc.ABC):
 
     ``run`` is started by the manager in its nursery (``task_status.started()`` once
     subscribed); the manager then publishes through it and the backplane delivers what
-    arrives by calling ``manager._deliver_room`` / ``manager._deliver_direct``.
+    arrives by calling ``manager._deliver_room`` / ``manager._deliver_direct`` (which hand
+    it to the manager's :class:`~haive_plugin_websocket.server_broadcast.Broadcaster`).
     """
 
     node_id: str
@@ -335,7 +336,7 @@ class RedisBackplane(Backplane):
             node = r.hget(clients_key, client_id)
             if node is None:
                 return False
-            return bool(r.publish(self._key("node", node.decode()), body))
+            return bool(r.publish(self._key("node", _text(node)), body))
 
         return await trio.to_thread.run_sync(send)
 
@@ -355,7 +356,7 @@ class RedisBackplane(Backplane):
         key = self._key("members", room)
 
         def read() -> list[str]:
-            entries = {k.decode(): v.decode() for k, v in r.hgetall(key).items()}
+            entries = {_text(k): _text(v) for k, v in r.hgetall(key).items()}
             nodes = sorted(set(entries.values()))
             alive = (
                 dict(zip(nodes, r.mget([self._key("nodes", n) for n in nodes]), strict=True))
@@ -393,3 +394,8 @@ class RedisBackplane(Backplane):
             return int(r.delete(*keys)) if keys else 0
 
         return await trio.to_thread.run_sync(delete_all)
+
+
+def _text(value: bytes | str) -> str:
+    # redis-py types replies as bytes | str; without decode_responses they are bytes.
+    return value.decode() if isinstance(value, bytes) else value

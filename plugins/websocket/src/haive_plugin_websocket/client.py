@@ -5,10 +5,12 @@ state and ``connect()``) is assembled from one part per concern, each in its own
 
 * :mod:`.client_connection`: connecting, reconnecting with backoff
   (:func:`reconnect_delay`), the heartbeat, giving up, closing;
-* :mod:`.client_outbound`: checking, queueing and writing outgoing messages;
+* :mod:`.client_outbound`: checking, queueing and writing outgoing messages
+  (:class:`.OutboundQueue`);
 * :mod:`.client_inbound`: parsing and dispatching incoming messages;
 * :mod:`.client_rooms`: joining rooms (resumed after reconnects) and requests;
-* :mod:`.client_events`: :class:`ConnectionEvent` and its observers.
+* :mod:`.client_events`: :class:`ConnectionEvent` and its observers
+  (:class:`.ConnectionEvents`).
 """
 
 from __future__ import annotations
@@ -24,16 +26,14 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from haive.dataflow.backpressure import BoundedBuffer
-
 from ._connections import HaiveClientConnection, unwrap_single_error
 from .client_connection import _ConnectionMixin
 from .client_connection import reconnect_delay as reconnect_delay
 from .client_events import EVENT_KINDS as EVENT_KINDS
 from .client_events import ConnectionEvent as ConnectionEvent
-from .client_events import _EventsMixin
+from .client_events import ConnectionEvents
 from .client_inbound import _InboundMixin
-from .client_outbound import _OutboundMixin
+from .client_outbound import OutboundQueue
 from .client_rooms import _Pending, _RoomsMixin, _RoomState
 from .config import ConnectionConfig
 from .errors import ConnectionFailedError
@@ -70,10 +70,8 @@ class ClientStats:
 
 class StreamingClient(
     _ConnectionMixin,
-    _OutboundMixin,
     _InboundMixin,
     _RoomsMixin,
-    _EventsMixin,
 ):
     """A WebSocket client that stays connected: the seed's ``StreamingClient`` on trio.
 
@@ -128,7 +126,7 @@ class StreamingClient(
         self.config = config
         self.handlers = MessageHandler()
         self.stats = ClientStats()
-        self.events: deque[ConnectionEvent] = deque(maxlen=256)
+        self._events = ConnectionEvents()
         self.client_id: str | None = config.client_id
         self.features: frozenset[str] = frozenset()
         self.failed: ConnectionFailedError | None = None
@@ -140,20 +138,14 @@ class StreamingClient(
         self._msgpack_frames = False
         self._batch = False
         self._recovery = False
-        self._outbound: BoundedBuffer[OutMessage] = BoundedBuffer(
-            config.queue_size, config.queue_policy, name="websocket-client-out"
-        )
-        self._inflight: list[OutMessage] | None = None
-        self._flushed = trio.Event()
+        self._outbound = OutboundQueue(config, self.stats, self._codec)
         self._rooms: dict[str, _RoomState] = {}
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
-        self._event_handlers: list[tuple[str, Callable[[ConnectionEvent], Any]]] = []
         self._ws: HaiveClientConnection | None = None
         self._connected = trio.Event()
         self._run_scope: trio.CancelScope | None = None
         self._closing = False
-        self._since_yield = 0
         self._internal: dict[str, Callable[[dict[str, Any]], None]] = {
             "welcome": self._on_welcome,
             "joined": self._on_joined,
@@ -167,6 +159,15 @@ class StreamingClient(
         """Decorator: ``handler(message)`` for messages of ``message_type`` (``"*"``: others)."""
         return self.handlers.on(message_type)
 
+    def on_event(self, kind: str = "*") -> Callable[[F], F]:
+        """Decorator: ``fn(event)`` for connection events of ``kind`` (``"*"``: all)."""
+        return self._events.on_event(kind)
+
+    @property
+    def events(self) -> deque[ConnectionEvent]:
+        """The recent :class:`ConnectionEvent`\\ s, oldest first (at most 256)."""
+        return self._events.history
+
     # -- state -----------------------------------------------------------------------------
     @property
     def connected(self) -> bool:
@@ -175,12 +176,12 @@ class StreamingClient(
     @property
     def queued(self) -> int:
         """Messages waiting to be written (queued while disconnected, or not yet flushed)."""
-        return len(self._outbound) + len(self._inflight or ())
+        return self._outbound.queued
 
     @property
     def dropped(self) -> int:
         """Messages the queue policy dropped (``drop_oldest`` / ``drop_newest``)."""
-        return self._outbound.stats.dropped
+        return self._outbound.dropped
 
     @property
     def rooms(self) -> list[str]:
@@ -196,6 +197,38 @@ class StreamingClient(
     def latency(self) -> float:
         """Round-trip time measured by the last heartbeat, in seconds (0 before one)."""
         return self._ws.latency if self._ws is not None else 0.0
+
+    # -- sending ---------------------------------------------------------------------------
+    async def send_message(self, message: dict[str, Any]) -> None:
+        """Queue a message (a dict with a ``"type"``); sent now, or after the reconnect.
+
+        Encoding errors and oversize messages raise here (nothing is queued). With the
+        ``block`` queue policy this waits while the queue is full.
+        """
+        await self._outbound.put(self._prepare(message))
+
+    def send_message_nowait(self, message: dict[str, Any]) -> None:
+        """Queue a message without waiting; ``trio.WouldBlock`` if a ``block`` queue is full."""
+        self._outbound.put_nowait(self._prepare(message))
+
+    async def send_binary(self, data: bytes) -> None:
+        """Queue binary data: a binary frame (``{"type": "binary"}`` with MessagePack)."""
+        out = self._outbound.prepare_binary(data)
+        if self.failed is not None:
+            raise self.failed
+        await self._outbound.put(out)
+
+    async def flush(self) -> None:
+        """Wait until every queued message was written to the connection."""
+        await self._outbound.flush(lambda: self._ws is not None)
+
+    def _prepare(self, message: Any) -> OutMessage:
+        if self.failed is not None:
+            raise self.failed
+        return self._outbound.prepare(message)
+
+    async def _enqueue(self, out: OutMessage) -> None:
+        await self._outbound.put(out)
 
     async def wait_connected(self) -> None:
         """Return once connected (at once if connected); raise if the client gave up."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import trio
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     import ssl
 
     from .client import ClientStats, StreamingClient
+    from .client_events import ConnectionEvents
+    from .client_outbound import OutboundQueue
     from .client_rooms import _Pending, _RoomState
 
 #: HTTP statuses that retrying cannot fix.
@@ -73,6 +75,7 @@ class _ConnectionMixin:
     """Part of :class:`~haive_plugin_websocket.client.StreamingClient`: the connection."""
 
     if TYPE_CHECKING:
+        _events: ConnectionEvents
         config: ConnectionConfig
         stats: ClientStats
         client_id: str | None
@@ -92,13 +95,12 @@ class _ConnectionMixin:
         _run_scope: trio.CancelScope | None
         _closing: bool
 
-        def _emit(self, kind: str, **fields: Any) -> None: ...
 
         def _join_message(self, room: str, state: _RoomState, *, resume: bool) -> OutMessage: ...
 
         async def flush(self) -> None: ...
 
-        async def _writer(self, ws: HaiveClientConnection) -> None: ...
+        _outbound: OutboundQueue
 
         async def _reader(self, ws: HaiveClientConnection) -> None: ...
 
@@ -127,7 +129,8 @@ class _ConnectionMixin:
                         if not started:
                             started = True
                             task_status.started(cast("StreamingClient", self))
-                        await self._serve(ws)
+                        # Our create_connection makes it a HaiveClientConnection.
+                        await self._serve(cast(HaiveClientConnection, ws))
                 except InvalidStatus as exc:
                     status = exc.response.status_code
                     if status in _FATAL_STATUSES:
@@ -162,7 +165,7 @@ class _ConnectionMixin:
                     return
                 close_code = _close_code(error)
                 if close_code == CLOSE_REPLACED:
-                    self._emit("replaced", error=_describe(error))
+                    self._events.emit("replaced", error=_describe(error))
                     self._give_up(
                         "replaced by a newer connection with the same client id", error, attempt
                     )
@@ -175,7 +178,7 @@ class _ConnectionMixin:
                         attempt,
                     )
                     return
-                self._emit("disconnected", attempt=attempt, error=_describe(error))
+                self._events.emit("disconnected", attempt=attempt, error=_describe(error))
                 attempt += 1
                 if cfg.max_reconnect_attempts is not None and attempt > cfg.max_reconnect_attempts:
                     self._give_up(
@@ -188,7 +191,7 @@ class _ConnectionMixin:
                         raise self.failed from error  # type: ignore[misc]
                     return
                 delay = reconnect_delay(attempt, cfg, self._rng)
-                self._emit("reconnecting", attempt=attempt, delay=delay, error=_describe(error))
+                self._events.emit("reconnecting", attempt=attempt, delay=delay, error=_describe(error))
                 await trio.sleep(delay)
 
     def _give_up(
@@ -200,7 +203,7 @@ class _ConnectionMixin:
         error_cls: type[ConnectionFailedError] = ConnectionFailedError,
     ) -> None:
         self.failed = error_cls(message)
-        self._emit("gave_up", attempt=attempt, error=_describe(error))
+        self._events.emit("gave_up", attempt=attempt, error=_describe(error))
         # Wake everyone waiting for the connection, a room or a reply: they raise `failed`.
         self._connected.set()
         for state in self._rooms.values():
@@ -262,13 +265,13 @@ class _ConnectionMixin:
         self.stats.connects += 1
         if self.stats.connects > 1:
             self.stats.reconnects += 1
-            self._emit("reconnected")
+            self._events.emit("reconnected")
         else:
-            self._emit("connected")
+            self._events.emit("connected")
         self._connected.set()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, ws)
+                nursery.start_soon(self._outbound.writer, ws, self._wire_codec, self._batch)
                 if cfg.heartbeat_interval is not None:
                     nursery.start_soon(self._heartbeat, ws, nursery.cancel_scope)
                 try:
@@ -311,7 +314,7 @@ class _ConnectionMixin:
                 await pong.wait()
             if deadline.cancelled_caught:
                 self.stats.heartbeat_timeouts += 1
-                self._emit("heartbeat_timeout", error=f"no pong within {timeout:g} s")
+                self._events.emit("heartbeat_timeout", error=f"no pong within {timeout:g} s")
                 # The peer is gone or stuck: drop the TCP connection now, no close handshake.
                 await trio.aclose_forcefully(ws.stream)
                 cancel_scope.cancel()

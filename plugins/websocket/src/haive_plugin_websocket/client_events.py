@@ -11,7 +11,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -50,12 +50,27 @@ class ConnectionEvent:
     detail: dict[str, Any] | None = None
 
 
-class _EventsMixin:
-    """Part of :class:`~haive_plugin_websocket.client.StreamingClient`: connection events."""
+class ConnectionEvents:
+    """A client's connection events: the recent ones (:attr:`history`) and their observers.
 
-    if TYPE_CHECKING:
-        events: deque[ConnectionEvent]
-        _event_handlers: list[tuple[str, Callable[[ConnectionEvent], Any]]]
+    Example::
+
+        >>> import trio
+        >>> events = ConnectionEvents()
+        >>> @events.on_event("reconnecting")
+        ... def show(event):
+        ...     print(event.kind, event.attempt)
+        >>> async def main():
+        ...     events.emit("reconnecting", attempt=2, delay=1.5)
+        >>> trio.run(main)
+        reconnecting 2
+        >>> [event.kind for event in events.history]
+        ['reconnecting']
+    """
+
+    def __init__(self, history: int = 256) -> None:
+        self.history: deque[ConnectionEvent] = deque(maxlen=history)
+        self._observers: list[tuple[str, Callable[[ConnectionEvent], Any]]] = []
 
     def on_event(self, kind: str = "*") -> Callable[[F], F]:
         """Decorator: ``fn(event)`` for connection events of ``kind`` (``"*"``: all)."""
@@ -63,16 +78,16 @@ class _EventsMixin:
             raise ValueError(f"unknown event kind {kind!r}; kinds are {EVENT_KINDS}")
 
         def register(fn: F) -> F:
-            self._event_handlers.append((kind, fn))
+            self._observers.append((kind, fn))
             return fn
 
         return register
 
-    # -- events --------------------------------------------------------------------------------------------
-    def _emit(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Record an event of ``kind`` now and tell its observers (a failing one is logged)."""
         event = ConnectionEvent(kind, at=trio.current_time(), **fields)
-        self.events.append(event)
-        for wanted, fn in self._event_handlers:
+        self.history.append(event)
+        for wanted, fn in self._observers:
             if wanted in ("*", kind):
                 try:
                     result = fn(event)
@@ -83,3 +98,6 @@ class _EventsMixin:
                         result.close()  # type: ignore[attr-defined]
                 except Exception:
                     log.exception("connection event handler %r failed", fn)
+
+
+__all__ = ["EVENT_KINDS", "ConnectionEvent", "ConnectionEvents"]

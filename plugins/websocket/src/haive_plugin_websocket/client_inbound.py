@@ -25,6 +25,7 @@ from .protocol import parse_frame
 
 if TYPE_CHECKING:
     from .client import ClientStats
+    from .client_events import ConnectionEvents
     from .client_rooms import _Pending
     from .config import ConnectionConfig
     from .handlers import MessageHandler
@@ -52,6 +53,7 @@ class _InboundMixin:
     """Part of :class:`~haive_plugin_websocket.client.StreamingClient`: incoming messages."""
 
     if TYPE_CHECKING:
+        _events: ConnectionEvents
         config: ConnectionConfig
         stats: ClientStats
         handlers: MessageHandler
@@ -62,7 +64,6 @@ class _InboundMixin:
         _pending: dict[int, _Pending]
         _internal: dict[str, Callable[[dict[str, Any]], None]]
 
-        def _emit(self, kind: str, **fields: Any) -> None: ...
 
     async def _reader(self, ws: HaiveClientConnection) -> None:
         try:
@@ -159,7 +160,7 @@ class _InboundMixin:
             self._rooms.pop(room, None)
 
     def _on_gap(self, message: dict[str, Any]) -> None:
-        self._emit("gap", detail=dict(message))
+        self._events.emit("gap", detail=dict(message))
 
     def _on_error(self, message: dict[str, Any]) -> None:
         code = str(message.get("code"))

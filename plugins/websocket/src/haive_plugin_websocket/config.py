@@ -52,22 +52,53 @@ def compression_mode(value: object) -> str | None:
     )
 
 
-def _duration(what: str, *, optional: bool = False) -> Any:
-    def convert(value: Any) -> float | None:
-        if value is None and optional:
-            return None
-        return parse_duration(value, what=what)
-
-    return convert
+# One named converter per field: mypy's attrs plugin reads their types.
+def _client_id_ttl(value: Any) -> float:
+    return parse_duration(value, what="client_id_ttl")
 
 
-def _size(what: str, *, optional: bool = False) -> Any:
-    def convert(value: Any) -> int | None:
-        if value is None and optional:
-            return None
-        return parse_size(value, what=what)
+def _close_timeout(value: Any) -> float:
+    return parse_duration(value, what="close_timeout")
 
-    return convert
+
+def _heartbeat_interval_or_none(value: Any) -> float | None:
+    return None if value is None else parse_duration(value, what="heartbeat_interval")
+
+
+def _heartbeat_timeout_or_none(value: Any) -> float | None:
+    return None if value is None else parse_duration(value, what="heartbeat_timeout")
+
+
+def _max_batch_bytes(value: Any) -> int:
+    return parse_size(value, what="max_batch_bytes")
+
+
+def _max_message_size(value: Any) -> int:
+    return parse_size(value, what="max_message_size")
+
+
+def _max_message_size_or_none(value: Any) -> int | None:
+    return None if value is None else parse_size(value, what="max_message_size")
+
+
+def _max_reconnect_interval(value: Any) -> float:
+    return parse_duration(value, what="max_reconnect_interval")
+
+
+def _open_timeout(value: Any) -> float:
+    return parse_duration(value, what="open_timeout")
+
+
+def _ping_interval_or_none(value: Any) -> float | None:
+    return None if value is None else parse_duration(value, what="ping_interval")
+
+
+def _ping_timeout_or_none(value: Any) -> float | None:
+    return None if value is None else parse_duration(value, what="ping_timeout")
+
+
+def _reconnect_interval(value: Any) -> float:
+    return parse_duration(value, what="reconnect_interval")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -155,31 +186,31 @@ class ConnectionConfig:
     """
 
     url: str = attrs.field(validator=_check_url)
-    reconnect_interval: float = attrs.field(default=1.0, converter=_duration("reconnect_interval"))
+    reconnect_interval: float = attrs.field(default=1.0, converter=_reconnect_interval)
     max_reconnect_interval: float = attrs.field(
-        default=30.0, converter=_duration("max_reconnect_interval")
+        default=30.0, converter=_max_reconnect_interval
     )
     backoff_factor: float = attrs.field(default=2.0)
     jitter: float = attrs.field(default=0.5)
     max_reconnect_attempts: int | None = attrs.field(default=None)
     heartbeat_interval: float | None = attrs.field(
-        default=30.0, converter=_duration("heartbeat_interval", optional=True)
+        default=30.0, converter=_heartbeat_interval_or_none
     )
     heartbeat_timeout: float | None = attrs.field(
-        default=None, converter=_duration("heartbeat_timeout", optional=True)
+        default=None, converter=_heartbeat_timeout_or_none
     )
     compression: str | None = attrs.field(default="deflate", converter=compression_mode)
     serializer: str = attrs.field(default="json", validator=_check_serializer)
     queue_size: int = attrs.field(default=10_000, validator=_positive)
     queue_policy: str = attrs.field(default="block", validator=_one_of(QUEUE_POLICIES))
     max_message_size: int = attrs.field(
-        default=2**20, converter=_size("max_message_size"), validator=_positive
+        default=2**20, converter=_max_message_size, validator=_positive
     )
     max_batch_bytes: int = attrs.field(
-        default=64 * 1024, converter=_size("max_batch_bytes"), validator=_positive
+        default=64 * 1024, converter=_max_batch_bytes, validator=_positive
     )
-    open_timeout: float = attrs.field(default=10.0, converter=_duration("open_timeout"))
-    close_timeout: float = attrs.field(default=2.0, converter=_duration("close_timeout"))
+    open_timeout: float = attrs.field(default=10.0, converter=_open_timeout)
+    close_timeout: float = attrs.field(default=2.0, converter=_close_timeout)
     token: str | None = None
     client_id: str | None = None
     features: tuple[str, ...] = attrs.field(default=("batch", "recovery"), converter=_features)
@@ -287,7 +318,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     max_message_size: int | None = attrs.field(
-        default=2**20, converter=_size("max_message_size", optional=True), validator=_positive
+        default=2**20, converter=_max_message_size_or_none, validator=_positive
     )
     outbound_queue: int = attrs.field(default=4096, validator=_positive)
     slow_consumer: str = attrs.field(
@@ -300,19 +331,19 @@ class ServerConfig:
     rate_burst: float | None = attrs.field(default=None, validator=_positive_number)
     flood_close_after: int = attrs.field(default=1000, validator=_positive)
     client_id_ttl: float = attrs.field(
-        default=3600.0, converter=_duration("client_id_ttl"), validator=_positive
+        default=3600.0, converter=_client_id_ttl, validator=_positive
     )
     compression: str | None = attrs.field(default="deflate", converter=compression_mode)
     ping_interval: float | None = attrs.field(
-        default=20.0, converter=_duration("ping_interval", optional=True)
+        default=20.0, converter=_ping_interval_or_none
     )
     ping_timeout: float | None = attrs.field(
-        default=20.0, converter=_duration("ping_timeout", optional=True)
+        default=20.0, converter=_ping_timeout_or_none
     )
-    open_timeout: float = attrs.field(default=10.0, converter=_duration("open_timeout"))
-    close_timeout: float = attrs.field(default=2.0, converter=_duration("close_timeout"))
+    open_timeout: float = attrs.field(default=10.0, converter=_open_timeout)
+    close_timeout: float = attrs.field(default=2.0, converter=_close_timeout)
     max_batch_bytes: int = attrs.field(
-        default=64 * 1024, converter=_size("max_batch_bytes"), validator=_positive
+        default=64 * 1024, converter=_max_batch_bytes, validator=_positive
     )
     features: tuple[str, ...] = attrs.field(default=FEATURES, converter=_features)
     send_welcome: bool = True

@@ -12,8 +12,8 @@ from haive.dataflow.backpressure import BoundedBuffer
 from haive.dataflow.sinks import StreamSink
 from haive.dataflow.sources import DataSource
 
+from .rooms import check_room
 from .server import ClientSession, WebSocketManager
-from .server_membership import _check_room
 
 
 @attrs.frozen
@@ -144,7 +144,7 @@ class WebSocketRoomSink(StreamSink):
     def __init__(
         self, manager: WebSocketManager, room: str, *, message_type: str = "stream_chunk"
     ) -> None:
-        _check_room(room)
+        check_room(room)
         self.manager = manager
         self.room = room
         self.message_type = message_type

@@ -180,7 +180,7 @@ class Codec:
         return f"Codec({self.name!r})"
 
 
-_MP_BATCH_PREFIX: Final = msgpack.packb({"type": "batch", "messages": None})[:-1]
+_MP_BATCH_PREFIX: Final[bytes] = msgpack.packb({"type": "batch", "messages": None})[:-1]
 
 
 def _mp_array_header(n: int) -> bytes:
@@ -247,7 +247,7 @@ class OutMessage:
 
     def _value(self, with_seq: bool) -> Any:
         payload = self.payload
-        if type(payload) is not dict:
+        if not isinstance(payload, dict):
             return {"type": "binary", "data": bytes(payload)}
         if with_seq:
             return {**payload, "seq": self.seq}

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .protocol import OutMessage
+from .errors import InvalidRoomError
+from .protocol import OutMessage, valid_room
 
 if TYPE_CHECKING:
     from .server_session import ClientSession
@@ -152,3 +153,21 @@ class RoomTable:
 
     def snapshot(self) -> dict[str, Any]:
         return {name: sorted(room.members) for name, room in self.rooms.items() if room.members}
+
+
+def check_room(room_name: str) -> None:
+    """Raise InvalidRoomError, saying what is allowed, unless ``room_name`` is a room name.
+
+    Example::
+
+        >>> check_room("news")
+        >>> check_room("")
+        Traceback (most recent call last):
+        ...
+        haive_plugin_websocket.errors.InvalidRoomError: invalid room name '': use 1-128 letters, digits or _.:@/+- starting with a letter or digit
+    """
+    if not valid_room(room_name):
+        raise InvalidRoomError(
+            f"invalid room name {room_name!r}: use 1-128 letters, digits or _.:@/+- "
+            "starting with a letter or digit"
+        )

@@ -9,17 +9,23 @@ strategy (drop-oldest, drop-newest, disconnect) decides. An idle connection cost
 websockets' own connection objects plus one small session object.
 
 This module is the facade: :class:`WebSocketManager` (its configuration, registration and
-serving) is assembled from one part per concern, each in its own module:
+serving) composes one part per concern, each an object in its own module, given the
+parts it works with:
 
 * :mod:`.server_session`: :class:`ClientInfo`, :class:`ClientSession` (one connection's
   outbound queue, writer and closing);
 * :mod:`.server_lifecycle`: the handshake (authentication, client id, features) and a
-  connection's start and end;
-* :mod:`.server_incoming`: parsing and routing incoming messages to handlers;
-* :mod:`.server_control`: the protocol's control messages and room authorization;
-* :mod:`.server_membership`: joining and leaving rooms, with recovery replay;
-* :mod:`.server_broadcast`: broadcasts, streams and direct messages;
-* :mod:`.server_limits`: slow consumers and flood control.
+  connection's start and end (:class:`.ConnectionLifecycle`);
+* :mod:`.server_identity`: client ids bound to identities (:class:`.ClientIdBinding`);
+* :mod:`.server_incoming`: parsing and routing incoming messages to handlers
+  (:class:`.IncomingRouter`);
+* :mod:`.server_control`: the protocol's control messages (:class:`.ControlMessages`);
+* :mod:`.server_authorization`: who may join and publish (:class:`.RoomAuthorization`);
+* :mod:`.server_membership`: joining and leaving rooms, with recovery replay
+  (:class:`.RoomMembership`);
+* :mod:`.server_broadcast`: broadcasts, streams and direct messages (:class:`.Broadcaster`);
+* :mod:`.server_limits`: slow consumers and flood control (:class:`.ConnectionLimits`);
+* :mod:`.server_registry`: the connected clients by id (:class:`.ConnectionRegistry`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -35,22 +41,22 @@ import attrs
 import trio
 from websockets.trio.server import Server, serve
 
-from haive.dataflow.backpressure import BackpressureStrategy
-
 from ._connections import HaiveServerConnection, unwrap_single_error
 from .config import ServerConfig
 from .errors import NotServingError
 from .handlers import MessageHandler
-from .protocol import CONTROL_TYPES
+from .protocol import CONTROL_TYPES, OutMessage
 from .rooms import RoomTable
-from .server_broadcast import _BroadcastMixin
-from .server_control import AuthorizeFn, _ControlMixin
-from .server_identity import ClientIdReservations, IdentityKeyFn
+from .server_authorization import AuthorizeFn, RoomAuthorization
+from .server_broadcast import Broadcaster
+from .server_control import ControlMessages
+from .server_identity import ClientIdBinding, IdentityKeyFn
 from .server_identity import identity_key as default_identity_key
-from .server_incoming import _IncomingMixin
-from .server_lifecycle import AuthenticateFn, _LifecycleMixin
-from .server_limits import _DisconnectOnOverflow, _LimitsMixin
-from .server_membership import _MembershipMixin
+from .server_incoming import IncomingRouter
+from .server_lifecycle import AuthenticateFn, ConnectionLifecycle
+from .server_limits import ConnectionLimits
+from .server_membership import RoomMembership
+from .server_registry import ConnectionRegistry
 from .server_session import ClientInfo, ClientSession
 
 if TYPE_CHECKING:
@@ -95,14 +101,7 @@ class ServerStats:
         return data
 
 
-class WebSocketManager(
-    _LifecycleMixin,
-    _IncomingMixin,
-    _ControlMixin,
-    _MembershipMixin,
-    _BroadcastMixin,
-    _LimitsMixin,
-):
+class WebSocketManager:
     """A WebSocket server with rooms, typed handlers, recovery, limits and scale-out.
 
     Start it in a nursery (``await nursery.start(manager.serve)`` returns once it listens)
@@ -171,43 +170,152 @@ class WebSocketManager(
         elif options:
             config = attrs.evolve(config, **options)
         self.config = config
-        self.authenticate = authenticate
-        self.authorize_room = authorize_room
         self.backplane = backplane
-        self.identity_key = identity_key
-        self._reserved_ids = ClientIdReservations(config.client_id_ttl)
         self.handlers = MessageHandler()
         self.stats = ServerStats()
-        self._strategy_cls: type[BackpressureStrategy] = _DisconnectOnOverflow
-        if config.slow_consumer != "disconnect":
-            from haive.dataflow.plugins import get_registry
-
-            self._strategy_cls = get_registry().backpressure(config.slow_consumer)
-        self.clients: dict[str, ClientSession] = {}
+        self.port: int | None = None
+        # The parts, each given what it works with (see the module docstring).
+        self._limits = ConnectionLimits(config, self.stats)
+        self._registry = ConnectionRegistry()
+        self._binding = ClientIdBinding(
+            self._registry,
+            backplane,
+            self.stats,
+            ttl=config.client_id_ttl,
+            identity_key=identity_key,
+        )
         self._rooms = RoomTable(history_size=config.history_size, max_idle=config.max_idle_rooms)
-        self.epoch = uuid.uuid4().hex[:12]
-        self._on_connect: list[Callable[[ClientSession], Any]] = []
-        self._on_disconnect: list[Callable[[ClientSession], Any]] = []
+        self._broadcaster = Broadcaster(self._rooms, self._registry, backplane, self.stats)
+        self._membership = RoomMembership(
+            self._rooms, self._registry, backplane, self._broadcaster, uuid.uuid4().hex[:12]
+        )
+        self._authorization = RoomAuthorization(authorize_room)
+        control = ControlMessages(config, self._membership, self._broadcaster, self._authorization)
+        self._incoming = IncomingRouter(self.stats, self.handlers, control.handlers, self._limits)
+        self._lifecycle = ConnectionLifecycle(
+            config,
+            self.stats,
+            registry=self._registry,
+            membership=self._membership,
+            binding=self._binding,
+            limits=self._limits,
+            incoming=self._incoming,
+            backplane=backplane,
+            authenticate=authenticate,
+        )
         self._server: Server | None = None
         self._ws_scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
-        self._since_yield = 0
-        self.port: int | None = None
-        self._control: dict[str, Callable[[ClientSession, dict[str, Any]], Awaitable[None]]] = {
-            "join": self._c_join,
-            "leave": self._c_leave,
-            "members": self._c_members,
-            "rooms": self._c_rooms,
-            "publish": self._c_publish,
-            "direct": self._c_direct,
-            "ping": self._c_ping,
-        }
+
+    @property
+    def authenticate(self) -> AuthenticateFn | None:
+        """``authenticate(token) -> identity | None`` (sync or async) checks each connection's
+        bearer token; None (the default) accepts every connection without an identity."""
+        return self._lifecycle.authenticate
+
+    @authenticate.setter
+    def authenticate(self, fn: AuthenticateFn | None) -> None:
+        self._lifecycle.authenticate = fn
+
+    @property
+    def authorize_room(self) -> AuthorizeFn | None:
+        """``authorize_room(info, room, action)`` (sync or async): False denies a join or
+        publish; see :class:`~haive_plugin_websocket.server_authorization.RoomAuthorization`."""
+        return self._authorization.authorize_room
+
+    @authorize_room.setter
+    def authorize_room(self, fn: AuthorizeFn | None) -> None:
+        self._authorization.authorize_room = fn
+
+    @property
+    def identity_key(self) -> IdentityKeyFn:
+        """``identity_key(identity) -> str``: which identities are the same owner of a
+        client id (see :class:`~haive_plugin_websocket.server_identity.ClientIdBinding`)."""
+        return self._binding.identity_key
+
+    @identity_key.setter
+    def identity_key(self, fn: IdentityKeyFn) -> None:
+        self._binding.identity_key = fn
+
+    @property
+    def clients(self) -> dict[str, ClientSession]:
+        """Client id -> its open :class:`ClientSession` on this server (the live mapping)."""
+        return self._registry.clients
 
     def connection_stats(self) -> dict[str, dict[str, Any]]:
         """Client id -> that open connection's counters (:meth:`ClientSession.snapshot`):
         ``queued``, ``dropped``, ``rate_dropped``, ``rooms``. Find slow or flooding
         clients while they are connected."""
-        return {cid: session.snapshot() for cid, session in self.clients.items()}
+        return self._registry.connection_stats()
+
+    # -- rooms ---------------------------------------------------------------------------
+    @property
+    def epoch(self) -> str:
+        """Names this server's room histories (with a backplane, the cluster's): a client
+        resuming a room from another epoch is told ``gap``."""
+        return self._membership.epoch
+
+    @epoch.setter
+    def epoch(self, value: str) -> None:
+        self._membership.epoch = value
+
+    async def join_room(self, client_id: str, room_name: str) -> None:
+        """Put a connected client into a room (it gets ``joined``; members ``user_joined``)."""
+        await self._membership.join_room(client_id, room_name)
+
+    async def leave_room(self, client_id: str, room_name: str) -> None:
+        """Take a connected client out of a room (it gets ``left``; members ``user_left``)."""
+        await self._membership.leave_room(client_id, room_name)
+
+    @property
+    def rooms(self) -> dict[str, set[str]]:
+        """Room name -> ids of this server's members (a snapshot; empty rooms omitted)."""
+        return self._membership.rooms
+
+    @property
+    def client_rooms(self) -> dict[str, set[str]]:
+        """Client id -> rooms it is in (a snapshot) for this server's clients."""
+        return self._registry.client_rooms()
+
+    async def members(self, room_name: str) -> list[str]:
+        """Ids of the room's members: on every node when a backplane is configured."""
+        return await self._membership.members(room_name)
+
+    def history(self, room_name: str) -> list[dict[str, Any]]:
+        """The room's kept messages with their ``seq`` (oldest first), for inspection."""
+        return self._membership.history(room_name)
+
+    # -- sending -------------------------------------------------------------------------
+    async def broadcast_to_room(
+        self, room_name: str, message: dict[str, Any] | bytes, *, exclude: str | None = None
+    ) -> None:
+        """Send ``message`` to every member of ``room_name`` (on every node with a backplane).
+
+        Dict messages get ``"room"`` set and a per-room sequence number (kept in the room's
+        history for recovery); bytes go out as binary frames, without history. Never waits
+        for a client: slow members' queues apply their strategy. ``exclude`` skips one id.
+        """
+        await self._broadcaster.broadcast_to_room(room_name, message, exclude=exclude)
+
+    async def stream_to_room(
+        self, room_name: str, data_stream: AsyncIterable[Any], *, message_type: str = "stream_chunk"
+    ) -> int:
+        """Broadcast each item of ``data_stream`` as ``{"type": message_type, "data": item,
+        "timestamp": ...}``; returns how many were sent when the stream ends."""
+        return await self._broadcaster.stream_to_room(
+            room_name, data_stream, message_type=message_type
+        )
+
+    async def send_to_client(self, client_id: str, message: dict[str, Any] | bytes) -> bool:
+        """Send to one client (on any node with a backplane); False if it is not connected."""
+        return await self._broadcaster.send_to_client(client_id, message)
+
+    def _deliver_room(self, room_name: str, out: OutMessage, exclude: str | None) -> int:
+        # What the backplane delivers to this node (see Backplane).
+        return self._broadcaster.deliver_room(room_name, out, exclude)
+
+    def _deliver_direct(self, client_id: str, payload: dict[str, Any] | bytes) -> bool:
+        return self._broadcaster.deliver_direct(client_id, payload)
 
     # -- registration --------------------------------------------------------------------
     def on_message(self, message_type: str) -> Callable[[F], F]:
@@ -230,12 +338,12 @@ class WebSocketManager(
         The handshake's HTTP headers are readable here (``client.ws.request.headers``);
         afterwards they are dropped to save memory unless ``keep_handshake_headers``.
         """
-        self._on_connect.append(fn)
+        self._lifecycle.on_connect.append(fn)
         return fn
 
     def on_disconnect(self, fn: F) -> F:
         """Decorator: ``fn(client)`` runs after a client's connection closed and it left its rooms."""
-        self._on_disconnect.append(fn)
+        self._lifecycle.on_disconnect.append(fn)
         return fn
 
     # -- serving -------------------------------------------------------------------------
@@ -285,12 +393,12 @@ class WebSocketManager(
         # Shielded: on cancellation serve() closes connections gracefully first.
         with trio.CancelScope(shield=True) as self._ws_scope:
             await serve(
-                self._handle,
+                self._lifecycle.handle,
                 cfg.port,
                 host=cfg.host,
                 compression=cfg.compression,
-                process_request=self._process_request,
-                process_response=self._process_response,
+                process_request=self._lifecycle.process_request,
+                process_response=self._lifecycle.process_response,
                 max_size=cfg.max_message_size,
                 ping_interval=cfg.ping_interval,
                 ping_timeout=cfg.ping_timeout,
@@ -312,13 +420,17 @@ class WebSocketManager(
                 finally:
                     self.stop()
 
+    async def disconnect(self, client_id: str, code: int = 1000, reason: str = "") -> None:
+        """Close a connected client's connection."""
+        await self._registry.session(client_id).close(code, reason)
+
     def stop(self) -> None:
         """Ask :meth:`serve` to close every connection (1001 going away) and return."""
         self._stopped.set()
 
     async def abort(self) -> None:
         """Stop abruptly, like a crash: connections are dropped without a close frame."""
-        for session in list(self.clients.values()):
+        for session in self._registry:
             await trio.aclose_forcefully(session.ws.stream)
         if self._ws_scope is not None:
             self._ws_scope.cancel()

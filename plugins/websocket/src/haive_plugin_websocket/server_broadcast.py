@@ -4,8 +4,8 @@ Every send only appends to the recipients' outbound queues and never waits for a
 so a slow client cannot stall a broadcast (its queue's strategy applies, see
 :mod:`.server_limits`). Room messages get a per-room sequence number and are kept in the
 room's history for recovery. With a backplane the message goes through it and comes back
-to every node, this one included, through :meth:`_BroadcastMixin._deliver_room` /
-:meth:`_BroadcastMixin._deliver_direct`.
+to every node, this one included, through :meth:`Broadcaster.deliver_room` /
+:meth:`Broadcaster.deliver_direct`.
 """
 
 from __future__ import annotations
@@ -19,31 +19,55 @@ import trio
 from haive.dataflow.errors import SerializationError
 
 from .protocol import JSON, MSGPACK, OutMessage
-from .server_membership import _check_room
+from .rooms import check_room
 from .server_session import _checked
 
 if TYPE_CHECKING:
     from .backplane import Backplane
     from .rooms import RoomTable
     from .server import ServerStats
-    from .server_session import ClientSession
+    from .server_registry import ConnectionRegistry
 
 #: A broadcast never blocks; it lets other tasks run every this many calls so that
 #: connection writers get to coalesce what a fast producer queued.
 _YIELD_EVERY = 32
 
 
-class _BroadcastMixin:
-    """Part of :class:`~haive_plugin_websocket.server.WebSocketManager`: sending."""
+class Broadcaster:
+    """Sends a server's messages: to a room's members, or to one client, on any node.
 
-    if TYPE_CHECKING:
-        stats: ServerStats
-        backplane: Backplane | None
-        clients: dict[str, ClientSession]
-        _rooms: RoomTable
-        _since_yield: int
+    Given the server's rooms (:class:`~haive_plugin_websocket.rooms.RoomTable`, whose
+    histories it records room messages in), its connected clients
+    (:class:`~haive_plugin_websocket.server_registry.ConnectionRegistry`), its backplane
+    (None for a single node) and its stats. Sending only queues: it never waits for a
+    client.
 
-    # -- sending -------------------------------------------------------------------------------
+    Example (a room nobody is in: the message is numbered and kept for recovery)::
+
+        >>> import trio
+        >>> from haive_plugin_websocket import ServerStats
+        >>> from haive_plugin_websocket.rooms import RoomTable
+        >>> from haive_plugin_websocket.server_registry import ConnectionRegistry
+        >>> rooms = RoomTable(history_size=10, max_idle=10)
+        >>> broadcaster = Broadcaster(rooms, ConnectionRegistry(), None, ServerStats())
+        >>> trio.run(broadcaster.broadcast_to_room, "news", {"type": "headline"})
+        >>> [(m.payload, m.seq) for m in rooms.get("news").history.messages]
+        [({'type': 'headline', 'room': 'news'}, 1)]
+    """
+
+    def __init__(
+        self,
+        rooms: RoomTable,
+        registry: ConnectionRegistry,
+        backplane: Backplane | None,
+        stats: ServerStats,
+    ) -> None:
+        self.rooms = rooms
+        self.registry = registry
+        self.backplane = backplane
+        self.stats = stats
+        self._since_yield = 0
+
     async def broadcast_to_room(
         self, room_name: str, message: dict[str, Any] | bytes, *, exclude: str | None = None
     ) -> None:
@@ -53,7 +77,7 @@ class _BroadcastMixin:
         history for recovery); bytes go out as binary frames, without history. Never waits
         for a client: slow members' queues apply their strategy. ``exclude`` skips one id.
         """
-        _check_room(room_name)
+        check_room(room_name)
         if isinstance(message, bytes | bytearray | memoryview):
             out = OutMessage(bytes(message))
         else:
@@ -66,8 +90,8 @@ class _BroadcastMixin:
             await self.backplane.publish_room(room_name, out.payload, exclude)
         else:
             if not out.is_binary:
-                out.seq = self._rooms.get_or_create(room_name).next_seq()
-            self._deliver_room(room_name, out, exclude)
+                out.seq = self.rooms.get_or_create(room_name).next_seq()
+            self.deliver_room(room_name, out, exclude)
         await self._maybe_yield()
 
     async def _maybe_yield(self) -> None:
@@ -78,13 +102,13 @@ class _BroadcastMixin:
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
 
-    def _deliver_room(self, room_name: str, out: OutMessage, exclude: str | None) -> int:
+    def deliver_room(self, room_name: str, out: OutMessage, exclude: str | None) -> int:
         """Record and fan out one room message on this node (called by the backplane too)."""
         if out.seq is not None:
-            room = self._rooms.get_or_create(room_name)
+            room = self.rooms.get_or_create(room_name)
             room.record(out)
         else:
-            found = self._rooms.get(room_name)
+            found = self.rooms.get(room_name)
             if found is None:
                 return 0
             room = found
@@ -111,7 +135,7 @@ class _BroadcastMixin:
 
     async def send_to_client(self, client_id: str, message: dict[str, Any] | bytes) -> bool:
         """Send to one client (on any node with a backplane); False if it is not connected."""
-        session = self.clients.get(client_id)
+        session = self.registry.get(client_id)
         if session is not None:
             sent = session.send(message)
             await self._maybe_yield()
@@ -123,8 +147,9 @@ class _BroadcastMixin:
         await trio.lowlevel.checkpoint_if_cancelled()
         return False
 
-    def _deliver_direct(self, client_id: str, payload: dict[str, Any] | bytes) -> bool:
-        session = self.clients.get(client_id)
+    def deliver_direct(self, client_id: str, payload: dict[str, Any] | bytes) -> bool:
+        """Queue a direct message for a client of this node (called by the backplane)."""
+        session = self.registry.get(client_id)
         return session.enqueue(OutMessage(payload)) if session is not None else False
 
 
@@ -136,3 +161,6 @@ def _validate(out: OutMessage) -> None:
         out.encode(JSON, False)
     except SerializationError:
         out.encode(MSGPACK, False)  # bytes values are fine for MessagePack clients
+
+
+__all__ = ["Broadcaster"]

@@ -1,20 +1,16 @@
-"""The protocol's control messages on the server, and the room authorization they pass.
+"""The protocol's control messages on the server.
 
 ``join`` (with ``since``/``epoch`` to resume), ``leave``, ``members``, ``rooms``,
 ``publish`` (to a joined room), ``direct`` (to another client) and ``ping`` are handled
 here; their replies carry the request's ``id``. What ``publish`` and ``direct`` relay can
 never pass for the server's own messages: the protocol's types are refused
-(``reserved_type``) and ``from``/``room``/``seq`` are set by the server. Joining and publishing are authorized by
-every ``haive_websocket_authorize_room`` plugin hook and by the manager's
-``authorize_room(info, room, action)`` callback (sync or async): any ``False``, or a
-failing check, denies.
+(``reserved_type``) and ``from``/``room``/``seq`` are set by the server. Joining and
+publishing are authorized by :class:`~.server_authorization.RoomAuthorization`.
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -22,45 +18,62 @@ import trio
 from haive.dataflow.errors import SerializationError
 
 from .protocol import SERVER_FIELDS, SERVER_TYPES, valid_room
-from .server_session import ClientInfo
 
 if TYPE_CHECKING:
     from .config import ServerConfig
+    from .server_authorization import RoomAuthorization
+    from .server_broadcast import Broadcaster
+    from .server_membership import RoomMembership
     from .server_session import ClientSession
 
-log = logging.getLogger("haive.websocket.server")
-
-AuthorizeFn = Callable[[ClientInfo, str, str], Any]
 
 
-class _ControlMixin:
-    """Part of :class:`~haive_plugin_websocket.server.WebSocketManager`: control messages."""
+class ControlMessages:
+    """The server's side of the protocol's control messages, one method per type.
 
-    if TYPE_CHECKING:
-        config: ServerConfig
-        authorize_room: AuthorizeFn | None
+    Given the server's config (``max_rooms_per_client``), its
+    :class:`~haive_plugin_websocket.server_membership.RoomMembership`,
+    :class:`~haive_plugin_websocket.server_broadcast.Broadcaster` and
+    :class:`~haive_plugin_websocket.server_authorization.RoomAuthorization`.
+    :attr:`handlers` maps each control type to ``handler(session, message)``; bad
+    requests are answered with ``{"type": "error"}`` frames.
 
-        async def _join(
-            self,
-            session: ClientSession,
-            room_name: str,
-            *,
-            since: int | None = None,
-            epoch: str | None = None,
-            request_id: Any = None,
-        ) -> None: ...
+    Example::
 
-        async def _leave(
-            self, session: ClientSession, room_name: str, *, reply: bool, request_id: Any = None
-        ) -> None: ...
+        >>> from haive_plugin_websocket import ServerConfig, ServerStats
+        >>> from haive_plugin_websocket.rooms import RoomTable
+        >>> from haive_plugin_websocket.server_authorization import RoomAuthorization
+        >>> from haive_plugin_websocket.server_broadcast import Broadcaster
+        >>> from haive_plugin_websocket.server_membership import RoomMembership
+        >>> from haive_plugin_websocket.server_registry import ConnectionRegistry
+        >>> rooms, registry = RoomTable(history_size=10, max_idle=10), ConnectionRegistry()
+        >>> broadcaster = Broadcaster(rooms, registry, None, ServerStats())
+        >>> membership = RoomMembership(rooms, registry, None, broadcaster, epoch="e1")
+        >>> control = ControlMessages(ServerConfig(), membership, broadcaster, RoomAuthorization())
+        >>> sorted(control.handlers)
+        ['direct', 'join', 'leave', 'members', 'ping', 'publish', 'rooms']
+    """
 
-        async def members(self, room_name: str) -> list[str]: ...
-
-        async def broadcast_to_room(
-            self, room_name: str, message: dict[str, Any] | bytes, *, exclude: str | None = None
-        ) -> None: ...
-
-        async def send_to_client(self, client_id: str, message: dict[str, Any] | bytes) -> bool: ...
+    def __init__(
+        self,
+        config: ServerConfig,
+        membership: RoomMembership,
+        broadcaster: Broadcaster,
+        authorization: RoomAuthorization,
+    ) -> None:
+        self.config = config
+        self.membership = membership
+        self.broadcaster = broadcaster
+        self.authorization = authorization
+        self.handlers: dict[str, Callable[[ClientSession, dict[str, Any]], Awaitable[None]]] = {
+            "join": self._c_join,
+            "leave": self._c_leave,
+            "members": self._c_members,
+            "rooms": self._c_rooms,
+            "publish": self._c_publish,
+            "direct": self._c_direct,
+            "ping": self._c_ping,
+        }
 
     # -- control messages ------------------------------------------------------------------
     def _room_of(self, session: ClientSession, message: dict[str, Any]) -> str | None:
@@ -73,7 +86,7 @@ class _ControlMixin:
                 message,
             )
             return None
-        return room  # type: ignore[return-value]
+        return room
 
     async def _c_join(self, session: ClientSession, message: dict[str, Any]) -> None:
         room = self._room_of(session, message)
@@ -87,14 +100,14 @@ class _ControlMixin:
                     message,
                 )
                 return
-            if not await self._authorized(session, room, "join"):
+            if not await self.authorization.allowed(session.info, room, "join"):
                 session.error("forbidden", f"not allowed to join room {room!r}", message)
                 return
         since = message.get("since")
         if not (isinstance(since, int) and not isinstance(since, bool) and since >= 0):
             since = None
         epoch = message.get("epoch")
-        await self._join(
+        await self.membership.join(
             session,
             room,
             since=since,
@@ -106,13 +119,13 @@ class _ControlMixin:
         room = self._room_of(session, message)
         if room is None:
             return
-        await self._leave(session, room, reply=True, request_id=message.get("id"))
+        await self.membership.leave(session, room, reply=True, request_id=message.get("id"))
 
     async def _c_members(self, session: ClientSession, message: dict[str, Any]) -> None:
         room = self._room_of(session, message)
         if room is None:
             return
-        reply = {"type": "members", "room": room, "members": await self.members(room)}
+        reply = {"type": "members", "room": room, "members": await self.membership.members(room)}
         _with_id(reply, message)
         session.send(reply)
 
@@ -146,11 +159,11 @@ class _ControlMixin:
         if room not in session.rooms:
             session.error("forbidden", f"join room {room!r} before publishing to it", message)
             return
-        if not await self._authorized(session, room, "publish"):
+        if not await self.authorization.allowed(session.info, room, "publish"):
             session.error("forbidden", f"not allowed to publish to room {room!r}", message)
             return
         exclude = None if message.get("echo") else session.client_id
-        await self.broadcast_to_room(room, relayed, exclude=exclude)
+        await self.broadcaster.broadcast_to_room(room, relayed, exclude=exclude)
 
     async def _c_direct(self, session: ClientSession, message: dict[str, Any]) -> None:
         target = message.get("to")
@@ -170,40 +183,12 @@ class _ControlMixin:
         if relayed is None:
             return
         try:
-            sent = await self.send_to_client(target, relayed)
+            sent = await self.broadcaster.send_to_client(target, relayed)
         except SerializationError as exc:  # e.g. MessagePack-only values for a JSON client
             session.error("invalid_message", f"cannot relay to {target!r:.80}: {exc}", message)
             return
         if not sent:
             session.error("unknown_client", f"no connected client {target!r:.80}", message)
-
-    # -- authorization ---------------------------------------------------------------------
-    async def _authorized(self, session: ClientSession, room: str, action: str) -> bool:
-        from haive.dataflow.plugins import get_registry
-
-        from .hookspecs import room_verdicts
-
-        try:
-            verdicts = room_verdicts(
-                get_registry().plugin_manager, client=session.info, room=room, action=action
-            )
-        except Exception:
-            log.exception("haive_websocket_authorize_room failed; denying %s on %r", action, room)
-            return False
-        if any(v is False for v in verdicts):
-            return False
-        if self.authorize_room is not None:
-            try:
-                verdict = self.authorize_room(session.info, room, action)
-                if inspect.isawaitable(verdict):
-                    verdict = await verdict
-            except Exception:
-                log.exception("authorize_room failed; denying %s on %r", action, room)
-                return False
-            if not verdict:
-                return False
-        await trio.lowlevel.checkpoint_if_cancelled()
-        return True
 
 
 def _relayable(
@@ -228,3 +213,6 @@ def _relayable(
 def _with_id(reply: dict[str, Any], request: dict[str, Any]) -> None:
     if "id" in request:
         reply["id"] = request["id"]
+
+
+__all__ = ["ControlMessages"]

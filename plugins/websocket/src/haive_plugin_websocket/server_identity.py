@@ -17,10 +17,23 @@ JSON.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import orjson
+import trio
+
+from .protocol import CLOSE_CLIENT_ID_FORBIDDEN
+
+if TYPE_CHECKING:
+    from .backplane import Backplane
+    from .server import ServerStats
+    from .server_registry import ConnectionRegistry
+    from .server_session import ClientInfo
+
+log = logging.getLogger("haive.websocket.server")
 
 IdentityKeyFn = Callable[[Any], str]
 
@@ -103,4 +116,91 @@ class ClientIdReservations:
             del entries[oldest]
 
 
-__all__ = ["ClientIdReservations", "IdentityKeyFn", "identity_key"]
+@attrs.frozen
+class Refusal:
+    """Why a connection may not have the client id it asked for: its close code and reason."""
+
+    code: int
+    reason: str
+
+
+class ClientIdBinding:
+    """Binds client ids to the identities that connected with them (with ``authenticate``).
+
+    Given the server's connected clients (whose sessions hold their ``owner`` key), its
+    backplane (None for a single node: the binding is then this node's), its stats, the
+    ``ttl`` a binding outlives its connection, and :attr:`identity_key`. :meth:`claim`
+    answers a new connection's owner key or a :class:`Refusal`; :meth:`release` keeps a
+    closed connection's id for its owner.
+
+    Example::
+
+        >>> import trio
+        >>> from haive_plugin_websocket import ServerStats
+        >>> from haive_plugin_websocket.server_registry import ConnectionRegistry
+        >>> from haive_plugin_websocket.server_session import ClientInfo
+        >>> binding = ClientIdBinding(ConnectionRegistry(), None, ServerStats(), ttl=60.0)
+        >>> async def main():
+        ...     binding.release("phone-1", "ada")   # ada's connection with it just closed
+        ...     mallory = await binding.claim(ClientInfo("phone-1", identity="mallory"))
+        ...     ada = await binding.claim(ClientInfo("phone-1", identity="ada"))
+        ...     return mallory, ada
+        >>> trio.run(main)
+        (Refusal(code=4003, reason="client id 'phone-1' belongs to another identity"), 'ada')
+    """
+
+    def __init__(
+        self,
+        registry: ConnectionRegistry,
+        backplane: Backplane | None,
+        stats: ServerStats,
+        *,
+        ttl: float,
+        identity_key: IdentityKeyFn = identity_key,
+    ) -> None:
+        self.registry = registry
+        self.backplane = backplane
+        self.stats = stats
+        self.ttl = ttl
+        self.identity_key = identity_key
+        self.reservations = ClientIdReservations(ttl)
+
+    async def claim(self, info: ClientInfo) -> str | Refusal:
+        """The owner key binding ``info.client_id`` to ``info.identity``, or why not: the id
+        belongs to another identity (4003), or it cannot be checked (1011)."""
+        cid = info.client_id
+        try:
+            owner = self.identity_key(info.identity)
+        except Exception:
+            log.exception("identity_key() failed for client %s; refusing the connection", cid)
+            self.stats.errors["unauthorized"] += 1
+            return Refusal(1011, "server error: the identity has no key to bind the id")
+        current = self.registry.get(cid)
+        if current is not None:
+            allowed = current.owner == owner
+        else:
+            reserved = self.reservations.owner(cid, trio.current_time())
+            allowed = reserved is None or reserved == owner
+        # Without a backplane nothing here awaits: checking the id and registering the
+        # connection (by the caller) happen without another connection slipping in between.
+        if allowed and self.backplane is not None:
+            # The cluster-wide binding: atomic in the backplane, so two nodes cannot hand
+            # the same id to two identities. An unreachable backplane refuses (fails closed).
+            try:
+                allowed = await self.backplane.claim_client(cid, owner, self.ttl)
+            except Exception:
+                log.exception("claiming client id %s on the backplane failed; refusing", cid)
+                return Refusal(1011, "server error: cannot check the client id")
+        if not allowed:
+            self.stats.errors["client_id_forbidden"] += 1
+            log.warning("refused client id %r to another identity (%s)", cid, info.remote_address)
+            return Refusal(CLOSE_CLIENT_ID_FORBIDDEN, f"client id {cid!r} belongs to another identity")
+        self.reservations.discard(cid)
+        return owner
+
+    def release(self, client_id: str, owner: str) -> None:
+        """The last connection of ``client_id`` (bound to ``owner``) closed: keep it for ``ttl``."""
+        self.reservations.release(client_id, owner, trio.current_time())
+
+
+__all__ = ["ClientIdBinding", "ClientIdReservations", "IdentityKeyFn", "Refusal", "identity_key"]

@@ -15,8 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from haive.dataflow.errors import SerializationError
 
 from .protocol import parse_frame
@@ -24,23 +22,57 @@ from .protocol import parse_frame
 if TYPE_CHECKING:
     from .handlers import MessageHandler
     from .server import ServerStats
+    from .server_limits import ConnectionLimits
     from .server_session import ClientSession
 
 log = logging.getLogger("haive.websocket.server")
 
 
-class _IncomingMixin:
-    """Part of :class:`~haive_plugin_websocket.server.WebSocketManager`: incoming messages."""
+ControlHandler = Callable[["ClientSession", dict[str, Any]], Awaitable[None]]
 
-    if TYPE_CHECKING:
-        stats: ServerStats
-        handlers: MessageHandler
-        _control: dict[str, Callable[[ClientSession, dict[str, Any]], Awaitable[None]]]
 
-        def _rate_limited(self, session: ClientSession, dropped: int) -> None: ...
+class IncomingRouter:
+    """Routes what a client sends: each message to its control handler or registered handler.
+
+    Given the server's stats, its handlers (:class:`~haive_plugin_websocket.handlers.MessageHandler`,
+    filled by ``@manager.on_message``), the control handlers
+    (:attr:`~haive_plugin_websocket.server_control.ControlMessages.handlers`) and the
+    :class:`~haive_plugin_websocket.server_limits.ConnectionLimits` that charge each
+    message to its client's rate limit. :meth:`on_frame` takes one frame of a session.
+
+    Example (a message routed to its handler, the reply queued for the client)::
+
+        >>> import trio
+        >>> from haive_plugin_websocket import StreamingClient, ConnectionConfig, WebSocketManager
+        >>> async def main():
+        ...     manager = WebSocketManager(port=0)
+        ...     manager.on_message("hello")(lambda client, message: {"type": "hi"})
+        ...     async with manager.serving():
+        ...         async with StreamingClient(ConnectionConfig(url=manager.url, client_id="ada")).connect() as client:
+        ...             replied = trio.Event()
+        ...             client.on_message("hi")(lambda message: replied.set())
+        ...             await client.send_message({"type": "hello"})
+        ...             await replied.wait()
+        ...     return manager.stats.messages_received
+        >>> trio.run(main)
+        1
+    """
+
+    def __init__(
+        self,
+        stats: ServerStats,
+        handlers: MessageHandler,
+        control: dict[str, ControlHandler],
+        limits: ConnectionLimits,
+    ) -> None:
+        self.stats = stats
+        self.handlers = handlers
+        self.control = control
+        self.limits = limits
 
     # -- incoming ------------------------------------------------------------------------
-    async def _on_frame(self, session: ClientSession, raw: str | bytes) -> None:
+    async def on_frame(self, session: ClientSession, raw: str | bytes) -> None:
+        """Parse one frame from ``session`` and handle the messages its rate limit admits."""
         try:
             messages = parse_frame(raw, msgpack_frames=session.msgpack, batch=session.batch)
         except SerializationError as exc:
@@ -48,14 +80,12 @@ class _IncomingMixin:
             return
         count = len(messages)
         self.stats.messages_received += count
-        bucket = session.bucket
-        if bucket is not None:
-            granted = bucket.take(count, trio.current_time())
+        if session.flood is not None:
+            granted = self.limits.admit(session, count)
             if granted < count:
-                self._rate_limited(session, count - granted)
                 messages = messages[:granted]
         # Fast path for the common case, a synchronous handler: no coroutine per message.
-        control = self._control
+        control = self.control
         route_of = self.handlers.route
         for message in messages:
             if type(message) is dict:
@@ -84,7 +114,7 @@ class _IncomingMixin:
         if type(mtype) is not str:
             session.error("invalid_message", "the message has no 'type' string", message)
             return
-        control = self._control.get(mtype)
+        control = self.control.get(mtype)
         if control is not None:
             await control(session, message)
             return
@@ -116,3 +146,6 @@ class _IncomingMixin:
                 session.send(result)
             except (TypeError, ValueError) as exc:
                 session.error("handler_error", f"handler returned an invalid reply: {exc}", message)
+
+
+__all__ = ["IncomingRouter"]

@@ -1,6 +1,6 @@
 """Connections coming and going on the server.
 
-The opening handshake (:meth:`_LifecycleMixin._process_request`) negotiates the protocol
+The opening handshake (:meth:`ConnectionLifecycle.process_request`) negotiates the protocol
 features, checks the bearer token with ``authenticate`` (HTTP 401 when refused) and
 settles the client id (HTTP 400 when invalid). With authentication the client id must
 belong to the connection's identity (:mod:`.server_identity`): another identity's id is
@@ -26,27 +26,29 @@ import trio
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.trio.server import ServerConnection
 
 from ._connections import HaiveServerConnection
-from .errors import UnknownClientError
 from .protocol import (
     CLIENT_ID_HEADER,
-    CLOSE_CLIENT_ID_FORBIDDEN,
-    CLOSE_REPLACED,
     CLOSE_TOO_BIG,
     FEATURES_HEADER,
     FEATURES_QUERY,
     parse_features,
     valid_client_id,
 )
-from .server_identity import ClientIdReservations, IdentityKeyFn
+from .server_identity import ClientIdBinding, Refusal
 from .server_membership import _quietly
 from .server_session import ClientInfo, ClientSession
 
 if TYPE_CHECKING:
     from .backplane import Backplane
     from .config import ServerConfig
-    from .server import ServerStats, WebSocketManager
+    from .server import ServerStats
+    from .server_incoming import IncomingRouter
+    from .server_limits import ConnectionLimits
+    from .server_membership import RoomMembership
+    from .server_registry import ConnectionRegistry
 
 log = logging.getLogger("haive.websocket.server")
 
@@ -66,28 +68,69 @@ class _Handshake:
 AuthenticateFn = Callable[[str | None], Any]
 
 
-class _LifecycleMixin:
-    """Part of :class:`~haive_plugin_websocket.server.WebSocketManager`: connections."""
+ConnectionCallback = Callable[[ClientSession], Any]
 
-    if TYPE_CHECKING:
-        config: ServerConfig
-        stats: ServerStats
-        authenticate: AuthenticateFn | None
-        backplane: Backplane | None
-        identity_key: IdentityKeyFn
-        clients: dict[str, ClientSession]
-        _reserved_ids: ClientIdReservations
-        _on_connect: list[Callable[[ClientSession], Any]]
-        _on_disconnect: list[Callable[[ClientSession], Any]]
 
-        async def _leave(
-            self, session: ClientSession, room_name: str, *, reply: bool, request_id: Any = None
-        ) -> None: ...
+class ConnectionLifecycle:
+    """A server's connections from the opening handshake to the end.
+
+    Given the server's config and stats, its
+    :class:`~haive_plugin_websocket.server_registry.ConnectionRegistry`,
+    :class:`~haive_plugin_websocket.server_membership.RoomMembership` (a closed connection
+    leaves its rooms), :class:`~haive_plugin_websocket.server_identity.ClientIdBinding`,
+    :class:`~haive_plugin_websocket.server_limits.ConnectionLimits` and
+    :class:`~haive_plugin_websocket.server_incoming.IncomingRouter` (each session's), its
+    backplane, and ``authenticate`` (None: no authentication). websockets calls
+    :meth:`process_request`, :meth:`process_response` and :meth:`handle`;
+    :attr:`on_connect` / :attr:`on_disconnect` are the callbacks run for each client.
+
+    Example (the handshake refuses a client without a token)::
+
+        >>> import trio
+        >>> from websockets.exceptions import InvalidStatus
+        >>> from haive_plugin_websocket import StreamingClient, ConnectionConfig, WebSocketManager
+        >>> async def main():
+        ...     manager = WebSocketManager(port=0, authenticate=lambda token: token == "s3cret" or None)
+        ...     async with manager.serving():
+        ...         client = StreamingClient(ConnectionConfig(url=manager.url))
+        ...         try:
+        ...             async with client.connect():
+        ...                 pass
+        ...         except Exception as exc:
+        ...             print(type(exc).__name__, manager.stats.errors["unauthorized"])
+        >>> trio.run(main)
+        ConnectionFailedError 1
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        stats: ServerStats,
+        *,
+        registry: ConnectionRegistry,
+        membership: RoomMembership,
+        binding: ClientIdBinding,
+        limits: ConnectionLimits,
+        incoming: IncomingRouter,
+        backplane: Backplane | None,
+        authenticate: AuthenticateFn | None,
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.registry = registry
+        self.membership = membership
+        self.binding = binding
+        self.limits = limits
+        self.incoming = incoming
+        self.backplane = backplane
+        self.authenticate = authenticate
+        self.on_connect: list[ConnectionCallback] = []
+        self.on_disconnect: list[ConnectionCallback] = []
 
     # -- handshake -----------------------------------------------------------------------
-    async def _process_request(
-        self, ws: HaiveServerConnection, request: Request
-    ) -> Response | None:
+    async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        """websockets' ``process_request``: settle the features, identity and client id."""
+        ws = _haive(conn)
         query = parse_qs(urlsplit(request.path).query)
         offered = parse_features(
             request.headers.get(FEATURES_HEADER) or _first(query.get(FEATURES_QUERY))
@@ -117,17 +160,20 @@ class _LifecycleMixin:
         ws.haive = _Handshake(client_id, identity, features, urlsplit(request.path).path)
         return None
 
-    def _process_response(
-        self, ws: HaiveServerConnection, request: Request, response: Response
+    def process_response(
+        self, conn: ServerConnection, request: Request, response: Response
     ) -> Response | None:
-        handshake = ws.haive
+        """websockets' ``process_response``: tell the client its features and client id."""
+        handshake = _haive(conn).haive
         if handshake is not None and response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS:
             response.headers[FEATURES_HEADER] = ", ".join(sorted(handshake.features))
             response.headers[CLIENT_ID_HEADER] = handshake.client_id
         return None
 
     # -- connection lifecycle ---------------------------------------------------------------
-    async def _handle(self, ws: HaiveServerConnection) -> None:
+    async def handle(self, conn: ServerConnection) -> None:
+        """Serve one connection that passed the handshake, until it closes."""
+        ws = _haive(conn)
         handshake: _Handshake = ws.haive
         ws.haive = None
         try:
@@ -142,12 +188,16 @@ class _LifecycleMixin:
             owner = await self._claim_client_id(ws, info)
             if owner is None:
                 return
-        session = ClientSession(cast("WebSocketManager", self), ws, info)
+        session = ClientSession(
+            ws,
+            info,
+            config=self.config,
+            stats=self.stats,
+            limits=self.limits,
+            on_frame=self.incoming.on_frame,
+        )
         session.owner = owner
-        previous = self.clients.get(info.client_id)
-        if previous is not None:
-            previous.kick(CLOSE_REPLACED, "replaced by a newer connection with the same client id")
-        self.clients[info.client_id] = session
+        self.registry.add(session)
         self.stats.connections_opened += 1
         self.stats.connections_open += 1
         try:
@@ -161,7 +211,7 @@ class _LifecycleMixin:
                         "features": sorted(info.features),
                     }
                 )
-            await _call_all(self._on_connect, session)
+            await _call_all(self.on_connect, session)
             if not self.config.keep_handshake_headers:
                 _forget_handshake_headers(ws)
             try:
@@ -182,38 +232,11 @@ class _LifecycleMixin:
     async def _claim_client_id(self, ws: HaiveServerConnection, info: ClientInfo) -> str | None:
         """The owner key binding ``info.client_id`` to this connection's identity, or None
         after closing the connection (4003) because the id belongs to another identity."""
-        cid = info.client_id
-        try:
-            owner = self.identity_key(info.identity)
-        except Exception:
-            log.exception("identity_key() failed for client %s; refusing the connection", cid)
-            self.stats.errors["unauthorized"] += 1
-            await self._refuse(ws, 1011, "server error: the identity has no key to bind the id")
+        claim = await self.binding.claim(info)
+        if isinstance(claim, Refusal):
+            await self._refuse(ws, claim.code, claim.reason)
             return None
-        current = self.clients.get(cid)
-        if current is not None:
-            allowed = current.owner == owner
-        else:
-            reserved = self._reserved_ids.owner(cid, trio.current_time())
-            allowed = reserved is None or reserved == owner
-        if allowed and self.backplane is not None:
-            # The cluster-wide binding: atomic in the backplane, so two nodes cannot hand
-            # the same id to two identities. An unreachable backplane refuses (fails closed).
-            try:
-                allowed = await self.backplane.claim_client(cid, owner, self.config.client_id_ttl)
-            except Exception:
-                log.exception("claiming client id %s on the backplane failed; refusing", cid)
-                await self._refuse(ws, 1011, "server error: cannot check the client id")
-                return None
-        if not allowed:
-            self.stats.errors["client_id_forbidden"] += 1
-            log.warning("refused client id %r to another identity (%s)", cid, info.remote_address)
-            await self._refuse(
-                ws, CLOSE_CLIENT_ID_FORBIDDEN, f"client id {cid!r} belongs to another identity"
-            )
-            return None
-        self._reserved_ids.discard(cid)
-        return owner
+        return claim
 
     async def _refuse(self, ws: HaiveServerConnection, code: int, reason: str) -> None:
         with trio.move_on_after(self.config.close_timeout):
@@ -223,31 +246,22 @@ class _LifecycleMixin:
     async def _cleanup(self, session: ClientSession) -> None:
         self.stats.connections_open -= 1
         cid = session.client_id
-        if self.clients.get(cid) is session:
-            del self.clients[cid]
+        if self.registry.remove(session):
             if session.owner is not None:
-                self._reserved_ids.release(cid, session.owner, trio.current_time())
+                self.binding.release(cid, session.owner)
             if self.backplane is not None:
                 await _quietly(self.backplane.unregister_client(cid))
         for room in sorted(session.rooms):
-            await self._leave(session, room, reply=False)
+            await self.membership.leave(session, room, reply=False)
         try:
-            await _call_all(self._on_disconnect, session)
+            await _call_all(self.on_disconnect, session)
         except Exception:
             log.exception("an on_disconnect callback failed for %s", cid)
 
-    def _session(self, client_id: str) -> ClientSession:
-        session = self.clients.get(client_id)
-        if session is None:
-            raise UnknownClientError(
-                f"no client {client_id!r} is connected to this server; connected: "
-                f"{', '.join(sorted(self.clients)[:20]) or '(none)'}"
-            )
-        return session
 
-    async def disconnect(self, client_id: str, code: int = 1000, reason: str = "") -> None:
-        """Close a connected client's connection."""
-        await self._session(client_id).close(code, reason)
+def _haive(conn: ServerConnection) -> HaiveServerConnection:
+    # The server makes every connection a HaiveServerConnection (its create_connection).
+    return cast(HaiveServerConnection, conn)
 
 
 def _forget_handshake_headers(ws: HaiveServerConnection) -> None:
@@ -273,3 +287,6 @@ async def _call_all(
         result = fn(session)
         if inspect.isawaitable(result):
             await result
+
+
+__all__ = ["AuthenticateFn", "ConnectionCallback", "ConnectionLifecycle"]

@@ -16,34 +16,62 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .errors import InvalidRoomError
-from .protocol import valid_room
+from .rooms import check_room
 
 if TYPE_CHECKING:
     from .backplane import Backplane
     from .rooms import RoomTable
+    from .server_broadcast import Broadcaster
+    from .server_registry import ConnectionRegistry
     from .server_session import ClientSession
 
 log = logging.getLogger("haive.websocket.server")
 
 
-class _MembershipMixin:
-    """Part of :class:`~haive_plugin_websocket.server.WebSocketManager`: room membership."""
+class RoomMembership:
+    """Who is in which room, on this node (and on every node through the backplane).
 
-    if TYPE_CHECKING:
-        backplane: Backplane | None
-        clients: dict[str, ClientSession]
-        epoch: str
-        _rooms: RoomTable
+    Given the server's rooms (:class:`~haive_plugin_websocket.rooms.RoomTable`), its
+    connected clients, its backplane (None for a single node), the
+    :class:`~haive_plugin_websocket.server_broadcast.Broadcaster` that tells members
+    ``user_joined`` / ``user_left``, and the server's :attr:`epoch` (which names its room
+    histories: a client resuming from another epoch is told ``gap``).
 
-        def _session(self, client_id: str) -> ClientSession: ...
+    Example (a single node's membership, before anyone connected)::
 
-        async def broadcast_to_room(
-            self, room_name: str, message: dict[str, Any] | bytes, *, exclude: str | None = None
-        ) -> None: ...
+        >>> import trio
+        >>> from haive_plugin_websocket import ServerStats
+        >>> from haive_plugin_websocket.rooms import RoomTable
+        >>> from haive_plugin_websocket.server_broadcast import Broadcaster
+        >>> from haive_plugin_websocket.server_registry import ConnectionRegistry
+        >>> rooms, registry = RoomTable(history_size=10, max_idle=10), ConnectionRegistry()
+        >>> broadcaster = Broadcaster(rooms, registry, None, ServerStats())
+        >>> membership = RoomMembership(rooms, registry, None, broadcaster, epoch="e1")
+        >>> trio.run(membership.members, "news"), membership.rooms
+        ([], {})
+        >>> trio.run(membership.join_room, "ada", "news")
+        Traceback (most recent call last):
+        ...
+        haive_plugin_websocket.errors.UnknownClientError: no client 'ada' is connected to this server; connected: (none)
+    """
+
+    def __init__(
+        self,
+        rooms: RoomTable,
+        registry: ConnectionRegistry,
+        backplane: Backplane | None,
+        broadcaster: Broadcaster,
+        epoch: str,
+    ) -> None:
+        self._rooms = rooms
+        self.registry = registry
+        self.backplane = backplane
+        self.broadcaster = broadcaster
+        #: Names this server's room histories (the backplane's, shared by its nodes).
+        self.epoch = epoch
 
     # -- rooms -------------------------------------------------------------------------------
-    async def _join(
+    async def join(
         self,
         session: ClientSession,
         room_name: str,
@@ -105,11 +133,11 @@ class _MembershipMixin:
                     session.enqueue(out)
         if already:
             return
-        await self.broadcast_to_room(
+        await self.broadcaster.broadcast_to_room(
             room_name, {"type": "user_joined", "user_id": session.client_id, "room": room_name}
         )
 
-    async def _leave(
+    async def leave(
         self, session: ClientSession, room_name: str, *, reply: bool, request_id: Any = None
     ) -> None:
         room = self._rooms.get(room_name)
@@ -131,33 +159,28 @@ class _MembershipMixin:
             return
         if self.backplane is not None:
             await _quietly(self.backplane.remove_member(room_name, session.client_id))
-        await self.broadcast_to_room(
+        await self.broadcaster.broadcast_to_room(
             room_name, {"type": "user_left", "user_id": session.client_id, "room": room_name}
         )
 
     async def join_room(self, client_id: str, room_name: str) -> None:
         """Put a connected client into a room (it gets ``joined``; members ``user_joined``)."""
-        _check_room(room_name)
-        await self._join(self._session(client_id), room_name)
+        check_room(room_name)
+        await self.join(self.registry.session(client_id), room_name)
 
     async def leave_room(self, client_id: str, room_name: str) -> None:
         """Take a connected client out of a room (it gets ``left``; members ``user_left``)."""
-        _check_room(room_name)
-        await self._leave(self._session(client_id), room_name, reply=True)
+        check_room(room_name)
+        await self.leave(self.registry.session(client_id), room_name, reply=True)
 
     @property
     def rooms(self) -> dict[str, set[str]]:
         """Room name -> ids of this server's members (a snapshot; empty rooms omitted)."""
         return {name: set(room.members) for name, room in self._rooms.rooms.items() if room.members}
 
-    @property
-    def client_rooms(self) -> dict[str, set[str]]:
-        """Client id -> rooms it is in (a snapshot) for this server's clients."""
-        return {cid: set(session.rooms) for cid, session in self.clients.items()}
-
     async def members(self, room_name: str) -> list[str]:
         """Ids of the room's members: on every node when a backplane is configured."""
-        _check_room(room_name)
+        check_room(room_name)
         if self.backplane is not None:
             return await self.backplane.members(room_name)
         room = self._rooms.get(room_name)
@@ -176,16 +199,11 @@ class _MembershipMixin:
         ]
 
 
-def _check_room(room_name: str) -> None:
-    if not valid_room(room_name):
-        raise InvalidRoomError(
-            f"invalid room name {room_name!r}: use 1-128 letters, digits or _.:@/+- "
-            "starting with a letter or digit"
-        )
-
-
 async def _quietly(awaitable: Awaitable[Any]) -> None:
     try:
         await awaitable
     except Exception:
         log.exception("backplane call failed")
+
+
+__all__ = ["RoomMembership"]

@@ -5,13 +5,14 @@ A :class:`ClientSession` owns its connection's bounded outbound queue (the core'
 is queued and coalesces what is queued into batch frames when the client negotiated
 ``batch``. Sending never waits for the client; closing flushes briefly first, except for a
 slow consumer, whose TCP connection is dropped. The reader task hands every frame to the
-manager's routing (:mod:`.server_incoming`).
+server's :class:`~.server_incoming.IncomingRouter`; the session's rate limit and outbound
+strategy come from :class:`~.server_limits.ConnectionLimits`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,10 +23,12 @@ from haive.dataflow.backpressure import BoundedBuffer
 from haive.dataflow.errors import SerializationError
 
 from ._connections import HaiveServerConnection, send_frames
-from .protocol import CLOSE_SLOW_CONSUMER, JSON, MSGPACK, OutMessage, TokenBucket, encode_frames
+from .protocol import CLOSE_SLOW_CONSUMER, JSON, MSGPACK, OutMessage, encode_frames
 
 if TYPE_CHECKING:
-    from .server import WebSocketManager
+    from .config import ServerConfig
+    from .server import ServerStats
+    from .server_limits import ConnectionLimits
 
 log = logging.getLogger("haive.websocket.server")
 
@@ -76,9 +79,20 @@ class ClientSession:
         ('ada', ['batch', 'recovery'])
     """
 
-    def __init__(self, manager: WebSocketManager, ws: HaiveServerConnection, info: ClientInfo):
-        config = manager.config
-        self.manager = manager
+    def __init__(
+        self,
+        ws: HaiveServerConnection,
+        info: ClientInfo,
+        *,
+        config: ServerConfig,
+        stats: ServerStats,
+        limits: ConnectionLimits,
+        on_frame: Callable[[ClientSession, str | bytes], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.limits = limits
+        self._on_frame = on_frame
         self.ws = ws
         self.info = info
         self.client_id = info.client_id
@@ -90,14 +104,8 @@ class ClientSession:
         self.codec = MSGPACK if self.msgpack else JSON
         self.batch = "batch" in features
         self.recovery = "recovery" in features
-        burst = config.effective_rate_burst
-        self.bucket = (
-            TokenBucket(config.rate_limit, burst, trio.current_time())
-            if config.rate_limit is not None and burst is not None
-            else None
-        )
-        self.rate_dropped = 0
-        self._last_rate_error = -math.inf
+        #: This connection's rate limit (None when the server has none).
+        self.flood = limits.flood_control(trio.current_time())
         # The outbound queue and its writer task exist only while there is something to
         # send: an idle connection costs websockets' connection and this object, no more.
         self._out: BoundedBuffer[OutMessage] | None = None
@@ -116,6 +124,16 @@ class ClientSession:
     def queued(self) -> int:
         """Messages waiting to be written to this client."""
         return len(self._out) if self._out is not None else 0
+
+    @property
+    def rate_dropped(self) -> int:
+        """Messages from this client dropped over the rate limit."""
+        return self.flood.dropped if self.flood is not None else 0
+
+    @property
+    def closing(self) -> bool:
+        """True once this connection was asked to close (it may still be flushing)."""
+        return self._kick is not None
 
     @property
     def dropped(self) -> int:
@@ -148,8 +166,8 @@ class ClientSession:
         out = self._out
         if out is None:
             out = self._out = BoundedBuffer(
-                self.manager.config.outbound_queue,
-                self.manager._outbound_strategy(self),
+                self.config.outbound_queue,
+                self.limits.outbound_strategy(self),
                 name="websocket-out",
             )
         dropped_before = out.stats.dropped
@@ -158,7 +176,7 @@ class ClientSession:
         if dropped:
             # Counted when it happens, so that a slow client shows while still connected.
             self._dropped += dropped
-            self.manager.stats.dropped_outbound += dropped
+            self.stats.dropped_outbound += dropped
         if not self._writing:
             self._writing = True
             self.ws.nursery.start_soon(self._writer)
@@ -185,7 +203,7 @@ class ClientSession:
     def error(self, code: str, message: str, ref: Any = None, *, count: bool = True) -> None:
         """Count an error and tell the client with an ``{"type": "error"}`` frame."""
         if count:
-            self.manager.stats.errors[code] += 1
+            self.stats.errors[code] += 1
         frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
         if type(ref) is dict:
             for key, name in (("id", "id"), ("type", "ref_type"), ("room", "room")):
@@ -214,19 +232,13 @@ class ClientSession:
         self.kick(code, reason)
         await trio.lowlevel.checkpoint()
 
-    def _on_overflow(self) -> None:
-        if self._kick is None:
-            self.manager.stats.slow_consumer_disconnects += 1
-            self.manager.stats.errors["slow_consumer"] += 1
-            self.kick(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
-
     async def _close(self, code: int, reason: str) -> None:
         ws = self.ws
         if code != CLOSE_SLOW_CONSUMER:
             # Let the writer flush what is queued (an error frame saying why) first.
             with trio.move_on_after(0.25):
                 await self.flush()
-            with trio.move_on_after(self.manager.config.close_timeout):
+            with trio.move_on_after(self.config.close_timeout):
                 await ws.aclose(code, reason)
         # A slow consumer does not read: its socket buffer is full, a close frame would
         # never get through. Drop the TCP connection; the client resumes with recovery.
@@ -236,8 +248,8 @@ class ClientSession:
     # -- tasks -------------------------------------------------------------------------
     async def _writer(self) -> None:
         ws = self.ws
-        stats = self.manager.stats
-        max_batch_bytes = self.manager.config.max_batch_bytes
+        stats = self.stats
+        max_batch_bytes = self.config.max_batch_bytes
         try:
             while True:
                 buffer = self._out
@@ -279,13 +291,13 @@ class ClientSession:
             try:
                 frames.append(out.frame(self.codec, self.recovery))
             except SerializationError as exc:
-                self.manager.stats.errors["unencodable"] += 1
+                self.stats.errors["unencodable"] += 1
                 log.error("dropped a message to %s that cannot be encoded: %s", self.client_id, exc)
         return frames
 
     async def _reader(self) -> None:
         ws = self.ws
-        on_frame = self.manager._on_frame
+        on_frame = self._on_frame
         while True:
             raw = await ws.recv()
             await on_frame(self, raw)
