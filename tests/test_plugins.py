@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -165,14 +166,21 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_template_renders_installs_and_is_discovered(tmp_path):
-    """`haive new-plugin` output is a real distribution the core discovers once installed."""
+def test_template_renders_installs_and_is_discovered(tmp_path, require):
+    """`haive new-plugin` output is a real distribution the core discovers once installed,
+    and type-checks under mypy --strict against the core's own annotations (py.typed)."""
+    require(importlib.util.find_spec("mypy") is not None, "mypy is not installed (core[test])")
     haive = [sys.executable, "-m", "haive.dataflow.cli"]
     made = _run([*haive, "new-plugin", "sensor-feed", "--output-dir", str(tmp_path)])
     assert made.returncode == 0, made.stderr
     project = tmp_path / "haive-plugin-sensor-feed"
     assert (project / "pyproject.toml").is_file()
     assert (project / "src" / "haive_plugin_sensor_feed" / "plugin.py").is_file()
+    assert (project / "src" / "haive_plugin_sensor_feed" / "py.typed").is_file()
+    # `mypy` as the plugin's author runs it: the files come from the rendered pyproject's
+    # [tool.mypy]; --strict is given too, so the check stays strict whatever that says
+    typed = _run([sys.executable, "-m", "mypy", "--strict"], cwd=project)
+    assert typed.returncode == 0, typed.stdout + typed.stderr
 
     target = tmp_path / "site"
     pip = _run(

@@ -53,7 +53,9 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
     if matrix.ndim == 1:
         matrix = matrix[None, :]
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    # numpy's stubs type a ufunc called with out= as Any; the result is that out array.
+    normalized: np.ndarray = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    return normalized
 
 
 def cosine(a: Any, b: Any) -> float:
@@ -369,6 +371,8 @@ class HashingEmbeddingProvider(EmbeddingProvider):
     """
 
     PLUGIN_NAME: ClassVar[str] = "hashing"
+    #: Fixed at construction, unlike a model's (known after loading it).
+    dimensions: int
 
     def __init__(
         self, model: str = "hashing", *, dimensions: int = 256, batch_size: int = 1024

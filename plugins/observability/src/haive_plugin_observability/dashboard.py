@@ -111,7 +111,7 @@ class Widget:
     KIND: ClassVar[str] = ""
     metric: str
     title: str = ""
-    refresh_interval: float = attrs.field(default=1000, converter=_as_ms, validator=_positive_ms)
+    refresh_interval: float = attrs.field(default=1000.0, converter=_as_ms, validator=_positive_ms)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.KIND, "metric": self.metric, "title": self.title or self.metric}

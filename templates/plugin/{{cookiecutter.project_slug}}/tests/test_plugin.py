@@ -4,15 +4,15 @@ from haive.dataflow.builtins.sinks import MemorySink
 from {{ cookiecutter.package_name }} import CountingSource
 
 
-def test_registered():
+def test_registered() -> None:
     assert get_registry().source("{{ cookiecutter.capability_name }}") is CountingSource
 
 
-def test_metadata_declares_what_the_hooks_register():
+def test_metadata_declares_what_the_hooks_register() -> None:
     assert get_registry().manifest_problems("{{ cookiecutter.project_slug }}") == []
 
 
-async def test_runs_in_a_pipeline():
+async def test_runs_in_a_pipeline() -> None:
     pipeline = StreamingPipeline("test")
     pipeline.set_source(CountingSource(5))
     pipeline.add_processor(lambda n: n * 10)
