@@ -6,17 +6,6 @@ adds every plugin's public names (resolved lazily).
 
 from __future__ import annotations
 
-from .adaptive import AdaptiveConcurrency
-from .backpressure import (
-    BackpressureManager,
-    BackpressureStrategy,
-    BoundedBuffer,
-    BufferStrategy,
-    DropStrategy,
-    FlowController,
-)
-from .caching import ResultCache
-from .config import StreamConfig
 from .errors import (
     ConfigError,
     GraphError,
@@ -25,19 +14,30 @@ from .errors import (
     PluginError,
     UnknownPluginError,
 )
-from .event_pipeline import EventPipeline, SendResult
-from .events import Event
-from .hookspecs import hookimpl
-from .nodes import AggregateNode, FilterNode, Node, StreamProcessor, TransformNode
+from .io.serializers import JsonSerializer, MessagePackSerializer, Serializer
+from .io.sinks import StreamSink
+from .io.sources import DataSource
 from .parallel import ProcessPoolNode
-from .plugins import get_registry
-from .results import Result
-from .retry import RetryPolicy
-from .routing import EventRouter, RouterNode
-from .serializers import JsonSerializer, MessagePackSerializer, Serializer
-from .sinks import StreamSink
-from .sources import DataSource
-from .streaming_pipeline import RunReport, StreamingPipeline
+from .pipelines.event_pipeline import EventPipeline, SendResult
+from .pipelines.routing import EventRouter, RouterNode
+from .pipelines.streaming_pipeline import RunReport, StreamingPipeline
+from .plugins.hookspecs import hookimpl
+from .plugins.registry import get_registry
+from .runtime.adaptive import AdaptiveConcurrency
+from .runtime.backpressure import (
+    BackpressureManager,
+    BackpressureStrategy,
+    BoundedBuffer,
+    BufferStrategy,
+    DropStrategy,
+    FlowController,
+)
+from .runtime.caching import ResultCache
+from .runtime.config import StreamConfig
+from .runtime.events import Event
+from .runtime.nodes import AggregateNode, FilterNode, Node, StreamProcessor, TransformNode
+from .runtime.results import Result
+from .runtime.retry import RetryPolicy
 
 __version__ = "0.1.0"
 

@@ -5,7 +5,7 @@ use (a static table). Names that plugins add resolve on first use from what each
 plugin declares in its metadata (its ``haive.dataflow.exports`` entry points: no plugin is
 imported, and the registry is not built, to find one). A name whose plugin is not installed
 raises an error that names the distribution to install (from the first-party plugin
-directory, see :mod:`haive.dataflow._catalogue`).
+directory, see :mod:`haive.dataflow.plugins.catalogue`).
 
 Example::
 
@@ -21,8 +21,6 @@ from typing import Any
 
 from . import *  # noqa: F403
 from . import __all__ as _core_names
-from . import _catalogue
-from .backpressure import SlidingWindowStrategy as SlidingWindowStrategy
 from .builtins.sinks import CallbackSink as CallbackSink
 from .builtins.sinks import JsonLinesSink as JsonLinesSink
 from .builtins.sinks import MemorySink as MemorySink
@@ -31,11 +29,14 @@ from .builtins.sources import AsyncIterableSource as AsyncIterableSource
 from .builtins.sources import IterableSource as IterableSource
 from .builtins.sources import JsonLinesSource as JsonLinesSource
 from .builtins.sources import MemorySource as MemorySource
-from .chain import ChainResult as ChainResult
-from .chain import ChainStepError as ChainStepError
-from .chain import TransformationChain as TransformationChain
 from .errors import MissingPluginError
-from .event_pipeline import PipelineHandle as PipelineHandle
+from .pipelines.chain import ChainResult as ChainResult
+from .pipelines.chain import ChainStepError as ChainStepError
+from .pipelines.chain import TransformationChain as TransformationChain
+from .pipelines.event_pipeline import PipelineHandle as PipelineHandle
+from .pipelines.streaming_pipeline import PipelineRun as PipelineRun
+from .pipelines.streaming_pipeline import ResultStream as ResultStream
+from .plugins import catalogue as _catalogue
 from .reactive import EmptyStreamError as EmptyStreamError
 from .reactive import Observable as Observable
 from .reactive import ObservableSource as ObservableSource
@@ -46,8 +47,7 @@ from .reactive import StreamIterator as StreamIterator
 from .reactive import Subscriber as Subscriber
 from .reactive import Subscription as Subscription
 from .reactive import Window as Window
-from .streaming_pipeline import PipelineRun as PipelineRun
-from .streaming_pipeline import ResultStream as ResultStream
+from .runtime.backpressure import SlidingWindowStrategy as SlidingWindowStrategy
 
 _LOCAL = [
     "AsyncIterableSource",
@@ -100,9 +100,9 @@ _LAZY_CORE: dict[str, str] = {
     "SlidingWindow": f"{_STATE}.windows:SlidingWindow",
     "SessionWindow": f"{_STATE}.windows:SessionWindow",
     "Aggregator": f"{_STATE}.windows:Aggregator",
-    "Checkpointer": "haive.dataflow.checkpoint:Checkpointer",
-    "CheckpointableSource": "haive.dataflow.checkpoint:CheckpointableSource",
-    "CheckpointableSink": "haive.dataflow.checkpoint:CheckpointableSink",
+    "Checkpointer": "haive.dataflow.state.checkpoint:Checkpointer",
+    "CheckpointableSource": "haive.dataflow.state.checkpoint:CheckpointableSource",
+    "CheckpointableSink": "haive.dataflow.state.checkpoint:CheckpointableSink",
 }
 
 

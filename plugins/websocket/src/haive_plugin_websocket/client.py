@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from haive.dataflow.backpressure import BoundedBuffer
+from haive.dataflow.runtime.backpressure import BoundedBuffer
 
 from ._connections import HaiveClientConnection, unwrap_single_error
 from .client_connection import _ConnectionMixin

@@ -19,7 +19,7 @@ from .errors import ConnectionFailedError, MessageTooLargeError
 from .protocol import Codec, OutMessage, encode_frames
 
 if TYPE_CHECKING:
-    from haive.dataflow.backpressure import BoundedBuffer
+    from haive.dataflow.runtime.backpressure import BoundedBuffer
 
     from .client import ClientStats
     from .config import ConnectionConfig

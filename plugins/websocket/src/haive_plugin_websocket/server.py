@@ -35,7 +35,7 @@ import attrs
 import trio
 from websockets.trio.server import Server, serve
 
-from haive.dataflow.backpressure import BackpressureStrategy
+from haive.dataflow.runtime.backpressure import BackpressureStrategy
 
 from ._connections import HaiveServerConnection, unwrap_single_error
 from .config import ServerConfig

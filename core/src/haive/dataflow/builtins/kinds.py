@@ -1,22 +1,22 @@
 """The core's capability kinds, registered through the hook plugins use for theirs.
 
 Each kind pairs a name with the core base class its members subclass and the register hook
-spec (in :mod:`haive.dataflow.hookspecs`) whose implementations return them.
+spec (in :mod:`haive.dataflow.plugins.hookspecs`) whose implementations return them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import hookspecs
-from ..backpressure import BackpressureStrategy
-from ..cli import Command
-from ..hookspecs import hookimpl
-from ..nodes import Node
-from ..plugins import CapabilityKind
-from ..serializers import Serializer
-from ..sinks import StreamSink
-from ..sources import DataSource
+from ..cli.main import Command
+from ..io.serializers import Serializer
+from ..io.sinks import StreamSink
+from ..io.sources import DataSource
+from ..plugins import hookspecs
+from ..plugins.hookspecs import hookimpl
+from ..plugins.registry import CapabilityKind
+from ..runtime.backpressure import BackpressureStrategy
+from ..runtime.nodes import Node
 from ..state.backend import StateBackend
 
 SOURCE = CapabilityKind("source", DataSource, hookspecs.haive_register_sources)

@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 import trio
 
-from ..backpressure import BoundedBuffer, strategy_spec
-from ..checkpoint import CheckpointableSource
 from ..errors import ConfigError, SerializationError
-from ..hookspecs import hookimpl
-from ..sources import DataSource
-from ..validation import POSITIVE_INT, one_of
+from ..io.sources import DataSource
+from ..plugins.hookspecs import hookimpl
+from ..runtime.backpressure import BoundedBuffer, strategy_spec
+from ..runtime.validation import POSITIVE_INT, one_of
+from ..state.checkpoint import CheckpointableSource
 
 
 class IterableSource(DataSource, CheckpointableSource):

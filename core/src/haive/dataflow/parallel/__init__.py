@@ -2,7 +2,7 @@
 
 * :class:`ProcessPool` / :func:`open_process_pool`: worker processes that apply one picklable
   function to whole micro-batches (one pickle per batch each way).
-* :func:`run_with_executor`: how a :class:`~haive.dataflow.nodes.TransformNode` with
+* :func:`run_with_executor`: how a :class:`~haive.dataflow.runtime.nodes.TransformNode` with
   ``executor="process"`` or ``executor="thread"`` runs: batches are split into chunks for
   ``concurrency`` workers, results re-ordered when ``ordered=True``.
 * :func:`apply_parallelism`: what ``StreamingPipeline.enable_parallel_processing`` does.

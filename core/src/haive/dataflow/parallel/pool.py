@@ -30,7 +30,7 @@ import attrs
 import trio
 
 from ..errors import ConfigError, unwrap_node_errors
-from ..validation import NON_NEGATIVE_INT, POSITIVE_INT
+from ..runtime.validation import NON_NEGATIVE_INT, POSITIVE_INT
 from .errors import NotPicklableError, WorkerError
 
 _HEADER = struct.Struct("<Q")

@@ -7,7 +7,7 @@ of ``concurrency`` trio worker threads); a collector emits results, in input ord
 node is ``ordered``. A semaphore bounds the chunks between feeder and collector, so a slow
 chunk holds back at most ``2 * concurrency`` chunks, never an unbounded reorder buffer.
 
-When the node's function is wrapped by :mod:`haive.dataflow.caching`, cache look-ups and
+When the node's function is wrapped by :mod:`haive.dataflow.runtime.caching`, cache look-ups and
 stores happen here, in the trio thread, and only the misses travel to workers.
 """
 
@@ -19,12 +19,12 @@ from typing import Any
 import attrs
 import trio
 
-from ..adaptive import AdaptiveConcurrency, concurrency_bound
-from ..backpressure import BoundedBuffer
-from ..config import StreamConfig
 from ..errors import ConfigError, unwrap_node_errors
-from ..nodes import Emit, Node, NodeContext, Resequencer, TransformNode, is_async_callable
-from ..validation import BOOL, POSITIVE_INT
+from ..runtime.adaptive import AdaptiveConcurrency, concurrency_bound
+from ..runtime.backpressure import BoundedBuffer
+from ..runtime.config import StreamConfig
+from ..runtime.nodes import Emit, Node, NodeContext, Resequencer, TransformNode, is_async_callable
+from ..runtime.validation import BOOL, POSITIVE_INT
 from .errors import WorkerError
 from .pool import BatchResult, apply_inline, open_process_pool
 
@@ -92,7 +92,7 @@ def apply_parallelism(
 
 @attrs.define(eq=False)
 class ProcessPoolNode(TransformNode):
-    """A :class:`~haive.dataflow.nodes.TransformNode` whose function runs in worker processes.
+    """A :class:`~haive.dataflow.runtime.nodes.TransformNode` whose function runs in worker processes.
 
     The same as ``TransformNode(..., executor="process")``: ``concurrency`` is the number of
     worker processes; the function must be picklable (a module-level function).
@@ -119,7 +119,7 @@ async def run_with_executor(
 async def _run_with_executor(
     node: TransformNode, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit
 ) -> None:
-    from ..caching import unwrap_cached
+    from ..runtime.caching import unwrap_cached
 
     fn, cached = unwrap_cached(node.transform_fn)
     # TransformNode refuses AdaptiveConcurrency with an executor: a fixed count here.

@@ -14,8 +14,8 @@ from typing import Any
 
 import trio
 
-from ..backpressure import BoundedBuffer
 from ..errors import ConfigError
+from ..runtime.backpressure import BoundedBuffer
 from ._runtime import (
     ASYNC_ITERABLE,
     AWAITABLE,

@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from ..backpressure import BoundedBuffer
+from ..runtime.backpressure import BoundedBuffer
 from ._runtime import DEFAULT_CAPACITY, NOTHING, Emit, Ready, SerialEmit, open_nursery, start_run
 from .observable import Observable, _Custom
 

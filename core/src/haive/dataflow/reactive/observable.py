@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import attrs
 import trio
 
-from ..backpressure import strategy_spec
 from ..errors import ConfigError
-from ..retry import RetryPolicy
-from ..units import Duration
-from ..validation import POSITIVE_INT, duration
+from ..runtime.backpressure import strategy_spec
+from ..runtime.retry import RetryPolicy
+from ..runtime.units import Duration
+from ..runtime.validation import POSITIVE_INT, duration
 from ._runtime import (
     DEFAULT_BATCH,
     DEFAULT_CAPACITY,
@@ -28,7 +28,7 @@ from ._runtime import (
 )
 
 if TYPE_CHECKING:
-    from ..streaming_pipeline import StreamingPipeline
+    from ..pipelines.streaming_pipeline import StreamingPipeline
     from ._fused import StepSpec
     from .subject import ReactiveStream, SharedObservable
     from .subscription import StreamIterator, Subscriber, Subscription

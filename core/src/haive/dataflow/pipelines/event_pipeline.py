@@ -9,14 +9,14 @@ from typing import Any
 import attrs
 import trio
 
-from .backpressure import BoundedBuffer, BufferProducer
-from .config import StreamConfig
-from .errors import ClosedError, ConfigError, GraphError, unwrap_node_errors
-from .graph import Graph, GraphRun, RunSettings
-from .nodes import Node, NodeStats
-from .results import Result
-from .retry import NO_RETRY, RetryPolicy
-from .validation import NON_EMPTY_STR, instance_of
+from ..errors import ClosedError, ConfigError, GraphError, unwrap_node_errors
+from ..runtime.backpressure import BoundedBuffer, BufferProducer
+from ..runtime.config import StreamConfig
+from ..runtime.graph import Graph, GraphRun, RunSettings
+from ..runtime.nodes import Node, NodeStats
+from ..runtime.results import Result
+from ..runtime.retry import NO_RETRY, RetryPolicy
+from ..runtime.validation import NON_EMPTY_STR, instance_of
 
 CONFIG = instance_of(StreamConfig, "a StreamConfig")
 #: Edge capacity (items) and largest micro-batch when neither they nor a config are given.
@@ -64,7 +64,7 @@ class EventPipeline:
 
     Example::
 
-        >>> from haive.dataflow.nodes import FilterNode, TransformNode
+        >>> from haive.dataflow.runtime.nodes import FilterNode, TransformNode
         >>> pipeline = EventPipeline("demo")
         >>> _ = pipeline.add_node(FilterNode(name="even", filter_fn=lambda x: x % 2 == 0))
         >>> _ = pipeline.add_node(TransformNode(name="square", transform_fn=lambda x: x * x))

@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import msgpack
 import orjson
 
-from .errors import SerializationError
-from .validation import POSITIVE_INT
+from ..errors import SerializationError
+from ..runtime.validation import POSITIVE_INT
 
 
 class Serializer(abc.ABC):

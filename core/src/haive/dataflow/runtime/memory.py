@@ -27,9 +27,9 @@ from typing import Any
 import attrs
 import trio
 
+from ..errors import ConfigError
 from .adaptive import concurrency_bound
 from .backpressure import BoundedBuffer
-from .errors import ConfigError
 from .units import parse_size
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -129,7 +129,7 @@ class MemoryGovernor:
 
     ``buffers`` are the run's edges, ``nodes_in_flight`` how many batches nodes may hold
     besides the buffers (about two per node, more for parallel executors), ``caches``
-    objects with ``max_bytes`` and ``shrink_to(bytes)`` (:class:`~haive.dataflow.caching.ResultCache`).
+    objects with ``max_bytes`` and ``shrink_to(bytes)`` (:class:`~haive.dataflow.runtime.caching.ResultCache`).
 
     Example::
 
@@ -274,7 +274,7 @@ class MemoryGovernor:
 
 
 def governor_for_run(run: Any) -> MemoryGovernor | None:
-    """The governor a :class:`~haive.dataflow.streaming_pipeline.PipelineRun` uses, if any.
+    """The governor a :class:`~haive.dataflow.pipelines.streaming_pipeline.PipelineRun` uses, if any.
 
     ``None`` unless the pipeline's ``StreamConfig`` sets ``max_memory_usage`` or
     ``gc_interval``. Counts the run's buffers (edges, output, errors, results), the batches

@@ -11,21 +11,21 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .backpressure import BoundedBuffer, BufferProducer
-from .caching import CacheSettings, ResultCache, apply_caching
-from .config import StreamConfig
-from .errors import ConfigError, NodeError, unwrap_node_errors
-from .graph import INPUT, OUTPUT, Graph, GraphRun, RunSettings
-from .memory import MemoryGovernor, governor_for_run
-from .nodes import Node, NodeStats, as_node
-from .parallel.runner import ParallelSettings, apply_parallelism
-from .results import Result
-from .retry import NO_RETRY, RetryPolicy
-from .serializers import Serializer
-from .sinks import RejectedItems, StreamSink
-from .sources import DataSource
-from .units import Duration
-from .validation import NON_EMPTY_STR, instance_of, optional_duration, size
+from ..errors import ConfigError, NodeError, unwrap_node_errors
+from ..io.serializers import Serializer
+from ..io.sinks import RejectedItems, StreamSink
+from ..io.sources import DataSource
+from ..parallel.runner import ParallelSettings, apply_parallelism
+from ..runtime.backpressure import BoundedBuffer, BufferProducer
+from ..runtime.caching import CacheSettings, ResultCache, apply_caching
+from ..runtime.config import StreamConfig
+from ..runtime.graph import INPUT, OUTPUT, Graph, GraphRun, RunSettings
+from ..runtime.memory import MemoryGovernor, governor_for_run
+from ..runtime.nodes import Node, NodeStats, as_node
+from ..runtime.results import Result
+from ..runtime.retry import NO_RETRY, RetryPolicy
+from ..runtime.units import Duration
+from ..runtime.validation import NON_EMPTY_STR, instance_of, optional_duration, size
 
 
 class PipelineMonitor(Protocol):
@@ -63,11 +63,11 @@ class RunReport:
 class StreamingPipeline:
     """A linear pipeline: one source, processors in order, one sink.
 
-    Every item comes out as a :class:`~haive.dataflow.results.Result`: a failing item becomes
+    Every item comes out as a :class:`~haive.dataflow.runtime.results.Result`: a failing item becomes
     a failed result (after the retry policy) and the stream goes on. With a sink set,
     successful outputs are written to it before their results are yielded; failed ones go to
     the dead-letter sink when one is set (else, with an acknowledging source, to its
-    ``reject``). A sink that rejects single items (:class:`~haive.dataflow.sinks.RejectedItems`)
+    ``reject``). A sink that rejects single items (:class:`~haive.dataflow.io.sinks.RejectedItems`)
     has them fail the same way, node ``"sink:<class>"``, while the rest counts as written.
     Successful results keep input order; a failed result travels on its own path and may
     arrive before outputs of earlier items.
@@ -247,12 +247,12 @@ class StreamingPipeline:
         """Save source position and node state together into ``store`` periodically.
 
         ``store`` is a ``StateStore``, a backend, a path or a URL; options are those of
-        :class:`~haive.dataflow.checkpoint.Checkpointer` (``interval="5s"``, ``every=N``
+        :class:`~haive.dataflow.state.checkpoint.Checkpointer` (``interval="5s"``, ``every=N``
         items, ``name=``, ``resume=True``). Call it after :meth:`set_source` (and
         :meth:`set_sink`). A run started again with the same store resumes after the last
         checkpoint. Returns the ``Checkpointer``.
         """
-        from .checkpoint import Checkpointer
+        from ..state.checkpoint import Checkpointer
 
         return Checkpointer.attach(self, store, **options)
 
@@ -277,7 +277,7 @@ class StreamingPipeline:
         nodes: list[str] | None = None,
         key: Any = None,
     ) -> ResultCache:
-        """Memoize per-item results of cacheable nodes (see :mod:`haive.dataflow.caching`).
+        """Memoize per-item results of cacheable nodes (see :mod:`haive.dataflow.runtime.caching`).
 
         One cache of ``cache_size`` (LRU by approximate bytes) whose entries live ``ttl``
         seconds (not milliseconds; a ``timedelta`` or ``"5m"`` works too); ``nodes`` limits it

@@ -1,7 +1,7 @@
 """A validated graph of nodes and the machinery that runs it on trio.
 
 :class:`Graph` checks names and wiring at build time; :class:`GraphRun` turns it into one task
-per node, one :class:`~haive.dataflow.backpressure.BoundedBuffer` per node input (fan-in
+per node, one :class:`~haive.dataflow.runtime.backpressure.BoundedBuffer` per node input (fan-in
 shares it) and an output buffer. Pipelines own a ``GraphRun`` inside their nursery.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 import attrs
 import trio
 
+from ..errors import GraphError, NodeError
 from .backpressure import BoundedBuffer, BufferProducer, strategy_spec
-from .errors import GraphError, NodeError
 from .nodes import ERROR_POLICIES, Emit, Node, NodeContext, NodeStats
 from .results import Result
 from .retry import NO_RETRY, RetryPolicy
@@ -30,7 +30,7 @@ class Graph:
 
     Example::
 
-        >>> from haive.dataflow.nodes import TransformNode
+        >>> from haive.dataflow.runtime.nodes import TransformNode
         >>> g = Graph()
         >>> g.add(TransformNode(name="inc", transform_fn=lambda x: x + 1))
         >>> g.connect("input", "inc"); g.connect("inc", "output")

@@ -28,7 +28,7 @@ Where a chain is used
     ``await chain.transform(item)`` directly; ``await chain(item)`` (a chain is an async
     callable, so ``stream.map(chain.transform)`` works as a reactive operator and
     ``TransformNode(transform_fn=chain)`` as a node); or as a pipeline node itself
-    (``pipeline.add_node(chain)``): it is a :class:`~haive.dataflow.nodes.Node` that opens and
+    (``pipeline.add_node(chain)``): it is a :class:`~haive.dataflow.runtime.nodes.Node` that opens and
     closes its steps with the pipeline (``open``/``aclose``), runs each step over the whole
     ready batch and emits one :class:`ChainResult` per item (or only the
     last step's output with ``emit="output"``). A failing step fails only its item, which the
@@ -43,10 +43,10 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from .errors import ConfigError, HaiveError
-from .nodes import NODE_ON_ERROR, NODE_RETRY, Node, NodeContext, is_async_callable
-from .retry import RetryPolicy
-from .validation import NON_EMPTY_STR, one_of
+from ..errors import ConfigError, HaiveError
+from ..runtime.nodes import NODE_ON_ERROR, NODE_RETRY, Node, NodeContext, is_async_callable
+from ..runtime.retry import RetryPolicy
+from ..runtime.validation import NON_EMPTY_STR, one_of
 
 #: ``input=`` value: the previous step's output (the chain's input for the first step).
 PREVIOUS = "previous"

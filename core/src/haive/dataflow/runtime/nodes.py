@@ -5,9 +5,9 @@ batch of outputs. User functions are still called once per item; the batching on
 per-item scheduling cost. A node never mutates the list it is given (fan-out shares it).
 
 Per-item failures are handed to :meth:`NodeContext.recover`, which retries per the node's
-:class:`~haive.dataflow.retry.RetryPolicy` and then applies the pipeline's error policy:
+:class:`~haive.dataflow.runtime.retry.RetryPolicy` and then applies the pipeline's error policy:
 ``"raise"`` (stop the pipeline with :class:`~haive.dataflow.errors.NodeError`), ``"result"``
-(emit a failed :class:`~haive.dataflow.results.Result` and go on) or ``"skip"`` (count it).
+(emit a failed :class:`~haive.dataflow.runtime.results.Result` and go on) or ``"skip"`` (count it).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import attrs
 import trio
 
+from ..errors import ConfigError, NodeError
 from .adaptive import AdaptiveConcurrency, ConcurrencyController
 from .backpressure import BoundedBuffer, BufferProducer
-from .errors import ConfigError, NodeError
 from .results import Result
 from .retry import NO_RETRY, RetryPolicy
 from .validation import BOOL, CALLABLE, NON_EMPTY_STR, POSITIVE_INT, Rule, instance_of, one_of
@@ -277,7 +277,7 @@ class TransformNode(Node):
     ``ordered=True`` (default) emits results in input order, ``ordered=False`` as they finish.
     ``concurrency=AdaptiveConcurrency(min, max)`` lets the number in flight follow the backlog
     on the node's input: doubled while the input buffer is filling, halved while it is
-    (nearly) empty (see :mod:`haive.dataflow.adaptive`; ``current_concurrency`` is the limit
+    (nearly) empty (see :mod:`haive.dataflow.runtime.adaptive`; ``current_concurrency`` is the limit
     now).
     Sync functions run inline, batch by batch, unless ``executor`` says otherwise:
     ``executor="process"`` runs a CPU-bound, picklable function in ``concurrency`` worker
@@ -319,7 +319,7 @@ class TransformNode(Node):
                 "function; async functions already run concurrently (use concurrency=N)"
             )
         if self.executor == "process":
-            from .parallel.pool import check_picklable
+            from ..parallel.pool import check_picklable
 
             check_picklable(self.transform_fn, f"TransformNode {self.name!r}")
 
@@ -359,7 +359,7 @@ class TransformNode(Node):
 
     async def run(self, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit) -> None:
         if self.executor != "inline":
-            from .parallel.runner import run_with_executor
+            from ..parallel.runner import run_with_executor
 
             await run_with_executor(self, ctx, inbox, emit)
             return

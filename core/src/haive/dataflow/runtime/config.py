@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .validation import NON_NEGATIVE_INT, POSITIVE_INT, invalid, size
 
 #: Settings earlier versions accepted without applying them, and why they are gone; from_dict

@@ -2,7 +2,7 @@
 
 A *route* pairs a :class:`Pattern` with a handler (a sync or async function called with the
 event) and/or a *target* (the name of a successor node when the router is a node of an
-:class:`~haive.dataflow.event_pipeline.EventPipeline` graph). Patterns combine:
+:class:`~haive.dataflow.pipelines.event_pipeline.EventPipeline` graph). Patterns combine:
 
 * ``type``: the event's type (``event.type`` or ``event["type"]``), exact or a glob such as
   ``"agent_*"``;
@@ -32,10 +32,10 @@ from typing import Any, ClassVar, Literal
 import attrs
 import trio  # noqa: F401 - the doctests below run on trio
 
-from .backpressure import BoundedBuffer
-from .errors import ConfigError, GraphError, HaiveError
-from .nodes import NODE_ON_ERROR, Emit, Node, NodeContext
-from .validation import NON_EMPTY_STR, one_of
+from ..errors import ConfigError, GraphError, HaiveError
+from ..runtime.backpressure import BoundedBuffer
+from ..runtime.nodes import NODE_ON_ERROR, Emit, Node, NodeContext
+from ..runtime.validation import NON_EMPTY_STR, one_of
 
 RouteMode = Literal["first", "all"]
 MODES: tuple[str, ...] = ("first", "all")

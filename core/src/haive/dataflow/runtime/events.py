@@ -9,8 +9,8 @@ from typing import Any
 
 import attrs
 
+from ..errors import ConfigError, InvalidMessageError
 from .convert import structure, unstructure
-from .errors import ConfigError, InvalidMessageError
 from .validation import NON_EMPTY_STR, instance_of, number
 
 _MAPPING = instance_of(Mapping, "a mapping (dict)")

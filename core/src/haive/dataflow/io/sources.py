@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ._resource import AsyncResource
 
 if TYPE_CHECKING:
-    from .results import Result
+    from ..runtime.results import Result
 
 
 class DataSource(AsyncResource):
@@ -35,7 +35,7 @@ class DataSource(AsyncResource):
 
     #: True for sources that must learn when their items are fully handled (at-least-once
     #: delivery: a message broker acknowledges a message only after the sink wrote it).
-    #: :class:`~haive.dataflow.streaming_pipeline.StreamingPipeline` then calls
+    #: :class:`~haive.dataflow.pipelines.streaming_pipeline.StreamingPipeline` then calls
     #: :meth:`acknowledge` whenever the source yields an *empty batch* (its request for an
     #: acknowledgment point) and once more when the source is exhausted.
     acknowledges: bool = False

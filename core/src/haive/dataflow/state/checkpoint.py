@@ -1,6 +1,6 @@
 """Checkpoints and recovery: source positions and operator state saved together.
 
-A checkpointed :class:`~haive.dataflow.streaming_pipeline.StreamingPipeline` periodically
+A checkpointed :class:`~haive.dataflow.pipelines.streaming_pipeline.StreamingPipeline` periodically
 asks for a *settle point* (every item read so far has left the pipeline: written by the
 sink, dead-lettered, filtered out or absorbed into a node's state), then saves in one record
 of a :class:`~haive.dataflow.state.StateStore`:
@@ -32,20 +32,20 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 import trio
 
-from .errors import ConfigError, HaiveError
-from .sources import DataSource
-from .units import Duration
-from .validation import BOOL, CALLABLE, NON_EMPTY_STR, POSITIVE_INT, optional_duration
+from ..errors import ConfigError, HaiveError
+from ..io.sources import DataSource
+from ..runtime.units import Duration
+from ..runtime.validation import BOOL, CALLABLE, NON_EMPTY_STR, POSITIVE_INT, optional_duration
 
 if TYPE_CHECKING:
-    from .nodes import Node
-    from .results import Result
-    from .sinks import StreamSink
-    from .state.backend import StateBackend
-    from .state.store import StateStore
-    from .streaming_pipeline import StreamingPipeline
+    from ..io.sinks import StreamSink
+    from ..pipelines.streaming_pipeline import StreamingPipeline
+    from ..runtime.nodes import Node
+    from ..runtime.results import Result
+    from .backend import StateBackend
+    from .store import StateStore
 
-log = logging.getLogger("haive.dataflow.checkpoint")
+log = logging.getLogger("haive.dataflow.state.checkpoint")
 
 _MAGIC = b"HVCK1"
 FORMAT = 1
@@ -212,7 +212,7 @@ class Checkpointer:
     """Saves and restores a pipeline's checkpoints in a :class:`StateStore`.
 
     Made by :meth:`StreamingPipeline.enable_checkpointing
-    <haive.dataflow.streaming_pipeline.StreamingPipeline.enable_checkpointing>` (or
+    <haive.dataflow.pipelines.streaming_pipeline.StreamingPipeline.enable_checkpointing>` (or
     :meth:`attach`): it wraps the pipeline's source so that, every ``interval`` (trio clock)
     or every ``every`` items, the pipeline settles and a checkpoint is saved; when the input
     ends a last, *completed* checkpoint is saved (``interval`` is in seconds, not
@@ -257,7 +257,7 @@ class Checkpointer:
         resume: bool = True,
         on_checkpoint: Callable[[CheckpointRecord], Awaitable[None] | None] | None = None,
     ) -> None:
-        from .state.store import StateStore
+        from .store import StateStore
 
         self.store = store if isinstance(store, StateStore) else StateStore(store)
         self.name = NON_EMPTY_STR.check("Checkpointer", "name", name)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import attrs
 import trio
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .validation import FRACTION, POSITIVE_INT, POSITIVE_NUMBER, invalid, registered
 
 T = TypeVar("T")

@@ -29,19 +29,20 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import attrs
 import pluggy
 
-from . import _catalogue, hookspecs
-from .errors import DuplicatePluginError, PluginError, UnknownPluginError
+from ..errors import DuplicatePluginError, PluginError, UnknownPluginError
+from . import catalogue as _catalogue
+from . import hookspecs
 
 if TYPE_CHECKING:
     import cattrs
 
-    from .backpressure import BackpressureStrategy
-    from .cli import Command
-    from .nodes import Node
-    from .serializers import Serializer
-    from .sinks import StreamSink
-    from .sources import DataSource
-    from .state.backend import StateBackend
+    from ..cli.main import Command
+    from ..io.serializers import Serializer
+    from ..io.sinks import StreamSink
+    from ..io.sources import DataSource
+    from ..runtime.backpressure import BackpressureStrategy
+    from ..runtime.nodes import Node
+    from ..state.backend import StateBackend
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 
@@ -53,7 +54,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "haive.dataflow.builtins.backpressure",
     "haive.dataflow.builtins.serializers",
     "haive.dataflow.builtins.state",
-    "haive.dataflow.builtins.commands",
+    "haive.dataflow.cli.plugin",
 )
 
 T = TypeVar("T")
@@ -72,7 +73,7 @@ class CapabilityKind(Generic[T]):
     Example::
 
         >>> from collections.abc import Iterable
-        >>> from haive.dataflow.hookspecs import hookspec
+        >>> from haive.dataflow.plugins.hookspecs import hookspec
         >>> class Codec:
         ...     PLUGIN_NAME = ""
         >>> @hookspec
@@ -159,7 +160,7 @@ class Registry:
 
     Example::
 
-        >>> from haive.dataflow.plugins import get_registry
+        >>> from haive.dataflow.plugins.registry import get_registry
         >>> registry = get_registry()
         >>> registry.source("iterable").__name__
         'IterableSource'
@@ -314,37 +315,37 @@ class Registry:
 
     # Typed conveniences for the core's kinds, so call sites read as what they ask for.
     def source(self, name: str) -> type[DataSource]:
-        from .builtins.kinds import SOURCE
+        from ..builtins.kinds import SOURCE
 
         return self.get(SOURCE, name)
 
     def sink(self, name: str) -> type[StreamSink]:
-        from .builtins.kinds import SINK
+        from ..builtins.kinds import SINK
 
         return self.get(SINK, name)
 
     def processor(self, name: str) -> type[Node]:
-        from .builtins.kinds import PROCESSOR
+        from ..builtins.kinds import PROCESSOR
 
         return self.get(PROCESSOR, name)
 
     def backpressure(self, name: str) -> type[BackpressureStrategy]:
-        from .builtins.kinds import BACKPRESSURE
+        from ..builtins.kinds import BACKPRESSURE
 
         return self.get(BACKPRESSURE, name)
 
     def state_backend(self, name: str) -> type[StateBackend]:
-        from .builtins.kinds import STATE_BACKEND
+        from ..builtins.kinds import STATE_BACKEND
 
         return self.get(STATE_BACKEND, name)
 
     def serializer(self, name: str) -> type[Serializer]:
-        from .builtins.kinds import SERIALIZER
+        from ..builtins.kinds import SERIALIZER
 
         return self.get(SERIALIZER, name)
 
     def cli_command(self, name: str) -> type[Command]:
-        from .builtins.kinds import CLI_COMMAND
+        from ..builtins.kinds import CLI_COMMAND
 
         return self.get(CLI_COMMAND, name)
 

@@ -14,7 +14,7 @@ import re
 from datetime import timedelta
 from typing import TypeAlias
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: What a duration parameter accepts: seconds as a number, a ``timedelta``, or ``"250ms"``.
 Duration: TypeAlias = int | float | str | timedelta

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..cli import BUILTIN_COMMANDS
-from ..hookspecs import hookimpl
+from ..plugins.hookspecs import hookimpl
+from .main import BUILTIN_COMMANDS
 
 
 @hookimpl

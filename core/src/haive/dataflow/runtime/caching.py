@@ -7,7 +7,7 @@ counters exist per node and for the whole cache (:attr:`ResultCache.stats`,
 :meth:`ResultCache.stats_for`). A node can also be cached on its own with
 :func:`enable_node_caching`.
 
-* Sizes are approximate (:func:`~haive.dataflow.memory.approx_sizeof` of key and value plus a
+* Sizes are approximate (:func:`~haive.dataflow.runtime.memory.approx_sizeof` of key and value plus a
   fixed entry overhead); when the total passes ``max_bytes`` the least recently used entries
   are evicted. A value larger than the whole cache is not stored (counted as ``rejected``).
 * Ages use trio's clock (:func:`trio.current_time`), so tests can drive them with
@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 import trio
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .memory import approx_sizeof
 from .nodes import FilterNode, Node, StreamProcessor, TransformNode, is_async_callable
 from .units import Duration
@@ -431,7 +431,7 @@ def enable_node_caching(
 
         >>> node = TransformNode(name="inc", transform_fn=lambda x: x + 1)
         >>> cached = enable_node_caching(node, ResultCache("1MB"))
-        >>> from haive.dataflow.nodes import NodeContext
+        >>> from haive.dataflow.runtime.nodes import NodeContext
         >>> async def main():
         ...     await node.process_batch([1, 1, 2], NodeContext("inc"))
         ...     return cached.stats.hits, cached.stats.misses

@@ -6,8 +6,8 @@ import abc
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ..errors import HaiveError
 from ._resource import AsyncResource
-from .errors import HaiveError
 
 
 class RejectedItems(HaiveError):

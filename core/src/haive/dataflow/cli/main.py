@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 
 import trio
 
-from ._catalogue import install_hint, provider_of
-from .errors import ConfigError, HaiveError, UserCodeError
-from .plugins import get_registry
+from ..errors import ConfigError, HaiveError, UserCodeError
+from ..plugins.catalogue import install_hint, provider_of
+from ..plugins.registry import get_registry
 
 
 class Command:
@@ -176,8 +176,8 @@ def _resolved(filename: str) -> str:
 def find_runnable(namespace: dict[str, Any], name: str | None, path: str) -> Any:
     """The object to run: ``name`` if given, else ``pipeline``, else ``main``, else the only
     pipeline defined in the file."""
-    from .event_pipeline import EventPipeline
-    from .streaming_pipeline import StreamingPipeline
+    from ..pipelines.event_pipeline import EventPipeline
+    from ..pipelines.streaming_pipeline import StreamingPipeline
 
     if name is not None:
         if name not in namespace:
@@ -209,7 +209,7 @@ async def run_services(pipeline: Any) -> AsyncIterator[list[str]]:
 
 
 async def run_object(obj: Any, path: str) -> int:
-    from .streaming_pipeline import StreamingPipeline
+    from ..pipelines.streaming_pipeline import StreamingPipeline
 
     if isinstance(obj, StreamingPipeline):
         async with run_services(obj) as addresses:

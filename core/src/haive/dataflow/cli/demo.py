@@ -19,10 +19,10 @@ from typing import Any, TextIO
 import attrs
 import trio
 
-from .builtins.sinks import CallbackSink
-from .builtins.sources import AsyncIterableSource
-from .nodes import AggregateNode, FilterNode, TransformNode
-from .streaming_pipeline import StreamingPipeline
+from ..builtins.sinks import CallbackSink
+from ..builtins.sources import AsyncIterableSource
+from ..pipelines.streaming_pipeline import StreamingPipeline
+from ..runtime.nodes import AggregateNode, FilterNode, TransformNode
 
 HEADLINES = {
     "beats": 0.8,
@@ -124,7 +124,7 @@ async def run_demo(events: int | None = None, rate: float | None = None) -> int:
     fast as possible (or at ``rate``), then the figures, then exit. With a dashboard (the
     observability plugin installed): an endless feed (or ``events``) at ``rate`` (default
     2,000 events/s) so the page shows a live stream, served until Ctrl-C."""
-    from .cli import run_services
+    from .main import run_services
 
     out = sys.stdout
     trends = 0

@@ -84,7 +84,7 @@ class PluginManifest:
 def split_capability(entry_name: str, distribution: str) -> tuple[str, str]:
     kind, sep, name = entry_name.partition(":")
     if not sep or not kind or not name:
-        from .errors import PluginError
+        from ..errors import PluginError
 
         raise PluginError(
             f"{distribution}: entry point {entry_name!r} in group {PROVIDES_GROUP!r} must be "
@@ -132,7 +132,7 @@ def installed_manifests() -> tuple[PluginManifest, ...]:
 @functools.cache
 def directory_manifests() -> tuple[PluginManifest, ...]:
     """The first-party plugin directory shipped with the core (data, see the module doc)."""
-    text = resources.files(__package__ or "haive.dataflow").joinpath(DIRECTORY_FILE).read_text()
+    text = resources.files(__package__ or "haive.dataflow.plugins").joinpath(DIRECTORY_FILE).read_text()
     return tuple(manifest_from_json(item) for item in json.loads(text)["plugins"])
 
 

@@ -15,7 +15,7 @@ own (a decision its code asks other plugins for), owns the spec: it adds its spe
 
 Hooks are plain synchronous functions (pluggy calls them synchronously). They return classes or
 factories; the core instantiates them and awaits their methods inside its own nurseries. The
-core calls them through typed methods of :class:`haive.dataflow.plugins.Registry`.
+core calls them through typed methods of :class:`haive.dataflow.plugins.registry.Registry`.
 
 Plugins are found through the ``haive.dataflow`` entry-point group::
 
@@ -45,14 +45,14 @@ import pluggy
 if TYPE_CHECKING:
     import cattrs
 
-    from .backpressure import BackpressureStrategy
-    from .cli import Command
-    from .nodes import Node
-    from .plugins import CapabilityKind
-    from .serializers import Serializer
-    from .sinks import StreamSink
-    from .sources import DataSource
-    from .state.backend import StateBackend
+    from ..cli.main import Command
+    from ..io.serializers import Serializer
+    from ..io.sinks import StreamSink
+    from ..io.sources import DataSource
+    from ..runtime.backpressure import BackpressureStrategy
+    from ..runtime.nodes import Node
+    from ..state.backend import StateBackend
+    from .registry import CapabilityKind
 
 PROJECT_NAME = "haive.dataflow"
 
@@ -77,7 +77,7 @@ def haive_addhooks(pluginmanager: pluggy.PluginManager) -> None:
 
 @hookspec
 def haive_register_capability_kinds() -> Iterable[CapabilityKind[Any]]:
-    """Return the :class:`~haive.dataflow.plugins.CapabilityKind` objects this plugin adds.
+    """Return the :class:`~haive.dataflow.plugins.registry.CapabilityKind` objects this plugin adds.
 
     Called once when the registry is built, before any ``haive_register_<kind>`` hook. A
     kind names itself, the base class its members subclass, and its register hook spec
@@ -106,7 +106,7 @@ def haive_configure_converter(converter: cattrs.Converter) -> None:
 
 @hookspec
 def haive_register_sources() -> Iterable[type[DataSource]]:
-    """Return the :class:`~haive.dataflow.sources.DataSource` classes this plugin provides.
+    """Return the :class:`~haive.dataflow.io.sources.DataSource` classes this plugin provides.
 
     Called once when the registry is built. Each class has a unique ``PLUGIN_NAME``;
     ``registry.source(name)`` returns it.
@@ -116,7 +116,7 @@ def haive_register_sources() -> Iterable[type[DataSource]]:
 
 @hookspec
 def haive_register_sinks() -> Iterable[type[StreamSink]]:
-    """Return the :class:`~haive.dataflow.sinks.StreamSink` classes this plugin provides.
+    """Return the :class:`~haive.dataflow.io.sinks.StreamSink` classes this plugin provides.
 
     Called once when the registry is built; ``registry.sink(name)`` returns one.
     """
@@ -125,7 +125,7 @@ def haive_register_sinks() -> Iterable[type[StreamSink]]:
 
 @hookspec
 def haive_register_processors() -> Iterable[type[Node]]:
-    """Return the processor classes (:class:`~haive.dataflow.nodes.Node` subclasses) provided.
+    """Return the processor classes (:class:`~haive.dataflow.runtime.nodes.Node` subclasses) provided.
 
     Called once when the registry is built; ``registry.processor(name)`` returns one.
     """
@@ -134,7 +134,7 @@ def haive_register_processors() -> Iterable[type[Node]]:
 
 @hookspec
 def haive_register_backpressure_strategies() -> Iterable[type[BackpressureStrategy]]:
-    """Return :class:`~haive.dataflow.backpressure.BackpressureStrategy` classes.
+    """Return :class:`~haive.dataflow.runtime.backpressure.BackpressureStrategy` classes.
 
     Called once when the registry is built. The core registers ``block``, ``drop_oldest``,
     ``drop_newest`` and ``sliding_window`` through this same hook.
@@ -155,7 +155,7 @@ def haive_register_state_backends() -> Iterable[type[StateBackend]]:
 
 @hookspec
 def haive_register_serializers() -> Iterable[type[Serializer]]:
-    """Return :class:`~haive.dataflow.serializers.Serializer` classes (``json``, ``msgpack``...).
+    """Return :class:`~haive.dataflow.io.serializers.Serializer` classes (``json``, ``msgpack``...).
 
     Called once when the registry is built; ``registry.serializer(name)`` returns one.
     """
@@ -180,7 +180,7 @@ def haive_run_services(pipeline: Any) -> AbstractAsyncContextManager[str | None]
 
 @hookspec
 def haive_register_cli_commands() -> Iterable[type[Command]]:
-    """Return :class:`~haive.dataflow.cli.Command` classes that become ``haive NAME`` commands.
+    """Return :class:`~haive.dataflow.cli.main.Command` classes that become ``haive NAME`` commands.
 
     Called once when the ``haive`` command line parser is built. Each class has a
     ``PLUGIN_NAME`` (the sub-command), ``add_arguments(parser)`` and ``run(args) -> int``.

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .units import parse_duration, parse_size
 
 T = TypeVar("T")
@@ -280,8 +280,8 @@ def registered(owner: str, parameter: str, kind: str, name: str) -> type[Any]:
         ...
         haive.dataflow.errors.UnknownSettingError: Demo(serializer='jsn'): no serializer named 'jsn' is installed. ... Did you mean 'json'?
     """
-    from .errors import UnknownPluginError, UnknownSettingError
-    from .plugins import get_registry
+    from ..errors import UnknownPluginError, UnknownSettingError
+    from ..plugins.registry import get_registry
 
     try:
         cls: type[Any] = get_registry().get(kind, name)

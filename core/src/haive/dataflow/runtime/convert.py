@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ def get_converter() -> cattrs.Converter:
     with _lock:
         if _converter is None:
             converter = _new_converter()
-            from .plugins import get_registry
+            from ..plugins.registry import get_registry
 
             get_registry().configure_converter(converter)
             _converter = converter

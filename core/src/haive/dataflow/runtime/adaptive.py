@@ -1,7 +1,7 @@
 """Adaptive concurrency: a node's items in flight follow the backlog on its input.
 
 The product description's "adaptive processing" (raise parallelism when the input buffer
-fills, lower it when idle) as a setting of :class:`~haive.dataflow.nodes.TransformNode`::
+fills, lower it when idle) as a setting of :class:`~haive.dataflow.runtime.nodes.TransformNode`::
 
     TransformNode(name="enrich", transform_fn=enrich, concurrency=AdaptiveConcurrency(1, 16))
 
@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import trio
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: Limit changes a controller remembers (oldest forgotten first).
 CHANGES_KEPT = 1000
