@@ -23,6 +23,7 @@ from ..builtins.sinks import CallbackSink
 from ..builtins.sources import AsyncIterableSource
 from ..pipelines.streaming_pipeline import StreamingPipeline
 from ..runtime.nodes import AggregateNode, FilterNode, TransformNode
+from .services import run_services
 
 HEADLINES = {
     "beats": 0.8,
@@ -124,8 +125,6 @@ async def run_demo(events: int | None = None, rate: float | None = None) -> int:
     fast as possible (or at ``rate``), then the figures, then exit. With a dashboard (the
     observability plugin installed): an endless feed (or ``events``) at ``rate`` (default
     2,000 events/s) so the page shows a live stream, served until Ctrl-C."""
-    from .main import run_services
-
     out = sys.stdout
     trends = 0
     sent = 0

@@ -9,8 +9,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
@@ -20,6 +19,7 @@ import trio
 from ..errors import ConfigError, HaiveError, UserCodeError
 from ..plugins.catalogue import install_hint, provider_of
 from ..plugins.registry import get_registry
+from .services import run_services
 
 
 class Command:
@@ -195,19 +195,6 @@ def find_runnable(namespace: dict[str, Any], name: str | None, path: str) -> Any
     )
 
 
-@asynccontextmanager
-async def run_services(pipeline: Any) -> AsyncIterator[list[str]]:
-    """Enter every plugin's ``haive_run_services`` for ``pipeline``; yields their addresses."""
-    async with AsyncExitStack() as stack:
-        addresses: list[str] = []
-        if not os.environ.get("HAIVE_NO_SERVICES"):
-            for service in get_registry().run_services(pipeline):
-                address = await stack.enter_async_context(service)
-                if address:
-                    addresses.append(address)
-        yield addresses
-
-
 async def run_object(obj: Any, path: str) -> int:
     from ..pipelines.streaming_pipeline import StreamingPipeline
 
@@ -356,7 +343,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands: dict[str, Command] = {}
-    # Built-in commands register through the same hook as plugin commands (builtins/commands.py),
+    # Built-in commands register through the same hook as plugin commands (cli/plugin.py),
     # so the registry has already refused duplicate names.
     for provided in get_registry().provided():
         if provided.kind != "cli_command":

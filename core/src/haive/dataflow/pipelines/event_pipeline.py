@@ -10,6 +10,7 @@ import attrs
 import trio
 
 from ..errors import ClosedError, ConfigError, GraphError, unwrap_node_errors
+from ..parallel.runner import executor_runner
 from ..runtime.backpressure import BoundedBuffer, BufferProducer
 from ..runtime.config import StreamConfig
 from ..runtime.graph import Graph, GraphRun, RunSettings
@@ -138,7 +139,7 @@ class EventPipeline:
         errors: BoundedBuffer[Result] | None = None
         if self.settings.error_policy == "result":
             errors = BoundedBuffer(10_000, "drop_oldest", name=f"{self.name}.errors")
-        run = GraphRun(self.graph, self.settings, errors=errors)
+        run = GraphRun(self.graph, self.settings, errors=errors, runner=executor_runner)
         handle = PipelineHandle(self, run)
         try:
             with unwrap_node_errors():

@@ -15,7 +15,7 @@ from ..errors import ConfigError, NodeError, unwrap_node_errors
 from ..io.serializers import Serializer
 from ..io.sinks import RejectedItems, StreamSink
 from ..io.sources import DataSource
-from ..parallel.runner import ParallelSettings, apply_parallelism
+from ..parallel.runner import ParallelSettings, apply_parallelism, executor_runner
 from ..runtime.backpressure import BoundedBuffer, BufferProducer
 from ..runtime.caching import CacheSettings, ResultCache, apply_caching
 from ..runtime.config import StreamConfig
@@ -343,7 +343,9 @@ class PipelineRun:
             pipeline.config.buffer_size, "block", name=f"{pipeline.name}.errors"
         )
         pipeline._prepare_nodes()
-        self.graph = GraphRun(pipeline._graph(), pipeline._settings(), errors=self.errors)
+        self.graph = GraphRun(
+            pipeline._graph(), pipeline._settings(), errors=self.errors, runner=executor_runner
+        )
         _refuse_lossy_buffers(pipeline, self.graph)
         #: Keeps buffers and caches under ``config.max_memory_usage`` (None without a cap).
         self.memory: MemoryGovernor | None = governor_for_run(self)

@@ -313,41 +313,29 @@ class Registry:
                     parts.append(f"Did you mean {guess[0]!r} (pip install {package})?")
         return " ".join(parts)
 
-    # Typed conveniences for the core's kinds, so call sites read as what they ask for.
+    # Typed conveniences for the core's kinds, so call sites read as what they ask for. The
+    # kinds are asked for by name: their CapabilityKind objects (and base classes) belong to
+    # the layers above, registered by the built-in plugins, which check every class's base.
     def source(self, name: str) -> type[DataSource]:
-        from ..builtins.kinds import SOURCE
-
-        return self.get(SOURCE, name)
+        return self.get("source", name)
 
     def sink(self, name: str) -> type[StreamSink]:
-        from ..builtins.kinds import SINK
-
-        return self.get(SINK, name)
+        return self.get("sink", name)
 
     def processor(self, name: str) -> type[Node]:
-        from ..builtins.kinds import PROCESSOR
-
-        return self.get(PROCESSOR, name)
+        return self.get("processor", name)
 
     def backpressure(self, name: str) -> type[BackpressureStrategy]:
-        from ..builtins.kinds import BACKPRESSURE
-
-        return self.get(BACKPRESSURE, name)
+        return self.get("backpressure", name)
 
     def state_backend(self, name: str) -> type[StateBackend]:
-        from ..builtins.kinds import STATE_BACKEND
-
-        return self.get(STATE_BACKEND, name)
+        return self.get("state_backend", name)
 
     def serializer(self, name: str) -> type[Serializer]:
-        from ..builtins.kinds import SERIALIZER
-
-        return self.get(SERIALIZER, name)
+        return self.get("serializer", name)
 
     def cli_command(self, name: str) -> type[Command]:
-        from ..builtins.kinds import CLI_COMMAND
-
-        return self.get(CLI_COMMAND, name)
+        return self.get("cli_command", name)
 
     # -- the core's other hooks, typed (tox's manager wrappers) ---------------------------
 

@@ -7,7 +7,7 @@ shares it) and an output buffer. Pipelines own a ``GraphRun`` inside their nurse
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -164,10 +164,21 @@ class RunSettings:
         )
 
 
+#: How a run does a node's work: ``runner(node)(ctx, inbox, emit)``. The default is the
+#: node's own ``run``; pipelines pass :func:`haive.dataflow.parallel.executor_runner`.
+NodeRunner = Callable[[Node], Callable[[NodeContext, BoundedBuffer[Any], Emit], Awaitable[None]]]
+
+
+def inline_runner(node: Node) -> Callable[[NodeContext, BoundedBuffer[Any], Emit], Awaitable[None]]:
+    """Run every node with its own ``run``, in the run's nursery."""
+    return node.run
+
+
 class GraphRun:
     """One execution of a :class:`Graph`: buffers, node contexts and node tasks.
 
     Create it, :meth:`start` it in a nursery, feed :attr:`entry`, read :attr:`output`.
+    ``runner`` says how each node's work runs (see :data:`NodeRunner`).
     """
 
     def __init__(
@@ -176,8 +187,10 @@ class GraphRun:
         settings: RunSettings,
         *,
         errors: BoundedBuffer[Result] | None = None,
+        runner: NodeRunner = inline_runner,
     ) -> None:
         self.graph = graph
+        self.runner = runner
         self.settings = settings
         self.order = graph.validate()
         self.inboxes: dict[str, BoundedBuffer[Any]] = {
@@ -234,7 +247,7 @@ class GraphRun:
                     ctx, inbox, {t: p.put_batch for t, p in zip(targets, outs, strict=True)}
                 )
             else:
-                await node.run(ctx, inbox, emit)
+                await self.runner(node)(ctx, inbox, emit)
         except NodeError:
             raise
         except Exception as exc:

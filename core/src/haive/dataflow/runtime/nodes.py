@@ -24,6 +24,7 @@ import trio
 from ..errors import ConfigError, NodeError
 from .adaptive import AdaptiveConcurrency, ConcurrencyController
 from .backpressure import BoundedBuffer, BufferProducer
+from .pickling import check_picklable
 from .results import Result
 from .retry import NO_RETRY, RetryPolicy
 from .validation import BOOL, CALLABLE, NON_EMPTY_STR, POSITIVE_INT, Rule, instance_of, one_of
@@ -282,7 +283,8 @@ class TransformNode(Node):
     Sync functions run inline, batch by batch, unless ``executor`` says otherwise:
     ``executor="process"`` runs a CPU-bound, picklable function in ``concurrency`` worker
     processes, ``executor="thread"`` a blocking one in ``concurrency`` trio worker threads
-    (see :mod:`haive.dataflow.parallel`; :meth:`process_batch` itself always runs inline).
+    (see :mod:`haive.dataflow.parallel`, which pipelines use to run such a node;
+    :meth:`process_batch` and :meth:`run` themselves always run inline).
 
     Example::
 
@@ -319,8 +321,6 @@ class TransformNode(Node):
                 "function; async functions already run concurrently (use concurrency=N)"
             )
         if self.executor == "process":
-            from ..parallel.pool import check_picklable
-
             check_picklable(self.transform_fn, f"TransformNode {self.name!r}")
 
     @property
@@ -359,10 +359,13 @@ class TransformNode(Node):
 
     async def run(self, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit) -> None:
         if self.executor != "inline":
-            from ..parallel.runner import run_with_executor
-
-            await run_with_executor(self, ctx, inbox, emit)
-            return
+            # Executors live above the runtime: pipelines run their graph with
+            # haive.dataflow.parallel.executor_runner, which never calls this for such a node.
+            raise ConfigError(
+                f"TransformNode {self.name!r}: executor={self.executor!r} runs on the executors "
+                "of haive.dataflow.parallel (a pipeline applies them; outside one, use "
+                "haive.dataflow.parallel.run_with_executor); node.run runs inline only"
+            )
         if not self._is_async or self.concurrency == 1:
             await super().run(ctx, inbox, emit)
             return
