@@ -19,7 +19,7 @@ from haive_plugin_observability import SinkNotifier, WebhookNotifier
 
 from haive.dataflow import StreamingPipeline, TransformNode
 from haive.dataflow.builtins.sinks import MemorySink
-from haive.dataflow.sources import DataSource
+from haive.dataflow.io.sources import DataSource
 from haive.dataflow.streaming import (
     Alert,
     AlertManager,

@@ -17,7 +17,7 @@ import trio
 from websockets.trio.client import connect
 
 from haive.dataflow import StreamingPipeline, TransformNode
-from haive.dataflow.sources import DataSource
+from haive.dataflow.io.sources import DataSource
 from haive.dataflow.streaming import (
     Alert,
     AlertManager,

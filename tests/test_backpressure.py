@@ -16,7 +16,7 @@ from haive.dataflow import (
     FlowController,
     UnknownPluginError,
 )
-from haive.dataflow.backpressure import SlidingWindowStrategy
+from haive.dataflow.runtime.backpressure import SlidingWindowStrategy
 
 
 def drain(buf: BoundedBuffer) -> list:

@@ -8,7 +8,7 @@ import trio
 from haive.dataflow import ConfigError, EventPipeline, StreamingPipeline, TransformNode
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource
-from haive.dataflow.chain import ChainResult, ChainStepError, TransformationChain
+from haive.dataflow.pipelines.chain import ChainResult, ChainStepError, TransformationChain
 
 
 class Doubler:

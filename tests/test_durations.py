@@ -13,12 +13,12 @@ import trio
 from haive.dataflow import RetryPolicy, StreamingPipeline
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import MemorySource
-from haive.dataflow.caching import ResultCache
-from haive.dataflow.checkpoint import Checkpointer
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.nodes import NodeContext
 from haive.dataflow.reactive import Observable
 from haive.dataflow.reactive import Operators as ops
+from haive.dataflow.runtime.caching import ResultCache
+from haive.dataflow.runtime.nodes import NodeContext
+from haive.dataflow.runtime.units import parse_duration
 from haive.dataflow.state import (
     Count,
     SessionState,
@@ -29,8 +29,8 @@ from haive.dataflow.state import (
     WindowedAggregateNode,
     WindowState,
 )
+from haive.dataflow.state.checkpoint import Checkpointer
 from haive.dataflow.state.sqlite import SQLiteStateBackend
-from haive.dataflow.units import parse_duration
 
 from .reactive.marbles import cold, run_marbles
 

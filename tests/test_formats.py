@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from haive.dataflow import ConfigError, Event, JsonSerializer, MessagePackSerializer, StreamConfig
 from haive.dataflow.errors import InvalidMessageError, SerializationError
-from haive.dataflow.units import parse_duration, parse_size
+from haive.dataflow.runtime.units import parse_duration, parse_size
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),

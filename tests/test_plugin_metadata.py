@@ -14,16 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from haive.dataflow import _catalogue, hookimpl, hookspecs
+from haive.dataflow import hookimpl
 from haive.dataflow.errors import DuplicatePluginError, PluginError, UnknownPluginError
-from haive.dataflow.hookspecs import hookspec
 from haive.dataflow.plugins import (
     CapabilityKind,
     Registry,
     build_plugin_manager,
     get_registry,
+    hookspecs,
     reset_registry,
 )
+from haive.dataflow.plugins import catalogue as _catalogue
+from haive.dataflow.plugins.hookspecs import hookspec
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE_SRC = ROOT / "core" / "src"
@@ -156,9 +158,9 @@ def test_installed_metadata_wins_over_the_directory(tmp_path, monkeypatch):
 def test_resolving_a_plugin_name_reads_metadata_without_building_the_registry():
     code = (
         "import sys\n"
-        "from haive.dataflow import plugins\n"
+        "from haive.dataflow.plugins import registry\n"
         "from haive.dataflow.streaming import RedisStreamSource\n"
-        "print(plugins._registry is None, 'haive_plugin_websocket' in sys.modules)\n"
+        "print(registry._registry is None, 'haive_plugin_websocket' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "False"], out.stderr
@@ -239,7 +241,7 @@ def test_a_core_kind_checks_its_base_class():
     module.haive_register_sources = hookimpl(lambda: [CsvCodec])
     pm.register(module, name="wrong")
     with pytest.raises(
-        PluginError, match=r"source classes subclass haive.dataflow.sources.DataSource"
+        PluginError, match=r"source classes subclass haive.dataflow.io.sources.DataSource"
     ):
         Registry(pm)
 

@@ -12,17 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from haive.dataflow import _catalogue, hookimpl
+from haive.dataflow import hookimpl
 from haive.dataflow import streaming as streaming_module
-from haive.dataflow._catalogue import PluginManifest
 from haive.dataflow.errors import (
     DuplicatePluginError,
     MissingPluginError,
     PluginError,
     UnknownPluginError,
 )
+from haive.dataflow.io.sources import DataSource
 from haive.dataflow.plugins import Registry, build_plugin_manager, get_registry
-from haive.dataflow.sources import DataSource
+from haive.dataflow.plugins import catalogue as _catalogue
+from haive.dataflow.plugins.catalogue import PluginManifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -243,7 +244,7 @@ _SPECS = '''\
 
 from collections.abc import Iterable
 
-from haive.dataflow.hookspecs import hookspec
+from haive.dataflow.plugins.hookspecs import hookspec
 
 
 class SensorCodec:

@@ -38,14 +38,13 @@ from haive.dataflow import (
     TransformNode,
     UnknownPluginError,
 )
-from haive.dataflow.backpressure import SlidingWindowStrategy
 from haive.dataflow.builtins.sinks import JsonLinesSink
 from haive.dataflow.builtins.sources import IterableSource, JsonLinesSource, MemorySource
-from haive.dataflow.chain import TransformationChain
-from haive.dataflow.checkpoint import Checkpointer
 from haive.dataflow.errors import UnknownSettingError
 from haive.dataflow.parallel import ParallelSettings, ProcessPool
+from haive.dataflow.pipelines.chain import TransformationChain
 from haive.dataflow.reactive import Observable, ObservableSource, Operators, ReactiveStream
+from haive.dataflow.runtime.backpressure import SlidingWindowStrategy
 from haive.dataflow.state import (
     SessionState,
     SessionWindow,
@@ -57,6 +56,7 @@ from haive.dataflow.state import (
     WindowedAggregateNode,
     WindowState,
 )
+from haive.dataflow.state.checkpoint import Checkpointer
 
 
 def _identity(x: Any) -> Any:

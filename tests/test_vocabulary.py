@@ -17,14 +17,14 @@ import pytest
 from haive.dataflow import BoundedBuffer, ConfigError, StreamConfig
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource
-from haive.dataflow.defaults import (
+from haive.dataflow.pipelines.event_pipeline import EventPipeline
+from haive.dataflow.pipelines.streaming_pipeline import PipelineRun, StreamingPipeline
+from haive.dataflow.runtime.defaults import (
     DEFAULT_BUFFER_SIZE,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_ERROR_BUFFER_SIZE,
 )
-from haive.dataflow.event_pipeline import EventPipeline
-from haive.dataflow.nodes import TransformNode
-from haive.dataflow.streaming_pipeline import PipelineRun, StreamingPipeline
+from haive.dataflow.runtime.nodes import TransformNode
 
 CORE = Path(__file__).resolve().parents[1] / "core" / "src" / "haive" / "dataflow"
 

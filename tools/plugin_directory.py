@@ -1,6 +1,6 @@
 """Generate the core's first-party plugin directory from the plugins' own pyproject.toml files.
 
-    python tools/plugin_directory.py          # rewrite core/src/haive/dataflow/plugin_directory.json
+    python tools/plugin_directory.py          # rewrite core/src/haive/dataflow/plugins/plugin_directory.json
     python tools/plugin_directory.py --check  # exit 1 if the file is out of date (CI, tests)
 
 Each plugin declares what it provides in its own ``pyproject.toml`` (entry points
@@ -18,10 +18,10 @@ import sys
 import tomllib
 from pathlib import Path
 
-from haive.dataflow import _catalogue
+from haive.dataflow.plugins import catalogue as _catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
-DIRECTORY = ROOT / "core" / "src" / "haive" / "dataflow" / _catalogue.DIRECTORY_FILE
+DIRECTORY = ROOT / "core" / "src" / "haive" / "dataflow" / "plugins" / _catalogue.DIRECTORY_FILE
 PLUGIN_DIRS = ("plugins", "contrib")
 
 

@@ -21,7 +21,7 @@ import trio
 from bench.cases._shared import STAGES, five_stage_pipeline
 from bench.recorder import Recorder, best_of
 from haive.dataflow import BoundedBuffer, StreamingPipeline, StreamSink
-from haive.dataflow.sources import DataSource
+from haive.dataflow.io.sources import DataSource
 
 DESCRIPTION = "5-stage pipeline: events/s, p99 latency at 10k/s, buffer memory, pause time"
 

@@ -45,9 +45,9 @@ WORKER_PIPELINE = '''
 import os
 from collections import Counter
 
-from haive.dataflow.config import StreamConfig
-from haive.dataflow.nodes import Node
-from haive.dataflow.streaming_pipeline import StreamingPipeline
+from haive.dataflow.runtime.config import StreamConfig
+from haive.dataflow.runtime.nodes import Node
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 from haive_plugin_redis import RedisStreamSource
 
 

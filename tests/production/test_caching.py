@@ -15,8 +15,8 @@ from haive.dataflow import (
 )
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource
-from haive.dataflow.caching import ResultCache, default_key, enable_node_caching
-from haive.dataflow.nodes import NodeContext
+from haive.dataflow.runtime.caching import ResultCache, default_key, enable_node_caching
+from haive.dataflow.runtime.nodes import NodeContext
 
 
 def square(x: int) -> int:

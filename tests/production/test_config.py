@@ -10,7 +10,7 @@ import pytest
 from haive.dataflow import ConfigError, StreamConfig, StreamingPipeline, TransformNode
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource
-from haive.dataflow.streaming_pipeline import PipelineRun
+from haive.dataflow.pipelines.streaming_pipeline import PipelineRun
 
 
 @pytest.mark.parametrize(

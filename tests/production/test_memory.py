@@ -9,10 +9,10 @@ import pytest
 import trio
 
 from haive.dataflow import ConfigError, StreamConfig, StreamingPipeline
-from haive.dataflow.backpressure import BoundedBuffer
 from haive.dataflow.builtins.sources import IterableSource
-from haive.dataflow.caching import ResultCache
-from haive.dataflow.memory import MemoryGovernor, approx_sizeof
+from haive.dataflow.runtime.backpressure import BoundedBuffer
+from haive.dataflow.runtime.caching import ResultCache
+from haive.dataflow.runtime.memory import MemoryGovernor, approx_sizeof
 
 # Runs in a fresh interpreter so nothing else in the test process disturbs its peak RSS.
 # A source makes 2000 items of 64 KB (131 MB in all) as fast as it can; the sink sleeps
@@ -23,8 +23,8 @@ SCRIPT = r"""
 import json, resource, sys
 import trio
 from haive.dataflow import StreamConfig, StreamingPipeline, TransformNode
-from haive.dataflow.sinks import StreamSink
-from haive.dataflow.sources import DataSource
+from haive.dataflow.io.sinks import StreamSink
+from haive.dataflow.io.sources import DataSource
 
 N = 2000
 cap = None if sys.argv[1] == "none" else sys.argv[1]

@@ -333,3 +333,27 @@ async def test_enable_parallel_processing_applies_at_run_start() -> None:
 
 def digest_int(x: int) -> int:
     return x * x
+
+
+async def test_an_executor_node_runs_on_its_executor_only_through_the_parallel_layer():
+    """TransformNode itself runs inline only: asked to run an executor node directly it says
+    so instead of silently running inline; pipelines run it through executor_runner."""
+    from haive.dataflow.parallel import executor_runner
+    from haive.dataflow.runtime.backpressure import BoundedBuffer
+    from haive.dataflow.runtime.nodes import NodeContext
+
+    node = TransformNode(name="t", transform_fn=abs, executor="thread", concurrency=2)
+    inbox: BoundedBuffer[int] = BoundedBuffer(8, "block", name="t.in")
+    out: list[int] = []
+
+    async def emit(batch: list[int]) -> None:
+        out.extend(batch)
+
+    with pytest.raises(ConfigError, match="executor='thread' runs on the executors"):
+        await node.run(NodeContext("t"), inbox, emit)
+
+    producer = inbox.open_producer()
+    await producer.put_batch([-1, -2, 3])
+    producer.close()
+    await executor_runner(node)(NodeContext("t"), inbox, emit)
+    assert sorted(out) == [1, 2, 3]

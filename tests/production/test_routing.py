@@ -18,7 +18,7 @@ from haive.dataflow import (
 )
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource
-from haive.dataflow.routing import EventRouter, Pattern, Route, RouterNode, RoutingError
+from haive.dataflow.pipelines.routing import EventRouter, Pattern, Route, RouterNode, RoutingError
 
 
 def test_patterns_match_types_fields_and_predicates() -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import trio
 
-from haive.dataflow.backpressure import SlidingWindowStrategy
 from haive.dataflow.errors import ConfigError, UnknownPluginError
 from haive.dataflow.reactive import Observable, ReactiveStream
+from haive.dataflow.runtime.backpressure import SlidingWindowStrategy
 
 
 async def test_block_makes_the_producer_wait_for_a_slow_subscriber(autojump_clock):

@@ -17,7 +17,6 @@ import trio
 from haive.dataflow import StreamConfig, StreamingPipeline
 from haive.dataflow.builtins.sinks import JsonLinesSink, MemorySink
 from haive.dataflow.builtins.sources import AsyncIterableSource, IterableSource, JsonLinesSource
-from haive.dataflow.checkpoint import Checkpointer, CheckpointError, CheckpointRecord
 from haive.dataflow.errors import ConfigError, NodeError
 from haive.dataflow.state import (
     StatefulProcessor,
@@ -26,6 +25,7 @@ from haive.dataflow.state import (
     TumblingWindow,
     WindowedAggregateNode,
 )
+from haive.dataflow.state.checkpoint import Checkpointer, CheckpointError, CheckpointRecord
 
 
 class RunningCount(StatefulProcessor):

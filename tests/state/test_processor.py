@@ -12,7 +12,7 @@ from haive.dataflow import StreamingPipeline
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.nodes import NodeContext
+from haive.dataflow.runtime.nodes import NodeContext
 from haive.dataflow.state import (
     KeyedState,
     Session,

@@ -15,8 +15,8 @@ from haive.dataflow import StreamingPipeline
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource, MemorySource
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.events import Event
-from haive.dataflow.nodes import NodeContext
+from haive.dataflow.runtime.events import Event
+from haive.dataflow.runtime.nodes import NodeContext
 from haive.dataflow.state import (
     Collect,
     Count,

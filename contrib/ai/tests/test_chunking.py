@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from haive.dataflow import ConfigError, StreamingPipeline
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource
-from haive.dataflow.nodes import NodeContext
+from haive.dataflow.runtime.nodes import NodeContext
 
 TEXT = (
     "Trio is a library for async concurrency and I/O. It makes structured concurrency the "

@@ -11,7 +11,7 @@ from haive_contrib_ai.similarity import SimilarityProcessor
 from haive.dataflow import ConfigError, StreamingPipeline
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource
-from haive.dataflow.nodes import NodeContext
+from haive.dataflow.runtime.nodes import NodeContext
 
 TEXTS = [
     "Trio makes structured concurrency the default for async Python.",

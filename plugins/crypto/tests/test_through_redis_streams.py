@@ -10,7 +10,7 @@ import pytest
 from haive_plugin_crypto import EncryptedSerializer, Keyring
 
 from haive.dataflow import MessagePackSerializer
-from haive.dataflow.streaming_pipeline import StreamingPipeline
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from haive.dataflow.sources import DataSource
+from haive.dataflow.io.sources import DataSource
 
 
 class PacedSource(DataSource):

@@ -32,7 +32,7 @@ from haive_plugin_observability.metrics import (
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.errors import ConfigError, UnknownPluginError
 from haive.dataflow.plugins import get_registry
-from haive.dataflow.retry import RetryPolicy
+from haive.dataflow.runtime.retry import RetryPolicy
 
 
 def seed_manager() -> AlertManager:

@@ -35,7 +35,7 @@ from haive_plugin_observability import (
 )
 
 from haive.dataflow import StreamingPipeline, TransformNode
-from haive.dataflow.sources import DataSource
+from haive.dataflow.io.sources import DataSource
 
 pytestmark = pytest.mark.browser
 

@@ -6,8 +6,8 @@ import importlib
 
 import haive_plugin_observability as obs
 
-from haive.dataflow._catalogue import exporter_of
 from haive.dataflow.plugins import get_registry
+from haive.dataflow.plugins.catalogue import exporter_of
 
 SEED_NAMES = [
     "StreamAnalytics",

@@ -24,8 +24,8 @@ from typing import Any
 import trio
 from haive_plugin_redis import RedisStreamSource
 
-from haive.dataflow.nodes import Node, NodeContext
-from haive.dataflow.streaming_pipeline import StreamingPipeline
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
+from haive.dataflow.runtime.nodes import Node, NodeContext
 
 stream = os.environ.get("HAIVE_TEST_STREAM", "{haive-example}:in")
 source = RedisStreamSource(

@@ -12,10 +12,10 @@ import trio
 
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.errors import NodeError
-from haive.dataflow.nodes import FilterNode
-from haive.dataflow.sinks import StreamSink
-from haive.dataflow.sources import DataSource
-from haive.dataflow.streaming_pipeline import StreamingPipeline
+from haive.dataflow.io.sinks import StreamSink
+from haive.dataflow.io.sources import DataSource
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
+from haive.dataflow.runtime.nodes import FilterNode
 
 
 class Broker(DataSource):

@@ -17,9 +17,9 @@ from haive_plugin_redis._resp import pack
 from haive_plugin_redis.cluster import ClusterClient
 from redis.crc import key_slot
 
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 from haive.dataflow.plugins import get_registry
 from haive.dataflow.state.store import resolve_backend
-from haive.dataflow.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis_server
 

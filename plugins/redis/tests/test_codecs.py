@@ -7,7 +7,7 @@ import pytest
 import redis
 from haive_plugin_redis import RedisStreamSink, RedisStreamSource
 
-from haive.dataflow.streaming_pipeline import StreamingPipeline
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis
 

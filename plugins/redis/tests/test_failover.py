@@ -29,7 +29,7 @@ from haive_plugin_redis.failover import (
     RoleLocator,
 )
 
-from haive.dataflow.streaming_pipeline import StreamingPipeline
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis_server
 

@@ -16,8 +16,8 @@ import redis
 from haive_plugin_redis import RedisStreamSink, RedisStreamSource
 
 from haive.dataflow.errors import ConfigError, NodeError
-from haive.dataflow.sinks import StreamSink
-from haive.dataflow.streaming_pipeline import StreamingPipeline
+from haive.dataflow.io.sinks import StreamSink
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis
 

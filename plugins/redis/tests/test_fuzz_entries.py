@@ -20,8 +20,8 @@ from haive_plugin_redis import RedisStreamSource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from haive.dataflow.serializers import JsonSerializer
-from haive.dataflow.streaming_pipeline import StreamingPipeline
+from haive.dataflow.io.serializers import JsonSerializer
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis
 

@@ -22,7 +22,7 @@ from haive_plugin_redis.replay import (
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.cli import main as haive
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.streaming_pipeline import StreamingPipeline
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis
 

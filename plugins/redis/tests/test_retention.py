@@ -19,8 +19,8 @@ from haive_plugin_redis.retention import (
 )
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 from haive.dataflow.state.store import StateStore
-from haive.dataflow.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis
 

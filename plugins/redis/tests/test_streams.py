@@ -10,11 +10,11 @@ import trio.lowlevel
 from haive_plugin_redis import RedisStreamSink, RedisStreamSource, StreamEntry
 
 from haive.dataflow.errors import ConfigError, NodeError, SerializationError
-from haive.dataflow.nodes import FilterNode
-from haive.dataflow.sinks import RejectedItems, StreamSink
+from haive.dataflow.io.sinks import RejectedItems, StreamSink
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
+from haive.dataflow.runtime.nodes import FilterNode
 from haive.dataflow.state.processor import StatefulProcessor
 from haive.dataflow.state.store import StateStore
-from haive.dataflow.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis
 

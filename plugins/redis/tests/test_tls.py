@@ -16,8 +16,8 @@ import redis
 import trustme
 from haive_plugin_redis import RedisClient, RedisStreamSink, RedisStreamSource
 
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 from haive.dataflow.state.store import StateStore
-from haive.dataflow.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis_server
 

@@ -189,7 +189,7 @@ def test_sigterm_stops_a_worker_cleanly(tag, r):
 def test_worker_needs_a_redis_stream_source(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text(
-        "from haive.dataflow.streaming_pipeline import StreamingPipeline\n"
+        "from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline\n"
         "from haive.dataflow.builtins.sources import IterableSource\n"
         "pipeline = StreamingPipeline('p')\npipeline.set_source(IterableSource([1]))\n"
     )

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.nodes import Node, NodeContext, check_error_policy
-from haive.dataflow.retry import RetryPolicy
+from haive.dataflow.runtime.nodes import Node, NodeContext, check_error_policy
+from haive.dataflow.runtime.retry import RetryPolicy
 
 from .records import Chunk, Document, id_of, text_of
 from .tokenization import Tokenizer, get_tokenizer

@@ -12,7 +12,7 @@ import numpy as np
 import trio
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.retry import RetryPolicy
+from haive.dataflow.runtime.retry import RetryPolicy
 
 from .embeddings import EmbeddingTransform, normalize_rows
 from .transforms import TextTransform
@@ -148,7 +148,7 @@ class ClassificationTransform(TextTransform):
 
     A prediction under ``confidence_threshold`` gets ``unknown_label`` (its best guess stays
     in ``candidate``). Embedding-based modes use ``embedder`` (default: the packaged model).
-    In a :class:`~haive.dataflow.chain.TransformationChain` the step may read an earlier
+    In a :class:`~haive.dataflow.pipelines.chain.TransformationChain` the step may read an earlier
     embedding step (``input="embedding"``): vectors are classified without embedding again.
 
     Example (TF-IDF model; see the tests for embeddings and zero-shot)::

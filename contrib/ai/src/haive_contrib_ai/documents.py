@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import trio
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.sources import DataSource
+from haive.dataflow.io.sources import DataSource
 
 from .records import Document
 

@@ -29,7 +29,7 @@ import trio
 
 from haive.dataflow.errors import ConfigError, HaiveError, UnknownPluginError
 from haive.dataflow.plugins import CapabilityKind
-from haive.dataflow.retry import RetryPolicy
+from haive.dataflow.runtime.retry import RetryPolicy
 
 from . import hookspecs
 from .tokenization import PACKAGED_MODEL_NAMES, packaged_model_path
@@ -695,7 +695,7 @@ class EmbeddingProcessor(EmbeddingTransform):
     Example::
 
         >>> import trio
-        >>> from haive.dataflow.nodes import NodeContext
+        >>> from haive.dataflow.runtime.nodes import NodeContext
         >>> from haive_contrib_ai.records import Chunk
         >>> node = EmbeddingProcessor(provider="hashing", dimensions=16)
         >>> [chunk] = trio.run(node.process_batch, [Chunk("d:0", "d", 0, "hi", 0, 2)], NodeContext("e"))

@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from haive.dataflow.chain import ChainResult
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.nodes import is_async_callable
-from haive.dataflow.retry import RetryPolicy
+from haive.dataflow.pipelines.chain import ChainResult
+from haive.dataflow.runtime.nodes import is_async_callable
+from haive.dataflow.runtime.retry import RetryPolicy
 
 from .records import annotate, text_of, value_of
 from .transforms import TextTransform
@@ -36,7 +36,7 @@ class EnrichmentTransform(TextTransform):
     """Builds a ``metadata`` mapping for an item: text statistics, when it was processed, the
     confidence of earlier classification / sentiment results, and your own ``enrichers``.
 
-    In a :class:`~haive.dataflow.chain.TransformationChain` it reads the chain's state (every
+    In a :class:`~haive.dataflow.pipelines.chain.TransformationChain` it reads the chain's state (every
     earlier output) and its output is also ``result.metadata``. As a pipeline node it merges
     the metadata into the item's existing ``metadata``.
 
@@ -46,7 +46,7 @@ class EnrichmentTransform(TextTransform):
     Example::
 
         >>> import trio
-        >>> from haive.dataflow.chain import ChainResult
+        >>> from haive.dataflow.pipelines.chain import ChainResult
         >>> enrich = EnrichmentTransform(enrichers={"shout": lambda text: text.isupper()}, clock=lambda: 0.0)
         >>> state = ChainResult("HELLO", {"classification": {"label": "greeting", "confidence": 0.9}})
         >>> trio.run(enrich.transform, state)

@@ -18,9 +18,9 @@ from haive.dataflow import hookimpl
 from . import hookspecs
 
 if TYPE_CHECKING:
-    from haive.dataflow.nodes import Node
+    from haive.dataflow.io.sources import DataSource
     from haive.dataflow.plugins import CapabilityKind
-    from haive.dataflow.sources import DataSource
+    from haive.dataflow.runtime.nodes import Node
 
     from .embeddings import EmbeddingProvider
 

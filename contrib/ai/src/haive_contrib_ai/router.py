@@ -11,8 +11,8 @@ import attrs
 import numpy as np
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.nodes import Node, NodeContext, check_error_policy, is_async_callable
-from haive.dataflow.retry import RetryPolicy
+from haive.dataflow.runtime.nodes import Node, NodeContext, check_error_policy, is_async_callable
+from haive.dataflow.runtime.retry import RetryPolicy
 
 from .classification import ClassificationTransform
 from .embeddings import EmbeddingTransform, normalize_rows

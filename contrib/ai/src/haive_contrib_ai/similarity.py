@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.nodes import Node, NodeContext, check_error_policy
-from haive.dataflow.retry import RetryPolicy
+from haive.dataflow.runtime.nodes import Node, NodeContext, check_error_policy
+from haive.dataflow.runtime.retry import RetryPolicy
 
 from .records import annotate, id_of, value_of
 

@@ -12,7 +12,7 @@ import attrs
 import trio
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.retry import RetryPolicy
+from haive.dataflow.runtime.retry import RetryPolicy
 
 from .transforms import TextTransform
 

@@ -5,7 +5,7 @@ A :class:`TextTransform` is
 * a transform: ``await t.transform(text)`` returns the value (an embedding, a sentiment...),
   ``await t.transform_batch(texts)`` many at once (one model call), and ``await t(text)``
   is ``transform`` so ``stream.map(t)`` works in reactive streams;
-* a step of a :class:`~haive.dataflow.chain.TransformationChain` (it reads the chain's input by
+* a step of a :class:`~haive.dataflow.pipelines.chain.TransformationChain` (it reads the chain's input by
   default: ``chain_input = "input"``);
 * a pipeline node: it attaches its value to each item under ``field`` (see
   :func:`~haive_contrib_ai.records.annotate`) and passes the item on, a batch at a time.
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.nodes import Node, NodeContext, check_error_policy
-from haive.dataflow.retry import RetryPolicy
+from haive.dataflow.runtime.nodes import Node, NodeContext, check_error_policy
+from haive.dataflow.runtime.retry import RetryPolicy
 
 from .records import annotate, text_of
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from haive.dataflow import hookimpl
 
 if TYPE_CHECKING:
-    from haive.dataflow.sinks import StreamSink
+    from haive.dataflow.io.sinks import StreamSink
 
 
 @hookimpl

@@ -13,7 +13,7 @@ import numpy as np
 import trio
 
 from haive.dataflow.errors import ConfigError, HaiveError, InvalidMessageError
-from haive.dataflow.sinks import StreamSink
+from haive.dataflow.io.sinks import StreamSink
 
 #: Namespace of the point ids derived from item ids (uuid5), so an id maps to one point.
 POINT_NAMESPACE = uuid.UUID("6f1d2c52-7a43-5bd4-9a3c-1f6e2b9d4c10")

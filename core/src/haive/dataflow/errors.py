@@ -36,6 +36,10 @@ class ConfigError(HaiveError, ValueError):
     """Configuration is malformed: unknown keys, wrong types or out-of-range values."""
 
 
+class NotPicklableError(ConfigError):
+    """A function given to a process executor cannot be sent to worker processes."""
+
+
 class UserCodeError(HaiveError):
     """The Python file given to ``haive run`` raised, or did not compile, while loading.
 

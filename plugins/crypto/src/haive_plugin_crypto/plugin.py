@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from haive.dataflow import hookimpl
 
 if TYPE_CHECKING:
-    from haive.dataflow.serializers import Serializer
+    from haive.dataflow.io.serializers import Serializer
 
 
 @hookimpl

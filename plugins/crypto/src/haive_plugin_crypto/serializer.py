@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from cryptography.exceptions import InvalidTag
 
 from haive.dataflow.errors import ConfigError, SerializationError
-from haive.dataflow.serializers import MessagePackSerializer, Serializer
+from haive.dataflow.io.serializers import MessagePackSerializer, Serializer
 
 from .keyring import Keyring
 

@@ -26,7 +26,7 @@ import trio
 
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.plugins import get_registry
-from haive.dataflow.units import Duration, parse_duration
+from haive.dataflow.runtime.units import Duration, parse_duration
 
 from .backpressure import BackpressureSnapshot
 from .collector import MetricsCollector, MetricsSnapshot

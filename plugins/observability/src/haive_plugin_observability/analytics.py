@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import Duration
+from haive.dataflow.runtime.units import Duration
 
 from .alerts import Alert, AlertManager
 from .collector import MetricsCollector, MetricsSnapshot

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import Duration
+from haive.dataflow.runtime.units import Duration
 
 from .metric_base import Metric
 from .sampling import EdgeSample, RunSample

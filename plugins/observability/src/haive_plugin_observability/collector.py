@@ -14,7 +14,7 @@ import attrs
 import trio
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import Duration
+from haive.dataflow.runtime.units import Duration
 
 from .backpressure import BackpressureMetric, BackpressureSnapshot, EdgeSnapshot
 from .error_rate import ErrorRateMetric, ErrorRateSnapshot

@@ -32,7 +32,7 @@ from websockets.http11 import Request, Response
 from websockets.trio.server import Server, ServerConnection, serve
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import Duration
+from haive.dataflow.runtime.units import Duration
 
 from .alerts import AlertEvent, AlertManager
 from .backpressure import BackpressureSnapshot

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import Duration
+from haive.dataflow.runtime.units import Duration
 
 from .event_fields import is_error
 from .metric_base import Metric, _AsNumber

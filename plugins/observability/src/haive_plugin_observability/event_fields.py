@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from haive.dataflow.results import Result
+from haive.dataflow.runtime.results import Result
 
 
 def _field(event: Any, name: str) -> Any:
@@ -51,7 +51,7 @@ def latency_of(event: Any, *, wall_now: float | None = None) -> float | None:
 def is_error(event: Any) -> bool:
     """Whether an event stands for a failure.
 
-    A failed :class:`~haive.dataflow.results.Result`, an exception, or anything with
+    A failed :class:`~haive.dataflow.runtime.results.Result`, an exception, or anything with
     ``success`` false, a truthy ``error`` or ``status == "error"``.
 
     Example::

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from haive.dataflow.hookspecs import hookspec
+from haive.dataflow.plugins.hookspecs import hookspec
 
 if TYPE_CHECKING:
     from .alerts import AlertRule

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import Duration
+from haive.dataflow.runtime.units import Duration
 
 from .event_fields import latency_of
 from .hdr import LogHistogram, RollingHistogram

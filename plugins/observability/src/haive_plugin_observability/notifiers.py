@@ -16,8 +16,8 @@ import orjson
 import trio
 
 from haive.dataflow.errors import ConfigError, HaiveError
-from haive.dataflow.retry import NO_RETRY, RetryPolicy
-from haive.dataflow.sinks import StreamSink
+from haive.dataflow.io.sinks import StreamSink
+from haive.dataflow.runtime.retry import NO_RETRY, RetryPolicy
 
 from .alerts import AlertEvent
 
@@ -155,7 +155,7 @@ class WebhookNotifier(AlertNotifier):
 
 
 class SinkNotifier(AlertNotifier):
-    """Writes each event (as a dict) to a :class:`~haive.dataflow.sinks.StreamSink`.
+    """Writes each event (as a dict) to a :class:`~haive.dataflow.io.sinks.StreamSink`.
 
     The sink is opened at the first event and closed by :meth:`aclose`.
 

@@ -17,7 +17,7 @@ from typing import Any, TextIO, TypeVar
 import trio
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import Duration, parse_duration
+from haive.dataflow.runtime.units import Duration, parse_duration
 
 from .windows import CounterWindow, as_seconds
 

@@ -1,6 +1,6 @@
 """Turning a running pipeline's counters into samples, on the monitor's schedule.
 
-A :class:`RunTracker` looks at one :class:`~haive.dataflow.streaming_pipeline.PipelineRun`
+A :class:`RunTracker` looks at one :class:`~haive.dataflow.pipelines.streaming_pipeline.PipelineRun`
 whenever it is asked (a few times a second): it reads the cumulative per-node counters
 (``run.node_stats()``), every edge buffer (``run.buffers()``) and drains the run's per-batch
 flow marks (``run.marks``). Nothing runs per item.
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
-    from haive.dataflow.backpressure import BoundedBuffer
+    from haive.dataflow.runtime.backpressure import BoundedBuffer
 
 
 @attrs.frozen

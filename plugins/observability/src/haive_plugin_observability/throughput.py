@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from haive.dataflow.units import Duration
+from haive.dataflow.runtime.units import Duration
 
 from .metric_base import Metric, _AsNumber
 from .sampling import RunSample

@@ -210,7 +210,7 @@ class TopCommand(Command):
 
     async def _pipeline(self, args: argparse.Namespace, screen: _Screen) -> int:
         from haive.dataflow.cli import find_runnable, load_config_file
-        from haive.dataflow.streaming_pipeline import StreamingPipeline
+        from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
         from .dashboard import figures
 

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import Duration
+from haive.dataflow.runtime.units import Duration
 
 from .metric_base import Metric
 from .windows import CounterWindow, as_seconds

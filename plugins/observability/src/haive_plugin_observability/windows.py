@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import Duration, parse_duration
+from haive.dataflow.runtime.units import Duration, parse_duration
 
 
 def as_seconds(value: Duration, what: str) -> float:

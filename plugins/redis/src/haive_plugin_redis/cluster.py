@@ -33,7 +33,7 @@ from redis.exceptions import (
 )
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import Duration, parse_duration
+from haive.dataflow.runtime.units import Duration, parse_duration
 
 from ._resp import pack
 from .client import DedicatedConnection, RedisClient

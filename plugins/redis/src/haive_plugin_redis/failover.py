@@ -50,7 +50,7 @@ from redis.exceptions import ReadOnlyError, RedisError
 from redis.retry import Retry
 
 from haive.dataflow.errors import ConfigError, HaiveError
-from haive.dataflow.units import Duration, parse_duration
+from haive.dataflow.runtime.units import Duration, parse_duration
 
 from ._resp import pack
 from .client import RedisClient, roundtrip

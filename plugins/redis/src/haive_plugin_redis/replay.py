@@ -38,10 +38,10 @@ from haive.dataflow.errors import (
     InvalidMessageError,
     SerializationError,
 )
-from haive.dataflow.serializers import Serializer
-from haive.dataflow.sources import DataSource
-from haive.dataflow.streaming_pipeline import RunReport, StreamingPipeline
-from haive.dataflow.units import Duration, parse_duration
+from haive.dataflow.io.serializers import Serializer
+from haive.dataflow.io.sources import DataSource
+from haive.dataflow.pipelines.streaming_pipeline import RunReport, StreamingPipeline
+from haive.dataflow.runtime.units import Duration, parse_duration
 
 from ._resp import pack
 from .client import DEFAULT_URL, RedisClient, check_url

@@ -26,10 +26,10 @@ import trio
 from redis.exceptions import ResponseError
 
 from haive.dataflow.errors import ConfigError, HaiveError
-from haive.dataflow.serializers import JsonSerializer, Serializer
+from haive.dataflow.io.serializers import JsonSerializer, Serializer
+from haive.dataflow.runtime.units import Duration, parse_duration
 from haive.dataflow.state.backend import StateBackend
 from haive.dataflow.state.store import DEAD_LETTER_PREFIX, StateStore
-from haive.dataflow.units import Duration, parse_duration
 
 from ._resp import derived_key, pack, pack_ids
 from .backend import RedisStateBackend

@@ -2,7 +2,7 @@
 
 When a processor fails on an item for good and the pipeline has no dead-letter sink, the
 pipeline hands the failure to :meth:`_FailuresMixin.reject` before the acknowledgment that
-covers it (the core's :meth:`~haive.dataflow.sources.DataSource.reject`). The source finds
+covers it (the core's :meth:`~haive.dataflow.io.sources.DataSource.reject`). The source finds
 the entry the item came from, then, per ``on_failure``:
 
 * ``"dead_letter"`` (default): the entry goes to the dead-letter stream (``<stream>:dead``)
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from haive.dataflow.errors import HaiveError, SerializationError
-from haive.dataflow.results import Result
+from haive.dataflow.runtime.results import Result
 
 from ._resp import pack
 from .stream_reading import StreamEntry

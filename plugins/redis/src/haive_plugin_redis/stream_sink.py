@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from haive.dataflow.errors import ConfigError, SerializationError
-from haive.dataflow.serializers import Serializer
-from haive.dataflow.sinks import RejectedItems, StreamSink
+from haive.dataflow.io.serializers import Serializer
+from haive.dataflow.io.sinks import RejectedItems, StreamSink
 
 from ._resp import derived_key, pack, same_slot
 from .client import DEFAULT_URL, RedisClient
@@ -135,7 +135,7 @@ class RedisStreamSink(StreamSink):
 
     async def write_batch(self, items: list[Any]) -> None:
         """XADD every item; items that do not encode are left out and reported at the end
-        with :class:`~haive.dataflow.sinks.RejectedItems` (the pipeline dead-letters them)."""
+        with :class:`~haive.dataflow.io.sinks.RejectedItems` (the pipeline dead-letters them)."""
         if not items:
             return
         rejected: dict[int, BaseException] = {}

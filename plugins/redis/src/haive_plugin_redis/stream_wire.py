@@ -22,7 +22,7 @@ from haive.dataflow.errors import (
     InvalidMessageError,
     SerializationError,
 )
-from haive.dataflow.serializers import JsonSerializer, Serializer
+from haive.dataflow.io.serializers import JsonSerializer, Serializer
 
 from ._resp import bulk
 
@@ -34,7 +34,7 @@ class EntryCodec:
     """Turns items into stream entry fields and back.
 
     With a serializer (``"json"``, ``"msgpack"``, any registered name or a
-    :class:`~haive.dataflow.serializers.Serializer`) an item is one field (``field``,
+    :class:`~haive.dataflow.io.serializers.Serializer`) an item is one field (``field``,
     default ``"data"``) holding its encoding. With ``"fields"`` an item is a flat mapping
     whose keys become the entry's fields (values as text), for interoperating with
     producers that write several fields.

@@ -1,9 +1,9 @@
 """Redis Streams source and sink: consumer groups, claims, replay, at-least-once and exactly-once.
 
 The source reads with ``XREADGROUP`` in batches and acknowledges through the core's
-acknowledgment protocol (:attr:`haive.dataflow.sources.DataSource.acknowledges`): every
+acknowledgment protocol (:attr:`haive.dataflow.io.sources.DataSource.acknowledges`): every
 ``ack_every`` items, and whenever nothing new is ready, it yields an empty batch; the
-:class:`~haive.dataflow.streaming_pipeline.StreamingPipeline` waits until everything read
+:class:`~haive.dataflow.pipelines.streaming_pipeline.StreamingPipeline` waits until everything read
 so far is written by the sink (or dead-lettered, or filtered out) and calls
 :meth:`RedisStreamSource.acknowledge`.
 
@@ -51,9 +51,9 @@ import trio
 from redis.exceptions import RedisError, ResponseError
 
 from haive.dataflow.errors import ConfigError, HaiveError
-from haive.dataflow.serializers import Serializer
-from haive.dataflow.sources import DataSource
-from haive.dataflow.units import Duration, parse_duration
+from haive.dataflow.io.serializers import Serializer
+from haive.dataflow.io.sources import DataSource
+from haive.dataflow.runtime.units import Duration, parse_duration
 
 from ._resp import derived_key, pack, previous_id, same_slot
 from .backend import RedisStateBackend
@@ -137,7 +137,7 @@ class RedisStreamSource(
     Example: at-least-once copy of one stream into another::
 
         >>> import uuid
-        >>> from haive.dataflow.streaming_pipeline import StreamingPipeline
+        >>> from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
         >>> name = f"doc-{uuid.uuid4().hex}"
         >>> async def main():
         ...     source = RedisStreamSource(f"{{{name}}}:in", group="g", stop_when_drained=True)

@@ -27,8 +27,8 @@ import trio
 
 from haive.dataflow.cli import Command, find_runnable, load_config_file
 from haive.dataflow.errors import ConfigError, HaiveError, unwrap_node_errors
-from haive.dataflow.sources import DataSource
-from haive.dataflow.streaming_pipeline import RunReport, StreamingPipeline
+from haive.dataflow.io.sources import DataSource
+from haive.dataflow.pipelines.streaming_pipeline import RunReport, StreamingPipeline
 
 from .cluster import stream_client
 from .streams import RedisStreamSource, reset_group

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import trio
 
-from haive.dataflow.backpressure import BoundedBuffer
+from haive.dataflow.runtime.backpressure import BoundedBuffer
 
 from .protocol import OutMessage
 

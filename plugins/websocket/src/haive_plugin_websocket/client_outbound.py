@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from websockets.exceptions import ConnectionClosed
 
-from haive.dataflow.backpressure import BoundedBuffer
+from haive.dataflow.runtime.backpressure import BoundedBuffer
 
 from ._connections import HaiveClientConnection, send_frames
 from .errors import MessageTooLargeError

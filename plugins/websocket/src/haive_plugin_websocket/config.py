@@ -1,8 +1,8 @@
 """Configuration records of the WebSocket client and server (frozen, validated on creation).
 
 Durations accept seconds or strings such as ``"250ms"`` / ``"5s"``; sizes accept bytes or
-strings such as ``"1MiB"`` (the core's :func:`~haive.dataflow.units.parse_duration` and
-:func:`~haive.dataflow.units.parse_size`). A bad value raises
+strings such as ``"1MiB"`` (the core's :func:`~haive.dataflow.runtime.units.parse_duration` and
+:func:`~haive.dataflow.runtime.units.parse_size`). A bad value raises
 :class:`~haive.dataflow.errors.ConfigError` naming the field.
 """
 
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.units import parse_duration, parse_size
+from haive.dataflow.runtime.units import parse_duration, parse_size
 
 #: Extensions of the haive wire protocol a peer may offer; each is used only when both
 #: sides agreed on it during the opening handshake (see :mod:`.protocol`).

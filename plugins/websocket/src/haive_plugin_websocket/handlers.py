@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from haive.dataflow.nodes import is_async_callable
+from haive.dataflow.runtime.nodes import is_async_callable
 
 F = TypeVar("F", bound=Callable[..., Any])
 

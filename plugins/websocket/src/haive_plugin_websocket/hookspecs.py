@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from haive.dataflow.hookspecs import hookspec
+from haive.dataflow.plugins.hookspecs import hookspec
 
 if TYPE_CHECKING:
     from .server import WebSocketManager

@@ -8,9 +8,9 @@ from typing import Any
 import attrs
 import trio
 
-from haive.dataflow.backpressure import BoundedBuffer
-from haive.dataflow.sinks import StreamSink
-from haive.dataflow.sources import DataSource
+from haive.dataflow.io.sinks import StreamSink
+from haive.dataflow.io.sources import DataSource
+from haive.dataflow.runtime.backpressure import BoundedBuffer
 
 from .rooms import check_room
 from .server import ClientSession, WebSocketManager

@@ -16,9 +16,9 @@ from haive.dataflow import hookimpl
 from . import hookspecs
 
 if TYPE_CHECKING:
+    from haive.dataflow.io.sinks import StreamSink
+    from haive.dataflow.io.sources import DataSource
     from haive.dataflow.plugins import CapabilityKind
-    from haive.dataflow.sinks import StreamSink
-    from haive.dataflow.sources import DataSource
 
     from .server import WebSocketManager
 

@@ -38,7 +38,7 @@ import msgpack
 import orjson
 
 from haive.dataflow.errors import SerializationError
-from haive.dataflow.serializers import JsonSerializer, MessagePackSerializer
+from haive.dataflow.io.serializers import JsonSerializer, MessagePackSerializer
 
 FEATURES_HEADER: Final = "X-Haive-Features"
 CLIENT_ID_HEADER: Final = "X-Haive-Client-Id"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from haive.dataflow.backpressure import BackpressureStrategy, BoundedBuffer
+from haive.dataflow.runtime.backpressure import BackpressureStrategy, BoundedBuffer
 
 from .protocol import CLOSE_POLICY_VIOLATION, CLOSE_SLOW_CONSUMER, TokenBucket
 

@@ -19,8 +19,8 @@ import attrs
 import trio
 from websockets.exceptions import ConnectionClosed
 
-from haive.dataflow.backpressure import BoundedBuffer
 from haive.dataflow.errors import SerializationError
+from haive.dataflow.runtime.backpressure import BoundedBuffer
 
 from ._connections import HaiveServerConnection, send_frames
 from .protocol import CLOSE_SLOW_CONSUMER, JSON, MSGPACK, OutMessage, encode_frames

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backpressure import (
+from ..plugins.hookspecs import hookimpl
+from ..runtime.backpressure import (
     BlockStrategy,
     DropNewestStrategy,
     DropOldestStrategy,
     SlidingWindowStrategy,
 )
-from ..hookspecs import hookimpl
 
 
 @hookimpl

@@ -1,22 +1,23 @@
 """The core's capability kinds, registered through the hook plugins use for theirs.
 
 Each kind pairs a name with the core base class its members subclass and the register hook
-spec (in :mod:`haive.dataflow.hookspecs`) whose implementations return them.
+spec (in :mod:`haive.dataflow.plugins.hookspecs`) whose implementations return them. The
+``cli_command`` kind is added by :mod:`haive.dataflow.cli.plugin`, in the layer that
+defines its base class.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import hookspecs
-from ..backpressure import BackpressureStrategy
-from ..cli import Command
-from ..hookspecs import hookimpl
-from ..nodes import Node
-from ..plugins import CapabilityKind
-from ..serializers import Serializer
-from ..sinks import StreamSink
-from ..sources import DataSource
+from ..io.serializers import Serializer
+from ..io.sinks import StreamSink
+from ..io.sources import DataSource
+from ..plugins import hookspecs
+from ..plugins.hookspecs import hookimpl
+from ..plugins.registry import CapabilityKind
+from ..runtime.backpressure import BackpressureStrategy
+from ..runtime.nodes import Node
 from ..state.backend import StateBackend
 
 SOURCE = CapabilityKind("source", DataSource, hookspecs.haive_register_sources)
@@ -29,7 +30,6 @@ STATE_BACKEND = CapabilityKind(
     "state_backend", StateBackend, hookspecs.haive_register_state_backends
 )
 SERIALIZER = CapabilityKind("serializer", Serializer, hookspecs.haive_register_serializers)
-CLI_COMMAND = CapabilityKind("cli_command", Command, hookspecs.haive_register_cli_commands)
 
 CORE_KINDS: tuple[CapabilityKind[Any], ...] = (
     SOURCE,
@@ -38,7 +38,6 @@ CORE_KINDS: tuple[CapabilityKind[Any], ...] = (
     BACKPRESSURE,
     STATE_BACKEND,
     SERIALIZER,
-    CLI_COMMAND,
 )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hookspecs import hookimpl
-from ..nodes import AggregateNode, FilterNode, TransformNode
+from ..plugins.hookspecs import hookimpl
+from ..runtime.nodes import AggregateNode, FilterNode, TransformNode
 
 
 @hookimpl

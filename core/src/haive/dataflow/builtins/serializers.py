@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hookspecs import hookimpl
-from ..serializers import JsonSerializer, MessagePackSerializer
+from ..io.serializers import JsonSerializer, MessagePackSerializer
+from ..plugins.hookspecs import hookimpl
 
 
 @hookimpl

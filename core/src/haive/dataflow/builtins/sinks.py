@@ -10,12 +10,12 @@ from typing import IO, Any
 import orjson
 import trio
 
-from ..checkpoint import CheckpointableSink, CheckpointError
 from ..errors import ConfigError, SerializationError
-from ..hookspecs import hookimpl
-from ..nodes import is_async_callable
-from ..sinks import StreamSink
-from ..validation import one_of
+from ..io.sinks import StreamSink
+from ..plugins.hookspecs import hookimpl
+from ..runtime.nodes import is_async_callable
+from ..runtime.validation import one_of
+from ..state.checkpoint import CheckpointableSink, CheckpointError
 
 
 class MemorySink(StreamSink, CheckpointableSink):

@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import trio
 
-from ..backpressure import BoundedBuffer, strategy_spec
-from ..checkpoint import CheckpointableSource
-from ..defaults import DEFAULT_BACKPRESSURE, DEFAULT_BUFFER_SIZE
 from ..errors import ConfigError, SerializationError
-from ..hookspecs import hookimpl
-from ..sources import DataSource
-from ..validation import POSITIVE_INT, one_of
+from ..io.sources import DataSource
+from ..plugins.hookspecs import hookimpl
+from ..runtime.backpressure import BoundedBuffer, strategy_spec
+from ..runtime.defaults import DEFAULT_BACKPRESSURE, DEFAULT_BUFFER_SIZE
+from ..runtime.validation import POSITIVE_INT, one_of
+from ..state.checkpoint import CheckpointableSource
 
 
 class IterableSource(DataSource, CheckpointableSource):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from ..hookspecs import hookimpl
+from ..plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     import cattrs

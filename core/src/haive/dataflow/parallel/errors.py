@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError, HaiveError
+from ..errors import HaiveError, NotPicklableError
 
-
-class NotPicklableError(ConfigError):
-    """A function given to a process executor cannot be sent to worker processes."""
+__all__ = ["NotPicklableError", "RemoteError", "WorkerError"]
 
 
 class WorkerError(HaiveError):

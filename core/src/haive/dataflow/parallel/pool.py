@@ -29,46 +29,15 @@ from typing import Any
 import attrs
 import trio
 
-from ..errors import ConfigError, unwrap_node_errors
-from ..validation import NON_NEGATIVE_INT, POSITIVE_INT
+from ..errors import unwrap_node_errors
+from ..runtime.pickling import PICKLE_PROTOCOL as _PROTOCOL
+from ..runtime.pickling import check_picklable, describe_callable
+from ..runtime.validation import NON_NEGATIVE_INT, POSITIVE_INT
 from .errors import NotPicklableError, WorkerError
 
 _HEADER = struct.Struct("<Q")
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
 _WORKER_SCRIPT = str(Path(__file__).with_name("_worker.py"))
 _READ_SIZE = 1 << 16
-
-
-def describe_callable(fn: object) -> str:
-    """A short human name for ``fn`` (``module.qualname`` when it has one)."""
-    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{qualname}" if module else str(qualname)
-
-
-def check_picklable(fn: Callable[..., Any], where: str) -> bytes:
-    """Pickle ``fn`` for worker processes, or raise :class:`NotPicklableError` naming ``where``.
-
-    Example (doctest ELLIPSIS is on)::
-
-        >>> len(check_picklable(abs, "node 'a'")) > 0
-        True
-        >>> check_picklable(lambda x: x, "TransformNode 'hash'")
-        Traceback (most recent call last):
-        ...
-        haive.dataflow.parallel.errors.NotPicklableError: TransformNode 'hash': the function ... cannot be sent to worker processes ...
-    """
-    if not callable(fn):
-        raise ConfigError(f"{where}: expected a callable, got {fn!r}")
-    try:
-        return pickle.dumps(fn, _PROTOCOL)
-    except Exception as exc:
-        raise NotPicklableError(
-            f"{where}: the function {describe_callable(fn)} cannot be sent to worker processes "
-            f"({type(exc).__name__}: {exc}). A process executor needs a function defined at "
-            "the top level of an importable module or script: not a lambda, a nested function "
-            "or an object holding locks, sockets or open files"
-        ) from exc
 
 
 def _preparation_data(fn: object) -> dict[str, Any]:

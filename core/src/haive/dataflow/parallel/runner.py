@@ -7,24 +7,26 @@ of ``concurrency`` trio worker threads); a collector emits results, in input ord
 node is ``ordered``. A semaphore bounds the chunks between feeder and collector, so a slow
 chunk holds back at most ``2 * concurrency`` chunks, never an unbounded reorder buffer.
 
-When the node's function is wrapped by :mod:`haive.dataflow.caching`, cache look-ups and
+When the node's function is wrapped by :mod:`haive.dataflow.runtime.caching`, cache look-ups and
 stores happen here, in the trio thread, and only the misses travel to workers.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
 import trio
 
-from ..adaptive import AdaptiveConcurrency, concurrency_bound
-from ..backpressure import BoundedBuffer
-from ..config import StreamConfig
 from ..errors import ConfigError, unwrap_node_errors
-from ..nodes import Emit, Node, NodeContext, Resequencer, TransformNode, is_async_callable
-from ..validation import BOOL, POSITIVE_INT
+from ..runtime.adaptive import AdaptiveConcurrency, concurrency_bound
+from ..runtime.backpressure import BoundedBuffer
+from ..runtime.caching import unwrap_cached
+from ..runtime.config import StreamConfig
+from ..runtime.nodes import Emit, Node, NodeContext, Resequencer, TransformNode, is_async_callable
+from ..runtime.validation import BOOL, POSITIVE_INT
 from .errors import WorkerError
 from .pool import BatchResult, apply_inline, open_process_pool
 
@@ -92,7 +94,7 @@ def apply_parallelism(
 
 @attrs.define(eq=False)
 class ProcessPoolNode(TransformNode):
-    """A :class:`~haive.dataflow.nodes.TransformNode` whose function runs in worker processes.
+    """A :class:`~haive.dataflow.runtime.nodes.TransformNode` whose function runs in worker processes.
 
     The same as ``TransformNode(..., executor="process")``: ``concurrency`` is the number of
     worker processes; the function must be picklable (a module-level function).
@@ -108,6 +110,26 @@ class ProcessPoolNode(TransformNode):
     executor: str = "process"
 
 
+def executor_runner(
+    node: Node,
+) -> Callable[[NodeContext, BoundedBuffer[Any], Emit], Awaitable[None]]:
+    """How a pipeline runs ``node``: a :class:`TransformNode` with ``executor="process"`` or
+    ``"thread"`` on that executor (:func:`run_with_executor`), any other node with its own
+    ``run``. Pipelines give it to their graph run (``GraphRun(..., runner=executor_runner)``).
+
+    Example::
+
+        >>> import math
+        >>> executor_runner(TransformNode(name="inc", transform_fn=abs)).__name__
+        'run'
+        >>> executor_runner(ProcessPoolNode(name="fact", transform_fn=math.factorial)).func
+        <function run_with_executor at ...>
+    """
+    if isinstance(node, TransformNode) and node.executor != "inline":
+        return functools.partial(run_with_executor, node)
+    return node.run
+
+
 async def run_with_executor(
     node: TransformNode, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit
 ) -> None:
@@ -119,8 +141,6 @@ async def run_with_executor(
 async def _run_with_executor(
     node: TransformNode, ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit
 ) -> None:
-    from ..caching import unwrap_cached
-
     fn, cached = unwrap_cached(node.transform_fn)
     # TransformNode refuses AdaptiveConcurrency with an executor: a fixed count here.
     workers = concurrency_bound(node.concurrency)

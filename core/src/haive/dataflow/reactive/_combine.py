@@ -14,9 +14,9 @@ from typing import Any
 
 import trio
 
-from ..backpressure import BoundedBuffer
-from ..defaults import DEFAULT_BUFFER_SIZE
 from ..errors import ConfigError
+from ..runtime.backpressure import BoundedBuffer
+from ..runtime.defaults import DEFAULT_BUFFER_SIZE
 from ._runtime import (
     ASYNC_ITERABLE,
     AWAITABLE,

@@ -13,8 +13,8 @@ from typing import Any
 import trio
 
 from ..errors import ConfigError
-from ..retry import RetryPolicy
-from ..units import Duration
+from ..runtime.retry import RetryPolicy
+from ..runtime.units import Duration
 from ._runtime import Emit, Ready, call, close_pull, open_pull_or_raise, positive_int
 from .observable import Observable, PullOptions, _Custom
 

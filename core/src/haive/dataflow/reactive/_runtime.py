@@ -25,9 +25,9 @@ from typing import Any, TypeAlias
 import trio
 
 from ..errors import ConfigError
-from ..nodes import is_async_callable as is_async_callable  # one definition, shared
-from ..units import Duration
-from ..validation import duration, integer
+from ..runtime.nodes import is_async_callable as is_async_callable  # one definition, shared
+from ..runtime.units import Duration
+from ..runtime.validation import duration, integer
 
 Emit: TypeAlias = Callable[[list[Any]], Awaitable[None]]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import trio
 
-from ..backpressure import BoundedBuffer
-from ..defaults import DEFAULT_BUFFER_SIZE
+from ..runtime.backpressure import BoundedBuffer
+from ..runtime.defaults import DEFAULT_BUFFER_SIZE
 from ._runtime import NOTHING, Emit, Ready, SerialEmit, open_nursery, start_run
 from .observable import Observable, _Custom
 

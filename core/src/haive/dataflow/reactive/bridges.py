@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..backpressure import BoundedBuffer
-from ..defaults import DEFAULT_BUFFER_SIZE
 from ..errors import ConfigError
-from ..sources import DataSource
+from ..io.sources import DataSource
+from ..runtime.backpressure import BoundedBuffer
+from ..runtime.defaults import DEFAULT_BUFFER_SIZE
 from ._runtime import Emit, Ready
 from .observable import Observable, PullOptions, _Custom
 
 if TYPE_CHECKING:
-    from ..streaming_pipeline import StreamingPipeline
+    from ..pipelines.streaming_pipeline import StreamingPipeline
     from .subscription import _Feed
 
 
@@ -129,7 +129,7 @@ class ObservableSource(DataSource):
 
 def pipeline_observable(pipeline: StreamingPipeline, *, results: bool) -> Observable[Any]:
     """See :meth:`Observable.from_pipeline`."""
-    from ..streaming_pipeline import StreamingPipeline
+    from ..pipelines.streaming_pipeline import StreamingPipeline
 
     if not isinstance(pipeline, StreamingPipeline):
         raise ConfigError(f"from_pipeline expects a StreamingPipeline, got {pipeline!r}")

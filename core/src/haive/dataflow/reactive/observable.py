@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import attrs
 import trio
 
-from ..backpressure import strategy_spec
-from ..defaults import DEFAULT_BUFFER_SIZE, DEFAULT_CHUNK_SIZE
 from ..errors import ConfigError
-from ..retry import RetryPolicy
-from ..units import Duration
-from ..validation import POSITIVE_INT, duration
+from ..runtime.backpressure import strategy_spec
+from ..runtime.defaults import DEFAULT_BUFFER_SIZE, DEFAULT_CHUNK_SIZE
+from ..runtime.retry import RetryPolicy
+from ..runtime.units import Duration
+from ..runtime.validation import POSITIVE_INT, duration
 from ._runtime import (
     NOTHING,
     Emit,
@@ -27,7 +27,7 @@ from ._runtime import (
 )
 
 if TYPE_CHECKING:
-    from ..streaming_pipeline import StreamingPipeline
+    from ..pipelines.streaming_pipeline import StreamingPipeline
     from ._fused import StepSpec
     from .subject import ReactiveStream, SharedObservable
     from .subscription import StreamIterator, Subscriber, Subscription

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..retry import RetryPolicy
-from ..units import Duration
+from ..runtime.retry import RetryPolicy
+from ..runtime.units import Duration
 from ._runtime import NOTHING
 from .observable import Observable
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ..backpressure import BoundedBuffer
 from ..errors import ClosedError, ConfigError
+from ..runtime.backpressure import BoundedBuffer
 from ._runtime import Emit, Ready, collapsing_groups
 from .observable import Observable, PullOptions
 

@@ -11,8 +11,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 import trio
 
-from ..backpressure import BoundedBuffer, BufferStats
 from ..errors import ConfigError
+from ..runtime.backpressure import BoundedBuffer, BufferStats
 from ._runtime import (
     Ready,
     call,

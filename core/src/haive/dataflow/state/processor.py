@@ -9,10 +9,10 @@ from typing import Any, ClassVar, Generic, TypeVar
 import attrs
 
 from ..errors import ConfigError
-from ..nodes import NODE_ON_ERROR, NODE_RETRY, Node, NodeContext, is_async_callable
-from ..retry import RetryPolicy
-from ..units import Duration, parse_duration
-from ..validation import NON_EMPTY_STR, optional_duration
+from ..runtime.nodes import NODE_ON_ERROR, NODE_RETRY, Node, NodeContext, is_async_callable
+from ..runtime.retry import RetryPolicy
+from ..runtime.units import Duration, parse_duration
+from ..runtime.validation import NON_EMPTY_STR, optional_duration
 from .backend import StateBackend, StateWrite
 from .fields import FieldGetter
 from .store import StateStore

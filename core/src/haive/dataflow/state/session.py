@@ -15,8 +15,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ..errors import ConfigError
-from ..units import Duration
-from ..validation import POSITIVE_INT, duration
+from ..runtime.units import Duration
+from ..runtime.validation import POSITIVE_INT, duration
 from .backend import StateBackend
 from .store import StateStore
 

@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl, urlsplit
 import trio
 
 from ..errors import ConfigError
-from ..units import Duration
-from ..validation import duration, invalid
+from ..runtime.units import Duration
+from ..runtime.validation import duration, invalid
 from .backend import StateBackend, StateWrite
 
 _SCHEMA = (

@@ -13,12 +13,12 @@ import attrs
 import orjson
 import trio
 
-from .._resource import AsyncResource
-from ..convert import get_converter
 from ..errors import ConfigError, PluginError, SerializationError, UnknownPluginError
-from ..sinks import StreamSink
-from ..units import Duration
-from ..validation import duration, one_of, optional_duration
+from ..io._resource import AsyncResource
+from ..io.sinks import StreamSink
+from ..runtime.convert import get_converter
+from ..runtime.units import Duration
+from ..runtime.validation import duration, one_of, optional_duration
 from .backend import StateBackend, StateWrite
 
 T = TypeVar("T")
@@ -101,7 +101,7 @@ class StateStoreStats:
 
 def state_backend_classes() -> dict[str, type[StateBackend]]:
     """URL scheme -> registered backend class; two backends claiming a scheme is an error."""
-    from ..plugins import get_registry
+    from ..plugins.registry import get_registry
 
     by_scheme: dict[str, type[StateBackend]] = {}
     for provided in get_registry().provided():
@@ -149,7 +149,7 @@ def resolve_backend(
     backends = state_backend_classes()
     cls = backends.get(scheme)
     if cls is None:
-        from .._catalogue import provider_of
+        from ..plugins.catalogue import provider_of
 
         # Plugins declare their backends by name; a URL scheme is that name, its TLS form
         # (rediss://) or a variant of it (redis+cluster://).
@@ -305,7 +305,7 @@ class StateStore(AsyncResource):
         try:
             return get_converter().structure(plain, cls)
         except Exception as exc:
-            from ..convert import describe_structure_error
+            from ..runtime.convert import describe_structure_error
 
             reason = (
                 f"not a valid {getattr(cls, '__name__', cls)}: {describe_structure_error(exc, cls)}"

@@ -16,13 +16,13 @@ from typing import Any, ClassVar, Literal
 import attrs
 import trio
 
-from ..backpressure import BoundedBuffer
 from ..errors import ConfigError
-from ..nodes import NODE_ON_ERROR, NODE_RETRY, Emit, Node, NodeContext, is_async_callable
-from ..retry import RetryPolicy
-from ..sinks import StreamSink
-from ..units import Duration
-from ..validation import BOOL, NON_EMPTY_STR, duration, instance_of, one_of
+from ..io.sinks import StreamSink
+from ..runtime.backpressure import BoundedBuffer
+from ..runtime.nodes import NODE_ON_ERROR, NODE_RETRY, Emit, Node, NodeContext, is_async_callable
+from ..runtime.retry import RetryPolicy
+from ..runtime.units import Duration
+from ..runtime.validation import BOOL, NON_EMPTY_STR, duration, instance_of, one_of
 from ._window_engines import _CountSliding, _CountTumbling, _Engine, _engine, _Sessions, _TimeGrid
 from .aggregators import Aggregator, Collect, Count, Fold
 from .fields import FieldGetter

@@ -15,8 +15,8 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigError
-from ..units import Duration
-from ..validation import POSITIVE_INT, duration, number, optional_duration
+from ..runtime.units import Duration
+from ..runtime.validation import POSITIVE_INT, duration, number, optional_duration
 
 
 def _tumbling_size(value: object) -> float | None:

@@ -16,7 +16,7 @@ aggregator sees lists of items (``Sum`` sums a list at C speed).
 Example: per-user event counts and value sums in 1-second event-time windows::
 
     >>> import trio
-    >>> from haive.dataflow.nodes import NodeContext
+    >>> from haive.dataflow.runtime.nodes import NodeContext
     >>> node = WindowedAggregateNode(
     ...     name="per_user", window=TumblingWindow("1s"), key="user", timestamp="ts",
     ...     aggregate=Sum("value"))

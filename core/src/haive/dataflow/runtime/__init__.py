@@ -1,0 +1,10 @@
+"""The runtime: the one engine every programming model runs on.
+
+Settings and their checks (``units``, ``validation``, ``config``, ``convert``), messages
+(``events``, ``results``), retry policies, bounded buffers and backpressure
+(``backpressure``), adaptive concurrency, the memory governor, nodes (``nodes``), the graph
+that runs them on trio (``graph``) and result caching (``caching``).
+
+This package imports nothing on its own: import its modules. It uses only
+:mod:`haive.dataflow.errors` and :mod:`haive.dataflow.plugins` (see ``docs/architecture.md``).
+"""

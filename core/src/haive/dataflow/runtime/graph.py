@@ -1,0 +1,377 @@
+"""A validated graph of nodes and the machinery that runs it on trio.
+
+:class:`Graph` checks names and wiring at build time; :class:`GraphRun` turns it into one task
+per node, one :class:`~haive.dataflow.runtime.backpressure.BoundedBuffer` per node input (fan-in
+shares it) and an output buffer. Pipelines own a ``GraphRun`` inside their nursery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import attrs
+import trio
+
+from ..errors import GraphError, NodeError
+from .backpressure import BoundedBuffer, BufferProducer, strategy_spec
+from .config import StreamConfig
+from .defaults import (
+    DEFAULT_BACKPRESSURE,
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_ERROR_BUFFER_SIZE,
+)
+from .nodes import ERROR_POLICIES, Emit, Node, NodeContext, NodeStats
+from .results import Result
+from .retry import NO_RETRY, RetryPolicy
+from .validation import POSITIVE_INT, instance_of, one_of
+
+INPUT = "input"
+OUTPUT = "output"
+RESERVED = frozenset({INPUT, OUTPUT})
+
+
+class Graph:
+    """Nodes wired by name between the reserved ends ``"input"`` and ``"output"``.
+
+    Example::
+
+        >>> from haive.dataflow.runtime.nodes import TransformNode
+        >>> g = Graph()
+        >>> g.add(TransformNode(name="inc", transform_fn=lambda x: x + 1))
+        >>> g.connect("input", "inc"); g.connect("inc", "output")
+        >>> g.validate()
+        ['inc']
+    """
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.edges: list[tuple[str, str]] = []
+
+    def add(self, node: Node) -> None:
+        name = getattr(node, "name", None)
+        if not isinstance(node, Node):
+            raise GraphError(
+                f"add_node expects a Node (FilterNode, TransformNode, ...), got {node!r}"
+            )
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"node {node!r} has no name")
+        if name in RESERVED:
+            raise GraphError(f"node name {name!r} is reserved for the pipeline's ends")
+        if name in self.nodes:
+            raise GraphError(f"duplicate node name {name!r}: node names must be unique")
+        self.nodes[name] = node
+
+    def connect(self, source: str, target: str) -> None:
+        for end in (source, target):
+            if end not in self.nodes and end not in RESERVED:
+                known = ", ".join(sorted(self.nodes)) or "(no nodes yet)"
+                raise GraphError(f"connect: unknown node {end!r}; nodes are: {known}")
+        if source == OUTPUT:
+            raise GraphError("connect: 'output' is the end of the pipeline, it has no successors")
+        if target == INPUT:
+            raise GraphError("connect: 'input' is the start of the pipeline, it has no inputs")
+        if source == target:
+            raise GraphError(f"connect: {source!r} -> {target!r} is a cycle")
+        if (source, target) in self.edges:
+            raise GraphError(f"connect: {source!r} -> {target!r} is connected twice")
+        self.edges.append((source, target))
+
+    def successors(self, name: str) -> list[str]:
+        return [b for a, b in self.edges if a == name]
+
+    def predecessors(self, name: str) -> list[str]:
+        return [a for a, b in self.edges if b == name]
+
+    def validate(self) -> list[str]:
+        """Check the wiring; return node names in topological order, or raise GraphError."""
+        if not self.successors(INPUT):
+            raise GraphError("nothing is connected to 'input'")
+        if not self.predecessors(OUTPUT):
+            raise GraphError("nothing is connected to 'output'")
+        order = self._topological_order()
+        reachable = self._reach(INPUT, self.successors)
+        producing = self._reach(OUTPUT, self.predecessors)
+        for name in self.nodes:
+            if name not in reachable:
+                raise GraphError(f"node {name!r} is dangling: it is not reachable from 'input'")
+            if name not in producing:
+                raise GraphError(f"node {name!r} is dangling: its outputs never reach 'output'")
+        for name, node in self.nodes.items():
+            # Nodes that send to chosen successors (routing.RouterNode) check their wiring.
+            check = getattr(node, "check_successors", None)
+            if check is not None:
+                check(self.successors(name))
+        return order
+
+    def _reach(self, start: str, step: Callable[[str], list[str]]) -> set[str]:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            for nxt in step(todo.pop()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    def _topological_order(self) -> list[str]:
+        indegree = {name: 0 for name in self.nodes}
+        for a, b in self.edges:
+            if b in indegree and a != INPUT:
+                indegree[b] += 1
+        ready = [name for name, d in indegree.items() if d == 0]
+        order: list[str] = []
+        while ready:
+            name = ready.pop(0)
+            order.append(name)
+            for nxt in self.successors(name):
+                if nxt in indegree:
+                    indegree[nxt] -= 1
+                    if indegree[nxt] == 0:
+                        ready.append(nxt)
+        if len(order) != len(self.nodes):
+            cyclic = sorted(name for name, d in indegree.items() if d > 0)
+            raise GraphError(f"the graph has a cycle through: {', '.join(cyclic)}")
+        return order
+
+
+@attrs.define(eq=False, kw_only=True)
+class RunSettings:
+    """The settings one run sizes its buffers and nodes with, checked when created.
+
+    Both pipeline kinds derive theirs from a :class:`~haive.dataflow.runtime.config.StreamConfig`
+    (:meth:`from_config`; ``EventPipeline(buffer_size=, chunk_size=)`` sets the same two
+    fields directly) and make every buffer of the run through it, so one name runs from the
+    public API to the buffer: ``buffer_size`` items per buffer, taken at most ``chunk_size``
+    at a time, and ``error_buffer_size`` failed results waiting to be handled. Defaults are
+    those of :mod:`haive.dataflow.runtime.defaults`. ``config_owner`` is the name errors give (the
+    pipeline class that was given the values); a backpressure name is resolved through the
+    plugin registry here, not when the first buffer is made.
+
+    Example::
+
+        >>> settings = RunSettings.from_config(StreamConfig(buffer_size=64, chunk_size=8))
+        >>> buffer = settings.buffer("parse.in")
+        >>> buffer.buffer_size, buffer.chunk_size
+        (64, 8)
+        >>> RunSettings(chunk_size=0, config_owner="EventPipeline")
+        Traceback (most recent call last):
+        ...
+        haive.dataflow.errors.ConfigError: EventPipeline(chunk_size=0): chunk_size must be an integer >= 1, got 0
+    """
+
+    buffer_size: int = attrs.field(default=DEFAULT_BUFFER_SIZE, validator=POSITIVE_INT)
+    chunk_size: int = attrs.field(default=DEFAULT_CHUNK_SIZE, validator=POSITIVE_INT)
+    error_buffer_size: int = attrs.field(default=DEFAULT_ERROR_BUFFER_SIZE, validator=POSITIVE_INT)
+    backpressure: object = DEFAULT_BACKPRESSURE
+    error_policy: str = attrs.field(
+        default="raise", alias="on_error", validator=one_of(*ERROR_POLICIES)
+    )
+    retry: RetryPolicy = attrs.field(
+        default=NO_RETRY, validator=instance_of(RetryPolicy, "a RetryPolicy")
+    )
+    config_owner: str = "RunSettings"
+
+    def __attrs_post_init__(self) -> None:
+        self.backpressure = strategy_spec(
+            self.backpressure, owner=self.config_owner, parameter="backpressure"
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        config: StreamConfig,
+        *,
+        backpressure: object = DEFAULT_BACKPRESSURE,
+        on_error: str = "raise",
+        retry: RetryPolicy = NO_RETRY,
+        config_owner: str = "RunSettings",
+    ) -> RunSettings:
+        """The settings of a run under ``config``, with the pipeline's own error handling."""
+        return cls(
+            buffer_size=config.buffer_size,
+            chunk_size=config.chunk_size,
+            error_buffer_size=config.error_buffer_size,
+            backpressure=backpressure,
+            on_error=on_error,
+            retry=retry,
+            config_owner=config_owner,
+        )
+
+    def buffer(self, name: str, strategy: object = None) -> BoundedBuffer[Any]:
+        """A buffer of this run: ``buffer_size`` items, taken ``chunk_size`` at a time, under
+        the run's backpressure strategy unless ``strategy`` is given."""
+        return BoundedBuffer(
+            self.buffer_size,
+            self.backpressure if strategy is None else strategy,
+            chunk_size=self.chunk_size,
+            name=name,
+        )
+
+    def error_buffer(self, name: str, *, drained: bool) -> BoundedBuffer[Result]:
+        """The buffer failed results wait in: ``error_buffer_size`` of them.
+
+        ``drained=True`` (a StreamingPipeline, whose error task writes them to the dead-letter
+        sink) blocks the failing node when full, so no failure is lost; ``drained=False`` (an
+        EventPipeline, whose caller polls ``failures()``) keeps the latest instead of stalling
+        the pipeline on a caller who never asks.
+        """
+        return BoundedBuffer(
+            self.error_buffer_size,
+            "block" if drained else "drop_oldest",
+            chunk_size=self.chunk_size,
+            name=name,
+        )
+
+
+#: How a run does a node's work: ``runner(node)(ctx, inbox, emit)``. The default is the
+#: node's own ``run``; pipelines pass :func:`haive.dataflow.parallel.executor_runner`.
+NodeRunner = Callable[[Node], Callable[[NodeContext, BoundedBuffer[Any], Emit], Awaitable[None]]]
+
+
+def inline_runner(node: Node) -> Callable[[NodeContext, BoundedBuffer[Any], Emit], Awaitable[None]]:
+    """Run every node with its own ``run``, in the run's nursery."""
+    return node.run
+
+
+class GraphRun:
+    """One execution of a :class:`Graph`: buffers, node contexts and node tasks.
+
+    Create it, :meth:`start` it in a nursery, feed :attr:`entry`, read :attr:`output`.
+    ``runner`` says how each node's work runs (see :data:`NodeRunner`).
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        settings: RunSettings,
+        *,
+        errors: BoundedBuffer[Result] | None = None,
+        runner: NodeRunner = inline_runner,
+    ) -> None:
+        self.graph = graph
+        self.runner = runner
+        self.settings = settings
+        self.order = graph.validate()
+        self.inboxes: dict[str, BoundedBuffer[Any]] = {
+            name: settings.buffer(f"{name}.in") for name in self.order
+        }
+        self.output: BoundedBuffer[Any] = settings.buffer("output")
+        self.errors = errors
+        self.contexts: dict[str, NodeContext] = {}
+        self._outs: dict[str, list[BufferProducer[Any]]] = {}
+        for name in self.order:
+            node = self.graph.nodes[name]
+            self.contexts[name] = NodeContext(
+                name=name,
+                error_policy=node.on_error or settings.error_policy,
+                retry=node.retry or settings.retry,
+                errors=errors.open_producer() if errors is not None else None,
+                on_progress=self._progress,
+            )
+            self._outs[name] = [self._buffer_for(t).open_producer() for t in graph.successors(name)]
+        if errors is not None and not self.order:
+            errors.close()  # no node will ever report a failure
+        self.entry: list[BufferProducer[Any]] = [
+            self._buffer_for(t).open_producer() for t in graph.successors(INPUT)
+        ]
+        self.output_taken = 0
+        self._idle_waiters = 0
+        self._idle = trio.Event()
+
+    def _buffer_for(self, name: str) -> BoundedBuffer[Any]:
+        return self.output if name == OUTPUT else self.inboxes[name]
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, nursery: trio.Nursery) -> None:
+        for name in self.order:
+            nursery.start_soon(self._run_node, name, name=f"haive-node:{name}")
+
+    async def _run_node(self, name: str) -> None:
+        node = self.graph.nodes[name]
+        ctx = self.contexts[name]
+        inbox = self.inboxes[name]
+        outs = self._outs[name]
+        emit = _make_emit(outs)
+        try:
+            await node.open()
+            routed = getattr(node, "run_routed", None)
+            if routed is not None:
+                # The node picks successors per item (routing.RouterNode): one emit each.
+                targets = self.graph.successors(name)
+                await routed(
+                    ctx, inbox, {t: p.put_batch for t, p in zip(targets, outs, strict=True)}
+                )
+            else:
+                await self.runner(node)(ctx, inbox, emit)
+        except NodeError:
+            raise
+        except Exception as exc:
+            raise NodeError(name, exc) from exc
+        finally:
+            for producer in outs:
+                producer.close()
+            if ctx.errors is not None:
+                ctx.errors.close()
+            inbox.close_receiving()
+            with trio.CancelScope(shield=True):
+                await node.aclose()
+
+    async def feed(self, batch: list[Any]) -> None:
+        """Put a batch into every successor of ``input``."""
+        for producer in self.entry:
+            await producer.put_batch(batch)
+
+    def close_input(self) -> None:
+        for producer in self.entry:
+            producer.close()
+
+    # -- progress and quiescence ---------------------------------------------------------
+    def _progress(self) -> None:
+        if self._idle_waiters and self.is_idle():
+            self._idle.set()
+
+    def note_output_taken(self, n: int) -> None:
+        """The consumer of :attr:`output` finished handling ``n`` items."""
+        self.output_taken += n
+        self._progress()
+
+    def is_idle(self) -> bool:
+        """True when no item is buffered or being processed anywhere in the graph."""
+        for name, inbox in self.inboxes.items():
+            stats = self.contexts[name].stats
+            if len(inbox) or stats.in_progress or inbox.stats.items_out != stats.items_in:
+                return False
+        return not len(self.output) and self.output.stats.items_out == self.output_taken
+
+    async def wait_idle(self) -> None:
+        """Wait until everything fed so far has left the graph (or was dropped/absorbed)."""
+        while not self.is_idle():
+            self._idle_waiters += 1
+            try:
+                await self._idle.wait()
+            finally:
+                self._idle_waiters -= 1
+                if self._idle.is_set():
+                    self._idle = trio.Event()
+        await trio.lowlevel.checkpoint()
+
+    # -- introspection -------------------------------------------------------------------
+    def node_stats(self) -> dict[str, NodeStats]:
+        return {name: ctx.stats for name, ctx in self.contexts.items()}
+
+    def buffers(self) -> Iterable[BoundedBuffer[Any]]:
+        yield from self.inboxes.values()
+        yield self.output
+
+
+def _make_emit(outs: list[BufferProducer[Any]]) -> Emit:
+    if len(outs) == 1:
+        return outs[0].put_batch
+
+    async def emit_all(batch: list[Any]) -> None:
+        for producer in outs:
+            await producer.put_batch(batch)
+
+    return emit_all
