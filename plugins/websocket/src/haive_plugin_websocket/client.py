@@ -10,7 +10,10 @@ state and ``connect()``) is assembled from one part per concern, each in its own
 * :mod:`.client_inbound`: parsing and dispatching incoming messages;
 * :mod:`.client_rooms`: joining rooms (resumed after reconnects) and requests;
 * :mod:`.client_events`: :class:`ConnectionEvent` and its observers
-  (:class:`.ConnectionEvents`).
+  (:class:`.ConnectionEvents`);
+* :mod:`.client_state`: what the parts share about the connection (the socket, the
+  accepted features, the wire codec and batching, the client id, the failure):
+  :class:`.ConnectionState`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from ._connections import HaiveClientConnection, unwrap_single_error
+from ._connections import unwrap_single_error
 from .client_connection import _ConnectionMixin
 from .client_connection import reconnect_delay as reconnect_delay
 from .client_events import EVENT_KINDS as EVENT_KINDS
@@ -35,6 +38,7 @@ from .client_events import ConnectionEvents
 from .client_inbound import _InboundMixin
 from .client_outbound import OutboundQueue
 from .client_rooms import _Pending, _RoomsMixin, _RoomState
+from .client_state import ConnectionState
 from .config import ConnectionConfig
 from .errors import ConnectionFailedError
 from .handlers import MessageHandler
@@ -127,23 +131,17 @@ class StreamingClient(
         self.handlers = MessageHandler()
         self.stats = ClientStats()
         self._events = ConnectionEvents()
-        self.client_id: str | None = config.client_id
-        self.features: frozenset[str] = frozenset()
-        self.failed: ConnectionFailedError | None = None
+        self._state = ConnectionState(
+            client_id=config.client_id, max_batch_bytes=config.max_batch_bytes
+        )
         self._rng = rng or random.Random()
         self._open_stream = open_stream
         self._tls = config.tls_context
         self._codec = MSGPACK if config.serializer == "msgpack" else JSON
-        self._wire_codec = JSON
-        self._msgpack_frames = False
-        self._batch = False
-        self._recovery = False
         self._outbound = OutboundQueue(config, self.stats, self._codec)
         self._rooms: dict[str, _RoomState] = {}
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
-        self._ws: HaiveClientConnection | None = None
-        self._connected = trio.Event()
         self._run_scope: trio.CancelScope | None = None
         self._closing = False
         self._internal: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -170,8 +168,23 @@ class StreamingClient(
 
     # -- state -----------------------------------------------------------------------------
     @property
+    def client_id(self) -> str | None:
+        """This client's id: the configured one, or the one the server assigned."""
+        return self._state.client_id
+
+    @property
+    def features(self) -> frozenset[str]:
+        """Protocol features the server accepted on the current (or last) connection."""
+        return self._state.features
+
+    @property
+    def failed(self) -> ConnectionFailedError | None:
+        """Why the client gave up reconnecting (None while it keeps trying)."""
+        return self._state.failed
+
+    @property
     def connected(self) -> bool:
-        return self._ws is not None
+        return self._state.connected
 
     @property
     def queued(self) -> int:
@@ -191,12 +204,14 @@ class StreamingClient(
     @property
     def extensions(self) -> list[str]:
         """WebSocket extensions negotiated on the current connection (``permessage-deflate``)."""
-        return [ext.name for ext in self._ws.protocol.extensions] if self._ws is not None else []
+        ws = self._state.ws
+        return [ext.name for ext in ws.protocol.extensions] if ws is not None else []
 
     @property
     def latency(self) -> float:
         """Round-trip time measured by the last heartbeat, in seconds (0 before one)."""
-        return self._ws.latency if self._ws is not None else 0.0
+        ws = self._state.ws
+        return ws.latency if ws is not None else 0.0
 
     # -- sending ---------------------------------------------------------------------------
     async def send_message(self, message: dict[str, Any]) -> None:
@@ -214,17 +229,15 @@ class StreamingClient(
     async def send_binary(self, data: bytes) -> None:
         """Queue binary data: a binary frame (``{"type": "binary"}`` with MessagePack)."""
         out = self._outbound.prepare_binary(data)
-        if self.failed is not None:
-            raise self.failed
+        self._state.check()
         await self._outbound.put(out)
 
     async def flush(self) -> None:
         """Wait until every queued message was written to the connection."""
-        await self._outbound.flush(lambda: self._ws is not None)
+        await self._outbound.flush(lambda: self._state.connected)
 
     def _prepare(self, message: Any) -> OutMessage:
-        if self.failed is not None:
-            raise self.failed
+        self._state.check()
         return self._outbound.prepare(message)
 
     async def _enqueue(self, out: OutMessage) -> None:
@@ -232,11 +245,7 @@ class StreamingClient(
 
     async def wait_connected(self) -> None:
         """Return once connected (at once if connected); raise if the client gave up."""
-        while self._ws is None:
-            if self.failed is not None:
-                raise self.failed
-            await self._connected.wait()
-        await trio.lowlevel.checkpoint()
+        await self._state.wait_connected()
 
     # -- connection ----------------------------------------------------------------------------
     @asynccontextmanager

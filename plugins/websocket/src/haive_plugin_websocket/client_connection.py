@@ -29,12 +29,7 @@ from .protocol import (
     CLOSE_CLIENT_ID_FORBIDDEN,
     CLOSE_REPLACED,
     FEATURES_HEADER,
-    JSON,
-    MSGPACK,
-    Codec,
     OutMessage,
-    encode_frames,
-    parse_features,
 )
 from .tls import describe_tls_failure, tls_failure
 
@@ -45,6 +40,7 @@ if TYPE_CHECKING:
     from .client_events import ConnectionEvents
     from .client_outbound import OutboundQueue
     from .client_rooms import _Pending, _RoomState
+    from .client_state import ConnectionState
 
 #: HTTP statuses that retrying cannot fix.
 _FATAL_STATUSES = frozenset({400, 401, 403, 404, 405, 426})
@@ -76,25 +72,16 @@ class _ConnectionMixin:
 
     if TYPE_CHECKING:
         _events: ConnectionEvents
+        _state: ConnectionState
         config: ConnectionConfig
         stats: ClientStats
-        client_id: str | None
-        features: frozenset[str]
-        failed: ConnectionFailedError | None
         _rng: random.Random
         _open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None
         _tls: ssl.SSLContext | None
-        _wire_codec: Codec
-        _msgpack_frames: bool
-        _batch: bool
-        _recovery: bool
         _rooms: dict[str, _RoomState]
         _pending: dict[int, _Pending]
-        _ws: HaiveClientConnection | None
-        _connected: trio.Event
         _run_scope: trio.CancelScope | None
         _closing: bool
-
 
         def _join_message(self, room: str, state: _RoomState, *, resume: bool) -> OutMessage: ...
 
@@ -138,7 +125,7 @@ class _ConnectionMixin:
                             f"the server refused the connection: HTTP {status}", exc, attempt
                         )
                         if not started:
-                            raise self.failed from exc  # type: ignore[misc]
+                            raise self._state.failed from exc  # type: ignore[misc]
                         return
                     error = exc
                 except (
@@ -161,7 +148,7 @@ class _ConnectionMixin:
                         error_cls=TLSVerificationError,
                     )
                     if not started:
-                        raise self.failed from error  # type: ignore[misc]
+                        raise self._state.failed from error  # type: ignore[misc]
                     return
                 close_code = _close_code(error)
                 if close_code == CLOSE_REPLACED:
@@ -172,7 +159,7 @@ class _ConnectionMixin:
                     return
                 if close_code == CLOSE_CLIENT_ID_FORBIDDEN:
                     self._give_up(
-                        f"the server refused client id {self.client_id!r} (close "
+                        f"the server refused client id {self._state.client_id!r} (close "
                         f"{close_code}): {_close_reason(error)}",
                         error,
                         attempt,
@@ -188,7 +175,7 @@ class _ConnectionMixin:
                         attempt,
                     )
                     if not started:
-                        raise self.failed from error  # type: ignore[misc]
+                        raise self._state.failed from error  # type: ignore[misc]
                     return
                 delay = reconnect_delay(attempt, cfg, self._rng)
                 self._events.emit("reconnecting", attempt=attempt, delay=delay, error=_describe(error))
@@ -202,10 +189,9 @@ class _ConnectionMixin:
         *,
         error_cls: type[ConnectionFailedError] = ConnectionFailedError,
     ) -> None:
-        self.failed = error_cls(message)
+        self._state.fail(error_cls(message))
         self._events.emit("gave_up", attempt=attempt, error=_describe(error))
-        # Wake everyone waiting for the connection, a room or a reply: they raise `failed`.
-        self._connected.set()
+        # Wake everyone waiting for a room or a reply: they raise `failed`.
         for state in self._rooms.values():
             state.joined.set()
         for pending in self._pending.values():
@@ -217,8 +203,8 @@ class _ConnectionMixin:
         offered = cfg.offered_features
         if offered:
             headers.append((FEATURES_HEADER, ", ".join(offered)))
-        if self.client_id is not None:
-            headers.append((CLIENT_ID_HEADER, self.client_id))
+        if self._state.client_id is not None:
+            headers.append((CLIENT_ID_HEADER, self._state.client_id))
         if cfg.token is not None:
             headers.append(("Authorization", f"Bearer {cfg.token}"))
         return ws_connect(
@@ -237,41 +223,29 @@ class _ConnectionMixin:
 
     async def _serve(self, ws: HaiveClientConnection) -> None:
         cfg = self.config
-        response = ws.response
-        accepted = parse_features(response.headers.get(FEATURES_HEADER) if response else None)
-        self.features = frozenset(f for f in accepted if f in cfg.offered_features)
-        self._batch = "batch" in self.features
-        self._recovery = "recovery" in self.features
-        self._msgpack_frames = "msgpack" in self.features
-        self._wire_codec = MSGPACK if self._msgpack_frames else JSON
-        if response is not None and response.headers.get(CLIENT_ID_HEADER):
-            self.client_id = response.headers[CLIENT_ID_HEADER]
+        state = self._state
+        headers = ws.response.headers if ws.response is not None else None
+        state.negotiate(
+            offered=cfg.offered_features,
+            accepted=headers.get(FEATURES_HEADER) if headers is not None else None,
+            assigned_id=headers.get(CLIENT_ID_HEADER) if headers is not None else None,
+        )
         # Re-join rooms before anything queued goes out, resuming where we left off.
         rejoin = [
             self._join_message(room, state, resume=True) for room, state in self._rooms.items()
         ]
         if rejoin:
-            await send_frames(
-                ws,
-                encode_frames(
-                    rejoin,
-                    self._wire_codec,
-                    with_seq=False,
-                    batch=self._batch,
-                    max_batch_bytes=cfg.max_batch_bytes,
-                ),
-            )
-        self._ws = ws
+            await send_frames(ws, state.encode(rejoin))
+        state.attach(ws)
         self.stats.connects += 1
         if self.stats.connects > 1:
             self.stats.reconnects += 1
             self._events.emit("reconnected")
         else:
             self._events.emit("connected")
-        self._connected.set()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._outbound.writer, ws, self._wire_codec, self._batch)
+                nursery.start_soon(self._outbound.writer, ws, state.wire_codec, state.batch)
                 if cfg.heartbeat_interval is not None:
                     nursery.start_soon(self._heartbeat, ws, nursery.cancel_scope)
                 try:
@@ -279,18 +253,17 @@ class _ConnectionMixin:
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
-            self._ws = None
-            self._connected = trio.Event()
-            for state in self._rooms.values():
-                if state.joined.is_set():
-                    state.joined = trio.Event()
+            state.detach()
+            for room in self._rooms.values():
+                if room.joined.is_set():
+                    room.joined = trio.Event()
         if ws.state is CLOSED:
             raise ws.close_exc  # tells run() how the connection ended (close code, cause)
 
     async def close(self) -> None:
         """Flush what is queued (for up to ``close_timeout``), close, stop reconnecting."""
         self._closing = True
-        ws = self._ws
+        ws = self._state.ws
         if ws is not None:
             with trio.move_on_after(self.config.close_timeout):
                 await self.flush()

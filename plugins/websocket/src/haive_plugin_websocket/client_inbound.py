@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .client import ClientStats
     from .client_events import ConnectionEvents
     from .client_rooms import _Pending
+    from .client_state import ConnectionState
     from .config import ConnectionConfig
     from .handlers import MessageHandler
 
@@ -57,9 +58,7 @@ class _InboundMixin:
         config: ConnectionConfig
         stats: ClientStats
         handlers: MessageHandler
-        client_id: str | None
-        _msgpack_frames: bool
-        _batch: bool
+        _state: ConnectionState
         _rooms: dict[str, _RoomState]
         _pending: dict[int, _Pending]
         _internal: dict[str, Callable[[dict[str, Any]], None]]
@@ -71,7 +70,7 @@ class _InboundMixin:
                 raw = await ws.recv()
                 try:
                     messages = parse_frame(
-                        raw, msgpack_frames=self._msgpack_frames, batch=self._batch
+                        raw, msgpack_frames=self._state.msgpack_frames, batch=self._state.batch
                     )
                 except SerializationError as exc:
                     self.stats.invalid_messages += 1
@@ -136,7 +135,7 @@ class _InboundMixin:
     def _on_welcome(self, message: dict[str, Any]) -> None:
         client_id = message.get("client_id")
         if isinstance(client_id, str):
-            self.client_id = client_id
+            self._state.client_id = client_id
 
     def _on_joined(self, message: dict[str, Any]) -> None:
         room = message.get("room")

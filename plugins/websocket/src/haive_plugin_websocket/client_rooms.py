@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .errors import ConnectionFailedError, InvalidRoomError, RoomAccessError
+from .errors import InvalidRoomError, RoomAccessError
 from .protocol import OutMessage, valid_room
 
 if TYPE_CHECKING:
     import itertools
 
-    from ._connections import HaiveClientConnection
+    from .client_state import ConnectionState
 
 
 class _RoomState:
@@ -43,11 +43,10 @@ class _RoomsMixin:
     """Part of :class:`~haive_plugin_websocket.client.StreamingClient`: rooms and requests."""
 
     if TYPE_CHECKING:
-        failed: ConnectionFailedError | None
+        _state: ConnectionState
         _rooms: dict[str, _RoomState]
         _pending: dict[int, _Pending]
         _ids: itertools.count[int]
-        _ws: HaiveClientConnection | None
 
         def _prepare(self, message: Any) -> OutMessage: ...
 
@@ -76,19 +75,18 @@ class _RoomsMixin:
         if state is None:
             state = self._rooms[room] = _RoomState()
         state.error = None
-        if self._ws is not None:
+        if self._state.ws is not None:
             state.joined = trio.Event()
             await self._enqueue(self._join_message(room, state, resume=True))
         if wait:
             await state.joined.wait()
             if state.error is not None:
                 raise state.error
-            if self.failed is not None:
-                raise self.failed
+            self._state.check()
 
     async def leave(self, room: str) -> None:
         """Leave ``room`` (and stop re-joining it)."""
-        if self._rooms.pop(room, None) is not None and self._ws is not None:
+        if self._rooms.pop(room, None) is not None and self._state.ws is not None:
             await self._enqueue(OutMessage({"type": "leave", "room": room}))
         else:
             await trio.lowlevel.checkpoint()
@@ -100,8 +98,8 @@ class _RoomsMixin:
         await self._enqueue(self._prepare({**message, "id": request_id}))
         await pending.done.wait()
         if pending.value is None:
-            assert self.failed is not None
-            raise self.failed
+            assert self._state.failed is not None
+            raise self._state.failed
         return pending.value
 
     async def members(self, room: str) -> list[str]:
