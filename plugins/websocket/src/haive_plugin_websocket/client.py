@@ -8,7 +8,8 @@ state and ``connect()``) is assembled from one part per concern, each in its own
 * :mod:`.client_outbound`: checking, queueing and writing outgoing messages
   (:class:`.OutboundQueue`);
 * :mod:`.client_inbound`: parsing and dispatching incoming messages;
-* :mod:`.client_rooms`: joining rooms (resumed after reconnects) and requests;
+* :mod:`.client_rooms`: joining rooms, resumed after reconnects (:class:`.JoinedRooms`);
+* :mod:`.client_requests`: requests and their replies (:class:`.PendingRequests`);
 * :mod:`.client_events`: :class:`ConnectionEvent` and its observers
   (:class:`.ConnectionEvents`);
 * :mod:`.client_state`: what the parts share about the connection (the socket, the
@@ -18,7 +19,6 @@ state and ``connect()``) is assembled from one part per concern, each in its own
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 from collections import Counter, deque
@@ -37,10 +37,11 @@ from .client_events import ConnectionEvent as ConnectionEvent
 from .client_events import ConnectionEvents
 from .client_inbound import _InboundMixin
 from .client_outbound import OutboundQueue
-from .client_rooms import _Pending, _RoomsMixin, _RoomState
+from .client_requests import PendingRequests
+from .client_rooms import JoinedRooms
 from .client_state import ConnectionState
 from .config import ConnectionConfig
-from .errors import ConnectionFailedError
+from .errors import ConnectionFailedError, RoomAccessError
 from .handlers import MessageHandler
 from .protocol import JSON, MSGPACK, OutMessage
 
@@ -75,7 +76,6 @@ class ClientStats:
 class StreamingClient(
     _ConnectionMixin,
     _InboundMixin,
-    _RoomsMixin,
 ):
     """A WebSocket client that stays connected: the seed's ``StreamingClient`` on trio.
 
@@ -139,15 +139,14 @@ class StreamingClient(
         self._tls = config.tls_context
         self._codec = MSGPACK if config.serializer == "msgpack" else JSON
         self._outbound = OutboundQueue(config, self.stats, self._codec)
-        self._rooms: dict[str, _RoomState] = {}
-        self._pending: dict[int, _Pending] = {}
-        self._ids = itertools.count(1)
+        self._rooms = JoinedRooms(self._state, self._outbound)
+        self._requests = PendingRequests(self._state, self._outbound)
         self._run_scope: trio.CancelScope | None = None
         self._closing = False
         self._internal: dict[str, Callable[[dict[str, Any]], None]] = {
             "welcome": self._on_welcome,
-            "joined": self._on_joined,
-            "left": self._on_left,
+            "joined": self._rooms.joined,
+            "left": self._rooms.left,
             "gap": self._on_gap,
             "error": self._on_error,
         }
@@ -199,7 +198,7 @@ class StreamingClient(
     @property
     def rooms(self) -> list[str]:
         """Rooms this client is in (or will re-join on reconnect)."""
-        return sorted(self._rooms)
+        return self._rooms.names
 
     @property
     def extensions(self) -> list[str]:
@@ -240,12 +239,41 @@ class StreamingClient(
         self._state.check()
         return self._outbound.prepare(message)
 
-    async def _enqueue(self, out: OutMessage) -> None:
-        await self._outbound.put(out)
-
     async def wait_connected(self) -> None:
         """Return once connected (at once if connected); raise if the client gave up."""
         await self._state.wait_connected()
+
+    # -- rooms and requests ----------------------------------------------------------------------
+    async def join(self, room: str, *, wait: bool = True) -> None:
+        """Join ``room`` (re-joined automatically after reconnects).
+
+        With ``wait`` it returns once the server confirmed, raising
+        :class:`~haive_plugin_websocket.errors.RoomAccessError` if it refused.
+        """
+        await self._rooms.join(room, wait=wait)
+
+    async def leave(self, room: str) -> None:
+        """Leave ``room`` (and stop re-joining it)."""
+        await self._rooms.leave(room)
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a control request and wait for the server's reply (matched by ``"id"``)."""
+        return await self._requests.request(message)
+
+    async def members(self, room: str) -> list[str]:
+        """Ids of the members of ``room`` (across every server node)."""
+        reply = await self.request({"type": "members", "room": room})
+        if reply.get("type") == "error":
+            raise RoomAccessError(room, str(reply.get("code")), str(reply.get("message")))
+        return list(reply.get("members", []))
+
+    async def publish(self, room: str, message: dict[str, Any], *, echo: bool = False) -> None:
+        """Broadcast ``message`` to a room this client joined (``echo``: to itself too)."""
+        await self.send_message({"type": "publish", "room": room, "message": message, "echo": echo})
+
+    async def direct(self, client_id: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to another client through the server."""
+        await self.send_message({"type": "direct", "to": client_id, "message": message})
 
     # -- connection ----------------------------------------------------------------------------
     @asynccontextmanager

@@ -29,7 +29,6 @@ from .protocol import (
     CLOSE_CLIENT_ID_FORBIDDEN,
     CLOSE_REPLACED,
     FEATURES_HEADER,
-    OutMessage,
 )
 from .tls import describe_tls_failure, tls_failure
 
@@ -39,7 +38,8 @@ if TYPE_CHECKING:
     from .client import ClientStats, StreamingClient
     from .client_events import ConnectionEvents
     from .client_outbound import OutboundQueue
-    from .client_rooms import _Pending, _RoomState
+    from .client_requests import PendingRequests
+    from .client_rooms import JoinedRooms
     from .client_state import ConnectionState
 
 #: HTTP statuses that retrying cannot fix.
@@ -78,13 +78,10 @@ class _ConnectionMixin:
         _rng: random.Random
         _open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None
         _tls: ssl.SSLContext | None
-        _rooms: dict[str, _RoomState]
-        _pending: dict[int, _Pending]
+        _rooms: JoinedRooms
+        _requests: PendingRequests
         _run_scope: trio.CancelScope | None
         _closing: bool
-
-        def _join_message(self, room: str, state: _RoomState, *, resume: bool) -> OutMessage: ...
-
         async def flush(self) -> None: ...
 
         _outbound: OutboundQueue
@@ -192,10 +189,8 @@ class _ConnectionMixin:
         self._state.fail(error_cls(message))
         self._events.emit("gave_up", attempt=attempt, error=_describe(error))
         # Wake everyone waiting for a room or a reply: they raise `failed`.
-        for state in self._rooms.values():
-            state.joined.set()
-        for pending in self._pending.values():
-            pending.done.set()
+        self._rooms.wake_waiters()
+        self._requests.wake_waiters()
 
     def _open(self, stream: trio.abc.Stream | None) -> ws_connect:
         cfg = self.config
@@ -231,9 +226,7 @@ class _ConnectionMixin:
             assigned_id=headers.get(CLIENT_ID_HEADER) if headers is not None else None,
         )
         # Re-join rooms before anything queued goes out, resuming where we left off.
-        rejoin = [
-            self._join_message(room, state, resume=True) for room, state in self._rooms.items()
-        ]
+        rejoin = self._rooms.resume_messages()
         if rejoin:
             await send_frames(ws, state.encode(rejoin))
         state.attach(ws)
@@ -254,9 +247,7 @@ class _ConnectionMixin:
                     nursery.cancel_scope.cancel()
         finally:
             state.detach()
-            for room in self._rooms.values():
-                if room.joined.is_set():
-                    room.joined = trio.Event()
+            self._rooms.connection_lost()
         if ws.state is CLOSED:
             raise ws.close_exc  # tells run() how the connection ended (close code, cause)
 

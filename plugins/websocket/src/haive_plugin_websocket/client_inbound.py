@@ -19,14 +19,13 @@ from websockets.exceptions import ConnectionClosed
 from haive.dataflow.errors import SerializationError
 
 from ._connections import HaiveClientConnection
-from .client_rooms import _RoomState
-from .errors import RoomAccessError
 from .protocol import parse_frame
 
 if TYPE_CHECKING:
     from .client import ClientStats
     from .client_events import ConnectionEvents
-    from .client_rooms import _Pending
+    from .client_requests import PendingRequests
+    from .client_rooms import JoinedRooms
     from .client_state import ConnectionState
     from .config import ConnectionConfig
     from .handlers import MessageHandler
@@ -59,8 +58,8 @@ class _InboundMixin:
         stats: ClientStats
         handlers: MessageHandler
         _state: ConnectionState
-        _rooms: dict[str, _RoomState]
-        _pending: dict[int, _Pending]
+        _rooms: JoinedRooms
+        _requests: PendingRequests
         _internal: dict[str, Callable[[dict[str, Any]], None]]
 
 
@@ -99,24 +98,15 @@ class _InboundMixin:
             self.stats.invalid_messages += 1
             return None
         seq = message.get("seq")
-        if type(seq) is int:
-            state = self._rooms.get(message.get("room"))  # type: ignore[arg-type]
-            if state is not None:
-                if state.last_seq is not None and seq <= state.last_seq:
-                    self.stats.duplicates_dropped += 1
-                    return None
-                state.last_seq = seq
+        if type(seq) is int and self._rooms.already_seen(message.get("room"), seq):
+            self.stats.duplicates_dropped += 1
+            return None
         internal = self._internal.get(mtype)
         if internal is not None and "from" not in message:
             # Only the server's own messages update the client's state: one relayed from
             # another peer (it has a "from") must never change our id or room positions.
             internal(message)
-        request_id = message.get("id")
-        if type(request_id) is int:
-            pending = self._pending.pop(request_id, None)
-            if pending is not None:
-                pending.value = message
-                pending.done.set()
+        self._requests.complete(message)
         route = self.handlers.route(mtype)
         if route is None:
             if internal is None and mtype not in _PROTOCOL_TYPES:
@@ -137,27 +127,6 @@ class _InboundMixin:
         if isinstance(client_id, str):
             self._state.client_id = client_id
 
-    def _on_joined(self, message: dict[str, Any]) -> None:
-        room = message.get("room")
-        if not isinstance(room, str):
-            return
-        state = self._rooms.get(room)
-        if state is None:  # joined by the server (manager.join_room)
-            state = self._rooms[room] = _RoomState()
-        epoch = message.get("epoch")
-        seq = message.get("latest")
-        if state.last_seq is None or state.epoch != epoch:
-            # A fresh join, or a new server epoch: count from the room's current position.
-            state.last_seq = seq if type(seq) is int else None
-        state.epoch = epoch if isinstance(epoch, str) else None
-        state.error = None
-        state.joined.set()
-
-    def _on_left(self, message: dict[str, Any]) -> None:
-        room = message.get("room")
-        if isinstance(room, str):
-            self._rooms.pop(room, None)
-
     def _on_gap(self, message: dict[str, Any]) -> None:
         self._events.emit("gap", detail=dict(message))
 
@@ -168,7 +137,4 @@ class _InboundMixin:
         room = message.get("room")
         ref = message.get("ref_type")
         if isinstance(room, str) and ref == "join":
-            state = self._rooms.pop(room, None)
-            if state is not None:
-                state.error = RoomAccessError(room, code, str(message.get("message")))
-                state.joined.set()
+            self._rooms.refused(room, code, str(message.get("message")))
