@@ -7,7 +7,8 @@ state and ``connect()``) is assembled from one part per concern, each in its own
   (:func:`reconnect_delay`), the heartbeat, giving up, closing;
 * :mod:`.client_outbound`: checking, queueing and writing outgoing messages
   (:class:`.OutboundQueue`);
-* :mod:`.client_inbound`: parsing and dispatching incoming messages;
+* :mod:`.client_inbound`: parsing and dispatching incoming messages
+  (:class:`.InboundDispatcher`);
 * :mod:`.client_rooms`: joining rooms, resumed after reconnects (:class:`.JoinedRooms`);
 * :mod:`.client_requests`: requests and their replies (:class:`.PendingRequests`);
 * :mod:`.client_events`: :class:`ConnectionEvent` and its observers
@@ -35,7 +36,7 @@ from .client_connection import reconnect_delay as reconnect_delay
 from .client_events import EVENT_KINDS as EVENT_KINDS
 from .client_events import ConnectionEvent as ConnectionEvent
 from .client_events import ConnectionEvents
-from .client_inbound import _InboundMixin
+from .client_inbound import InboundDispatcher
 from .client_outbound import OutboundQueue
 from .client_requests import PendingRequests
 from .client_rooms import JoinedRooms
@@ -73,10 +74,7 @@ class ClientStats:
     server_errors: Counter[str] = attrs.field(factory=Counter)
 
 
-class StreamingClient(
-    _ConnectionMixin,
-    _InboundMixin,
-):
+class StreamingClient(_ConnectionMixin):
     """A WebSocket client that stays connected: the seed's ``StreamingClient`` on trio.
 
     * ``@client.on_message("type")`` registers ``handler(message)`` (sync or async);
@@ -143,13 +141,15 @@ class StreamingClient(
         self._requests = PendingRequests(self._state, self._outbound)
         self._run_scope: trio.CancelScope | None = None
         self._closing = False
-        self._internal: dict[str, Callable[[dict[str, Any]], None]] = {
-            "welcome": self._on_welcome,
-            "joined": self._rooms.joined,
-            "left": self._rooms.left,
-            "gap": self._on_gap,
-            "error": self._on_error,
-        }
+        self._inbound = InboundDispatcher(
+            config.url,
+            self._state,
+            self.stats,
+            self.handlers,
+            self._events,
+            rooms=self._rooms,
+            requests=self._requests,
+        )
 
     # -- registration --------------------------------------------------------------------
     def on_message(self, message_type: str) -> Callable[[F], F]:

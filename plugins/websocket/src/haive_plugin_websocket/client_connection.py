@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from .client import ClientStats, StreamingClient
     from .client_events import ConnectionEvents
+    from .client_inbound import InboundDispatcher
     from .client_outbound import OutboundQueue
     from .client_requests import PendingRequests
     from .client_rooms import JoinedRooms
@@ -86,7 +87,7 @@ class _ConnectionMixin:
 
         _outbound: OutboundQueue
 
-        async def _reader(self, ws: HaiveClientConnection) -> None: ...
+        _inbound: InboundDispatcher
 
     async def run(
         self, *, task_status: trio.TaskStatus[StreamingClient] = trio.TASK_STATUS_IGNORED
@@ -242,7 +243,7 @@ class _ConnectionMixin:
                 if cfg.heartbeat_interval is not None:
                     nursery.start_soon(self._heartbeat, ws, nursery.cancel_scope)
                 try:
-                    await self._reader(ws)
+                    await self._inbound.read(ws)
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
