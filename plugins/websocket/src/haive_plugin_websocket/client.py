@@ -1,10 +1,13 @@
 """The resilient WebSocket client: typed handlers, reconnect, heartbeat, queue, recovery.
 
 This module is the facade: :class:`StreamingClient` (its configuration, registration,
-state and ``connect()``) is assembled from one part per concern, each in its own module:
+state and ``connect()``) composes one part per concern, each an object in its own module
+with its own state, given the :class:`.ConnectionState` they share and the other parts it
+works with:
 
 * :mod:`.client_connection`: connecting, reconnecting with backoff
-  (:func:`reconnect_delay`), the heartbeat, giving up, closing;
+  (:func:`reconnect_delay`), the heartbeat, giving up, closing
+  (:class:`.ConnectionSupervisor`);
 * :mod:`.client_outbound`: checking, queueing and writing outgoing messages
   (:class:`.OutboundQueue`);
 * :mod:`.client_inbound`: parsing and dispatching incoming messages
@@ -20,7 +23,6 @@ state and ``connect()``) is assembled from one part per concern, each in its own
 
 from __future__ import annotations
 
-import logging
 import random
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +33,7 @@ import attrs
 import trio
 
 from ._connections import unwrap_single_error
-from .client_connection import _ConnectionMixin
+from .client_connection import ConnectionSupervisor
 from .client_connection import reconnect_delay as reconnect_delay
 from .client_events import EVENT_KINDS as EVENT_KINDS
 from .client_events import ConnectionEvent as ConnectionEvent
@@ -45,8 +47,6 @@ from .config import ConnectionConfig
 from .errors import ConnectionFailedError, RoomAccessError
 from .handlers import MessageHandler
 from .protocol import JSON, MSGPACK, OutMessage
-
-log = logging.getLogger("haive.websocket.client")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,7 +74,7 @@ class ClientStats:
     server_errors: Counter[str] = attrs.field(factory=Counter)
 
 
-class StreamingClient(_ConnectionMixin):
+class StreamingClient:
     """A WebSocket client that stays connected: the seed's ``StreamingClient`` on trio.
 
     * ``@client.on_message("type")`` registers ``handler(message)`` (sync or async);
@@ -132,15 +132,10 @@ class StreamingClient(_ConnectionMixin):
         self._state = ConnectionState(
             client_id=config.client_id, max_batch_bytes=config.max_batch_bytes
         )
-        self._rng = rng or random.Random()
-        self._open_stream = open_stream
-        self._tls = config.tls_context
         self._codec = MSGPACK if config.serializer == "msgpack" else JSON
         self._outbound = OutboundQueue(config, self.stats, self._codec)
         self._rooms = JoinedRooms(self._state, self._outbound)
         self._requests = PendingRequests(self._state, self._outbound)
-        self._run_scope: trio.CancelScope | None = None
-        self._closing = False
         self._inbound = InboundDispatcher(
             config.url,
             self._state,
@@ -149,6 +144,18 @@ class StreamingClient(_ConnectionMixin):
             self._events,
             rooms=self._rooms,
             requests=self._requests,
+        )
+        self._connection = ConnectionSupervisor(
+            config,
+            self._state,
+            self.stats,
+            self._events,
+            outbound=self._outbound,
+            inbound=self._inbound,
+            rooms=self._rooms,
+            requests=self._requests,
+            rng=rng or random.Random(),
+            open_stream=open_stream,
         )
 
     # -- registration --------------------------------------------------------------------
@@ -183,6 +190,7 @@ class StreamingClient(_ConnectionMixin):
 
     @property
     def connected(self) -> bool:
+        """True while a connection is open."""
         return self._state.connected
 
     @property
@@ -276,6 +284,20 @@ class StreamingClient(_ConnectionMixin):
         await self.send_message({"type": "direct", "to": client_id, "message": message})
 
     # -- connection ----------------------------------------------------------------------------
+    async def run(
+        self, *, task_status: trio.TaskStatus[StreamingClient] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect, and reconnect whenever the connection drops, until :meth:`close`.
+
+        With ``nursery.start`` it returns once first connected. After giving up it sets
+        :attr:`failed`, emits ``gave_up`` and returns (or raises, if never connected).
+        """
+        await self._connection.run(lambda: task_status.started(self))
+
+    async def close(self) -> None:
+        """Flush what is queued (for up to ``close_timeout``), close, stop reconnecting."""
+        await self._connection.close()
+
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[StreamingClient]:
         """``async with client.connect():`` connected inside the block, closed after it.
