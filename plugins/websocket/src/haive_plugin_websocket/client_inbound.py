@@ -155,7 +155,10 @@ class InboundDispatcher:
             self.stats.invalid_messages += 1
             return None
         seq = message.get("seq")
-        if type(seq) is int and self.rooms.already_seen(message.get("room"), seq):
+        room = message.get("room")
+        # A room that is not a string (another server implementation may send anything)
+        # is none of ours: not a replay, and never used as a key.
+        if type(seq) is int and type(room) is str and self.rooms.already_seen(room, seq):
             self.stats.duplicates_dropped += 1
             return None
         internal = self._protocol.get(mtype)

@@ -131,7 +131,7 @@ class JoinedRooms:
             state.error = RoomAccessError(room, code, reason)
             state.joined.set()
 
-    def already_seen(self, room: Any, seq: int) -> bool:
+    def already_seen(self, room: str, seq: int) -> bool:
         """True if message ``seq`` of ``room`` came already (a replay); else remember it."""
         state = self._rooms.get(room)
         if state is None:
