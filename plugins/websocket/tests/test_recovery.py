@@ -207,3 +207,41 @@ async def test_server_keepalive_drops_a_client_that_went_silent(inbox):
                 left = await box.wait_count("user_left", 1)
                 assert left[0]["user_id"] == "ghost" and manager.rooms == {"r": {"watcher"}}
                 await stream.aclose()
+
+
+async def test_a_room_message_whose_room_is_not_a_string_does_not_end_the_client():
+    # Replay detection looked the room up as given: a list ("room": [1]) raised TypeError
+    # out of the reader and ended the whole client. Another server implementation may send
+    # anything; such a message is not a replay of one of our rooms and is dispatched.
+    from trio_websocket import ConnectionClosed as TWConnectionClosed
+    from trio_websocket import serve_websocket
+
+    async def odd_server(request: Any) -> None:
+        ws = await request.accept()
+        await ws.send_message('{"type": "joined", "room": "lobby", "latest": 3}')
+        await ws.send_message('{"type": "odd", "room": [1], "seq": 1}')
+        await ws.send_message('{"type": "odd", "room": {"a": 1}, "seq": 2}')
+        await ws.send_message('{"type": "news", "room": "lobby", "seq": 3}')  # a replay
+        await ws.send_message('{"type": "news", "room": "lobby", "seq": 4}')
+        try:
+            while True:
+                await ws.get_message()
+        except TWConnectionClosed:
+            pass
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(serve_websocket, odd_server, "127.0.0.1", 0, None)
+            )
+            client = StreamingClient(config(f"ws://127.0.0.1:{server.port}/"))
+            odd: list[Any] = []
+            news = trio.Event()
+            client.on_message("odd")(lambda message: odd.append(message["room"]))
+            client.on_message("news")(lambda message: news.set())
+            async with client.connect():
+                await news.wait()
+                assert odd == [[1], {"a": 1}]
+                assert client.stats.duplicates_dropped == 1
+                assert client.connected and client.rooms == ["lobby"]
+            nursery.cancel_scope.cancel()

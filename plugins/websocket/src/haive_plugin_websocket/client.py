@@ -1,22 +1,28 @@
 """The resilient WebSocket client: typed handlers, reconnect, heartbeat, queue, recovery.
 
 This module is the facade: :class:`StreamingClient` (its configuration, registration,
-state and ``connect()``) is assembled from one part per concern, each in its own module:
+state and ``connect()``) composes one part per concern, each an object in its own module
+with its own state, given the :class:`.ConnectionState` they share and the other parts it
+works with:
 
 * :mod:`.client_connection`: connecting, reconnecting with backoff
-  (:func:`reconnect_delay`), the heartbeat, giving up, closing;
+  (:func:`reconnect_delay`), the heartbeat, giving up, closing
+  (:class:`.ConnectionSupervisor`);
 * :mod:`.client_outbound`: checking, queueing and writing outgoing messages
   (:class:`.OutboundQueue`);
-* :mod:`.client_inbound`: parsing and dispatching incoming messages;
-* :mod:`.client_rooms`: joining rooms (resumed after reconnects) and requests;
+* :mod:`.client_inbound`: parsing and dispatching incoming messages
+  (:class:`.InboundDispatcher`);
+* :mod:`.client_rooms`: joining rooms, resumed after reconnects (:class:`.JoinedRooms`);
+* :mod:`.client_requests`: requests and their replies (:class:`.PendingRequests`);
 * :mod:`.client_events`: :class:`ConnectionEvent` and its observers
-  (:class:`.ConnectionEvents`).
+  (:class:`.ConnectionEvents`);
+* :mod:`.client_state`: what the parts share about the connection (the socket, the
+  accepted features, the wire codec and batching, the client id, the failure):
+  :class:`.ConnectionState`.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import random
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,21 +32,21 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from ._connections import HaiveClientConnection, unwrap_single_error
-from .client_connection import _ConnectionMixin
+from ._connections import unwrap_single_error
+from .client_connection import ConnectionSupervisor
 from .client_connection import reconnect_delay as reconnect_delay
 from .client_events import EVENT_KINDS as EVENT_KINDS
 from .client_events import ConnectionEvent as ConnectionEvent
 from .client_events import ConnectionEvents
-from .client_inbound import _InboundMixin
+from .client_inbound import InboundDispatcher
 from .client_outbound import OutboundQueue
-from .client_rooms import _Pending, _RoomsMixin, _RoomState
+from .client_requests import PendingRequests
+from .client_rooms import JoinedRooms
+from .client_state import ConnectionState
 from .config import ConnectionConfig
-from .errors import ConnectionFailedError
+from .errors import ConnectionFailedError, RoomAccessError
 from .handlers import MessageHandler
 from .protocol import JSON, MSGPACK, OutMessage
-
-log = logging.getLogger("haive.websocket.client")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,11 +74,7 @@ class ClientStats:
     server_errors: Counter[str] = attrs.field(factory=Counter)
 
 
-class StreamingClient(
-    _ConnectionMixin,
-    _InboundMixin,
-    _RoomsMixin,
-):
+class StreamingClient:
     """A WebSocket client that stays connected: the seed's ``StreamingClient`` on trio.
 
     * ``@client.on_message("type")`` registers ``handler(message)`` (sync or async);
@@ -127,32 +129,34 @@ class StreamingClient(
         self.handlers = MessageHandler()
         self.stats = ClientStats()
         self._events = ConnectionEvents()
-        self.client_id: str | None = config.client_id
-        self.features: frozenset[str] = frozenset()
-        self.failed: ConnectionFailedError | None = None
-        self._rng = rng or random.Random()
-        self._open_stream = open_stream
-        self._tls = config.tls_context
+        self._state = ConnectionState(
+            client_id=config.client_id, max_batch_bytes=config.max_batch_bytes
+        )
         self._codec = MSGPACK if config.serializer == "msgpack" else JSON
-        self._wire_codec = JSON
-        self._msgpack_frames = False
-        self._batch = False
-        self._recovery = False
         self._outbound = OutboundQueue(config, self.stats, self._codec)
-        self._rooms: dict[str, _RoomState] = {}
-        self._pending: dict[int, _Pending] = {}
-        self._ids = itertools.count(1)
-        self._ws: HaiveClientConnection | None = None
-        self._connected = trio.Event()
-        self._run_scope: trio.CancelScope | None = None
-        self._closing = False
-        self._internal: dict[str, Callable[[dict[str, Any]], None]] = {
-            "welcome": self._on_welcome,
-            "joined": self._on_joined,
-            "left": self._on_left,
-            "gap": self._on_gap,
-            "error": self._on_error,
-        }
+        self._rooms = JoinedRooms(self._state, self._outbound)
+        self._requests = PendingRequests(self._state, self._outbound)
+        self._inbound = InboundDispatcher(
+            config.url,
+            self._state,
+            self.stats,
+            self.handlers,
+            self._events,
+            rooms=self._rooms,
+            requests=self._requests,
+        )
+        self._connection = ConnectionSupervisor(
+            config,
+            self._state,
+            self.stats,
+            self._events,
+            outbound=self._outbound,
+            inbound=self._inbound,
+            rooms=self._rooms,
+            requests=self._requests,
+            rng=rng or random.Random(),
+            open_stream=open_stream,
+        )
 
     # -- registration --------------------------------------------------------------------
     def on_message(self, message_type: str) -> Callable[[F], F]:
@@ -170,8 +174,24 @@ class StreamingClient(
 
     # -- state -----------------------------------------------------------------------------
     @property
+    def client_id(self) -> str | None:
+        """This client's id: the configured one, or the one the server assigned."""
+        return self._state.client_id
+
+    @property
+    def features(self) -> frozenset[str]:
+        """Protocol features the server accepted on the current (or last) connection."""
+        return self._state.features
+
+    @property
+    def failed(self) -> ConnectionFailedError | None:
+        """Why the client gave up reconnecting (None while it keeps trying)."""
+        return self._state.failed
+
+    @property
     def connected(self) -> bool:
-        return self._ws is not None
+        """True while a connection is open."""
+        return self._state.connected
 
     @property
     def queued(self) -> int:
@@ -186,17 +206,19 @@ class StreamingClient(
     @property
     def rooms(self) -> list[str]:
         """Rooms this client is in (or will re-join on reconnect)."""
-        return sorted(self._rooms)
+        return self._rooms.names
 
     @property
     def extensions(self) -> list[str]:
         """WebSocket extensions negotiated on the current connection (``permessage-deflate``)."""
-        return [ext.name for ext in self._ws.protocol.extensions] if self._ws is not None else []
+        ws = self._state.ws
+        return [ext.name for ext in ws.protocol.extensions] if ws is not None else []
 
     @property
     def latency(self) -> float:
         """Round-trip time measured by the last heartbeat, in seconds (0 before one)."""
-        return self._ws.latency if self._ws is not None else 0.0
+        ws = self._state.ws
+        return ws.latency if ws is not None else 0.0
 
     # -- sending ---------------------------------------------------------------------------
     async def send_message(self, message: dict[str, Any]) -> None:
@@ -214,31 +236,68 @@ class StreamingClient(
     async def send_binary(self, data: bytes) -> None:
         """Queue binary data: a binary frame (``{"type": "binary"}`` with MessagePack)."""
         out = self._outbound.prepare_binary(data)
-        if self.failed is not None:
-            raise self.failed
+        self._state.check()
         await self._outbound.put(out)
 
     async def flush(self) -> None:
         """Wait until every queued message was written to the connection."""
-        await self._outbound.flush(lambda: self._ws is not None)
+        await self._outbound.flush(lambda: self._state.connected)
 
     def _prepare(self, message: Any) -> OutMessage:
-        if self.failed is not None:
-            raise self.failed
+        self._state.check()
         return self._outbound.prepare(message)
-
-    async def _enqueue(self, out: OutMessage) -> None:
-        await self._outbound.put(out)
 
     async def wait_connected(self) -> None:
         """Return once connected (at once if connected); raise if the client gave up."""
-        while self._ws is None:
-            if self.failed is not None:
-                raise self.failed
-            await self._connected.wait()
-        await trio.lowlevel.checkpoint()
+        await self._state.wait_connected()
+
+    # -- rooms and requests ----------------------------------------------------------------------
+    async def join(self, room: str, *, wait: bool = True) -> None:
+        """Join ``room`` (re-joined automatically after reconnects).
+
+        With ``wait`` it returns once the server confirmed, raising
+        :class:`~haive_plugin_websocket.errors.RoomAccessError` if it refused.
+        """
+        await self._rooms.join(room, wait=wait)
+
+    async def leave(self, room: str) -> None:
+        """Leave ``room`` (and stop re-joining it)."""
+        await self._rooms.leave(room)
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a control request and wait for the server's reply (matched by ``"id"``)."""
+        return await self._requests.request(message)
+
+    async def members(self, room: str) -> list[str]:
+        """Ids of the members of ``room`` (across every server node)."""
+        reply = await self.request({"type": "members", "room": room})
+        if reply.get("type") == "error":
+            raise RoomAccessError(room, str(reply.get("code")), str(reply.get("message")))
+        return list(reply.get("members", []))
+
+    async def publish(self, room: str, message: dict[str, Any], *, echo: bool = False) -> None:
+        """Broadcast ``message`` to a room this client joined (``echo``: to itself too)."""
+        await self.send_message({"type": "publish", "room": room, "message": message, "echo": echo})
+
+    async def direct(self, client_id: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to another client through the server."""
+        await self.send_message({"type": "direct", "to": client_id, "message": message})
 
     # -- connection ----------------------------------------------------------------------------
+    async def run(
+        self, *, task_status: trio.TaskStatus[StreamingClient] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect, and reconnect whenever the connection drops, until :meth:`close`.
+
+        With ``nursery.start`` it returns once first connected. After giving up it sets
+        :attr:`failed`, emits ``gave_up`` and returns (or raises, if never connected).
+        """
+        await self._connection.run(lambda: task_status.started(self))
+
+    async def close(self) -> None:
+        """Flush what is queued (for up to ``close_timeout``), close, stop reconnecting."""
+        await self._connection.close()
+
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[StreamingClient]:
         """``async with client.connect():`` connected inside the block, closed after it.

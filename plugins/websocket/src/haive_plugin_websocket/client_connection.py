@@ -1,6 +1,6 @@
 """Keeping a client connected: connect, serve the connection, reconnect, give up, close.
 
-:meth:`_ConnectionMixin.run` opens a connection (TCP to the URL's host, or the caller's
+:meth:`ConnectionSupervisor.run` opens a connection (TCP to the URL's host, or the caller's
 ``open_stream``), negotiates the protocol features, re-joins the client's rooms resuming
 from the last sequence number seen, then runs the writer, the reader and the heartbeat
 until the connection drops. It then waits :func:`reconnect_delay` (exponential, capped,
@@ -29,22 +29,18 @@ from .protocol import (
     CLOSE_CLIENT_ID_FORBIDDEN,
     CLOSE_REPLACED,
     FEATURES_HEADER,
-    JSON,
-    MSGPACK,
-    Codec,
-    OutMessage,
-    encode_frames,
-    parse_features,
 )
 from .tls import describe_tls_failure, tls_failure
 
 if TYPE_CHECKING:
-    import ssl
 
-    from .client import ClientStats, StreamingClient
+    from .client import ClientStats
     from .client_events import ConnectionEvents
+    from .client_inbound import InboundDispatcher
     from .client_outbound import OutboundQueue
-    from .client_rooms import _Pending, _RoomState
+    from .client_requests import PendingRequests
+    from .client_rooms import JoinedRooms
+    from .client_state import ConnectionState
 
 #: HTTP statuses that retrying cannot fix.
 _FATAL_STATUSES = frozenset({400, 401, 403, 404, 405, 426})
@@ -71,46 +67,84 @@ def reconnect_delay(attempt: int, config: ConnectionConfig, rng: random.Random) 
     return nominal * (1.0 - config.jitter * rng.random())
 
 
-class _ConnectionMixin:
-    """Part of :class:`~haive_plugin_websocket.client.StreamingClient`: the connection."""
+class ConnectionSupervisor:
+    """Keeps one client connected: connects, serves, reconnects with backoff, gives up, closes.
 
-    if TYPE_CHECKING:
-        _events: ConnectionEvents
-        config: ConnectionConfig
-        stats: ClientStats
-        client_id: str | None
-        features: frozenset[str]
-        failed: ConnectionFailedError | None
-        _rng: random.Random
-        _open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None
-        _tls: ssl.SSLContext | None
-        _wire_codec: Codec
-        _msgpack_frames: bool
-        _batch: bool
-        _recovery: bool
-        _rooms: dict[str, _RoomState]
-        _pending: dict[int, _Pending]
-        _ws: HaiveClientConnection | None
-        _connected: trio.Event
-        _run_scope: trio.CancelScope | None
-        _closing: bool
+    Given the client's config, its
+    :class:`~haive_plugin_websocket.client_state.ConnectionState` (which it attaches each
+    connection to, and fails when giving up), stats and
+    :class:`~haive_plugin_websocket.client_events.ConnectionEvents`; the parts that serve a
+    connection: the :class:`~haive_plugin_websocket.client_outbound.OutboundQueue` (its
+    writer), the :class:`~haive_plugin_websocket.client_inbound.InboundDispatcher` (its
+    reader), the :class:`~haive_plugin_websocket.client_rooms.JoinedRooms` (re-joined
+    first) and the :class:`~haive_plugin_websocket.client_requests.PendingRequests` (woken
+    on give-up); the random source of the backoff jitter and ``open_stream`` (None: TCP,
+    or TLS, to the URL's host).
 
+    Example (a transport that never opens; virtual time, so no real waiting)::
 
-        def _join_message(self, room: str, state: _RoomState, *, resume: bool) -> OutMessage: ...
+        >>> import trio
+        >>> import trio.testing
+        >>> from haive_plugin_websocket import ClientStats, MessageHandler
+        >>> from haive_plugin_websocket.client_events import ConnectionEvents
+        >>> from haive_plugin_websocket.client_inbound import InboundDispatcher
+        >>> from haive_plugin_websocket.client_outbound import OutboundQueue
+        >>> from haive_plugin_websocket.client_requests import PendingRequests
+        >>> from haive_plugin_websocket.client_rooms import JoinedRooms
+        >>> from haive_plugin_websocket.client_state import ConnectionState
+        >>> from haive_plugin_websocket.protocol import JSON
+        >>> config = ConnectionConfig(url="ws://h/", max_reconnect_attempts=2)
+        >>> state, stats, events = ConnectionState(client_id=None, max_batch_bytes=65536), ClientStats(), ConnectionEvents()
+        >>> outbound = OutboundQueue(config, stats, JSON)
+        >>> rooms, requests = JoinedRooms(state, outbound), PendingRequests(state, outbound)
+        >>> inbound = InboundDispatcher(config.url, state, stats, MessageHandler(), events, rooms=rooms, requests=requests)
+        >>> async def unreachable() -> trio.abc.Stream:
+        ...     raise OSError("network is unreachable")
+        >>> supervisor = ConnectionSupervisor(
+        ...     config, state, stats, events, outbound=outbound, inbound=inbound, rooms=rooms,
+        ...     requests=requests, rng=random.Random(0), open_stream=unreachable,
+        ... )
+        >>> trio.run(supervisor.run, clock=trio.testing.MockClock(autojump_threshold=0))
+        Traceback (most recent call last):
+        ...
+        haive_plugin_websocket.errors.ConnectionFailedError: could not connect to ws://h/ after 2 reconnect attempts: OSError: network is unreachable
+        >>> [event.kind for event in events.history]
+        ['disconnected', 'reconnecting', 'disconnected', 'reconnecting', 'disconnected', 'gave_up']
+    """
 
-        async def flush(self) -> None: ...
-
-        _outbound: OutboundQueue
-
-        async def _reader(self, ws: HaiveClientConnection) -> None: ...
-
-    async def run(
-        self, *, task_status: trio.TaskStatus[StreamingClient] = trio.TASK_STATUS_IGNORED
+    def __init__(
+        self,
+        config: ConnectionConfig,
+        state: ConnectionState,
+        stats: ClientStats,
+        events: ConnectionEvents,
+        *,
+        outbound: OutboundQueue,
+        inbound: InboundDispatcher,
+        rooms: JoinedRooms,
+        requests: PendingRequests,
+        rng: random.Random,
+        open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None,
     ) -> None:
+        self.config = config
+        self.state = state
+        self.stats = stats
+        self.events = events
+        self.outbound = outbound
+        self.inbound = inbound
+        self.rooms = rooms
+        self.requests = requests
+        self._rng = rng
+        self._open_stream = open_stream
+        self._tls = config.tls_context
+        self._run_scope: trio.CancelScope | None = None
+        self._closing = False
+
+    async def run(self, started: Callable[[], object] | None = None) -> None:
         """Connect, and reconnect whenever the connection drops, until :meth:`close`.
 
-        With ``nursery.start`` it returns once first connected. After giving up it sets
-        :attr:`failed`, emits ``gave_up`` and returns (or raises, if never connected).
+        ``started()`` is called once, when first connected. After giving up it fails the
+        state, emits ``gave_up`` and returns (or raises, if never connected).
         """
         if self._run_scope is not None:
             raise RuntimeError(
@@ -118,7 +152,7 @@ class _ConnectionMixin:
             )
         cfg = self.config
         attempt = 0
-        started = False
+        connected_once = False
         with trio.CancelScope() as self._run_scope:
             while not self._closing:
                 error: BaseException | None = None
@@ -126,9 +160,10 @@ class _ConnectionMixin:
                     stream = await self._open_stream() if self._open_stream is not None else None
                     async with self._open(stream) as ws:
                         attempt = 0
-                        if not started:
-                            started = True
-                            task_status.started(cast("StreamingClient", self))
+                        if not connected_once:
+                            connected_once = True
+                            if started is not None:
+                                started()
                         # Our create_connection makes it a HaiveClientConnection.
                         await self._serve(cast(HaiveClientConnection, ws))
                 except InvalidStatus as exc:
@@ -137,8 +172,8 @@ class _ConnectionMixin:
                         self._give_up(
                             f"the server refused the connection: HTTP {status}", exc, attempt
                         )
-                        if not started:
-                            raise self.failed from exc  # type: ignore[misc]
+                        if not connected_once:
+                            raise self.state.failed from exc  # type: ignore[misc]
                         return
                     error = exc
                 except (
@@ -160,25 +195,25 @@ class _ConnectionMixin:
                         attempt,
                         error_cls=TLSVerificationError,
                     )
-                    if not started:
-                        raise self.failed from error  # type: ignore[misc]
+                    if not connected_once:
+                        raise self.state.failed from error  # type: ignore[misc]
                     return
                 close_code = _close_code(error)
                 if close_code == CLOSE_REPLACED:
-                    self._events.emit("replaced", error=_describe(error))
+                    self.events.emit("replaced", error=_describe(error))
                     self._give_up(
                         "replaced by a newer connection with the same client id", error, attempt
                     )
                     return
                 if close_code == CLOSE_CLIENT_ID_FORBIDDEN:
                     self._give_up(
-                        f"the server refused client id {self.client_id!r} (close "
+                        f"the server refused client id {self.state.client_id!r} (close "
                         f"{close_code}): {_close_reason(error)}",
                         error,
                         attempt,
                     )
                     return
-                self._events.emit("disconnected", attempt=attempt, error=_describe(error))
+                self.events.emit("disconnected", attempt=attempt, error=_describe(error))
                 attempt += 1
                 if cfg.max_reconnect_attempts is not None and attempt > cfg.max_reconnect_attempts:
                     self._give_up(
@@ -187,11 +222,11 @@ class _ConnectionMixin:
                         error,
                         attempt,
                     )
-                    if not started:
-                        raise self.failed from error  # type: ignore[misc]
+                    if not connected_once:
+                        raise self.state.failed from error  # type: ignore[misc]
                     return
                 delay = reconnect_delay(attempt, cfg, self._rng)
-                self._events.emit("reconnecting", attempt=attempt, delay=delay, error=_describe(error))
+                self.events.emit("reconnecting", attempt=attempt, delay=delay, error=_describe(error))
                 await trio.sleep(delay)
 
     def _give_up(
@@ -202,14 +237,11 @@ class _ConnectionMixin:
         *,
         error_cls: type[ConnectionFailedError] = ConnectionFailedError,
     ) -> None:
-        self.failed = error_cls(message)
-        self._events.emit("gave_up", attempt=attempt, error=_describe(error))
-        # Wake everyone waiting for the connection, a room or a reply: they raise `failed`.
-        self._connected.set()
-        for state in self._rooms.values():
-            state.joined.set()
-        for pending in self._pending.values():
-            pending.done.set()
+        self.state.fail(error_cls(message))
+        self.events.emit("gave_up", attempt=attempt, error=_describe(error))
+        # Wake everyone waiting for a room or a reply: they raise `failed`.
+        self.rooms.wake_waiters()
+        self.requests.wake_waiters()
 
     def _open(self, stream: trio.abc.Stream | None) -> ws_connect:
         cfg = self.config
@@ -217,8 +249,8 @@ class _ConnectionMixin:
         offered = cfg.offered_features
         if offered:
             headers.append((FEATURES_HEADER, ", ".join(offered)))
-        if self.client_id is not None:
-            headers.append((CLIENT_ID_HEADER, self.client_id))
+        if self.state.client_id is not None:
+            headers.append((CLIENT_ID_HEADER, self.state.client_id))
         if cfg.token is not None:
             headers.append(("Authorization", f"Bearer {cfg.token}"))
         return ws_connect(
@@ -237,63 +269,46 @@ class _ConnectionMixin:
 
     async def _serve(self, ws: HaiveClientConnection) -> None:
         cfg = self.config
-        response = ws.response
-        accepted = parse_features(response.headers.get(FEATURES_HEADER) if response else None)
-        self.features = frozenset(f for f in accepted if f in cfg.offered_features)
-        self._batch = "batch" in self.features
-        self._recovery = "recovery" in self.features
-        self._msgpack_frames = "msgpack" in self.features
-        self._wire_codec = MSGPACK if self._msgpack_frames else JSON
-        if response is not None and response.headers.get(CLIENT_ID_HEADER):
-            self.client_id = response.headers[CLIENT_ID_HEADER]
+        state = self.state
+        headers = ws.response.headers if ws.response is not None else None
+        state.negotiate(
+            offered=cfg.offered_features,
+            accepted=headers.get(FEATURES_HEADER) if headers is not None else None,
+            assigned_id=headers.get(CLIENT_ID_HEADER) if headers is not None else None,
+        )
         # Re-join rooms before anything queued goes out, resuming where we left off.
-        rejoin = [
-            self._join_message(room, state, resume=True) for room, state in self._rooms.items()
-        ]
+        rejoin = self.rooms.resume_messages()
         if rejoin:
-            await send_frames(
-                ws,
-                encode_frames(
-                    rejoin,
-                    self._wire_codec,
-                    with_seq=False,
-                    batch=self._batch,
-                    max_batch_bytes=cfg.max_batch_bytes,
-                ),
-            )
-        self._ws = ws
+            await send_frames(ws, state.encode(rejoin))
+        state.attach(ws)
         self.stats.connects += 1
         if self.stats.connects > 1:
             self.stats.reconnects += 1
-            self._events.emit("reconnected")
+            self.events.emit("reconnected")
         else:
-            self._events.emit("connected")
-        self._connected.set()
+            self.events.emit("connected")
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._outbound.writer, ws, self._wire_codec, self._batch)
+                nursery.start_soon(self.outbound.writer, ws, state.wire_codec, state.batch)
                 if cfg.heartbeat_interval is not None:
                     nursery.start_soon(self._heartbeat, ws, nursery.cancel_scope)
                 try:
-                    await self._reader(ws)
+                    await self.inbound.read(ws)
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
-            self._ws = None
-            self._connected = trio.Event()
-            for state in self._rooms.values():
-                if state.joined.is_set():
-                    state.joined = trio.Event()
+            state.detach()
+            self.rooms.connection_lost()
         if ws.state is CLOSED:
             raise ws.close_exc  # tells run() how the connection ended (close code, cause)
 
     async def close(self) -> None:
         """Flush what is queued (for up to ``close_timeout``), close, stop reconnecting."""
         self._closing = True
-        ws = self._ws
+        ws = self.state.ws
         if ws is not None:
             with trio.move_on_after(self.config.close_timeout):
-                await self.flush()
+                await self.outbound.flush(lambda: self.state.connected)
             with trio.move_on_after(self.config.close_timeout):
                 await ws.aclose()
         if self._run_scope is not None:
@@ -314,7 +329,7 @@ class _ConnectionMixin:
                 await pong.wait()
             if deadline.cancelled_caught:
                 self.stats.heartbeat_timeouts += 1
-                self._events.emit("heartbeat_timeout", error=f"no pong within {timeout:g} s")
+                self.events.emit("heartbeat_timeout", error=f"no pong within {timeout:g} s")
                 # The peer is gone or stuck: drop the TCP connection now, no close handshake.
                 await trio.aclose_forcefully(ws.stream)
                 cancel_scope.cancel()
@@ -338,3 +353,6 @@ def _describe(error: BaseException | None) -> str | None:
         return None
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+__all__ = ["ConnectionSupervisor", "reconnect_delay"]

@@ -3,8 +3,9 @@
 The reader parses each frame (one message, or a batch), drops room messages whose
 sequence number was already seen (a resumed room may replay them), lets the protocol's
 own messages (``welcome``, ``joined``, ``left``, ``gap``, ``error``; never one relayed
-from another peer, which carries ``from``) update the client's state, completes a pending :meth:`request` with the reply of the same ``id``, and calls
-the handler registered with ``@client.on_message(type)``. A failing handler is counted
+from another peer, which carries ``from``) update the client's state, completes a pending
+request with the reply of the same ``id``, and calls the handler registered with
+``@client.on_message(type)``. A failing handler is counted
 and logged, never breaking the connection.
 """
 
@@ -19,15 +20,14 @@ from websockets.exceptions import ConnectionClosed
 from haive.dataflow.errors import SerializationError
 
 from ._connections import HaiveClientConnection
-from .client_rooms import _RoomState
-from .errors import RoomAccessError
 from .protocol import parse_frame
 
 if TYPE_CHECKING:
     from .client import ClientStats
     from .client_events import ConnectionEvents
-    from .client_rooms import _Pending
-    from .config import ConnectionConfig
+    from .client_requests import PendingRequests
+    from .client_rooms import JoinedRooms
+    from .client_state import ConnectionState
     from .handlers import MessageHandler
 
 log = logging.getLogger("haive.websocket.client")
@@ -49,36 +49,91 @@ _PROTOCOL_TYPES = frozenset(
 )
 
 
-class _InboundMixin:
-    """Part of :class:`~haive_plugin_websocket.client.StreamingClient`: incoming messages."""
+class InboundDispatcher:
+    """A client's incoming messages: parsed, replays dropped, protocol applied, dispatched.
 
-    if TYPE_CHECKING:
-        _events: ConnectionEvents
-        config: ConnectionConfig
-        stats: ClientStats
-        handlers: MessageHandler
-        client_id: str | None
-        _msgpack_frames: bool
-        _batch: bool
-        _rooms: dict[str, _RoomState]
-        _pending: dict[int, _Pending]
-        _internal: dict[str, Callable[[dict[str, Any]], None]]
+    Given the URL it is connected to (for log lines), the client's
+    :class:`~haive_plugin_websocket.client_state.ConnectionState` (the frame format, and
+    the client id a ``welcome`` assigns), its stats, its
+    :class:`~haive_plugin_websocket.handlers.MessageHandler`, its
+    :class:`~haive_plugin_websocket.client_events.ConnectionEvents` (``gap``), its
+    :class:`~haive_plugin_websocket.client_rooms.JoinedRooms` and its
+    :class:`~haive_plugin_websocket.client_requests.PendingRequests`. The connection part
+    runs :meth:`read` on each connection; :meth:`dispatch` handles one message.
 
+    Example (no connection needed to dispatch)::
 
-    async def _reader(self, ws: HaiveClientConnection) -> None:
+        >>> from haive_plugin_websocket import ClientStats, ConnectionConfig, MessageHandler
+        >>> from haive_plugin_websocket.client_events import ConnectionEvents
+        >>> from haive_plugin_websocket.client_outbound import OutboundQueue
+        >>> from haive_plugin_websocket.client_requests import PendingRequests
+        >>> from haive_plugin_websocket.client_rooms import JoinedRooms
+        >>> from haive_plugin_websocket.client_state import ConnectionState
+        >>> from haive_plugin_websocket.protocol import JSON
+        >>> config, stats, handlers = ConnectionConfig(url="ws://h/"), ClientStats(), MessageHandler()
+        >>> state = ConnectionState(client_id=None, max_batch_bytes=config.max_batch_bytes)
+        >>> outbound = OutboundQueue(config, stats, JSON)
+        >>> inbound = InboundDispatcher(
+        ...     config.url, state, stats, handlers, ConnectionEvents(),
+        ...     rooms=JoinedRooms(state, outbound), requests=PendingRequests(state, outbound),
+        ... )
+        >>> @handlers.on("headline")
+        ... def headline(message):
+        ...     print(message["text"])
+        >>> for message in [
+        ...     {"type": "welcome", "client_id": "c-7"},
+        ...     {"type": "joined", "room": "news", "latest": 4, "epoch": "e1"},
+        ...     {"type": "headline", "room": "news", "seq": 4, "text": "seen already"},
+        ...     {"type": "headline", "room": "news", "seq": 5, "text": "new"},
+        ... ]:
+        ...     inbound.dispatch(message)
+        new
+        >>> state.client_id, stats.duplicates_dropped
+        ('c-7', 1)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        state: ConnectionState,
+        stats: ClientStats,
+        handlers: MessageHandler,
+        events: ConnectionEvents,
+        *,
+        rooms: JoinedRooms,
+        requests: PendingRequests,
+    ) -> None:
+        self.url = url
+        self.state = state
+        self.stats = stats
+        self.handlers = handlers
+        self.events = events
+        self.rooms = rooms
+        self.requests = requests
+        # The server's own messages that update the client's state.
+        self._protocol: dict[str, Callable[[dict[str, Any]], None]] = {
+            "welcome": self._on_welcome,
+            "joined": rooms.joined,
+            "left": rooms.left,
+            "gap": self._on_gap,
+            "error": self._on_error,
+        }
+
+    async def read(self, ws: HaiveClientConnection) -> None:
+        """Read and dispatch ``ws``'s messages until it closes (async handlers awaited)."""
         try:
             while True:
                 raw = await ws.recv()
                 try:
                     messages = parse_frame(
-                        raw, msgpack_frames=self._msgpack_frames, batch=self._batch
+                        raw, msgpack_frames=self.state.msgpack_frames, batch=self.state.batch
                     )
                 except SerializationError as exc:
                     self.stats.invalid_messages += 1
-                    log.warning("ignored a malformed frame from %s: %s", self.config.url, exc)
+                    log.warning("ignored a malformed frame from %s: %s", self.url, exc)
                     continue
                 self.stats.messages_received += len(messages)
-                dispatch = self._dispatch
+                dispatch = self.dispatch
                 for message in messages:
                     pending = dispatch(message)
                     if pending is not None:  # an async handler
@@ -90,7 +145,7 @@ class _InboundMixin:
         except ConnectionClosed:
             return
 
-    def _dispatch(self, message: Any) -> Awaitable[Any] | None:
+    def dispatch(self, message: Any) -> Awaitable[Any] | None:
         """Handle one message; returns the awaitable of an async handler (None otherwise)."""
         if type(message) is not dict:
             self.stats.invalid_messages += 1
@@ -100,24 +155,18 @@ class _InboundMixin:
             self.stats.invalid_messages += 1
             return None
         seq = message.get("seq")
-        if type(seq) is int:
-            state = self._rooms.get(message.get("room"))  # type: ignore[arg-type]
-            if state is not None:
-                if state.last_seq is not None and seq <= state.last_seq:
-                    self.stats.duplicates_dropped += 1
-                    return None
-                state.last_seq = seq
-        internal = self._internal.get(mtype)
+        room = message.get("room")
+        # A room that is not a string (another server implementation may send anything)
+        # is none of ours: not a replay, and never used as a key.
+        if type(seq) is int and type(room) is str and self.rooms.already_seen(room, seq):
+            self.stats.duplicates_dropped += 1
+            return None
+        internal = self._protocol.get(mtype)
         if internal is not None and "from" not in message:
             # Only the server's own messages update the client's state: one relayed from
             # another peer (it has a "from") must never change our id or room positions.
             internal(message)
-        request_id = message.get("id")
-        if type(request_id) is int:
-            pending = self._pending.pop(request_id, None)
-            if pending is not None:
-                pending.value = message
-                pending.done.set()
+        self.requests.complete(message)
         route = self.handlers.route(mtype)
         if route is None:
             if internal is None and mtype not in _PROTOCOL_TYPES:
@@ -136,31 +185,10 @@ class _InboundMixin:
     def _on_welcome(self, message: dict[str, Any]) -> None:
         client_id = message.get("client_id")
         if isinstance(client_id, str):
-            self.client_id = client_id
-
-    def _on_joined(self, message: dict[str, Any]) -> None:
-        room = message.get("room")
-        if not isinstance(room, str):
-            return
-        state = self._rooms.get(room)
-        if state is None:  # joined by the server (manager.join_room)
-            state = self._rooms[room] = _RoomState()
-        epoch = message.get("epoch")
-        seq = message.get("latest")
-        if state.last_seq is None or state.epoch != epoch:
-            # A fresh join, or a new server epoch: count from the room's current position.
-            state.last_seq = seq if type(seq) is int else None
-        state.epoch = epoch if isinstance(epoch, str) else None
-        state.error = None
-        state.joined.set()
-
-    def _on_left(self, message: dict[str, Any]) -> None:
-        room = message.get("room")
-        if isinstance(room, str):
-            self._rooms.pop(room, None)
+            self.state.client_id = client_id
 
     def _on_gap(self, message: dict[str, Any]) -> None:
-        self._events.emit("gap", detail=dict(message))
+        self.events.emit("gap", detail=dict(message))
 
     def _on_error(self, message: dict[str, Any]) -> None:
         code = str(message.get("code"))
@@ -169,7 +197,7 @@ class _InboundMixin:
         room = message.get("room")
         ref = message.get("ref_type")
         if isinstance(room, str) and ref == "join":
-            state = self._rooms.pop(room, None)
-            if state is not None:
-                state.error = RoomAccessError(room, code, str(message.get("message")))
-                state.joined.set()
+            self.rooms.refused(room, code, str(message.get("message")))
+
+
+__all__ = ["InboundDispatcher"]

@@ -1,9 +1,9 @@
-"""Rooms and requests on the client: join, leave, members, publish, direct.
+"""The rooms a client is in: join, leave, and where it is in each, across reconnects.
 
 A room the client joined is remembered with the last sequence number and server epoch
 seen, so that after a reconnect it is re-joined from there and the server replays what
-was missed. :meth:`_RoomsMixin.request` sends a control request and waits for the reply
-with the same ``id``; waiters are woken with the client's failure if it gives up.
+was missed; a replayed message seen already is recognised by its sequence number. Waiters
+for a join are woken with the client's failure if it gives up.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .errors import ConnectionFailedError, InvalidRoomError, RoomAccessError
+from .errors import InvalidRoomError, RoomAccessError
 from .protocol import OutMessage, valid_room
 
 if TYPE_CHECKING:
-    import itertools
-
-    from ._connections import HaiveClientConnection
+    from .client_outbound import OutboundQueue
+    from .client_state import ConnectionState
 
 
 class _RoomState:
@@ -31,39 +30,48 @@ class _RoomState:
         self.error: RoomAccessError | None = None
 
 
-class _Pending:
-    __slots__ = ("done", "value")
+class JoinedRooms:
+    """A client's rooms, each with the last sequence number and server epoch seen.
 
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.value: dict[str, Any] | None = None
+    Given the client's :class:`~haive_plugin_websocket.client_state.ConnectionState` and
+    its :class:`~haive_plugin_websocket.client_outbound.OutboundQueue` (``join`` and
+    ``leave`` go out in order with everything else). :meth:`join` / :meth:`leave` are the
+    client's; the incoming part reports the server's answers (:meth:`joined`,
+    :meth:`left`, :meth:`refused`) and asks :meth:`already_seen` of each room message;
+    the connection part sends :meth:`resume_messages` first on every connection and calls
+    :meth:`connection_lost` and :meth:`wake_waiters`.
 
+    Example (joined while disconnected, then the server's answer and two messages)::
 
-class _RoomsMixin:
-    """Part of :class:`~haive_plugin_websocket.client.StreamingClient`: rooms and requests."""
+        >>> import trio
+        >>> from haive_plugin_websocket import ClientStats, ConnectionConfig
+        >>> from haive_plugin_websocket.client_outbound import OutboundQueue
+        >>> from haive_plugin_websocket.client_state import ConnectionState
+        >>> from haive_plugin_websocket.protocol import JSON
+        >>> config = ConnectionConfig(url="ws://h/")
+        >>> state = ConnectionState(client_id=None, max_batch_bytes=config.max_batch_bytes)
+        >>> rooms = JoinedRooms(state, OutboundQueue(config, ClientStats(), JSON))
+        >>> async def join_later():
+        ...     await rooms.join("news", wait=False)
+        >>> trio.run(join_later)
+        >>> rooms.joined({"type": "joined", "room": "news", "latest": 41, "epoch": "e1"})
+        >>> rooms.already_seen("news", 41), rooms.already_seen("news", 42), rooms.names
+        (True, False, ['news'])
+        >>> [out.payload for out in rooms.resume_messages()]
+        [{'type': 'join', 'room': 'news', 'since': 42, 'epoch': 'e1'}]
+    """
 
-    if TYPE_CHECKING:
-        failed: ConnectionFailedError | None
-        _rooms: dict[str, _RoomState]
-        _pending: dict[int, _Pending]
-        _ids: itertools.count[int]
-        _ws: HaiveClientConnection | None
+    def __init__(self, state: ConnectionState, outbound: OutboundQueue) -> None:
+        self._state = state
+        self._outbound = outbound
+        self._rooms: dict[str, _RoomState] = {}
 
-        def _prepare(self, message: Any) -> OutMessage: ...
+    @property
+    def names(self) -> list[str]:
+        """The rooms joined (or to re-join on reconnect), sorted."""
+        return sorted(self._rooms)
 
-        async def _enqueue(self, out: OutMessage) -> None: ...
-
-        async def send_message(self, message: dict[str, Any]) -> None: ...
-
-    def _join_message(self, room: str, state: _RoomState, *, resume: bool) -> OutMessage:
-        message: dict[str, Any] = {"type": "join", "room": room}
-        if resume and state.last_seq is not None:
-            message["since"] = state.last_seq
-            if state.epoch is not None:
-                message["epoch"] = state.epoch
-        return OutMessage(message)
-
-    # -- rooms ---------------------------------------------------------------------------------------------
+    # -- the client's requests ---------------------------------------------------------------
     async def join(self, room: str, *, wait: bool = True) -> None:
         """Join ``room`` (re-joined automatically after reconnects).
 
@@ -76,45 +84,87 @@ class _RoomsMixin:
         if state is None:
             state = self._rooms[room] = _RoomState()
         state.error = None
-        if self._ws is not None:
+        if self._state.connected:
             state.joined = trio.Event()
-            await self._enqueue(self._join_message(room, state, resume=True))
+            await self._outbound.put(_join_message(room, state))
         if wait:
             await state.joined.wait()
             if state.error is not None:
                 raise state.error
-            if self.failed is not None:
-                raise self.failed
+            self._state.check()
 
     async def leave(self, room: str) -> None:
         """Leave ``room`` (and stop re-joining it)."""
-        if self._rooms.pop(room, None) is not None and self._ws is not None:
-            await self._enqueue(OutMessage({"type": "leave", "room": room}))
+        if self._rooms.pop(room, None) is not None and self._state.connected:
+            await self._outbound.put(OutMessage({"type": "leave", "room": room}))
         else:
             await trio.lowlevel.checkpoint()
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send a control request and wait for the server's reply (matched by ``"id"``)."""
-        request_id = next(self._ids)
-        pending = self._pending[request_id] = _Pending()
-        await self._enqueue(self._prepare({**message, "id": request_id}))
-        await pending.done.wait()
-        if pending.value is None:
-            assert self.failed is not None
-            raise self.failed
-        return pending.value
+    # -- the server's answers ---------------------------------------------------------------
+    def joined(self, message: dict[str, Any]) -> None:
+        """The server's ``joined``: the room's epoch and position; wakes :meth:`join`."""
+        room = message.get("room")
+        if not isinstance(room, str):
+            return
+        state = self._rooms.get(room)
+        if state is None:  # joined by the server (manager.join_room)
+            state = self._rooms[room] = _RoomState()
+        epoch = message.get("epoch")
+        seq = message.get("latest")
+        if state.last_seq is None or state.epoch != epoch:
+            # A fresh join, or a new server epoch: count from the room's current position.
+            state.last_seq = seq if type(seq) is int else None
+        state.epoch = epoch if isinstance(epoch, str) else None
+        state.error = None
+        state.joined.set()
 
-    async def members(self, room: str) -> list[str]:
-        """Ids of the members of ``room`` (across every server node)."""
-        reply = await self.request({"type": "members", "room": room})
-        if reply.get("type") == "error":
-            raise RoomAccessError(room, str(reply.get("code")), str(reply.get("message")))
-        return list(reply.get("members", []))
+    def left(self, message: dict[str, Any]) -> None:
+        """The server's ``left``: the room is forgotten (not re-joined)."""
+        room = message.get("room")
+        if isinstance(room, str):
+            self._rooms.pop(room, None)
 
-    async def publish(self, room: str, message: dict[str, Any], *, echo: bool = False) -> None:
-        """Broadcast ``message`` to a room this client joined (``echo``: to itself too)."""
-        await self.send_message({"type": "publish", "room": room, "message": message, "echo": echo})
+    def refused(self, room: str, code: str, reason: str) -> None:
+        """The server refused to let this client join ``room``; :meth:`join` raises."""
+        state = self._rooms.pop(room, None)
+        if state is not None:
+            state.error = RoomAccessError(room, code, reason)
+            state.joined.set()
 
-    async def direct(self, client_id: str, message: dict[str, Any]) -> None:
-        """Send ``message`` to another client through the server."""
-        await self.send_message({"type": "direct", "to": client_id, "message": message})
+    def already_seen(self, room: str, seq: int) -> bool:
+        """True if message ``seq`` of ``room`` came already (a replay); else remember it."""
+        state = self._rooms.get(room)
+        if state is None:
+            return False
+        if state.last_seq is not None and seq <= state.last_seq:
+            return True
+        state.last_seq = seq
+        return False
+
+    # -- the connection -----------------------------------------------------------------------
+    def resume_messages(self) -> list[OutMessage]:
+        """``join`` for every room, resuming from the last message seen."""
+        return [_join_message(room, state) for room, state in self._rooms.items()]
+
+    def connection_lost(self) -> None:
+        """Rooms joined on the lost connection wait for their re-join to be confirmed."""
+        for state in self._rooms.values():
+            if state.joined.is_set():
+                state.joined = trio.Event()
+
+    def wake_waiters(self) -> None:
+        """Wake every :meth:`join` waiting (the client gave up: they raise its failure)."""
+        for state in self._rooms.values():
+            state.joined.set()
+
+
+def _join_message(room: str, state: _RoomState) -> OutMessage:
+    message: dict[str, Any] = {"type": "join", "room": room}
+    if state.last_seq is not None:
+        message["since"] = state.last_seq
+        if state.epoch is not None:
+            message["epoch"] = state.epoch
+    return OutMessage(message)
+
+
+__all__ = ["JoinedRooms"]
