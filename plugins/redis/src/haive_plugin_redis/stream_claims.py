@@ -19,6 +19,7 @@ from ._resp import pack
 
 if TYPE_CHECKING:
     from .client import RedisClient
+    from .stream_unacked import UnackedEntries
 
 #: How long a fence key outlives its last bump (a week).
 _FENCE_TTL_MS = 7 * 24 * 3600 * 1000
@@ -35,7 +36,7 @@ class _ClaimsMixin:
         claim_idle: float
         _claim_cursor: bytes
         _next_claim: float
-        _kept: set[bytes]
+        _unacked: UnackedEntries
 
         def fence_key(self, consumer: str | None = None) -> str: ...
 
@@ -81,7 +82,7 @@ class _ClaimsMixin:
         me = self.consumer.encode()
         # Its own entries this consumer left pending after a failure (on_failure=
         # "redeliver") are claimed again like a dead consumer's, without a fence.
-        claim = [row for row in rows if row[1] != me or row[0] in self._kept]
+        claim = [row for row in rows if row[1] != me or self._unacked.is_kept(row[0])]
         if not claim:
             return []
         owners = sorted({row[1].decode() for row in claim if row[1] != me})

@@ -13,21 +13,21 @@ in the same transaction instead of failing inside ``EXEC``.
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from redis.exceptions import ResponseError
 
-from haive.dataflow.errors import ConfigError, HaiveError
+from haive.dataflow.errors import HaiveError
 
 from ._resp import pack, pack_ids
-from .stream_wire import _XACK_CHUNK, pack_xadds
+from .stream_wire import _XACK_CHUNK
 
 if TYPE_CHECKING:
-    from .client import DedicatedConnection
-    from .stream_reading import _Batch
-    from .streams import StreamSourceStats
+    from .stream_dead_letters import DeadLetterWriter
+    from .stream_fencing import FencedConnection
+    from .stream_stats import StreamSourceStats
+    from .stream_unacked import UnackedEntries
 
 _INTEGER = re.compile(rb"-?[0-9]{1,19}")  # what INCRBY accepts (64-bit signed)
 
@@ -86,33 +86,24 @@ class _ExactlyOnceMixin:
         stream: str
         group: str
         consumer: str
-        dead_letter: str
+        _dead_letters: DeadLetterWriter
         stats: StreamSourceStats
         transaction: Transaction
-        _conn: DedicatedConnection | None
-        _watching: bool
-        _batches: deque[_Batch]
-        _unacked_items: int
+        fenced_connection: FencedConnection | None
+        _unacked: UnackedEntries
         _replay: bool
         _replay_cursor: bytes
 
-        def fence_key(self, consumer: str | None = None) -> str: ...
-
-        def _unkept(self, ids: list[bytes]) -> list[bytes]: ...
 
     async def _commit(self) -> None:
         """One MULTI/EXEC: state writes, staged XADDs, XACK of the epoch's IDs."""
-        conn = self._conn
+        conn = self.fenced_connection
         assert conn is not None
         txn = self.transaction
-        ids = self._unkept(
-            [i for batch in self._batches for i in (*batch.item_ids, *batch.other_ids)]
-        )
-        self._batches.clear()
-        self._unacked_items = 0
+        ids = self._unacked.drain()
         if not ids and txn.empty:
             return
-        if getattr(conn, "watch_lost", False):  # Redis Cluster: the slot moved this epoch
+        if conn.watch_lost:  # Redis Cluster: the slot moved this epoch
             txn.reset()
             self._abort_epoch(conn)
             return
@@ -129,9 +120,8 @@ class _ExactlyOnceMixin:
                 b"group", self.group.encode(),
                 b"consumer", self.consumer.encode(),
             ]  # fmt: skip
-            commands.append(pack_xadds(self.dead_letter, [dead], None, True))
+            commands.append(self._dead_letters.commands([dead]))
             commands.append(pack("DEL", key))
-        self.stats.dead_lettered += len(corrupt)
         for key, op in txn.writes.items():
             kind = op[0]
             if kind == "set":
@@ -156,12 +146,11 @@ class _ExactlyOnceMixin:
         packed = body + b"".join(acks) + pack("EXEC")
         n += len(acks) + 1
         try:
-            replies = await conn.send(packed, n)
+            replies = await conn.execute(packed, n)
         finally:
             txn.reset()
-            self._watching = False
         result = replies[-1]
-        if result is None or getattr(conn, "watch_lost", False):
+        if result is None or conn.watch_lost:
             # A watched key changed (conflict), this consumer was fenced, or (Redis Cluster)
             # the slot moved and EXEC was refused: nothing applied, the epoch replays.
             self._abort_epoch(conn)
@@ -182,15 +171,13 @@ class _ExactlyOnceMixin:
         self.stats.commits += 1
         self.stats.acknowledged += len(ids)
 
-    def _abort_epoch(self, conn: DedicatedConnection) -> None:
+    def _abort_epoch(self, conn: FencedConnection) -> None:
         self.stats.aborted_commits += 1
-        self._watching = False
+        conn.unwatch()
         self._replay = True
         self._replay_cursor = b"0"
-        if getattr(conn, "watch_lost", False):
-            conn.watch_lost = False  # type: ignore[attr-defined]
 
-    async def _corrupt_counters(self, conn: DedicatedConnection) -> dict[str, bytes]:
+    async def _corrupt_counters(self, conn: FencedConnection) -> dict[str, bytes]:
         """Staged ``add`` keys whose stored value is not an integer (one MGET, not watched)."""
         keys = [key for key, op in self.transaction.writes.items() if op[0] == "add"]
         if not keys:
@@ -203,22 +190,3 @@ class _ExactlyOnceMixin:
             for key, value in zip(keys, values, strict=True)
             if value is not None and not _INTEGER.fullmatch(value)
         }
-
-    # -- transactional reads (exactly-once state) ---------------------------------------
-    async def _watched_read(self, keys: list[str]) -> list[bytes | None]:
-        """Read ``keys`` on the transaction's connection after WATCHing them."""
-        conn = self._conn
-        if conn is None:
-            raise ConfigError("exactly_once state is used before its source was opened")
-        packed = pack("WATCH", *keys) + pack("MGET", *keys)
-        n = 2
-        if not self._watching:
-            packed = pack("WATCH", self.fence_key()) + packed
-            n = 3
-        replies = await conn.send(packed, n)
-        self._watching = True
-        values = replies[-1]
-        if isinstance(values, ResponseError):
-            raise HaiveError(f"reading state keys failed: {values}")
-        out: list[bytes | None] = values
-        return out

@@ -23,7 +23,6 @@ the source's codec) and the reason, and its entry is acknowledged with the rest.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
@@ -33,14 +32,13 @@ from haive.dataflow.results import Result
 
 from ._resp import pack
 from .stream_reading import StreamEntry
-from .stream_wire import _check_replies, pack_xadds
 
 if TYPE_CHECKING:
     from .client import RedisClient
-    from .stream_exactly_once import Transaction
-    from .stream_reading import _Batch
+    from .stream_dead_letters import DeadLetterWriter
+    from .stream_stats import StreamSourceStats
+    from .stream_unacked import UnackedEntries
     from .stream_wire import EntryCodec
-    from .streams import StreamSourceStats
 
 #: What ``on_failure`` accepts.
 FAILURE_MODES = ("dead_letter", "redeliver")
@@ -55,29 +53,23 @@ class _FailuresMixin:
         consumer: str
         client: RedisClient
         codec: EntryCodec
-        dead_letter: str
         on_failure: str
         max_deliveries: int
         stats: StreamSourceStats
-        transaction: Transaction
-        _batches: deque[_Batch]
-        _kept: set[bytes]
-        _rejected: set[bytes]
-
-        @property
-        def exactly_once(self) -> bool: ...
+        _dead_letters: DeadLetterWriter
+        _unacked: UnackedEntries
 
     async def reject(self, failed: list[Result]) -> None:
         """Dead-letter the entries of ``failed`` (or keep them pending), before their ack."""
         traced: list[tuple[bytes, Result]] = []
         untraced: list[Result] = []
-        origin = self._origins()
+        origin = self._unacked.origins()
         for result in failed:
             entry_id = self._trace(origin, result.data)
             if entry_id is None:
                 untraced.append(result)
             else:
-                self._rejected.add(entry_id)
+                self._unacked.reject(entry_id)
                 traced.append((entry_id, result))
         dead: list[list[bytes]] = [self._untraced_fields(result) for result in untraced]
         if traced:
@@ -85,38 +77,20 @@ class _FailuresMixin:
             for entry_id, result in traced:
                 count = deliveries.get(entry_id, 1)
                 if self.on_failure == "redeliver" and count < self.max_deliveries:
-                    self._kept.add(entry_id)
+                    self._unacked.keep(entry_id)
                     self.stats.left_for_redelivery += 1
                     continue
                 dead.append(self._failure_fields(entry_id, result, count, fields.get(entry_id)))
-        if not dead:
-            return
-        self.stats.dead_lettered += len(dead)
-        packed = pack_xadds(self.dead_letter, dead, None, True)
-        if self.exactly_once:
-            self.transaction.stage_xadds(packed, len(dead))
-        else:
-            _check_replies(
-                await self.client.send(packed, len(dead)), f"XADD to {self.dead_letter!r}"
-            )
-
-    def _origins(self) -> dict[int, list[bytes]]:
-        """id() of each unacknowledged item yielded -> its entry IDs (equal small values
-        such as ``1`` are one object, hence a list)."""
-        origin: dict[int, list[bytes]] = {}
-        for batch in self._batches:
-            for item, entry_id in zip(batch.items, batch.item_ids, strict=True):
-                origin.setdefault(id(item), []).append(entry_id)
-        return origin
+        await self._dead_letters.write(dead)
 
     def _trace(self, origin: dict[int, list[bytes]], data: Any) -> bytes | None:
+        unacked = self._unacked
         for entry_id in origin.get(id(data), ()):
-            if entry_id not in self._rejected:
+            if not unacked.is_rejected(entry_id):
                 return entry_id
         if isinstance(data, StreamEntry):
             entry_id = data.id.encode()
-            held = any(entry_id in batch.item_ids for batch in self._batches)
-            if held and entry_id not in self._rejected:
+            if unacked.holds_item(entry_id) and not unacked.is_rejected(entry_id):
                 return entry_id
         return None
 

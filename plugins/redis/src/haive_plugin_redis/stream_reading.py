@@ -22,13 +22,14 @@ from redis.exceptions import ResponseError
 from haive.dataflow.errors import HaiveError
 
 from ._resp import pack
-from .stream_wire import _check_replies, pack_xadds
 
 if TYPE_CHECKING:
-    from .client import DedicatedConnection, RedisClient
-    from .stream_exactly_once import Transaction
+    from .client import RedisClient
+    from .stream_dead_letters import DeadLetterWriter
+    from .stream_fencing import FencedConnection
+    from .stream_stats import StreamSourceStats
+    from .stream_unacked import UnackedEntries
     from .stream_wire import EntryCodec
-    from .streams import StreamSourceStats
 
 
 @attrs.frozen
@@ -45,19 +46,6 @@ class StreamEntry:
     data: Any
 
 
-@attrs.define
-class _Batch:
-    """IDs read in one batch: those yielded as items, and the rest (dead letters, gone).
-
-    ``items`` are the yielded items themselves, in the order of ``item_ids``, so that a
-    failure reported later (``reject``) can be traced to its entry.
-    """
-
-    item_ids: deque[bytes]
-    other_ids: list[bytes]
-    items: deque[Any]
-
-
 class _ReadingMixin:
     """Part of :class:`~haive_plugin_redis.streams.RedisStreamSource`: reading."""
 
@@ -68,20 +56,16 @@ class _ReadingMixin:
         client: RedisClient
         codec: EntryCodec
         with_ids: bool
-        dead_letter: str
         batch_size: int
         ack_every: int
         block: float
         claim_interval: float
         stop_when_drained: bool
         stats: StreamSourceStats
-        transaction: Transaction
-        _conn: DedicatedConnection | None
-        _watching: bool
-        _batches: deque[_Batch]
-        _unacked_items: int
+        _dead_letters: DeadLetterWriter
+        fenced_connection: FencedConnection | None
+        _unacked: UnackedEntries
         _ack_requested: bool
-        _kept: set[bytes]
         _replay: bool
         _replay_cursor: bytes
         _next_claim: float
@@ -107,23 +91,23 @@ class _ReadingMixin:
                 if items:
                     self._ack_requested = False
                     yield items
-                elif not self._unacked_items:
+                elif not self._unacked.item_count:
                     await self._settle_unyielded()
-                if self._unacked_items >= self.ack_every:
+                if self._unacked.item_count >= self.ack_every:
                     self._ack_requested = True
                     yield []
                 continue
-            if self._unacked_items:
+            if self._unacked.item_count:
                 self._ack_requested = True
                 yield []  # nothing more ready: ask the pipeline to acknowledge
                 continue
-            if self._batches:
+            if self._unacked:
                 await self._settle_unyielded()
             if self.stop_when_drained and await self._drained():
                 return
 
     async def _next_entries(self, count: int) -> list[Any]:
-        if self._replay and not self._batches:
+        if self._replay and not self._unacked:
             # Entries delivered to this consumer earlier and never acknowledged (a restart
             # under the same name, or an aborted exactly-once epoch): they come first.
             entries = await self._read(count, self._replay_cursor, block=False)
@@ -135,22 +119,21 @@ class _ReadingMixin:
         now = trio.current_time()
         if not self._replay and now >= self._next_claim:
             self._next_claim = now + self.claim_interval
-            if self._conn is not None and not self._watching:
+            if self.fenced_connection is not None:
                 # Claimed entries join this epoch: be fenced from before they are ours.
-                await self._conn.send(pack("WATCH", self.fence_key()), 1)
-                self._watching = True
+                await self.fenced_connection.watch()
             claimed = await (
                 self._claim_fenced(count) if self.exactly_once else self._autoclaim(count)
             )
-            if claimed and self._batches:
+            if claimed and self._unacked:
                 # XAUTOCLAIM also takes this consumer's own entries once they are idle long
                 # enough; those being processed right now must not be yielded twice.
-                held = {i for batch in self._batches for i in (*batch.item_ids, *batch.other_ids)}
+                held = self._unacked.held_ids()
                 claimed = [entry for entry in claimed if entry[0] not in held]
             if claimed:
                 self.stats.claimed += len(claimed)
                 return claimed
-        block = not self._unacked_items or self._ack_requested
+        block = not self._unacked.item_count or self._ack_requested
         return await self._read(count, b">", block=block)
 
     async def _read(self, count: int, cursor: bytes, *, block: bool) -> list[Any]:
@@ -159,16 +142,11 @@ class _ReadingMixin:
             args += ["BLOCK", max(1, round(self.block * 1000))]
         args += ["STREAMS", self.stream, cursor]
         packed = pack(*args)
-        if self._conn is not None:
-            n = 1
-            if not self._watching:
-                packed = pack("WATCH", self.fence_key()) + packed
-                n = 2
-            replies = await self._conn.send(packed, n)
-            self._watching = True
+        if self.fenced_connection is not None:
+            replies = await self.fenced_connection.send_watched(packed, 1)
         else:
             replies = await self.client.send(packed, 1)
-        reply = replies[-1]
+        reply = replies[0]
         if isinstance(reply, ResponseError):
             raise HaiveError(
                 f"XREADGROUP on {self.stream!r} (group {self.group!r}) failed: {reply}"
@@ -181,8 +159,8 @@ class _ReadingMixin:
 
     async def _accept(self, entries: list[Any]) -> list[Any]:
         """Decode entries; dead-letter the bad ones; remember every ID for the ack."""
-        if self._kept:  # entries left pending after a failure, delivered again
-            self._kept.difference_update(entry[0] for entry in entries)
+        # Entries left pending after a failure, delivered again.
+        self._unacked.delivered_again(entry[0] for entry in entries)
         codec = self.codec
         with_ids = self.with_ids
         serializer = codec.serializer
@@ -203,8 +181,7 @@ class _ReadingMixin:
                 ids = [entry[0] for entry in entries]
                 if with_ids:
                     values = [StreamEntry(i.decode(), v) for i, v in zip(ids, values, strict=True)]
-                self._batches.append(_Batch(deque(ids), [], deque(values)))
-                self._unacked_items += len(values)
+                self._unacked.add(deque(ids), [], deque(values))
                 self.stats.read += len(values)
                 return values
         items: list[Any] = []
@@ -226,17 +203,8 @@ class _ReadingMixin:
                 continue
             item_ids.append(entry_id)
             items.append(StreamEntry(entry_id.decode(), value) if with_ids else value)
-        if dead:
-            self.stats.dead_lettered += len(dead)
-            packed = pack_xadds(self.dead_letter, dead, None, True)
-            if self.exactly_once:
-                self.transaction.stage_xadds(packed, len(dead))
-            else:
-                _check_replies(
-                    await self.client.send(packed, len(dead)), f"XADD to {self.dead_letter!r}"
-                )
-        self._batches.append(_Batch(item_ids, other_ids, deque(items)))
-        self._unacked_items += len(items)
+        await self._dead_letters.write(dead)
+        self._unacked.add(item_ids, other_ids, deque(items))
         self.stats.read += len(items)
         return items
 

@@ -44,9 +44,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections import deque
 
-import attrs
 import trio
 from redis.exceptions import RedisError, ResponseError
 
@@ -57,51 +55,28 @@ from haive.dataflow.units import Duration, parse_duration
 
 from ._resp import derived_key, pack, previous_id, same_slot
 from .backend import RedisStateBackend
-from .client import DEFAULT_URL, DedicatedConnection, RedisClient
+from .client import DEFAULT_URL, RedisClient
 from .cluster import ClusterClient, stream_client
 from .stream_acks import _AcksMixin
 from .stream_claims import _ClaimsMixin
+from .stream_dead_letters import DeadLetterWriter
 from .stream_exactly_once import RedisCommitError as RedisCommitError
 from .stream_exactly_once import Transaction as Transaction
 from .stream_exactly_once import _ExactlyOnceMixin
 from .stream_failures import FAILURE_MODES, _FailuresMixin
+from .stream_fencing import FencedConnection, fence_key
 from .stream_reading import StreamEntry as StreamEntry
-from .stream_reading import _Batch, _ReadingMixin
+from .stream_reading import _ReadingMixin
 from .stream_sink import RedisStreamSink as RedisStreamSink
 from .stream_sink import _positive_int
 from .stream_state import TransactionalState as TransactionalState
+from .stream_stats import StreamSourceStats as StreamSourceStats
+from .stream_unacked import UnackedEntries
 from .stream_wire import EntryCodec as EntryCodec
 from .stream_wire import pack_payload_xadds as pack_payload_xadds
 from .stream_wire import pack_xadds as pack_xadds
 
 DELIVERY_MODES = ("at_least_once", "exactly_once")
-
-
-@attrs.define
-class StreamSourceStats:
-    """Counters of one :class:`RedisStreamSource`.
-
-    ``dead_lettered``: entries written to the dead-letter stream (undecodable, failed in a
-    processor, corrupt counters); ``left_for_redelivery``: failures left pending
-    (``on_failure="redeliver"``); ``left_pending``: entries read but not acknowledged when
-    the source closed (a stop mid-batch, a failed sink), which Redis redelivers.
-
-    Example::
-
-        >>> StreamSourceStats().dead_lettered
-        0
-    """
-
-    read: int = 0
-    acknowledged: int = 0
-    claimed: int = 0
-    replayed: int = 0
-    dead_lettered: int = 0
-    left_for_redelivery: int = 0
-    left_pending: int = 0
-    missing: int = 0
-    commits: int = 0
-    aborted_commits: int = 0
 
 
 def default_consumer_name() -> str:
@@ -241,15 +216,16 @@ class RedisStreamSource(
         self.url = self.client.url
         self.stats = StreamSourceStats()
         self.transaction = Transaction()
-        self._conn: DedicatedConnection | None = None
-        self._watching = False
-        self._batches: deque[_Batch] = deque()
-        self._unacked_items = 0
+        self._dead_letters = DeadLetterWriter(
+            self.client,
+            self.dead_letter,
+            stats=self.stats,
+            transaction=self.transaction if self.exactly_once else None,
+        )
+        #: Exactly once: the dedicated connection reads, claims and the commit go through.
+        self.fenced_connection = FencedConnection(self.client) if self.exactly_once else None
+        self._unacked = UnackedEntries()
         self._ack_requested = False
-        #: Failed entries left pending for redelivery (kept out of acknowledgments until
-        #: delivered again), and entries already traced to a failure this epoch.
-        self._kept: set[bytes] = set()
-        self._rejected: set[bytes] = set()
         self._replay = True
         self._replay_cursor = b"0"
         self._claim_cursor = b"0-0" if delivery == "at_least_once" else b"-"
@@ -281,7 +257,7 @@ class RedisStreamSource(
 
     def fence_key(self, consumer: str | None = None) -> str:
         """The key a claimer bumps to fence ``consumer`` off (exactly-once)."""
-        return derived_key(self.stream, f"fence:{self.group}:{consumer or self.consumer}")
+        return fence_key(self.stream, self.group, consumer or self.consumer)
 
     def state_prefix(self, name: str) -> str:
         """Key prefix of the keyed state ``name`` (same hash slot as the stream)."""
@@ -331,8 +307,8 @@ class RedisStreamSource(
 
     # -- lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
-        if self.exactly_once:
-            self._conn = self.client.dedicated()
+        if self.fenced_connection is not None:
+            self.fenced_connection.open(self.fence_key())
         reply = await self.client.send(
             pack("XGROUP", "CREATE", self.stream, self.group, self.start, "MKSTREAM"), 1
         )
@@ -348,11 +324,9 @@ class RedisStreamSource(
 
     async def aclose(self) -> None:
         # What was read and not acknowledged stays pending in Redis (redelivered): count it.
-        self.stats.left_pending += self._unacked_items + sum(
-            len(batch.other_ids) for batch in self._batches
-        )
+        self.stats.left_pending += self._unacked.left_pending()
         try:
-            if self._opened and not self._batches and not self._unacked_items:
+            if self._opened and not self._unacked:
                 # Leave the group tidy: forget this consumer when it holds nothing.
                 with trio.move_on_after(2):
                     mine = await self.client.send(
@@ -367,10 +341,8 @@ class RedisStreamSource(
             pass  # tidying is best effort: a lost connection must not hide the real error
         finally:
             self._opened = False
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            self._watching = False
+            if self.fenced_connection is not None:
+                self.fenced_connection.close()
             if self._owns_client:
                 self.client.close()
 
