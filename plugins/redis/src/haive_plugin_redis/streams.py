@@ -60,9 +60,9 @@ from .cluster import ClusterClient, stream_client
 from .stream_acks import _AcksMixin
 from .stream_claims import _ClaimsMixin
 from .stream_dead_letters import DeadLetterWriter
+from .stream_exactly_once import ExactlyOnceCommitter
 from .stream_exactly_once import RedisCommitError as RedisCommitError
 from .stream_exactly_once import Transaction as Transaction
-from .stream_exactly_once import _ExactlyOnceMixin
 from .stream_failures import FAILURE_MODES, _FailuresMixin
 from .stream_fencing import FencedConnection, fence_key
 from .stream_reading import StreamEntry as StreamEntry
@@ -85,7 +85,7 @@ def default_consumer_name() -> str:
 
 
 class RedisStreamSource(
-    _ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMixin, _FailuresMixin, DataSource
+    _ReadingMixin, _ClaimsMixin, _AcksMixin, _FailuresMixin, DataSource
 ):
     """Reads a Redis stream as one consumer of a consumer group.
 
@@ -231,6 +231,24 @@ class RedisStreamSource(
         self._claim_cursor = b"0-0" if delivery == "at_least_once" else b"-"
         self._next_claim = 0.0
         self._opened = False
+        self._compose()
+
+    def _compose(self) -> None:
+        """Build the parts that know this consumer's group and name (again after ``join``)."""
+        self._committer = (
+            ExactlyOnceCommitter(
+                self.fenced_connection,
+                self.stream,
+                self.group,
+                self.consumer,
+                transaction=self.transaction,
+                unacked=self._unacked,
+                dead_letters=self._dead_letters,
+                stats=self.stats,
+            )
+            if self.fenced_connection is not None
+            else None
+        )
 
     def use_serializer(self, serializer: Serializer) -> None:
         """Decode entries with the pipeline's serializer (``StreamingPipeline.set_serializer``)."""
@@ -254,6 +272,7 @@ class RedisStreamSource(
             self.group = group
         if consumer is not None:
             self.consumer = consumer
+        self._compose()
 
     def fence_key(self, consumer: str | None = None) -> str:
         """The key a claimer bumps to fence ``consumer`` off (exactly-once)."""
@@ -304,6 +323,14 @@ class RedisStreamSource(
         if self.exactly_once:
             return TransactionalState(self, self.state_prefix(name))
         return RedisStateBackend(client=self.client, prefix=self.state_prefix(name))
+
+    # -- acknowledging ------------------------------------------------------------------
+    async def _commit(self) -> None:
+        """Exactly once: commit the epoch; when it aborts, read its entries again."""
+        assert self._committer is not None
+        if not await self._committer.commit():
+            self._replay = True
+            self._replay_cursor = b"0"
 
     # -- lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
