@@ -1,16 +1,16 @@
-"""Acknowledging what a :class:`~haive_plugin_redis.streams.RedisStreamSource` read.
+"""At-least-once acknowledgment of what a :class:`~haive_plugin_redis.streams.RedisStreamSource` read.
 
-The pipeline calls :meth:`_AcksMixin.acknowledge` once the oldest items yielded are
-handled (written, dead-lettered or filtered out). At least once, that is one ``XACK`` of
-their IDs (with the IDs of entries that yielded no item); exactly once, the whole epoch is
-committed (:mod:`.stream_exactly_once`).
+The pipeline calls the source's ``acknowledge(count)`` once the oldest ``count`` items
+yielded are handled (written, dead-lettered or filtered out). At least once, the
+:class:`StreamAcknowledger` sends one ``XACK`` of their IDs (with the IDs of the entries
+read among them that yielded no item) and only then forgets them, so a run stopped
+mid-``XACK`` still counts them as left pending. Exactly once, the whole epoch is committed
+instead (:mod:`.stream_exactly_once`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-from haive.dataflow.errors import ConfigError
 
 from ._resp import pack_ids
 from .stream_wire import _XACK_CHUNK, _check_replies
@@ -21,54 +21,65 @@ if TYPE_CHECKING:
     from .stream_unacked import UnackedEntries
 
 
-class _AcksMixin:
-    """Part of :class:`~haive_plugin_redis.streams.RedisStreamSource`: acknowledging."""
+class StreamAcknowledger:
+    """``XACK``\\ s a consumer group's entries once their items are handled.
 
-    if TYPE_CHECKING:
-        stream: str
-        group: str
-        client: RedisClient
-        stats: StreamSourceStats
-        _unacked: UnackedEntries
-        _ack_requested: bool
+    Example::
 
-        @property
-        def exactly_once(self) -> bool: ...
+        >>> import uuid
+        >>> from collections import deque
+        >>> import trio
+        >>> from haive_plugin_redis import RedisClient, StreamSourceStats
+        >>> from haive_plugin_redis.stream_unacked import UnackedEntries
+        >>> async def main():
+        ...     client, stream = RedisClient(), f"doc-{uuid.uuid4().hex}"
+        ...     await client.execute("XADD", stream, "1-0", "k", "v")
+        ...     await client.execute("XGROUP", "CREATE", stream, "g", "0")
+        ...     await client.execute("XREADGROUP", "GROUP", "g", "c", "STREAMS", stream, ">")
+        ...     unacked = UnackedEntries()
+        ...     unacked.add(deque([b"1-0"]), [], deque(["v"]))
+        ...     acks = StreamAcknowledger(client, stream, "g", unacked=unacked,
+        ...                               stats=StreamSourceStats())
+        ...     await acks.acknowledge(1)
+        ...     pending = await client.call(client.redis.xpending, stream, "g")
+        ...     await client.execute("DEL", stream)
+        ...     client.close()
+        ...     return acks.stats.acknowledged, pending["pending"], unacked.item_count
+        >>> trio.run(main)
+        (1, 0, 0)
+    """
 
-        async def _commit(self) -> None: ...
+    def __init__(
+        self,
+        client: RedisClient,
+        stream: str,
+        group: str,
+        *,
+        unacked: UnackedEntries,
+        stats: StreamSourceStats,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.unacked = unacked
+        self.stats = stats
 
-    # -- acknowledging ------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"StreamAcknowledger({self.stream!r}, group={self.group!r})"
+
     async def acknowledge(self, count: int) -> None:
-        """The oldest ``count`` items yielded are handled: XACK them (or commit the epoch)."""
-        unacked = self._unacked
-        if count < 0 or count > unacked.item_count:
-            raise ConfigError(
-                f"acknowledge({count}): only {unacked.item_count} items are unacknowledged"
-            )
-        self._ack_requested = False
-        if self.exactly_once:
-            if count != unacked.item_count:
-                raise ConfigError(
-                    f"exactly_once commits whole epochs: acknowledge({count}) while "
-                    f"{unacked.item_count} items are unacknowledged"
-                )
-            await self._commit()
-            return
-        # Forget the IDs only once the XACK went through: a run stopped mid-XACK still
-        # counts them as left pending (``stats.left_pending``).
+        """``XACK`` the oldest ``count`` items' entries, then forget them."""
+        unacked = self.unacked
         covered = unacked.oldest(count)
-        await self._xack(unacked.unkept(covered.ids))
+        await self.xack(unacked.unkept(covered.ids))
         unacked.forget(covered)
 
-    async def _settle_unyielded(self) -> None:
-        """Acknowledge batches that yielded no item (all dead-lettered or gone)."""
-        if self.exactly_once:
-            await self._commit()
-        else:
-            # (No items are held: only entries that yielded none.)
-            await self._xack(self._unacked.drain())
+    async def settle(self) -> None:
+        """``XACK`` the batches held that yielded no item (all dead-lettered or gone)."""
+        await self.xack(self.unacked.drain())
 
-    async def _xack(self, ids: list[bytes]) -> None:
+    async def xack(self, ids: list[bytes]) -> None:
+        """``XACK`` ``ids`` (in chunks, one round trip)."""
         if not ids:
             return
         commands = [

@@ -57,7 +57,7 @@ from ._resp import derived_key, pack, previous_id, same_slot
 from .backend import RedisStateBackend
 from .client import DEFAULT_URL, RedisClient
 from .cluster import ClusterClient, stream_client
-from .stream_acks import _AcksMixin
+from .stream_acks import StreamAcknowledger
 from .stream_claims import _ClaimsMixin
 from .stream_dead_letters import DeadLetterWriter
 from .stream_exactly_once import ExactlyOnceCommitter
@@ -85,7 +85,7 @@ def default_consumer_name() -> str:
 
 
 class RedisStreamSource(
-    _ReadingMixin, _ClaimsMixin, _AcksMixin, _FailuresMixin, DataSource
+    _ReadingMixin, _ClaimsMixin, _FailuresMixin, DataSource
 ):
     """Reads a Redis stream as one consumer of a consumer group.
 
@@ -249,6 +249,9 @@ class RedisStreamSource(
             if self.fenced_connection is not None
             else None
         )
+        self._acknowledger = StreamAcknowledger(
+            self.client, self.stream, self.group, unacked=self._unacked, stats=self.stats
+        )
 
     def use_serializer(self, serializer: Serializer) -> None:
         """Decode entries with the pipeline's serializer (``StreamingPipeline.set_serializer``)."""
@@ -325,6 +328,31 @@ class RedisStreamSource(
         return RedisStateBackend(client=self.client, prefix=self.state_prefix(name))
 
     # -- acknowledging ------------------------------------------------------------------
+    async def acknowledge(self, count: int) -> None:
+        """The oldest ``count`` items yielded are handled: XACK them (or commit the epoch)."""
+        unacked = self._unacked
+        if count < 0 or count > unacked.item_count:
+            raise ConfigError(
+                f"acknowledge({count}): only {unacked.item_count} items are unacknowledged"
+            )
+        self._ack_requested = False
+        if self._committer is None:
+            await self._acknowledger.acknowledge(count)
+            return
+        if count != unacked.item_count:
+            raise ConfigError(
+                f"exactly_once commits whole epochs: acknowledge({count}) while "
+                f"{unacked.item_count} items are unacknowledged"
+            )
+        await self._commit()
+
+    async def _settle_unyielded(self) -> None:
+        """Acknowledge batches that yielded no item (all dead-lettered or gone)."""
+        if self._committer is None:
+            await self._acknowledger.settle()
+        else:
+            await self._commit()
+
     async def _commit(self) -> None:
         """Exactly once: commit the epoch; when it aborts, read its entries again."""
         assert self._committer is not None
