@@ -25,6 +25,7 @@ from ._resp import pack
 
 if TYPE_CHECKING:
     from .client import RedisClient
+    from .stream_claims import IdleEntryClaimer
     from .stream_dead_letters import DeadLetterWriter
     from .stream_fencing import FencedConnection
     from .stream_stats import StreamSourceStats
@@ -68,7 +69,7 @@ class _ReadingMixin:
         _ack_requested: bool
         _replay: bool
         _replay_cursor: bytes
-        _next_claim: float
+        _claimer: IdleEntryClaimer
 
         @property
         def exactly_once(self) -> bool: ...
@@ -77,9 +78,6 @@ class _ReadingMixin:
 
         async def _settle_unyielded(self) -> None: ...
 
-        async def _autoclaim(self, count: int) -> list[Any]: ...
-
-        async def _claim_fenced(self, count: int) -> list[Any]: ...
 
     # -- reading ------------------------------------------------------------------------
     async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
@@ -116,15 +114,11 @@ class _ReadingMixin:
                 self.stats.replayed += len(entries)
                 return entries
             self._replay = False
-        now = trio.current_time()
-        if not self._replay and now >= self._next_claim:
-            self._next_claim = now + self.claim_interval
+        if not self._replay and self._claimer.due(trio.current_time()):
             if self.fenced_connection is not None:
                 # Claimed entries join this epoch: be fenced from before they are ours.
                 await self.fenced_connection.watch()
-            claimed = await (
-                self._claim_fenced(count) if self.exactly_once else self._autoclaim(count)
-            )
+            claimed = await self._claimer.claim(count)
             if claimed and self._unacked:
                 # XAUTOCLAIM also takes this consumer's own entries once they are idle long
                 # enough; those being processed right now must not be yielded twice.

@@ -58,7 +58,7 @@ from .backend import RedisStateBackend
 from .client import DEFAULT_URL, RedisClient
 from .cluster import ClusterClient, stream_client
 from .stream_acks import StreamAcknowledger
-from .stream_claims import _ClaimsMixin
+from .stream_claims import IdleEntryClaimer
 from .stream_dead_letters import DeadLetterWriter
 from .stream_exactly_once import ExactlyOnceCommitter
 from .stream_exactly_once import RedisCommitError as RedisCommitError
@@ -85,7 +85,7 @@ def default_consumer_name() -> str:
 
 
 class RedisStreamSource(
-    _ReadingMixin, _ClaimsMixin, _FailuresMixin, DataSource
+    _ReadingMixin, _FailuresMixin, DataSource
 ):
     """Reads a Redis stream as one consumer of a consumer group.
 
@@ -228,8 +228,6 @@ class RedisStreamSource(
         self._ack_requested = False
         self._replay = True
         self._replay_cursor = b"0"
-        self._claim_cursor = b"0-0" if delivery == "at_least_once" else b"-"
-        self._next_claim = 0.0
         self._opened = False
         self._compose()
 
@@ -248,6 +246,16 @@ class RedisStreamSource(
             )
             if self.fenced_connection is not None
             else None
+        )
+        self._claimer = IdleEntryClaimer(
+            self.client,
+            self.stream,
+            self.group,
+            self.consumer,
+            idle=self.claim_idle,
+            interval=self.claim_interval,
+            fenced=self.exactly_once,
+            unacked=self._unacked,
         )
         self._acknowledger = StreamAcknowledger(
             self.client, self.stream, self.group, unacked=self._unacked, stats=self.stats
