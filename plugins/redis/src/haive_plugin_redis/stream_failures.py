@@ -44,32 +44,85 @@ if TYPE_CHECKING:
 FAILURE_MODES = ("dead_letter", "redeliver")
 
 
-class _FailuresMixin:
-    """Part of :class:`~haive_plugin_redis.streams.RedisStreamSource`: failed entries."""
+class FailureHandler:
+    """Dead-letters the entries whose items failed for good, or leaves them pending.
 
-    if TYPE_CHECKING:
-        stream: str
-        group: str
-        consumer: str
-        client: RedisClient
-        codec: EntryCodec
-        on_failure: str
-        max_deliveries: int
-        stats: StreamSourceStats
-        _dead_letters: DeadLetterWriter
-        _unacked: UnackedEntries
+    Given the consumer's client, stream, group and name, the codec items are encoded with
+    when their entry cannot be found, ``on_failure`` and ``max_deliveries``, the entries
+    read and not acknowledged (where a failed item is traced to its entry), the
+    dead-letter writer and the stats.
+
+    Example::
+
+        >>> import uuid
+        >>> from collections import deque
+        >>> import trio
+        >>> from haive.dataflow.results import Result
+        >>> from haive_plugin_redis import EntryCodec, RedisClient, StreamSourceStats
+        >>> from haive_plugin_redis.stream_dead_letters import DeadLetterWriter
+        >>> from haive_plugin_redis.stream_unacked import UnackedEntries
+        >>> async def main():
+        ...     client, stream, stats = RedisClient(), f"doc-{uuid.uuid4().hex}", StreamSourceStats()
+        ...     await client.execute("XADD", stream, "1-0", "data", '{"n":1}')
+        ...     await client.execute("XGROUP", "CREATE", stream, "g", "0")
+        ...     await client.execute("XREADGROUP", "GROUP", "g", "c", "STREAMS", stream, ">")
+        ...     unacked = UnackedEntries()
+        ...     item = {"n": 1}
+        ...     unacked.add(deque([b"1-0"]), [], deque([item]))
+        ...     failures = FailureHandler(
+        ...         client, stream, "g", "c", codec=EntryCodec("json"), on_failure="dead_letter",
+        ...         max_deliveries=5, unacked=unacked,
+        ...         dead_letters=DeadLetterWriter(client, stream + ":dead", stats=stats),
+        ...         stats=stats)
+        ...     await failures.reject([Result.failed(item, ValueError("boom"), node="check")])
+        ...     dead = await client.execute("XRANGE", stream + ":dead", "-", "+")
+        ...     await client.execute("DEL", stream, stream + ":dead")
+        ...     client.close()
+        ...     fields = dead[0][1]
+        ...     return stats.dead_lettered, fields[b"id"], fields[b"entry.data"], fields[b"reason"]
+        >>> trio.run(main)
+        (1, b'1-0', b'{"n":1}', b"processor 'check' failed: ValueError: boom")
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        codec: EntryCodec,
+        on_failure: str,
+        max_deliveries: int,
+        unacked: UnackedEntries,
+        dead_letters: DeadLetterWriter,
+        stats: StreamSourceStats,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.codec = codec
+        self.on_failure = on_failure
+        self.max_deliveries = max_deliveries
+        self.unacked = unacked
+        self.dead_letters = dead_letters
+        self.stats = stats
+
+    def __repr__(self) -> str:
+        return f"FailureHandler({self.stream!r}, on_failure={self.on_failure!r})"
 
     async def reject(self, failed: list[Result]) -> None:
         """Dead-letter the entries of ``failed`` (or keep them pending), before their ack."""
         traced: list[tuple[bytes, Result]] = []
         untraced: list[Result] = []
-        origin = self._unacked.origins()
+        origin = self.unacked.origins()
         for result in failed:
             entry_id = self._trace(origin, result.data)
             if entry_id is None:
                 untraced.append(result)
             else:
-                self._unacked.reject(entry_id)
+                self.unacked.reject(entry_id)
                 traced.append((entry_id, result))
         dead: list[list[bytes]] = [self._untraced_fields(result) for result in untraced]
         if traced:
@@ -77,14 +130,14 @@ class _FailuresMixin:
             for entry_id, result in traced:
                 count = deliveries.get(entry_id, 1)
                 if self.on_failure == "redeliver" and count < self.max_deliveries:
-                    self._unacked.keep(entry_id)
+                    self.unacked.keep(entry_id)
                     self.stats.left_for_redelivery += 1
                     continue
                 dead.append(self._failure_fields(entry_id, result, count, fields.get(entry_id)))
-        await self._dead_letters.write(dead)
+        await self.dead_letters.write(dead)
 
     def _trace(self, origin: dict[int, list[bytes]], data: Any) -> bytes | None:
-        unacked = self._unacked
+        unacked = self.unacked
         for entry_id in origin.get(id(data), ()):
             if not unacked.is_rejected(entry_id):
                 return entry_id

@@ -49,6 +49,7 @@ import trio
 from redis.exceptions import RedisError, ResponseError
 
 from haive.dataflow.errors import ConfigError, HaiveError
+from haive.dataflow.results import Result
 from haive.dataflow.serializers import Serializer
 from haive.dataflow.sources import DataSource
 from haive.dataflow.units import Duration, parse_duration
@@ -63,7 +64,7 @@ from .stream_dead_letters import DeadLetterWriter
 from .stream_exactly_once import ExactlyOnceCommitter
 from .stream_exactly_once import RedisCommitError as RedisCommitError
 from .stream_exactly_once import Transaction as Transaction
-from .stream_failures import FAILURE_MODES, _FailuresMixin
+from .stream_failures import FAILURE_MODES, FailureHandler
 from .stream_fencing import FencedConnection, fence_key
 from .stream_reading import StreamEntry as StreamEntry
 from .stream_reading import _ReadingMixin
@@ -85,7 +86,7 @@ def default_consumer_name() -> str:
 
 
 class RedisStreamSource(
-    _ReadingMixin, _FailuresMixin, DataSource
+    _ReadingMixin, DataSource
 ):
     """Reads a Redis stream as one consumer of a consumer group.
 
@@ -186,7 +187,7 @@ class RedisStreamSource(
             else max(0.05, self.claim_idle / 2)
         )
         self.stop_when_drained = stop_when_drained
-        self.codec = EntryCodec(codec, field)
+        self._codec = EntryCodec(codec, field)
         self.with_ids = with_ids
         self.dead_letter = dead_letter or derived_key(stream, "dead")
         if delivery == "exactly_once" and not same_slot(stream, self.dead_letter):
@@ -257,9 +258,31 @@ class RedisStreamSource(
             fenced=self.exactly_once,
             unacked=self._unacked,
         )
+        self._failures = FailureHandler(
+            self.client,
+            self.stream,
+            self.group,
+            self.consumer,
+            codec=self._codec,
+            on_failure=self.on_failure,
+            max_deliveries=self.max_deliveries,
+            unacked=self._unacked,
+            dead_letters=self._dead_letters,
+            stats=self.stats,
+        )
         self._acknowledger = StreamAcknowledger(
             self.client, self.stream, self.group, unacked=self._unacked, stats=self.stats
         )
+
+    @property
+    def codec(self) -> EntryCodec:
+        """How entries decode into items (and failed items encode into dead letters)."""
+        return self._codec
+
+    @codec.setter
+    def codec(self, codec: EntryCodec) -> None:
+        self._codec = codec
+        self._failures.codec = codec
 
     def use_serializer(self, serializer: Serializer) -> None:
         """Decode entries with the pipeline's serializer (``StreamingPipeline.set_serializer``)."""
@@ -353,6 +376,10 @@ class RedisStreamSource(
                 f"{unacked.item_count} items are unacknowledged"
             )
         await self._commit()
+
+    async def reject(self, failed: list[Result]) -> None:
+        """Dead-letter the entries of ``failed`` (or keep them pending), before their ack."""
+        await self._failures.reject(failed)
 
     async def _settle_unyielded(self) -> None:
         """Acknowledge batches that yielded no item (all dead-lettered or gone)."""
