@@ -41,7 +41,7 @@ class TransactionalState(RedisStateBackend):
         ...         await state.add("a", 2)
         ...         await state.put("b", b"x")
         ...         staged = await state.get("a"), await state.get("b")
-        ...         await source._commit()
+        ...         await source.acknowledge(0)  # commits the epoch
         ...         return staged, await source.client.execute("GET", state.prefix + "a")
         ...     finally:
         ...         await source.client.execute("DEL", state.prefix + "a", state.prefix + "b", source.stream)

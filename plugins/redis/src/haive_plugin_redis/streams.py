@@ -24,18 +24,28 @@ Pending entries of a consumer that died are claimed by the living once idle for
 (``XAUTOCLAIM`` does not say whose entries it took, and a slow-but-alive owner must be
 fenced off before its entries change hands).
 
-The source itself, :class:`RedisStreamSource` (configuration, consumer group, companions,
-lifecycle), is here with :func:`reset_group`; its parts and the other public names live in
-one module per concern and are re-exported from this one:
+The source itself, :class:`RedisStreamSource` (configuration, consumer group, lifecycle,
+the ``batches`` loop and its acknowledgment points), is here with :func:`reset_group`. It
+is composed of parts, each an object with its own state, given what it works on, in one
+module per concern (the other public names are re-exported from this one):
 
-* :mod:`.stream_reading`: replay, claims, ``XREADGROUP``, decoding, dead letters
-  (:class:`StreamEntry`);
-* :mod:`.stream_claims`: claiming dead consumers' pending entries, with fencing;
-* :mod:`.stream_acks`: at-least-once ``XACK``;
-* :mod:`.stream_exactly_once`: the epoch's :class:`Transaction` and its commit
-  (:class:`RedisCommitError`);
+* :mod:`.stream_reading`: :class:`~.stream_reading.EntryReader` (replay, claims,
+  ``XREADGROUP``, decoding) and :class:`StreamEntry`;
+* :mod:`.stream_unacked`: :class:`~.stream_unacked.UnackedEntries`, what was read and not
+  acknowledged;
+* :mod:`.stream_claims`: :class:`~.stream_claims.IdleEntryClaimer`, claiming dead
+  consumers' pending entries, with fencing;
+* :mod:`.stream_acks`: :class:`~.stream_acks.StreamAcknowledger`, at-least-once ``XACK``;
+* :mod:`.stream_fencing`: :class:`~.stream_fencing.FencedConnection`, the exactly-once
+  connection that watches this consumer's fence key;
+* :mod:`.stream_exactly_once`: :class:`~.stream_exactly_once.ExactlyOnceCommitter`, the
+  epoch's :class:`Transaction` and :class:`RedisCommitError`;
+* :mod:`.stream_failures`: :class:`~.stream_failures.FailureHandler`, entries whose items
+  failed in a processor;
+* :mod:`.stream_dead_letters`: :class:`~.stream_dead_letters.DeadLetterWriter`;
 * :mod:`.stream_state`: :class:`TransactionalState`, keyed state staged for the commit;
 * :mod:`.stream_sink`: :class:`RedisStreamSink`;
+* :mod:`.stream_stats`: :class:`StreamSourceStats`, the counters every part adds to;
 * :mod:`.stream_wire`: :class:`EntryCodec`, :func:`pack_xadds`, :func:`pack_payload_xadds`.
 """
 
@@ -44,6 +54,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import AsyncIterator
+from typing import Any
 
 import trio
 from redis.exceptions import RedisError, ResponseError
@@ -66,8 +78,8 @@ from .stream_exactly_once import RedisCommitError as RedisCommitError
 from .stream_exactly_once import Transaction as Transaction
 from .stream_failures import FAILURE_MODES, FailureHandler
 from .stream_fencing import FencedConnection, fence_key
+from .stream_reading import EntryReader
 from .stream_reading import StreamEntry as StreamEntry
-from .stream_reading import _ReadingMixin
 from .stream_sink import RedisStreamSink as RedisStreamSink
 from .stream_sink import _positive_int
 from .stream_state import TransactionalState as TransactionalState
@@ -85,9 +97,7 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
-class RedisStreamSource(
-    _ReadingMixin, DataSource
-):
+class RedisStreamSource(DataSource):
     """Reads a Redis stream as one consumer of a consumer group.
 
     ``group`` is created at ``start`` (``"0"``: the whole stream, ``"$"``: new entries
@@ -227,8 +237,6 @@ class RedisStreamSource(
         self.fenced_connection = FencedConnection(self.client) if self.exactly_once else None
         self._unacked = UnackedEntries()
         self._ack_requested = False
-        self._replay = True
-        self._replay_cursor = b"0"
         self._opened = False
         self._compose()
 
@@ -270,6 +278,20 @@ class RedisStreamSource(
             dead_letters=self._dead_letters,
             stats=self.stats,
         )
+        self._reader = EntryReader(
+            self.client,
+            self.stream,
+            self.group,
+            self.consumer,
+            block=self.block,
+            codec=self._codec,
+            with_ids=self.with_ids,
+            unacked=self._unacked,
+            claimer=self._claimer,
+            fenced_connection=self.fenced_connection,
+            dead_letters=self._dead_letters,
+            stats=self.stats,
+        )
         self._acknowledger = StreamAcknowledger(
             self.client, self.stream, self.group, unacked=self._unacked, stats=self.stats
         )
@@ -282,6 +304,7 @@ class RedisStreamSource(
     @codec.setter
     def codec(self, codec: EntryCodec) -> None:
         self._codec = codec
+        self._reader.codec = codec
         self._failures.codec = codec
 
     def use_serializer(self, serializer: Serializer) -> None:
@@ -358,6 +381,34 @@ class RedisStreamSource(
             return TransactionalState(self, self.state_prefix(name))
         return RedisStateBackend(client=self.client, prefix=self.state_prefix(name))
 
+    # -- reading ------------------------------------------------------------------------
+    async def batches(self, max_items: int) -> AsyncIterator[list[Any]]:
+        count = max(1, min(self.batch_size, max_items))
+        reader = self._reader
+        unacked = self._unacked
+        while True:
+            block = not unacked.item_count or self._ack_requested
+            entries = await reader.next_entries(count, block=block)
+            if entries:
+                items = await reader.accept(entries)
+                if items:
+                    self._ack_requested = False
+                    yield items
+                elif not unacked.item_count:
+                    await self._settle_unyielded()
+                if unacked.item_count >= self.ack_every:
+                    self._ack_requested = True
+                    yield []
+                continue
+            if unacked.item_count:
+                self._ack_requested = True
+                yield []  # nothing more ready: ask the pipeline to acknowledge
+                continue
+            if unacked:
+                await self._settle_unyielded()
+            if self.stop_when_drained and await reader.drained():
+                return
+
     # -- acknowledging ------------------------------------------------------------------
     async def acknowledge(self, count: int) -> None:
         """The oldest ``count`` items yielded are handled: XACK them (or commit the epoch)."""
@@ -392,8 +443,7 @@ class RedisStreamSource(
         """Exactly once: commit the epoch; when it aborts, read its entries again."""
         assert self._committer is not None
         if not await self._committer.commit():
-            self._replay = True
-            self._replay_cursor = b"0"
+            self._reader.replay_unacknowledged()
 
     # -- lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
