@@ -89,11 +89,15 @@ class FencedConnection:
             raise ConfigError("exactly_once state is used before its source was opened")
         return self._conn
 
+    def _watch_command(self) -> bytes:
+        assert self.fence_key is not None  # (set by open, with the connection)
+        return pack("WATCH", self.fence_key)
+
     async def watch(self) -> None:
         """``WATCH`` the fence key now, if this epoch has not yet."""
         conn = self._connection()
         if not self.watching:
-            await conn.send(pack("WATCH", self.fence_key), 1)
+            await conn.send(self._watch_command(), 1)
             self.watching = True
 
     async def send_watched(self, packed: bytes, replies: int) -> list[Any]:
@@ -102,7 +106,7 @@ class FencedConnection:
         if self.watching:
             out = await conn.send(packed, replies)
         else:
-            out = await conn.send(pack("WATCH", self.fence_key) + packed, replies + 1)
+            out = await conn.send(self._watch_command() + packed, replies + 1)
             del out[0]
         self.watching = True
         return out

@@ -39,7 +39,8 @@ class AckRange(NamedTuple):
     #: Batches wholly covered, and items of the next one covered.
     whole: int
     partial: int
-    count: int
+    #: How many items they cover.
+    items: int
 
 
 class UnackedEntries:
@@ -126,7 +127,7 @@ class UnackedEntries:
         for _ in range(acked.partial):
             batches[0].item_ids.popleft()
             batches[0].items.popleft()
-        self.item_count -= acked.count
+        self.item_count -= acked.items
 
     def drain(self) -> list[bytes]:
         """Every ID held, minus those kept for redelivery; forgets them all."""
