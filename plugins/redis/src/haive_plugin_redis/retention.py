@@ -217,9 +217,9 @@ class RetainedStreamSink(RedisStreamSink):
         server_now = await server_time_ms(self.client)
         age_only = attrs.evolve(self.retention, maxlen=None) if self.retention.maxlen else None
         commands = (age_only or self.retention).trim_commands(self.stream, server_now)
-        if self.transaction is not None:
+        if self.epoch is not None:
             for command in commands:
-                self.transaction.transaction.stage_xadds(command, 1)
+                self.epoch.stage_xadds(command, 1)
             return
         for reply in await self.client.send(b"".join(commands), len(commands)):
             if isinstance(reply, ResponseError):
