@@ -1,9 +1,10 @@
 """Entries whose processing failed: dead-lettered, or left pending for redelivery.
 
 When a processor fails on an item for good and the pipeline has no dead-letter sink, the
-pipeline hands the failure to :meth:`_FailuresMixin.reject` before the acknowledgment that
-covers it (the core's :meth:`~haive.dataflow.sources.DataSource.reject`). The source finds
-the entry the item came from, then, per ``on_failure``:
+pipeline hands the failure to the source's ``reject`` before the acknowledgment that covers
+it (the core's :meth:`~haive.dataflow.sources.DataSource.reject`), and the source to its
+:class:`FailureHandler`, which finds the entry the item came from, then, per
+``on_failure``:
 
 * ``"dead_letter"`` (default): the entry goes to the dead-letter stream (``<stream>:dead``)
   with its original fields (``entry.<name>``), ``reason``, ``node``, ``attempts``, ``id``,
