@@ -181,8 +181,8 @@ class RedisStreamSource(DataSource):
                 f"RedisStreamSource: delivery must be one of {DELIVERY_MODES}, got {delivery!r}"
             )
         self.stream = stream
-        self.group = group
-        self.consumer = consumer or default_consumer_name()
+        self._group = group
+        self._consumer = consumer or default_consumer_name()
         self.delivery = delivery
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.ack_every = _positive_int(
@@ -326,10 +326,29 @@ class RedisStreamSource(DataSource):
         if self._opened:
             raise ConfigError("RedisStreamSource.join: the source is already open")
         if group is not None:
-            self.group = group
+            self._group = group
         if consumer is not None:
-            self.consumer = consumer
+            self._consumer = consumer
         self._compose()
+
+    # The parts are given the group and consumer name: assigning them is joining.
+    @property
+    def group(self) -> str:
+        """The consumer group (set with :meth:`join`, or by assigning before opening)."""
+        return self._group
+
+    @group.setter
+    def group(self, group: str) -> None:
+        self.join(group=group)
+
+    @property
+    def consumer(self) -> str:
+        """This consumer's name in the group (set with :meth:`join`, or by assigning)."""
+        return self._consumer
+
+    @consumer.setter
+    def consumer(self, consumer: str) -> None:
+        self.join(consumer=consumer)
 
     def fence_key(self, consumer: str | None = None) -> str:
         """The key a claimer bumps to fence ``consumer`` off (exactly-once)."""
