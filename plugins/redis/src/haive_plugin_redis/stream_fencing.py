@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from haive.dataflow.errors import ConfigError, HaiveError
+from haive.dataflow import ConfigError, HaiveError
 
 from ._resp import derived_key, pack
 from .cluster import ClusterDedicatedConnection

@@ -60,8 +60,8 @@ from typing import Any
 import trio
 from redis.exceptions import RedisError, ResponseError
 
+from haive.dataflow import Result
 from haive.dataflow.errors import ConfigError, HaiveError
-from haive.dataflow.results import Result
 from haive.dataflow.serializers import Serializer
 from haive.dataflow.sources import DataSource
 from haive.dataflow.units import Duration, parse_duration
