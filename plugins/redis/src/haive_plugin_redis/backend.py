@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.crc import key_slot
@@ -122,8 +122,8 @@ class RedisStateBackend(StateBackend):
 
     # -- the interface --------------------------------------------------------------------
     async def get(self, key: str) -> bytes | None:
-        value: bytes | None = await self.client.call(self.client.redis.get, self.prefix + key)
-        return value
+        value = await self.client.call(self.client.redis.get, self.prefix + key)
+        return _raw(value)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
@@ -173,10 +173,10 @@ class RedisStateBackend(StateBackend):
 
     def _mget(self, keys: Sequence[str | bytes]) -> list[bytes | None]:
         if isinstance(self.client, RedisClusterClient):
-            found: list[bytes | None] = self.client.redis.mget_nonatomic(keys)
+            found: list[bytes | str | None] = self.client.redis.mget_nonatomic(keys)
         else:
             found = self.client.redis.mget(keys)
-        return found
+        return cast("list[bytes | None]", found)  # (bytes: see _raw)
 
     def _on_node(self, key: str, fn: Callable[[redis.Redis], T]) -> T:
         """``fn(client of the node serving key)``; a single server is its own node.
@@ -187,7 +187,7 @@ class RedisStateBackend(StateBackend):
             return fn(self.client.redis)
         cluster = self.client.redis
         for attempt in range(_CLUSTER_ATTEMPTS):
-            node = cluster.get_redis_connection(cluster.get_node_from_key(key))
+            node = cluster.get_redis_connection(cluster.get_node_from_key(key))  # type: ignore[no-untyped-call]
             try:
                 return fn(node)
             except (*_REDIRECTS, redis.ConnectionError):
@@ -212,8 +212,8 @@ class RedisStateBackend(StateBackend):
         with node.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
-                    new = fn(pipe.get(key))
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    new = fn(_raw(pipe.get(key)))
                     pipe.multi()
                     if new is None:
                         pipe.delete(key)
@@ -229,7 +229,7 @@ class RedisStateBackend(StateBackend):
             await self.client.call(self._write_batch, list(writes))
 
     def _write_batch(self, writes: list[StateWrite]) -> None:
-        if not self.cluster:
+        if not isinstance(self.client, RedisClusterClient):
             self._write_all(self.client.redis, writes)
             return
         by_slot: dict[int, list[StateWrite]] = {}
@@ -288,7 +288,7 @@ class RedisStateBackend(StateBackend):
 
     def _incr_cluster(self, amounts: dict[str, int], px: int | None) -> list[Any]:
         assert isinstance(self.client, RedisClusterClient)
-        with self.client.redis.pipeline() as pipe:  # routed per key, not a transaction
+        with self.client.redis.pipeline() as pipe:  # type: ignore[no-untyped-call]  # routed per key, not a transaction
             for key, amount in amounts.items():
                 pipe.incrby(self.prefix + key, amount)
                 if px is not None:
@@ -319,3 +319,9 @@ def _bytes(value: object, key: str) -> bytes:
         f"state value of {key!r} must be bytes (StateStore encodes typed values), "
         f"got {type(value).__name__}"
     )
+
+
+def _raw(value: bytes | str | None) -> bytes | None:
+    """A reply as this backend's clients give it (they never decode responses: bytes);
+    redis-py types replies as ``bytes | str`` because a client may decode them."""
+    return cast("bytes | None", value)

@@ -47,7 +47,7 @@ def roundtrip(conn: redis.Connection, packed: bytes, replies: int) -> list[Any]:
     connection stays in sync); a broken connection is disconnected and the error raised.
     """
     try:
-        conn.send_packed_command([packed])
+        conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
         out: list[Any] = []
         for _ in range(replies):
             try:
@@ -56,7 +56,7 @@ def roundtrip(conn: redis.Connection, packed: bytes, replies: int) -> list[Any]:
                 out.append(exc)
         return out
     except BaseException:
-        conn.disconnect()
+        conn.disconnect()  # type: ignore[no-untyped-call]
         raise
 
 
@@ -108,11 +108,11 @@ class RedisClient:
         return await self.call(self._send, packed, replies)
 
     def _send(self, packed: bytes, replies: int) -> list[Any]:
-        conn = self.pool.get_connection()
+        conn = self.pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             return roundtrip(conn, packed, replies)
         finally:
-            self.pool.release(conn)
+            self.pool.release(conn)  # type: ignore[no-untyped-call]
 
     def dedicated(self) -> DedicatedConnection:
         """A connection of its own (outside the pool), for WATCH/MULTI/EXEC sessions."""
@@ -167,5 +167,5 @@ class DedicatedConnection:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.disconnect()
+            self._conn.disconnect()  # type: ignore[no-untyped-call]
             self._conn = None

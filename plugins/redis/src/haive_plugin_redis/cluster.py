@@ -163,7 +163,7 @@ class ClusterClient(FailoverClient):
         super().__init__(SlotLocator([seed], key), **options)
         self.cluster_url = url
 
-    @property  # type: ignore[override]
+    @property
     def url(self) -> str:
         return self.cluster_url
 
@@ -182,7 +182,7 @@ class ClusterClient(FailoverClient):
         _raise_if_demoted(conn, replies)
         for reply in replies:
             if isinstance(reply, _REDIRECTS):
-                conn.disconnect()  # reconnects to the node located next
+                conn.disconnect()  # type: ignore[no-untyped-call]  # reconnects to the node located next
                 raise reply
 
 

@@ -292,7 +292,7 @@ class FailoverConnection(redis.Connection):
 
     def __init__(self, *, primary: _Primary, **kwargs: Any) -> None:
         self.primary = primary
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]  # unannotated in redis-py
 
     def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
@@ -375,7 +375,7 @@ class FailoverClient(RedisClient):
         self.failover_timeout = parse_duration(failover_timeout, what="failover_timeout")
         self.stats = FailoverStats()
         self._primary = _Primary(locator)
-        self.pool = redis.BlockingConnectionPool(
+        self.pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
             connection_class=FailoverConnection,
             max_connections=pool_size,
             timeout=None,
@@ -422,7 +422,7 @@ class FailoverClient(RedisClient):
         """The primary the client is connected to (None before the first command)."""
         return self._primary.known
 
-    @property  # type: ignore[override]
+    @property
     def url(self) -> str:
         """``redis://host:port/db`` of the current primary (of the first candidate before)."""
         known = self._primary.known
@@ -502,7 +502,7 @@ class FailoverClient(RedisClient):
                 acked = (await self._thread(roundtrip, conn, self._wait_command, 1))[0]
             return out
         finally:
-            self.pool.release(conn)
+            self.pool.release(conn)  # type: ignore[no-untyped-call]
 
     async def _recover(self, error: BaseException, retry: _Retry) -> None:
         """Wait (backing off), then locate the primary again; FailoverError past the deadline."""
@@ -559,5 +559,5 @@ def _try_locate(locator: PrimaryLocator) -> Address | None:
 def _raise_if_demoted(conn: redis.Connection, replies: list[Any]) -> None:
     for reply in replies:
         if isinstance(reply, ReadOnlyError):
-            conn.disconnect()
+            conn.disconnect()  # type: ignore[no-untyped-call]
             raise reply

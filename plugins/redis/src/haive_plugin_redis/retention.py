@@ -217,9 +217,9 @@ class RetainedStreamSink(RedisStreamSink):
         server_now = await server_time_ms(self.client)
         age_only = attrs.evolve(self.retention, maxlen=None) if self.retention.maxlen else None
         commands = (age_only or self.retention).trim_commands(self.stream, server_now)
-        if self.transaction is not None:
+        if self.epoch is not None:
             for command in commands:
-                self.transaction.transaction.stage_xadds(command, 1)
+                self.epoch.stage_xadds(command, 1)
             return
         for reply in await self.client.send(b"".join(commands), len(commands)):
             if isinstance(reply, ResponseError):
@@ -427,8 +427,9 @@ class Erasure:
             state_keys += await self._forget_state(scope, key)
         entries: dict[str, int] = {}
         pending: dict[str, int] = {}
-        for scope in self._streams.values():
-            entries[scope.stream], pending[scope.stream] = await self._forget_stream(scope, key)
+        for stream_scope in self._streams.values():
+            stream = stream_scope.stream
+            entries[stream], pending[stream] = await self._forget_stream(stream_scope, key)
         return ErasureReport(key, state_keys, entries, pending)
 
     # -- state ----------------------------------------------------------------------------
@@ -474,7 +475,7 @@ class Erasure:
             return 0, 0
         groups = await client.send(pack("XINFO", "GROUPS", scope.stream), 1)
         names = _group_names(groups[0])
-        commands = []
+        commands: list[bytes] = []
         for i in range(0, len(doomed), _CHUNK):
             chunk = doomed[i : i + _CHUNK]
             commands.extend(pack_ids(("XACK", scope.stream, name), chunk) for name in names)

@@ -1,107 +1,85 @@
-"""Acknowledging what a :class:`~haive_plugin_redis.streams.RedisStreamSource` read.
+"""At-least-once acknowledgment of what a :class:`~haive_plugin_redis.streams.RedisStreamSource` read.
 
-The pipeline calls :meth:`_AcksMixin.acknowledge` once the oldest items yielded are
-handled (written, dead-lettered or filtered out). At least once, that is one ``XACK`` of
-their IDs (with the IDs of entries that yielded no item); exactly once, the whole epoch is
-committed (:mod:`.stream_exactly_once`).
+The pipeline calls the source's ``acknowledge(count)`` once the oldest ``count`` items
+yielded are handled (written, dead-lettered or filtered out). At least once, the
+:class:`StreamAcknowledger` sends one ``XACK`` of their IDs (with the IDs of the entries
+read among them that yielded no item) and only then forgets them, so a run stopped
+mid-``XACK`` still counts them as left pending. Exactly once, the whole epoch is committed
+instead (:mod:`.stream_exactly_once`).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
 from typing import TYPE_CHECKING
-
-from haive.dataflow.errors import ConfigError
 
 from ._resp import pack_ids
 from .stream_wire import _XACK_CHUNK, _check_replies
 
 if TYPE_CHECKING:
     from .client import RedisClient
-    from .stream_reading import _Batch
-    from .streams import StreamSourceStats
+    from .stream_stats import StreamSourceStats
+    from .stream_unacked import UnackedEntries
 
 
-class _AcksMixin:
-    """Part of :class:`~haive_plugin_redis.streams.RedisStreamSource`: acknowledging."""
+class StreamAcknowledger:
+    """``XACK``\\ s a consumer group's entries once their items are handled.
 
-    if TYPE_CHECKING:
-        stream: str
-        group: str
-        client: RedisClient
-        stats: StreamSourceStats
-        _batches: deque[_Batch]
-        _unacked_items: int
-        _ack_requested: bool
-        _kept: set[bytes]
-        _rejected: set[bytes]
+    Example::
 
-        @property
-        def exactly_once(self) -> bool: ...
+        >>> import uuid
+        >>> from collections import deque
+        >>> import trio
+        >>> from haive_plugin_redis import RedisClient, StreamSourceStats
+        >>> from haive_plugin_redis.stream_unacked import UnackedEntries
+        >>> async def main():
+        ...     client, stream = RedisClient(), f"doc-{uuid.uuid4().hex}"
+        ...     await client.execute("XADD", stream, "1-0", "k", "v")
+        ...     await client.execute("XGROUP", "CREATE", stream, "g", "0")
+        ...     await client.execute("XREADGROUP", "GROUP", "g", "c", "STREAMS", stream, ">")
+        ...     unacked = UnackedEntries()
+        ...     unacked.add(deque([b"1-0"]), [], deque(["v"]))
+        ...     acks = StreamAcknowledger(client, stream, "g", unacked=unacked,
+        ...                               stats=StreamSourceStats())
+        ...     await acks.acknowledge(1)
+        ...     pending = await client.call(client.redis.xpending, stream, "g")
+        ...     await client.execute("DEL", stream)
+        ...     client.close()
+        ...     return acks.stats.acknowledged, pending["pending"], unacked.item_count
+        >>> trio.run(main)
+        (1, 0, 0)
+    """
 
-        async def _commit(self) -> None: ...
+    def __init__(
+        self,
+        client: RedisClient,
+        stream: str,
+        group: str,
+        *,
+        unacked: UnackedEntries,
+        stats: StreamSourceStats,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.unacked = unacked
+        self.stats = stats
 
-    # -- acknowledging ------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"StreamAcknowledger({self.stream!r}, group={self.group!r})"
+
     async def acknowledge(self, count: int) -> None:
-        """The oldest ``count`` items yielded are handled: XACK them (or commit the epoch)."""
-        if count < 0 or count > self._unacked_items:
-            raise ConfigError(
-                f"acknowledge({count}): only {self._unacked_items} items are unacknowledged"
-            )
-        self._ack_requested = False
-        if self.exactly_once:
-            if count != self._unacked_items:
-                raise ConfigError(
-                    f"exactly_once commits whole epochs: acknowledge({count}) while "
-                    f"{self._unacked_items} items are unacknowledged"
-                )
-            await self._commit()
-            return
-        # Forget the IDs only once the XACK went through: a run stopped mid-XACK still
-        # counts them as left pending (``stats.left_pending``).
-        ids: list[bytes] = []
-        left = count
-        whole = 0
-        partial = 0
-        for batch in self._batches:
-            take = min(left, len(batch.item_ids))
-            ids.extend(itertools.islice(batch.item_ids, take))
-            left -= take
-            if take < len(batch.item_ids):
-                partial = take
-                break
-            ids.extend(batch.other_ids)
-            whole += 1
-        await self._xack(self._unkept(ids))
-        batches = self._batches
-        for _ in range(whole):
-            batches.popleft()
-        for _ in range(partial):
-            batches[0].item_ids.popleft()
-            batches[0].items.popleft()
-        self._unacked_items -= count
+        """``XACK`` the oldest ``count`` items' entries, then forget them."""
+        unacked = self.unacked
+        covered = unacked.oldest(count)
+        await self.xack(unacked.unkept(covered.ids))
+        unacked.forget(covered)
 
-    def _unkept(self, ids: list[bytes]) -> list[bytes]:
-        """``ids`` without those left pending for redelivery (``on_failure="redeliver"``)."""
-        rejected = self._rejected
-        if rejected:
-            rejected.difference_update(ids)
-        kept = self._kept  # (an ID leaves it when the entry is delivered again)
-        if not kept:
-            return ids
-        return [i for i in ids if i not in kept]
+    async def settle(self) -> None:
+        """``XACK`` the batches held that yielded no item (all dead-lettered or gone)."""
+        await self.xack(self.unacked.drain())
 
-    async def _settle_unyielded(self) -> None:
-        """Acknowledge batches that yielded no item (all dead-lettered or gone)."""
-        if self.exactly_once:
-            await self._commit()
-        else:
-            ids = [i for batch in self._batches for i in batch.other_ids]
-            self._batches.clear()
-            await self._xack(self._unkept(ids))
-
-    async def _xack(self, ids: list[bytes]) -> None:
+    async def xack(self, ids: list[bytes]) -> None:
+        """``XACK`` ``ids`` (in chunks, one round trip)."""
         if not ids:
             return
         commands = [

@@ -1,11 +1,12 @@
 """Exactly-once epochs of a :class:`~haive_plugin_redis.streams.RedisStreamSource`.
 
 In ``delivery="exactly_once"`` the sink and the keyed state only *stage* their writes in
-the epoch's :class:`Transaction`. Acknowledging commits the state writes, the output
+the epoch's :class:`Transaction`. Acknowledging, the :class:`ExactlyOnceCommitter` commits the state writes, the output
 ``XADD``\\ s, the dead letters and the ``XACK`` of the epoch's IDs in one ``MULTI/EXEC``
 on a connection that ``WATCH``\\ es this consumer's fence key (bumped by a claimer, see
 :mod:`.stream_claims`) and every state key read: all of it happens or none. An aborted
-commit (a conflicting write, or this consumer fenced off) replays the epoch's entries.
+commit (a conflicting write, or this consumer fenced off) replays the epoch's entries:
+the source reads them again.
 A counter whose stored value is not an integer is quarantined to the dead-letter stream
 in the same transaction instead of failing inside ``EXEC``.
 """
@@ -13,21 +14,21 @@ in the same transaction instead of failing inside ``EXEC``.
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from redis.exceptions import ResponseError
 
-from haive.dataflow.errors import ConfigError, HaiveError
+from haive.dataflow.errors import HaiveError
 
 from ._resp import pack, pack_ids
-from .stream_wire import _XACK_CHUNK, pack_xadds
+from .stream_wire import _XACK_CHUNK
 
 if TYPE_CHECKING:
-    from .client import DedicatedConnection
-    from .stream_reading import _Batch
-    from .streams import StreamSourceStats
+    from .stream_dead_letters import DeadLetterWriter
+    from .stream_fencing import FencedConnection
+    from .stream_stats import StreamSourceStats
+    from .stream_unacked import UnackedEntries
 
 _INTEGER = re.compile(rb"-?[0-9]{1,19}")  # what INCRBY accepts (64-bit signed)
 
@@ -79,45 +80,85 @@ class Transaction:
         self.xadd_count = 0
 
 
-class _ExactlyOnceMixin:
-    """Part of :class:`~haive_plugin_redis.streams.RedisStreamSource`: exactly-once commits."""
+class ExactlyOnceCommitter:
+    """Commits one consumer's exactly-once epochs on its fenced connection.
 
-    if TYPE_CHECKING:
-        stream: str
-        group: str
-        consumer: str
-        dead_letter: str
-        stats: StreamSourceStats
-        transaction: Transaction
-        _conn: DedicatedConnection | None
-        _watching: bool
-        _batches: deque[_Batch]
-        _unacked_items: int
-        _replay: bool
-        _replay_cursor: bytes
+    Given the consumer's :class:`~haive_plugin_redis.stream_fencing.FencedConnection`, its
+    stream, group and name, the epoch's :class:`Transaction`, the entries read and not
+    acknowledged (:class:`~haive_plugin_redis.stream_unacked.UnackedEntries`), the
+    dead-letter writer (for corrupt counters) and the source's stats. :meth:`commit`
+    applies the epoch in one ``MULTI/EXEC`` or, when a watched key changed, nothing.
 
-        def fence_key(self, consumer: str | None = None) -> str: ...
+    Example::
 
-        def _unkept(self, ids: list[bytes]) -> list[bytes]: ...
+        >>> import uuid
+        >>> import trio
+        >>> from haive_plugin_redis import RedisClient, StreamSourceStats
+        >>> from haive_plugin_redis.stream_dead_letters import DeadLetterWriter
+        >>> from haive_plugin_redis.stream_fencing import FencedConnection
+        >>> from haive_plugin_redis.stream_unacked import UnackedEntries
+        >>> async def main():
+        ...     client, stats, txn = RedisClient(), StreamSourceStats(), Transaction()
+        ...     stream = f"{{doc-{uuid.uuid4().hex}}}:in"
+        ...     conn = FencedConnection(client)
+        ...     conn.open(stream + ":fence")
+        ...     committer = ExactlyOnceCommitter(
+        ...         conn, stream, "g", "c1", transaction=txn, unacked=UnackedEntries(),
+        ...         dead_letters=DeadLetterWriter(client, stream + ":dead", stats=stats,
+        ...                                       transaction=txn),
+        ...         stats=stats)
+        ...     txn.stage_write(stream + ":k", ("set", b"v", None))
+        ...     try:
+        ...         return await committer.commit(), await client.execute("GET", stream + ":k")
+        ...     finally:
+        ...         await client.execute("DEL", stream + ":k")
+        ...         conn.close()
+        ...         client.close()
+        >>> trio.run(main)
+        (True, b'v')
+    """
 
-    async def _commit(self) -> None:
-        """One MULTI/EXEC: state writes, staged XADDs, XACK of the epoch's IDs."""
-        conn = self._conn
-        assert conn is not None
+    def __init__(
+        self,
+        connection: FencedConnection,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        transaction: Transaction,
+        unacked: UnackedEntries,
+        dead_letters: DeadLetterWriter,
+        stats: StreamSourceStats,
+    ) -> None:
+        self.connection = connection
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.transaction = transaction
+        self.unacked = unacked
+        self.dead_letters = dead_letters
+        self.stats = stats
+
+    def __repr__(self) -> str:
+        return f"ExactlyOnceCommitter({self.stream!r}, group={self.group!r}, consumer={self.consumer!r})"
+
+    async def commit(self) -> bool:
+        """One MULTI/EXEC: state writes, staged XADDs, XACK of the epoch's IDs.
+
+        ``False``: the epoch was aborted (a watched key changed, this consumer was fenced
+        off, or the slot moved): nothing was applied and its entries must be read again.
+        """
+        conn = self.connection
         txn = self.transaction
-        ids = self._unkept(
-            [i for batch in self._batches for i in (*batch.item_ids, *batch.other_ids)]
-        )
-        self._batches.clear()
-        self._unacked_items = 0
+        ids = self.unacked.drain()
         if not ids and txn.empty:
-            return
-        if getattr(conn, "watch_lost", False):  # Redis Cluster: the slot moved this epoch
+            return True
+        if conn.watch_lost:  # Redis Cluster: the slot moved this epoch
             txn.reset()
-            self._abort_epoch(conn)
-            return
+            self._abort_epoch()
+            return False
         commands = [pack("MULTI")]
-        corrupt = await self._corrupt_counters(conn)
+        corrupt = await self._corrupt_counters()
         for key, value in corrupt.items():
             # INCRBY would fail inside EXEC (Redis does not roll back): quarantine the bad
             # value with the reason and count from zero, in this same transaction.
@@ -129,9 +170,8 @@ class _ExactlyOnceMixin:
                 b"group", self.group.encode(),
                 b"consumer", self.consumer.encode(),
             ]  # fmt: skip
-            commands.append(pack_xadds(self.dead_letter, [dead], None, True))
+            commands.append(self.dead_letters.commands([dead]))
             commands.append(pack("DEL", key))
-        self.stats.dead_lettered += len(corrupt)
         for key, op in txn.writes.items():
             kind = op[0]
             if kind == "set":
@@ -156,16 +196,15 @@ class _ExactlyOnceMixin:
         packed = body + b"".join(acks) + pack("EXEC")
         n += len(acks) + 1
         try:
-            replies = await conn.send(packed, n)
+            replies = await conn.execute(packed, n)
         finally:
             txn.reset()
-            self._watching = False
         result = replies[-1]
-        if result is None or getattr(conn, "watch_lost", False):
+        if result is None or conn.watch_lost:
             # A watched key changed (conflict), this consumer was fenced, or (Redis Cluster)
             # the slot moved and EXEC was refused: nothing applied, the epoch replays.
-            self._abort_epoch(conn)
-            return
+            self._abort_epoch()
+            return False
         if isinstance(result, ResponseError):
             queued = next(
                 (r for r in replies if isinstance(r, ResponseError) and r is not result), result
@@ -181,21 +220,18 @@ class _ExactlyOnceMixin:
                 )
         self.stats.commits += 1
         self.stats.acknowledged += len(ids)
+        return True
 
-    def _abort_epoch(self, conn: DedicatedConnection) -> None:
+    def _abort_epoch(self) -> None:
         self.stats.aborted_commits += 1
-        self._watching = False
-        self._replay = True
-        self._replay_cursor = b"0"
-        if getattr(conn, "watch_lost", False):
-            conn.watch_lost = False  # type: ignore[attr-defined]
+        self.connection.unwatch()
 
-    async def _corrupt_counters(self, conn: DedicatedConnection) -> dict[str, bytes]:
+    async def _corrupt_counters(self) -> dict[str, bytes]:
         """Staged ``add`` keys whose stored value is not an integer (one MGET, not watched)."""
         keys = [key for key, op in self.transaction.writes.items() if op[0] == "add"]
         if not keys:
             return {}
-        values = (await conn.send(pack("MGET", *keys), 1))[0]
+        values = (await self.connection.send(pack("MGET", *keys), 1))[0]
         if isinstance(values, ResponseError):
             raise HaiveError(f"reading counters before the commit failed: {values}")
         return {
@@ -203,22 +239,3 @@ class _ExactlyOnceMixin:
             for key, value in zip(keys, values, strict=True)
             if value is not None and not _INTEGER.fullmatch(value)
         }
-
-    # -- transactional reads (exactly-once state) ---------------------------------------
-    async def _watched_read(self, keys: list[str]) -> list[bytes | None]:
-        """Read ``keys`` on the transaction's connection after WATCHing them."""
-        conn = self._conn
-        if conn is None:
-            raise ConfigError("exactly_once state is used before its source was opened")
-        packed = pack("WATCH", *keys) + pack("MGET", *keys)
-        n = 2
-        if not self._watching:
-            packed = pack("WATCH", self.fence_key()) + packed
-            n = 3
-        replies = await conn.send(packed, n)
-        self._watching = True
-        values = replies[-1]
-        if isinstance(values, ResponseError):
-            raise HaiveError(f"reading state keys failed: {values}")
-        out: list[bytes | None] = values
-        return out

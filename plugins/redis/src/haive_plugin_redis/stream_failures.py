@@ -1,9 +1,10 @@
 """Entries whose processing failed: dead-lettered, or left pending for redelivery.
 
 When a processor fails on an item for good and the pipeline has no dead-letter sink, the
-pipeline hands the failure to :meth:`_FailuresMixin.reject` before the acknowledgment that
-covers it (the core's :meth:`~haive.dataflow.io.sources.DataSource.reject`). The source finds
-the entry the item came from, then, per ``on_failure``:
+pipeline hands the failure to the source's ``reject`` before the acknowledgment that covers
+it (the core's :meth:`~haive.dataflow.io.sources.DataSource.reject`), and the source to its
+:class:`FailureHandler`, which finds the entry the item came from, then, per
+``on_failure``:
 
 * ``"dead_letter"`` (default): the entry goes to the dead-letter stream (``<stream>:dead``)
   with its original fields (``entry.<name>``), ``reason``, ``node``, ``attempts``, ``id``,
@@ -23,7 +24,6 @@ the source's codec) and the reason, and its entry is acknowledged with the rest.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
@@ -33,51 +33,97 @@ from haive.dataflow.runtime.results import Result
 
 from ._resp import pack
 from .stream_reading import StreamEntry
-from .stream_wire import _check_replies, pack_xadds
 
 if TYPE_CHECKING:
     from .client import RedisClient
-    from .stream_exactly_once import Transaction
-    from .stream_reading import _Batch
+    from .stream_dead_letters import DeadLetterWriter
+    from .stream_stats import StreamSourceStats
+    from .stream_unacked import UnackedEntries
     from .stream_wire import EntryCodec
-    from .streams import StreamSourceStats
 
 #: What ``on_failure`` accepts.
 FAILURE_MODES = ("dead_letter", "redeliver")
 
 
-class _FailuresMixin:
-    """Part of :class:`~haive_plugin_redis.streams.RedisStreamSource`: failed entries."""
+class FailureHandler:
+    """Dead-letters the entries whose items failed for good, or leaves them pending.
 
-    if TYPE_CHECKING:
-        stream: str
-        group: str
-        consumer: str
-        client: RedisClient
-        codec: EntryCodec
-        dead_letter: str
-        on_failure: str
-        max_deliveries: int
-        stats: StreamSourceStats
-        transaction: Transaction
-        _batches: deque[_Batch]
-        _kept: set[bytes]
-        _rejected: set[bytes]
+    Given the consumer's client, stream, group and name, the codec items are encoded with
+    when their entry cannot be found, ``on_failure`` and ``max_deliveries``, the entries
+    read and not acknowledged (where a failed item is traced to its entry), the
+    dead-letter writer and the stats.
 
-        @property
-        def exactly_once(self) -> bool: ...
+    Example::
+
+        >>> import uuid
+        >>> from collections import deque
+        >>> import trio
+        >>> from haive.dataflow.runtime.results import Result
+        >>> from haive_plugin_redis import EntryCodec, RedisClient, StreamSourceStats
+        >>> from haive_plugin_redis.stream_dead_letters import DeadLetterWriter
+        >>> from haive_plugin_redis.stream_unacked import UnackedEntries
+        >>> async def main():
+        ...     client, stream, stats = RedisClient(), f"doc-{uuid.uuid4().hex}", StreamSourceStats()
+        ...     await client.execute("XADD", stream, "1-0", "data", '{"n":1}')
+        ...     await client.execute("XGROUP", "CREATE", stream, "g", "0")
+        ...     await client.execute("XREADGROUP", "GROUP", "g", "c", "STREAMS", stream, ">")
+        ...     unacked = UnackedEntries()
+        ...     item = {"n": 1}
+        ...     unacked.add(deque([b"1-0"]), [], deque([item]))
+        ...     failures = FailureHandler(
+        ...         client, stream, "g", "c", codec=EntryCodec("json"), on_failure="dead_letter",
+        ...         max_deliveries=5, unacked=unacked,
+        ...         dead_letters=DeadLetterWriter(client, stream + ":dead", stats=stats),
+        ...         stats=stats)
+        ...     await failures.reject([Result.failed(item, ValueError("boom"), node="check")])
+        ...     dead = await client.execute("XRANGE", stream + ":dead", "-", "+")
+        ...     await client.execute("DEL", stream, stream + ":dead")
+        ...     client.close()
+        ...     fields = dead[0][1]
+        ...     return stats.dead_lettered, fields[b"id"], fields[b"entry.data"], fields[b"reason"]
+        >>> trio.run(main)
+        (1, b'1-0', b'{"n":1}', b"processor 'check' failed: ValueError: boom")
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        codec: EntryCodec,
+        on_failure: str,
+        max_deliveries: int,
+        unacked: UnackedEntries,
+        dead_letters: DeadLetterWriter,
+        stats: StreamSourceStats,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.codec = codec
+        self.on_failure = on_failure
+        self.max_deliveries = max_deliveries
+        self.unacked = unacked
+        self.dead_letters = dead_letters
+        self.stats = stats
+
+    def __repr__(self) -> str:
+        return f"FailureHandler({self.stream!r}, on_failure={self.on_failure!r})"
 
     async def reject(self, failed: list[Result]) -> None:
         """Dead-letter the entries of ``failed`` (or keep them pending), before their ack."""
         traced: list[tuple[bytes, Result]] = []
         untraced: list[Result] = []
-        origin = self._origins()
+        origin = self.unacked.origins()
         for result in failed:
             entry_id = self._trace(origin, result.data)
             if entry_id is None:
                 untraced.append(result)
             else:
-                self._rejected.add(entry_id)
+                self.unacked.reject(entry_id)
                 traced.append((entry_id, result))
         dead: list[list[bytes]] = [self._untraced_fields(result) for result in untraced]
         if traced:
@@ -85,38 +131,20 @@ class _FailuresMixin:
             for entry_id, result in traced:
                 count = deliveries.get(entry_id, 1)
                 if self.on_failure == "redeliver" and count < self.max_deliveries:
-                    self._kept.add(entry_id)
+                    self.unacked.keep(entry_id)
                     self.stats.left_for_redelivery += 1
                     continue
                 dead.append(self._failure_fields(entry_id, result, count, fields.get(entry_id)))
-        if not dead:
-            return
-        self.stats.dead_lettered += len(dead)
-        packed = pack_xadds(self.dead_letter, dead, None, True)
-        if self.exactly_once:
-            self.transaction.stage_xadds(packed, len(dead))
-        else:
-            _check_replies(
-                await self.client.send(packed, len(dead)), f"XADD to {self.dead_letter!r}"
-            )
-
-    def _origins(self) -> dict[int, list[bytes]]:
-        """id() of each unacknowledged item yielded -> its entry IDs (equal small values
-        such as ``1`` are one object, hence a list)."""
-        origin: dict[int, list[bytes]] = {}
-        for batch in self._batches:
-            for item, entry_id in zip(batch.items, batch.item_ids, strict=True):
-                origin.setdefault(id(item), []).append(entry_id)
-        return origin
+        await self.dead_letters.write(dead)
 
     def _trace(self, origin: dict[int, list[bytes]], data: Any) -> bytes | None:
+        unacked = self.unacked
         for entry_id in origin.get(id(data), ()):
-            if entry_id not in self._rejected:
+            if not unacked.is_rejected(entry_id):
                 return entry_id
         if isinstance(data, StreamEntry):
             entry_id = data.id.encode()
-            held = any(entry_id in batch.item_ids for batch in self._batches)
-            if held and entry_id not in self._rejected:
+            if unacked.holds_item(entry_id) and not unacked.is_rejected(entry_id):
                 return entry_id
         return None
 

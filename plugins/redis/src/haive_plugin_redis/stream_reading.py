@@ -5,14 +5,14 @@ and never acknowledged (replayed first: a restart under the same name, or an abo
 exactly-once epoch), pending entries of dead consumers claimed every ``claim_interval``
 (:mod:`.stream_claims`), then new entries with ``XREADGROUP``. Each batch is decoded; an
 entry that cannot be decoded goes to the dead-letter stream with the reason. Every ID read
-is remembered until it is acknowledged (:mod:`.stream_acks`). When nothing new is ready
-the source yields an empty batch, asking the pipeline to acknowledge.
+is remembered until it is acknowledged (:mod:`.stream_unacked`). The source's ``batches``
+loop drives the :class:`EntryReader`; when nothing new is ready it yields an empty batch,
+asking the pipeline to acknowledge.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,13 +22,15 @@ from redis.exceptions import ResponseError
 from haive.dataflow.errors import HaiveError
 
 from ._resp import pack
-from .stream_wire import _check_replies, pack_xadds
 
 if TYPE_CHECKING:
-    from .client import DedicatedConnection, RedisClient
-    from .stream_exactly_once import Transaction
+    from .client import RedisClient
+    from .stream_claims import IdleEntryClaimer
+    from .stream_dead_letters import DeadLetterWriter
+    from .stream_fencing import FencedConnection
+    from .stream_stats import StreamSourceStats
+    from .stream_unacked import UnackedEntries
     from .stream_wire import EntryCodec
-    from .streams import StreamSourceStats
 
 
 @attrs.frozen
@@ -45,85 +47,91 @@ class StreamEntry:
     data: Any
 
 
-@attrs.define
-class _Batch:
-    """IDs read in one batch: those yielded as items, and the rest (dead letters, gone).
+class EntryReader:
+    """Reads one consumer's entries: its own unacknowledged ones, claimed ones, then new ones.
 
-    ``items`` are the yielded items themselves, in the order of ``item_ids``, so that a
-    failure reported later (``reject``) can be traced to its entry.
+    Given the consumer's client, stream, group and name, how long ``XREADGROUP`` may block,
+    the codec and ``with_ids``, the entries read and not acknowledged (every batch read is
+    recorded there), the claimer of idle entries, the fenced connection (exactly once:
+    reads go through it, after the epoch's ``WATCH``), the dead-letter writer (for entries
+    that do not decode) and the stats. :meth:`next_entries` fetches raw entries,
+    :meth:`accept` decodes and records them.
+
+    Example::
+
+        >>> import uuid
+        >>> import trio
+        >>> from haive_plugin_redis import EntryCodec, RedisClient, StreamSourceStats
+        >>> from haive_plugin_redis.stream_claims import IdleEntryClaimer
+        >>> from haive_plugin_redis.stream_dead_letters import DeadLetterWriter
+        >>> from haive_plugin_redis.stream_unacked import UnackedEntries
+        >>> async def main():
+        ...     client, stream, stats = RedisClient(), f"doc-{uuid.uuid4().hex}", StreamSourceStats()
+        ...     await client.execute("XADD", stream, "1-0", "data", '{"n":1}')
+        ...     await client.execute("XADD", stream, "2-0", "data", "not json")
+        ...     await client.execute("XGROUP", "CREATE", stream, "g", "0")
+        ...     unacked = UnackedEntries()
+        ...     reader = EntryReader(
+        ...         client, stream, "g", "c", block=0.0, codec=EntryCodec("json"),
+        ...         with_ids=False, unacked=unacked,
+        ...         claimer=IdleEntryClaimer(client, stream, "g", "c", idle=30.0, interval=15.0,
+        ...                                  fenced=False, unacked=unacked),
+        ...         fenced_connection=None,
+        ...         dead_letters=DeadLetterWriter(client, stream + ":dead", stats=stats),
+        ...         stats=stats)
+        ...     items = await reader.accept(await reader.next_entries(10, block=False))
+        ...     await client.execute("DEL", stream, stream + ":dead")
+        ...     client.close()
+        ...     return items, stats.read, stats.dead_lettered, unacked.left_pending()
+        >>> trio.run(main)
+        ([{'n': 1}], 1, 1, 2)
     """
 
-    item_ids: deque[bytes]
-    other_ids: list[bytes]
-    items: deque[Any]
+    def __init__(
+        self,
+        client: RedisClient,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        block: float,
+        codec: EntryCodec,
+        with_ids: bool,
+        unacked: UnackedEntries,
+        claimer: IdleEntryClaimer,
+        fenced_connection: FencedConnection | None,
+        dead_letters: DeadLetterWriter,
+        stats: StreamSourceStats,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.block = block
+        self.codec = codec
+        self.with_ids = with_ids
+        self.unacked = unacked
+        self.claimer = claimer
+        self.fenced_connection = fenced_connection
+        self.dead_letters = dead_letters
+        self.stats = stats
+        self._replay = True
+        self._replay_cursor = b"0"
 
+    def __repr__(self) -> str:
+        return (
+            f"EntryReader({self.stream!r}, group={self.group!r}, consumer={self.consumer!r})"
+        )
 
-class _ReadingMixin:
-    """Part of :class:`~haive_plugin_redis.streams.RedisStreamSource`: reading."""
+    def replay_unacknowledged(self) -> None:
+        """Read this consumer's unacknowledged entries again first (an aborted epoch)."""
+        self._replay = True
+        self._replay_cursor = b"0"
 
-    if TYPE_CHECKING:
-        stream: str
-        group: str
-        consumer: str
-        client: RedisClient
-        codec: EntryCodec
-        with_ids: bool
-        dead_letter: str
-        batch_size: int
-        ack_every: int
-        block: float
-        claim_interval: float
-        stop_when_drained: bool
-        stats: StreamSourceStats
-        transaction: Transaction
-        _conn: DedicatedConnection | None
-        _watching: bool
-        _batches: deque[_Batch]
-        _unacked_items: int
-        _ack_requested: bool
-        _kept: set[bytes]
-        _replay: bool
-        _replay_cursor: bytes
-        _next_claim: float
-
-        @property
-        def exactly_once(self) -> bool: ...
-
-        def fence_key(self, consumer: str | None = None) -> str: ...
-
-        async def _settle_unyielded(self) -> None: ...
-
-        async def _autoclaim(self, count: int) -> list[Any]: ...
-
-        async def _claim_fenced(self, count: int) -> list[Any]: ...
-
-    # -- reading ------------------------------------------------------------------------
-    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
-        count = max(1, min(self.batch_size, chunk_size))
-        while True:
-            entries = await self._next_entries(count)
-            if entries:
-                items = await self._accept(entries)
-                if items:
-                    self._ack_requested = False
-                    yield items
-                elif not self._unacked_items:
-                    await self._settle_unyielded()
-                if self._unacked_items >= self.ack_every:
-                    self._ack_requested = True
-                    yield []
-                continue
-            if self._unacked_items:
-                self._ack_requested = True
-                yield []  # nothing more ready: ask the pipeline to acknowledge
-                continue
-            if self._batches:
-                await self._settle_unyielded()
-            if self.stop_when_drained and await self._drained():
-                return
-
-    async def _next_entries(self, count: int) -> list[Any]:
-        if self._replay and not self._batches:
+    async def next_entries(self, count: int, *, block: bool) -> list[Any]:
+        """Up to ``count`` raw entries: replayed, claimed or new (``block``: wait for new
+        ones up to the reader's ``block`` time)."""
+        if self._replay and not self.unacked:
             # Entries delivered to this consumer earlier and never acknowledged (a restart
             # under the same name, or an aborted exactly-once epoch): they come first.
             entries = await self._read(count, self._replay_cursor, block=False)
@@ -132,25 +140,19 @@ class _ReadingMixin:
                 self.stats.replayed += len(entries)
                 return entries
             self._replay = False
-        now = trio.current_time()
-        if not self._replay and now >= self._next_claim:
-            self._next_claim = now + self.claim_interval
-            if self._conn is not None and not self._watching:
+        if not self._replay and self.claimer.due(trio.current_time()):
+            if self.fenced_connection is not None:
                 # Claimed entries join this epoch: be fenced from before they are ours.
-                await self._conn.send(pack("WATCH", self.fence_key()), 1)
-                self._watching = True
-            claimed = await (
-                self._claim_fenced(count) if self.exactly_once else self._autoclaim(count)
-            )
-            if claimed and self._batches:
+                await self.fenced_connection.watch()
+            claimed = await self.claimer.claim(count)
+            if claimed and self.unacked:
                 # XAUTOCLAIM also takes this consumer's own entries once they are idle long
                 # enough; those being processed right now must not be yielded twice.
-                held = {i for batch in self._batches for i in (*batch.item_ids, *batch.other_ids)}
+                held = self.unacked.held_ids()
                 claimed = [entry for entry in claimed if entry[0] not in held]
             if claimed:
                 self.stats.claimed += len(claimed)
                 return claimed
-        block = not self._unacked_items or self._ack_requested
         return await self._read(count, b">", block=block)
 
     async def _read(self, count: int, cursor: bytes, *, block: bool) -> list[Any]:
@@ -159,16 +161,11 @@ class _ReadingMixin:
             args += ["BLOCK", max(1, round(self.block * 1000))]
         args += ["STREAMS", self.stream, cursor]
         packed = pack(*args)
-        if self._conn is not None:
-            n = 1
-            if not self._watching:
-                packed = pack("WATCH", self.fence_key()) + packed
-                n = 2
-            replies = await self._conn.send(packed, n)
-            self._watching = True
+        if self.fenced_connection is not None:
+            replies = await self.fenced_connection.send_watched(packed, 1)
         else:
             replies = await self.client.send(packed, 1)
-        reply = replies[-1]
+        reply = replies[0]
         if isinstance(reply, ResponseError):
             raise HaiveError(
                 f"XREADGROUP on {self.stream!r} (group {self.group!r}) failed: {reply}"
@@ -179,10 +176,10 @@ class _ReadingMixin:
         entries: list[Any] = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
         return entries
 
-    async def _accept(self, entries: list[Any]) -> list[Any]:
+    async def accept(self, entries: list[Any]) -> list[Any]:
         """Decode entries; dead-letter the bad ones; remember every ID for the ack."""
-        if self._kept:  # entries left pending after a failure, delivered again
-            self._kept.difference_update(entry[0] for entry in entries)
+        # Entries left pending after a failure, delivered again.
+        self.unacked.delivered_again(entry[0] for entry in entries)
         codec = self.codec
         with_ids = self.with_ids
         serializer = codec.serializer
@@ -203,8 +200,7 @@ class _ReadingMixin:
                 ids = [entry[0] for entry in entries]
                 if with_ids:
                     values = [StreamEntry(i.decode(), v) for i, v in zip(ids, values, strict=True)]
-                self._batches.append(_Batch(deque(ids), [], deque(values)))
-                self._unacked_items += len(values)
+                self.unacked.add(deque(ids), [], deque(values))
                 self.stats.read += len(values)
                 return values
         items: list[Any] = []
@@ -226,17 +222,8 @@ class _ReadingMixin:
                 continue
             item_ids.append(entry_id)
             items.append(StreamEntry(entry_id.decode(), value) if with_ids else value)
-        if dead:
-            self.stats.dead_lettered += len(dead)
-            packed = pack_xadds(self.dead_letter, dead, None, True)
-            if self.exactly_once:
-                self.transaction.stage_xadds(packed, len(dead))
-            else:
-                _check_replies(
-                    await self.client.send(packed, len(dead)), f"XADD to {self.dead_letter!r}"
-                )
-        self._batches.append(_Batch(item_ids, other_ids, deque(items)))
-        self._unacked_items += len(items)
+        await self.dead_letters.write(dead)
+        self.unacked.add(item_ids, other_ids, deque(items))
         self.stats.read += len(items)
         return items
 
@@ -260,7 +247,8 @@ class _ReadingMixin:
             out.append(fields[i + 1])
         return out
 
-    async def _drained(self) -> bool:
+    async def drained(self) -> bool:
+        """Whether the group has no undelivered and no pending entries."""
         groups = await self.client.call(self.client.redis.xinfo_groups, self.stream)
         for info in groups:
             name = info.get("name")

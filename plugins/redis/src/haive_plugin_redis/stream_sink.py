@@ -14,6 +14,7 @@ from .cluster import stream_client
 from .stream_wire import EntryCodec, _check_replies, pack_payload_xadds, pack_xadds
 
 if TYPE_CHECKING:
+    from .stream_exactly_once import Transaction
     from .streams import RedisStreamSource
 
 #: Entries per pipelined write of an at-least-once batch.
@@ -85,6 +86,8 @@ class RedisStreamSink(StreamSink):
         self.approximate = approximate
         self.codec = EntryCodec(codec, field)
         self.transaction = transaction
+        #: Exactly once: the source's epoch, where the XADDs are staged until its commit.
+        self.epoch: Transaction | None = transaction.transaction if transaction else None
         self._owns_client = client is None
         self.client = client if client is not None else stream_client(url, stream, pool_size)
         self.written = 0
@@ -139,11 +142,11 @@ class RedisStreamSink(StreamSink):
         if not items:
             return
         rejected: dict[int, BaseException] = {}
-        if self.transaction is not None:
+        if self.epoch is not None:
             packed = self._pack(items, 0, rejected)
             count = len(items) - len(rejected)
             if count:
-                self.transaction.transaction.stage_xadds(packed, count)
+                self.epoch.stage_xadds(packed, count)
             self.written += count
         else:
             for start in range(0, len(items), _XADD_CHUNK):

@@ -41,7 +41,7 @@ class TransactionalState(RedisStateBackend):
         ...         await state.add("a", 2)
         ...         await state.put("b", b"x")
         ...         staged = await state.get("a"), await state.get("b")
-        ...         await source._commit()
+        ...         await source.acknowledge(0)  # commits the epoch
         ...         return staged, await source.client.execute("GET", state.prefix + "a")
         ...     finally:
         ...         await source.client.execute("DEL", state.prefix + "a", state.prefix + "b", source.stream)
@@ -51,8 +51,15 @@ class TransactionalState(RedisStateBackend):
     """
 
     def __init__(self, source: RedisStreamSource, prefix: str) -> None:
+        if source.fenced_connection is None:
+            raise ConfigError(
+                f"TransactionalState: {source!r} is not exactly_once; use source.state(name)"
+            )
         super().__init__(client=source.client, prefix=prefix)
         self.source = source
+        #: The epoch writes are staged in, and the connection reads are watched on.
+        self.transaction = source.transaction
+        self.connection = source.fenced_connection
         self._owns_client = False
 
     def __repr__(self) -> str:
@@ -68,7 +75,7 @@ class TransactionalState(RedisStateBackend):
         return (await self.get_many([key]))[0]
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        txn = self.source.transaction
+        txn = self.transaction
         prefix = self.prefix
         full = [prefix + key for key in keys]
         missing = [
@@ -77,12 +84,12 @@ class TransactionalState(RedisStateBackend):
             if k not in txn.reads and (k not in txn.writes or txn.writes[k][0] == "add")
         ]
         if missing:
-            for k, value in zip(missing, await self.source._watched_read(missing), strict=True):
+            for k, value in zip(missing, await self.connection.watched_read(missing), strict=True):
                 txn.reads[k] = value
         return [self._current(k) for k in full]
 
     def _current(self, key: str) -> bytes | None:
-        txn = self.source.transaction
+        txn = self.transaction
         op = txn.writes.get(key)
         if op is None:
             return txn.reads.get(key)
@@ -99,12 +106,12 @@ class TransactionalState(RedisStateBackend):
     def _stage(self, key: str, value: bytes | None, ttl: float | None) -> None:
         full = self.prefix + key
         if value is None:
-            self.source.transaction.stage_write(full, ("del",))
+            self.transaction.stage_write(full, ("del",))
         else:
             if ttl is not None and ttl <= 0:
-                self.source.transaction.stage_write(full, ("del",))
+                self.transaction.stage_write(full, ("del",))
                 return
-            self.source.transaction.stage_write(full, ("set", _check_bytes(value, key), ttl))
+            self.transaction.stage_write(full, ("set", _check_bytes(value, key), ttl))
 
     async def delete(self, key: str) -> bool:
         existed = await self.get(key) is not None
@@ -129,7 +136,7 @@ class TransactionalState(RedisStateBackend):
     async def scan(self, prefix: str) -> list[tuple[str, bytes]]:
         full_prefix = self.prefix + prefix
         stored = [k.decode() for k in await self.client.call(self._scan_keys, full_prefix)]
-        staged = [k for k in self.source.transaction.writes if k.startswith(full_prefix)]
+        staged = [k for k in self.transaction.writes if k.startswith(full_prefix)]
         keys = sorted(set(stored) | set(staged))
         cut = len(self.prefix)
         values = await self.get_many([k[cut:] for k in keys])
@@ -147,7 +154,7 @@ class TransactionalState(RedisStateBackend):
 
     async def add_many(self, amounts: Mapping[str, int], *, ttl: float | None = None) -> None:
         """``add`` for several keys."""
-        txn = self.source.transaction
+        txn = self.transaction
         prefix = self.prefix
         for key, amount in amounts.items():
             if isinstance(amount, bool) or not isinstance(amount, int):

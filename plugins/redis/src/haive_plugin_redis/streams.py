@@ -24,18 +24,28 @@ Pending entries of a consumer that died are claimed by the living once idle for
 (``XAUTOCLAIM`` does not say whose entries it took, and a slow-but-alive owner must be
 fenced off before its entries change hands).
 
-The source itself, :class:`RedisStreamSource` (configuration, consumer group, companions,
-lifecycle), is here with :func:`reset_group`; its parts and the other public names live in
-one module per concern and are re-exported from this one:
+The source itself, :class:`RedisStreamSource` (configuration, consumer group, lifecycle,
+the ``batches`` loop and its acknowledgment points), is here with :func:`reset_group`. It
+is composed of parts, each an object with its own state, given what it works on, in one
+module per concern (the other public names are re-exported from this one):
 
-* :mod:`.stream_reading`: replay, claims, ``XREADGROUP``, decoding, dead letters
-  (:class:`StreamEntry`);
-* :mod:`.stream_claims`: claiming dead consumers' pending entries, with fencing;
-* :mod:`.stream_acks`: at-least-once ``XACK``;
-* :mod:`.stream_exactly_once`: the epoch's :class:`Transaction` and its commit
-  (:class:`RedisCommitError`);
+* :mod:`.stream_reading`: :class:`~.stream_reading.EntryReader` (replay, claims,
+  ``XREADGROUP``, decoding) and :class:`StreamEntry`;
+* :mod:`.stream_unacked`: :class:`~.stream_unacked.UnackedEntries`, what was read and not
+  acknowledged;
+* :mod:`.stream_claims`: :class:`~.stream_claims.IdleEntryClaimer`, claiming dead
+  consumers' pending entries, with fencing;
+* :mod:`.stream_acks`: :class:`~.stream_acks.StreamAcknowledger`, at-least-once ``XACK``;
+* :mod:`.stream_fencing`: :class:`~.stream_fencing.FencedConnection`, the exactly-once
+  connection that watches this consumer's fence key;
+* :mod:`.stream_exactly_once`: :class:`~.stream_exactly_once.ExactlyOnceCommitter`, the
+  epoch's :class:`Transaction` and :class:`RedisCommitError`;
+* :mod:`.stream_failures`: :class:`~.stream_failures.FailureHandler`, entries whose items
+  failed in a processor;
+* :mod:`.stream_dead_letters`: :class:`~.stream_dead_letters.DeadLetterWriter`;
 * :mod:`.stream_state`: :class:`TransactionalState`, keyed state staged for the commit;
 * :mod:`.stream_sink`: :class:`RedisStreamSink`;
+* :mod:`.stream_stats`: :class:`StreamSourceStats`, the counters every part adds to;
 * :mod:`.stream_wire`: :class:`EntryCodec`, :func:`pack_xadds`, :func:`pack_payload_xadds`.
 """
 
@@ -44,12 +54,13 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
 
-import attrs
 import trio
 from redis.exceptions import RedisError, ResponseError
 
+from haive.dataflow import Result
 from haive.dataflow.errors import ConfigError, HaiveError
 from haive.dataflow.io.serializers import Serializer
 from haive.dataflow.io.sources import DataSource
@@ -57,19 +68,23 @@ from haive.dataflow.runtime.units import Duration, parse_duration
 
 from ._resp import derived_key, pack, previous_id, same_slot
 from .backend import RedisStateBackend
-from .client import DEFAULT_URL, DedicatedConnection, RedisClient
+from .client import DEFAULT_URL, RedisClient
 from .cluster import ClusterClient, stream_client
-from .stream_acks import _AcksMixin
-from .stream_claims import _ClaimsMixin
+from .stream_acks import StreamAcknowledger
+from .stream_claims import IdleEntryClaimer
+from .stream_dead_letters import DeadLetterWriter
+from .stream_exactly_once import ExactlyOnceCommitter
 from .stream_exactly_once import RedisCommitError as RedisCommitError
 from .stream_exactly_once import Transaction as Transaction
-from .stream_exactly_once import _ExactlyOnceMixin
-from .stream_failures import FAILURE_MODES, _FailuresMixin
+from .stream_failures import FAILURE_MODES, FailureHandler
+from .stream_fencing import FencedConnection, fence_key
+from .stream_reading import EntryReader
 from .stream_reading import StreamEntry as StreamEntry
-from .stream_reading import _Batch, _ReadingMixin
 from .stream_sink import RedisStreamSink as RedisStreamSink
 from .stream_sink import _positive_int
 from .stream_state import TransactionalState as TransactionalState
+from .stream_stats import StreamSourceStats as StreamSourceStats
+from .stream_unacked import UnackedEntries
 from .stream_wire import EntryCodec as EntryCodec
 from .stream_wire import pack_payload_xadds as pack_payload_xadds
 from .stream_wire import pack_xadds as pack_xadds
@@ -77,41 +92,12 @@ from .stream_wire import pack_xadds as pack_xadds
 DELIVERY_MODES = ("at_least_once", "exactly_once")
 
 
-@attrs.define
-class StreamSourceStats:
-    """Counters of one :class:`RedisStreamSource`.
-
-    ``dead_lettered``: entries written to the dead-letter stream (undecodable, failed in a
-    processor, corrupt counters); ``left_for_redelivery``: failures left pending
-    (``on_failure="redeliver"``); ``left_pending``: entries read but not acknowledged when
-    the source closed (a stop mid-batch, a failed sink), which Redis redelivers.
-
-    Example::
-
-        >>> StreamSourceStats().dead_lettered
-        0
-    """
-
-    read: int = 0
-    acknowledged: int = 0
-    claimed: int = 0
-    replayed: int = 0
-    dead_lettered: int = 0
-    left_for_redelivery: int = 0
-    left_pending: int = 0
-    missing: int = 0
-    commits: int = 0
-    aborted_commits: int = 0
-
-
 def default_consumer_name() -> str:
     """``host-pid-random``: unique per process, readable in ``XINFO CONSUMERS``."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
-class RedisStreamSource(
-    _ReadingMixin, _ClaimsMixin, _AcksMixin, _ExactlyOnceMixin, _FailuresMixin, DataSource
-):
+class RedisStreamSource(DataSource):
     """Reads a Redis stream as one consumer of a consumer group.
 
     ``group`` is created at ``start`` (``"0"``: the whole stream, ``"$"``: new entries
@@ -195,8 +181,8 @@ class RedisStreamSource(
                 f"RedisStreamSource: delivery must be one of {DELIVERY_MODES}, got {delivery!r}"
             )
         self.stream = stream
-        self.group = group
-        self.consumer = consumer or default_consumer_name()
+        self._group = group
+        self._consumer = consumer or default_consumer_name()
         self.delivery = delivery
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.ack_every = _positive_int(
@@ -211,7 +197,7 @@ class RedisStreamSource(
             else max(0.05, self.claim_idle / 2)
         )
         self.stop_when_drained = stop_when_drained
-        self.codec = EntryCodec(codec, field)
+        self._codec = EntryCodec(codec, field)
         self.with_ids = with_ids
         self.dead_letter = dead_letter or derived_key(stream, "dead")
         if delivery == "exactly_once" and not same_slot(stream, self.dead_letter):
@@ -241,20 +227,85 @@ class RedisStreamSource(
         self.url = self.client.url
         self.stats = StreamSourceStats()
         self.transaction = Transaction()
-        self._conn: DedicatedConnection | None = None
-        self._watching = False
-        self._batches: deque[_Batch] = deque()
-        self._unacked_items = 0
+        self._dead_letters = DeadLetterWriter(
+            self.client,
+            self.dead_letter,
+            stats=self.stats,
+            transaction=self.transaction if self.exactly_once else None,
+        )
+        #: Exactly once: the dedicated connection reads, claims and the commit go through.
+        self.fenced_connection = FencedConnection(self.client) if self.exactly_once else None
+        self._unacked = UnackedEntries()
         self._ack_requested = False
-        #: Failed entries left pending for redelivery (kept out of acknowledgments until
-        #: delivered again), and entries already traced to a failure this epoch.
-        self._kept: set[bytes] = set()
-        self._rejected: set[bytes] = set()
-        self._replay = True
-        self._replay_cursor = b"0"
-        self._claim_cursor = b"0-0" if delivery == "at_least_once" else b"-"
-        self._next_claim = 0.0
         self._opened = False
+        self._compose()
+
+    def _compose(self) -> None:
+        """Build the parts that know this consumer's group and name (again after ``join``)."""
+        self._committer = (
+            ExactlyOnceCommitter(
+                self.fenced_connection,
+                self.stream,
+                self.group,
+                self.consumer,
+                transaction=self.transaction,
+                unacked=self._unacked,
+                dead_letters=self._dead_letters,
+                stats=self.stats,
+            )
+            if self.fenced_connection is not None
+            else None
+        )
+        self._claimer = IdleEntryClaimer(
+            self.client,
+            self.stream,
+            self.group,
+            self.consumer,
+            idle=self.claim_idle,
+            interval=self.claim_interval,
+            fenced=self.exactly_once,
+            unacked=self._unacked,
+        )
+        self._failures = FailureHandler(
+            self.client,
+            self.stream,
+            self.group,
+            self.consumer,
+            codec=self._codec,
+            on_failure=self.on_failure,
+            max_deliveries=self.max_deliveries,
+            unacked=self._unacked,
+            dead_letters=self._dead_letters,
+            stats=self.stats,
+        )
+        self._reader = EntryReader(
+            self.client,
+            self.stream,
+            self.group,
+            self.consumer,
+            block=self.block,
+            codec=self._codec,
+            with_ids=self.with_ids,
+            unacked=self._unacked,
+            claimer=self._claimer,
+            fenced_connection=self.fenced_connection,
+            dead_letters=self._dead_letters,
+            stats=self.stats,
+        )
+        self._acknowledger = StreamAcknowledger(
+            self.client, self.stream, self.group, unacked=self._unacked, stats=self.stats
+        )
+
+    @property
+    def codec(self) -> EntryCodec:
+        """How entries decode into items (and failed items encode into dead letters)."""
+        return self._codec
+
+    @codec.setter
+    def codec(self, codec: EntryCodec) -> None:
+        self._codec = codec
+        self._reader.codec = codec
+        self._failures.codec = codec
 
     def use_serializer(self, serializer: Serializer) -> None:
         """Decode entries with the pipeline's serializer (``StreamingPipeline.set_serializer``)."""
@@ -275,13 +326,33 @@ class RedisStreamSource(
         if self._opened:
             raise ConfigError("RedisStreamSource.join: the source is already open")
         if group is not None:
-            self.group = group
+            self._group = group
         if consumer is not None:
-            self.consumer = consumer
+            self._consumer = consumer
+        self._compose()
+
+    # The parts are given the group and consumer name: assigning them is joining.
+    @property
+    def group(self) -> str:
+        """The consumer group (set with :meth:`join`, or by assigning before opening)."""
+        return self._group
+
+    @group.setter
+    def group(self, group: str) -> None:
+        self.join(group=group)
+
+    @property
+    def consumer(self) -> str:
+        """This consumer's name in the group (set with :meth:`join`, or by assigning)."""
+        return self._consumer
+
+    @consumer.setter
+    def consumer(self, consumer: str) -> None:
+        self.join(consumer=consumer)
 
     def fence_key(self, consumer: str | None = None) -> str:
         """The key a claimer bumps to fence ``consumer`` off (exactly-once)."""
-        return derived_key(self.stream, f"fence:{self.group}:{consumer or self.consumer}")
+        return fence_key(self.stream, self.group, consumer or self.consumer)
 
     def state_prefix(self, name: str) -> str:
         """Key prefix of the keyed state ``name`` (same hash slot as the stream)."""
@@ -329,10 +400,74 @@ class RedisStreamSource(
             return TransactionalState(self, self.state_prefix(name))
         return RedisStateBackend(client=self.client, prefix=self.state_prefix(name))
 
+    # -- reading ------------------------------------------------------------------------
+    async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
+        count = max(1, min(self.batch_size, chunk_size))
+        reader = self._reader
+        unacked = self._unacked
+        while True:
+            block = not unacked.item_count or self._ack_requested
+            entries = await reader.next_entries(count, block=block)
+            if entries:
+                items = await reader.accept(entries)
+                if items:
+                    self._ack_requested = False
+                    yield items
+                elif not unacked.item_count:
+                    await self._settle_unyielded()
+                if unacked.item_count >= self.ack_every:
+                    self._ack_requested = True
+                    yield []
+                continue
+            if unacked.item_count:
+                self._ack_requested = True
+                yield []  # nothing more ready: ask the pipeline to acknowledge
+                continue
+            if unacked:
+                await self._settle_unyielded()
+            if self.stop_when_drained and await reader.drained():
+                return
+
+    # -- acknowledging ------------------------------------------------------------------
+    async def acknowledge(self, count: int) -> None:
+        """The oldest ``count`` items yielded are handled: XACK them (or commit the epoch)."""
+        unacked = self._unacked
+        if count < 0 or count > unacked.item_count:
+            raise ConfigError(
+                f"acknowledge({count}): only {unacked.item_count} items are unacknowledged"
+            )
+        self._ack_requested = False
+        if self._committer is None:
+            await self._acknowledger.acknowledge(count)
+            return
+        if count != unacked.item_count:
+            raise ConfigError(
+                f"exactly_once commits whole epochs: acknowledge({count}) while "
+                f"{unacked.item_count} items are unacknowledged"
+            )
+        await self._commit()
+
+    async def reject(self, failed: list[Result]) -> None:
+        """Dead-letter the entries of ``failed`` (or keep them pending), before their ack."""
+        await self._failures.reject(failed)
+
+    async def _settle_unyielded(self) -> None:
+        """Acknowledge batches that yielded no item (all dead-lettered or gone)."""
+        if self._committer is None:
+            await self._acknowledger.settle()
+        else:
+            await self._commit()
+
+    async def _commit(self) -> None:
+        """Exactly once: commit the epoch; when it aborts, read its entries again."""
+        assert self._committer is not None
+        if not await self._committer.commit():
+            self._reader.replay_unacknowledged()
+
     # -- lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
-        if self.exactly_once:
-            self._conn = self.client.dedicated()
+        if self.fenced_connection is not None:
+            self.fenced_connection.open(self.fence_key())
         reply = await self.client.send(
             pack("XGROUP", "CREATE", self.stream, self.group, self.start, "MKSTREAM"), 1
         )
@@ -348,11 +483,9 @@ class RedisStreamSource(
 
     async def aclose(self) -> None:
         # What was read and not acknowledged stays pending in Redis (redelivered): count it.
-        self.stats.left_pending += self._unacked_items + sum(
-            len(batch.other_ids) for batch in self._batches
-        )
+        self.stats.left_pending += self._unacked.left_pending()
         try:
-            if self._opened and not self._batches and not self._unacked_items:
+            if self._opened and not self._unacked:
                 # Leave the group tidy: forget this consumer when it holds nothing.
                 with trio.move_on_after(2):
                     mine = await self.client.send(
@@ -367,10 +500,8 @@ class RedisStreamSource(
             pass  # tidying is best effort: a lost connection must not hide the real error
         finally:
             self._opened = False
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            self._watching = False
+            if self.fenced_connection is not None:
+                self.fenced_connection.close()
             if self._owns_client:
                 self.client.close()
 
