@@ -186,7 +186,6 @@ KNOWN_CYCLES: list[list[str]] = [
         "haive.dataflow.reactive._create",
         "haive.dataflow.reactive._fused",
         "haive.dataflow.reactive._recover",
-        "haive.dataflow.reactive._runtime",
         "haive.dataflow.reactive._timed",
         "haive.dataflow.reactive.bridges",
         "haive.dataflow.reactive.observable",

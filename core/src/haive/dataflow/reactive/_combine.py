@@ -18,23 +18,18 @@ from ..errors import ConfigError
 from ..runtime.backpressure import BoundedBuffer
 from ..runtime.defaults import DEFAULT_BUFFER_SIZE
 from ._runtime import (
-    ASYNC_ITERABLE,
-    AWAITABLE,
-    ITERABLE,
     NOTHING,
-    OBSERVABLE,
-    SINGLE,
     Emit,
     Ready,
     RunState,
     SerialEmit,
     call,
-    classify,
     close_pull,
     open_nursery,
     open_pull_or_raise,
     start_run,
 )
+from ._source import ASYNC_ITERABLE, AWAITABLE, ITERABLE, OBSERVABLE, SINGLE, classify
 from .observable import Observable, PullOptions, _Custom, as_observable, merge_roots
 
 

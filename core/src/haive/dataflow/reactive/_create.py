@@ -18,16 +18,12 @@ import trio
 
 from ..errors import ConfigError
 from ._runtime import (
-    ASYNC_ITERABLE,
-    AWAITABLE,
-    ITERABLE,
-    OBSERVABLE,
     Emit,
     Ready,
     check_callable,
-    classify,
     positive_int,
 )
+from ._source import ASYNC_ITERABLE, AWAITABLE, ITERABLE, OBSERVABLE, classify
 from .observable import Observable, PullOptions, _Custom
 
 

@@ -17,7 +17,7 @@ its :class:`RunState` and cancels the scope that encloses the upstream, so ``ret
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -248,22 +248,3 @@ async def call(fn: Callable[..., Any], *args: Any) -> Any:
     if inspect.isawaitable(value):
         value = await value
     return value
-
-
-# -- what flat_map / catch_error / from_ accept ------------------------------------------
-SINGLE, ITERABLE, ASYNC_ITERABLE, AWAITABLE, OBSERVABLE = range(5)
-
-
-def classify(value: object) -> int:
-    """How a function result is flattened: one of the constants above."""
-    from .observable import Observable
-
-    if isinstance(value, Observable):
-        return OBSERVABLE
-    if hasattr(value, "__aiter__"):
-        return ASYNC_ITERABLE
-    if inspect.isawaitable(value):
-        return AWAITABLE
-    if isinstance(value, str | bytes | bytearray | Mapping) or not isinstance(value, Iterable):
-        return SINGLE
-    return ITERABLE

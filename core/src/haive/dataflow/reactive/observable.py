@@ -5,67 +5,33 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Hashable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-import attrs
 import trio
 
 from ..errors import ConfigError
-from ..runtime.backpressure import strategy_spec
 from ..runtime.defaults import DEFAULT_BUFFER_SIZE, DEFAULT_CHUNK_SIZE
 from ..runtime.retry import RetryPolicy
 from ..runtime.units import Duration
-from ..runtime.validation import POSITIVE_INT, duration
+from ..runtime.validation import duration
 from ._runtime import (
     NOTHING,
-    Emit,
     Ready,
     check_callable,
     positive_int,
     seconds,
 )
+from ._source import FunctionSource, PullOptions, Source, merge_roots
 
 if TYPE_CHECKING:
     from ..pipelines.streaming_pipeline import StreamingPipeline
     from ._fused import StepSpec
-    from .subject import ReactiveStream, SharedObservable
+    from .subject import SharedObservable
     from .subscription import StreamIterator, Subscriber, Subscription
 
 T = TypeVar("T")
 U = TypeVar("U")
-
-
-@attrs.define(eq=False)
-class PullOptions:
-    """How hot streams buffer for one pulling consumer; ``readers`` collects the hot
-    readers opened for it (so the consumer can stop them and report their counters).
-
-    Example::
-
-        >>> PullOptions(buffer_size=10, backpressure="drop_newest").readers
-        []
-    """
-
-    buffer_size: int = attrs.field(default=DEFAULT_BUFFER_SIZE, validator=POSITIVE_INT)
-    backpressure: object = "block"
-    readers: list[Any] = attrs.field(factory=list)
-    #: What errors name (the operation given these options: ``subscribe``, ``iterate``...).
-    config_owner: str = attrs.field(default="PullOptions", kw_only=True)
-
-    def __attrs_post_init__(self) -> None:
-        # A strategy name is resolved once, here, not in every buffer made from the options.
-        self.backpressure = strategy_spec(
-            self.backpressure, owner=self.config_owner, parameter="backpressure"
-        )
-
-
-def merge_roots(*sources: Observable[Any]) -> tuple[ReactiveStream[Any], ...]:
-    roots: dict[int, ReactiveStream[Any]] = {}
-    for source in sources:
-        for root in source._roots:
-            roots.setdefault(id(root), root)
-    return tuple(roots.values())
 
 
 def as_observable(value: object, what: str) -> Observable[Any]:
@@ -87,7 +53,7 @@ class _Combinator:
         return functools.partial(self.fn, obj)
 
 
-class Observable(Generic[T]):
+class Observable(Source[T]):
     """A stream of items you transform with operators and consume with subscribers.
 
     Observables are *cold*: nothing runs until something consumes them, and every consumer
@@ -107,27 +73,9 @@ class Observable(Generic[T]):
         [0, 20, 60, 120, 200]
     """
 
-    __slots__ = ("_label", "_roots")
+    __slots__ = ()
 
-    def __init__(self, *, label: str, roots: tuple[ReactiveStream[Any], ...] = ()) -> None:
-        self._label = label
-        self._roots = roots
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._label}>"
-
-    # -- the run protocol (see _runtime) ---------------------------------------------------
-    async def _run(self, emit: Emit, ready: Ready) -> None:
-        raise NotImplementedError
-
-    def _pullable(self) -> bool:
-        """Whether :meth:`_open_pull` works: no task of its own is needed to read this."""
-        return False
-
-    def _open_pull(self, options: PullOptions) -> AsyncIterator[list[T]] | None:
-        """Batches read in the consumer's own task, or ``None`` if this needs tasks."""
-        return None
-
+    # The run protocol (_run, _pullable, _open_pull) is Source's; see _source and _runtime.
     def _then(self, spec: StepSpec) -> Observable[Any]:
         from ._fused import Fused
 
@@ -1008,33 +956,10 @@ class Observable(Generic[T]):
         await self._run(each, Ready())
 
 
-class _Custom(Observable[T]):
+class _Custom(FunctionSource[T], Observable[T]):
     """An observable defined by a run function (and optionally a pull function)."""
 
-    __slots__ = ("_can_pull", "_puller", "_runner")
-
-    def __init__(
-        self,
-        runner: Callable[[Emit, Ready], Awaitable[None]],
-        puller: Callable[[PullOptions], AsyncIterator[list[Any]] | None] | None = None,
-        *,
-        label: str,
-        roots: tuple[ReactiveStream[Any], ...] = (),
-        pullable: bool | None = None,
-    ) -> None:
-        super().__init__(label=label, roots=roots)
-        self._runner = runner
-        self._puller = puller
-        self._can_pull = puller is not None if pullable is None else pullable
-
-    def _pullable(self) -> bool:
-        return self._can_pull
-
-    async def _run(self, emit: Emit, ready: Ready) -> None:
-        await self._runner(emit, ready)
-
-    def _open_pull(self, options: PullOptions) -> AsyncIterator[list[T]] | None:
-        return None if self._puller is None else self._puller(options)
+    __slots__ = ()
 
 
 # Re-exported for the operator modules.
