@@ -29,28 +29,39 @@ from ._runtime import (
     open_pull_or_raise,
     start_run,
 )
-from ._source import ASYNC_ITERABLE, AWAITABLE, ITERABLE, OBSERVABLE, SINGLE, classify
-from .observable import Observable, PullOptions, _Custom, as_observable, merge_roots
+from ._source import (
+    ASYNC_ITERABLE,
+    AWAITABLE,
+    ITERABLE,
+    OBSERVABLE,
+    SINGLE,
+    FunctionSource,
+    PullOptions,
+    Source,
+    as_source,
+    classify,
+    merge_roots,
+)
 
 
 def _sources_and_fn(
     args: Sequence[Any], what: str
-) -> tuple[list[Observable[Any]], Callable[..., Any] | None]:
+) -> tuple[list[Source[Any]], Callable[..., Any] | None]:
     fn = None
-    if args and callable(args[-1]) and not isinstance(args[-1], Observable):
+    if args and callable(args[-1]) and not isinstance(args[-1], Source):
         fn, args = args[-1], args[:-1]
-    sources = [as_observable(arg, what) for arg in args]
+    sources = [as_source(arg, what) for arg in args]
     if not sources:
         raise ConfigError(f"{what} needs at least one observable")
     return sources, fn
 
 
-def _labels(sources: Sequence[Observable[Any]]) -> str:
+def _labels(sources: Sequence[Source[Any]]) -> str:
     return ", ".join(source._label for source in sources)
 
 
-def merge(args: Sequence[Any]) -> Observable[Any]:
-    sources = [as_observable(arg, "merge") for arg in args]
+def merge(args: Sequence[Any]) -> Source[Any]:
+    sources = [as_source(arg, "merge") for arg in args]
     if not sources:
         raise ConfigError("merge needs at least one observable")
     if len(sources) == 1:
@@ -63,11 +74,11 @@ def merge(args: Sequence[Any]) -> Observable[Any]:
                 await nursery.start(start_run, source, serial)
             ready.started()
 
-    return _Custom(run, label=f"merge({_labels(sources)})", roots=merge_roots(*sources))
+    return FunctionSource(run, label=f"merge({_labels(sources)})", roots=merge_roots(*sources))
 
 
-def concat(args: Sequence[Any]) -> Observable[Any]:
-    sources = [as_observable(arg, "concat") for arg in args]
+def concat(args: Sequence[Any]) -> Source[Any]:
+    sources = [as_source(arg, "concat") for arg in args]
     if not sources:
         raise ConfigError("concat needs at least one observable")
 
@@ -79,7 +90,7 @@ def concat(args: Sequence[Any]) -> Observable[Any]:
     def pull(options: PullOptions) -> AsyncIterator[list[Any]] | None:
         return _pull_concat(sources, options)
 
-    return _Custom(
+    return FunctionSource(
         run,
         pull,
         label=f"concat({_labels(sources)})",
@@ -89,7 +100,7 @@ def concat(args: Sequence[Any]) -> Observable[Any]:
 
 
 async def _pull_concat(
-    sources: Sequence[Observable[Any]], options: PullOptions
+    sources: Sequence[Source[Any]], options: PullOptions
 ) -> AsyncIterator[list[Any]]:
     for source in sources:
         inner = open_pull_or_raise(source, options)  # opened only when its turn comes, as in push
@@ -100,7 +111,7 @@ async def _pull_concat(
             await close_pull(inner)
 
 
-def start_with(source: Observable[Any], items: Sequence[Any]) -> Observable[Any]:
+def start_with(source: Source[Any], items: Sequence[Any]) -> Source[Any]:
     first = list(items)
 
     async def run(emit: Emit, ready: Ready) -> None:
@@ -122,7 +133,7 @@ def start_with(source: Observable[Any], items: Sequence[Any]) -> Observable[Any]
         inner = source._open_pull(options)  # attaches now: nothing is missed
         return None if inner is None else _prepend(first, inner)
 
-    return _Custom(
+    return FunctionSource(
         run,
         pull,
         label=f"{source._label} → start_with",
@@ -142,7 +153,7 @@ async def _prepend(first: list[Any], inner: AsyncIterator[list[Any]]) -> AsyncIt
         await close_pull(inner)
 
 
-def combine_latest(args: Sequence[Any]) -> Observable[Any]:
+def combine_latest(args: Sequence[Any]) -> Source[Any]:
     sources, fn = _sources_and_fn(args, "combine_latest")
     n = len(sources)
 
@@ -192,10 +203,10 @@ def combine_latest(args: Sequence[Any]) -> Observable[Any]:
         if state.error is not None:
             raise state.error
 
-    return _Custom(run, label=f"combine_latest({_labels(sources)})", roots=merge_roots(*sources))
+    return FunctionSource(run, label=f"combine_latest({_labels(sources)})", roots=merge_roots(*sources))
 
 
-def with_latest_from(source: Observable[Any], args: Sequence[Any]) -> Observable[Any]:
+def with_latest_from(source: Source[Any], args: Sequence[Any]) -> Source[Any]:
     others, fn = _sources_and_fn(args, "with_latest_from")
     k = len(others)
 
@@ -237,14 +248,14 @@ def with_latest_from(source: Observable[Any], args: Sequence[Any]) -> Observable
         if state.error is not None:
             raise state.error
 
-    return _Custom(
+    return FunctionSource(
         run,
         label=f"{source._label} → with_latest_from({_labels(others)})",
         roots=merge_roots(source, *others),
     )
 
 
-def zip_(args: Sequence[Any]) -> Observable[Any]:
+def zip_(args: Sequence[Any]) -> Source[Any]:
     sources, fn = _sources_and_fn(args, "zip")
     n = len(sources)
 
@@ -294,7 +305,7 @@ def zip_(args: Sequence[Any]) -> Observable[Any]:
                 for buffer in buffers:
                     buffer.close_receiving()
 
-    return _Custom(run, label=f"zip({_labels(sources)})", roots=merge_roots(*sources))
+    return FunctionSource(run, label=f"zip({_labels(sources)})", roots=merge_roots(*sources))
 
 
 async def _run_inner(result: Any, kind: int, emit: Emit) -> None:
@@ -305,7 +316,7 @@ async def _run_inner(result: Any, kind: int, emit: Emit) -> None:
     """
     if kind == AWAITABLE:
         result = await result
-        if not isinstance(result, Observable):
+        if not isinstance(result, Source):
             await emit([result])
             return
         kind = OBSERVABLE
@@ -362,8 +373,8 @@ async def _flat_map_batch(
 
 
 def flat_map(
-    source: Observable[Any], fn: Callable[[Any], Any], max_concurrent: int | None
-) -> Observable[Any]:
+    source: Source[Any], fn: Callable[[Any], Any], max_concurrent: int | None
+) -> Source[Any]:
     label = f"{source._label} → flat_map"
 
     async def run_sequential(emit: Emit, ready: Ready) -> None:
@@ -412,5 +423,5 @@ def flat_map(
             raise state.error
 
     if max_concurrent == 1:
-        return _Custom(run_sequential, label=label, roots=source._roots)
-    return _Custom(run_concurrent, label=label, roots=source._roots)
+        return FunctionSource(run_sequential, label=label, roots=source._roots)
+    return FunctionSource(run_concurrent, label=label, roots=source._roots)

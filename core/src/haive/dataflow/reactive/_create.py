@@ -1,10 +1,11 @@
-"""The creation operators' runs: what ``Observable.from_iterable``, ``from_async_iterable``,
-``from_``, ``interval``/``timer`` (``_ticks``), ``empty``, ``never``, ``throw``, ``defer`` and
-``create`` return.
+"""The creation operators' runs: the sources behind ``Observable.from_iterable``,
+``from_async_iterable``, ``from_``, ``interval``/``timer`` (``ticks``), ``empty``, ``never``,
+``throw``, ``defer``, ``create`` and ``from_pipeline``.
 
-Each builds a ``_Custom`` observable from a run function (items emitted in the run's task)
-and, where the items can be read without a task, a pull function. The public methods, with
-their argument documentation and examples, are on :class:`~haive.dataflow.reactive.Observable`.
+Each builds a :class:`~._source.FunctionSource` from a run function (items emitted in the
+run's task) and, where the items can be read without a task, a pull function. The public
+methods, with their argument documentation and examples, are on
+:class:`~haive.dataflow.reactive.Observable`, which wraps these sources.
 """
 
 from __future__ import annotations
@@ -12,22 +13,34 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..errors import ConfigError
+from ..runtime.defaults import DEFAULT_CHUNK_SIZE
 from ._runtime import (
     Emit,
     Ready,
     check_callable,
     positive_int,
 )
-from ._source import ASYNC_ITERABLE, AWAITABLE, ITERABLE, OBSERVABLE, classify
-from .observable import Observable, PullOptions, _Custom
+from ._source import (
+    ASYNC_ITERABLE,
+    AWAITABLE,
+    ITERABLE,
+    OBSERVABLE,
+    FunctionSource,
+    PullOptions,
+    Source,
+    classify,
+)
+
+if TYPE_CHECKING:
+    from ..pipelines.streaming_pipeline import StreamingPipeline
 
 
-def from_iterable(iterable: Iterable[Any], chunk_size: int) -> Observable[Any]:
+def from_iterable(iterable: Iterable[Any], chunk_size: int) -> Source[Any]:
     positive_int(chunk_size, "from_iterable", "chunk_size")
     if isinstance(iterable, str | bytes) or not isinstance(iterable, Iterable):
         raise ConfigError(f"from_iterable expects an iterable, got {type(iterable).__name__}")
@@ -68,10 +81,10 @@ def from_iterable(iterable: Iterable[Any], chunk_size: int) -> Observable[Any]:
             if len(batch) < chunk_size:
                 return
 
-    return _Custom(run, pull, label="from_iterable")
+    return FunctionSource(run, pull, label="from_iterable")
 
 
-def from_async_iterable(iterable: AsyncIterable[Any]) -> Observable[Any]:
+def from_async_iterable(iterable: AsyncIterable[Any]) -> Source[Any]:
     if not hasattr(iterable, "__aiter__"):
         raise ConfigError(
             f"from_async_iterable expects an async iterable, got {type(iterable).__name__}"
@@ -86,17 +99,17 @@ def from_async_iterable(iterable: AsyncIterable[Any]) -> Observable[Any]:
         async for item in iterable:
             yield [item]
 
-    return _Custom(run, pull, label="from_async_iterable")
+    return FunctionSource(run, pull, label="from_async_iterable")
 
 
-def from_(value: object) -> Observable[Any]:
+def from_(value: object) -> Source[Any]:
     kind = classify(value)
     if kind == OBSERVABLE:
         return value  # type: ignore[return-value]
     if kind == ASYNC_ITERABLE:
-        return Observable.from_async_iterable(value)  # type: ignore[arg-type]
+        return from_async_iterable(value)  # type: ignore[arg-type]
     if kind == ITERABLE:
-        return Observable.from_iterable(value)  # type: ignore[arg-type]
+        return from_iterable(value, DEFAULT_CHUNK_SIZE)  # type: ignore[arg-type]
     if kind == AWAITABLE:
         awaitable: Awaitable[Any] = value  # type: ignore[assignment]
 
@@ -104,11 +117,11 @@ def from_(value: object) -> Observable[Any]:
             ready.started()
             await emit([await awaitable])
 
-        return _Custom(run, label="from_awaitable")
-    return Observable.of(value)
+        return FunctionSource(run, label="from_awaitable")
+    return from_iterable((value,), DEFAULT_CHUNK_SIZE)
 
 
-def empty() -> Observable[Any]:
+def empty() -> Source[Any]:
     async def run(emit: Emit, ready: Ready) -> None:
         ready.started()
         await trio.lowlevel.checkpoint()
@@ -118,10 +131,10 @@ def empty() -> Observable[Any]:
         return
         yield  # pragma: no cover - makes this an async generator
 
-    return _Custom(run, pull, label="empty")
+    return FunctionSource(run, pull, label="empty")
 
 
-def never() -> Observable[Any]:
+def never() -> Source[Any]:
     async def run(emit: Emit, ready: Ready) -> None:
         ready.started()
         await trio.sleep_forever()
@@ -130,10 +143,10 @@ def never() -> Observable[Any]:
         await trio.sleep_forever()
         yield []  # pragma: no cover
 
-    return _Custom(run, pull, label="never")
+    return FunctionSource(run, pull, label="never")
 
 
-def throw(error: BaseException | Callable[[], BaseException]) -> Observable[Any]:
+def throw(error: BaseException | Callable[[], BaseException]) -> Source[Any]:
     if not isinstance(error, BaseException) and not callable(error):
         raise ConfigError(f"throw expects an exception, got {error!r}")
 
@@ -150,25 +163,25 @@ def throw(error: BaseException | Callable[[], BaseException]) -> Observable[Any]
         raise make()
         yield []  # pragma: no cover
 
-    return _Custom(run, pull, label="throw")
+    return FunctionSource(run, pull, label="throw")
 
 
-def defer(factory: Callable[[], Any]) -> Observable[Any]:
+def defer(factory: Callable[[], Any]) -> Source[Any]:
     check_callable(factory, "defer")
 
     async def run(emit: Emit, ready: Ready) -> None:
         value = factory()
         if classify(value) == AWAITABLE:
             value = await value
-        await Observable.from_(value)._run(emit, ready)
+        await from_(value)._run(emit, ready)
 
     # What the factory returns is known only per run, so this is read through a task.
-    return _Custom(run, label="defer")
+    return FunctionSource(run, label="defer")
 
 
 def create(
     producer: Callable[[Callable[[Any], Awaitable[None]]], Awaitable[None]],
-) -> Observable[Any]:
+) -> Source[Any]:
     check_callable(producer, "create")
 
     async def run(emit: Emit, ready: Ready) -> None:
@@ -179,10 +192,10 @@ def create(
 
         await producer(emit_one)
 
-    return _Custom(run, label="create")
+    return FunctionSource(run, label="create")
 
 
-def _ticks(period: float, label: str, *, first: float | None) -> Observable[int]:
+def ticks(period: float, label: str, *, first: float | None) -> Source[int]:
     """interval / timer: tick 0 at ``first`` (default: one period in), then one per ``period``."""
 
     def schedule() -> tuple[float, float]:
@@ -218,4 +231,23 @@ def _ticks(period: float, label: str, *, first: float | None) -> Observable[int]
             n += 1
             slot = next_slot(start, slot)
 
-    return _Custom(run, pull, label=label)
+    return FunctionSource(run, pull, label=label)
+
+
+def from_pipeline(pipeline: StreamingPipeline, *, results: bool) -> Source[Any]:
+    """See :meth:`Observable.from_pipeline`."""
+    # Imported when used: importing reactive/ does not load the pipelines.
+    from ..pipelines.streaming_pipeline import StreamingPipeline
+
+    if not isinstance(pipeline, StreamingPipeline):
+        raise ConfigError(f"from_pipeline expects a StreamingPipeline, got {pipeline!r}")
+
+    async def run(emit: Emit, ready: Ready) -> None:
+        async with pipeline.run() as stream:
+            ready.started()
+            async for batch in stream.batches():
+                out = batch if results else [result.data for result in batch if result.success]
+                if out:
+                    await emit(out)
+
+    return FunctionSource(run, label=f"pipeline({pipeline.name})")

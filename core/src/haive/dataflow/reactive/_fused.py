@@ -29,7 +29,7 @@ from ._runtime import (
     coroutine_error,
     is_async_callable,
 )
-from .observable import Observable, PullOptions
+from ._source import PullOptions, Source
 
 
 class EmptyStreamError(HaiveError, LookupError):
@@ -38,6 +38,7 @@ class EmptyStreamError(HaiveError, LookupError):
     Example::
 
         >>> import trio
+        >>> from haive.dataflow.reactive import Observable
         >>> async def main():
         ...     try:
         ...         await Observable.empty().reduce(lambda a, b: a + b).to_list()
@@ -171,19 +172,16 @@ class FusedRun:
             await _maybe_await(on_error(error))
 
 
-class Fused(Observable[Any]):
+class Fused(Source[Any]):
     """A source followed by fused steps (see the module docstring)."""
 
     __slots__ = ("_source", "_specs")
 
-    def __init__(self, source: Observable[Any], specs: tuple[StepSpec, ...]) -> None:
+    def __init__(self, source: Source[Any], specs: tuple[StepSpec, ...]) -> None:
         label = f"{source._label} → {specs[-1].name}" if specs else source._label
         super().__init__(label=label, roots=source._roots)
         self._source = source
         self._specs = specs
-
-    def _then(self, spec: StepSpec) -> Observable[Any]:
-        return Fused(self._source, (*self._specs, spec))
 
     async def _run(self, emit: Emit, ready: Ready) -> None:
         state = RunState()
@@ -240,6 +238,14 @@ class Fused(Observable[Any]):
                 raise error
         finally:
             await close_pull(inner)
+
+
+def fuse(source: Source[Any], spec: StepSpec) -> Fused:
+    """``source`` followed by ``spec``: one more step of the same run if ``source`` is
+    already fused."""
+    if isinstance(source, Fused):
+        return Fused(source._source, (*source._specs, spec))
+    return Fused(source, (spec,))
 
 
 # -- the steps -----------------------------------------------------------------------------

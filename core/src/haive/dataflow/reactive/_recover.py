@@ -15,17 +15,18 @@ import trio
 from ..errors import ConfigError
 from ..runtime.retry import RetryPolicy
 from ..runtime.units import Duration
+from ._create import from_
 from ._runtime import Emit, Ready, call, close_pull, open_pull_or_raise, positive_int
-from .observable import Observable, PullOptions, _Custom
+from ._source import FunctionSource, PullOptions, Source
 
 
 def retry(
-    source: Observable[Any],
+    source: Source[Any],
     retries: int | RetryPolicy | None,
     backoff: Duration,
     multiplier: float,
     reset_on_success: bool,
-) -> Observable[Any]:
+) -> Source[Any]:
     if isinstance(retries, RetryPolicy):
         policy = retries
         limit: float = retries.attempts - 1
@@ -79,7 +80,7 @@ def retry(
             if pause:
                 await trio.sleep(pause)
 
-    return _Custom(
+    return FunctionSource(
         run,
         pull,
         label=f"{source._label} → retry",
@@ -89,10 +90,10 @@ def retry(
 
 
 def catch_error(
-    source: Observable[Any],
+    source: Source[Any],
     handler: Callable[[BaseException], Any],
     exceptions: type[BaseException] | tuple[type[BaseException], ...],
-) -> Observable[Any]:
+) -> Source[Any]:
     kinds = exceptions if isinstance(exceptions, tuple) else (exceptions,)
     for kind in kinds:
         if not (isinstance(kind, type) and issubclass(kind, Exception)):
@@ -108,7 +109,7 @@ def catch_error(
             result = await call(handler, exc)
         ready.started()
         if result is not None:
-            await Observable.from_(result)._run(emit, ready)
+            await from_(result)._run(emit, ready)
 
     async def pull(options: PullOptions) -> AsyncIterator[list[Any]]:
         inner = open_pull_or_raise(source, options)
@@ -122,7 +123,7 @@ def catch_error(
             await close_pull(inner)
         if result is None:
             return
-        fallback = Observable.from_(result)._open_pull(options)
+        fallback = from_(result)._open_pull(options)
         if fallback is None:
             raise TypeError(f"catch_error: the fallback {result!r} cannot be read without tasks")
         try:
@@ -131,7 +132,7 @@ def catch_error(
         finally:
             await close_pull(fallback)
 
-    return _Custom(
+    return FunctionSource(
         run,
         pull,
         label=f"{source._label} → catch_error",

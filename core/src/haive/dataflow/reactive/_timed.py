@@ -16,10 +16,10 @@ import trio
 from ..runtime.backpressure import BoundedBuffer
 from ..runtime.defaults import DEFAULT_BUFFER_SIZE
 from ._runtime import NOTHING, Emit, Ready, SerialEmit, open_nursery, start_run
-from .observable import Observable, _Custom
+from ._source import FunctionSource, Source
 
 
-def debounce(source: Observable[Any], period: float) -> Observable[Any]:
+def debounce(source: Source[Any], period: float) -> Source[Any]:
     async def run(emit: Emit, ready: Ready) -> None:
         pending: Any = NOTHING
         due = math.inf
@@ -52,10 +52,10 @@ def debounce(source: Observable[Any], period: float) -> Observable[Any]:
         if pending is not NOTHING:
             await emit([pending])
 
-    return _Custom(run, label=f"{source._label} → debounce({period:g}s)", roots=source._roots)
+    return FunctionSource(run, label=f"{source._label} → debounce({period:g}s)", roots=source._roots)
 
 
-def sample(source: Observable[Any], period: float) -> Observable[Any]:
+def sample(source: Source[Any], period: float) -> Source[Any]:
     async def run(emit: Emit, ready: Ready) -> None:
         latest: Any = NOTHING
         done = False
@@ -88,12 +88,12 @@ def sample(source: Observable[Any], period: float) -> Observable[Any]:
         if latest is not NOTHING:
             await emit([latest])
 
-    return _Custom(run, label=f"{source._label} → sample({period:g}s)", roots=source._roots)
+    return FunctionSource(run, label=f"{source._label} → sample({period:g}s)", roots=source._roots)
 
 
 def buffer_time(
-    source: Observable[Any], period: float, max_count: int | None, emit_empty: bool
-) -> Observable[Any]:
+    source: Source[Any], period: float, max_count: int | None, emit_empty: bool
+) -> Source[Any]:
     async def run(emit: Emit, ready: Ready) -> None:
         items: list[Any] = []
         done = False
@@ -138,10 +138,10 @@ def buffer_time(
         if items:
             await emit([items])
 
-    return _Custom(run, label=f"{source._label} → buffer_time({period:g}s)", roots=source._roots)
+    return FunctionSource(run, label=f"{source._label} → buffer_time({period:g}s)", roots=source._roots)
 
 
-def windows(source: Observable[Any], count: int | None, period: float | None) -> Observable[Any]:
+def windows(source: Source[Any], count: int | None, period: float | None) -> Source[Any]:
     """``window(count)`` and ``window_time(period)``.
 
     The upstream (and the timer) run in a task of their own and put each new window in a
@@ -223,10 +223,10 @@ def windows(source: Observable[Any], count: int | None, period: float | None) ->
                     break
                 await emit(batch)
 
-    return _Custom(run, label=f"{source._label} → {label}", roots=source._roots)
+    return FunctionSource(run, label=f"{source._label} → {label}", roots=source._roots)
 
 
-def delay(source: Observable[Any], period: float) -> Observable[Any]:
+def delay(source: Source[Any], period: float) -> Source[Any]:
     async def run(emit: Emit, ready: Ready) -> None:
         # (due time, item) pairs; bounded, so a fast upstream waits for the delayed ones.
         queue: BoundedBuffer[tuple[float, Any]] = BoundedBuffer(
@@ -266,12 +266,12 @@ def delay(source: Observable[Any], period: float) -> Observable[Any]:
                     i = j
         await trio.sleep_until(completion_due)
 
-    return _Custom(run, label=f"{source._label} → delay({period:g}s)", roots=source._roots)
+    return FunctionSource(run, label=f"{source._label} → delay({period:g}s)", roots=source._roots)
 
 
 def timeout(
-    source: Observable[Any], period: float, fallback: Observable[Any] | None
-) -> Observable[Any]:
+    source: Source[Any], period: float, fallback: Source[Any] | None
+) -> Source[Any]:
     async def run(emit: Emit, ready: Ready) -> None:
         scope = trio.CancelScope(deadline=trio.current_time() + period)
 
@@ -289,4 +289,4 @@ def timeout(
             await fallback._run(emit, ready)
 
     roots = source._roots if fallback is None else (*source._roots, *fallback._roots)
-    return _Custom(run, label=f"{source._label} → timeout({period:g}s)", roots=roots)
+    return FunctionSource(run, label=f"{source._label} → timeout({period:g}s)", roots=roots)

@@ -1,5 +1,6 @@
-"""Bridges to pipelines: an observable as a :class:`~haive.dataflow.DataSource`, and a
-:class:`~haive.dataflow.StreamingPipeline`'s output as an observable.
+"""Bridges to pipelines: an observable as a :class:`~haive.dataflow.DataSource`
+(:class:`ObservableSource`), and a :class:`~haive.dataflow.StreamingPipeline`'s output as an
+observable (:meth:`Observable.from_pipeline <haive.dataflow.reactive.Observable.from_pipeline>`).
 
 Example: a reactive stream feeds a pipeline, whose outputs are observed again::
 
@@ -17,7 +18,7 @@ Example: a reactive stream feeds a pipeline, whose outputs are observed again::
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -25,12 +26,9 @@ from ..errors import ConfigError
 from ..io.sources import DataSource
 from ..runtime.backpressure import BoundedBuffer
 from ..runtime.defaults import DEFAULT_BUFFER_SIZE
-from ._runtime import Emit, Ready
-from .observable import Observable, PullOptions, _Custom
-
-if TYPE_CHECKING:
-    from ..pipelines.streaming_pipeline import StreamingPipeline
-    from .subscription import _Feed
+from ._source import PullOptions
+from .observable import Observable
+from .subscription import _Feed
 
 
 class ObservableSource(DataSource):
@@ -95,8 +93,6 @@ class ObservableSource(DataSource):
         if self._pulled is None:
             if self.nursery is None:
                 raise ConfigError(f"ObservableSource: {self.observable!r} needs nursery=")
-            from .subscription import _Feed
-
             buffer: BoundedBuffer[Any] = BoundedBuffer(
                 self.buffer_size, self.backpressure, name=f"source({self.observable._label})"
             )
@@ -125,21 +121,3 @@ class ObservableSource(DataSource):
             await closer()
         else:
             await trio.lowlevel.checkpoint()
-
-
-def pipeline_observable(pipeline: StreamingPipeline, *, results: bool) -> Observable[Any]:
-    """See :meth:`Observable.from_pipeline`."""
-    from ..pipelines.streaming_pipeline import StreamingPipeline
-
-    if not isinstance(pipeline, StreamingPipeline):
-        raise ConfigError(f"from_pipeline expects a StreamingPipeline, got {pipeline!r}")
-
-    async def run(emit: Emit, ready: Ready) -> None:
-        async with pipeline.run() as stream:
-            ready.started()
-            async for batch in stream.batches():
-                out = batch if results else [result.data for result in batch if result.success]
-                if out:
-                    await emit(out)
-
-    return _Custom(run, label=f"pipeline({pipeline.name})")

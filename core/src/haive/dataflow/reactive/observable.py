@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import trio
@@ -15,29 +15,26 @@ from ..runtime.defaults import DEFAULT_BUFFER_SIZE, DEFAULT_CHUNK_SIZE
 from ..runtime.retry import RetryPolicy
 from ..runtime.units import Duration
 from ..runtime.validation import duration
+from . import _combine, _create, _fused, _recover, _timed
 from ._runtime import (
     NOTHING,
+    Emit,
     Ready,
     check_callable,
+    is_async_callable,
     positive_int,
     seconds,
 )
-from ._source import FunctionSource, PullOptions, Source, merge_roots
+from ._source import PullOptions, Source, as_source
+from .subscription import StreamIterator, Subscriber, Subscription
 
 if TYPE_CHECKING:
     from ..pipelines.streaming_pipeline import StreamingPipeline
     from ._fused import StepSpec
     from .subject import SharedObservable
-    from .subscription import StreamIterator, Subscriber, Subscription
 
 T = TypeVar("T")
 U = TypeVar("U")
-
-
-def as_observable(value: object, what: str) -> Observable[Any]:
-    if isinstance(value, Observable):
-        return value
-    raise ConfigError(f"{what} expects Observables, got {type(value).__name__} {value!r}")
 
 
 class _Combinator:
@@ -76,10 +73,13 @@ class Observable(Source[T]):
     __slots__ = ()
 
     # The run protocol (_run, _pullable, _open_pull) is Source's; see _source and _runtime.
-    def _then(self, spec: StepSpec) -> Observable[Any]:
-        from ._fused import Fused
+    def _unwrapped(self) -> Source[T]:
+        """The source operators are applied to: this observable, or the operator's source
+        it stands for (see :class:`_SourceObservable`)."""
+        return self
 
-        return Fused(self, (spec,))
+    def _then(self, spec: StepSpec) -> Observable[Any]:
+        return _observable(_fused.fuse(self._unwrapped(), spec))
 
     # -- creating -------------------------------------------------------------------------
     @staticmethod
@@ -104,9 +104,7 @@ class Observable(Source[T]):
             >>> trio.run(Observable.from_iterable(range(3)).to_list)
             [0, 1, 2]
         """
-        from ._create import from_iterable
-
-        return from_iterable(iterable, chunk_size)
+        return _observable(_create.from_iterable(iterable, chunk_size))
 
     @staticmethod
     def from_async_iterable(iterable: AsyncIterable[U]) -> Observable[U]:
@@ -123,9 +121,7 @@ class Observable(Source[T]):
             >>> trio.run(Observable.from_async_iterable(numbers()).to_list)
             [0, 1, 2]
         """
-        from ._create import from_async_iterable
-
-        return from_async_iterable(iterable)
+        return _observable(_create.from_async_iterable(iterable))
 
     @staticmethod
     def from_(value: object) -> Observable[Any]:
@@ -137,9 +133,7 @@ class Observable(Source[T]):
             >>> trio.run(Observable.from_("ab").to_list), trio.run(Observable.from_([1, 2]).to_list)
             (['ab'], [1, 2])
         """
-        from ._create import from_
-
-        return from_(value)
+        return _observable(_create.from_(value))
 
     @staticmethod
     def interval(period: Duration) -> Observable[int]:
@@ -159,9 +153,9 @@ class Observable(Source[T]):
             >>> trio.run(main)
             [0, 1, 2]
         """
-        from ._create import _ticks
-
-        return _ticks(seconds(period, "interval", "period"), "interval", first=None)
+        return _observable(
+            _create.ticks(seconds(period, "interval", "period"), "interval", first=None)
+        )
 
     @staticmethod
     def timer(due: Duration, period: Duration | None = None) -> Observable[int]:
@@ -175,12 +169,10 @@ class Observable(Source[T]):
             >>> trio.run(Observable.timer(0.01).to_list)
             [0]
         """
-        from ._create import _ticks
-
         due_s = duration("timer", "due", due, positive=False)
         if period is None:
-            return _ticks(math.inf, "timer", first=due_s)
-        return _ticks(seconds(period, "timer", "period"), "timer", first=due_s)
+            return _observable(_create.ticks(math.inf, "timer", first=due_s))
+        return _observable(_create.ticks(seconds(period, "timer", "period"), "timer", first=due_s))
 
     @staticmethod
     def empty() -> Observable[Any]:
@@ -191,9 +183,7 @@ class Observable(Source[T]):
             >>> trio.run(Observable.empty().to_list)
             []
         """
-        from ._create import empty
-
-        return empty()
+        return _observable(_create.empty())
 
     @staticmethod
     def never() -> Observable[Any]:
@@ -208,9 +198,7 @@ class Observable(Source[T]):
             >>> trio.run(main)
             'still waiting'
         """
-        from ._create import never
-
-        return never()
+        return _observable(_create.never())
 
     @staticmethod
     def throw(error: BaseException | Callable[[], BaseException]) -> Observable[Any]:
@@ -226,9 +214,7 @@ class Observable(Source[T]):
             >>> trio.run(main)
             'boom'
         """
-        from ._create import throw
-
-        return throw(error)
+        return _observable(_create.throw(error))
 
     @staticmethod
     def defer(factory: Callable[[], Any]) -> Observable[Any]:
@@ -245,9 +231,7 @@ class Observable(Source[T]):
             >>> trio.run(main)
             ([1, 2], [1, 2])
         """
-        from ._create import defer
-
-        return defer(factory)
+        return _observable(_create.defer(factory))
 
     @staticmethod
     def create(
@@ -264,9 +248,7 @@ class Observable(Source[T]):
             >>> trio.run(Observable.create(countdown).to_list)
             [3, 2, 1]
         """
-        from ._create import create
-
-        return create(producer)
+        return _observable(_create.create(producer))
 
     @staticmethod
     def from_pipeline(pipeline: StreamingPipeline, *, results: bool = False) -> Observable[Any]:
@@ -276,9 +258,7 @@ class Observable(Source[T]):
         the pipeline's report and go to its dead-letter sink); ``results=True`` emits every
         :class:`~haive.dataflow.Result`. Example: see :mod:`haive.dataflow.reactive.bridges`.
         """
-        from .bridges import pipeline_observable
-
-        return pipeline_observable(pipeline, results=results)
+        return _observable(_create.from_pipeline(pipeline, results=results))
 
     # -- combining (also callable on the class: Observable.merge(a, b)) -------------------
     @_Combinator
@@ -295,9 +275,7 @@ class Observable(Source[T]):
             >>> trio.run(main, clock=MockClock(autojump_threshold=0))
             (['a', 'b'], ['a', 'b'])
         """
-        from ._combine import merge
-
-        return merge(sources)
+        return _observable(_combine.merge(_sources(sources)))
 
     @_Combinator
     def zip(*sources: Any) -> Observable[Any]:
@@ -312,9 +290,7 @@ class Observable(Source[T]):
             >>> trio.run(main)
             ['a', 'bb']
         """
-        from ._combine import zip_
-
-        return zip_(sources)
+        return _observable(_combine.zip_(_sources(sources)))
 
     @_Combinator
     def concat(*sources: Observable[Any]) -> Observable[Any]:
@@ -325,9 +301,7 @@ class Observable(Source[T]):
             >>> trio.run(Observable.of(1, 2).concat(Observable.of(3)).to_list)
             [1, 2, 3]
         """
-        from ._combine import concat
-
-        return concat(sources)
+        return _observable(_combine.concat(_sources(sources)))
 
     @_Combinator
     def combine_latest(*sources: Any) -> Observable[Any]:
@@ -343,9 +317,7 @@ class Observable(Source[T]):
             >>> trio.run(main)
             ['21C']
         """
-        from ._combine import combine_latest
-
-        return combine_latest(sources)
+        return _observable(_combine.combine_latest(_sources(sources)))
 
     def with_latest_from(self, *others: Any) -> Observable[Any]:
         """For each item of this stream, ``(item, *latest of others)`` (or ``fn(item,
@@ -361,9 +333,7 @@ class Observable(Source[T]):
             >>> trio.run(main)
             [(0, 'dark'), (1, 'dark')]
         """
-        from ._combine import with_latest_from
-
-        return with_latest_from(self, others)
+        return _observable(_combine.with_latest_from(self._unwrapped(), _sources(others)))
 
     def start_with(self, *items: Any) -> Observable[Any]:
         """Emits ``items`` first, then this stream (already subscribed, so a hot stream loses
@@ -374,9 +344,7 @@ class Observable(Source[T]):
             >>> trio.run(Observable.of(3).start_with(1, 2).to_list)
             [1, 2, 3]
         """
-        from ._combine import start_with
-
-        return start_with(self, items)
+        return _observable(_combine.start_with(self._unwrapped(), items))
 
     # -- per-item operators (fused) -------------------------------------------------------
     def map(self, fn: Callable[[T], U] | Callable[[T], Awaitable[U]]) -> Observable[U]:
@@ -388,9 +356,7 @@ class Observable(Source[T]):
             ['1', '2']
         """
         check_callable(fn, "map")
-        from ._fused import map_step
-
-        return self._then(map_step(fn))
+        return self._then(_fused.map_step(fn))
 
     def filter(self, predicate: Callable[[T], object]) -> Observable[T]:
         """Items for which ``predicate(item)`` is true (sync or async predicate).
@@ -401,9 +367,7 @@ class Observable(Source[T]):
             [1, 3]
         """
         check_callable(predicate, "filter")
-        from ._fused import filter_step
-
-        return self._then(filter_step(predicate))
+        return self._then(_fused.filter_step(predicate))
 
     def scan(self, fn: Callable[[Any, T], Any], seed: Any = NOTHING) -> Observable[Any]:
         """Every accumulated value ``acc = fn(acc, item)``; without ``seed`` the first item
@@ -415,9 +379,7 @@ class Observable(Source[T]):
             [11, 13, 16]
         """
         check_callable(fn, "scan")
-        from ._fused import scan_step
-
-        return self._then(scan_step(fn, seed))
+        return self._then(_fused.scan_step(fn, seed))
 
     def reduce(self, fn: Callable[[Any, T], Any], seed: Any = NOTHING) -> Observable[Any]:
         """The final accumulated value, at completion (see :meth:`scan`).
@@ -428,9 +390,7 @@ class Observable(Source[T]):
             [6]
         """
         check_callable(fn, "reduce")
-        from ._fused import scan_step
-
-        return self._then(scan_step(fn, seed, emit_each=False))
+        return self._then(_fused.scan_step(fn, seed, emit_each=False))
 
     def take(self, count: int) -> Observable[T]:
         """The first ``count`` items, then completion (upstream is unsubscribed).
@@ -441,9 +401,7 @@ class Observable(Source[T]):
             [0, 1]
         """
         positive_int(count, "take", "count", minimum=0)
-        from ._fused import take_step
-
-        return self._then(take_step(count))
+        return self._then(_fused.take_step(count))
 
     def skip(self, count: int) -> Observable[T]:
         """Everything but the first ``count`` items.
@@ -454,9 +412,7 @@ class Observable(Source[T]):
             [3]
         """
         positive_int(count, "skip", "count", minimum=0)
-        from ._fused import skip_step
-
-        return self._then(skip_step(count))
+        return self._then(_fused.skip_step(count))
 
     def distinct(self, key: Callable[[T], Hashable] | None = None) -> Observable[T]:
         """Items whose key (the item itself by default; must be hashable) was not seen yet.
@@ -470,9 +426,7 @@ class Observable(Source[T]):
         """
         if key is not None:
             check_callable(key, "distinct")
-        from ._fused import distinct_step
-
-        return self._then(distinct_step(key))
+        return self._then(_fused.distinct_step(key))
 
     def distinct_until_changed(self, key: Callable[[T], Any] | None = None) -> Observable[T]:
         """Items whose key differs from the previous item's key.
@@ -484,9 +438,7 @@ class Observable(Source[T]):
         """
         if key is not None:
             check_callable(key, "distinct_until_changed")
-        from ._fused import distinct_until_changed_step
-
-        return self._then(distinct_until_changed_step(key))
+        return self._then(_fused.distinct_until_changed_step(key))
 
     def tap(
         self,
@@ -511,9 +463,7 @@ class Observable(Source[T]):
         ):
             if fn is not None:
                 check_callable(fn, what)
-        from ._fused import tap_step
-
-        return self._then(tap_step(on_next, on_error, on_completed))
+        return self._then(_fused.tap_step(on_next, on_error, on_completed))
 
     def buffer(self, count: int) -> Observable[list[T]]:
         """Lists of ``count`` items; the last, shorter list at completion.
@@ -524,9 +474,7 @@ class Observable(Source[T]):
             [[1, 2], [3, 4], [5]]
         """
         positive_int(count, "buffer", "count")
-        from ._fused import buffer_step
-
-        return self._then(buffer_step(count))
+        return self._then(_fused.buffer_step(count))
 
     def window(self, count: int) -> Observable[Observable[T]]:
         """An observable per ``count`` consecutive items, emitted when its first item
@@ -544,9 +492,7 @@ class Observable(Source[T]):
             [3, 7, 5]
         """
         positive_int(count, "window", "count")
-        from ._timed import windows
-
-        return windows(self, count, None)
+        return _observable(_timed.windows(self._unwrapped(), count, None))
 
     def throttle(self, period: Duration) -> Observable[T]:
         """Emits an item, then ignores items for ``period`` seconds (throttle-first).
@@ -562,9 +508,7 @@ class Observable(Source[T]):
             >>> trio.run(main, clock=MockClock(autojump_threshold=0))
             [0, 3, 6]
         """
-        from ._fused import throttle_step
-
-        return self._then(throttle_step(seconds(period, "throttle", "period")))
+        return self._then(_fused.throttle_step(seconds(period, "throttle", "period")))
 
     # -- operators that run tasks ---------------------------------------------------------
     def flat_map(
@@ -595,9 +539,7 @@ class Observable(Source[T]):
         check_callable(fn, "flat_map")
         if max_concurrent is not None:
             positive_int(max_concurrent, "flat_map", "max_concurrent")
-        from ._combine import flat_map
-
-        return flat_map(self, fn, max_concurrent)
+        return _observable(_combine.flat_map(self._unwrapped(), fn, max_concurrent))
 
     def debounce(self, period: Duration) -> Observable[T]:
         """An item once ``period`` seconds pass without a newer one (the latest of a burst);
@@ -616,9 +558,9 @@ class Observable(Source[T]):
             >>> trio.run(main, clock=MockClock(autojump_threshold=0))
             [3, 4]
         """
-        from ._timed import debounce
-
-        return debounce(self, seconds(period, "debounce", "period"))
+        return _observable(
+            _timed.debounce(self._unwrapped(), seconds(period, "debounce", "period"))
+        )
 
     def sample(self, period: Duration) -> Observable[T]:
         """Every ``period`` seconds, the latest item if a new one arrived since the last
@@ -635,9 +577,7 @@ class Observable(Source[T]):
             >>> trio.run(main, clock=MockClock(autojump_threshold=0))
             [1, 3]
         """
-        from ._timed import sample
-
-        return sample(self, seconds(period, "sample", "period"))
+        return _observable(_timed.sample(self._unwrapped(), seconds(period, "sample", "period")))
 
     def buffer_time(
         self, period: Duration, *, max_count: int | None = None, emit_empty: bool = False
@@ -660,9 +600,8 @@ class Observable(Source[T]):
         """
         if max_count is not None:
             positive_int(max_count, "buffer_time", "max_count")
-        from ._timed import buffer_time
-
-        return buffer_time(self, seconds(period, "buffer_time", "period"), max_count, emit_empty)
+        period_s = seconds(period, "buffer_time", "period")
+        return _observable(_timed.buffer_time(self._unwrapped(), period_s, max_count, emit_empty))
 
     def window_time(self, period: Duration) -> Observable[Observable[T]]:
         """A window (see :meth:`window`) every ``period`` seconds, starting at subscription.
@@ -680,9 +619,8 @@ class Observable(Source[T]):
             >>> trio.run(main, clock=MockClock(autojump_threshold=0))
             [[0, 1], [2, 3], [4]]
         """
-        from ._timed import windows
-
-        return windows(self, None, seconds(period, "window_time", "period"))
+        period_s = seconds(period, "window_time", "period")
+        return _observable(_timed.windows(self._unwrapped(), None, period_s))
 
     def delay(self, period: Duration) -> Observable[T]:
         """Every item (and the completion) ``period`` seconds later; errors at once.
@@ -700,9 +638,7 @@ class Observable(Source[T]):
             >>> trio.run(main)
             True
         """
-        from ._timed import delay
-
-        return delay(self, seconds(period, "delay", "period"))
+        return _observable(_timed.delay(self._unwrapped(), seconds(period, "delay", "period")))
 
     def timeout(self, period: Duration, fallback: Observable[T] | None = None) -> Observable[T]:
         """Fails with :class:`TimeoutError` (or switches to ``fallback``) when the first item
@@ -720,10 +656,10 @@ class Observable(Source[T]):
             ['fallback']
         """
         if fallback is not None:
-            as_observable(fallback, "timeout: fallback")
-        from ._timed import timeout
-
-        return timeout(self, seconds(period, "timeout", "period"), fallback)
+            as_source(fallback, "timeout: fallback")
+        period_s = seconds(period, "timeout", "period")
+        inner = None if fallback is None else fallback._unwrapped()
+        return _observable(_timed.timeout(self._unwrapped(), period_s, inner))
 
     # -- errors ---------------------------------------------------------------------------
     def retry(
@@ -750,9 +686,9 @@ class Observable(Source[T]):
             >>> trio.run(Observable.defer(flaky).retry(3, backoff=0.001).to_list)
             ['ok']
         """
-        from ._recover import retry
-
-        return retry(self, retries, backoff, multiplier, reset_on_success)
+        return _observable(
+            _recover.retry(self._unwrapped(), retries, backoff, multiplier, reset_on_success)
+        )
 
     def catch_error(
         self,
@@ -771,9 +707,7 @@ class Observable(Source[T]):
             [10, -1]
         """
         check_callable(handler, "catch_error")
-        from ._recover import catch_error
-
-        return catch_error(self, handler, exceptions)
+        return _observable(_recover.catch_error(self._unwrapped(), handler, exceptions))
 
     # -- multicasting ---------------------------------------------------------------------
     def share(self) -> SharedObservable[T]:
@@ -866,8 +800,6 @@ class Observable(Source[T]):
             >>> trio.run(main)
             ([1, 2], 'completed')
         """
-        from .subscription import Subscription
-
         subscription: Subscription[T] = Subscription(
             self,
             on_next,
@@ -900,8 +832,6 @@ class Observable(Source[T]):
             >>> trio.run(main)
             [1, 2, 3]
         """
-        from .subscription import StreamIterator
-
         return StreamIterator(self, buffer_size=buffer_size, backpressure=backpressure)
 
     def __aiter__(self) -> StreamIterator[T]:
@@ -935,8 +865,6 @@ class Observable(Source[T]):
             [1, 2]
         """
         check_callable(fn, "for_each")
-        from ._runtime import is_async_callable
-
         if is_async_callable(fn):
 
             async def each_async(batch: list[Any]) -> None:
@@ -956,11 +884,42 @@ class Observable(Source[T]):
         await self._run(each, Ready())
 
 
-class _Custom(FunctionSource[T], Observable[T]):
-    """An observable defined by a run function (and optionally a pull function)."""
+class _SourceObservable(Observable[T]):
+    """The observable an operator returns: the fluent API over the source the operator
+    module made (operator modules work on sources and never need this class, which is what
+    keeps them below this module). The next operator is applied to that source itself, so a
+    chain of operators runs without these in between."""
 
-    __slots__ = ()
+    __slots__ = ("_source",)
+
+    def __init__(self, source: Source[T]) -> None:
+        super().__init__(label=source._label, roots=source._roots)
+        self._source = source
+
+    def __repr__(self) -> str:
+        return repr(self._source)
+
+    def _unwrapped(self) -> Source[T]:
+        return self._source
+
+    async def _run(self, emit: Emit, ready: Ready) -> None:
+        await self._source._run(emit, ready)
+
+    def _pullable(self) -> bool:
+        return self._source._pullable()
+
+    def _open_pull(self, options: PullOptions) -> AsyncIterator[list[T]] | None:
+        return self._source._open_pull(options)
 
 
-# Re-exported for the operator modules.
-__all__ = ["Observable", "PullOptions", "as_observable", "merge_roots"]
+def _observable(source: Source[U]) -> Observable[U]:
+    """What an operator module made, as an observable (an observable stays itself)."""
+    if isinstance(source, Observable):
+        return source
+    return _SourceObservable(source)
+
+
+def _sources(args: Iterable[Any]) -> list[Any]:
+    """Arguments for an operator module: observables as their sources (see
+    :meth:`Observable._unwrapped`), anything else as given, for the operator to check."""
+    return [arg._unwrapped() if isinstance(arg, Observable) else arg for arg in args]

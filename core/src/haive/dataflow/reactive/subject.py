@@ -15,7 +15,8 @@ import trio
 from ..errors import ClosedError, ConfigError
 from ..runtime.backpressure import BoundedBuffer
 from ._runtime import Emit, Ready, collapsing_groups
-from .observable import Observable, PullOptions
+from ._source import PullOptions
+from .observable import Observable
 
 if TYPE_CHECKING:
     from .subscription import Subscription

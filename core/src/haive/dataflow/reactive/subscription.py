@@ -21,7 +21,7 @@ from ._runtime import (
     collapsing_groups,
     is_async_callable,
 )
-from .observable import Observable, PullOptions
+from ._source import PullOptions, Source
 
 T = TypeVar("T")
 
@@ -36,6 +36,7 @@ class Subscriber(Generic[T]):
 
     Example::
 
+        >>> from haive.dataflow.reactive import Observable
         >>> class Printer(Subscriber):
         ...     def on_next(self, item):
         ...         print("got", item)
@@ -74,7 +75,7 @@ class _Feed:
 
     __slots__ = ("buffer", "outcome", "scope", "source")
 
-    def __init__(self, source: Observable[Any], buffer: BoundedBuffer[Any]) -> None:
+    def __init__(self, source: Source[Any], buffer: BoundedBuffer[Any]) -> None:
         self.source = source
         self.buffer = buffer
         self.scope = trio.CancelScope()
@@ -143,7 +144,7 @@ class Subscription(Generic[T]):
 
     def __init__(
         self,
-        source: Observable[T],
+        source: Source[T],
         on_next: Callable[[T], Any] | Subscriber[T] | None = None,
         on_error: Callable[[BaseException], Any] | None = None,
         on_completed: Callable[[], Any] | None = None,
@@ -420,6 +421,7 @@ class StreamIterator(Generic[T]):
     Example::
 
         >>> from trio.testing import MockClock
+        >>> from haive.dataflow.reactive import Observable
         >>> async def main():
         ...     ticks = Observable.interval(0.01).take(3).debounce(0.005)
         ...     async with ticks.iterate() as items:
@@ -428,7 +430,7 @@ class StreamIterator(Generic[T]):
         [0, 1, 2]
     """
 
-    def __init__(self, source: Observable[T], *, buffer_size: int, backpressure: object) -> None:
+    def __init__(self, source: Source[T], *, buffer_size: int, backpressure: object) -> None:
         self.source = source
         self._options = PullOptions(buffer_size, backpressure, config_owner="iterate")
         self._batches: AsyncIterator[list[T]] | None = None
