@@ -176,17 +176,8 @@ def test_every_module_has_a_layer() -> None:
     assert unplaced == [], f"add these modules' package to LAYERS: {unplaced}"
 
 
-#: The one cycle left, inside one layer: Observable.share() builds SharedObservable and
-#: window() builds Window (through _timed), hot streams in subject.py that subclass
-#: Observable. Listed so that the test fails on any new cycle, and on this one changing
-#: (remove it from here when it is gone).
-KNOWN_CYCLES: list[list[str]] = [
-    [
-        "haive.dataflow.reactive._timed",
-        "haive.dataflow.reactive.observable",
-        "haive.dataflow.reactive.subject",
-    ]
-]
+#: Cycles allowed: none are left (the next commit removes this list).
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def test_no_import_cycles() -> None:

@@ -203,7 +203,9 @@ def combine_latest(args: Sequence[Any]) -> Source[Any]:
         if state.error is not None:
             raise state.error
 
-    return FunctionSource(run, label=f"combine_latest({_labels(sources)})", roots=merge_roots(*sources))
+    return FunctionSource(
+        run, label=f"combine_latest({_labels(sources)})", roots=merge_roots(*sources)
+    )
 
 
 def with_latest_from(source: Source[Any], args: Sequence[Any]) -> Source[Any]:

@@ -31,7 +31,9 @@ def retry(
         policy = retries
         limit: float = retries.attempts - 1
     else:
-        limit = math.inf if retries is None else positive_int(retries, "retry", "retries", minimum=0)
+        limit = (
+            math.inf if retries is None else positive_int(retries, "retry", "retries", minimum=0)
+        )
         try:
             policy = RetryPolicy(attempts=1, backoff=backoff, multiplier=multiplier, jitter=0.0)
         except ConfigError as exc:

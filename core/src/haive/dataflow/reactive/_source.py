@@ -1,8 +1,14 @@
-"""The run protocol as a type: :class:`Source`, what the operators work on.
+"""The run protocol as a type: :class:`Source`, what every operator works on and makes.
 
 A source is something that can be *run* (``await source._run(emit, ready)``, see
-:mod:`._runtime`) and perhaps read without tasks (``source._open_pull(options)``).
-:class:`~haive.dataflow.reactive.Observable` is a ``Source`` with the fluent API on top.
+:mod:`._runtime`) and perhaps read without tasks (``source._open_pull(options)``). The
+operator modules (``_create``, ``_combine``, ``_fused``, ``_timed``, ``_recover``), the hot
+sources (``_hot``) and the consumers (``subscription``) take sources and make sources; none
+of them needs the fluent API. :class:`~haive.dataflow.reactive.Observable` is a ``Source``
+with that API on top, and ``observable.py`` is the one module that wraps what the operators
+make into observables. So the modules of ``reactive/`` import one way: ``_runtime`` <-
+``_source`` <- operators, ``_hot``, ``subscription`` <- ``observable`` <- ``subject``,
+``operators``, ``bridges``.
 """
 
 from __future__ import annotations

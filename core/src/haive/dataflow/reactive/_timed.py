@@ -15,6 +15,7 @@ import trio
 
 from ..runtime.backpressure import BoundedBuffer
 from ..runtime.defaults import DEFAULT_BUFFER_SIZE
+from ._hot import WindowSource
 from ._runtime import NOTHING, Emit, Ready, SerialEmit, open_nursery, start_run
 from ._source import FunctionSource, Source
 
@@ -52,7 +53,9 @@ def debounce(source: Source[Any], period: float) -> Source[Any]:
         if pending is not NOTHING:
             await emit([pending])
 
-    return FunctionSource(run, label=f"{source._label} → debounce({period:g}s)", roots=source._roots)
+    return FunctionSource(
+        run, label=f"{source._label} → debounce({period:g}s)", roots=source._roots
+    )
 
 
 def sample(source: Source[Any], period: float) -> Source[Any]:
@@ -138,24 +141,32 @@ def buffer_time(
         if items:
             await emit([items])
 
-    return FunctionSource(run, label=f"{source._label} → buffer_time({period:g}s)", roots=source._roots)
+    return FunctionSource(
+        run, label=f"{source._label} → buffer_time({period:g}s)", roots=source._roots
+    )
 
 
-def windows(source: Source[Any], count: int | None, period: float | None) -> Source[Any]:
-    """``window(count)`` and ``window_time(period)``.
+def windows(
+    source: Source[Any],
+    count: int | None,
+    period: float | None,
+    window_class: type[WindowSource[Any]],
+) -> Source[Any]:
+    """``window(count)`` and ``window_time(period)``: windows of ``window_class`` (a
+    :class:`~._hot.WindowSource` the caller gives the fluent API to).
 
     The upstream (and the timer) run in a task of their own and put each new window in a
     bounded queue that the consumer drains, so a consumer that waits for a window to close
     never blocks what closes it. The queue bounds memory: when it is full the upstream
     waits.
     """
-    from .subject import Window
-
     label = f"window({count})" if count is not None else f"window_time({period:g}s)"
 
     async def run(emit: Emit, ready: Ready) -> None:
-        queue: BoundedBuffer[Window[Any]] = BoundedBuffer(DEFAULT_BUFFER_SIZE, "block", name=label)
-        current: Window[Any] | None = None
+        queue: BoundedBuffer[WindowSource[Any]] = BoundedBuffer(
+            DEFAULT_BUFFER_SIZE, "block", name=label
+        )
+        current: WindowSource[Any] | None = None
         filled = 0
 
         async def on_batch(batch: list[Any]) -> None:
@@ -169,7 +180,7 @@ def windows(source: Source[Any], count: int | None, period: float | None) -> Sou
             i = 0
             while i < len(batch):
                 if current is None:
-                    opened: Window[Any] = Window(name=label)
+                    opened: WindowSource[Any] = window_class(name=label)
                     await queue.put(opened)
                     current, filled = opened, 0
                 n = min(count - filled, len(batch) - i)
@@ -188,7 +199,7 @@ def windows(source: Source[Any], count: int | None, period: float | None) -> Sou
             while True:
                 await trio.sleep_until(start + n * period)
                 n += 1
-                opened: Window[Any] = Window(name=label)
+                opened: WindowSource[Any] = window_class(name=label)
                 await queue.put(opened)  # cancelled here, nothing has changed yet
                 closing, current = current, opened
                 if closing is not None:
@@ -200,7 +211,7 @@ def windows(source: Source[Any], count: int | None, period: float | None) -> Sou
             try:
                 async with open_nursery() as nursery:
                     if period is not None:
-                        current = Window(name=label)
+                        current = window_class(name=label)
                         await queue.put(current)
                         nursery.start_soon(timer)
                     await start_run(source, on_batch, task_status=task_status)
@@ -269,9 +280,7 @@ def delay(source: Source[Any], period: float) -> Source[Any]:
     return FunctionSource(run, label=f"{source._label} → delay({period:g}s)", roots=source._roots)
 
 
-def timeout(
-    source: Source[Any], period: float, fallback: Source[Any] | None
-) -> Source[Any]:
+def timeout(source: Source[Any], period: float, fallback: Source[Any] | None) -> Source[Any]:
     async def run(emit: Emit, ready: Ready) -> None:
         scope = trio.CancelScope(deadline=trio.current_time() + period)
 

@@ -1,4 +1,10 @@
-"""``Observable``: a cold, composable description of a stream of items on trio's clock."""
+"""``Observable``: a cold, composable description of a stream of items on trio's clock.
+
+Also the two hot kinds its operators make, :class:`SharedObservable` (``share``) and
+:class:`Window` (``window``, ``window_time``): the fluent API on top of their sources in
+``_hot``. This is the one module that turns sources into observables: the operator modules
+below it work on :class:`~._source.Source` and never import it (see ``_source``).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from ..runtime.retry import RetryPolicy
 from ..runtime.units import Duration
 from ..runtime.validation import duration
 from . import _combine, _create, _fused, _recover, _timed
+from ._hot import SharedSource, WindowSource
 from ._runtime import (
     NOTHING,
     Emit,
@@ -31,7 +38,6 @@ from .subscription import StreamIterator, Subscriber, Subscription
 if TYPE_CHECKING:
     from ..pipelines.streaming_pipeline import StreamingPipeline
     from ._fused import StepSpec
-    from .subject import SharedObservable
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -492,7 +498,7 @@ class Observable(Source[T]):
             [3, 7, 5]
         """
         positive_int(count, "window", "count")
-        return _observable(_timed.windows(self._unwrapped(), count, None))
+        return _observable(_timed.windows(self._unwrapped(), count, None, Window))
 
     def throttle(self, period: Duration) -> Observable[T]:
         """Emits an item, then ignores items for ``period`` seconds (throttle-first).
@@ -620,7 +626,7 @@ class Observable(Source[T]):
             [[0, 1], [2, 3], [4]]
         """
         period_s = seconds(period, "window_time", "period")
-        return _observable(_timed.windows(self._unwrapped(), None, period_s))
+        return _observable(_timed.windows(self._unwrapped(), None, period_s, Window))
 
     def delay(self, period: Duration) -> Observable[T]:
         """Every item (and the completion) ``period`` seconds later; errors at once.
@@ -713,7 +719,6 @@ class Observable(Source[T]):
     def share(self) -> SharedObservable[T]:
         """One upstream run shared by every subscriber (see
         :class:`~haive.dataflow.reactive.SharedObservable`)."""
-        from .subject import SharedObservable
 
         return SharedObservable(self)
 
@@ -882,6 +887,49 @@ class Observable(Source[T]):
                     await result
 
         await self._run(each, Ready())
+
+
+class SharedObservable(SharedSource[T], Observable[T]):
+    """One run of an upstream observable, multicast to every subscriber (``obs.share()``).
+
+    The upstream run (the *connection*) is owned by a nursery, so it outlives any single
+    subscriber: it starts when the hot stream it is built on is opened (``async with
+    stream:``), or for the duration of ``async with shared:``. Subscribers come and go
+    without restarting it; each has its own buffer and strategy, and an error in one never
+    reaches the others. When the upstream completes or fails, every subscriber does.
+
+    Example::
+
+        >>> from haive.dataflow.reactive import ReactiveStream
+        >>> async def main():
+        ...     source = ReactiveStream[int]()
+        ...     shared = source.map(lambda n: n * n).share()
+        ...     a, b = [], []
+        ...     shared.subscribe(a.append)
+        ...     shared.filter(lambda n: n > 1).subscribe(b.append)
+        ...     async with source:
+        ...         await source.emit_batch([1, 2, 3])
+        ...     return a, b
+        >>> trio.run(main)
+        ([1, 4, 9], [4, 9])
+    """
+
+    def __init__(self, upstream: Observable[T]) -> None:
+        super().__init__(upstream)
+
+
+class Window(WindowSource[T], Observable[T]):
+    """A slice of a stream made by ``window``/``window_time``: it keeps its items and
+    replays them to every reader, then follows live until the window closes.
+
+    Example::
+
+        >>> async def main():
+        ...     windows = await Observable.of(1, 2, 3).window(2).to_list()
+        ...     return [await w.to_list() for w in windows], len(windows[0])
+        >>> trio.run(main)
+        ([[1, 2], [3]], 2)
+    """
 
 
 class _SourceObservable(Observable[T]):

@@ -7,7 +7,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import trio
 
@@ -22,6 +22,10 @@ from ._runtime import (
     is_async_callable,
 )
 from ._source import PullOptions, Source
+
+if TYPE_CHECKING:
+    # Only a type: observable.py imports this module (Observable.subscribe, .iterate).
+    from .observable import Observable
 
 T = TypeVar("T")
 
@@ -144,7 +148,7 @@ class Subscription(Generic[T]):
 
     def __init__(
         self,
-        source: Source[T],
+        source: Observable[T],
         on_next: Callable[[T], Any] | Subscriber[T] | None = None,
         on_error: Callable[[BaseException], Any] | None = None,
         on_completed: Callable[[], Any] | None = None,
@@ -430,7 +434,7 @@ class StreamIterator(Generic[T]):
         [0, 1, 2]
     """
 
-    def __init__(self, source: Source[T], *, buffer_size: int, backpressure: object) -> None:
+    def __init__(self, source: Observable[T], *, buffer_size: int, backpressure: object) -> None:
         self.source = source
         self._options = PullOptions(buffer_size, backpressure, config_owner="iterate")
         self._batches: AsyncIterator[list[T]] | None = None
