@@ -37,7 +37,6 @@ from .subscription import StreamIterator, Subscriber, Subscription
 
 if TYPE_CHECKING:
     from ..pipelines.streaming_pipeline import StreamingPipeline
-    from ._fused import StepSpec
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -84,7 +83,7 @@ class Observable(Source[T]):
         it stands for (see :class:`_SourceObservable`)."""
         return self
 
-    def _then(self, spec: StepSpec) -> Observable[Any]:
+    def _then(self, spec: _fused.StepSpec) -> Observable[Any]:
         return _observable(_fused.fuse(self._unwrapped(), spec))
 
     # -- creating -------------------------------------------------------------------------
