@@ -176,12 +176,8 @@ def test_every_module_has_a_layer() -> None:
     assert unplaced == [], f"add these modules' package to LAYERS: {unplaced}"
 
 
-#: Cycles allowed: none are left (the next commit removes this list).
-KNOWN_CYCLES: list[list[str]] = []
-
-
 def test_no_import_cycles() -> None:
-    assert cycles(import_graph()) == KNOWN_CYCLES
+    assert cycles(import_graph()) == []
 
 
 def test_each_layer_imports_only_from_below() -> None:
