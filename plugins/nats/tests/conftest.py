@@ -107,6 +107,27 @@ async def consumer_state(url: str, stream: str, durable: str) -> Any:
             await bridge.run(client.close)
 
 
+async def _count(client: NatsClient, stream: str, subject: str) -> int:
+    info = await client.jetstream().stream_info(stream, subjects_filter=subject)
+    return int((info.state.subjects or {}).get(subject, 0))
+
+
+async def subject_count(url: str, stream: str, subject: str) -> int:
+    """How many messages ``stream`` stores on ``subject``."""
+    async with open_asyncio_bridge(name="test-count") as bridge:
+        client = NatsClient()
+        await bridge.run(client.connect, url)
+        try:
+            return await bridge.run(_count, client, stream, subject)
+        finally:
+            await bridge.run(client.close)
+
+
+@pytest.fixture
+def count() -> Callable[[str, str, str], Awaitable[int]]:
+    return subject_count
+
+
 @pytest.fixture
 def read() -> Callable[[str, str, str], Awaitable[list[Stored]]]:
     return read_subject

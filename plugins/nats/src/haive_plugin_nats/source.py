@@ -332,7 +332,10 @@ class JetStreamSource(DataSource):
 
     async def _drained(self, subscription: JetStreamContext.PullSubscription) -> bool:
         assert self._bridge is not None
-        info = await self._bridge.run(subscription.consumer_info)
+        try:
+            info = await self._bridge.run(subscription.consumer_info)
+        except (nats.errors.Error, TimeoutError):
+            return False  # the broker is away (restarting): not drained, read on
         return not info.num_pending and not info.num_ack_pending
 
     # -- acknowledging ------------------------------------------------------------------
