@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import nats.errors
 import pytest
 from haive_plugin_nats import delete_stream, ensure_stream
 from nats.aio.client import Client as NatsClient
@@ -73,7 +72,7 @@ async def _read_all(client: NatsClient, stream: str, subject: str) -> list[Store
     while time.monotonic() < deadline:
         try:
             msgs = await sub.fetch(1000, timeout=0.5)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises its own or asyncio's
             msgs = []
         for msg in msgs:
             await msg.ack()

@@ -16,14 +16,21 @@ async def publish_all(
     JetStream called it a duplicate (confirmed), or the error."""
     outcomes: list[bool | BaseException] = []
     futures: list[asyncio.Future[Any] | None] = []
-    for subject, payload, headers in messages:
-        try:
-            futures.append(
-                await js.publish_async(subject, payload, headers=headers, wait_stall=ack_within)
-            )
-        except nats.errors.Error as error:
+    # One deadline for the whole batch (nats-py's per-call wait_stall would start a task and
+    # a timer per message): it bounds waiting for room among nats-py's pending publishes.
+    try:
+        async with asyncio.timeout(ack_within):
+            for subject, payload, headers in messages:
+                try:
+                    futures.append(await js.publish_async(subject, payload, headers=headers))
+                except nats.errors.Error as error:
+                    futures.append(None)
+                    outcomes.append(error)
+    except TimeoutError:
+        stalled = TimeoutError(f"no room to publish within {ack_within}s (acks not coming)")
+        while len(futures) < len(messages):
             futures.append(None)
-            outcomes.append(error)
+            outcomes.append(stalled)
     pending_futures = [future for future in futures if future is not None]
     if pending_futures:
         await asyncio.wait(pending_futures, timeout=ack_within)

@@ -226,7 +226,7 @@ class JetStreamSource(DataSource):
         self._bridge = bridge
         client = await connect(bridge, self.url, self.connect_options, name=repr(self))
         self._client = client
-        self._exit.push_async_callback(bridge.run, client.close)
+        self._exit.push_async_callback(bridge.run, _flush_and_close, client)
         if self.stream is None:
             self.stream = await stream_for_subject(bridge, client, self.subject, self.url)
         else:
@@ -271,14 +271,13 @@ class JetStreamSource(DataSource):
         if bridge is None or client is None or subscription is None:
             raise NatsError(f"{self!r} is not open: the pipeline opens it (or `async with`)")
         count = max(1, min(self.batch_size, chunk_size))
-        stream = bridge.stream(
-            _fetch, client, subscription, count, self.fetch_timeout, self.stats,
-            max_buffered=self.prefetch,
-        )
+        fetcher = _Fetcher(client, subscription, self.codec, self.stream or "", self.stats)
+        stream = bridge.stream(fetcher.batches, count, self.fetch_timeout,
+                               max_buffered=self.prefetch)
         async with stream as fetched:
-            async for raw in fetched:
-                if raw:
-                    items = await self._accept(raw)
+            async for batch in fetched:
+                if batch.raws or batch.undecodable:
+                    items = await self._accept(batch)
                     if items:
                         yield items
                     if len(self._unacked) >= self.ack_every:
@@ -290,45 +289,24 @@ class JetStreamSource(DataSource):
                 if self.stop_when_drained and await self._drained(subscription):
                     return
 
-    async def _accept(self, raw: list[Msg]) -> list[NatsMessage]:
-        """Decode a fetched batch; record it as unacknowledged; dead-letter what does not
-        decode (confirmed, then acked)."""
-        self.stats.fetched += len(raw)
-        items: list[NatsMessage] = []
-        undecodable: list[tuple[Msg, str]] = []
-        stream = self.stream or ""
-        decode = self.codec.decode
-        for msg in raw:
-            meta = msg.metadata
-            try:
-                data = decode(msg.data)
-            except Exception as error:
-                undecodable.append((msg, f"{type(error).__name__}: {error}"))
-                continue
-            item = NatsMessage(
-                subject=msg.subject,
-                data=data,
-                payload=msg.data,
-                headers=msg.headers or {},
-                timestamp=meta.timestamp.timestamp(),
-                sequence=meta.sequence.stream,
-                deliveries=meta.num_delivered,
-                stream=meta.stream or stream,
-                consumer_sequence=meta.sequence.consumer,
-            )
+    async def _accept(self, batch: _Fetched) -> list[NatsMessage]:
+        """Record a fetched batch as unacknowledged; dead-letter what did not decode
+        (confirmed, then acked)."""
+        self.stats.fetched += len(batch.raws) + len(batch.undecodable)
+        unacked, by_item = self._unacked, self._by_item
+        for item, msg in zip(batch.items, batch.raws, strict=True):
             entry = _Unacked(item, msg)
-            self._unacked.append(entry)
-            self._by_item[id(item)] = entry
-            items.append(item)
-        if undecodable:
+            unacked.append(entry)
+            by_item[id(item)] = entry
+        if batch.undecodable:
             letters = [
                 self._dead_letter_of(msg.subject, msg.data, msg.headers, reason, "decode",
                                      msg.metadata.sequence.stream, msg.metadata.num_delivered)
-                for msg, reason in undecodable
+                for msg, reason in batch.undecodable
             ]
             await self._publish_dead_letters(letters)
-            await self._ack([msg for msg, _ in undecodable])
-        return items
+            await self._ack([msg for msg, _ in batch.undecodable])
+        return batch.items
 
     async def _drained(self, subscription: JetStreamContext.PullSubscription) -> bool:
         assert self._bridge is not None
@@ -354,7 +332,7 @@ class JetStreamSource(DataSource):
         if not messages:
             return
         assert self._bridge is not None and self._client is not None
-        failed = await self._bridge.run(_ack_all, self._client, messages)
+        failed = await self._bridge.run(_ack_all, messages)
         self.stats.acknowledged += len(messages) - failed
         self.stats.ack_errors += failed
 
@@ -440,47 +418,135 @@ def _header_value(text: str) -> str:
 # -- in the bridge's loop --------------------------------------------------------------------
 
 
-async def _fetch(
-    client: NatsClient,
-    subscription: JetStreamContext.PullSubscription,
-    count: int,
-    wait: float,
-    stats: JetStreamSourceStats,
-) -> AsyncIterator[list[Msg]]:
-    """Fetch batches forever; an empty list when nothing came within ``wait`` seconds.
+@attrs.frozen
+class _Fetched:
+    """One fetch, decoded in the bridge's loop: the items with their messages, and the
+    messages that did not decode with the reason."""
 
-    A failed fetch (the broker restarting, the connection reconnecting) is retried with
-    backoff while the client reconnects; a closed client ends it with the error.
+    items: list[NatsMessage]
+    raws: list[Msg]
+    undecodable: list[tuple[Msg, str]]
+
+
+@attrs.frozen
+class _Fetcher:
+    """The fetch loop, run in the bridge's loop. Decoding happens there too, beside the
+    client's own parsing: the trio thread then holds the GIL only for the pipeline's work,
+    and the two threads contend less for it (``nats.source.vs_raw`` went from about 0.7x to
+    about 0.8x with this)."""
+
+    client: NatsClient
+    subscription: JetStreamContext.PullSubscription
+    codec: PayloadCodec
+    stream: str
+    stats: JetStreamSourceStats
+
+    async def batches(self, count: int, wait: float) -> AsyncIterator[_Fetched]:
+        """Fetch forever; an empty batch when nothing came within ``wait`` seconds.
+
+        A failed fetch (the broker restarting, the connection reconnecting) is retried with
+        backoff while the client reconnects; a closed client ends it with the error.
+        """
+        pause = 0.05
+        while True:
+            try:
+                messages = await self.subscription.fetch(count, timeout=wait)
+                pause = 0.05
+            except TimeoutError:
+                messages = []
+            except nats.errors.Error:
+                if self.client.is_closed:
+                    raise
+                self.stats.fetch_errors += 1
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                messages = []
+            yield self.decode(messages)
+
+    def decode(self, messages: list[Msg]) -> _Fetched:
+        items: list[NatsMessage] = []
+        raws: list[Msg] = []
+        undecodable: list[tuple[Msg, str]] = []
+        decode = self.codec.decode
+        for msg in messages:
+            try:
+                data = decode(msg.data)
+            except Exception as error:
+                undecodable.append((msg, f"{type(error).__name__}: {error}"))
+                continue
+            stream, deliveries, sequence, consumer_sequence, timestamp = _delivery(msg)
+            items.append(
+                NatsMessage(
+                    subject=msg.subject,
+                    data=data,
+                    payload=msg.data,
+                    headers=msg.headers or {},
+                    timestamp=timestamp,
+                    sequence=sequence,
+                    deliveries=deliveries,
+                    stream=stream or self.stream,
+                    consumer_sequence=consumer_sequence,
+                )
+            )
+            raws.append(msg)
+        return _Fetched(items, raws, undecodable)
+
+
+def _delivery(msg: Msg) -> tuple[str, int, int, int, float]:
+    """Stream, delivery count, stream and consumer sequences and timestamp (seconds) of a
+    JetStream message, read from its ack subject.
+
+    The subject is ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+    seq>.<ns>.<pending>``, or with ``<domain>.<account hash>.`` after ``$JS.ACK.`` and a
+    random token at the end (JetStream ADR-15). Read here directly: nats-py's
+    ``msg.metadata`` builds three dataclasses and a datetime per message, a tenth of the
+    source's time per message. Any other shape goes through ``msg.metadata``.
     """
-    pause = 0.05
-    while True:
+    tokens = (msg.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"] and len(tokens) in (9, 11, 12):
+        base = 2 if len(tokens) == 9 else 4
         try:
-            messages = await subscription.fetch(count, timeout=wait)
-            pause = 0.05
-        except TimeoutError:
-            messages = []
-        except nats.errors.Error:
-            if client.is_closed:
-                raise
-            stats.fetch_errors += 1
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
-            messages = []
-        yield messages
+            return (
+                tokens[base],
+                int(tokens[base + 2]),
+                int(tokens[base + 3]),
+                int(tokens[base + 4]),
+                int(tokens[base + 5]) / 1e9,
+            )
+        except ValueError:
+            pass
+    meta = msg.metadata
+    return (
+        meta.stream,
+        meta.num_delivered,
+        meta.sequence.stream,
+        meta.sequence.consumer,
+        meta.timestamp.timestamp(),
+    )
 
 
-async def _ack_all(client: NatsClient, messages: list[Msg]) -> int:
-    """Ack every message, then flush so the acks are on their way; returns how many
-    failed (those messages are redelivered: duplicates, never losses)."""
+async def _ack_all(messages: list[Msg]) -> int:
+    """Ack every message; returns how many failed (those messages are redelivered:
+    duplicates, never losses).
+
+    The acks are not waited for (no flush round trip per acknowledgment: the pipeline would
+    stall on it): nats-py's flusher sends them at once, and the source flushes when it
+    closes. An ack lost on the way only means a redelivery.
+    """
     failed = 0
     for msg in messages:
         try:
             await msg.ack()
         except (nats.errors.Error, OSError):
             failed += 1
+    return failed
+
+
+async def _flush_and_close(client: NatsClient) -> None:
+    """Send what is still buffered (the last acks), then close."""
     with contextlib.suppress(nats.errors.Error, TimeoutError):
         await client.flush(timeout=5)
-    return failed
+    await client.close()
 
 
 async def _nak_all(messages: list[Msg]) -> None:
