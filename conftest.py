@@ -1,7 +1,8 @@
 """What every test directory shares: one rule for a service or tool this machine lacks.
 
-A test that needs Redis, the ``redis-server`` binary, a plugin or headless Chromium says so
-with a marker (``redis``, ``redis_server``, ``browser``) or the ``require`` fixture. When the
+A test that needs Redis, the ``redis-server`` binary, NATS with JetStream, the
+``nats-server`` binary, a plugin or headless Chromium says so with a marker (``redis``,
+``redis_server``, ``nats``, ``nats_server``, ``browser``) or the ``require`` fixture. When the
 thing is missing the test is skipped (``-ra`` lists it) on a developer's machine, and fails
 in CI (``CI`` set), where ``.ci/services`` provides everything: CI never goes green by
 skipping.
@@ -19,6 +20,7 @@ from typing import NoReturn
 import pytest
 
 REDIS = ("127.0.0.1", 6379)
+NATS = ("127.0.0.1", 4222)
 
 
 def in_ci() -> bool:
@@ -43,6 +45,16 @@ def redis_answers() -> bool:
         return False
 
 
+def nats_answers() -> bool:
+    """Does a NATS server with JetStream answer on 127.0.0.1:4222? (Its INFO line says.)"""
+    try:
+        with socket.create_connection(NATS, timeout=5) as conn:
+            info = conn.recv(4096)
+    except OSError:
+        return False
+    return info.startswith(b"INFO ") and b'"jetstream":true' in info
+
+
 def chromium_missing() -> str | None:
     """What the browser tests lack, or None."""
     for tool in ("chromium", "chromedriver"):
@@ -60,6 +72,10 @@ def check_markers(item: pytest.Item) -> None:
         for binary in ("redis-server", "redis-cli"):
             if shutil.which(binary) is None:
                 unavailable(f"needs the {binary} binary (.ci/services installs redis-server)")
+    if item.get_closest_marker("nats") and not nats_answers():
+        unavailable("needs NATS with JetStream on 127.0.0.1:4222 (.ci/services starts one)")
+    if item.get_closest_marker("nats_server") and shutil.which("nats-server") is None:
+        unavailable("needs the nats-server binary (.ci/services installs nats-server)")
     if item.get_closest_marker("browser") and (missing := chromium_missing()):
         unavailable(f"needs headless Chromium: {missing}")
 

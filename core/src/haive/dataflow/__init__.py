@@ -24,9 +24,11 @@ __version__ = "0.1.0"
 NAMES: dict[str, str] = {
     "AdaptiveConcurrency": "runtime.adaptive",
     "AggregateNode": "runtime.nodes",
+    "AsyncioBridge": "runtime.bridge",
     "BackpressureManager": "runtime.backpressure",
     "BackpressureStrategy": "runtime.backpressure",
     "BoundedBuffer": "runtime.backpressure",
+    "BridgeClosedError": "errors",
     "BufferStrategy": "runtime.backpressure",
     "ConfigError": "errors",
     "DataSource": "io.sources",
@@ -55,10 +57,13 @@ NAMES: dict[str, str] = {
     "StreamProcessor": "runtime.nodes",
     "StreamSink": "io.sinks",
     "StreamingPipeline": "pipelines.streaming_pipeline",
+    "ThreadBridge": "runtime.bridge",
     "TransformNode": "runtime.nodes",
     "UnknownPluginError": "errors",
     "get_registry": "plugins.registry",
     "hookimpl": "plugins.hookspecs",
+    "open_asyncio_bridge": "runtime.bridge",
+    "open_thread_bridge": "runtime.bridge",
 }
 
 __all__ = sorted(NAMES)
@@ -78,6 +83,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers (a test keeps both in step)
+    from .errors import BridgeClosedError as BridgeClosedError
     from .errors import ConfigError as ConfigError
     from .errors import GraphError as GraphError
     from .errors import HaiveError as HaiveError
@@ -105,6 +111,10 @@ if TYPE_CHECKING:  # the same names, for type checkers (a test keeps both in ste
     from .runtime.backpressure import BufferStrategy as BufferStrategy
     from .runtime.backpressure import DropStrategy as DropStrategy
     from .runtime.backpressure import FlowController as FlowController
+    from .runtime.bridge import AsyncioBridge as AsyncioBridge
+    from .runtime.bridge import ThreadBridge as ThreadBridge
+    from .runtime.bridge import open_asyncio_bridge as open_asyncio_bridge
+    from .runtime.bridge import open_thread_bridge as open_thread_bridge
     from .runtime.caching import ResultCache as ResultCache
     from .runtime.config import StreamConfig as StreamConfig
     from .runtime.events import Event as Event

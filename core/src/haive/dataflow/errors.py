@@ -78,6 +78,11 @@ class ClosedError(HaiveError):
     """An operation was attempted on a buffer, pipeline or stream that is closed."""
 
 
+class BridgeClosedError(ClosedError):
+    """A thread or asyncio bridge (:mod:`haive.dataflow.runtime.bridge`) was used after it
+    closed, or closed while a call was waiting to run; the message names its thread."""
+
+
 @contextmanager
 def unwrap_node_errors() -> Iterator[None]:
     """Re-raise a nursery's exception group as its single real failure, if it has one.

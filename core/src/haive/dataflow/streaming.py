@@ -133,6 +133,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (a test keeps both in ste
     from .builtins.sources import IterableSource as IterableSource
     from .builtins.sources import JsonLinesSource as JsonLinesSource
     from .builtins.sources import MemorySource as MemorySource
+    from .errors import BridgeClosedError as BridgeClosedError
     from .errors import ConfigError as ConfigError
     from .errors import GraphError as GraphError
     from .errors import HaiveError as HaiveError
@@ -177,6 +178,10 @@ if TYPE_CHECKING:  # the same names, for type checkers (a test keeps both in ste
     from .runtime.backpressure import DropStrategy as DropStrategy
     from .runtime.backpressure import FlowController as FlowController
     from .runtime.backpressure import SlidingWindowStrategy as SlidingWindowStrategy
+    from .runtime.bridge import AsyncioBridge as AsyncioBridge
+    from .runtime.bridge import ThreadBridge as ThreadBridge
+    from .runtime.bridge import open_asyncio_bridge as open_asyncio_bridge
+    from .runtime.bridge import open_thread_bridge as open_thread_bridge
     from .runtime.caching import ResultCache as ResultCache
     from .runtime.config import StreamConfig as StreamConfig
     from .runtime.events import Event as Event
