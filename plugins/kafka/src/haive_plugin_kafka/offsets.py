@@ -1,0 +1,192 @@
+"""Which offsets a Kafka source may commit: what was read, acknowledged, and still owned.
+
+Two objects, shared between trio (the pipeline acknowledging) and the source's
+:class:`~haive.dataflow.runtime.bridge.ThreadBridge` thread (``consume``, where
+librdkafka runs the rebalance callbacks):
+
+* :class:`UnackedRecords`, used from trio only: the batches yielded and not acknowledged,
+  oldest first, each with the messages its items came from (to trace a failed item to its
+  record) and the offset to commit per partition once the whole batch is handled.
+* :class:`PartitionOwnership`, behind a lock: the partitions assigned now, an *epoch* per
+  partition (bumped at every assignment) and the offsets acknowledged but not committed.
+  A batch remembers the epoch its partitions had when it was read; acknowledging it later
+  commits a partition only if that epoch is still current. A partition revoked in between
+  (and maybe assigned again) was re-read from its committed offset, so the stale
+  acknowledgment must not move that offset: those records are the uncommitted tail the
+  next owner reads again (at-least-once), never a gap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+import attrs
+
+#: A partition: (topic, partition number).
+TopicPartitionKey = tuple[str, int]
+
+
+@attrs.define(slots=True)
+class ReadBatch:
+    """One batch yielded: its items, their messages, and per partition the next offset and
+    the epoch it was read in (committed once the whole batch is acknowledged)."""
+
+    items: list[Any]
+    messages: list[Any]
+    #: Next offset (last offset + 1) per partition, over every record of the batch,
+    #: including records that yielded no item (dead-lettered when read).
+    ends: dict[TopicPartitionKey, tuple[int, int]]
+
+
+class UnackedRecords:
+    """Batches yielded and not acknowledged, oldest first (used from trio only).
+
+    Example::
+
+        >>> unacked = UnackedRecords()
+        >>> unacked.add(ReadBatch(["a", "b"], ["m0", "m1"], {("t", 0): (12, 1)}))
+        >>> unacked.item_count
+        2
+        >>> unacked.take(2)
+        {('t', 0): (12, 1)}
+        >>> unacked.item_count
+        0
+    """
+
+    def __init__(self) -> None:
+        self._batches: deque[ReadBatch] = deque()
+        self.item_count = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._batches)
+
+    def add(self, batch: ReadBatch) -> None:
+        self._batches.append(batch)
+        self.item_count += len(batch.items)
+
+    def take(self, count: int, position: Any = None) -> dict[TopicPartitionKey, tuple[int, int]]:
+        """Forget the oldest ``count`` items; return the offsets they let commit.
+
+        A batch covered in part commits its partitions up to the last covered message
+        (``position(message)`` gives ``(key, next_offset)``; needed only then).
+        """
+        ends: dict[TopicPartitionKey, tuple[int, int]] = {}
+        batches = self._batches
+        while count > 0 or (batches and not batches[0].items):
+            batch = batches[0]
+            size = len(batch.items)
+            if size <= count:
+                batches.popleft()
+                ends.update(batch.ends)
+                count -= size
+                self.item_count -= size
+                continue
+            # Part of this batch: its first ``count`` items, through their messages.
+            assert position is not None, "a partial acknowledgment needs position="
+            epochs = {key: epoch for key, (_, epoch) in batch.ends.items()}
+            for message in batch.messages[:count]:
+                key, next_offset = position(message)
+                ends[key] = (next_offset, epochs[key])
+            del batch.items[:count]
+            del batch.messages[:count]
+            self.item_count -= count
+            count = 0
+        return ends
+
+    def origin(self, item: Any) -> Any:
+        """The message ``item`` (an object this source yielded) came from, or None."""
+        for batch in self._batches:
+            for index, candidate in enumerate(batch.items):
+                if candidate is item:
+                    return batch.messages[index]
+        return None
+
+
+class PartitionOwnership:
+    """The partitions this consumer owns now, their epochs, and acknowledged offsets.
+
+    Updated by the rebalance callbacks in the bridge thread and by acknowledgments from
+    trio, under one lock.
+
+    Example::
+
+        >>> owned = PartitionOwnership()
+        >>> owned.assign([("t", 0), ("t", 1)])
+        >>> epochs = owned.epochs([("t", 0)])
+        >>> owned.acknowledged({("t", 0): (10, epochs[("t", 0)])})
+        >>> owned.revoke([("t", 0)])          # returns what to commit before giving it up
+        {('t', 0): 10}
+        >>> owned.assign([("t", 0)])          # assigned again: a new epoch
+        >>> owned.acknowledged({("t", 0): (20, epochs[("t", 0)])})   # read before: stale
+        >>> owned.take_commits()
+        {}
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._epochs: dict[TopicPartitionKey, int] = {}
+        self._pending: dict[TopicPartitionKey, int] = {}
+        #: Acknowledgments dropped because their partition was revoked since (stale).
+        self.stale = 0
+
+    @property
+    def assigned(self) -> frozenset[TopicPartitionKey]:
+        with self._lock:
+            return frozenset(self._epochs)
+
+    def assign(self, partitions: list[TopicPartitionKey]) -> None:
+        with self._lock:
+            for key in partitions:
+                self._epoch += 1
+                self._epochs[key] = self._epoch
+
+    def epochs(self, keys: Any) -> dict[TopicPartitionKey, int]:
+        """The current epoch of each of ``keys`` (0 for a partition not owned)."""
+        with self._lock:
+            get = self._epochs.get
+            return {key: get(key, 0) for key in keys}
+
+    def acknowledged(self, ends: dict[TopicPartitionKey, tuple[int, int]]) -> None:
+        """Record offsets whose records are handled; stale epochs are dropped."""
+        with self._lock:
+            epochs, pending = self._epochs, self._pending
+            for key, (next_offset, epoch) in ends.items():
+                if epochs.get(key) != epoch:
+                    self.stale += 1
+                elif next_offset > pending.get(key, -1):
+                    pending[key] = next_offset
+
+    def take_commits(self) -> dict[TopicPartitionKey, int]:
+        """The acknowledged offsets to commit now (forgotten here; give them back with
+        :meth:`restore` if the commit fails)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            return pending
+
+    def restore(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        """Offsets whose commit failed: commit them with the next ones if still owned."""
+        with self._lock:
+            for key, next_offset in offsets.items():
+                if key in self._epochs and next_offset > self._pending.get(key, -1):
+                    self._pending[key] = next_offset
+
+    def revoke(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        """Give ``partitions`` up; returns their acknowledged, uncommitted offsets (the
+        revoke callback commits them before the next owner starts)."""
+        with self._lock:
+            commits = {}
+            for key in partitions:
+                self._epochs.pop(key, None)
+                if key in self._pending:
+                    commits[key] = self._pending.pop(key)
+            return commits
+
+    def lose(self, partitions: list[TopicPartitionKey]) -> None:
+        """``partitions`` were taken away without a chance to commit (session lost)."""
+        with self._lock:
+            for key in partitions:
+                self._epochs.pop(key, None)
+                self._pending.pop(key, None)

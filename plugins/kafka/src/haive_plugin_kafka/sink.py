@@ -1,0 +1,288 @@
+"""The Kafka sink: batched produce, acks=all with the idempotent producer, confirmed writes.
+
+``write_batch`` hands the whole batch to librdkafka in one crossing of the sink's
+:class:`~haive.dataflow.runtime.bridge.ThreadBridge`, then waits (in short, cancellable
+steps) until the broker confirmed every record: only then does it return, so a pipeline
+acknowledges its source only after its outputs are in Kafka. Records with the same key go
+to the same partition and keep their order there: the idempotent producer keeps order
+within a partition even when it retries. librdkafka retries failed sends itself, with
+backoff from ``retry_backoff`` up to ``retry_backoff_max``, until ``delivery_timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import trio
+from confluent_kafka import KafkaError, Producer
+
+from haive.dataflow.errors import ConfigError, SerializationError
+from haive.dataflow.io.serializers import Serializer
+from haive.dataflow.io.sinks import RejectedItems, StreamSink
+from haive.dataflow.runtime.bridge import ThreadBridge, open_thread_bridge
+from haive.dataflow.runtime.units import Duration, parse_duration
+
+from .client_config import ConfigValue, base_config, check_topics, milliseconds
+from .errors import KafkaDeliveryError
+from .records import KafkaRecord, ValueCodec
+
+#: Producer settings the sink sets itself (they carry its delivery guarantee).
+OWNED_PRODUCER_SETTINGS = frozenset(
+    {
+        "acks",
+        "enable.idempotence",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "retry.backoff.ms",
+        "retry.backoff.max.ms",
+        "linger.ms",
+        "allow.auto.create.topics",
+        "compression.type",
+    }
+)
+#: Delivery errors that condemn one record (it can never be written), not the batch.
+_RECORD_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+    }
+)
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+#: How long one wait for delivery reports holds the bridge thread (cancellation is seen
+#: between two waits).
+_FLUSH_STEP = 0.2
+
+KeyFunction = Callable[[Any], str | bytes | None]
+HeadersFunction = Callable[[Any], list[tuple[str, bytes | str]] | None]
+
+
+class KafkaSink(StreamSink):
+    """Writes items to a Kafka topic; ``write_batch`` returns once the broker has them all.
+
+    ``key``: a field name (``item[key]`` or ``item.key``) or a function of the item giving
+    the record key (str or bytes; records with one key keep their order);
+    ``headers``: a function of the item giving ``[(name, value), ...]``. Items are encoded
+    with ``codec`` (JSON by default); a :class:`~haive_plugin_kafka.records.KafkaRecord`
+    item is written with its own key and headers and its ``value`` encoded. An item that
+    does not encode, or that the broker refuses for good (too large), is reported with
+    :class:`~haive.dataflow.io.sinks.RejectedItems` (the pipeline dead-letters it);
+    records not confirmed within ``delivery_timeout`` raise
+    :class:`~haive_plugin_kafka.errors.KafkaDeliveryError` (nothing of the batch counts
+    as written). ``open`` fails with a clear error when the topic does not exist or the
+    broker refuses the credentials.
+
+    Example (needs a broker; the plugin's tests run it against tansu)::
+
+        >>> sink = KafkaSink("billed", bootstrap_servers="kafka:9092", key="customer")
+        >>> sink
+        KafkaSink('billed', bootstrap_servers='kafka:9092')
+        >>> sink.producer_config["acks"], sink.producer_config["enable.idempotence"]
+        ('all', True)
+    """
+
+    PLUGIN_NAME = "kafka"
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        bootstrap_servers: str = "127.0.0.1:9092",
+        key: str | KeyFunction | None = None,
+        headers: HeadersFunction | None = None,
+        codec: str | Serializer | None = None,
+        config: Mapping[str, ConfigValue] | None = None,
+        linger: Duration = "5ms",
+        compression: str = "none",
+        delivery_timeout: Duration = "30s",
+        retry_backoff: Duration = "100ms",
+        retry_backoff_max: Duration = "1s",
+        metadata_timeout: Duration = "30s",
+    ) -> None:
+        owner = "KafkaSink"
+        if not isinstance(topic, str) or not topic:
+            raise ConfigError(f"{owner}: topic must be a non-empty string, got {topic!r}")
+        if key is not None and not callable(key) and (not isinstance(key, str) or not key):
+            raise ConfigError(f"{owner}: key must be a field name or a function, got {key!r}")
+        if headers is not None and not callable(headers):
+            raise ConfigError(f"{owner}: headers must be a function of the item, got {headers!r}")
+        if compression not in COMPRESSIONS:
+            raise ConfigError(
+                f"{owner}: compression must be one of {COMPRESSIONS}, got {compression!r}"
+            )
+        self.topic = topic
+        self.bootstrap_servers = bootstrap_servers
+        self._key = _key_getter(key)
+        self._headers = headers
+        self.codec = ValueCodec(codec)
+        self.delivery_timeout = parse_duration(delivery_timeout, what="delivery_timeout")
+        self.metadata_timeout = parse_duration(metadata_timeout, what="metadata_timeout")
+        backoff = milliseconds(retry_backoff, "retry_backoff")
+        backoff_max = milliseconds(retry_backoff_max, "retry_backoff_max")
+        if backoff_max < backoff:
+            raise ConfigError(
+                f"{owner}: retry_backoff_max ({retry_backoff_max!r}) is below retry_backoff "
+                f"({retry_backoff!r})"
+            )
+        self.producer_config: dict[str, ConfigValue] = {
+            **base_config(owner, bootstrap_servers, config, OWNED_PRODUCER_SETTINGS),
+            "acks": "all",
+            "enable.idempotence": True,
+            "allow.auto.create.topics": False,
+            "message.timeout.ms": milliseconds(delivery_timeout, "delivery_timeout"),
+            "retry.backoff.ms": backoff,
+            "retry.backoff.max.ms": backoff_max,
+            "linger.ms": parse_duration(linger, what="linger") * 1000,
+            "compression.type": compression,
+            # Errors only: a report per record would cost a Python call per record.
+            "delivery.report.only.error": True,
+        }
+        self.written = 0
+        self._producer: Producer | None = None
+        self._bridge: ThreadBridge | None = None
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+
+    def __repr__(self) -> str:
+        return f"KafkaSink({self.topic!r}, bootstrap_servers={self.bootstrap_servers!r})"
+
+    def use_serializer(self, serializer: Serializer) -> None:
+        """Encode values with the pipeline's serializer (``StreamingPipeline.set_serializer``)."""
+        self.codec = self.codec.adopt(serializer, repr(self))
+
+    async def open(self) -> None:
+        """Open the bridge thread and the producer; check the topic exists (and so that the
+        broker answers and accepts the credentials)."""
+        if self._bridge is not None:
+            raise ConfigError(f"{self!r} is already open")
+        stack = contextlib.AsyncExitStack()
+        bridge = await stack.enter_async_context(open_thread_bridge(name=f"kafka-sink-{self.topic}"))
+        try:
+            await bridge.run(self._open_producer)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._bridge, self._exit_stack = bridge, stack
+
+    def _open_producer(self) -> None:  # in the bridge thread
+        producer = Producer(self.producer_config)
+        check_topics(
+            producer.list_topics, [self.topic], self.bootstrap_servers, repr(self),
+            self.metadata_timeout,
+        )
+        self._producer = producer
+
+    async def aclose(self) -> None:
+        """Wait for what is in flight (up to the delivery timeout), stop the thread."""
+        bridge, stack = self._bridge, self._exit_stack
+        self._bridge = self._exit_stack = None
+        if bridge is None or stack is None:
+            return
+        try:
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                await bridge.run(producer.flush, self.delivery_timeout)
+        finally:
+            await stack.aclose()
+
+    def _produce(self, items: list[Any], failures: dict[int, BaseException]) -> None:
+        """In the bridge thread: hand every item to librdkafka; encoding failures and (later,
+        from the delivery reports) refused records land in ``failures`` by batch index."""
+        producer = self._producer
+        assert producer is not None
+        topic, dumps, key_of, headers_of = self.topic, self.codec.dumps, self._key, self._headers
+        produce = producer.produce
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, KafkaRecord):
+                    key: Any = item.key
+                    value = dumps(item.value)
+                    headers: Any = list(item.headers) or None
+                else:
+                    key = key_of(item) if key_of is not None else None
+                    value = dumps(item)
+                    headers = headers_of(item) if headers_of is not None else None
+            except Exception as exc:  # this item only: reported, the others are written
+                failures[index] = SerializationError(
+                    f"{self!r}: item cannot be encoded, not written: {type(exc).__name__}: {exc}"
+                )
+                continue
+            on_delivery = _DeliveryError(failures, index)
+            while True:
+                try:
+                    produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    producer.poll(0.05)
+        producer.poll(0)
+
+    async def write_batch(self, items: list[Any]) -> None:
+        """Produce ``items`` and return once the broker confirmed every record (acks=all)."""
+        if not items:
+            return
+        bridge, producer = self._bridge, self._producer
+        if bridge is None or producer is None:
+            raise ConfigError(f"{self!r} is not open: open() it (the pipeline does) first")
+        failures: dict[int, BaseException] = {}
+        await bridge.run(self._produce, items, failures)
+        deadline = trio.current_time() + self.delivery_timeout + 5
+        while await bridge.run(producer.flush, _FLUSH_STEP):
+            if trio.current_time() > deadline:
+                raise KafkaDeliveryError(
+                    f"{self!r}: records not confirmed within the delivery timeout "
+                    f"({self.delivery_timeout}s); the batch does not count as written"
+                )
+        batch_errors = {
+            index: error
+            for index, error in failures.items()
+            if isinstance(error, _KafkaDeliveryFailure) and not error.record_error
+        }
+        if batch_errors:
+            index, first = min(batch_errors.items())
+            raise KafkaDeliveryError(
+                f"{self!r}: {len(batch_errors)} record(s) of the batch not written, first "
+                f"(item {index}): {first}; the batch does not count as written"
+            )
+        self.written += len(items) - len(failures)
+        if failures:
+            raise RejectedItems(failures)
+
+
+class _KafkaDeliveryFailure(Exception):
+    """A delivery report's error; ``record_error`` when only this record is at fault."""
+
+    def __init__(self, error: KafkaError) -> None:
+        super().__init__(error.str())
+        self.code = error.code()
+        self.record_error = error.code() in _RECORD_ERRORS
+
+
+class _DeliveryError:
+    """A delivery callback recording the error of the record at ``index`` (errors only:
+    ``delivery.report.only.error``)."""
+
+    __slots__ = ("failures", "index")
+
+    def __init__(self, failures: dict[int, BaseException], index: int) -> None:
+        self.failures = failures
+        self.index = index
+
+    def __call__(self, error: KafkaError | None, _message: Any) -> None:
+        if error is not None:
+            self.failures[self.index] = _KafkaDeliveryFailure(error)
+
+
+def _key_getter(key: str | KeyFunction | None) -> KeyFunction | None:
+    if key is None or callable(key):
+        return key
+    name = key
+
+    def field(item: Any) -> str | bytes | None:
+        value = item[name] if isinstance(item, Mapping) else getattr(item, name)
+        if value is None or isinstance(value, str | bytes):
+            return value
+        return str(value)
+
+    return field
