@@ -192,10 +192,15 @@ async def test_sink_rejects_items_that_do_not_encode(
 
     read_topic, _ = kafka_io
     name = topic(1)
-    async with KafkaSink(name, bootstrap_servers=broker.bootstrap_servers) as sink:
+    sink = KafkaSink(
+        name, bootstrap_servers=broker.bootstrap_servers, config={"message.max.bytes": 5000}
+    )
+    async with sink:
         with pytest.raises(RejectedItems) as caught:
-            await sink.write_batch([{"n": 1}, {"n": object()}, {"n": 3}])
-    assert list(caught.value.errors) == [1]
+            await sink.write_batch([{"n": 1}, {"n": object()}, {"n": 3}, {"n": "x" * 8000}])
+    assert sorted(caught.value.errors) == [1, 3]
+    assert "too large" in str(caught.value.errors[3]).lower()
+    assert sink.written == 2
     assert sorted(m.value() for m in read_topic(broker.bootstrap_servers, name, 2)) == [
         b'{"n":1}',
         b'{"n":3}',

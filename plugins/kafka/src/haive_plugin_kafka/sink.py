@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from haive.dataflow.errors import ConfigError, SerializationError
 from haive.dataflow.io.serializers import Serializer
@@ -127,7 +127,7 @@ class KafkaSink(StreamSink):
                 f"{owner}: retry_backoff_max ({retry_backoff_max!r}) is below retry_backoff "
                 f"({retry_backoff!r})"
             )
-        self.producer_config: dict[str, ConfigValue] = {
+        self.producer_config: dict[str, Any] = {
             **base_config(owner, bootstrap_servers, config, OWNED_PRODUCER_SETTINGS),
             "acks": "all",
             "enable.idempotence": True,
@@ -139,8 +139,10 @@ class KafkaSink(StreamSink):
             "compression.type": compression,
             # Errors only: a report per record would cost a Python call per record.
             "delivery.report.only.error": True,
+            "on_delivery": self._delivered,
         }
         self.written = 0
+        self._undelivered: list[tuple[KafkaError, Any]] = []
         self._producer: Producer | None = None
         self._bridge: ThreadBridge | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -187,13 +189,20 @@ class KafkaSink(StreamSink):
         finally:
             await stack.aclose()
 
-    def _produce(self, items: list[Any], failures: dict[int, BaseException]) -> None:
-        """In the bridge thread: hand every item to librdkafka; encoding failures and (later,
-        from the delivery reports) refused records land in ``failures`` by batch index."""
+    def _delivered(self, error: KafkaError | None, message: Any) -> None:
+        """The producer's delivery callback (errors only: ``delivery.report.only.error``,
+        so the records that made it cost no Python call)."""
+        if error is not None:
+            self._undelivered.append((error, message.value()))
+
+    def _produce(self, items: list[Any], failures: dict[int, BaseException]) -> list[Any]:
+        """In the bridge thread: hand every item to librdkafka; encoding failures land in
+        ``failures`` by batch index. Returns the values produced, by index (None: not)."""
         producer = self._producer
         assert producer is not None
         topic, dumps, key_of, headers_of = self.topic, self.codec.dumps, self._key, self._headers
         produce = producer.produce
+        values: list[Any] = []
         for index, item in enumerate(items):
             try:
                 if isinstance(item, KafkaRecord):
@@ -208,15 +217,23 @@ class KafkaSink(StreamSink):
                 failures[index] = SerializationError(
                     f"{self!r}: item cannot be encoded, not written: {type(exc).__name__}: {exc}"
                 )
+                values.append(None)
                 continue
-            on_delivery = _DeliveryError(failures, index)
+            values.append(value)
             while True:
                 try:
-                    produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                    produce(topic, value, key, headers=headers)
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     producer.poll(0.05)
+                except KafkaException as exc:  # refused before sending (too large)
+                    if exc.args[0].code() not in _RECORD_ERRORS:
+                        raise
+                    failures[index] = _KafkaDeliveryFailure(exc.args[0])
+                    values[index] = None
+                    break
         producer.poll(0)
+        return values
 
     async def write_batch(self, items: list[Any]) -> None:
         """Produce ``items`` and return once the broker confirmed every record (acks=all)."""
@@ -226,7 +243,8 @@ class KafkaSink(StreamSink):
         if bridge is None or producer is None:
             raise ConfigError(f"{self!r} is not open: open() it (the pipeline does) first")
         failures: dict[int, BaseException] = {}
-        await bridge.run(self._produce, items, failures)
+        self._undelivered = []
+        values = await bridge.run(self._produce, items, failures)
         deadline = trio.current_time() + self.delivery_timeout + 5
         while await bridge.run(producer.flush, _FLUSH_STEP):
             if trio.current_time() > deadline:
@@ -234,44 +252,38 @@ class KafkaSink(StreamSink):
                     f"{self!r}: records not confirmed within the delivery timeout "
                     f"({self.delivery_timeout}s); the batch does not count as written"
                 )
-        batch_errors = {
-            index: error
-            for index, error in failures.items()
-            if isinstance(error, _KafkaDeliveryFailure) and not error.record_error
-        }
-        if batch_errors:
-            index, first = min(batch_errors.items())
-            raise KafkaDeliveryError(
-                f"{self!r}: {len(batch_errors)} record(s) of the batch not written, first "
-                f"(item {index}): {first}; the batch does not count as written"
-            )
+        if self._undelivered:
+            self._attribute(values, failures)
         self.written += len(items) - len(failures)
         if failures:
             raise RejectedItems(failures)
 
+    def _attribute(self, values: list[Any], failures: dict[int, BaseException]) -> None:
+        """Map the delivery errors back to batch indexes (by value: the rare error path),
+        and raise when one is not the record's own fault (the batch is then not written)."""
+        indexes: dict[Any, list[int]] = {}
+        for index, value in enumerate(values):
+            if value is not None:
+                indexes.setdefault(value, []).append(index)
+        batch_errors: list[KafkaError] = []
+        for error, value in self._undelivered:
+            if error.code() not in _RECORD_ERRORS:
+                batch_errors.append(error)
+            elif candidates := indexes.get(value):
+                failures[candidates.pop(0)] = _KafkaDeliveryFailure(error)
+        if batch_errors:
+            raise KafkaDeliveryError(
+                f"{self!r}: {len(batch_errors)} record(s) of the batch not written, first: "
+                f"{batch_errors[0].str()}; the batch does not count as written"
+            )
+
 
 class _KafkaDeliveryFailure(Exception):
-    """A delivery report's error; ``record_error`` when only this record is at fault."""
+    """A delivery report's error for a record that can never be written (too large)."""
 
     def __init__(self, error: KafkaError) -> None:
         super().__init__(error.str())
         self.code = error.code()
-        self.record_error = error.code() in _RECORD_ERRORS
-
-
-class _DeliveryError:
-    """A delivery callback recording the error of the record at ``index`` (errors only:
-    ``delivery.report.only.error``)."""
-
-    __slots__ = ("failures", "index")
-
-    def __init__(self, failures: dict[int, BaseException], index: int) -> None:
-        self.failures = failures
-        self.index = index
-
-    def __call__(self, error: KafkaError | None, _message: Any) -> None:
-        if error is not None:
-            self.failures[self.index] = _KafkaDeliveryFailure(error)
 
 
 def _key_getter(key: str | KeyFunction | None) -> KeyFunction | None:

@@ -408,8 +408,14 @@ class KafkaSource(DataSource):
     def _poll(self, count: int) -> _Poll:  # in the bridge thread
         consumer = self._consumer
         assert consumer is not None
-        # Any: the stubs type topic()/partition()/offset() optional, never None for a record.
-        messages: list[Any] = consumer.consume(count, self.poll_timeout)
+        # A batch is what is ready now (consume(n, timeout) would wait to fill it): take
+        # what is queued, else wait up to poll_timeout for one record and take it with what
+        # came along. Any: the stubs type topic()/offset()... optional, never None here.
+        messages: list[Any] = consumer.consume(count, 0)
+        if not messages:
+            first = consumer.poll(self.poll_timeout)
+            if first is not None:
+                messages = [first, *consumer.consume(count - 1, 0)] if count > 1 else [first]
         items: list[Any] = []
         good: list[Any] = []
         ends: dict[TopicPartitionKey, int] = {}
