@@ -138,11 +138,11 @@ def test_trace_env_prints_hook_calls(monkeypatch, capsys):
 
 
 def test_streaming_names_of_missing_plugins_name_the_package(monkeypatch):
-    kafka = PluginManifest("haive-plugin-kafka", exports={"KafkaTestSource": None})
+    missing = PluginManifest("haive-plugin-nowhere", exports={"NowhereTestSource": None})
     directory = _catalogue.directory_manifests()
-    monkeypatch.setattr(_catalogue, "directory_manifests", lambda: (*directory, kafka))
-    with pytest.raises(MissingPluginError, match=r"pip install haive-plugin-kafka"):
-        streaming_module.KafkaTestSource
+    monkeypatch.setattr(_catalogue, "directory_manifests", lambda: (*directory, missing))
+    with pytest.raises(MissingPluginError, match=r"pip install haive-plugin-nowhere"):
+        streaming_module.NowhereTestSource
     with pytest.raises(AttributeError, match="has no attribute 'Nonsense'"):
         streaming_module.Nonsense
     from haive.dataflow.streaming import (  # noqa: F401 - the seed's import lines
