@@ -98,7 +98,6 @@ def test_from_import_names_a_disabled_plugin(tmp_path):
     ("command", "package"),
     [
         ("top", "haive-plugin-observability"),
-        ("worker", "haive-plugin-redis"),
         ("replay", "haive-plugin-redis"),
     ],
 )

@@ -130,7 +130,8 @@ def _workers(
             [
                 sys.executable,
                 "-m",
-                "haive_plugin_redis.worker",
+                "haive.dataflow.cli",
+            "worker",
                 file,
                 "--group",
                 group,

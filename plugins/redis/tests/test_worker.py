@@ -14,7 +14,6 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from haive_plugin_redis.worker import WorkerCommand, find_stream_source, load_pipeline
 
 pytestmark = pytest.mark.redis
 
@@ -47,7 +46,8 @@ def start_worker(tag: str, delivery: str, consumer: str, **kw) -> subprocess.Pop
         [
             sys.executable,
             "-m",
-            "haive_plugin_redis.worker",
+            "haive.dataflow.cli",
+            "worker",
             PIPELINE,
             "--group",
             "g",
@@ -163,10 +163,7 @@ def test_sigterm_stops_a_worker_cleanly(tag, r):
     env = env_for(tag, "at_least_once")
     worker = subprocess.Popen(
         [
-            sys.executable,
-            "-c",
-            "import sys; from haive_plugin_redis.worker import main; sys.argv[0]='w';"
-            f"sys.exit(main([{PIPELINE!r}, '--group', 'g']))",
+            sys.executable, "-m", "haive.dataflow.cli", "worker", PIPELINE, "--group", "g",
         ],
         # Endless: an empty stream does not end this worker, only the signal can.
         env={**env, "HAIVE_TEST_STREAM": f"{{{tag}}}:idle", "HAIVE_TEST_ENDLESS": "1"},
@@ -184,18 +181,6 @@ def test_sigterm_stops_a_worker_cleanly(tag, r):
         worker.kill()
     assert worker.returncode == 0, stderr
     assert summary(stderr)["stopped_by_signal"] is True, stderr
-
-
-def test_worker_needs_a_redis_stream_source(tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text(
-        "from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline\n"
-        "from haive.dataflow.builtins.sources import IterableSource\n"
-        "pipeline = StreamingPipeline('p')\npipeline.set_source(IterableSource([1]))\n"
-    )
-    with pytest.raises(Exception, match="not a RedisStreamSource"):
-        find_stream_source(load_pipeline(str(bad), None))
-    assert WorkerCommand.PLUGIN_NAME == "worker"
 
 
 def wait_for(condition, what: str, procs: dict[str, subprocess.Popen], timeout: float = 300):
@@ -352,7 +337,8 @@ def test_sigterm_mid_batch_leaves_the_batch_pending_counted_then_redelivered(
     (tmp_path / "hang-w").unlink()
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "haive_plugin_redis.worker", PIPELINE),
+            *(sys.executable, "-m", "haive.dataflow.cli",
+            "worker", PIPELINE),
             *("--group", "g", "--consumer", "w"),
         ],
         env=env_for(tag, delivery, extra=env),
@@ -372,7 +358,8 @@ def test_a_failed_worker_still_prints_its_summary_with_what_it_left_pending(tag,
     produce(r, stream, 500, keys=5)
     r.set(f"{{{tag}}}:out", "not a stream")  # the sink refuses to open: nothing written
     done = subprocess.run(
-        [sys.executable, "-m", "haive_plugin_redis.worker", PIPELINE, "--group", "g"],
+        [sys.executable, "-m", "haive.dataflow.cli",
+            "worker", PIPELINE, "--group", "g"],
         env=env_for(tag, "at_least_once"),
         capture_output=True,
         text=True,
@@ -382,6 +369,6 @@ def test_a_failed_worker_still_prints_its_summary_with_what_it_left_pending(tag,
     failed = summary(done.stderr)
     assert "holds a string, not a stream" in failed["error"]
     assert failed["acknowledged"] == 0
-    assert "haive worker: error: " in done.stderr
+    assert "haive: error: " in done.stderr
     info = next(g for g in r.xinfo_groups(stream) if g["name"] == b"g")
     assert info["pending"] == failed["left_pending"]

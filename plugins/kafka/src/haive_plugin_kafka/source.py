@@ -270,6 +270,71 @@ class KafkaSource(DataSource):
             f"bootstrap_servers={self.bootstrap_servers!r})"
         )
 
+    # -- haive worker: a member of a consumer group ------------------------------------
+    def join(self, group: str | None = None, consumer: str | None = None) -> None:
+        """Set the consumer group and/or this member's ``client.id`` before opening
+        (``haive worker --group G --consumer NAME`` calls it)."""
+        if self._bridge is not None:
+            raise ConfigError(f"{self!r}.join: the source is already open")
+        if group is not None:
+            if not isinstance(group, str) or not group:
+                raise ConfigError(f"KafkaSource: group must be a non-empty string, got {group!r}")
+            self.group = group
+            self.consumer_config["group.id"] = group
+        if consumer is not None:
+            if not isinstance(consumer, str) or not consumer:
+                raise ConfigError(
+                    f"KafkaSource: consumer must be a non-empty string, got {consumer!r}"
+                )
+            self.consumer_config["client.id"] = consumer
+
+    def membership(self) -> dict[str, Any]:
+        """What ``haive worker`` prints about this member when it stops."""
+        return {
+            "group": self.group,
+            "consumer": self.consumer_config["client.id"],
+            "topics": self.topics,
+            "delivery": "at_least_once",
+            **attrs.asdict(self.stats),
+        }
+
+    async def rewind(self, position: str) -> None:
+        """``haive worker --replay-from earliest|latest``: commit, for the whole group, the
+        first (``earliest``: everything is read again) or next (``latest``: only new records)
+        offset of every partition of the topics. Run it while no member is running: a
+        running member would commit its own offsets over these."""
+        if position not in START_POSITIONS:
+            raise ConfigError(
+                f"KafkaSource.rewind: position must be one of {START_POSITIONS}, got {position!r}"
+            )
+        async with open_thread_bridge(name=f"kafka-rewind-{self.group}") as bridge:
+            await bridge.run(self._commit_watermarks, position)
+
+    def _commit_watermarks(self, position: str) -> None:  # in the bridge thread
+        consumer = Consumer({**self.consumer_config, "enable.partition.eof": False})
+        try:
+            metadata = check_topics(
+                consumer.list_topics, self.topics, self.bootstrap_servers, repr(self),
+                self.metadata_timeout,
+            )
+            offsets = []
+            for topic in self.topics:
+                for partition in metadata.topics[topic].partitions:
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=self.metadata_timeout
+                    )
+                    offsets.append(
+                        TopicPartition(topic, partition, low if position == "earliest" else high)
+                    )
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as error:
+                raise KafkaCommitError(
+                    f"{self!r}: cannot move group {self.group!r} to {position}: {error}"
+                ) from error
+        finally:
+            consumer.close()
+
     def use_serializer(self, serializer: Serializer) -> None:
         """Decode values with the pipeline's serializer (``StreamingPipeline.set_serializer``)."""
         self.codec = self.codec.adopt(serializer, repr(self))

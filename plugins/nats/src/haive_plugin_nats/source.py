@@ -147,12 +147,7 @@ class JetStreamSource(DataSource):
     ) -> None:
         owner = "JetStreamSource"
         self.subject = check_subject(owner, "subject", subject, wildcards=True)
-        if not isinstance(durable, str) or not durable or any(c in durable for c in ".*> \t"):
-            raise ConfigError(
-                f"{owner}: durable must be a non-empty name without '.', '*', '>' or "
-                f"whitespace, got {durable!r}"
-            )
-        self.durable = durable
+        self.durable = check_durable(owner, durable)
         if stream is not None and (not isinstance(stream, str) or not stream):
             raise ConfigError(f"{owner}: stream must be a non-empty string or None, got {stream!r}")
         self.stream = stream
@@ -199,6 +194,9 @@ class JetStreamSource(DataSource):
             owner, "max_deliveries", max_deliveries if max_deliveries is not None else 5
         )
         self.stop_when_drained = stop_when_drained
+        #: This member's name (``haive worker --consumer``): the connection's name on the
+        #: server; the durable consumer itself is shared by every member.
+        self.member_name: str | None = None
         self.stats = JetStreamSourceStats()
         self._unacked: deque[_Unacked] = deque()
         self._by_item: dict[int, _Unacked] = {}
@@ -213,6 +211,72 @@ class JetStreamSource(DataSource):
             f"stream={self.stream!r}, url={redacted(self.url)!r})"
         )
 
+    def _consumer_config(self, policy: DeliverPolicy, start: int | None = None) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            deliver_policy=policy,
+            opt_start_seq=start,
+            max_deliver=-1,  # redelivery is bounded by max_deliveries here, then dead-lettered
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=self.subject,
+        )
+
+    # -- haive worker: a member of the durable consumer's group --------------------------
+    def join(self, group: str | None = None, consumer: str | None = None) -> None:
+        """Use the durable consumer ``group`` and name this member ``consumer`` (its
+        connection's name) before opening (``haive worker --group G --consumer NAME``)."""
+        if self._bridge is not None:
+            raise ConfigError(f"{self!r}.join: the source is already open")
+        if group is not None:
+            self.durable = check_durable("JetStreamSource", group)
+        if consumer is not None:
+            if not isinstance(consumer, str) or not consumer:
+                raise ConfigError(
+                    f"JetStreamSource: consumer must be a non-empty string, got {consumer!r}"
+                )
+            self.member_name = consumer
+
+    def membership(self) -> dict[str, Any]:
+        """What ``haive worker`` prints about this member when it stops."""
+        return {
+            "group": self.durable,
+            "consumer": self.member_name or repr(self),
+            "subject": self.subject,
+            "stream": self.stream,
+            "delivery": "at_least_once",
+            **attrs.asdict(self.stats),
+        }
+
+    async def rewind(self, position: str) -> None:
+        """``haive worker --replay-from SEQ``: make the durable consumer deliver again from
+        stream sequence ``SEQ`` (``1`` or ``all``: everything the stream holds; ``new``: only
+        what arrives from now on). The consumer is deleted and created again, so its pending
+        acknowledgments go too: run it while no member is running."""
+        if position in ("all", "0", "1"):
+            policy, start = DeliverPolicy.ALL, None
+        elif position == "new":
+            policy, start = DeliverPolicy.NEW, None
+        elif position.isdigit():
+            policy, start = DeliverPolicy.BY_START_SEQUENCE, int(position)
+        else:
+            raise ConfigError(
+                "JetStreamSource.rewind: position must be a stream sequence (1 = everything), "
+                f"'all' or 'new', got {position!r}"
+            )
+        async with open_asyncio_bridge(name=f"nats-rewind-{self.durable}") as bridge:
+            client = await connect(bridge, self.url, self.connect_options, name=repr(self))
+            try:
+                stream = self.stream or await stream_for_subject(
+                    bridge, client, self.subject, self.url
+                )
+                await bridge.run(
+                    _replace_consumer, client, stream, self._consumer_config(policy, start)
+                )
+            finally:
+                await bridge.run(_flush_and_close, client)
+
     def use_serializer(self, serializer: Serializer) -> None:
         """Decode payloads with the pipeline's serializer (``set_serializer``)."""
         self.codec = PayloadCodec(serializer)
@@ -224,7 +288,9 @@ class JetStreamSource(DataSource):
             open_asyncio_bridge(name=f"nats-source-{self.durable}")
         )
         self._bridge = bridge
-        client = await connect(bridge, self.url, self.connect_options, name=repr(self))
+        client = await connect(
+            bridge, self.url, self.connect_options, name=self.member_name or repr(self)
+        )
         self._client = client
         self._exit.push_async_callback(bridge.run, _flush_and_close, client)
         if self.stream is None:
@@ -232,14 +298,8 @@ class JetStreamSource(DataSource):
         else:
             await check_stream(bridge, client, self.stream, self.url)
         await stream_for_subject(bridge, client, self.dead_letter, self.url)  # stored somewhere
-        config = ConsumerConfig(
-            durable_name=self.durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.ack_wait,
-            deliver_policy=DeliverPolicy.ALL if self.deliver_policy == "all" else DeliverPolicy.NEW,
-            max_deliver=-1,  # redelivery is bounded by max_deliveries here, then dead-lettered
-            max_ack_pending=self.max_ack_pending,
-            filter_subject=self.subject,
+        config = self._consumer_config(
+            DeliverPolicy.ALL if self.deliver_policy == "all" else DeliverPolicy.NEW
         )
         try:
             self._subscription = await bridge.run(
@@ -490,6 +550,25 @@ class _Fetcher:
             )
             raws.append(msg)
         return _Fetched(items, raws, undecodable)
+
+
+def check_durable(owner: str, durable: object) -> str:
+    """A durable consumer's name, or a ConfigError naming the problem."""
+    if not isinstance(durable, str) or not durable or any(c in durable for c in ".*> \t"):
+        raise ConfigError(
+            f"{owner}: durable must be a non-empty name without '.', '*', '>' or "
+            f"whitespace, got {durable!r}"
+        )
+    return durable
+
+
+async def _replace_consumer(
+    client: NatsClient, stream: str, config: ConsumerConfig
+) -> None:  # in the bridge's loop
+    jetstream = client.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await jetstream.delete_consumer(stream, config.durable_name or "")
+    await jetstream.add_consumer(stream, config)
 
 
 def _delivery(msg: Msg) -> tuple[str, int, int, int, float]:

@@ -37,6 +37,5 @@ def haive_register_sinks() -> Iterable[type[Any]]:
 @hookimpl
 def haive_register_cli_commands() -> Iterable[type[Any]]:
     from .replay import ReplayCommand
-    from .worker import WorkerCommand
 
-    return [WorkerCommand, ReplayCommand]
+    return [ReplayCommand]

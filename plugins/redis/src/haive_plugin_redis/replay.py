@@ -539,7 +539,7 @@ class ReplayCommand(Command):
         end: str,
         printer: Callable[[ReplayProgress], None] | None,
     ) -> tuple[StreamingPipeline, StreamRangeSource]:
-        from .worker import load_pipeline
+        from haive.dataflow.cli.worker import load_pipeline
 
         if args.target_url is not None:
             raise ConfigError("--target-url applies to --into only")

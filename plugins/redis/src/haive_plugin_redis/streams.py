@@ -57,6 +57,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import trio
 from redis.exceptions import RedisError, ResponseError
 
@@ -349,6 +350,25 @@ class RedisStreamSource(DataSource):
     @consumer.setter
     def consumer(self, consumer: str) -> None:
         self.join(consumer=consumer)
+
+    def membership(self) -> dict[str, Any]:
+        """What ``haive worker`` prints about this member (group, consumer, stream, counters)."""
+        return {
+            "consumer": self.consumer,
+            "group": self.group,
+            "stream": self.stream,
+            "delivery": self.delivery,
+            **attrs.asdict(self.stats),
+        }
+
+    async def rewind(self, position: str) -> None:
+        """``haive worker --replay-from ID``: make the group read again from stream id
+        ``position`` (inclusive; ``0`` = everything), creating the group if needed."""
+        client = stream_client(self.url, self.stream, 1)  # a cluster URL: its slot's node
+        try:
+            await reset_group(client, self.stream, self.group, position)
+        finally:
+            client.close()
 
     def fence_key(self, consumer: str | None = None) -> str:
         """The key a claimer bumps to fence ``consumer`` off (exactly-once)."""

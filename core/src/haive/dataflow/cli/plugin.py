@@ -1,5 +1,5 @@
 """The cli layer's built-in plugin: the ``cli_command`` kind and the built-in commands
-(plugins, run, demo, new-plugin)."""
+(plugins, run, worker, demo, new-plugin)."""
 
 from __future__ import annotations
 
@@ -20,4 +20,8 @@ def haive_register_capability_kinds() -> list[CapabilityKind[Any]]:
 
 @hookimpl
 def haive_register_cli_commands() -> list[type[Any]]:
-    return list(BUILTIN_COMMANDS)
+    # Imported here, when the commands are asked for: `haive worker` needs the pipelines,
+    # which loading the registry alone must not import.
+    from .worker import WorkerCommand
+
+    return [*BUILTIN_COMMANDS, WorkerCommand]

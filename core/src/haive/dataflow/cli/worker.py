@@ -1,14 +1,15 @@
-"""``haive worker FILE.py --group G``: scale a Redis Streams pipeline out over processes.
+"""``haive worker FILE.py --group G``: scale a pipeline out over processes sharing a group.
 
 Every worker process loads ``FILE.py``, takes the pipeline it defines (as ``haive run``
 does: ``pipeline``, ``main``, ``--object NAME`` or the only pipeline in the file), joins the
-source's consumer group ``G`` under a consumer name of its own and runs until the source
-ends or it is stopped (SIGINT/SIGTERM stop it cleanly). ``--processes N`` starts N such
-processes and supervises them; running the same command on several machines adds more.
-Redis hands each entry to one consumer; pending entries of a worker that dies are claimed
-by the others after the source's ``claim_idle``. Keyed state lives in Redis next to the
-stream (:meth:`~haive_plugin_redis.streams.RedisStreamSource.state`), so whichever worker
-gets a key's next event reads and writes that key's state: the state goes with the key.
+source's group ``G`` under a consumer name of its own and runs until the source ends or it
+is stopped (SIGINT/SIGTERM stop it cleanly). ``--processes N`` starts N such processes and
+supervises them; running the same command on several machines adds more.
+
+Any source that is a :class:`~haive.dataflow.io.groups.GroupMemberSource` works: a Redis
+Streams consumer group, a Kafka consumer group, a JetStream durable consumer... The broker
+hands each message to one member and redelivers what a dead member left unacknowledged;
+how, and what happens to keyed state, is in each plugin's README.
 """
 
 from __future__ import annotations
@@ -25,29 +26,10 @@ import attrs
 import orjson
 import trio
 
-from haive.dataflow.cli import Command, find_runnable, load_config_file
-from haive.dataflow.errors import ConfigError, HaiveError, unwrap_node_errors
-from haive.dataflow.io.sources import DataSource
-from haive.dataflow.pipelines.streaming_pipeline import RunReport, StreamingPipeline
-
-from .cluster import stream_client
-from .streams import RedisStreamSource, reset_group
-
-
-def find_stream_source(pipeline: StreamingPipeline) -> RedisStreamSource:
-    """The :class:`RedisStreamSource` feeding ``pipeline`` (looking through wrappers)."""
-    source: DataSource | None = pipeline.source
-    seen = 0
-    while source is not None and not isinstance(source, RedisStreamSource) and seen < 8:
-        source = getattr(source, "inner", None)  # e.g. a checkpointing wrapper
-        seen += 1
-    if not isinstance(source, RedisStreamSource):
-        raise ConfigError(
-            f"haive worker: pipeline {pipeline.name!r} reads from "
-            f"{type(pipeline.source).__name__}, not a RedisStreamSource; workers share a "
-            "Redis consumer group, so the pipeline's source must be one"
-        )
-    return source
+from ..errors import ConfigError, unwrap_node_errors
+from ..io.groups import GroupMemberSource, RewindableGroup, layers
+from ..pipelines.streaming_pipeline import RunReport, StreamingPipeline
+from .main import Command, find_runnable, load_config_file
 
 
 def load_pipeline(path: str, object_name: str | None) -> StreamingPipeline:
@@ -58,6 +40,19 @@ def load_pipeline(path: str, object_name: str | None) -> StreamingPipeline:
             f"haive worker: {path} must define a StreamingPipeline (got {type(obj).__name__})"
         )
     return obj
+
+
+def group_member(pipeline: StreamingPipeline) -> GroupMemberSource:
+    """The source of ``pipeline`` that joins a group (looking through wrappers)."""
+    member = next((s for s in layers(pipeline.source) if isinstance(s, GroupMemberSource)), None)
+    if member is None:
+        raise ConfigError(
+            f"haive worker: pipeline {pipeline.name!r} reads from "
+            f"{type(pipeline.source).__name__}, which does not join a consumer group; workers "
+            "share their input through one, so the source must be a group member (a Redis "
+            "Streams, Kafka or NATS JetStream source, or another GroupMemberSource)"
+        )
+    return member
 
 
 async def serve(pipeline: StreamingPipeline) -> RunReport | None:
@@ -80,6 +75,20 @@ async def serve(pipeline: StreamingPipeline) -> RunReport | None:
     return report
 
 
+def summary_of(member: GroupMemberSource, report: RunReport | None, error: BaseException | None,
+               ) -> dict[str, Any]:
+    """The JSON line a worker prints when it stops (also when it failed)."""
+    summary: dict[str, Any] = {
+        **member.membership(),
+        "stopped_by_signal": report is None and error is None,
+    }
+    if report is not None:
+        summary.update(processed=report.processed, failed=report.failed, elapsed=report.elapsed)
+    if error is not None:
+        summary["error"] = f"{type(error).__name__}: {error}"
+    return summary
+
+
 def run_worker(path: str, group: str, consumer: str | None, object_name: str | None = None) -> int:
     """One worker process: load, join the group, run; prints a JSON summary to stderr.
 
@@ -87,8 +96,8 @@ def run_worker(path: str, group: str, consumer: str | None, object_name: str | N
     pending for redelivery is always counted.
     """
     pipeline = load_pipeline(path, object_name)
-    source = find_stream_source(pipeline)
-    source.join(group=group, consumer=consumer)
+    member = group_member(pipeline)
+    member.join(group=group, consumer=consumer)
     report: RunReport | None = None
     error: BaseException | None = None
     try:
@@ -97,25 +106,20 @@ def run_worker(path: str, group: str, consumer: str | None, object_name: str | N
         error = exc
         raise
     finally:
-        summary: dict[str, Any] = {
-            "consumer": source.consumer,
-            "group": source.group,
-            "stream": source.stream,
-            "delivery": source.delivery,
-            "stopped_by_signal": report is None and error is None,
-            **attrs.asdict(source.stats),
-        }
-        if report is not None:
-            summary.update(
-                processed=report.processed, failed=report.failed, elapsed=report.elapsed
-            )
-        if error is not None:
-            summary["error"] = f"{type(error).__name__}: {error}"
-        sys.stderr.write(f"haive worker: {orjson.dumps(summary).decode()}\n")
+        line = orjson.dumps(summary_of(member, report, error), default=_jsonable).decode()
+        sys.stderr.write(f"haive worker: {line}\n")
         sys.stderr.flush()
-    # Failures are in a dead-letter stream or pending for redelivery (the source's
-    # on_failure), or in the pipeline's dead-letter sink: none is lost, so exit 0.
+    # Failures are dead-lettered or pending for redelivery (the source's on_failure), or in
+    # the pipeline's dead-letter sink: none is lost, so exit 0.
     return 0
+
+
+def _jsonable(value: object) -> object:
+    if attrs.has(type(value)):
+        return attrs.asdict(value)  # type: ignore[arg-type]
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return repr(value)
 
 
 async def supervise(commands: Sequence[Sequence[str]]) -> int:
@@ -144,8 +148,8 @@ async def supervise(commands: Sequence[Sequence[str]]) -> int:
 
 def worker_command_line(args: argparse.Namespace, consumer: str) -> list[str]:
     """The command line of one child worker process."""
-    line = [sys.executable, "-m", "haive_plugin_redis.worker", args.file, "--group", args.group]
-    line += ["--consumer", consumer]
+    line = [sys.executable, "-m", "haive.dataflow.cli", "worker", args.file]
+    line += ["--group", args.group, "--consumer", consumer]
     if args.object:
         line += ["--object", args.object]
     return line
@@ -164,12 +168,15 @@ class WorkerCommand(Command):
     """
 
     PLUGIN_NAME = "worker"
-    help = "run the Redis Streams pipeline of FILE.py as N consumer-group worker processes"
+    help = (
+        "run the pipeline of FILE.py as N worker processes sharing its source's consumer group "
+        "(Redis Streams, Kafka, NATS JetStream...)"
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("file", help="Python file defining the pipeline (as for `haive run`)")
         parser.add_argument(
-            "--group", required=True, help="Redis consumer group shared by all workers"
+            "--group", required=True, help="consumer group shared by all workers"
         )
         parser.add_argument(
             "--processes",
@@ -187,16 +194,16 @@ class WorkerCommand(Command):
         parser.add_argument(
             "--replay-from",
             default=None,
-            metavar="ID",
-            help="first move the group back to stream ID (inclusive; 0 = everything)",
+            metavar="POSITION",
+            help="first move the group back to POSITION (Redis: a stream id, 0 = everything; "
+            "Kafka: earliest; NATS: a stream sequence, 1 = everything)",
         )
 
     def run(self, args: argparse.Namespace) -> int:
         if args.processes < 1:
-            raise ConfigError(f"--processes must be >= 1, got {args.processes}")
+            raise ConfigError(f"haive worker: --processes must be >= 1, got {args.processes}")
         if args.replay_from is not None:
-            source = find_stream_source(load_pipeline(args.file, args.object))
-            trio.run(_reset, source.url, source.stream, args.group, args.replay_from)
+            trio.run(rewind_group, args.file, args.object, args.group, args.replay_from)
         if args.processes == 1:
             return run_worker(args.file, args.group, args.consumer, args.object)
         base = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -206,25 +213,15 @@ class WorkerCommand(Command):
         return trio.run(supervise, commands)
 
 
-async def _reset(url: str, stream: str, group: str, from_id: str) -> None:
-    client = stream_client(url, stream, 1)  # a redis+cluster:// source: its slot's node
-    try:
-        await reset_group(client, stream, group, from_id)
-    finally:
-        client.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m haive_plugin_redis.worker``: one worker process (what ``-n`` starts)."""
-    parser = argparse.ArgumentParser(prog="haive worker", description=WorkerCommand.help)
-    WorkerCommand().add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return WorkerCommand().run(args)
-    except HaiveError as exc:
-        sys.stderr.write(f"haive worker: error: {exc}\n")
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+async def rewind_group(path: str, object_name: str | None, group: str, position: str) -> None:
+    """``--replay-from``: move ``group`` of the pipeline's source back to ``position``."""
+    pipeline = load_pipeline(path, object_name)
+    member = group_member(pipeline)
+    member.join(group=group)
+    rewindable = next((s for s in layers(pipeline.source) if isinstance(s, RewindableGroup)), None)
+    if rewindable is None:
+        raise ConfigError(
+            f"haive worker: --replay-from: {type(member).__name__} cannot move its group "
+            "back to an earlier position"
+        )
+    await rewindable.rewind(position)
