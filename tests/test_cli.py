@@ -126,6 +126,20 @@ def test_demo_runs():
     assert "20,000 events in" in out.stdout and "dashboard" not in out.stdout
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("--events", "-5", "--events must be >= 1, got -5"),
+        ("--events", "0", "--events must be >= 1, got 0"),
+        ("--rate", "0", "--rate must be > 0 events/s, got 0.0"),
+        ("--rate", "nan", "--rate must be > 0 events/s, got nan"),
+    ],
+)
+def test_demo_refuses_what_it_cannot_run(option, value, error):
+    out = run("demo", option, value, env={**os.environ, "HAIVE_NO_SERVICES": "1"})
+    assert out.returncode == 2 and error in out.stderr, out.stderr
+
+
 def test_unknown_command():
     out = run("frobnicate")
     assert out.returncode == 2 and "invalid choice: 'frobnicate'" in out.stderr

@@ -326,6 +326,11 @@ class DemoCommand(Command):
     def run(self, args: argparse.Namespace) -> int:
         from .demo import run_demo
 
+        if args.events is not None and args.events < 1:
+            raise ConfigError(f"haive demo: --events must be >= 1, got {args.events}")
+        if args.rate is not None and not args.rate > 0:  # NaN is refused too
+            raise ConfigError(f"haive demo: --rate must be > 0 events/s, got {args.rate}")
+
         return trio.run(run_demo, args.events, args.rate)
 
 
