@@ -1,8 +1,13 @@
 """5-stage pipeline throughput and latency, buffer memory and backpressure reaction time.
 
-Baselines doing the same work in the same run: a plain generator chain, a raw trio
-memory-channel chain (one item per send), the same chain moving batches of 100, and an
-asyncio.Queue chain (in a subprocess, so it runs on its own event loop).
+Baselines doing the same work in the same run, each calling the same per-item function
+(``step``) in every stage and checking the sum of what reached its end, as the pipeline's
+sink does:
+
+* headline: a trio memory-channel chain and an asyncio.Queue chain (in a subprocess, on its
+  own event loop) moving batches of the size the pipeline moves (``BATCH``, the default
+  ``chunk_size``), and a plain generator chain;
+* naive (labelled so): the same channel and queue chains moving one item per send.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 import trio
 
-from bench.cases._shared import STAGES, five_stage_pipeline
+from bench.cases._shared import BATCH, STAGES, expected_total, five_stage_pipeline, step
 from bench.recorder import Recorder, best_of
 from haive.dataflow import BoundedBuffer, StreamingPipeline, StreamSink
 from haive.dataflow.io.sources import DataSource
@@ -31,25 +36,28 @@ def ours(n: int) -> float:
     started = time.perf_counter()
     trio.run(pipeline.execute)
     elapsed = time.perf_counter() - started
-    assert sink.count == n
+    assert sink.count == n and sink.total == expected_total(n)
     return n / elapsed
 
 
 def generator_chain(n: int) -> float:
     def stage(items: Any) -> Any:
         for x in items:
-            yield x + 1
+            yield step(x)
 
     started = time.perf_counter()
     chain: Any = iter(range(n))
     for _ in range(STAGES):
         chain = stage(chain)
-    count = sum(1 for _ in chain)
-    assert count == n
+    total = sum(chain)
+    assert total == expected_total(n)
     return n / (time.perf_counter() - started)
 
 
 def trio_channel_chain(n: int, batch: int) -> float:
+    """Source, ``STAGES`` stages and a summing sink joined by trio memory channels of
+    capacity 0 (trio's recommended default), moving ``batch`` items per send (1: per item)."""
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             send, receive = trio.open_memory_channel[Any](0)
@@ -69,9 +77,9 @@ def trio_channel_chain(n: int, batch: int) -> float:
                 async with inp, out:
                     async for item in inp:
                         if batch == 1:
-                            await out.send(item + 1)
+                            await out.send(step(item))
                         else:
-                            await out.send([x + 1 for x in item])
+                            await out.send([step(x) for x in item])
 
             nursery.start_soon(source, send)
             current = receive
@@ -79,11 +87,11 @@ def trio_channel_chain(n: int, batch: int) -> float:
                 nxt_send, nxt_receive = trio.open_memory_channel[Any](0)
                 nursery.start_soon(stage, current, nxt_send)
                 current = nxt_receive
-            count = 0
+            total = 0
             async with current:
                 async for item in current:
-                    count += 1 if batch == 1 else len(item)
-            assert count == n
+                    total += item if batch == 1 else sum(item)
+            assert total == expected_total(n)
 
     started = time.perf_counter()
     trio.run(main)
@@ -93,14 +101,23 @@ def trio_channel_chain(n: int, batch: int) -> float:
 ASYNCIO_CHAIN = textwrap.dedent(
     """
     import asyncio, sys, time
-    N, STAGES = int(sys.argv[1]), int(sys.argv[2])
+    N, STAGES, BATCH = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     DONE = object()
+    def step(x):
+        return x + 1
     async def main():
-        queues = [asyncio.Queue(maxsize=1000) for _ in range(STAGES + 1)]
+        # Bounded queues, as a careful asyncio user writes them: 1,000 items, or a few
+        # batches when moving batches.
+        size = 1000 if BATCH == 1 else 4
+        queues = [asyncio.Queue(maxsize=size) for _ in range(STAGES + 1)]
         async def source():
             q = queues[0]
-            for x in range(N):
-                await q.put(x)
+            if BATCH == 1:
+                for x in range(N):
+                    await q.put(x)
+            else:
+                for start in range(0, N, BATCH):
+                    await q.put(list(range(start, min(start + BATCH, N))))
             await q.put(DONE)
         async def stage(i):
             inp, out = queues[i], queues[i + 1]
@@ -109,26 +126,26 @@ ASYNCIO_CHAIN = textwrap.dedent(
                 if x is DONE:
                     await out.put(DONE)
                     return
-                await out.put(x + 1)
+                await out.put(step(x) if BATCH == 1 else [step(v) for v in x])
         async def sink():
-            q, count = queues[-1], 0
-            while (await q.get()) is not DONE:
-                count += 1
-            return count
+            q, total = queues[-1], 0
+            while (x := await q.get()) is not DONE:
+                total += x if BATCH == 1 else sum(x)
+            return total
         started = time.perf_counter()
         tasks = [asyncio.create_task(source())] + [asyncio.create_task(stage(i)) for i in range(STAGES)]
-        count = await sink()
+        total = await sink()
         await asyncio.gather(*tasks)
-        assert count == N
+        assert total == N * (N - 1) // 2 + STAGES * N
         print(N / (time.perf_counter() - started))
     asyncio.run(main())
     """
 )
 
 
-def asyncio_chain(n: int) -> float:
+def asyncio_chain(n: int, batch: int) -> float:
     out = subprocess.run(
-        [sys.executable, "-c", ASYNCIO_CHAIN, str(n), str(STAGES)],
+        [sys.executable, "-c", ASYNCIO_CHAIN, str(n), str(STAGES), str(batch)],
         capture_output=True,
         text=True,
         check=True,
@@ -228,31 +245,41 @@ def run(rec: Recorder) -> None:
     ours_rate = rec.figure(
         "pipeline.5stage.events_per_s", best_of(runs, lambda: ours(n)), "events/s"
     )
+    trio_batched = rec.figure(
+        "baseline.trio_chain_batched.events_per_s",
+        best_of(runs, lambda: trio_channel_chain(n, BATCH)),
+        "events/s",
+        f"trio channels moving batches of {BATCH:,}, the pipeline's chunk_size",
+    )
+    aio_batched = rec.figure(
+        "baseline.asyncio_chain_batched.events_per_s",
+        best_of(runs, lambda: asyncio_chain(n, BATCH)),
+        "events/s",
+        f"asyncio.Queue chain moving batches of {BATCH:,}",
+    )
     gen = rec.figure(
         "baseline.generator_chain.events_per_s",
         best_of(runs, lambda: generator_chain(n)),
         "events/s",
     )
-    raw_n = n // 10
-    raw = rec.figure(
-        "baseline.trio_channel_per_item.events_per_s",
-        best_of(runs, lambda: trio_channel_chain(raw_n, 1)),
+    naive_n = n // 10
+    naive_trio = rec.figure(
+        "baseline.naive_trio_per_item.events_per_s",
+        best_of(runs, lambda: trio_channel_chain(naive_n, 1)),
         "events/s",
+        "naive: one item per channel send",
     )
-    batched = rec.figure(
-        "baseline.trio_channel_batch100.events_per_s",
-        best_of(runs, lambda: trio_channel_chain(n, 100)),
+    naive_aio = rec.figure(
+        "baseline.naive_asyncio_per_item.events_per_s",
+        best_of(runs, lambda: asyncio_chain(n // 2, 1)),
         "events/s",
+        "naive: one item per queue put",
     )
-    aio = rec.figure(
-        "baseline.asyncio_queue_chain.events_per_s",
-        best_of(runs, lambda: asyncio_chain(n // 2)),
-        "events/s",
-    )
+    rec.ratio("pipeline.5stage.vs_trio_batched", ours_rate, trio_batched)
+    rec.ratio("pipeline.5stage.vs_asyncio_batched", ours_rate, aio_batched)
     rec.ratio("pipeline.5stage.vs_generator_chain", ours_rate, gen)
-    rec.ratio("pipeline.5stage.vs_trio_channel_per_item", ours_rate, raw)
-    rec.ratio("pipeline.5stage.vs_trio_channel_batch100", ours_rate, batched)
-    rec.ratio("pipeline.5stage.vs_asyncio_queue_chain", ours_rate, aio)
+    rec.ratio("pipeline.5stage.vs_naive_trio_per_item", ours_rate, naive_trio)
+    rec.ratio("pipeline.5stage.vs_naive_asyncio_per_item", ours_rate, naive_aio)
 
     p50, p99, achieved = latency_at_rate(10_000, 1.0 if rec.quick else 3.0)
     rec.figure("pipeline.5stage.rate_achieved_at_10k", achieved, "events/s")
