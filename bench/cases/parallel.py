@@ -93,6 +93,8 @@ def run(rec: Recorder) -> None:
     rec.figure("parallel.cpu.1worker.events_per_s", one, "events/s")
     two = best_of(runs, lambda: _rate(events, "process", 2))
     rec.figure("parallel.cpu.2workers.events_per_s", two, "events/s")
-    rec.ratio("parallel.cpu.speedup", two, one, "2 workers / 1 worker (target >= 1.7)")
-    rec.ratio("parallel.cpu.2workers.vs_inline", two, inline)
+    # The headline is against running inline: one worker process is slower than inline (it
+    # pays the crossings), so dividing by it would flatter the speed-up.
+    rec.ratio("parallel.cpu.2workers.vs_inline", two, inline, "headline (target >= 1.8)")
+    rec.ratio("parallel.cpu.speedup", two, one, "2 workers / 1 worker process (secondary)")
     rec.figure("parallel.pool.startup_ms", _startup_ms(2), "ms", "2 workers, started concurrently")

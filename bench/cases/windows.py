@@ -135,14 +135,20 @@ def run(rec: Recorder) -> None:
     events = make_events(n)
     ours = 0.0
     totals: dict[str, int] = {}
-    for _ in range(2):  # best of two: the machine is shared
+    for _ in range(2):  # best of two (the machine is shared), as for Bytewax below
         rate, totals = run_ours(events)
         ours = max(ours, rate)
     rec.figure("windows.tumbling_1s.events_per_s", ours, "events/s", f"{n:,} events, {KEYS} keys")
     rec.figure("windows.tumbling_1s.windows", totals["windows"], "windows")
-    theirs = run_bytewax(n)
-    if theirs is None:
-        return
+    # The same repetitions on both sides: best of two for Bytewax too.
+    theirs = None
+    for _ in range(2):
+        attempt = run_bytewax(n)
+        if attempt is None:
+            return
+        if theirs is None or attempt["events_per_s"] > theirs["events_per_s"]:
+            theirs = attempt
+    assert theirs is not None
     agree = all(theirs[k] == totals[k] for k in ("windows", "events", "value_sum"))
     note = "same totals" if agree else f"totals differ: ours {totals}, bytewax {theirs}"
     rec.figure("windows.tumbling_1s.bytewax_events_per_s", theirs["events_per_s"], "events/s", note)
