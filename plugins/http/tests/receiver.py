@@ -1,0 +1,80 @@
+"""A real HTTP receiver for the sink's tests: a Starlette app served by Hypercorn's trio
+worker on 127.0.0.1, recording what it receives, failing on demand.
+
+``plan`` holds the answers to give before accepting again (a status and headers each);
+``crash_after_recording`` makes it record the next request and then die before answering
+(the sink then retries something that was received: an exact duplicate); ``run`` serves
+until its cancel scope is cancelled (``kill``), so a test can stop and restart it on the
+same port.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from collections import deque
+from typing import Any
+
+import orjson
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.bodies: list[bytes] = []
+        self.keys: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.requests = 0
+        self.plan: deque[tuple[int, dict[str, str]]] = deque()
+        self.crash_after_recording = False
+        self.crashed = trio.Event()
+        self.port = 0
+        self._scope: trio.CancelScope | None = None
+        self.app = Starlette(routes=[Route("/ingest", self.ingest, methods=["POST", "PUT"])])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ingest"
+
+    async def ingest(self, request: Request) -> Response:
+        body = await request.body()
+        self.requests += 1
+        self.headers.append(dict(request.headers))
+        if self.plan:
+            status, headers = self.plan.popleft()
+            return Response(f"planned failure {status}".encode(), status, headers)
+        data = orjson.loads(body)
+        self.items.extend(data if isinstance(data, list) else [data])
+        self.bodies.append(body)
+        self.keys.append(request.headers.get("idempotency-key", ""))
+        if self.crash_after_recording:
+            self.crash_after_recording = False
+            self.kill()  # recorded, never answered
+            self.crashed.set()
+            await trio.sleep_forever()
+        return Response(b"ok", 200)
+
+    def kill(self) -> None:
+        """Stop at once: listener and connections closed, nothing answered."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        config = Config()
+        config.bind = [f"127.0.0.1:{self.port}"]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("tests.receiver")
+        config.graceful_timeout = 0
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(partial(serve, self.app, config))
+                self.port = int(str(binds[0]).rsplit(":", 1)[1])
+                task_status.started()
