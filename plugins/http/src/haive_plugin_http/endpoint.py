@@ -63,7 +63,7 @@ class Endpoint:
         self.source = source
         self.retry_after = {"Retry-After": str(max(1, math.ceil(source.retry_after)))}
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         source = self.source
         stats = source.stats
         stats.requests += 1

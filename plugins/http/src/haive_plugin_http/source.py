@@ -1,8 +1,11 @@
 """Webhook source: an HTTP server in the pipeline's worker, turning POSTs into events.
 
 The server is Hypercorn's trio worker (``hypercorn.trio.serve``) serving a Starlette app,
-started by :meth:`WebhookSource.open` in a nursery of the pipeline's source task and
-stopped by :meth:`WebhookSource.aclose`: no thread, no event loop of its own. What the
+run by :meth:`WebhookSource.serving` in a nursery of the task that enters it (``haive run``
+enters it for you): no thread, no event loop of its own. It is not started by the
+source's ``open``, because a nursery opened there would have to be closed by ``aclose``,
+which the pipeline calls inside a shielded cancel scope nested in it (trio forbids
+exiting a nursery from inside a scope opened after it). What the
 endpoint checks and answers is in :mod:`haive_plugin_http.endpoint`.
 
 **Backpressure.** Accepted events wait in a bounded buffer (``buffer_size`` events,
@@ -29,7 +32,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -59,6 +62,7 @@ from .intake import Intake, Ticket
 
 ACK_MODES = ("accepted", "written")
 OWNER = "WebhookSource"
+logger = logging.getLogger("haive_plugin_http.source")
 
 
 class WebhookServerError(HaiveError):
@@ -144,9 +148,8 @@ class WebhookSource(DataSource):
         ...     pipeline.add_processor(lambda event: event.data["n"] * 10)
         ...     sink = MemorySink()
         ...     pipeline.set_sink(sink)
-        ...     async with trio.open_nursery() as nursery:
+        ...     async with source.serving(), trio.open_nursery() as nursery:
         ...         nursery.start_soon(pipeline.execute)
-        ...         await source.started.wait()
         ...         async with httpx.AsyncClient() as client:
         ...             one = await client.post(source.url, json={"n": 1})
         ...             two = await client.post(source.url, json=[{"n": 2}, {"n": 3}])
@@ -208,7 +211,6 @@ class WebhookSource(DataSource):
         self.intake: Intake | None = None
         self._bound_port: int | None = None
         self._stopping = trio.Event()
-        self._exit = AsyncExitStack()
         # "written" mode: the events yielded and not yet acknowledged, oldest first, and
         # each one's ticket and index in its request (failures are traced through it).
         self._unacked: deque[WebhookEvent] = deque()
@@ -230,8 +232,8 @@ class WebhookSource(DataSource):
 
     def stop(self) -> None:
         """Stop accepting (503 from now on), let the pipeline drain what was accepted, and
-        end the source; in "written" mode the waiting requests are answered first."""
-        self._stopping.set()
+        end the source; in "written" mode the waiting requests are answered when the
+        pipeline wrote their events (the server stops when :meth:`serving` is left)."""
         if self.intake is not None:
             self.intake.close()
 
@@ -248,46 +250,77 @@ class WebhookSource(DataSource):
             config.keyfile = self.keyfile
         return config
 
-    async def open(self) -> None:
-        """Start the server (in a nursery of the calling task; :meth:`aclose` ends it)."""
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        """Run the HTTP server (in a nursery of the calling task) for the duration of the
+        block; yields :attr:`url`. ``haive run`` enters it for you (the plugin's
+        ``haive_run_services``); a program runs its pipeline inside it.
+
+        Leaving the block stops accepting and ends the server after the graceful wait
+        (``graceful_timeout``) for requests in flight.
+        """
+        if self.intake is not None:
+            raise WebhookServerError(f"{self!r} is already serving")
         self.stats = WebhookSourceStats()
         self.intake = Intake(self.buffer_size)
         self._stopping = trio.Event()
-        self.started = self.started if not self.started.is_set() else trio.Event()
+        self.started = trio.Event()
         endpoint = Endpoint(self)
-        app = Starlette(routes=[Route(p, endpoint, methods=["POST"]) for p in self.paths])
-        nursery = await self._exit.enter_async_context(trio.open_nursery())
+        app = Starlette(routes=[Route(p, endpoint.handle, methods=["POST"]) for p in self.paths])
         try:
-            binds = await nursery.start(self._serve, app, self._server_config())
-        except OSError as error:
-            await self._exit.aclose()
-            raise WebhookServerError(
-                f"{self!r} cannot listen on {self.host}:{self.port}: {error}"
-            ) from error
-        self._bound_port = int(str(binds[0]).rsplit(":", 1)[1])
-        self.started.set()
+            async with trio.open_nursery() as nursery:
+                try:
+                    binds = await nursery.start(self._serve, app, self._server_config())
+                except OSError as error:
+                    raise WebhookServerError(
+                        f"{self!r} cannot listen on {self.host}:{self.port}: {error}"
+                    ) from error
+                self._bound_port = int(str(binds[0]).rsplit(":", 1)[1])
+                self.started.set()
+                logger.info("webhook source listening on %s", self.url)
+                try:
+                    yield self.url
+                finally:
+                    self._stop_accepting()
+                    self._stopping.set()  # Hypercorn: close the listener, finish requests
+        finally:
+            self.intake = None
+            self._bound_port = None
 
     async def _serve(
         self, app: Starlette, config: HypercornConfig, *, task_status: Any
     ) -> None:
         await serve(app, config, shutdown_trigger=self._stopping.wait, task_status=task_status)
 
+    async def open(self) -> None:
+        """Check the server runs (:meth:`serving`): the pipeline reads what it accepts."""
+        if self.intake is None or not self.started.is_set():
+            raise WebhookServerError(
+                f"{self!r} is not serving: run the pipeline inside `async with "
+                "source.serving():` (`haive run` does it, unless HAIVE_NO_SERVICES is set)"
+            )
+        if self.intake.closed:
+            raise WebhookServerError(f"{self!r} was stopped; leave serving() and enter it again")
+        await trio.lowlevel.checkpoint()
+
     async def aclose(self) -> None:
-        """Stop the server (after the graceful wait for requests in flight)."""
+        """The pipeline ended: accept nothing more; requests waiting for a write that will
+        not come are answered 503 (retry)."""
+        self._stop_accepting()
+        await trio.lowlevel.checkpoint()
+
+    def _stop_accepting(self) -> None:
+        reason = "the pipeline stopped before writing these events; retry"
         intake = self.intake
         if intake is not None:
             intake.close()
-            self.stats.dropped_on_close += intake.abandon_all(
-                "the pipeline stopped before writing these events; retry"
-            )
+            self.stats.dropped_on_close += intake.abandon_all(reason)
         for event in self._unacked:
             ticket = self._ticket_of.get(id(event))
             if ticket is not None:
-                ticket.abandon("the pipeline stopped before writing these events; retry")
+                ticket.abandon(reason)
         self._unacked.clear()
         self._ticket_of.clear()
-        self._stopping.set()
-        await self._exit.aclose()
 
     # -- reading ------------------------------------------------------------------------
     async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
