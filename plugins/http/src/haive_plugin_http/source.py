@@ -90,6 +90,13 @@ class WebhookSourceStats:
     dropped_on_close: int = 0  # accepted, still buffered when the source was cancelled
 
 
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
 def _paths(value: object) -> tuple[str, ...]:
     paths = (value,) if isinstance(value, str) else value
     if (
@@ -269,12 +276,7 @@ class WebhookSource(DataSource):
         app = Starlette(routes=[Route(p, endpoint.handle, methods=["POST"]) for p in self.paths])
         try:
             async with trio.open_nursery() as nursery:
-                try:
-                    binds = await nursery.start(self._serve, app, self._server_config())
-                except OSError as error:
-                    raise WebhookServerError(
-                        f"{self!r} cannot listen on {self.host}:{self.port}: {error}"
-                    ) from error
+                binds = await nursery.start(self._serve, app, self._server_config())
                 self._bound_port = int(str(binds[0]).rsplit(":", 1)[1])
                 self.started.set()
                 logger.info("webhook source listening on %s", self.url)
@@ -283,6 +285,14 @@ class WebhookSource(DataSource):
                 finally:
                     self._stop_accepting()
                     self._stopping.set()  # Hypercorn: close the listener, finish requests
+        except BaseExceptionGroup as group:
+            refused = group.subgroup(OSError)
+            if self.started.is_set() or refused is None:
+                raise
+            first = _first_leaf(refused)
+            raise WebhookServerError(
+                f"{self!r} cannot listen on {self.host}:{self.port}: {first}"
+            ) from first
         finally:
             self.intake = None
             self._bound_port = None
