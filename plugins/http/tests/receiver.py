@@ -26,7 +26,9 @@ from starlette.routing import Route
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, certfile: str | None = None, keyfile: str | None = None) -> None:
+        self.certfile, self.keyfile = certfile, keyfile
+        self.http_versions: list[str] = []
         self.items: list[Any] = []
         self.bodies: list[bytes] = []
         self.keys: list[str] = []
@@ -41,11 +43,13 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/ingest"
+        scheme = "https" if self.certfile else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/ingest"
 
     async def ingest(self, request: Request) -> Response:
         body = await request.body()
         self.requests += 1
+        self.http_versions.append(request.scope["http_version"])
         self.headers.append(dict(request.headers))
         if self.plan:
             status, headers = self.plan.popleft()
@@ -72,6 +76,8 @@ class Receiver:
         config.accesslog = None
         config.errorlog = logging.getLogger("tests.receiver")
         config.graceful_timeout = 0
+        if self.certfile:
+            config.certfile, config.keyfile = self.certfile, self.keyfile
         with trio.CancelScope() as scope:
             self._scope = scope
             async with trio.open_nursery() as nursery:

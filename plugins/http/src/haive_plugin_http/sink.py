@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import email.utils
 import secrets
+import ssl
 import time
+from http import HTTPStatus
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -93,6 +95,13 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 def _json_default(value: Any) -> Any:
     to_dict = getattr(value, "to_dict", None)
     if callable(to_dict):
@@ -112,7 +121,8 @@ class HttpSink(StreamSink):
     ``to_dict`` too); ``encode`` turns each item into what is sent first. Timeouts are
     durations; ``max_connections`` bounds the connection pool; ``concurrency`` requests of
     one ``write_batch`` are in flight at once (1 keeps the receiver's order);
-    ``http2=True`` speaks HTTP/2 where the server offers it (over TLS).
+    ``http2=True`` speaks HTTP/2 where the server offers it (over TLS, by ALPN);
+    ``verify`` is False, True (the system's CAs), a CA bundle's path or an SSL context.
 
     Example::
 
@@ -154,7 +164,7 @@ class HttpSink(StreamSink):
         max_connections: int = 10,
         concurrency: int = 1,
         http2: bool = False,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(
@@ -204,11 +214,19 @@ class HttpSink(StreamSink):
                 f"max_connections ({max_connections}), got {concurrency!r}"
             )
         self.http2 = BOOL.check(OWNER, "http2", http2)
-        if not isinstance(verify, bool | str):
+        if isinstance(verify, str):
+            try:
+                verify = ssl.create_default_context(cafile=verify)
+            except (OSError, ssl.SSLError) as error:
+                raise ConfigError(
+                    f"{OWNER}(verify={verify!r}): cannot load the CA bundle: {error}"
+                ) from None
+        if not isinstance(verify, bool | ssl.SSLContext):
             raise ConfigError(
-                f"{OWNER}(verify={verify!r}): verify must be True, False or a CA bundle path"
+                f"{OWNER}(verify={verify!r}): verify must be True, False, a CA bundle path "
+                "or an ssl.SSLContext"
             )
-        self.verify = verify
+        self.verify: bool | ssl.SSLContext = verify
         self.stats = HttpSinkStats()
         self._client: httpx.AsyncClient | None = None
         self._key_prefix = secrets.token_hex(8)
@@ -314,8 +332,9 @@ class HttpSink(StreamSink):
                 status = response.status_code
                 if 200 <= status < 300:
                     return None
-                failure = HttpStatusError(self.method, self.url, status,
-                                          response.reason_phrase, response.text[:200], attempt)
+                phrase = response.reason_phrase or _phrase(status)  # HTTP/2 sends none
+                failure = HttpStatusError(self.method, self.url, status, phrase,
+                                          response.text[:200], attempt)
                 if status not in RETRIED_STATUSES:
                     return failure  # a 4xx: the same request would fail the same way
                 if status in (429, 503):
