@@ -2,8 +2,8 @@
 worker on 127.0.0.1, recording what it receives, failing on demand.
 
 ``plan`` holds the answers to give before accepting again (a status and headers each);
-``crash_after_recording`` makes it record the next request and then die before answering
-(the sink then retries something that was received: an exact duplicate); ``run`` serves
+``crash_at=K`` makes it record its K-th request and then die before answering it (the
+sink then retries something that was received: an exact duplicate); ``run`` serves
 until its cancel scope is cancelled (``kill``), so a test can stop and restart it on the
 same port.
 """
@@ -35,7 +35,8 @@ class Receiver:
         self.headers: list[dict[str, str]] = []
         self.requests = 0
         self.plan: deque[tuple[int, dict[str, str]]] = deque()
-        self.crash_after_recording = False
+        self.crash_at: int | None = None
+        self.crashed_items = 0
         self.crashed = trio.Event()
         self.port = 0
         self._scope: trio.CancelScope | None = None
@@ -58,8 +59,9 @@ class Receiver:
         self.items.extend(data if isinstance(data, list) else [data])
         self.bodies.append(body)
         self.keys.append(request.headers.get("idempotency-key", ""))
-        if self.crash_after_recording:
-            self.crash_after_recording = False
+        if self.crash_at is not None and len(self.bodies) == self.crash_at:
+            self.crash_at = None
+            self.crashed_items = len(data) if isinstance(data, list) else 1
             self.kill()  # recorded, never answered
             self.crashed.set()
             await trio.sleep_forever()
