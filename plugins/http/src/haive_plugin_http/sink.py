@@ -259,24 +259,32 @@ class HttpSink(StreamSink):
         if self._client is None:
             await self.open()
         rejected: dict[int, BaseException] = {}
-        encoded: list[tuple[int, bytes]] = []
-        encode = self.encode
-        for index, item in enumerate(items):
-            try:
-                value = encode(item) if encode is not None else item
-                encoded.append((index, orjson.dumps(value, default=_json_default)))
-            except Exception as error:
-                rejected[index] = error
+        requests: list[tuple[list[int], bytes]] = []
         if self.per_item:
-            requests = [([index], body) for index, body in encoded]
+            for index, item in enumerate(items):
+                body = self._encode_one(index, item, rejected)
+                if body is not None:
+                    requests.append(([index], body))
         else:
-            requests = [
-                ([index for index, _ in part], b"[" + b",".join(b for _, b in part) + b"]")
-                for part in (
-                    encoded[start : start + self.batch_size]
-                    for start in range(0, len(encoded), self.batch_size)
-                )
-            ]
+            size = self.batch_size
+            for start in range(0, len(items), size):
+                part = items[start : start + size]
+                try:  # the whole array at once: the common case, one orjson call
+                    values = part if self.encode is None else [self.encode(v) for v in part]
+                    body = orjson.dumps(values, default=_json_default)
+                    requests.append((list(range(start, start + len(part))), body))
+                    continue
+                except Exception:
+                    pass
+                # Something in it does not encode: find which, send the rest.
+                good = [
+                    (index, encoded)
+                    for index, item in enumerate(part, start)
+                    if (encoded := self._encode_one(index, item, rejected)) is not None
+                ]
+                if good:
+                    requests.append(([index for index, _ in good],
+                                     b"[" + b",".join(e for _, e in good) + b"]"))
         if self.concurrency == 1 or len(requests) == 1:
             for indexes, body in requests:
                 await self._deliver(indexes, body, rejected)
@@ -289,6 +297,15 @@ class HttpSink(StreamSink):
         if rejected:
             self.stats.rejected += len(rejected)
             raise RejectedItems(rejected)
+
+    def _encode_one(self, index: int, item: Any, rejected: dict[int, BaseException]
+                    ) -> bytes | None:
+        try:
+            value = self.encode(item) if self.encode is not None else item
+            return orjson.dumps(value, default=_json_default)
+        except Exception as error:
+            rejected[index] = error
+            return None
 
     async def _deliver_released(
         self, limiter: trio.Semaphore, indexes: list[int], body: bytes,
