@@ -26,6 +26,7 @@ class Running:
     pipeline: StreamingPipeline
     sink: MemorySink | StreamSink
     reports: list[Any]
+    finished: trio.Event = attrs.field(factory=trio.Event)
 
     @property
     def items(self) -> list[Any]:
@@ -55,6 +56,7 @@ async def running(
 
     async def execute() -> None:
         run.reports.append(await pipeline.execute())
+        run.finished.set()
 
     async with source.serving(), trio.open_nursery() as nursery:
         nursery.start_soon(execute)

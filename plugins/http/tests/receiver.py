@@ -11,8 +11,8 @@ same port.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from collections import deque
+from functools import partial
 from typing import Any
 
 import orjson

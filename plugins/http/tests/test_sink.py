@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-import httpx
 import pytest
 import trio
 from haive_plugin_http import HttpDeliveryError, HttpSink, HttpStatusError

@@ -27,8 +27,8 @@ import email.utils
 import secrets
 import ssl
 import time
-from http import HTTPStatus
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 import attrs

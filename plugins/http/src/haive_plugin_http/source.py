@@ -33,7 +33,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -59,6 +59,9 @@ from .auth import Authenticator, check_auth
 from .endpoint import Endpoint
 from .event import WebhookEvent
 from .intake import Intake, Ticket
+
+if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
 
 ACK_MODES = ("accepted", "written")
 OWNER = "WebhookSource"
@@ -300,7 +303,11 @@ class WebhookSource(DataSource):
     async def _serve(
         self, app: Starlette, config: HypercornConfig, *, task_status: Any
     ) -> None:
-        await serve(app, config, shutdown_trigger=self._stopping.wait, task_status=task_status)
+        # Starlette's __call__ takes plain MutableMappings where Hypercorn's ASGIFramework
+        # type names its TypedDict scopes: the same ASGI protocol, typed apart.
+        framework = cast("ASGIFramework", app)
+        await serve(framework, config, shutdown_trigger=self._stopping.wait,
+                    task_status=task_status)
 
     async def open(self) -> None:
         """Check the server runs (:meth:`serving`): the pipeline reads what it accepts."""
