@@ -35,6 +35,8 @@ class Receiver:
         self.headers: list[dict[str, str]] = []
         self.requests = 0
         self.plan: deque[tuple[int, dict[str, str]]] = deque()
+        #: Seconds to stall before answering 503 (never recorded), one per request.
+        self.stalls: deque[float] = deque()
         self.crash_at: int | None = None
         self.crashed_items = 0
         self.crashed = trio.Event()
@@ -52,6 +54,9 @@ class Receiver:
         self.requests += 1
         self.http_versions.append(request.scope["http_version"])
         self.headers.append(dict(request.headers))
+        if self.stalls:
+            await trio.sleep(self.stalls.popleft())
+            return Response(b"too late", 503)
         if self.plan:
             status, headers = self.plan.popleft()
             return Response(f"planned failure {status}".encode(), status, headers)

@@ -43,7 +43,7 @@ async def test_one_request_per_item_concurrently(receiver: Receiver) -> None:
     assert receiver.requests == 20
 
 
-async def test_5xx_and_timeouts_are_retried_with_exponential_backoff(
+async def test_5xx_and_408_are_retried_with_exponential_backoff(
     receiver: Receiver, autojump_clock: trio.testing.MockClock
 ) -> None:
     receiver.plan.extend([(500, {}), (502, {}), (408, {})])
@@ -55,6 +55,18 @@ async def test_5xx_and_timeouts_are_retried_with_exponential_backoff(
     assert elapsed == pytest.approx(0.5 + 1.0 + 2.0)  # backoff 0.5 doubling, no jitter
     assert sink.stats.retries == 3
     assert len(set(receiver_keys(receiver))) == 1  # the same idempotency key on every retry
+
+
+async def test_a_read_timeout_is_retried(receiver: Receiver,
+                                        autojump_clock: trio.testing.MockClock) -> None:
+    receiver.stalls.append(60.0)  # answers long after the sink's 2 s timeout
+    async with HttpSink(receiver.url, timeout="2s", retry=NO_JITTER) as sink:
+        started = trio.current_time()
+        await sink.write_batch([{"n": 1}])
+        elapsed = trio.current_time() - started
+    assert receiver.items == [{"n": 1}] and receiver.requests == 2
+    assert elapsed == pytest.approx(2 + 0.5, abs=0.1)  # the timeout, then the first backoff
+    assert sink.stats.retries == 1
 
 
 def receiver_keys(receiver: Receiver) -> list[str]:

@@ -411,3 +411,29 @@ def test_bad_settings_are_refused_at_construction(kwargs: dict[str, Any], messag
 def test_bad_auth_settings_are_refused(build: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build()
+
+
+async def test_stop_in_written_mode_answers_the_waiting_requests_once_written() -> None:
+    gate, entered = trio.Event(), trio.Event()
+
+    async def held(event: WebhookEvent) -> Any:
+        entered.set()
+        await gate.wait()
+        return event.data
+
+    source = WebhookSource(port=0, ack="written")
+    answers: list[httpx.Response] = []
+    async with running(source, held) as run, httpx.AsyncClient() as client:
+
+        async def post() -> None:
+            answers.append(await client.post(source.url, json=[{"n": 1}, {"n": 2}]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(post)
+            await entered.wait()
+            source.stop()  # graceful: the request in flight is still answered
+            late = await client.post(source.url, json={"n": 3})
+            assert late.status_code == 503
+            gate.set()
+    assert answers[0].status_code == 200 and answers[0].json() == {"written": 2}
+    assert run.items == [{"n": 1}, {"n": 2}]

@@ -33,7 +33,14 @@ from haive.dataflow.runtime.validation import duration, one_of
 
 
 class AuthFailure(HaiveError):
-    """A request's credentials are missing (``status`` 401) or wrong (403)."""
+    """A request's credentials are missing (``status`` 401) or wrong (403).
+
+    Example::
+
+        >>> failure = AuthFailure(401, "missing X-Signature signature header")
+        >>> failure.status, str(failure)
+        (401, '401: missing X-Signature signature header')
+    """
 
     def __init__(self, status: int, reason: str) -> None:
         self.status = status

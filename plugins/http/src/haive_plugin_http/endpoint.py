@@ -57,7 +57,15 @@ def is_json(content_type: str) -> bool:
 
 
 class Endpoint:
-    """The ASGI endpoint of a :class:`~haive_plugin_http.source.WebhookSource`."""
+    """The Starlette endpoint (:meth:`handle`) of a
+    :class:`~haive_plugin_http.source.WebhookSource`.
+
+    Example::
+
+        >>> from haive_plugin_http import WebhookSource
+        >>> Endpoint(WebhookSource(port=0, retry_after="2.5s")).retry_after
+        {'Retry-After': '3'}
+    """
 
     def __init__(self, source: WebhookSource) -> None:
         self.source = source

@@ -35,6 +35,14 @@ class Ticket:
     ``remaining`` counts its events not yet acknowledged by the pipeline; ``done`` is set
     when none remain (or when the source closes first, with ``error`` saying why).
     ``failures`` lists ``(index, reason)`` of events that failed in the pipeline.
+
+    Example::
+
+        >>> ticket = Ticket(size=2, remaining=2)
+        >>> ticket.settle(1); ticket.done.is_set()
+        False
+        >>> ticket.settle(1); ticket.done.is_set()
+        True
     """
 
     size: int
@@ -57,7 +65,14 @@ class Ticket:
 
 
 class Intake:
-    """At most ``capacity`` events, in requests, waiting for the pipeline (one reader)."""
+    """At most ``capacity`` events, in requests, waiting for the pipeline (one reader).
+
+    Example::
+
+        >>> intake = Intake(2)
+        >>> intake.offer([1, 2, 3], None), intake.offer([1], None), intake.free
+        (False, True, 1)
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity

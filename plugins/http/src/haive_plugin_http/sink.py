@@ -48,11 +48,27 @@ RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class HttpDeliveryError(HaiveError):
-    """A request of the :class:`HttpSink` failed for good (its items are rejected)."""
+    """A request of the :class:`HttpSink` failed for good (its items are rejected).
+
+    Example::
+
+        >>> str(HttpDeliveryError("POST http://h/x failed after 6 attempt(s): ConnectError"))
+        'POST http://h/x failed after 6 attempt(s): ConnectError'
+    """
 
 
 class HttpStatusError(HttpDeliveryError):
-    """The receiver answered a status that is not 2xx."""
+    """The receiver answered a status that is not 2xx (the start of its body included).
+
+    Example::
+
+        >>> error = HttpStatusError("POST", "http://h/x", 422, "Unprocessable Entity",
+        ...                         '{"detail": "bad"}', attempts=1)
+        >>> error.status
+        422
+        >>> print(error)
+        POST http://h/x answered 422 Unprocessable Entity: '{"detail": "bad"}'
+    """
 
     def __init__(self, method: str, url: str, status: int, reason: str, excerpt: str,
                  attempts: int) -> None:
@@ -64,7 +80,13 @@ class HttpStatusError(HttpDeliveryError):
 
 @attrs.define
 class HttpSinkStats:
-    """What an :class:`HttpSink` did."""
+    """What an :class:`HttpSink` did.
+
+    Example::
+
+        >>> HttpSinkStats().retries
+        0
+    """
 
     requests: int = 0  # requests answered 2xx
     items: int = 0  # items in them

@@ -69,12 +69,29 @@ logger = logging.getLogger("haive_plugin_http.source")
 
 
 class WebhookServerError(HaiveError):
-    """The webhook server could not start (port taken, bad certificate...)."""
+    """The webhook server could not start (port taken, bad certificate...), or the source
+    is used without it.
+
+    Example::
+
+        >>> import trio
+        >>> trio.run(WebhookSource(port=0).open)
+        Traceback (most recent call last):
+        ...
+        haive_plugin_http.source.WebhookServerError: WebhookSource(...) is not serving: run the pipeline inside `async with source.serving():` (`haive run` does it, unless HAIVE_NO_SERVICES is set)
+    """
 
 
 @attrs.define
 class WebhookSourceStats:
-    """What a :class:`WebhookSource` did, counted per run."""
+    """What a :class:`WebhookSource` did, counted per :meth:`WebhookSource.serving`.
+
+    Example::
+
+        >>> stats = WebhookSourceStats()
+        >>> stats.accepted, stats.refused_full
+        (0, 0)
+    """
 
     requests: int = 0
     accepted: int = 0  # events accepted into the buffer
