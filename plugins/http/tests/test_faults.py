@@ -103,12 +103,15 @@ async def wait_listening(port: int, worker: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("hang_in", ["processor", "sink"])
 async def test_worker_killed_mid_batch_loses_no_acknowledged_event(
-    tmp_path: Path, record_property: Any
+    hang_in: str, tmp_path: Path, record_property: Any
 ) -> None:
     """Senders post to a worker in "written" mode and retry until answered 2xx. The worker
-    is killed with SIGKILL while it holds unanswered requests; a new one takes over the
-    port. Every event answered 2xx (before or after the kill) is at the receiver."""
+    is killed with SIGKILL while it holds unanswered requests (stopped in a processor, or
+    right after its sink wrote a batch it could not acknowledge); a new one takes over the
+    port. Every event answered 2xx (before or after the kill) is at the receiver, and the
+    duplicates are exactly the events the victim wrote without answering for them."""
     senders, per_sender, per_request = 8, 500, 10
     n = senders * per_sender
     port = free_port()
@@ -116,9 +119,7 @@ async def test_worker_killed_mid_batch_loses_no_acknowledged_event(
     receiver = Receiver()
     hanging = tmp_path / "hanging"
     answered: set[int] = set()
-    answered_before_kill: set[int] = set()
     in_flight: dict[int, list[int]] = {}  # sender -> the events of its unanswered request
-    killed = trio.Event()
     refusals: Counter[str] = Counter()
 
     async def send(sender: int, client: httpx.AsyncClient) -> None:
@@ -140,15 +141,14 @@ async def test_worker_killed_mid_batch_loses_no_acknowledged_event(
                 await trio.sleep(0.02)
             del in_flight[sender]
             answered.update(events)
-            if not killed.is_set():
-                answered_before_kill.update(events)
 
     with trio.fail_after(240):
         async with trio.open_nursery() as nursery:
             await nursery.start(receiver.run)
             env = {"HAIVE_HTTP_TEST_PORT": str(port), "HAIVE_HTTP_TEST_SINK_URL": receiver.url}
             victim = start_worker({**env, "HAIVE_HTTP_TEST_HANG_AFTER": "1500",
-                                   "HAIVE_HTTP_TEST_HANG_FILE": str(hanging)})
+                                   "HAIVE_HTTP_TEST_HANG_FILE": str(hanging),
+                                   "HAIVE_HTTP_TEST_HANG_IN": hang_in})
             survivor: subprocess.Popen[str] | None = None
             try:
                 await wait_listening(port, victim)
@@ -161,10 +161,13 @@ async def test_worker_killed_mid_batch_loses_no_acknowledged_event(
                         await trio.sleep(0.02)
                     await trio.sleep(0.3)  # the buffer fills behind the hung batch
                     unanswered_at_kill = sum(len(events) for events in in_flight.values())
-                    written_before_kill = len(receiver.items)
                     victim.send_signal(signal.SIGKILL)
                     await trio.to_thread.run_sync(victim.wait)
-                    killed.set()
+                    # Answers the victim sent before dying are read; the retries now find
+                    # nobody listening until the survivor starts.
+                    await trio.sleep(0.3)
+                    written_by_victim = len(receiver.items)
+                    answered_by_victim = set(answered)
                     survivor = start_worker(env)
                 # every sender got 2xx for every request: stop the survivor
                 assert survivor is not None
@@ -179,24 +182,27 @@ async def test_worker_killed_mid_batch_loses_no_acknowledged_event(
 
     copies = Counter(item["n"] for item in receiver.items)
     result = {
+        "hang_in": hang_in,
         "events": n,
         "answered_2xx": len(answered),
-        "answered_2xx_before_kill": len(answered_before_kill),
-        "written_before_kill": written_before_kill,
+        "answered_2xx_by_victim": len(answered_by_victim),
+        "written_by_victim": written_by_victim,
         "unanswered_at_kill": unanswered_at_kill,
         "received": sum(copies.values()),
         "distinct": len(copies),
         "lost_of_answered": len(answered - set(copies)),
-        "lost_of_answered_before_kill": len(answered_before_kill - set(copies)),
+        "lost_of_answered_by_victim": len(answered_by_victim - set(copies)),
         "duplicated": sum(copies.values()) - len(copies),
         "sender_retries": dict(refusals),
     }
     print(result)
-    record_property("http_kill9", result)
+    record_property(f"http_kill9_{hang_in}", result)
     assert len(answered) == n
-    assert result["lost_of_answered"] == 0 and result["lost_of_answered_before_kill"] == 0
-    assert 0 < len(answered_before_kill) < n
+    assert result["lost_of_answered"] == 0 and result["lost_of_answered_by_victim"] == 0
+    assert 0 < len(answered_by_victim) < n
     assert unanswered_at_kill > 0  # the victim died holding unanswered requests
-    # A duplicate is an event the victim wrote but died before answering (the sender
-    # retried it); events answered 2xx are never sent again.
-    assert result["duplicated"] <= written_before_kill - len(answered_before_kill)
+    # Exactly the events the victim wrote without answering for them come twice (their
+    # senders sent them again); an event answered 2xx is never sent again.
+    assert result["duplicated"] == written_by_victim - len(answered_by_victim)
+    if hang_in == "sink":
+        assert result["duplicated"] > 0  # it died between the write and the answer
