@@ -95,6 +95,7 @@ class WebhookSourceStats:
 
     requests: int = 0
     accepted: int = 0  # events accepted into the buffer
+    batches: int = 0  # batches the pipeline took from it (accepted / batches: their size)
     acknowledged: int = 0  # events the pipeline reported handled ("written" mode)
     refused_auth: int = 0
     refused_content_type: int = 0
@@ -367,6 +368,7 @@ class WebhookSource(DataSource):
             if taken is None:
                 return  # stopped and drained: the pipeline acknowledges the rest at the end
             events, tickets = taken
+            self.stats.batches += 1
             if written:
                 self._track(events, tickets)
             yield events
