@@ -437,3 +437,24 @@ async def test_stop_in_written_mode_answers_the_waiting_requests_once_written() 
             gate.set()
     assert answers[0].status_code == 200 and answers[0].json() == {"written": 2}
     assert run.items == [{"n": 1}, {"n": 2}]
+
+
+async def test_written_mode_untraceable_failure_answers_503_to_retry() -> None:
+    """A later node fails on a derived item: its request cannot be known, so no waiting
+    request is told its events were written."""
+
+    def second(data: dict[str, Any]) -> Any:
+        if data.get("bad"):
+            raise ValueError("bad total")
+        return data
+
+    source = WebhookSource(port=0, ack="written")
+    async with running(source, lambda event: dict(event.data), second) as run, \
+            httpx.AsyncClient() as client:
+        answer = await client.post(source.url, json=[{"n": 1}, {"bad": True}])
+        after = await client.post(source.url, json={"n": 2})
+    assert answer.status_code == 503
+    assert "could not be traced" in answer.json()["error"]
+    assert after.status_code == 200  # later requests are answered normally
+    assert run.items == [{"n": 1}, {"n": 2}]
+    assert source.stats.untraced_failures == 1
