@@ -76,7 +76,7 @@ class PostgresServer:
         options = " ".join([
             "-c listen_addresses=127.0.0.1", f"-p {self.port}", f"-k {self.root}",
             "-c wal_level=logical", "-c max_replication_slots=20", "-c max_wal_senders=0",
-            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
+            "-c fsync=off", "-c full_page_writes=off",
             "-c shared_buffers=32MB",
         ])
         if self._knows("output_plugin_libraries"):
