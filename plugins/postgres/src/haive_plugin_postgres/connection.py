@@ -47,10 +47,12 @@ def check_dsn(owner: str, dsn: object) -> str:
 
         >>> check_dsn("PostgresSink", "postgresql://u@db:5432/app")
         'postgresql://u@db:5432/app'
-        >>> check_dsn("PostgresSink", "host=db port=nope =")
+        >>> check_dsn("PostgresSink", "host=db port")
         Traceback (most recent call last):
         ...
-        haive.dataflow.errors.ConfigError: PostgresSink(dsn='host=db port=nope ='): dsn must be a libpq connection string or postgresql:// URL (...), got 'host=db port=nope ='
+        haive.dataflow.errors.ConfigError: PostgresSink(dsn='<unparsable dsn>'): dsn must be a libpq connection string or postgresql:// URL (missing "=" after "port" in connection info string), got '<unparsable dsn>'
+
+    A string that does not parse is not shown: it may hold a password.
     """
     if not isinstance(dsn, str) or not dsn:
         raise ConfigError(
@@ -72,7 +74,7 @@ def redacted(dsn: str) -> str:
     Example::
 
         >>> redacted("postgresql://app:s3cret@db/app")
-        'host=db user=app dbname=app password=***'
+        'user=app password=*** dbname=app host=db'
     """
     try:
         params = conninfo_to_dict(dsn)
@@ -81,7 +83,7 @@ def redacted(dsn: str) -> str:
     if "password" not in params:
         return dsn
     params["password"] = "***"
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo("", **{k: str(v) for k, v in params.items() if v is not None})
 
 
 def check_identifier(owner: str, parameter: str, value: object) -> str:

@@ -82,22 +82,36 @@ class PostgresCdcSource(DataSource):
     never losses). The server needs ``wal_level=logical`` and the wal2json plugin; a slot
     holds the WAL it has not passed, so drop slots you no longer read (:func:`drop_slot`).
 
-    Example (needs a server with ``wal_level=logical``; the plugin's tests start one)::
+    Example (``logical_dsn``: a database on a server with ``wal_level=logical``)::
 
+        >>> import psycopg, trio
         >>> from haive.dataflow.builtins.sinks import MemorySink
         >>> from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
-        >>> import trio
-        >>> async def main(dsn):
+        >>> from haive_plugin_postgres import drop_slot
+        >>> def run_sql(*statements):
+        ...     with psycopg.connect(logical_dsn, autocommit=True) as connection:
+        ...         for statement in statements:
+        ...             _ = connection.execute(statement)
+        >>> run_sql("CREATE TABLE accounts (id int PRIMARY KEY, balance int)",
+        ...         "ALTER TABLE accounts REPLICA IDENTITY FULL")
+        >>> async def main():
+        ...     source = PostgresCdcSource("doc_slot", dsn=logical_dsn, tables=["accounts"],
+        ...                                stop_when_drained=True)
+        ...     async with source:  # creates the slot: changes from now on are kept for it
+        ...         pass
+        ...     run_sql("INSERT INTO accounts VALUES (1, 10)",
+        ...             "UPDATE accounts SET balance = 15 WHERE id = 1")
         ...     pipeline = StreamingPipeline("changes")
-        ...     pipeline.set_source(PostgresCdcSource("doc_slot", dsn=dsn, tables=["accounts"],
-        ...                                           stop_when_drained=True))
+        ...     pipeline.set_source(source)
         ...     pipeline.add_processor(lambda change: (change.kind, change.before, change.after))
         ...     sink = MemorySink()
         ...     pipeline.set_sink(sink)
         ...     await pipeline.execute()
+        ...     await drop_slot("doc_slot", logical_dsn)
         ...     return sink.items
-        >>> trio.run(main, logical_dsn)  # doctest: +SKIP
+        >>> trio.run(main)
         [('insert', None, {'id': 1, 'balance': 10}), ('update', {'id': 1, 'balance': 10}, {'id': 1, 'balance': 15})]
+        >>> run_sql("DROP TABLE accounts")
     """
 
     PLUGIN_NAME = "postgres_cdc"

@@ -147,6 +147,7 @@ class BatchWriter:
         self._copy = sql.SQL("COPY {} ({}, haive_seq) FROM STDIN").format(self._stage, names)
         keys = sql.SQL(", ").join(map(sql.Identifier, self.key))
         others = [c for c in columns if c not in self.key]
+        action: sql.Composable
         if others:
             action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others
@@ -208,8 +209,8 @@ class BatchWriter:
         with connection.cursor() as cursor:
             self._bisect(cursor, rows, 0, len(rows), refused)
         connection.commit()
-        for position, error in refused.items():
-            rejected[indexes[position]] = error
+        for position, refusal in refused.items():
+            rejected[indexes[position]] = refusal
         return len(rows) - len(refused), rejected
 
     def _load(self, cursor: psycopg.Cursor[Any], rows: list[tuple[Any, ...]], base: int) -> None:
