@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import operator
+
 import attrs
 
 from haive.dataflow.errors import ConfigError
@@ -69,12 +71,22 @@ class RowMaker:
         self._getters = tuple(getters.values())
         self._plain = all(isinstance(g, str) for g in self._getters)
         self._fields: tuple[str, ...] = tuple(g for g in self._getters if isinstance(g, str))
+        # itemgetter reads a dict's fields in C; it gives a bare value for one field.
+        getter = operator.itemgetter(*self._fields) if self._plain else None
+        self._from_dict: Callable[[Any], tuple[Any, ...]] | None = (
+            None if getter is None
+            else getter if len(self._fields) > 1
+            else (lambda item: (getter(item),))
+        )
 
     def row(self, item: Any) -> tuple[Any, ...]:
-        if self._plain:
-            if isinstance(item, dict):
-                get = item.get
-                return tuple([get(field) for field in self._fields])
+        if self._from_dict is not None:
+            if type(item) is dict:
+                try:
+                    return self._from_dict(item)
+                except KeyError:  # a missing field is NULL
+                    get = item.get
+                    return tuple([get(field) for field in self._fields])
             if isinstance(item, Mapping):
                 return tuple([item.get(field) for field in self._fields])
             if attrs.has(type(item)) or hasattr(item, "__dict__") or hasattr(item, "__slots__"):

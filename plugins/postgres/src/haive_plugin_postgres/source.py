@@ -21,6 +21,7 @@ over an ordinary psycopg connection (not the streaming replication protocol, not
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
@@ -126,6 +127,7 @@ class PostgresCdcSource(DataSource):
         actions: Sequence[str] = ("insert", "update", "delete"),
         batch_size: int = 500,
         ack_every: int | None = None,
+        advance_interval: Any = "1s",
         poll_interval: Any = "200ms",
         create_slot: bool = True,
         full_before_images: bool = True,
@@ -155,6 +157,8 @@ class PostgresCdcSource(DataSource):
         self.ack_every = POSITIVE_INT.check(
             owner, "ack_every", ack_every if ack_every is not None else 4 * self.batch_size
         )
+        self.advance_interval = duration(owner, "advance_interval", advance_interval,
+                                         positive=False)
         self.poll_interval = duration(owner, "poll_interval", poll_interval)
         self.create_slot = BOOL.check(owner, "create_slot", create_slot)
         self.full_before_images = BOOL.check(owner, "full_before_images", full_before_images)
@@ -170,7 +174,8 @@ class PostgresCdcSource(DataSource):
         # ends of the transactions read completely and not yet passed by the slot
         self._commits: deque[int] = deque()
         self._confirmed = 0
-        self._target = 0  # where the slot should be; > _confirmed after a failed advance
+        self._target = 0  # where the slot may go: the end of the last written transaction
+        self._advanced_at = -math.inf  # trio clock of the last advance
         self._exit = AsyncExitStack()
         self._bridge: ThreadBridge | None = None
         self._reader: SlotReader | None = None
@@ -199,6 +204,9 @@ class PostgresCdcSource(DataSource):
         self._reader = reader
 
     async def aclose(self) -> None:
+        if self._bridge is not None and self._reader is not None and self._target > self._confirmed:
+            with trio.CancelScope(shield=True):  # written is written: pass it, also on errors
+                await self._advance(force=True)
         # What was handed out and not acknowledged stays behind the slot: read again next run.
         self.stats.left_unacknowledged += len(self._unacked)
         self._unacked.clear()
@@ -231,26 +239,26 @@ class PostgresCdcSource(DataSource):
                 self.stats.changes += len(events)
                 for start in range(0, len(events), chunk_size):
                     yield events[start : start + chunk_size]
-                if len(self._unacked) >= self.ack_every:
-                    yield []  # an acknowledgment point: the slot moves on
-                continue
             if not fetched.exhausted:
-                continue  # rows handed out before, or transactions with no change for us
-            if self._unacked:
-                yield []  # caught up: have what was handed out acknowledged
+                if len(self._unacked) >= self.ack_every:
+                    yield []  # an acknowledgment point: the slot may move on
                 continue
-            # Everything handed out is written: pass the transactions that had nothing for
-            # us too, so the slot does not hold their WAL.
-            advanced = await self._advance()
-            if fetched.peek_rows == 0 and self.stop_when_drained:
+            # This peek is over; the next one starts at the slot's position, so first have
+            # everything handed out acknowledged and move the slot past it (and past the
+            # transactions that had nothing for us), or the next peek would read it again.
+            if self._unacked:
+                yield []
+            advanced = await self._advance(force=True)
+            if fetched.peek_rows == 0 and not self._unacked and self.stop_when_drained:
                 return
-            if not advanced:
+            if not events and not advanced:
                 await trio.sleep(self.poll_interval)  # caught up: poll
 
     # -- acknowledging ------------------------------------------------------------------
     async def acknowledge(self, count: int) -> None:
-        """The oldest ``count`` changes handed out are written: move the slot past every
-        transaction all of whose changes are (one crossing)."""
+        """The oldest ``count`` changes handed out are written: the slot may move past every
+        transaction all of whose changes are. It is moved (one crossing) at most every
+        ``advance_interval``, when the source is caught up, and when it closes."""
         if count < 0 or count > len(self._unacked):
             raise ConfigError(
                 f"acknowledge({count}): only {len(self._unacked)} changes are unacknowledged"
@@ -260,7 +268,7 @@ class PostgresCdcSource(DataSource):
             unacked.popleft()
         await self._advance()
 
-    async def _advance(self) -> bool:
+    async def _advance(self, *, force: bool = False) -> bool:
         # The transactions before the oldest unacknowledged change's are fully written.
         first_open = self._unacked[0] if self._unacked else None
         commits, target = self._commits, self._target
@@ -269,6 +277,11 @@ class PostgresCdcSource(DataSource):
         self._target = target
         if target <= self._confirmed:
             return False
+        # Every advance makes the server decode the WAL from the slot's restart point up to
+        # the target (it moves that point only at the WAL's running-transactions records),
+        # so advancing at every acknowledgment costs more than the reading itself.
+        if not force and trio.current_time() - self._advanced_at < self.advance_interval:
+            return False
         assert self._bridge is not None and self._reader is not None
         try:
             await self._bridge.run(self._reader.advance, target)
@@ -276,6 +289,7 @@ class PostgresCdcSource(DataSource):
             self.stats.advance_errors += 1  # tried again at the next acknowledgment
             return False
         self._confirmed = target
+        self._advanced_at = trio.current_time()
         self.stats.advances += 1
         self.stats.confirmed_lsn = int_to_lsn(target)
         return True

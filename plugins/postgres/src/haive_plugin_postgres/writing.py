@@ -183,16 +183,20 @@ class BatchWriter:
             connection = self.connection
         assert connection is not None and self.maker is not None
         rejected: dict[int, BaseException] = {}
-        rows: list[tuple[Any, ...]] = []
-        indexes: list[int] = []
         make = self.maker.row
-        for index, item in enumerate(items):
-            try:
-                rows.append(make(item))
-            except Exception as error:
-                rejected[index] = error
-                continue
-            indexes.append(index)
+        indexes: Sequence[int]
+        try:
+            rows = list(map(make, items))  # the usual case: every item makes a row
+            indexes = range(len(rows))
+        except Exception:
+            rows, indexes = [], []
+            for index, item in enumerate(items):
+                try:
+                    rows.append(make(item))
+                except Exception as error:
+                    rejected[index] = error
+                    continue
+                indexes.append(index)
         if not rows:
             return 0, rejected
         try:
