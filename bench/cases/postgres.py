@@ -80,7 +80,7 @@ def _raw_sink(table: str, items: list[dict[str, Any]], upsert: bool) -> float:
                          f"value, ok FROM {table} WITH NO DATA")
             conn.execute("ALTER TABLE stage ADD COLUMN seq bigint")
             conn.commit()
-        copy_sql = (f"COPY stage (id, sensor, value, ok, seq) FROM STDIN" if upsert
+        copy_sql = ("COPY stage (id, sensor, value, ok, seq) FROM STDIN" if upsert
                     else f"COPY {table} (id, sensor, value, ok) FROM STDIN")
         merge = (f"INSERT INTO {table} (id, sensor, value, ok) SELECT DISTINCT ON (id) id, "
                  "sensor, value, ok FROM stage ORDER BY id, seq DESC ON CONFLICT (id) DO UPDATE "

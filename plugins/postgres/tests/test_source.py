@@ -165,6 +165,9 @@ async def test_setup_errors_are_clear(logical):
     with pytest.raises(ReplicationSetupError, match="no replication slot 'slot_none'"):
         async with PostgresCdcSource("slot_none", dsn=logical.dsn, create_slot=False):
             pass
+    with pytest.raises(ReplicationSetupError, match=rf"tables=None\), but .*public\.{logical.source}"):
+        async with PostgresCdcSource(logical.slot, dsn=logical.dsn):  # every table
+            pass
     assert await drop_slot(logical.slot, logical.dsn)
     assert not await drop_slot(logical.slot, logical.dsn)
 

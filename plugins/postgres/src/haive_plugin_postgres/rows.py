@@ -3,10 +3,9 @@ function per column."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
-import operator
 
 import attrs
 

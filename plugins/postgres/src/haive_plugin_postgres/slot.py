@@ -141,6 +141,8 @@ class SlotReader:
                 options += ["add-tables", ",".join(names)]
             self.options = options
             self._check_slot(control)
+            if not self.tables and self.full_before_images:
+                self._check_all_tables(control)
             return self.confirmed()
         except BaseException:
             self.close()
@@ -151,6 +153,27 @@ class SlotReader:
                                application_name="haive-postgres-cdc")
         self.reader = connect(self.dsn, autocommit=False, connect_timeout=self.connect_timeout,
                               application_name="haive-postgres-cdc")
+
+    def _check_all_tables(self, control: psycopg.Connection[Any]) -> None:
+        """Reading every table: each must log whole old rows."""
+        partial = [
+            f"{schema}.{name}" for schema, name in control.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p') AND c.relreplident <> 'f' AND c.relpersistence = 'p' "
+                "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
+            ).fetchall()
+        ]
+        if partial:
+            shown = ", ".join(partial[:5]) + (f" and {len(partial) - 5} more" if len(partial) > 5
+                                              else "")
+            raise ReplicationSetupError(
+                f"reading every table (tables=None), but {shown} do not log whole old rows "
+                "(REPLICA IDENTITY is not FULL), so their updates and deletes would have only "
+                "the key as before image: ALTER TABLE ... REPLICA IDENTITY FULL, name the "
+                "tables to read (tables=[...]), or full_before_images=False"
+            )
 
     def _check_slot(self, control: psycopg.Connection[Any]) -> None:
         row = control.execute(

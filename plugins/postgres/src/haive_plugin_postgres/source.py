@@ -74,11 +74,13 @@ class PostgresCdcSource(DataSource):
     before and after images, xid, LSN, commit time as ``timestamp``), in commit order.
     ``tables`` limits them to some tables (``"table"`` or ``"schema.table"``); ``actions``
     to some kinds of change. Before images are whole rows only for tables with ``REPLICA
-    IDENTITY FULL``: with ``full_before_images=True`` (the default) every table in
-    ``tables`` is checked for it when the source opens.
+    IDENTITY FULL``: with ``full_before_images=True`` (the default) every table read (all of
+    them when ``tables`` is None) is checked for it when the source opens. One reader per
+    slot: every reader of a slot gets all its changes.
 
     At least once: the slot is advanced (``pg_replication_slot_advance``) only after the
-    pipeline wrote every change of a transaction, so a crash resumes from the first
+    pipeline wrote every change of a transaction (before each new peek, when caught up, at
+    close, else at most every ``advance_interval``), so a crash resumes from the first
     transaction not fully written; changes already written may come again (duplicates,
     never losses). The server needs ``wal_level=logical`` and the wal2json plugin; a slot
     holds the WAL it has not passed, so drop slots you no longer read (:func:`drop_slot`).
