@@ -190,6 +190,7 @@ class PostgresCdcSource(DataSource):
         self.stats = PostgresCdcSourceStats()
         self._unacked.clear()
         self._commits.clear()
+        self._advanced_at = -math.inf
         bridge = await self._exit.enter_async_context(
             open_thread_bridge(name=f"postgres-cdc-{self.slot}")
         )

@@ -210,9 +210,13 @@ class BatchWriter:
                 raise
             connection.rollback()
         refused: dict[int, BaseException] = {}
-        with connection.cursor() as cursor:
-            self._bisect(cursor, rows, 0, len(rows), refused)
-        connection.commit()
+        try:
+            with connection.cursor() as cursor:
+                self._bisect(cursor, rows, 0, len(rows), refused)
+            connection.commit()
+        except BaseException:
+            _rollback(connection)  # nothing of the batch is written; the caller may retry
+            raise
         for position, refusal in refused.items():
             rejected[indexes[position]] = refusal
         return len(rows) - len(refused), rejected
