@@ -156,3 +156,14 @@ async def test_server_restart_under_a_running_pipeline_loses_nothing(logical,
     # the slot passed every change written (and the transactions with nothing for it)
     assert execute(logical.dsn, f"SELECT max(commit_lsn) <= %s::pg_lsn FROM {logical.output}",
                    params=(logical.confirmed(),)) == [(True,)]
+
+
+async def test_sink_rides_out_a_server_restart_between_batches(logical):
+    sink = PostgresSink(logical.output, mode="copy", columns=["id", "kind"], dsn=logical.dsn)
+    async with sink:
+        await sink.write_batch([{"id": i, "kind": "before"} for i in range(100)])
+        await trio.to_thread.run_sync(logical.server.restart)
+        await sink.write_batch([{"id": i, "kind": "after"} for i in range(100, 200)])
+    assert execute(logical.dsn, f"SELECT kind, count(*) FROM {logical.output} GROUP BY 1 "
+                   "ORDER BY 1") == [("after", 100), ("before", 100)]
+    assert sink.stats.retries <= 1 and sink.stats.batches == 2  # one new connection at most
