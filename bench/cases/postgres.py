@@ -10,10 +10,10 @@
   statements written by hand (``postgres.baseline_raw_upsert.rows_per_s``,
   ``postgres.sink_upsert.vs_raw``).
 * ``postgres.cdc.events_per_s``: a StreamingPipeline reading N inserted rows from a
-  wal2json slot with ``PostgresCdcSource`` (batch_size 500, the slot advanced after the
+  wal2json slot with ``PostgresCdcSource`` (its defaults: batch_size 1,000, the slot advanced after the
   pipeline handled them) on a server of the bench's own with ``wal_level=logical``, against
   ``postgres.baseline_raw_peek.events_per_s``: psycopg peeking the slot
-  (``pg_logical_slot_peek_changes``, the same wal2json options, 16,000 changes a call),
+  (``pg_logical_slot_peek_changes``, the same wal2json options and peek size, 32,000 changes),
   ``orjson.loads`` of every change, its row as a dict by column name (one value read), and
   ``pg_replication_slot_advance`` after each peek.
   ``postgres.cdc.vs_raw`` (target >= 0.8). Skipped where the server binaries or wal2json
@@ -190,7 +190,7 @@ async def _ours_cdc(dsn: str, slot: str, n: int) -> float:
     from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
     pipeline = StreamingPipeline("bench-postgres-cdc")
-    pipeline.set_source(PostgresCdcSource(slot, dsn=dsn, tables=["bench_cdc"], batch_size=500,
+    pipeline.set_source(PostgresCdcSource(slot, dsn=dsn, tables=["bench_cdc"],
                                           stop_when_drained=True, create_slot=False))
     pipeline.add_processor(lambda change: change.after["value"])
     started = time.perf_counter()
@@ -204,7 +204,7 @@ def _raw_cdc(dsn: str, slot: str, n: int) -> float:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        peek = ("SELECT lsn::text, data FROM pg_logical_slot_peek_changes(%s, NULL, 16000, "
+        peek = ("SELECT lsn::text, data FROM pg_logical_slot_peek_changes(%s, NULL, 32000, "
                 + ", ".join(["%s"] * len(WAL2JSON)) + ")")
         done = 0
         started = time.perf_counter()
@@ -260,7 +260,7 @@ def _bench_cdc(rec: Recorder, n: int, runs: int) -> None:
         a = rec.figure("postgres.cdc.events_per_s", max(ours), "events/s",
                        "pipeline, wal2json slot, advanced after handling")
         b = rec.figure("postgres.baseline_raw_peek.events_per_s", max(raw), "events/s",
-                       "psycopg peek 16,000 + orjson + advance, no pipeline")
+                       "psycopg peek 32,000 + orjson + row dict + advance, no pipeline")
         rec.ratio("postgres.cdc.vs_raw", a, b)
     finally:
         server.stop()

@@ -127,7 +127,7 @@ class PostgresCdcSource(DataSource):
         dsn: str = DEFAULT_DSN,
         tables: Sequence[str] | None = None,
         actions: Sequence[str] = ("insert", "update", "delete"),
-        batch_size: int = 500,
+        batch_size: int = 1000,
         ack_every: int | None = None,
         advance_interval: Any = "1s",
         poll_interval: Any = "200ms",
