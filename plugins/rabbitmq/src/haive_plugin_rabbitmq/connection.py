@@ -13,6 +13,7 @@ declares, which create nothing).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractRobustConnection
+from aio_pika.connection import make_url
 
 from haive.dataflow.errors import ConfigError, HaiveError
 from haive.dataflow.runtime.bridge import AsyncioBridge
@@ -108,7 +110,13 @@ async def connect(
     bridge: AsyncioBridge, url: str, options: Mapping[str, Any], *, name: str
 ) -> AbstractRobustConnection:
     """An aio-pika robust connection opened in ``bridge``'s loop, or a clear error."""
-    settings = {"timeout": 10, "client_properties": {"connection_name": name}, **options}
+    # Reconnect every second after a broker restart (aio-pika's default is 5 s).
+    settings = {
+        "timeout": 10,
+        "reconnect_interval": 1,
+        "client_properties": {"connection_name": name},
+        **options,
+    }
     try:
         return await bridge.run(_connect, url, settings)
     except aiormq.exceptions.ProbableAuthenticationError as error:
@@ -129,9 +137,29 @@ async def connect(
 
 
 async def _connect(url: str, settings: dict[str, Any]) -> AbstractRobustConnection:
-    # fail_fast: the first connection raises instead of retrying forever (a wrong URL or
-    # password is an error at once); once connected, the robust connection reconnects.
-    return await aio_pika.connect_robust(url, fail_fast=True, **settings)
+    # connect_robust's own steps, so that a failed first connection is closed (its
+    # callbacks run now, not in a loop already closed). fail_fast: the first connection
+    # raises instead of retrying forever (a wrong URL or password is an error at once);
+    # once connected, the robust connection reconnects.
+    options = dict(settings)
+    timeout = options.pop("timeout")
+    client_properties = options.pop("client_properties")
+    connection = aio_pika.RobustConnection(
+        make_url(url, fail_fast=True, **options),
+        client_properties=client_properties,
+        **options,
+    )
+    try:
+        await connection.connect(timeout=timeout)
+    except BaseException:
+        await connection.close()
+        await asyncio.sleep(0)  # let the close callbacks it scheduled run
+        raise
+    return connection
+
+
+async def close(connection: AbstractRobustConnection) -> None:  # in the bridge's loop
+    await connection.close()
 
 
 def not_found(error: aiormq.exceptions.ChannelNotFoundEntity, what: str, name: str,

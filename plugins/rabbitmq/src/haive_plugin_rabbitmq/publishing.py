@@ -85,7 +85,7 @@ async def publish_all(
     ]
     if not tasks:
         return []
-    done, pending = await asyncio.wait(tasks, timeout=confirm_within)
+    _, pending = await asyncio.wait(tasks, timeout=confirm_within)
     for task in pending:
         task.cancel()
     if pending:
@@ -95,18 +95,18 @@ async def publish_all(
         if task.cancelled():
             outcomes.append(TimeoutError(f"no publisher confirm within {confirm_within}s"))
             continue
-        error = task.exception()
-        if isinstance(error, aiormq.exceptions.PublishError):
-            frame = error.frame
+        failure = task.exception()
+        if isinstance(failure, aiormq.exceptions.PublishError):
+            frame = failure.frame
             text = getattr(frame, "reply_text", "") or "returned"
             outcomes.append(UnroutableError(
                 f"{text}: no queue is bound to exchange {message.exchange or '(default)'!r} "
                 f"with routing key {message.routing_key!r}"
             ))
-        elif error is not None:
-            outcomes.append(error)
-        elif not isinstance(task.result(), spec.Basic.Ack):
-            outcomes.append(aiormq.exceptions.DeliveryError(None, task.result()))
+        elif failure is not None:
+            outcomes.append(failure)
+        elif not isinstance(result := task.result(), spec.Basic.Ack):
+            outcomes.append(RuntimeError(f"the broker did not confirm the message: {result!r}"))
         else:
             outcomes.append(None)
     return outcomes

@@ -46,6 +46,7 @@ from .connection import (
     check_connect_options,
     check_name,
     check_url,
+    close,
     connect,
     exchange_exists,
     not_found,
@@ -159,7 +160,7 @@ class RabbitMQSink(StreamSink):
         self._bridge = bridge
         connection = await connect(bridge, self.url, self.connect_options, name=repr(self))
         self._connection = connection
-        self._exit.push_async_callback(bridge.run, connection.close)
+        self._exit.push_async_callback(bridge.run, close, connection)
         try:
             if self.exchange:
                 await bridge.run(exchange_exists, connection, self.exchange)

@@ -58,6 +58,7 @@ from .connection import (
     check_connect_options,
     check_name,
     check_url,
+    close,
     connect,
     not_found,
     queue_counts,
@@ -265,7 +266,7 @@ class RabbitMQSource(DataSource):
         self._bridge = bridge
         connection = await connect(bridge, self.url, self.connect_options, name=repr(self))
         self._connection = connection
-        self._exit.push_async_callback(bridge.run, connection.close)
+        self._exit.push_async_callback(bridge.run, close, connection)
         try:
             self._channel, self._queue = await bridge.run(_set_up, self, connection)
         except aiormq.exceptions.ChannelNotFoundEntity as error:
