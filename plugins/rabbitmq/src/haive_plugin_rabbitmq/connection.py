@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import aiormq.abc
 import aiormq.exceptions
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
@@ -160,6 +161,10 @@ async def _connect(url: str, settings: dict[str, Any]) -> AbstractRobustConnecti
 
 async def close(connection: AbstractRobustConnection) -> None:  # in the bridge's loop
     await connection.close()
+    # aio-pika runs close callbacks (of the connection, and of channels a 404 closed) as
+    # tasks of their own: let them finish before the bridge closes the loop.
+    for _ in range(3):
+        await asyncio.sleep(0)
 
 
 def not_found(error: aiormq.exceptions.ChannelNotFoundEntity, what: str, name: str,
@@ -176,19 +181,31 @@ def not_found(error: aiormq.exceptions.ChannelNotFoundEntity, what: str, name: s
     )
 
 
+async def raw_channel(connection: AbstractRobustConnection) -> aiormq.abc.AbstractChannel:
+    """A plain aiormq channel on ``connection`` (in the bridge's loop), for passive
+    declares: a 404 closes it for good, where a robust channel would reopen itself."""
+    transport = connection.transport
+    if transport is None:
+        raise aiormq.exceptions.ChannelInvalidStateError("the connection is not open")
+    return await transport.connection.channel()
+
+
+async def close_raw(channel: aiormq.abc.AbstractChannel) -> None:
+    if not channel.is_closed:
+        await channel.close()
+
+
 async def queue_counts(
     connection: AbstractRobustConnection, queue: str
 ) -> tuple[int, int]:  # in the bridge's loop
     """``(ready messages, consumers)`` of ``queue`` by a passive declare on a channel of
     its own (a 404 closes the channel it came on)."""
-    channel = await connection.channel(publisher_confirms=False)
+    channel = await raw_channel(connection)
     try:
-        underlay = await channel.get_underlay_channel()
-        ok = await underlay.queue_declare(queue, passive=True)
+        ok = await channel.queue_declare(queue, passive=True)
         return int(ok.message_count or 0), int(ok.consumer_count or 0)
     finally:
-        if not channel.is_closed:
-            await channel.close()
+        await close_raw(channel)
 
 
 async def exchange_exists(
@@ -197,13 +214,11 @@ async def exchange_exists(
     """Raise ``ChannelNotFoundEntity`` unless ``exchange`` exists (passive declare)."""
     if not exchange:
         return  # the default exchange always exists
-    channel = await connection.channel(publisher_confirms=False)
+    channel = await raw_channel(connection)
     try:
-        underlay = await channel.get_underlay_channel()
-        await underlay.exchange_declare(exchange, passive=True)
+        await channel.exchange_declare(exchange, passive=True)
     finally:
-        if not channel.is_closed:
-            await channel.close()
+        await close_raw(channel)
 
 
 async def queue_message_count(
@@ -260,14 +275,12 @@ async def delete_queues(
 async def _delete_queues(
     connection: AbstractRobustConnection, queues: list[str]
 ) -> None:  # in the bridge's loop
-    channel = await connection.channel(publisher_confirms=False)
+    channel = await raw_channel(connection)
     try:
-        underlay = await channel.get_underlay_channel()
         for queue in queues:
-            await underlay.queue_delete(queue)  # RabbitMQ: deleting a missing queue is fine
+            await channel.queue_delete(queue)  # RabbitMQ: deleting a missing queue is fine
     finally:
-        if not channel.is_closed:
-            await channel.close()
+        await close_raw(channel)
 
 
 async def delete_exchange(
@@ -295,10 +308,8 @@ async def delete_exchange(
 async def _delete_exchange(
     connection: AbstractRobustConnection, exchange: str
 ) -> None:  # in the bridge's loop
-    channel = await connection.channel(publisher_confirms=False)
+    channel = await raw_channel(connection)
     try:
-        underlay = await channel.get_underlay_channel()
-        await underlay.exchange_delete(exchange)
+        await channel.exchange_delete(exchange)
     finally:
-        if not channel.is_closed:
-            await channel.close()
+        await close_raw(channel)

@@ -59,9 +59,11 @@ from .connection import (
     check_name,
     check_url,
     close,
+    close_raw,
     connect,
     not_found,
     queue_counts,
+    raw_channel,
     redacted,
 )
 from .message import PayloadCodec, RabbitMessage
@@ -442,11 +444,28 @@ async def _set_up(
     source: RabbitMQSource, connection: AbstractRobustConnection
 ) -> tuple[AbstractRobustChannel, AbstractQueue]:
     """The consuming channel (confirms on, for the dead letters; qos = prefetch), the
-    queue, its bindings and the dead-letter target, declared or checked."""
+    queue, its bindings and the dead-letter target, declared or checked.
+
+    What must exist already is checked first on a plain channel (a 404 closes it; the
+    robust channel would reopen itself and try again)."""
+    declare = source.declare
+    check = await raw_channel(connection)
+    try:
+        if not declare:
+            await check.queue_declare(source.queue, passive=True)
+            if source.exchange is not None:
+                await check.exchange_declare(source.exchange, passive=True)
+        if source.dead_letter_exchange:
+            await check.exchange_declare(source.dead_letter_exchange, passive=True)
+        elif declare:
+            await check.queue_declare(source.dead_letter_routing_key, durable=source.durable)
+        else:
+            await check.queue_declare(source.dead_letter_routing_key, passive=True)
+    finally:
+        await close_raw(check)
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     assert isinstance(channel, AbstractRobustChannel)
     await channel.set_qos(prefetch_count=source.prefetch)
-    declare = source.declare
     queue = await channel.declare_queue(
         source.queue,
         durable=source.durable,
@@ -459,20 +478,6 @@ async def _set_up(
         )
         for key in source.routing_keys:
             await queue.bind(exchange, routing_key=key)
-    # The dead-letter target must exist before anything can fail (checked on a channel of
-    # its own, which a 404 closes).
-    check = await connection.channel(publisher_confirms=False)
-    try:
-        underlay = await check.get_underlay_channel()
-        if source.dead_letter_exchange:
-            await underlay.exchange_declare(source.dead_letter_exchange, passive=True)
-        elif declare:
-            await underlay.queue_declare(source.dead_letter_routing_key, durable=source.durable)
-        else:
-            await underlay.queue_declare(source.dead_letter_routing_key, passive=True)
-    finally:
-        if not check.is_closed:
-            await check.close()
     return channel, queue
 
 
