@@ -156,6 +156,16 @@ class RabbitMQSink(StreamSink):
         return f"RabbitMQSink({self.exchange!r}, routing_key={key!r}, url={redacted(self.url)!r})"
 
     async def open(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            # A failed open leaves nothing behind: the bridge's thread and the connection
+            # are closed here (``async with`` does not call aclose when open raises).
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+            raise
+
+    async def _open(self) -> None:
         bridge = await self._exit.enter_async_context(open_asyncio_bridge(name="rabbitmq-sink"))
         self._bridge = bridge
         connection = await connect(bridge, self.url, self.connect_options, name=repr(self))

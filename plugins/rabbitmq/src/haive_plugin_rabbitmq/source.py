@@ -37,6 +37,7 @@ from typing import Any
 
 import aiormq.exceptions
 import attrs
+import trio
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -261,6 +262,16 @@ class RabbitMQSource(DataSource):
 
     # -- lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            # A failed open leaves nothing behind: the bridge's thread and the connection
+            # are closed here (``async with`` does not call aclose when open raises).
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+            raise
+
+    async def _open(self) -> None:
         self.stats = RabbitMQSourceStats()
         bridge = await self._exit.enter_async_context(
             open_asyncio_bridge(name=f"rabbitmq-source-{self.queue}")
