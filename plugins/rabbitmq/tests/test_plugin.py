@@ -21,9 +21,10 @@ def test_metadata_declares_what_the_hooks_register() -> None:
 
 
 def test_streaming_facade_exports_the_plugin_names() -> None:
+    from haive_plugin_rabbitmq import RabbitMessage
+
     from haive.dataflow.streaming import RabbitMessage as FacadeMessage
     from haive.dataflow.streaming import RabbitMQSource as FromFacade
-    from haive_plugin_rabbitmq import RabbitMessage
 
     assert FromFacade is RabbitMQSource and FacadeMessage is RabbitMessage
 

@@ -34,7 +34,9 @@ async def copy(message: RabbitMessage) -> object:
     seen += 1
     if hang_after and seen == hang_after and hang_file:
         counts = {"received": source.stats.received, "acknowledged": source.stats.acknowledged}
-        await trio.Path(hang_file).write_bytes(orjson.dumps(counts))
+        partial = trio.Path(f"{hang_file}.partial")
+        await partial.write_bytes(orjson.dumps(counts))
+        await partial.rename(hang_file)  # whole when it appears
         await trio.sleep_forever()
     return message.body
 

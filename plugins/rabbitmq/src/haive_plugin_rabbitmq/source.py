@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+import aiormq.abc
 import aiormq.exceptions
 import attrs
 import trio
@@ -544,7 +545,7 @@ class _Consumer:
         decode = self.codec.decode
         now = time.time()
         for message in messages:
-            if message.channel.is_closed:
+            if _channel_of(message) is None:
                 # Its channel was lost (a broker restart): the broker requeued it, and it
                 # cannot be acked any more. It comes again on the restored channel.
                 self.stats.dropped_stale += 1
@@ -573,6 +574,14 @@ class _Consumer:
         return _Delivered(items, raws, undecodable)
 
 
+def _channel_of(message: AbstractIncomingMessage) -> aiormq.abc.AbstractChannel | None:
+    """The channel ``message`` came on, or None once that channel is closed."""
+    try:
+        return message.channel
+    except aiormq.exceptions.ChannelInvalidStateError:
+        return None
+
+
 async def _ack_up_to(messages: list[AbstractIncomingMessage]) -> int:
     """Ack ``messages`` (in delivery order) with one ``basic.ack(multiple=True)`` per
     channel; returns how many could not be acked (their channel was lost: the broker
@@ -585,13 +594,13 @@ async def _ack_up_to(messages: list[AbstractIncomingMessage]) -> int:
     failed = 0
     start = 0
     while start < len(messages):
-        channel = messages[start].channel
+        channel = _channel_of(messages[start])
         end = start
-        while end + 1 < len(messages) and messages[end + 1].channel is channel:
+        while end + 1 < len(messages) and _channel_of(messages[end + 1]) is channel:
             end += 1
         tag = messages[end].delivery_tag
         try:
-            if channel.is_closed or tag is None:
+            if channel is None or tag is None:
                 raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
             await channel.basic_ack(tag, multiple=True)
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
