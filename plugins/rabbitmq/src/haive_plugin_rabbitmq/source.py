@@ -29,6 +29,8 @@ acknowledging, never loses a message: a crash in between dead-letters it twice.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -248,6 +250,8 @@ class RabbitMQSource(DataSource):
         self.stats = RabbitMQSourceStats()
         self._unacked: deque[_Unacked] = deque()
         self._by_item: dict[int, _Unacked] = {}
+        self._dead_id_prefix = f"dead-{secrets.token_hex(8)}"
+        self._dead_ids = itertools.count(1)
         self._exit = AsyncExitStack()
         self._bridge: AsyncioBridge | None = None
         self._connection: AbstractRobustConnection | None = None
@@ -427,7 +431,7 @@ class RabbitMQSource(DataSource):
             exchange=self.dead_letter_exchange,
             routing_key=self.dead_letter_routing_key,
             body=payload,
-            message_id=f"dead-{time.time_ns()}-{id(headers)}",
+            message_id=f"{self._dead_id_prefix}-{next(self._dead_ids)}",
             headers=headers,
             content_type=raw.content_type if raw is not None else self.codec.content_type,
             correlation_id=raw.correlation_id if raw is not None else None,
