@@ -144,11 +144,13 @@ async def _connect(url: str, settings: dict[str, Any]) -> AbstractRobustConnecti
     # once connected, the robust connection reconnects.
     options = dict(settings)
     timeout = options.pop("timeout")
-    client_properties = options.pop("client_properties")
+    # As connect_robust sorts them: some options go to the URL only, some to the class only.
+    url_only = {key: options.pop(key) for key in ("ssl", "ssl_options") if key in options}
+    class_only = {
+        key: options.pop(key) for key in ("ssl_context", "client_properties") if key in options
+    }
     connection = aio_pika.RobustConnection(
-        make_url(url, fail_fast=True, **options),
-        client_properties=client_properties,
-        **options,
+        make_url(url, fail_fast=True, **url_only, **options), **class_only, **options
     )
     try:
         await connection.connect(timeout=timeout)

@@ -328,9 +328,14 @@ class RabbitMQSource(DataSource):
         await bridge.run(consumer.start)
         # One decoded batch waits at most; every message counts against the prefetch anyway.
         stream = bridge.stream(consumer.batches, count, self.fetch_timeout, max_buffered=1)
+        # Drained: twice in a row nothing came, nothing is unacknowledged, nothing waits in
+        # the loop and the queue has nothing ready. Twice, because a delivery the broker
+        # sent after an ack may still be on its way when the queue already counts 0.
+        drained_checks = 0
         async with stream as delivered:
             async for batch in delivered:
                 if batch.raws or batch.undecodable:
+                    drained_checks = 0
                     items = await self._accept(batch)
                     if items:
                         yield items
@@ -340,8 +345,11 @@ class RabbitMQSource(DataSource):
                 if self._unacked:
                     yield []  # nothing more ready: ask the pipeline to acknowledge
                     continue
-                if self.stop_when_drained and await self._drained(connection):
-                    return
+                if self.stop_when_drained:
+                    if not await self._drained(connection, consumer):
+                        drained_checks = 0
+                    elif (drained_checks := drained_checks + 1) >= 2:
+                        return
 
     async def _accept(self, batch: _Delivered) -> list[RabbitMessage]:
         """Record a batch as unacknowledged; dead-letter what did not decode (confirmed,
@@ -361,13 +369,13 @@ class RabbitMQSource(DataSource):
             self.stats.ack_errors += failed
         return batch.items
 
-    async def _drained(self, connection: AbstractRobustConnection) -> bool:
+    async def _drained(self, connection: AbstractRobustConnection, consumer: _Consumer) -> bool:
         assert self._bridge is not None
         try:
             ready, _ = await self._bridge.run(queue_counts, connection, self.queue)
         except (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError):
             return False  # the broker is away (restarting): not drained, read on
-        return ready == 0
+        return ready == 0 and not consumer.pending
 
     # -- acknowledging ------------------------------------------------------------------
     async def acknowledge(self, count: int) -> None:
