@@ -64,6 +64,23 @@ async def declare_queues(url: str, *names: str) -> None:
         await bridge.run(_declare, url, list(names))
 
 
+async def _bind(url: str, exchange: str, queue: str, key: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        x = await channel.declare_exchange(exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+        if queue:
+            q = await channel.declare_queue(queue, durable=True)
+            await q.bind(x, routing_key=key)
+
+
+async def declare_exchange(url: str, exchange: str, queue: str = "", key: str = "") -> None:
+    """Declare the direct exchange ``exchange`` (durable), and bind ``queue`` to it with
+    ``key`` when a queue is given."""
+    async with open_asyncio_bridge(name="test-exchange") as bridge:
+        await bridge.run(_bind, url, exchange, queue, key)
+
+
 @pytest.fixture
 async def queues() -> AsyncIterator[Queues]:
     q = Queues(f"t-{uuid.uuid4().hex[:12]}", URL)

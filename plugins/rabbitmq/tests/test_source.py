@@ -25,7 +25,7 @@ from haive.dataflow.errors import ConfigError
 from haive.dataflow.io.sinks import StreamSink
 from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
-from .conftest import read_queue
+from .conftest import declare_exchange, read_queue
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -144,6 +144,52 @@ async def test_failures_are_dead_lettered_with_the_reason(queues) -> None:
     assert letter.headers["x-haive-routing-key"] == queues.input
     assert letter.delivery_mode == 2  # persistent
     assert await queue_message_count(queues.input) == 0  # acked once dead-lettered
+
+
+async def test_dead_letters_to_an_exchange_of_their_own(queues) -> None:
+    await declare_exchange(queues.url, queues.exchange, queues.dead, "failed")
+    await publish(queues.input, [{"n": 1}, {"n": -1}])
+
+    def positive(message: RabbitMessage) -> int:
+        if message.body["n"] < 0:
+            raise ValueError("negative")
+        return int(message.body["n"])
+
+    source = RabbitMQSource(queues.input, dead_letter_exchange=queues.exchange,
+                            dead_letter_routing_key="failed", stop_when_drained=True)
+    pipeline = StreamingPipeline("dlx")
+    pipeline.set_source(source)
+    pipeline.add_processor(positive)
+    pipeline.set_sink(MemorySink())
+    await pipeline.execute()
+    dead = await read_queue(queues.url, queues.dead)
+    assert [orjson.loads(m.body) for m in dead] == [{"n": -1}]
+    assert dead[0].headers["x-haive-reason"] == "ValueError: negative"
+
+
+async def test_a_dead_letter_that_cannot_be_routed_is_never_acknowledged(queues) -> None:
+    # The dead-letter exchange exists but routes "failed" nowhere: the dead letter is
+    # returned (mandatory), so the source stops and the message stays in the queue.
+    await declare_exchange(queues.url, queues.exchange)
+    await publish(queues.input, [{"n": 1}, {"n": -1}, {"n": 2}])
+
+    def positive(message: RabbitMessage) -> int:
+        if message.body["n"] < 0:
+            raise ValueError("negative")
+        return int(message.body["n"])
+
+    source = RabbitMQSource(queues.input, dead_letter_exchange=queues.exchange,
+                            dead_letter_routing_key="failed", stop_when_drained=True)
+    pipeline = StreamingPipeline("dlx-nowhere")
+    pipeline.set_source(source)
+    pipeline.add_processor(positive)
+    pipeline.set_sink(MemorySink())
+    with pytest.raises(BaseException, match=r"dead letters to exchange .* were not confirmed"):
+        await pipeline.execute()
+    assert source.stats.dead_lettered == 0
+    await trio.sleep(0.2)
+    left = await read_queue(queues.url, queues.input)
+    assert {"n": -1} in [orjson.loads(m.body) for m in left]  # not lost
 
 
 async def test_malformed_bodies_are_dead_lettered_and_the_rest_goes_on(queues) -> None:
