@@ -89,9 +89,10 @@ async def test_broker_restart_under_a_running_pipeline_loses_nothing(rabbit_serv
     print(result)
     record_property("rabbitmq_restart", result)
     assert set(copies) == set(range(n))  # nothing lost
-    # Duplicates: what the worker held unacknowledged, and the outputs whose confirms
-    # were lost with the broker (republished by the sink: at most one batch per key).
-    assert result["duplicated"] <= result["unacknowledged_when_killed"] + 1_000
+    # Duplicates: what the worker held unacknowledged, plus the deliveries the bridge had
+    # decoded and not handed over yet (a batch or two of batch_size=250), which the
+    # pipeline still processes after the restart while the broker requeued them.
+    assert result["duplicated"] <= result["unacknowledged_when_killed"] + 2 * 250
     assert await queue_message_count("fault.in", url=server.url) == 0
 
 

@@ -34,7 +34,15 @@ _OWN_OPTIONS = frozenset({"url", "host", "port", "login", "password", "virtualho
 
 
 class RabbitMQError(HaiveError):
-    """RabbitMQ refused or failed an operation of this plugin."""
+    """RabbitMQ refused or failed an operation of this plugin; the base of its errors.
+
+    Example::
+
+        >>> issubclass(UnknownQueueError, RabbitMQError), issubclass(UnknownQueueError, LookupError)
+        (True, True)
+        >>> issubclass(RabbitMQAuthError, ConnectionError)
+        True
+    """
 
 
 class RabbitMQConnectError(RabbitMQError, ConnectionError):

@@ -27,7 +27,13 @@ PERSISTENT = 2
 
 @attrs.frozen
 class Outgoing:
-    """One message to publish."""
+    """One message to publish (persistent and mandatory, as every message here).
+
+    Example::
+
+        >>> Outgoing(exchange="", routing_key="orders", body=b"{}", message_id="m-1").routing_key
+        'orders'
+    """
 
     exchange: str
     routing_key: str

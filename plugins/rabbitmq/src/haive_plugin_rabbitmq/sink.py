@@ -63,7 +63,13 @@ DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 
 @attrs.define
 class RabbitMQSinkStats:
-    """What a :class:`RabbitMQSink` did."""
+    """What a :class:`RabbitMQSink` did.
+
+    Example::
+
+        >>> RabbitMQSinkStats(published=3).published
+        3
+    """
 
     published: int = 0  # confirmed by the broker
     unroutable: int = 0  # returned by the broker (no queue bound), rejected per item

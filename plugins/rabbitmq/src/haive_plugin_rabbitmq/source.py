@@ -91,7 +91,14 @@ def positive_int(owner: str, name: str, value: object, *, limit: int | None = No
 
 @attrs.define
 class RabbitMQSourceStats:
-    """What a :class:`RabbitMQSource` did, counted per run (``haive run`` prints it)."""
+    """What a :class:`RabbitMQSource` did, counted per run (``haive run`` prints it).
+
+    Example::
+
+        >>> stats = RabbitMQSourceStats(received=10, acknowledged=8)
+        >>> stats.received - stats.acknowledged  # held unacknowledged
+        2
+    """
 
     received: int = 0
     acknowledged: int = 0
