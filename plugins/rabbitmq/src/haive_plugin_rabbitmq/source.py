@@ -242,6 +242,8 @@ class RabbitMQSource(DataSource):
         self.dead_letter_exchange = check_name(
             owner, "dead_letter_exchange", dead_letter_exchange, empty=True
         )
+        # The default follows the queue, also when `haive worker --group` names another.
+        self._dead_letter_key_follows_queue = dead_letter_routing_key is None
         if dead_letter_routing_key is None:
             dead_letter_routing_key = f"{self.queue}.dead"
         self.dead_letter_routing_key = check_name(
@@ -254,6 +256,8 @@ class RabbitMQSource(DataSource):
             )
         self.confirm_timeout = parse_duration(confirm_timeout, what="confirm_timeout")
         self.stop_when_drained = stop_when_drained
+        #: This member's name (``haive worker --consumer``): its connection's name.
+        self.member_name: str | None = None
         self.stats = RabbitMQSourceStats()
         self._unacked: deque[_Unacked] = deque()
         self._by_item: dict[int, _Unacked] = {}
@@ -267,6 +271,35 @@ class RabbitMQSource(DataSource):
 
     def __repr__(self) -> str:
         return f"RabbitMQSource({self.queue!r}, url={redacted(self.url)!r})"
+
+    # -- haive worker: the consumers of one queue are the group -------------------------
+    def join(self, group: str | None = None, consumer: str | None = None) -> None:
+        """Consume queue ``group`` (RabbitMQ's competing consumers share a queue, so the
+        queue is the group) as member ``consumer`` (its connection's name), before opening
+        (``haive worker --group QUEUE --consumer NAME``). A default dead-letter routing key
+        (``<queue>.dead``) follows the queue."""
+        if self._bridge is not None:
+            raise ConfigError(f"{self!r}.join: the source is already open")
+        if group is not None:
+            self.queue = check_name("RabbitMQSource", "group", group)
+            if self._dead_letter_key_follows_queue:
+                self.dead_letter_routing_key = f"{self.queue}.dead"
+        if consumer is not None:
+            if not isinstance(consumer, str) or not consumer:
+                raise ConfigError(
+                    f"RabbitMQSource: consumer must be a non-empty string, got {consumer!r}"
+                )
+            self.member_name = consumer
+
+    def membership(self) -> dict[str, Any]:
+        """What ``haive worker`` prints about this member when it stops."""
+        return {
+            "group": self.queue,
+            "consumer": self.member_name or repr(self),
+            "queue": self.queue,
+            "delivery": "at_least_once",
+            **attrs.asdict(self.stats),
+        }
 
     def use_serializer(self, serializer: Serializer) -> None:
         """Decode bodies with the pipeline's serializer (``set_serializer``)."""
@@ -289,7 +322,9 @@ class RabbitMQSource(DataSource):
             open_asyncio_bridge(name=f"rabbitmq-source-{self.queue}")
         )
         self._bridge = bridge
-        connection = await connect(bridge, self.url, self.connect_options, name=repr(self))
+        connection = await connect(
+            bridge, self.url, self.connect_options, name=self.member_name or repr(self)
+        )
         self._connection = connection
         self._exit.push_async_callback(bridge.run, close, connection)
         try:
