@@ -37,6 +37,7 @@ import orjson
 import trio
 
 from haive.dataflow.errors import ConfigError, HaiveError
+from haive.dataflow.io.serializers import typed_event_fields
 from haive.dataflow.io.sinks import RejectedItems, StreamSink
 from haive.dataflow.runtime.retry import RetryPolicy
 from haive.dataflow.runtime.units import Duration
@@ -128,9 +129,7 @@ def _json_default(value: Any) -> Any:
     to_dict = getattr(value, "to_dict", None)
     if callable(to_dict):
         return to_dict()
-    if attrs.has(type(value)):
-        return attrs.asdict(value)
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+    return typed_event_fields(value)  # attrs, msgspec and pydantic events; else TypeError
 
 
 class HttpSink(StreamSink):

@@ -10,7 +10,7 @@ import attrs
 import orjson
 
 from haive.dataflow.errors import ConfigError
-from haive.dataflow.io.serializers import JsonSerializer, Serializer
+from haive.dataflow.io.serializers import JsonSerializer, Serializer, typed_event_fields
 
 #: Kafka's timestamp types (``Message.timestamp()[0]``).
 TIMESTAMP_TYPES = {0: "not_available", 1: "create_time", 2: "log_append_time"}
@@ -94,7 +94,9 @@ class ValueCodec:
         elif type(self.serializer) is JsonSerializer and self.serializer.max_size is None:
             # orjson itself, no Python frame per item (errors are re-raised by the caller).
             self.loads = orjson.loads
-            self.dumps = functools.partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY)
+            self.dumps = functools.partial(
+                orjson.dumps, default=typed_event_fields, option=orjson.OPT_SERIALIZE_NUMPY
+            )
         else:
             self.loads = self.serializer.loads
             self.dumps = self.serializer.dumps

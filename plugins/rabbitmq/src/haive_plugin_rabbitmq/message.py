@@ -15,7 +15,7 @@ from haive.dataflow.errors import (
     UnknownPluginError,
     UnknownSettingError,
 )
-from haive.dataflow.io.serializers import JsonSerializer, Serializer
+from haive.dataflow.io.serializers import JsonSerializer, Serializer, typed_event_fields
 
 
 @attrs.frozen(eq=False)
@@ -88,7 +88,9 @@ class PayloadCodec:
         self._dumps: Callable[[Any], bytes]
         if type(self.serializer) is JsonSerializer and self.serializer.max_size is None:
             self._loads = orjson.loads
-            self._dumps = functools.partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY)
+            self._dumps = functools.partial(
+                orjson.dumps, default=typed_event_fields, option=orjson.OPT_SERIALIZE_NUMPY
+            )
         elif self.serializer is not None:
             self._loads = self.serializer.loads
             self._dumps = self.serializer.dumps

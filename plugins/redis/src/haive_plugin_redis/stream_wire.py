@@ -22,7 +22,7 @@ from haive.dataflow.errors import (
     InvalidMessageError,
     SerializationError,
 )
-from haive.dataflow.io.serializers import JsonSerializer, Serializer
+from haive.dataflow.io.serializers import JsonSerializer, Serializer, typed_event_fields
 
 from ._resp import bulk
 
@@ -79,7 +79,9 @@ class EntryCodec:
         self.fast_dumps: Callable[[Any], bytes] | None = None
         if type(self.serializer) is JsonSerializer and self.serializer.max_size is None:
             self.fast_loads = orjson.loads
-            self.fast_dumps = functools.partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY)
+            self.fast_dumps = functools.partial(
+                orjson.dumps, default=typed_event_fields, option=orjson.OPT_SERIALIZE_NUMPY
+            )
         elif self.serializer is not None:
             self.fast_loads = self.serializer.loads
             self.fast_dumps = self.serializer.dumps

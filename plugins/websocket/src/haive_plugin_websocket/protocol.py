@@ -38,7 +38,11 @@ import msgpack
 import orjson
 
 from haive.dataflow.errors import SerializationError
-from haive.dataflow.io.serializers import JsonSerializer, MessagePackSerializer
+from haive.dataflow.io.serializers import (
+    JsonSerializer,
+    MessagePackSerializer,
+    typed_event_fields,
+)
 
 FEATURES_HEADER: Final = "X-Haive-Features"
 CLIENT_ID_HEADER: Final = "X-Haive-Client-Id"
@@ -263,7 +267,7 @@ class OutMessage:
 def _json_dumps(value: Any) -> bytes:
     # The hot path: orjson directly, with the errors of the core's JsonSerializer.
     try:
-        data = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+        data = orjson.dumps(value, default=typed_event_fields, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError as exc:
         raise SerializationError(f"json: cannot encode {type(value).__name__}: {exc}") from exc
     # orjson's result keeps its 4 KiB working buffer: a 50-byte message would hold 4 KiB

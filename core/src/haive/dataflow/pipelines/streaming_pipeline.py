@@ -24,6 +24,7 @@ from ..runtime.memory import MemoryGovernor, governor_for_run
 from ..runtime.nodes import Node, NodeStats, as_node
 from ..runtime.results import Result
 from ..runtime.retry import NO_RETRY, RetryPolicy
+from ..runtime.schemas import SCHEMA_NODE_NAME, schema_node
 from ..runtime.units import Duration
 from ..runtime.validation import NON_EMPTY_STR, instance_of, optional_duration, size
 
@@ -113,6 +114,7 @@ class StreamingPipeline:
         self.sink: StreamSink | None = None
         self.dead_letter: StreamSink | None = None
         self.nodes: list[Node] = []
+        self._schema_node: Node | None = None
         self.monitors: list[PipelineMonitor] = []
         self.serializer: Serializer | None = None
         #: Set by :meth:`enable_parallel_processing` / :meth:`enable_caching`; applied to the
@@ -146,6 +148,42 @@ class StreamingPipeline:
         self.nodes.append(node)
 
     add_processor = add_node
+
+    def set_schema(self, model: type[Any]) -> None:
+        """Validate every item the source delivers against ``model`` (a ``msgspec.Struct``,
+        pydantic model or attrs class: :class:`~haive.dataflow.runtime.schemas.Schema`)
+        before any processor sees it: the processors get typed events, and a record that
+        does not match goes to the dead-letter sink (or the source's ``reject``) with the
+        validation error while the pipeline goes on. Calling it again replaces the schema.
+
+        Example::
+
+            >>> import msgspec, trio
+            >>> from haive.dataflow.builtins.sinks import MemorySink
+            >>> from haive.dataflow.builtins.sources import IterableSource
+            >>> class Order(msgspec.Struct):
+            ...     id: int
+            ...     total: float
+            >>> pipeline = StreamingPipeline("orders")
+            >>> pipeline.set_source(IterableSource([{"id": 1, "total": 9.5}, {"id": "x"}]))
+            >>> pipeline.set_schema(Order)
+            >>> pipeline.add_processor(lambda order: order.total * 2)
+            >>> dead, out = MemorySink(), MemorySink()
+            >>> pipeline.set_dead_letter_sink(dead)
+            >>> pipeline.set_sink(out)
+            >>> report = trio.run(pipeline.execute)
+            >>> out.items, dead.items[0]["error"]["message"]
+            ([19.0], 'does not match Order: Expected `int`, got `str` - at `$.id`')
+        """
+        previous = self._schema_node
+        rest = [n for n in self.nodes if n is not previous]
+        if any(n.name == SCHEMA_NODE_NAME for n in rest):
+            raise ConfigError(
+                f"StreamingPipeline {self.name!r}: set_schema adds a node named "
+                f"{SCHEMA_NODE_NAME!r}, and a processor already has that name"
+            )
+        self._schema_node = schema_node(model, name=SCHEMA_NODE_NAME)
+        self.nodes = [self._schema_node, *rest]
 
     def add_monitor(self, monitor: PipelineMonitor) -> None:
         """Attach a monitor; its ``monitor(run)`` task runs for the whole run."""
