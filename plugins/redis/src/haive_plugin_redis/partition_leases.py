@@ -134,8 +134,8 @@ class PartitionLeases:
     async def heartbeat(self) -> list[str]:
         """Say this member is alive for ``ttl``; the live members (sorted)."""
         reply = await self._one(
-            self.members_key, pack("EVAL", _HEARTBEAT, 1, self.members_key, self.owner,
-                                   _ms(self.ttl))
+            self.members_key,
+            pack("EVAL", _HEARTBEAT, 1, self.members_key, self.owner, _ms(self.ttl)),
         )
         return sorted(m.decode() for m in reply)
 
@@ -154,8 +154,15 @@ class PartitionLeases:
             [
                 (
                     self.lease_key(p),
-                    pack("EVAL", _ACQUIRE, 2, self.lease_key(p), self.epoch_key(p), self.owner,
-                         _ms(self.ttl)),
+                    pack(
+                        "EVAL",
+                        _ACQUIRE,
+                        2,
+                        self.lease_key(p),
+                        self.epoch_key(p),
+                        self.owner,
+                        _ms(self.ttl),
+                    ),
                 )
                 for p in partitions
             ]
@@ -169,8 +176,14 @@ class PartitionLeases:
             [
                 (
                     self.lease_key(p),
-                    pack("EVAL", _RENEW, 1, self.lease_key(p), self.lease_value(epochs[p]),
-                         _ms(self.ttl)),
+                    pack(
+                        "EVAL",
+                        _RENEW,
+                        1,
+                        self.lease_key(p),
+                        self.lease_value(epochs[p]),
+                        _ms(self.ttl),
+                    ),
                 )
                 for p in parts
             ]
@@ -180,15 +193,15 @@ class PartitionLeases:
     async def release(self, partition: int, epoch: int) -> bool:
         """Give the lease up if still ours (the next owner takes it without waiting)."""
         key = self.lease_key(partition)
-        return bool(
-            await self._one(key, pack("EVAL", _RELEASE, 1, key, self.lease_value(epoch)))
-        )
+        return bool(await self._one(key, pack("EVAL", _RELEASE, 1, key, self.lease_value(epoch))))
 
     async def owners(self) -> list[tuple[str | None, int | None]]:
         """``(owner, epoch)`` of every partition's lease (``(None, None)`` when free)."""
         replies = await self._each(
-            [(self.lease_key(p), pack("GET", self.lease_key(p))) for p in
-             range(self.layout.partitions)]
+            [
+                (self.lease_key(p), pack("GET", self.lease_key(p)))
+                for p in range(self.layout.partitions)
+            ]
         )
         out: list[tuple[str | None, int | None]] = []
         for value in replies:
@@ -213,6 +226,8 @@ class PartitionLeases:
             answers = await client.send(b"".join(commands[i][1] for i in indexes), len(indexes))
             for i, answer in zip(indexes, answers, strict=True):
                 if isinstance(answer, ResponseError):
-                    raise HaiveError(f"partition lease command on {commands[i][0]!r} failed: {answer}")
+                    raise HaiveError(
+                        f"partition lease command on {commands[i][0]!r} failed: {answer}"
+                    )
                 replies[i] = answer
         return replies

@@ -177,7 +177,8 @@ class PartitionOutputSink(StreamSink):
         member = _current(self.source, f"sink {self.name!r}")
         if self._bound is None or self._bound[0] is not member:
             sink = member.sink(
-                self.layout.stream(member.partition), maxlen=self.maxlen,
+                self.layout.stream(member.partition),
+                maxlen=self.maxlen,
                 approximate=self.approximate,
             )
             sink.codec = self.codec

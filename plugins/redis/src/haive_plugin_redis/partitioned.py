@@ -226,8 +226,8 @@ class PartitionedStreamSource(DataSource):
             _positive_int(max_deliveries, "max_deliveries")
         self.pool_size = _positive_int(pool_size, "pool_size")
         self._owns_client = client is None
-        self.client = client if client is not None else stream_client(
-            url, self.layout.count_key, pool_size
+        self.client = (
+            client if client is not None else stream_client(url, self.layout.count_key, pool_size)
         )
         self._slot_clients: dict[str, RedisClient] = {}
         self.members: dict[int, PartitionMember] = {}
@@ -285,9 +285,7 @@ class PartitionedStreamSource(DataSource):
             "live_members": list(self.live_members),
             **attrs.asdict(self.counters),
             **attrs.asdict(self.stats),
-            "partition_metrics": {
-                str(p): attrs.asdict(m) for p, m in sorted(self.metrics.items())
-            },
+            "partition_metrics": {str(p): attrs.asdict(m) for p, m in sorted(self.metrics.items())},
         }
 
     @property

@@ -32,12 +32,12 @@ class PartitionedStreamSink(StreamSink):
         >>> async def main():
         ...     sink = PartitionedStreamSink(f"doc-{uuid.uuid4().hex[:8]}", 4, key="user")
         ...     async with sink:
-        ...         await sink.write_batch([{"user": "ada", "n": 1}, {"user": "bob", "n": 2}])
+        ...         await sink.write_batch([{"user": "ada", "n": 1}, {"user": "dan", "n": 2}])
         ...         lengths = [await sink.client.execute("XLEN", s) for s in sink.layout.streams()]
         ...         await sink.client.execute("DEL", sink.layout.count_key, *sink.layout.streams())
-        ...     return lengths, sink.layout.partition("ada"), sink.layout.partition("bob")
+        ...     return lengths, sink.layout.partition("ada"), sink.layout.partition("dan")
         >>> trio.run(main)
-        ([0, 1, 1, 0], 2, 1)
+        ([1, 0, 0, 1], 0, 3)
     """
 
     PLUGIN_NAME = "redis_partitioned_stream"
@@ -82,8 +82,8 @@ class PartitionedStreamSink(StreamSink):
         self.approximate = approximate
         self.codec = EntryCodec(codec, field)
         self._owns_client = client is None
-        self.client = client if client is not None else stream_client(
-            url, self.layout.count_key, pool_size
+        self.client = (
+            client if client is not None else stream_client(url, self.layout.count_key, pool_size)
         )
         self.url = self.client.url
         self.pool_size = pool_size
@@ -138,8 +138,9 @@ class PartitionedStreamSink(StreamSink):
         for partition, entries in by_partition.items():
             client = self._client(partition)
             _, packed, count = by_client.get(id(client), (client, [], 0))
-            packed.append(pack_xadds(layout.stream(partition), entries, self.maxlen,
-                                     self.approximate))
+            packed.append(
+                pack_xadds(layout.stream(partition), entries, self.maxlen, self.approximate)
+            )
             by_client[id(client)] = (client, packed, count + len(entries))
         for client, packed, count in by_client.values():
             replies = await client.send(b"".join(packed), count)

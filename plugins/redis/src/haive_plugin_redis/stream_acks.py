@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._resp import pack, pack_ids
+from ._resp import pack_ids
 from .stream_fencing import FencedOff
 from .stream_wire import _XACK_CHUNK, _check_replies
 
