@@ -371,7 +371,7 @@ class PartitionedStreamSource(DataSource):
                 )
         self._leases = self._make_leases()
         self._opened = True
-        await self._coordinate()
+        await self.rebalance()
 
     async def aclose(self) -> None:
         """Hand every partition over: what is in flight stays pending for the next owner,
@@ -400,7 +400,7 @@ class PartitionedStreamSource(DataSource):
         count = max(1, min(self.batch_size, chunk_size))
         next_drain_check = -math.inf
         while True:
-            await self._coordinate()
+            await self.rebalance()
             progressed = False
             for partition in sorted(self.members):
                 member = self.members.get(partition)
@@ -427,7 +427,7 @@ class PartitionedStreamSource(DataSource):
                         yield []
                 finally:
                     self.current_member = None
-                await self._coordinate()
+                await self.rebalance()
             if progressed:
                 continue
             now = trio.current_time()
@@ -489,7 +489,7 @@ class PartitionedStreamSource(DataSource):
             await self._let_go(member.partition, release=False)
 
     # -- rebalancing ----------------------------------------------------------------------
-    async def _coordinate(self) -> None:
+    async def rebalance(self) -> None:
         """Heartbeat, renew, release and acquire, when due (between commits only)."""
         if self.current_member is not None and self.current_member.unacknowledged:
             return

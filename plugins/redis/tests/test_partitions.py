@@ -1,0 +1,201 @@
+"""Keyed partitions on the real Redis, in one process: layout, fencing, rebalancing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import trio
+from haive_plugin_redis import (
+    PartitionedStream,
+    PartitionedStreamSink,
+    PartitionedStreamSource,
+    RedisClient,
+)
+from haive_plugin_redis.partition_leases import PartitionLeases
+from haive_plugin_redis.partition_member import PartitionMember
+from haive_plugin_redis.stream_wire import EntryCodec
+
+from haive.dataflow.errors import ConfigError
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def name(r: redis.Redis) -> Iterator[str]:
+    """A unique partitioned-stream name; every key made with it is deleted."""
+    value = f"haive-test-{uuid.uuid4().hex[:12]}"
+    yield value
+    keys = list(r.scan_iter(match=f"*{value}*", count=1000))
+    if keys:
+        r.delete(*keys)
+
+
+async def produce(name: str, partitions: int, events: list[dict]) -> None:
+    async with PartitionedStreamSink(name, partitions, key="key") as sink:
+        await sink.write_batch(events)
+
+
+def output_of(r: redis.Redis, layout: PartitionedStream) -> list[list[bytes]]:
+    return [[fields[b"data"] for _, fields in r.xrange(s)] for s in layout.streams()]
+
+
+async def test_partition_count_is_fixed_at_creation(name):
+    await produce(name, 4, [{"key": "a", "seq": 0}])
+    source = PartitionedStreamSource(name, 8, group="g")
+    with pytest.raises(ConfigError, match=r"created with 4 partitions .* the count is fixed"):
+        await source.open()
+    await source.aclose()
+    with pytest.raises(ConfigError, match="partitions must be the partition count"):
+        PartitionedStreamSource(name, group="g")
+    with pytest.raises(ConfigError, match="heartbeat must be > 0 and shorter than lease_ttl"):
+        PartitionedStreamSource(name, 4, lease_ttl="1s", heartbeat="2s")
+    with pytest.raises(ConfigError, match="delivery must be one of"):
+        PartitionedStreamSource(name, 4, delivery="at_most_once")
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+async def test_one_worker_drains_every_partition_with_state_next_to_it(name, r, delivery):
+    events = [{"key": f"k{n % 13}", "seq": n} for n in range(2000)]
+    await produce(name, 6, events)
+    source = PartitionedStreamSource(
+        name, 6, group="g", delivery=delivery, stop_when_drained=True, batch_size=100
+    )
+    counts = source.state("counts")
+
+    async def count(event: dict) -> dict:
+        await counts.add(event["key"])
+        return event
+
+    pipeline = StreamingPipeline("count")
+    pipeline.set_source(source)
+    pipeline.add_processor(count)
+    sink = source.sink("out")
+    pipeline.set_sink(sink)
+    report = await pipeline.execute()
+    assert report.processed == 2000
+    layout = PartitionedStream(name, 6)
+    for partition, entries in enumerate(output_of(r, sink.layout)):
+        seqs = [int(e.split(b'"seq":')[1].rstrip(b"}")) for e in entries]
+        assert seqs == sorted(seqs)  # per-partition (so per-key) order kept
+        for entry in entries:
+            assert layout.partition(entry.split(b'"key":"')[1].split(b'"')[0]) == partition
+    for k in range(13):
+        key = f"k{k}"
+        stored = r.get(counts.prefix(layout.partition(key)) + key)
+        assert int(stored) == len([e for e in events if e["key"] == key])
+    stats = source.membership()
+    assert stats["owned"] == [] and stats["acquired"] == 6 and stats["released"] == 6
+    assert stats["read"] == 2000 and stats["acknowledged"] == 2000
+    # The leases were released and the member left on close.
+    assert all(row["owner"] is None for row in await source.describe())
+    assert r.zcard(f"{{{name}}}:members:g") == 0
+
+
+async def test_a_commit_after_the_lease_moved_is_refused(name, r):
+    """Exactly once: the old owner's staged state, output and XACK are not applied."""
+    await produce(name, 1, [{"key": "a", "seq": 0}])
+    layout = PartitionedStream(name, 1)
+    client = RedisClient()
+    old = PartitionLeases(layout, "g", "old", ttl=30.0, clients=lambda key: client)
+    new = PartitionLeases(layout, "g", "new", ttl=30.0, clients=lambda key: client)
+    epoch = await old.acquire(0)
+    member = PartitionMember(
+        layout.stream(0), partition=0, epoch=epoch, group="g", client=client,
+        delivery="exactly_once", batch_size=10, codec=EntryCodec("json"),
+    )  # fmt: skip
+    await member.open()
+    try:
+        assert len(await member.poll(10)) == 1  # the epoch's WATCH is on
+        await member.state("counts").add("a", 1)
+        await member.sink(layout.stream(0) + ":out").write_batch([{"seq": 0}])
+        r.delete(old.lease_key(0))  # the lease expired (a long pause)...
+        assert await new.acquire(0) == epoch + 1  # ...and a new owner took it
+        await member.acknowledge(1)  # the epoch read under WATCH is not ours: refused
+        assert member.stats.fenced_commits == 1 and member.stats.aborted_commits == 1
+        assert not await member.still_owned()
+        # Again in an epoch whose WATCH starts after the move.
+        assert len(await member.poll(10)) == 1
+        await member.state("counts").add("a", 1)
+        await member.acknowledge(1)
+        assert member.stats.fenced_commits == 2 and member.stats.commits == 0
+    finally:
+        await member.aclose()
+        client.close()
+    assert r.get(layout.stream(0) + ":state:counts:a") is None
+    assert r.xlen(layout.stream(0) + ":out") == 0
+    assert r.xpending(layout.stream(0), "g")["pending"] == 1  # still the new owner's to do
+
+
+async def test_rebalance_releases_the_share_of_a_new_member(name, r, autojump_clock):
+    """Timing on the trio clock (MockClock): on its next heartbeat the owner hands over."""
+    await produce(name, 4, [{"key": f"k{n}", "seq": n} for n in range(8)])
+    source = PartitionedStreamSource(name, 4, group="g", consumer="a", lease_ttl="60s")
+    client = RedisClient()
+    other = PartitionLeases(
+        PartitionedStream(name, 4), "g", "b", ttl=60.0, clients=lambda key: client
+    )
+    try:
+        await source.open()
+        assert sorted(source.members) == [0, 1, 2, 3]
+        assert await other.heartbeat() == ["a", "b"]
+        assert await other.acquire(1) is None  # a still holds it
+        await source.rebalance()  # not due yet: nothing moves
+        assert sorted(source.members) == [0, 1, 2, 3]
+        await trio.sleep(source.heartbeat)
+        await source.rebalance()
+        assert sorted(source.members) == [0, 2]  # sorted members a, b: a gets 0 and 2
+        assert source.counters.released == 2 and source.counters.rebalances == 2
+        assert await other.acquire_many([1, 3]) == {1: 2, 3: 2}
+        owners = [row["owner"] for row in await source.describe()]
+        assert owners == ["a", "b", "a", "b"]
+    finally:
+        await source.aclose()
+        client.close()
+
+
+async def test_two_workers_share_partitions_and_a_joiner_gets_its_share(name, r):
+    events = [{"key": f"k{n % 50}", "seq": n} for n in range(6000)]
+    await produce(name, 8, events[:3000])
+    done = trio.Event()
+
+    def worker(consumer: str) -> tuple[StreamingPipeline, PartitionedStreamSource]:
+        source = PartitionedStreamSource(
+            name, 8, group="g", consumer=consumer, delivery="exactly_once",
+            lease_ttl="1s", block="20ms", batch_size=100,
+        )  # fmt: skip
+        counts = source.state("counts")
+
+        async def count(event: dict) -> dict:
+            await counts.add(event["key"])
+            return event
+
+        pipeline = StreamingPipeline(f"count-{consumer}")
+        pipeline.set_source(source)
+        pipeline.add_processor(count)
+        pipeline.set_sink(source.sink("out"))
+        return pipeline, source
+
+    first, first_source = worker("a")
+    second, second_source = worker("b")
+    out = PartitionedStream(name, 8, ":out")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first.execute)
+        with trio.fail_after(30):
+            while sum(r.xlen(s) for s in out.streams()) < 1000:
+                await trio.sleep(0.02)
+        nursery.start_soon(second.execute)
+        await produce(name, 8, events[3000:])
+        with trio.fail_after(60):
+            while sum(r.xlen(s) for s in out.streams()) < 6000 or len(second_source.members) < 4:
+                await trio.sleep(0.05)
+        owned = (set(first_source.members), set(second_source.members))
+        done.set()
+        nursery.cancel_scope.cancel()
+    assert owned[0].isdisjoint(owned[1]) and len(owned[0]) == len(owned[1]) == 4
+    seqs = sorted(int(e.split(b'"seq":')[1].rstrip(b"}")) for p in output_of(r, out) for e in p)
+    assert seqs == list(range(6000))  # exactly once across the handover
+    assert second_source.counters.acquired >= 4 and first_source.counters.released >= 4
