@@ -289,6 +289,16 @@ class PartitionedStreamSource(DataSource):
         }
 
     @property
+    def target(self) -> list[int]:
+        """The partitions this worker should own (its share at the last heartbeat)."""
+        return list(self._target)
+
+    @property
+    def balanced(self) -> bool:
+        """Whether this worker owns exactly its share."""
+        return sorted(self.members) == self._target
+
+    @property
     def stats(self) -> StreamSourceStats:
         """The stream counters summed over every partition this worker owned."""
         total = attrs.evolve(self._retired)
