@@ -19,7 +19,8 @@ enrich -> outputs`` (at least once).
   from its lease's expiry (the lease's ``PTTL`` read just before the kill) to the first
   event the survivor processes in it; the figure is the worst partition (target < 2 s with
   ``lease_ttl=2s``, heartbeats every 0.67 s). ``partitions.rebalance.after_kill_s``: from
-  the kill (the detection time, about ``lease_ttl``, included).
+  the kill (the detection time, about ``lease_ttl``, included). Both are the worst of 3
+  kills (1 with ``--quick``).
 """
 
 from __future__ import annotations
@@ -230,11 +231,12 @@ def _rebalance(r: redis.Redis, file: str) -> tuple[float, float]:
             time.sleep(0.01)
         leases = [f"{_stream(name, p)}:lease:rb" for p in range(PARTITIONS)]
         owned = [p for p, key in enumerate(leases) if (r.get(key) or b"").startswith(b"victim:")]
-        ttl = {p: r.pttl(leases[p]) for p in owned}
         killed = time.time()
         procs["victim"].send_signal(signal.SIGKILL)
         procs["victim"].wait()
-        expiry = {p: killed + ms / 1000 for p, ms in ttl.items()}
+        # Read after the kill: no renewal can move the expiry any more.
+        now = time.time()
+        expiry = {p: now + max(0, r.pttl(leases[p])) / 1000 for p in owned}
         for p in owned:
             r.xadd(_stream(name, p), {"data": orjson.dumps({"key": "x", "seq": p, "v": 0})})
         while r.hlen(first) < len(owned) or not all(r.hexists(first, p) for p in owned):
@@ -275,7 +277,21 @@ def run(rec: Recorder) -> None:
     try:
         _fill(r, name, n, plain)
         rates: dict[int, float] = {}
-        for k in (1, 2, 4):
+        rates[1] = rec.figure(
+            "partitions.alo.1worker.events_per_s",
+            _workers(r, file, name, "alo1", "at_least_once", 1, n),
+            "events/s",
+            f"{PARTITIONS} partitions",
+        )
+        # Measured next to it (load on the shared machine moves between runs).
+        single = rec.figure(
+            "partitions.plain_stream.1worker.events_per_s",
+            _workers(r, file, name, "plain1", "at_least_once", 1, n, plain=plain),
+            "events/s",
+            "RedisStreamSource, one stream, same pipeline",
+        )
+        rec.ratio("partitions.vs_plain_stream.1worker", rates[1], single)
+        for k in (2, 4):
             rates[k] = rec.figure(
                 f"partitions.alo.{k}worker.events_per_s",
                 _workers(r, file, name, f"alo{k}", "at_least_once", k, n),
@@ -289,16 +305,19 @@ def run(rec: Recorder) -> None:
             _workers(r, file, name, "eos1", "exactly_once", 1, n),
             "events/s",
         )
-        single = rec.figure(
-            "partitions.plain_stream.1worker.events_per_s",
-            _workers(r, file, name, "plain1", "at_least_once", 1, n, plain=plain),
-            "events/s",
-            "RedisStreamSource, one stream, same pipeline",
+        trials = [_rebalance(r, file) for _ in range(1 if rec.quick else 3)]
+        rec.figure(
+            "partitions.rebalance.after_expiry_s",
+            max(t[0] for t in trials),
+            "s",
+            f"worst partition, worst of {len(trials)} kills; target < 2 s",
         )
-        rec.ratio("partitions.vs_plain_stream.1worker", rates[1], single)
-        after_expiry, after_kill = _rebalance(r, file)
-        rec.figure("partitions.rebalance.after_expiry_s", after_expiry, "s", "target < 2 s")
-        rec.figure("partitions.rebalance.after_kill_s", after_kill, "s", "lease_ttl=2s")
+        rec.figure(
+            "partitions.rebalance.after_kill_s",
+            max(t[1] for t in trials),
+            "s",
+            "lease_ttl=2s, detection included",
+        )
     finally:
         keys = list(r.scan_iter(match=f"*{name}*", count=1000))
         if keys:
