@@ -191,6 +191,11 @@ class PartitionedStreamSource(DataSource):
             ack_every if ack_every is not None else 4 * batch_size, "ack_every"
         )
         self.block = parse_duration(block, what="block")
+        if self.block <= 0:
+            raise ConfigError(
+                f"PartitionedStreamSource(block={block!r}): block must be > 0 (how long an "
+                "idle worker waits before it looks at its partitions again)"
+            )
         self.lease_ttl = parse_duration(lease_ttl, what="lease_ttl")
         if self.lease_ttl <= 0:
             raise ConfigError(
