@@ -19,6 +19,7 @@ from haive_plugin_redis.partition_member import PartitionMember
 from haive_plugin_redis.stream_wire import EntryCodec
 
 from haive.dataflow.errors import ConfigError
+from haive.dataflow.io.sinks import RejectedItems
 from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
 pytestmark = pytest.mark.redis
@@ -55,6 +56,24 @@ async def test_partition_count_is_fixed_at_creation(name):
         PartitionedStreamSource(name, 4, lease_ttl="1s", heartbeat="2s")
     with pytest.raises(ConfigError, match="delivery must be one of"):
         PartitionedStreamSource(name, 4, delivery="at_most_once")
+    with pytest.raises(ConfigError, match=r"block='0s'\): block must be > 0"):
+        PartitionedStreamSource(name, 4, block="0s")
+    with pytest.raises(ConfigError, match="max_deliveries needs on_failure='redeliver'"):
+        PartitionedStreamSource(name, 4, max_deliveries=3)
+
+
+async def test_sink_rejects_items_without_a_usable_key_and_writes_the_rest(name, r):
+    sink = PartitionedStreamSink(name, 4, key="user")
+    async with sink:
+        with pytest.raises(RejectedItems) as caught:
+            await sink.write_batch([{"user": "ada"}, {"n": 1}, {"user": 2.5}, {"user": "dan"}])
+    assert sorted(caught.value.errors) == [1, 2]
+    assert "KeyError" in str(caught.value.errors[1])
+    assert "partition key must be str, bytes or int, got float" in str(caught.value.errors[2])
+    assert sum(r.xlen(s) for s in sink.layout.streams()) == 2
+    with pytest.raises(ConfigError, match="created with 4 partitions"):
+        async with PartitionedStreamSink(name, 5, key="user"):
+            pass
 
 
 @pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
