@@ -149,6 +149,30 @@ async def test_a_commit_after_the_lease_moved_is_refused(name, r):
     assert r.xpending(layout.stream(0), "g")["pending"] == 1  # still the new owner's to do
 
 
+async def test_an_expired_lease_goes_to_the_next_owner_with_a_new_epoch(name, r):
+    """Real expiry (Redis's clock, PX): the old owner's renewal then reports it lost."""
+    layout = PartitionedStream(name, 2)
+    client = RedisClient()
+    old = PartitionLeases(layout, "g", "old", ttl=0.2, clients=lambda key: client)
+    new = PartitionLeases(layout, "g", "new", ttl=5.0, clients=lambda key: client)
+    try:
+        assert await old.heartbeat() == ["old"]
+        epoch = await old.acquire(0)
+        assert await new.acquire(0) is None
+        assert await old.renew_many({0: epoch}) == set()
+        with trio.fail_after(10):
+            # (expiry happens in Redis: asking again is the only way to see it)
+            while (taken := await new.acquire(0)) is None:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        assert taken == epoch + 1
+        assert await new.heartbeat() == ["new"]  # the old member expired too
+        assert await old.renew_many({0: epoch}) == {0}  # lost: nothing extended
+        assert not await old.release(0, epoch)  # and not released from under the new owner
+        assert (await new.owners())[0] == ("new", epoch + 1)
+    finally:
+        client.close()
+
+
 async def test_rebalance_releases_the_share_of_a_new_member(name, r, autojump_clock):
     """Timing on the trio clock (MockClock): on its next heartbeat the owner hands over."""
     await produce(name, 4, [{"key": f"k{n}", "seq": n} for n in range(8)])
