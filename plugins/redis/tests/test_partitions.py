@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import orjson
 import pytest
 import redis
 import trio
@@ -241,3 +242,33 @@ async def test_two_workers_share_partitions_and_a_joiner_gets_its_share(name, r)
     seqs = sorted(int(e.split(b'"seq":')[1].rstrip(b"}")) for p in output_of(r, out) for e in p)
     assert seqs == list(range(6000))  # exactly once across the handover
     assert second_source.counters.acquired >= 4 and first_source.counters.released >= 4
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+async def test_failed_items_are_dead_lettered_in_their_partition(name, r, delivery):
+    await produce(name, 3, [{"key": f"k{n % 7}", "seq": n} for n in range(300)])
+    source = PartitionedStreamSource(
+        name, 3, group="g", delivery=delivery, stop_when_drained=True, batch_size=40
+    )
+
+    def poison(event: dict) -> dict:
+        if event["seq"] % 10 == 0:
+            raise ValueError(f"poison {event['seq']}")
+        return event
+
+    pipeline = StreamingPipeline("poison")
+    pipeline.set_source(source)
+    pipeline.add_processor(poison)
+    pipeline.set_sink(source.sink("out"))
+    await pipeline.execute()
+    layout = PartitionedStream(name, 3)
+    dead = {p: r.xrange(layout.stream(p) + ":dead") for p in range(3)}
+    assert sum(len(d) for d in dead.values()) == 30
+    for p, entries in dead.items():
+        for _, fields in entries:
+            assert fields[b"reason"].startswith(b"processor 'poison_0' failed: ValueError")
+            event = orjson.loads(fields[b"entry.data"])
+            assert event["seq"] % 10 == 0 and layout.partition(event["key"]) == p
+    assert sum(len(e) for e in output_of(r, layout.with_suffix(":out"))) == 270
+    assert source.membership()["dead_lettered"] == 30
+    assert all(r.xinfo_groups(s)[0]["pending"] == 0 for s in layout.streams())
