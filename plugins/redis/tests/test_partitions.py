@@ -272,3 +272,30 @@ async def test_failed_items_are_dead_lettered_in_their_partition(name, r, delive
     assert sum(len(e) for e in output_of(r, layout.with_suffix(":out"))) == 270
     assert source.membership()["dead_lettered"] == 30
     assert all(r.xinfo_groups(s)[0]["pending"] == 0 for s in layout.streams())
+
+
+async def test_redelivered_failures_come_back_at_the_next_heartbeat(name, r):
+    await produce(name, 2, [{"key": f"k{n % 5}", "seq": n} for n in range(100)])
+    source = PartitionedStreamSource(
+        name, 2, group="g", stop_when_drained=True, batch_size=20, lease_ttl="600ms",
+        on_failure="redeliver", max_deliveries=2,
+    )  # fmt: skip
+    attempts: dict[int, int] = {}
+
+    def poison(event: dict) -> dict:
+        if event["seq"] % 10 == 0:
+            attempts[event["seq"]] = attempts.get(event["seq"], 0) + 1
+            raise ValueError("poison")
+        return event
+
+    pipeline = StreamingPipeline("redeliver")
+    pipeline.set_source(source)
+    pipeline.add_processor(poison)
+    pipeline.set_sink(source.sink("out"))
+    with trio.fail_after(30):
+        await pipeline.execute()
+    layout = PartitionedStream(name, 2)
+    assert attempts == {seq: 2 for seq in range(0, 100, 10)}
+    assert sum(r.xlen(layout.stream(p) + ":dead") for p in range(2)) == 10
+    assert sum(len(e) for e in output_of(r, layout.with_suffix(":out"))) == 90
+    assert source.membership()["left_for_redelivery"] == 10
