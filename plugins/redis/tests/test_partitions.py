@@ -299,3 +299,19 @@ async def test_redelivered_failures_come_back_at_the_next_heartbeat(name, r):
     assert sum(r.xlen(layout.stream(p) + ":dead") for p in range(2)) == 10
     assert sum(len(e) for e in output_of(r, layout.with_suffix(":out"))) == 90
     assert source.membership()["left_for_redelivery"] == 10
+
+
+async def test_rewind_moves_every_partition_group_back(name, r):
+    from haive.dataflow.io.groups import GroupMemberSource, RewindableGroup
+
+    await produce(name, 3, [{"key": f"k{n}", "seq": n} for n in range(30)])
+    source = PartitionedStreamSource(name, 3, group="g", stop_when_drained=True)
+    assert isinstance(source, GroupMemberSource) and isinstance(source, RewindableGroup)
+    pipeline = StreamingPipeline("copy")
+    pipeline.set_source(source)
+    pipeline.set_sink(source.sink("out"))
+    assert (await pipeline.execute()).processed == 30
+    layout = PartitionedStream(name, 3)
+    assert sum(r.xinfo_groups(s)[0]["lag"] for s in layout.streams()) == 0
+    await source.rewind("0")  # haive worker --replay-from 0
+    assert sum(r.xinfo_groups(s)[0]["lag"] for s in layout.streams()) == 30
