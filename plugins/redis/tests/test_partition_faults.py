@@ -166,7 +166,10 @@ def test_kill_join_and_clean_stop_mid_stream(name, r, tmp_path, delivery):
                 worker.kill()
                 _, err = worker.communicate()
                 print(f"{consumer} (killed at the end): {err[-1500:]}")
+    # SIGTERM: w2 finished and committed its batch, then handed its partitions over.
     assert summaries["w2"]["stopped_by_signal"] and summaries["w2"]["owned"] == []
+    assert summaries["w2"]["left_pending"] == 0 and summaries["w2"]["lost"] == 0
+    assert summaries["w2"]["processed"] == summaries["w2"]["read"]
     assert summaries["w4"]["acquired"] > 0, "w4 never got a partition"
     per_partition = outputs(r, name, partitions)
     seqs = Counter(out["seq"] for entries in per_partition for out in entries)

@@ -247,6 +247,7 @@ class PartitionedStreamSource(DataSource):
         self._next_heartbeat = -math.inf
         self._next_acquire = -math.inf
         self._opened = False
+        self._stopping = False
 
     def __repr__(self) -> str:
         return (
@@ -410,11 +411,18 @@ class PartitionedStreamSource(DataSource):
             if self._owns_client:
                 self.client.close()
 
+    def stop_reading(self) -> None:
+        """A clean leave (``haive worker`` on SIGTERM, a
+        :class:`~haive.dataflow.io.groups.StoppableSource`): read nothing more, let the
+        partition in flight be written and committed, then end the input; closing releases
+        every lease, so the next owners take over at once with nothing left to replay."""
+        self._stopping = True
+
     # -- reading ------------------------------------------------------------------------
     async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         count = max(1, min(self.batch_size, chunk_size))
         next_drain_check = -math.inf
-        while True:
+        while not self._stopping:
             await self.rebalance()
             progressed = False
             for partition in sorted(self.members):
@@ -430,6 +438,7 @@ class PartitionedStreamSource(DataSource):
                     yield items
                     while (
                         member.unacknowledged < self.ack_every
+                        and not self._stopping
                         and trio.current_time() < self._next_heartbeat
                         and self.members.get(partition) is member
                     ):
@@ -442,8 +451,10 @@ class PartitionedStreamSource(DataSource):
                         yield []
                 finally:
                     self.current_member = None
+                if self._stopping:
+                    return
                 await self.rebalance()
-            if progressed:
+            if progressed or self._stopping:
                 continue
             now = trio.current_time()
             if self.stop_when_drained and now >= next_drain_check:
