@@ -140,3 +140,67 @@ def test_layers_look_through_wrappers_and_stops_on_a_cycle():
     assert list(layers(looped)) == [looped]
     assert not isinstance(plain, RewindableGroup)
     assert WorkerCommand.PLUGIN_NAME == "worker"
+
+
+# A member that reads until asked to stop (a StoppableSource); STUBBORN=1 ignores the request.
+STOPPABLE_PIPELINE = '''
+import os
+from pathlib import Path
+import trio
+from haive.dataflow.builtins.sinks import MemorySink
+from haive.dataflow.io.sources import DataSource
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
+
+class Member(DataSource):
+    group, consumer, stopping, handed_over = "unset", "unset", False, False
+    def join(self, group=None, consumer=None):
+        self.group = group or self.group
+        self.consumer = consumer or self.consumer
+    def membership(self):
+        return {"group": self.group, "consumer": self.consumer, "handed_over": self.handed_over}
+    def stop_reading(self):
+        self.stopping = not os.environ.get("STUBBORN")
+    async def batches(self, chunk_size):
+        n = 0
+        while not self.stopping:
+            yield [n]
+            n += 1
+            if n == 3:
+                Path(os.environ["READY"]).touch()
+            await trio.sleep(0.01)
+        self.handed_over = True
+
+pipeline = StreamingPipeline("stoppable")
+pipeline.set_source(Member())
+pipeline.set_sink(MemorySink())
+'''
+
+
+@pytest.mark.parametrize("stubborn", [False, True])
+def test_sigterm_lets_a_stoppable_source_hand_over_within_the_grace(tmp_path, stubborn):
+    import os
+    import signal
+    import time
+
+    file = tmp_path / "job.py"
+    file.write_text(STOPPABLE_PIPELINE)
+    ready = tmp_path / "ready"
+    env = {**os.environ, "READY": str(ready), **({"STUBBORN": "1"} if stubborn else {})}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "haive.dataflow.cli", "worker", str(file), "--group", "g",
+         "--grace", "0.5"],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert time.monotonic() < deadline and worker.poll() is None
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    [summary] = summaries(err)
+    assert summary["stopped_by_signal"] is True
+    if stubborn:  # cancelled after --grace: no report
+        assert summary["handed_over"] is False and "processed" not in summary
+    else:  # the run ended normally after the source's hand-over
+        assert summary["handed_over"] is True and int(summary["processed"]) >= 3  # type: ignore[call-overload]

@@ -322,3 +322,51 @@ async def test_exactly_once_survives_a_slot_migration_mid_stream(cluster: Cluste
     assert int(node.get(counts.prefix + "seen")) == n
     assert node.xinfo_groups(stream)[0]["pending"] == 0
     node.delete(stream, out, counts.prefix + "seen")
+
+
+async def test_keyed_partitions_spread_over_the_cluster(cluster: Cluster) -> None:
+    """Two exactly-once workers over 6 partitions, each partition on its own slot's node."""
+    from haive_plugin_redis import PartitionedStream, PartitionedStreamSink, PartitionedStreamSource
+
+    name = f"parts-{time.monotonic_ns()}"
+    layout = PartitionedStream(name, 6)
+    assert len({cluster.owner(s) for s in layout.streams()}) > 1  # spread over nodes
+    n = 600
+    async with PartitionedStreamSink(layout, key="key", url=cluster.url) as producer:
+        await producer.write_batch([{"seq": i, "key": f"k{i % 12}"} for i in range(n)])
+
+    def worker(consumer: str) -> tuple[StreamingPipeline, PartitionedStreamSource]:
+        source = PartitionedStreamSource(
+            layout, url=cluster.url, group="g", consumer=consumer, delivery="exactly_once",
+            batch_size=50, block="20ms", lease_ttl="2s", stop_when_drained=True,
+        )  # fmt: skip
+        counts = source.state("counts")
+
+        async def count(event: dict[str, object]) -> dict[str, object]:
+            await counts.add(str(event["key"]))
+            return event
+
+        pipeline = StreamingPipeline(f"cluster-parts-{consumer}")
+        pipeline.set_source(source)
+        pipeline.add_processor(count)
+        pipeline.set_sink(source.sink("out"))
+        return pipeline, source
+
+    workers = [worker("a"), worker("b")]
+    async with trio.open_nursery() as nursery:
+        for pipeline, _ in workers:
+            nursery.start_soon(pipeline.execute)
+    assert sum(source.membership()["read"] for _, source in workers) >= n
+    seqs: list[int] = []
+    for p, stream in enumerate(layout.streams()):
+        node = cluster.nodes[cluster.owner(stream)]
+        outputs = stream_items(node, stream + ":out")
+        seqs += [o["seq"] for o in outputs]  # type: ignore[misc]
+        assert all(layout.partition(o["key"]) == p for o in outputs)
+        assert node.xinfo_groups(stream)[0]["pending"] == 0
+    assert sorted(seqs) == list(range(n))  # exactly once
+    for k in range(12):
+        key = f"k{k}"
+        stream = layout.partition_stream(key)
+        stored = cluster.nodes[cluster.owner(stream)].get(f"{stream}:state:counts:{key}")
+        assert int(stored) == n // 12

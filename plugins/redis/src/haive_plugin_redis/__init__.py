@@ -1,4 +1,4 @@
-"""haive-plugin-redis: Redis state, Redis Streams source/sink and ``haive worker``.
+"""haive-plugin-redis: Redis state, Redis Streams source/sink, keyed partitions and ``haive worker``.
 
 Example::
 
@@ -9,6 +9,9 @@ Example::
 
 from .backend import RedisStateBackend
 from .client import RedisClient
+from .partitioned import PartitionedStreamSource
+from .partitioned_sink import PartitionedStreamSink
+from .partitioning import PartitionedStream
 from .streams import (
     DELIVERY_MODES,
     EntryCodec,
@@ -24,6 +27,9 @@ from .streams import (
 __all__ = [
     "DELIVERY_MODES",
     "EntryCodec",
+    "PartitionedStream",
+    "PartitionedStreamSink",
+    "PartitionedStreamSource",
     "RedisClient",
     "RedisCommitError",
     "RedisStateBackend",

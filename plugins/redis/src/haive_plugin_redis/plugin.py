@@ -21,17 +21,19 @@ def haive_register_state_backends() -> Iterable[type[Any]]:
 
 @hookimpl
 def haive_register_sources() -> Iterable[type[Any]]:
+    from .partitioned import PartitionedStreamSource
     from .replay import StreamRangeSource
     from .streams import RedisStreamSource
 
-    return [RedisStreamSource, StreamRangeSource]
+    return [RedisStreamSource, StreamRangeSource, PartitionedStreamSource]
 
 
 @hookimpl
 def haive_register_sinks() -> Iterable[type[Any]]:
+    from .partitioned_sink import PartitionedStreamSink
     from .streams import RedisStreamSink
 
-    return [RedisStreamSink]
+    return [RedisStreamSink, PartitionedStreamSink]
 
 
 @hookimpl

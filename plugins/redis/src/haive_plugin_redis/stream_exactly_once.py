@@ -138,6 +138,10 @@ class ExactlyOnceCommitter:
         self.unacked = unacked
         self.dead_letters = dead_letters
         self.stats = stats
+        #: Keyed partitions: the epoch this owner holds. The fence key (the partition's
+        #: epoch) must still hold it at commit, read after the epoch's WATCH: an owner
+        #: whose lease moved is refused even if it watched only after the move.
+        self.fence_value: bytes | None = None
 
     def __repr__(self) -> str:
         return f"ExactlyOnceCommitter({self.stream!r}, group={self.group!r}, consumer={self.consumer!r})"
@@ -157,6 +161,13 @@ class ExactlyOnceCommitter:
             txn.reset()
             self._abort_epoch()
             return False
+        if self.fence_value is not None:
+            held = (await conn.send_watched(pack("GET", conn.fence_key or ""), 1))[0]
+            if held != self.fence_value:
+                txn.reset()
+                self.stats.fenced_commits += 1
+                self._abort_epoch()
+                return False
         commands = [pack("MULTI")]
         corrupt = await self._corrupt_counters()
         for key, value in corrupt.items():

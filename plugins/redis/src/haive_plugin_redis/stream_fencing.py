@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from .client import DedicatedConnection, RedisClient
 
 
+class FencedOff(HaiveError):
+    """This consumer was fenced off: its partition's lease (and epoch) moved to another owner,
+    so what it read is the new owner's to acknowledge (keyed partitions, :mod:`.partitioned`)."""
+
+
 def fence_key(stream: str, group: str, consumer: str) -> str:
     """The key a claimer bumps to fence ``consumer`` of ``group`` off (``stream``'s hash slot).
 

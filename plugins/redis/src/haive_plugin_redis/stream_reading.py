@@ -131,9 +131,11 @@ class EntryReader:
     async def next_entries(self, count: int, *, block: bool) -> list[Any]:
         """Up to ``count`` raw entries: replayed, claimed or new (``block``: wait for new
         ones up to the reader's ``block`` time)."""
-        if self._replay and not self.unacked:
+        if self._replay and (not self.unacked or self._replay_cursor != b"0"):
             # Entries delivered to this consumer earlier and never acknowledged (a restart
-            # under the same name, or an aborted exactly-once epoch): they come first.
+            # under the same name, or an aborted exactly-once epoch): they come first, all
+            # of them before any new entry (per-key order). The replay starts when nothing
+            # is held (so it re-reads nothing in flight) and goes on from its cursor.
             entries = await self._read(count, self._replay_cursor, block=False)
             if entries:
                 self._replay_cursor = entries[-1][0]

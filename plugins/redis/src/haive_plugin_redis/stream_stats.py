@@ -16,7 +16,8 @@ class StreamSourceStats:
     ``dead_lettered``: entries written to the dead-letter stream (undecodable, failed in a
     processor, corrupt counters); ``left_for_redelivery``: failures left pending
     (``on_failure="redeliver"``); ``left_pending``: entries read but not acknowledged when
-    the source closed (a stop mid-batch, a failed sink), which Redis redelivers.
+    the source closed (a stop mid-batch, a failed sink), which Redis redelivers;
+``fenced_commits``: commits refused because this owner's partition lease had moved.
 
     Example::
 
@@ -34,3 +35,6 @@ class StreamSourceStats:
     missing: int = 0
     commits: int = 0
     aborted_commits: int = 0
+    #: Commits (or at-least-once XACKs) refused because the partition's lease moved to
+    #: another owner (keyed partitions, :mod:`.partitioned`).
+    fenced_commits: int = 0

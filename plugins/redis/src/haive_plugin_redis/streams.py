@@ -147,6 +147,9 @@ class RedisStreamSource(DataSource):
 
     PLUGIN_NAME = "redis_stream"
     acknowledges = True
+    #: Delete this consumer from the group on close when it holds nothing (a partition's
+    #: consumer is shared by its successive owners, so it must stay).
+    forget_consumer_on_close = True
 
     def __init__(
         self,
@@ -448,6 +451,33 @@ class RedisStreamSource(DataSource):
             if self.stop_when_drained and await reader.drained():
                 return
 
+    async def poll(self, count: int) -> list[Any]:
+        """Read once without waiting: the items of up to ``count`` entries (replayed,
+        claimed or new), ``[]`` when none is ready. For a source that drives several of
+        these (:class:`~haive_plugin_redis.partitioned.PartitionedStreamSource`); batches
+        that yield no item (all dead-lettered) are settled here."""
+        reader = self._reader
+        entries = await reader.next_entries(count, block=False)
+        items = await reader.accept(entries) if entries else []
+        if not items and self._unacked and not self._unacked.item_count:
+            await self._settle_unyielded()
+        return items
+
+    @property
+    def unacknowledged(self) -> int:
+        """Items yielded and not acknowledged yet."""
+        return self._unacked.item_count
+
+    def read_pending_again(self) -> None:
+        """Read this consumer's pending entries again from the start, when nothing is held
+        (entries another holder of this consumer name read and never acknowledged)."""
+        if not self._unacked:
+            self._reader.replay_unacknowledged()
+
+    async def drained(self) -> bool:
+        """Whether the group has no undelivered and no pending entry."""
+        return await self._reader.drained()
+
     # -- acknowledging ------------------------------------------------------------------
     async def acknowledge(self, count: int) -> None:
         """The oldest ``count`` items yielded are handled: XACK them (or commit the epoch)."""
@@ -505,7 +535,7 @@ class RedisStreamSource(DataSource):
         # What was read and not acknowledged stays pending in Redis (redelivered): count it.
         self.stats.left_pending += self._unacked.left_pending()
         try:
-            if self._opened and not self._unacked:
+            if self._opened and not self._unacked and self.forget_consumer_on_close:
                 # Leave the group tidy: forget this consumer when it holds nothing.
                 with trio.move_on_after(2):
                     mine = await self.client.send(

@@ -3,7 +3,9 @@
 Every worker process loads ``FILE.py``, takes the pipeline it defines (as ``haive run``
 does: ``pipeline``, ``main``, ``--object NAME`` or the only pipeline in the file), joins the
 source's group ``G`` under a consumer name of its own and runs until the source ends or it
-is stopped (SIGINT/SIGTERM stop it cleanly). ``--processes N`` starts N such processes and
+is stopped (SIGINT/SIGTERM stop it cleanly: a
+:class:`~haive.dataflow.io.groups.StoppableSource` is first asked to finish its batch and hand
+over, for up to ``--grace`` seconds). ``--processes N`` starts N such processes and
 supervises them; running the same command on several machines adds more.
 
 Any source that is a :class:`~haive.dataflow.io.groups.GroupMemberSource` works: a Redis
@@ -27,7 +29,7 @@ import orjson
 import trio
 
 from ..errors import ConfigError, unwrap_node_errors
-from ..io.groups import GroupMemberSource, RewindableGroup, layers
+from ..io.groups import GroupMemberSource, RewindableGroup, StoppableSource, layers
 from ..pipelines.streaming_pipeline import RunReport, StreamingPipeline
 from .main import Command, find_runnable, load_config_file
 
@@ -55,9 +57,35 @@ def group_member(pipeline: StreamingPipeline) -> GroupMemberSource:
     return member
 
 
-async def serve(pipeline: StreamingPipeline) -> RunReport | None:
-    """Run ``pipeline`` until its source ends (its report) or SIGINT/SIGTERM (None)."""
+#: Seconds a StoppableSource gets after the first signal to hand over and end the run.
+DEFAULT_GRACE = 10.0
+
+
+@attrs.frozen
+class Served:
+    """How a worker's run ended: its report (``None`` when cancelled) and whether a signal
+    stopped it (a stoppable source ends its run normally after one: both are set).
+
+    Example::
+
+        >>> Served(report=None, signalled=True).signalled
+        True
+    """
+
+    report: RunReport | None
+    signalled: bool
+
+
+async def serve(pipeline: StreamingPipeline, grace: float = DEFAULT_GRACE) -> Served:
+    """Run ``pipeline`` until its source ends or SIGINT/SIGTERM.
+
+    A :class:`~haive.dataflow.io.groups.StoppableSource` is asked to stop reading on the
+    first signal, and the run ends when it has handed over (or is cancelled after
+    ``grace`` seconds, or on a second signal); any other run is cancelled at once.
+    """
+    stoppable = next((s for s in layers(pipeline.source) if isinstance(s, StoppableSource)), None)
     report: RunReport | None = None
+    signalled = False
     with (
         unwrap_node_errors(),  # a failed pipeline raises its NodeError, not a group
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
@@ -65,22 +93,29 @@ async def serve(pipeline: StreamingPipeline) -> RunReport | None:
         async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:
+                nonlocal signalled
                 async for _ in signals:
+                    if stoppable is not None and not signalled:
+                        signalled = True
+                        stoppable.stop_reading()
+                        nursery.cancel_scope.deadline = trio.current_time() + grace
+                        continue
+                    signalled = True
                     nursery.cancel_scope.cancel()
                     return
 
             nursery.start_soon(stop_on_signal)
             report = await pipeline.execute()
             nursery.cancel_scope.cancel()
-    return report
+    return Served(report, signalled)
 
 
 def summary_of(member: GroupMemberSource, report: RunReport | None, error: BaseException | None,
-               ) -> dict[str, Any]:
+               signalled: bool = False) -> dict[str, Any]:
     """The JSON line a worker prints when it stops (also when it failed)."""
     summary: dict[str, Any] = {
         **member.membership(),
-        "stopped_by_signal": report is None and error is None,
+        "stopped_by_signal": signalled or (report is None and error is None),
     }
     if report is not None:
         summary.update(processed=report.processed, failed=report.failed, elapsed=report.elapsed)
@@ -89,7 +124,13 @@ def summary_of(member: GroupMemberSource, report: RunReport | None, error: BaseE
     return summary
 
 
-def run_worker(path: str, group: str, consumer: str | None, object_name: str | None = None) -> int:
+def run_worker(
+    path: str,
+    group: str,
+    consumer: str | None,
+    object_name: str | None = None,
+    grace: float = DEFAULT_GRACE,
+) -> int:
     """One worker process: load, join the group, run; prints a JSON summary to stderr.
 
     The summary is printed when the run fails too (with ``error``), so what was left
@@ -98,15 +139,16 @@ def run_worker(path: str, group: str, consumer: str | None, object_name: str | N
     pipeline = load_pipeline(path, object_name)
     member = group_member(pipeline)
     member.join(group=group, consumer=consumer)
-    report: RunReport | None = None
+    served = Served(None, False)
     error: BaseException | None = None
     try:
-        report = trio.run(serve, pipeline)
+        served = trio.run(serve, pipeline, grace)
     except BaseException as exc:
         error = exc
         raise
     finally:
-        line = orjson.dumps(summary_of(member, report, error), default=_jsonable).decode()
+        summary = summary_of(member, served.report, error, served.signalled)
+        line = orjson.dumps(summary, default=_jsonable).decode()
         sys.stderr.write(f"haive worker: {line}\n")
         sys.stderr.flush()
     # Failures are dead-lettered or pending for redelivery (the source's on_failure), or in
@@ -152,6 +194,8 @@ def worker_command_line(args: argparse.Namespace, consumer: str) -> list[str]:
     line += ["--group", args.group, "--consumer", consumer]
     if args.object:
         line += ["--object", args.object]
+    if args.grace != DEFAULT_GRACE:
+        line += ["--grace", str(args.grace)]
     return line
 
 
@@ -192,6 +236,15 @@ class WorkerCommand(Command):
         )
         parser.add_argument("--object", default=None, help="name of the pipeline in FILE")
         parser.add_argument(
+            "--grace",
+            type=float,
+            default=DEFAULT_GRACE,
+            metavar="SECONDS",
+            help="after SIGINT/SIGTERM, how long a source that hands over cleanly (keyed "
+            f"partitions) may take to finish its batch before the run is cancelled "
+            f"(default {DEFAULT_GRACE:g}; a second signal cancels at once)",
+        )
+        parser.add_argument(
             "--replay-from",
             default=None,
             metavar="POSITION",
@@ -202,10 +255,12 @@ class WorkerCommand(Command):
     def run(self, args: argparse.Namespace) -> int:
         if args.processes < 1:
             raise ConfigError(f"haive worker: --processes must be >= 1, got {args.processes}")
+        if not args.grace >= 0:
+            raise ConfigError(f"haive worker: --grace must be >= 0 seconds, got {args.grace}")
         if args.replay_from is not None:
             trio.run(rewind_group, args.file, args.object, args.group, args.replay_from)
         if args.processes == 1:
-            return run_worker(args.file, args.group, args.consumer, args.object)
+            return run_worker(args.file, args.group, args.consumer, args.object, args.grace)
         base = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
         commands = [
             worker_command_line(args, f"{base}-{index}") for index in range(1, args.processes + 1)

@@ -80,6 +80,33 @@ class RewindableGroup(Protocol):
 
 
 @runtime_checkable
+class StoppableSource(Protocol):
+    """A source that can end its input on request, after handing over what it holds.
+
+    ``haive worker`` calls :meth:`stop_reading` on the first SIGINT/SIGTERM instead of
+    cancelling the run: the source reads nothing more, lets the items in flight be written
+    and acknowledged (its next acknowledgment point), gives its share of the group back and
+    ends its input, so the run ends normally. A second signal, or ``--grace`` seconds
+    without the run ending, cancels it as for any other source.
+
+    Example::
+
+        >>> class Member(DataSource):
+        ...     stopping = False
+        ...     def stop_reading(self):
+        ...         self.stopping = True
+        ...     async def batches(self, chunk_size):
+        ...         yield []
+        >>> isinstance(Member(), StoppableSource)
+        True
+    """
+
+    def stop_reading(self) -> None:
+        """Read nothing more; end the input once what was read is acknowledged (no wait:
+        called from a signal handler task)."""
+
+
+@runtime_checkable
 class WrappingSource(Protocol):
     """A source that wraps another one (checkpointing, rate limiting...) as ``inner``.
 
