@@ -190,7 +190,8 @@ async def route_late(
     ctx: NodeContext,
 ) -> None:
     """Hand ``late`` items to ``target``; ``"dead_letter"`` sends failed Results with their
-    reasons to the pipeline's error buffer (its dead-letter sink), whatever the error policy.
+    ``reasons`` (one per item; other targets ignore them) to the pipeline's error buffer
+    (its dead-letter sink), whatever the error policy.
 
     Outside a pipeline run (no error buffer) a dead-letter target has nowhere to write: the
     items are then only counted, as the node's ``late_events`` says.
