@@ -46,9 +46,7 @@ def join(left: Any, right: Any, make_node: Callable[[], Node], what: str) -> Sou
         inbox: BoundedBuffer[Any] = BoundedBuffer(
             DEFAULT_BUFFER_SIZE, "block", name=f"{node.name}.in"
         )
-        producers = [
-            TaggingProducer(inbox.open_producer(), tag) for tag in (LEFT, RIGHT)
-        ]
+        producers = [TaggingProducer(inbox.open_producer(), tag) for tag in (LEFT, RIGHT)]
         ctx = NodeContext(node.name)
         await node.open()
         try:

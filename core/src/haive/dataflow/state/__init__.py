@@ -4,6 +4,8 @@ session/window helpers of the product description."""
 
 from .aggregators import Aggregator, Collect, Count, Fold, Max, Mean, Min, Sum
 from .backend import StateBackend, StateWrite
+from .join_node import JoinNode
+from .join_specs import IntervalJoin, JoinResult
 from .memory import MemoryStateBackend
 from .processor import KeyedState, StatefulProcessor
 from .session import Session, SessionState, WindowState
@@ -16,8 +18,6 @@ from .store import (
     resolve_backend,
     state_backend_classes,
 )
-from .join_node import JoinNode
-from .join_specs import IntervalJoin, JoinResult
 from .table_join import TableJoinNode
 from .watermarks import LateEventError, WatermarkTracker
 from .window_node import WindowedAggregateNode, WindowNode

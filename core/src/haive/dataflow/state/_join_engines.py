@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
-from ._window_engines import _engine, _Engine
+from ._window_engines import _Engine, _engine
 from .aggregators import Collect
 from .join_specs import IntervalJoin, JoinResult
 from .window_specs import WindowResult, WindowSpec

@@ -149,9 +149,7 @@ class JoinNode(Node):
         idle = _optional_duration("JoinNode", "idle_timeout", self.idle_timeout)
         check_late_target("JoinNode", self.on_late)
         self._engine = join_engine(self.window, self.how)
-        self._tracker = WatermarkTracker(
-            inputs=(LEFT, RIGHT), lateness=lateness, idle_timeout=idle
-        )
+        self._tracker = WatermarkTracker(inputs=(LEFT, RIGHT), lateness=lateness, idle_timeout=idle)
         shared = self.key
         self._keys = (
             FieldGetter(self.left_key if self.left_key is not None else shared),
@@ -215,9 +213,7 @@ class JoinNode(Node):
                 elif name == right:
                     side = RIGHT
                 else:
-                    raise ValueError(
-                        f"side {name!r} is neither left={left!r} nor right={right!r}"
-                    )
+                    raise ValueError(f"side {name!r} is neither left={left!r} nor right={right!r}")
                 k = keyfs[side](item)
                 hash(k)
                 ts = _seconds(tsf(item))

@@ -192,9 +192,7 @@ class TableJoinNode(Node):
                         table[k] = value
                     self.updates += 1
                 else:
-                    raise ValueError(
-                        f"side {name!r} is neither left={left!r} nor right={right!r}"
-                    )
+                    raise ValueError(f"side {name!r} is neither left={left!r} nor right={right!r}")
             except Exception as exc:
                 await ctx.fail(item, exc)
         if writes:

@@ -51,7 +51,9 @@ class LateEventError(HaiveError):
     """
 
     def __init__(self, event_time: float, frontier: float, lateness: float) -> None:
-        super().__init__(f"late: event time {event_time} < watermark {frontier} - lateness {lateness}")
+        super().__init__(
+            f"late: event time {event_time} < watermark {frontier} - lateness {lateness}"
+        )
         self.event_time = event_time
         self.frontier = frontier
         self.lateness = lateness
