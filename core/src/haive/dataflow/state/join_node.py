@@ -85,8 +85,9 @@ class JoinNode(Node):
     ``allowed_lateness``; a side silent for ``idle_timeout`` (trio's clock) stops holding it
     back. A late item (one whose windows, or whose possible partners, the watermark has
     passed) is counted in ``late_events`` and handed to ``on_late``: by default the
-    pipeline's dead letters with ``late: event time T < watermark W - lateness L``; or a
-    StreamSink (side output) or a function of the list of late items. Durations are in
+    pipeline's dead letters with ``late: event time T < watermark W - lateness L`` (where
+    a pipeline has none, only counted); or a StreamSink (side output) or a function of the
+    list of late items. Semantics: ``docs/concepts/time.md``. Durations are in
     seconds (a number, a timedelta or a string such as ``"500ms"``).
 
     How items reach it: see :mod:`haive.dataflow.state.join_node`. Its state (open windows

@@ -195,8 +195,9 @@ async def route_late(
     ``reasons`` (one per item; other targets ignore them) to the pipeline's error buffer
     (its dead-letter sink), whatever the error policy.
 
-    Outside a pipeline run (no error buffer) a dead-letter target has nowhere to write: the
-    items are then only counted, as the node's ``late_events`` says.
+    Without an error buffer (an EventPipeline under ``on_error="raise"``, a node driven by
+    hand) a dead-letter target has nowhere to write: the items are then only counted, in
+    the node's ``late_events``.
     """
     if not late or target is None:
         return
