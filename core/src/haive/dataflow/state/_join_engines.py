@@ -89,12 +89,15 @@ class _IntervalJoin:
         out: list[JoinResult] = []
         late: list[int] = []
         lower, upper = self.lower, self.upper
+        stores = self.sides
+        push, expiry = heapq.heappush, self.expiry
+        seq = self.seq
         for i, (side, k, ts, item) in enumerate(zip(sides, keys, tss, items, strict=True)):
             if ts < wm:
                 late.append(i)
                 continue
             entry = [ts, item, False]
-            others = self.sides[1 - side].get(k)
+            others = stores[1 - side].get(k)
             if others:
                 if side == LEFT:
                     lo, hi = ts + lower, ts + upper
@@ -108,34 +111,35 @@ class _IntervalJoin:
                         if lo <= other[0] <= hi:
                             out.append(JoinResult(k, other[1], item))
                             other[2] = entry[2] = True
-            self.seq += 1
-            self.sides[side].setdefault(k, {})[self.seq] = entry
-            expires = ts + upper if side == LEFT else ts - lower
-            heapq.heappush(self.expiry, (expires, self.seq, side, k))
+            seq += 1
+            mine = stores[side].get(k)
+            if mine is None:
+                stores[side][k] = {seq: entry}
+            else:
+                mine[seq] = entry
+            push(expiry, (ts + upper if side == LEFT else ts - lower, seq, side, k))
+        self.seq = seq
         return out, late
 
-    def _unmatched(self, side: int, k: Any, entry: list[Any]) -> JoinResult | None:
-        if entry[2]:
-            return None
-        if side == LEFT and self.how != "inner":
-            return JoinResult(k, entry[1], None)
-        if side == RIGHT and self.how == "outer":
-            return JoinResult(k, None, entry[1])
-        return None
-
     def close(self, wm: float) -> list[JoinResult]:
-        """Forget the items no partner can reach any more (expiry < ``wm``)."""
+        """Forget the items no partner can reach any more (expiry < ``wm``); emit the
+        unmatched ones of a left or outer join."""
         out: list[JoinResult] = []
         heap = self.expiry
+        pop = heapq.heappop
+        stores = self.sides
+        keep_left = self.how != "inner"
+        keep_right = self.how == "outer"
         while heap and heap[0][0] < wm:
-            _, seq, side, k = heapq.heappop(heap)
-            per_key = self.sides[side][k]
+            _, seq, side, k = pop(heap)
+            per_key = stores[side][k]
             entry = per_key.pop(seq)
             if not per_key:
-                del self.sides[side][k]
-            unmatched = self._unmatched(side, k, entry)
-            if unmatched is not None:
-                out.append(unmatched)
+                del stores[side][k]
+            if not entry[2] and (keep_right if side else keep_left):
+                out.append(
+                    JoinResult(k, entry[1], None) if side == LEFT else JoinResult(k, None, entry[1])
+                )
         return out
 
     def close_all(self) -> list[JoinResult]:
