@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 
 import pytest
 import trio
@@ -10,10 +11,10 @@ import trio
 from haive.dataflow import EventPipeline, StreamingPipeline
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource
-from haive.dataflow.errors import ConfigError, GraphError
+from haive.dataflow.errors import ConfigError, GraphError, NodeError
 from haive.dataflow.runtime.backpressure import BoundedBuffer
 from haive.dataflow.runtime.config import StreamConfig
-from haive.dataflow.runtime.nodes import FilterNode, NodeContext
+from haive.dataflow.runtime.nodes import FilterNode, NodeContext, TransformNode
 from haive.dataflow.state import (
     IntervalJoin,
     JoinNode,
@@ -367,3 +368,54 @@ async def test_table_join_fails_a_value_the_store_cannot_hold_and_keeps_the_old_
     assert ctx.stats.errors == 1
     assert join.table == {"a": 1}
     assert await join.store.get("table:t:a") == 1
+
+
+async def test_join_state_survives_a_crash_and_restart_with_checkpoints():
+    rng = random.Random(4)
+    items = []
+    for i in range(200):
+        items.append({"i": 2 * i, "kind": "order", "id": i % 40, "ts": i / 10})
+        items.append({"i": 2 * i + 1, "kind": "payment", "id": i % 40, "ts": i / 10 + rng.random()})
+    items.sort(key=lambda e: e["ts"])  # a payment comes up to ten orders after its order
+    armed = [False]
+
+    def crash_once(item):
+        if armed[0] and item["i"] == 211:
+            armed[0] = False
+            raise RuntimeError("power cut")
+        return item
+
+    def pipeline(store, sink):
+        p = StreamingPipeline("join", on_error="raise", config=StreamConfig(chunk_size=10))
+        p.set_source(IterableSource(items))
+        p.add_node(TransformNode(name="crash", transform_fn=crash_once))
+        p.add_node(
+            JoinNode(
+                name="join",
+                window=IntervalJoin(0, 2),
+                key="id",
+                side="kind",
+                left="order",
+                right="payment",
+                timestamp="ts",
+                how="left",
+            )
+        )
+        p.set_sink(sink)
+        if store is not None:
+            p.enable_checkpointing(store, every=7)
+        return p
+
+    def rows(sink):
+        return sorted(
+            (r.key, r.left["i"], None if r.right is None else r.right["i"]) for r in sink.items
+        )
+
+    whole = MemorySink()
+    await pipeline(None, whole).execute()
+    store, sink = StateStore(), MemorySink()
+    armed[0] = True
+    with pytest.raises(NodeError):
+        await pipeline(store, sink).execute()
+    await pipeline(store, sink).execute()
+    assert rows(sink) == rows(whole) and len(rows(whole)) == 200  # each order: its payment
