@@ -51,9 +51,10 @@ class WindowedAggregateNode(Node):
     item; ``time="processing"`` uses trio's clock at arrival and closes windows on a timer.
     ``allowed_lateness`` (event time) holds windows open that much longer for stragglers;
     events for windows already closed are counted in ``late_events`` and given to
-    ``on_late``: a function of the list of late items (sync or async), a StreamSink (a
-    side output), or ``"dead_letter"`` (the pipeline's dead letters, each with the reason
-    ``late: event time T < watermark W - lateness L``).
+    ``on_late``: ``"dead_letter"`` (the default: the pipeline's dead letters, each with
+    the reason ``late: event time T < watermark W - lateness L``; where a pipeline has
+    none, only counted), a StreamSink (a side output), a function of the list of late
+    items (sync or async), or None (counted only).
 
     ``partition`` (a field name or function, event time) names the input or partition each
     item comes from; the watermark is then the minimum over partitions of their largest
@@ -83,7 +84,7 @@ class WindowedAggregateNode(Node):
     timestamp: str | Callable[[Any], float] = "timestamp"
     time: TimeMode = attrs.field(default="event", validator=one_of("event", "processing"))
     allowed_lateness: Duration = 0.0
-    on_late: LateHandler | None = None
+    on_late: LateHandler | None = LATE_TO_DEAD_LETTER
     partition: str | Callable[[Any], Hashable] | None = None
     partitions: tuple[Hashable, ...] | None = attrs.field(
         default=None, converter=attrs.converters.optional(tuple)
