@@ -59,6 +59,9 @@ _LAZY_CORE: dict[str, str] = {
     "CheckpointableSource": "state.checkpoint",
     "Checkpointer": "state.checkpoint",
     "CorruptStateError": "state.store",
+    "IntervalJoin": "state.join_specs",
+    "JoinNode": "state.join_node",
+    "JoinResult": "state.join_specs",
     "KeyedState": "state.processor",
     "MemoryStateBackend": "state.memory",
     "SQLiteStateBackend": "state.sqlite",
@@ -69,9 +72,11 @@ _LAZY_CORE: dict[str, str] = {
     "StateBackend": "state.backend",
     "StateStore": "state.store",
     "StatefulProcessor": "state.processor",
+    "TableJoinNode": "state.table_join",
     "TumblingWindow": "state.windows",
     "WindowNode": "state.windows",
     "WindowResult": "state.windows",
+    "WatermarkTracker": "state.watermarks",
     "WindowState": "state.session",
     "WindowedAggregateNode": "state.windows",
 }
@@ -196,6 +201,9 @@ if TYPE_CHECKING:  # the same names, for type checkers (a test keeps both in ste
     from .state.checkpoint import CheckpointableSink as CheckpointableSink
     from .state.checkpoint import CheckpointableSource as CheckpointableSource
     from .state.checkpoint import Checkpointer as Checkpointer
+    from .state.join_node import JoinNode as JoinNode
+    from .state.join_specs import IntervalJoin as IntervalJoin
+    from .state.join_specs import JoinResult as JoinResult
     from .state.memory import MemoryStateBackend as MemoryStateBackend
     from .state.processor import KeyedState as KeyedState
     from .state.processor import StatefulProcessor as StatefulProcessor
@@ -205,6 +213,8 @@ if TYPE_CHECKING:  # the same names, for type checkers (a test keeps both in ste
     from .state.sqlite import SQLiteStateBackend as SQLiteStateBackend
     from .state.store import CorruptStateError as CorruptStateError
     from .state.store import StateStore as StateStore
+    from .state.table_join import TableJoinNode as TableJoinNode
+    from .state.watermarks import WatermarkTracker as WatermarkTracker
     from .state.windows import Aggregator as Aggregator
     from .state.windows import SessionWindow as SessionWindow
     from .state.windows import SlidingWindow as SlidingWindow

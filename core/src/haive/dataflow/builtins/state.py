@@ -48,6 +48,8 @@ def haive_configure_converter(converter: cattrs.Converter) -> None:
 
 @hookimpl
 def haive_register_processors() -> list[type[Any]]:
+    from ..state.join_node import JoinNode
+    from ..state.table_join import TableJoinNode
     from ..state.windows import WindowedAggregateNode
 
-    return [WindowedAggregateNode]
+    return [WindowedAggregateNode, JoinNode, TableJoinNode]

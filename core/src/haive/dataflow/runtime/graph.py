@@ -103,6 +103,10 @@ class Graph:
             check = getattr(node, "check_successors", None)
             if check is not None:
                 check(self.successors(name))
+            # Nodes that tell their inputs apart (state.JoinNode) check which they have.
+            check = getattr(node, "check_predecessors", None)
+            if check is not None:
+                check(self.predecessors(name))
         return order
 
     def _reach(self, start: str, step: Callable[[str], list[str]]) -> set[str]:
@@ -270,11 +274,11 @@ class GraphRun:
                 errors=errors.open_producer() if errors is not None else None,
                 on_progress=self._progress,
             )
-            self._outs[name] = [self._buffer_for(t).open_producer() for t in graph.successors(name)]
+            self._outs[name] = [self._producer(name, t) for t in graph.successors(name)]
         if errors is not None and not self.order:
             errors.close()  # no node will ever report a failure
         self.entry: list[BufferProducer[Any]] = [
-            self._buffer_for(t).open_producer() for t in graph.successors(INPUT)
+            self._producer(INPUT, t) for t in graph.successors(INPUT)
         ]
         self.output_taken = 0
         self._idle_waiters = 0
@@ -282,6 +286,16 @@ class GraphRun:
 
     def _buffer_for(self, name: str) -> BoundedBuffer[Any]:
         return self.output if name == OUTPUT else self.inboxes[name]
+
+    def _producer(self, source: str, target: str) -> BufferProducer[Any]:
+        """The handle ``source`` puts into ``target``'s input with. A node whose
+        ``tags_inputs`` is true (a join told apart its inputs by predecessor) receives
+        ``(source, item)`` pairs."""
+        producer = self._buffer_for(target).open_producer()
+        node = self.graph.nodes.get(target)
+        if node is not None and getattr(node, "tags_inputs", False):
+            return TaggingProducer(producer, source)
+        return producer
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, nursery: trio.Nursery) -> None:
@@ -375,3 +389,40 @@ def _make_emit(outs: list[BufferProducer[Any]]) -> Emit:
             await producer.put_batch(batch)
 
     return emit_all
+
+
+class TaggingProducer(BufferProducer[Any]):
+    """A producer handle that puts ``(tag, item)`` for each item: how a node fed by several
+    predecessors learns which one each item came from (see ``GraphRun._producer``).
+
+    Example::
+
+        >>> async def main():
+        ...     buffer = BoundedBuffer(10)
+        ...     producer = TaggingProducer(buffer.open_producer(), "orders")
+        ...     await producer.put_batch([1, 2])
+        ...     producer.close()
+        ...     return await buffer.get_batch()
+        >>> trio.run(main)
+        [('orders', 1), ('orders', 2)]
+    """
+
+    __slots__ = ("_tag",)
+
+    def __init__(self, producer: BufferProducer[Any], tag: str) -> None:
+        super().__init__(producer.buffer)
+        self._tag = tag
+
+    async def put_batch(self, items: Iterable[Any]) -> None:
+        tag = self._tag
+        await super().put_batch([(tag, item) for item in items])
+
+    async def put(self, item: Any) -> None:
+        await super().put_batch([(self._tag, item)])
+
+    def put_nowait_batch(self, items: Iterable[Any]) -> None:
+        tag = self._tag
+        super().put_nowait_batch([(tag, item) for item in items])
+
+    def clone(self) -> BufferProducer[Any]:
+        return TaggingProducer(super().clone(), self._tag)

@@ -1,8 +1,11 @@
 """Keyed state: backends (memory, SQLite, Redis via plugin), the typed StateStore, windows,
-stateful processors and the session/window helpers of the product description."""
+stateful processors, stream-stream and stream-table joins, multi-input watermarks and the
+session/window helpers of the product description."""
 
 from .aggregators import Aggregator, Collect, Count, Fold, Max, Mean, Min, Sum
 from .backend import StateBackend, StateWrite
+from .join_node import JoinNode
+from .join_specs import IntervalJoin, JoinResult
 from .memory import MemoryStateBackend
 from .processor import KeyedState, StatefulProcessor
 from .session import Session, SessionState, WindowState
@@ -15,6 +18,8 @@ from .store import (
     resolve_backend,
     state_backend_classes,
 )
+from .table_join import TableJoinNode
+from .watermarks import LateEventError, WatermarkTracker
 from .window_node import WindowedAggregateNode, WindowNode
 from .window_specs import SessionWindow, SlidingWindow, TumblingWindow, WindowResult
 
@@ -24,7 +29,11 @@ __all__ = [
     "CorruptStateError",
     "Count",
     "Fold",
+    "IntervalJoin",
+    "JoinNode",
+    "JoinResult",
     "KeyedState",
+    "LateEventError",
     "Max",
     "Mean",
     "MemoryStateBackend",
@@ -41,7 +50,9 @@ __all__ = [
     "StateWrite",
     "StatefulProcessor",
     "Sum",
+    "TableJoinNode",
     "TumblingWindow",
+    "WatermarkTracker",
     "WindowNode",
     "WindowResult",
     "WindowState",

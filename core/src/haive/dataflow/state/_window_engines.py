@@ -30,9 +30,19 @@ class _Engine(abc.ABC):
 
     @abc.abstractmethod
     def add(
-        self, keys: list[Any], tss: list[float], items: list[Any], lateness: float
+        self,
+        keys: list[Any],
+        tss: list[float],
+        items: list[Any],
+        lateness: float,
+        watermark: float | None = None,
     ) -> list[Any]:
-        """Assign items to windows; return the late ones."""
+        """Assign items to windows; return the late ones.
+
+        The watermark follows the largest timestamp seen (minus ``lateness``) item by item,
+        unless ``watermark`` is given: then it is that, for the whole batch (a node that
+        combines several inputs computes it, see :mod:`.watermarks`).
+        """
 
     @abc.abstractmethod
     def close(self, watermark: float) -> list[WindowResult]:
@@ -72,11 +82,17 @@ class _TimeGrid(_Engine):
         return (watermark - self.offset - self.size) // self.every + 1
 
     def add(
-        self, keys: list[Any], tss: list[float], items: list[Any], lateness: float
+        self,
+        keys: list[Any],
+        tss: list[float],
+        items: list[Any],
+        lateness: float,
+        watermark: float | None = None,
     ) -> list[Any]:
         size, every, off = self.size, self.every, self.offset
         mx = self.max_ts
-        wm = mx - lateness
+        fixed = watermark is not None
+        wm = watermark if watermark is not None else mx - lateness
         late: list[Any] = []
         groups: dict[tuple[float, Any], list[Any]] = {}
         get = groups.get
@@ -84,8 +100,9 @@ class _TimeGrid(_Engine):
             for k, ts, item in zip(keys, tss, items, strict=True):
                 if ts > mx:
                     mx = ts
-                    wm = mx - lateness
-                elif ts < wm and (ts - off) // size < (wm - off) // size:
+                    if not fixed:
+                        wm = mx - lateness
+                if ts < wm and (ts - off) // size < (wm - off) // size:
                     late.append(item)
                     continue
                 gk = ((ts - off) // size, k)
@@ -98,7 +115,8 @@ class _TimeGrid(_Engine):
             for k, ts, item in zip(keys, tss, items, strict=True):
                 if ts > mx:
                     mx = ts
-                    wm = mx - lateness
+                    if not fixed:
+                        wm = mx - lateness
                 last = (ts - off) // every
                 j = (ts - off - size) // every + 1
                 closed_below = self._closed_below(wm)
@@ -194,15 +212,22 @@ class _Sessions(_Engine):
         self._tiebreak = 0
 
     def add(
-        self, keys: list[Any], tss: list[float], items: list[Any], lateness: float
+        self,
+        keys: list[Any],
+        tss: list[float],
+        items: list[Any],
+        lateness: float,
+        watermark: float | None = None,
     ) -> list[Any]:
         mx = self.max_ts
-        wm = mx - lateness
+        fixed = watermark is not None
+        wm = watermark if watermark is not None else mx - lateness
         per_key: dict[Any, list[tuple[float, float, Any]]] = {}
         for k, ts, item in zip(keys, tss, items, strict=True):
             if ts > mx:
                 mx = ts
-                wm = mx - lateness
+                if not fixed:
+                    wm = mx - lateness
             entries = per_key.get(k)
             if entries is None:
                 per_key[k] = [(ts, wm, item)]
@@ -319,7 +344,12 @@ class _CountTumbling(_Engine):
         self.ready: list[WindowResult] = []
 
     def add(
-        self, keys: list[Any], tss: list[float], items: list[Any], lateness: float
+        self,
+        keys: list[Any],
+        tss: list[float],
+        items: list[Any],
+        lateness: float,
+        watermark: float | None = None,
     ) -> list[Any]:
         groups: dict[Any, list[Any]] = {}
         for k, item in zip(keys, items, strict=True):
@@ -387,7 +417,12 @@ class _CountSliding(_Engine):
         )
 
     def add(
-        self, keys: list[Any], tss: list[float], items: list[Any], lateness: float
+        self,
+        keys: list[Any],
+        tss: list[float],
+        items: list[Any],
+        lateness: float,
+        watermark: float | None = None,
     ) -> list[Any]:
         for k, item in zip(keys, items, strict=True):
             recent = self.recent.get(k)

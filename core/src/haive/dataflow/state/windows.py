@@ -6,7 +6,8 @@ Windows are measured by time (``TumblingWindow("1s")``) or by count
 arrives). In event time the watermark is the largest timestamp seen minus
 ``allowed_lateness``; a window closes (is emitted) once the watermark passes its end, and an
 event whose window already closed is *late*: counted in ``late_events`` and handed to
-``on_late`` if set, never silently mixed into a wrong window. At the end of the input every
+``on_late`` (by default the pipeline's dead letters, with the reason), never silently mixed
+into a wrong window. At the end of the input every
 open window is emitted. In processing time windows close on a timer.
 
 The work is done per batch with dicts (items grouped by window and key first, then each
