@@ -142,7 +142,7 @@ def test_the_three_libraries_agree_on_what_is_valid(record):
             verdicts.append(True)
         except SchemaError:
             verdicts.append(False)
-    # msgspec and pydantic (strict about str, lax about int -> float) agree; cattrs
-    # structures by calling the field's type (str(1) works), so it accepts more.
-    assert verdicts[0] == verdicts[1], (record, verdicts)
+    # msgspec is the strictest: what it accepts, the others accept. pydantic's lax mode also
+    # takes a bool as a float (False -> 0.0); cattrs calls the field's type (str(1) works).
+    assert not verdicts[0] or verdicts[1], (record, verdicts)
     assert not verdicts[0] or verdicts[2], (record, verdicts)
