@@ -34,6 +34,7 @@ it is full librdkafka stops fetching from the broker. A batch must be handled wi
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import secrets
@@ -86,6 +87,9 @@ OWNED_CONSUMER_SETTINGS = frozenset(
         "on_commit",
     }
 )
+#: Fetches queued in the bridge thread while the pipeline handles a batch: with one, the
+#: thread waited for trio's thread to wake up and ask for each next batch (measured).
+READ_AHEAD = 2
 #: librdkafka's built-in assignors.
 ASSIGNMENT_STRATEGIES = ("cooperative-sticky", "range", "roundrobin")
 START_POSITIONS = ("earliest", "latest")
@@ -529,38 +533,39 @@ class KafkaSource(DataSource):
             items = list(map(self.codec.loads, map(_message_value, messages)))
         except Exception:  # some value does not decode (or is None): record by record
             return None
-        partitions = map(_message_partition, messages)
+        # Offsets rise within a partition, so the last one seen per partition is its end.
+        offsets = map(_message_offset, messages)
         if len(self.topics) == 1:
             topic = self.topics[0]
-            keys: Any = [(topic, p) for p in partitions]
-        else:
-            keys = zip(map(_message_topic, messages), partitions, strict=True)
-        # Offsets rise within a partition, so the last one seen per partition is its end.
-        last = dict(zip(keys, map(_message_offset, messages), strict=True))
-        return items, {key: offset + 1 for key, offset in last.items()}
+            last = dict(zip(map(_message_partition, messages), offsets, strict=True))
+            return items, {(topic, partition): offset + 1 for partition, offset in last.items()}
+        keys = zip(map(_message_topic, messages), map(_message_partition, messages), strict=True)
+        ends = dict(zip(keys, offsets, strict=True))
+        return items, {key: offset + 1 for key, offset in ends.items()}
 
     async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         bridge = self._require_bridge()
         count = max(1, min(self.batch_size, chunk_size))
         unacked = self._unacked
-        ahead: PendingCall[_Poll] | None = None
+        ahead: collections.deque[PendingCall[_Poll]] = collections.deque()
         while True:
-            if ahead is None:
+            if not ahead:
                 # The waits below are shielded (a poll cannot be interrupted): see a
                 # cancellation here, before fetching more.
                 await trio.lowlevel.checkpoint_if_cancelled()
-                ahead = bridge.submit(self._poll, count)
-            poll = await ahead.result()
-            ahead = None
+                ahead.append(bridge.submit(self._poll, count))
+            poll = await ahead.popleft().result()
             if poll.undecodable:
                 await self._dead_letter_undecodable(poll.undecodable)
             if poll.ends:
                 unacked.add(ReadBatch(poll.items, poll.messages, poll.ends))
             if poll.items:
                 self._ack_requested = False
-                # Read the next batch while the pipeline handles this one (one batch ahead:
-                # a pipeline that stops asking stops the fetching one batch later).
-                ahead = bridge.submit(self._poll, count)
+                # Fetch the next batches while the pipeline handles this one, so the bridge
+                # thread never waits for trio to ask (READ_AHEAD batches at most: a
+                # pipeline that stops asking stops the fetching that many batches later).
+                while len(ahead) < READ_AHEAD:
+                    ahead.append(bridge.submit(self._poll, count))
                 yield poll.items
                 if unacked.item_count >= self.ack_every:
                     self._ack_requested = True
