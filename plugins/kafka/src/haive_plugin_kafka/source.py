@@ -176,8 +176,9 @@ class KafkaSource(DataSource):
     ``<topic>.dead`` per input topic, created like the input topic when missing).
 
     ``group``: the consumer group; ``start``: where a group without committed offsets
-    begins (``"earliest"``/``"latest"``). ``batch_size`` records per ``consume`` call;
-    ``ack_every`` items between acknowledgment points (default ``4 * batch_size``).
+    begins (``"earliest"``/``"latest"``). ``batch_size`` records per ``consume`` call (at
+    most the pipeline's ``chunk_size``, 1,024 by default); ``ack_every`` items between
+    acknowledgment points (default ``4 * batch_size``).
     ``session_timeout``, ``max_poll_interval``, ``assignment`` (librdkafka's assignor,
     ``"cooperative-sticky"`` by default: a rebalance moves only the partitions that
     change owner) and ``prefetch_kbytes`` (the bounded prefetch per consumer) configure
@@ -204,7 +205,7 @@ class KafkaSource(DataSource):
         group: str = "haive",
         bootstrap_servers: str = "127.0.0.1:9092",
         config: Mapping[str, ConfigValue] | None = None,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         ack_every: int | None = None,
         poll_timeout: Duration = "100ms",
         start: str = "earliest",
