@@ -88,17 +88,13 @@ class ValueCodec:
             )
         self.loads: Callable[[bytes], Any]
         self.dumps: Callable[[Any], bytes]
-        #: Set when values are orjson's JSON: ``orjson.dumps(item, None, json_option)`` is
-        #: ``dumps(item)`` without the partial's keyword dict per call (a hot loop uses it).
-        self.json_option: int | None = None
         if self.serializer is None:
             self.loads = _identity
             self.dumps = _as_bytes
         elif type(self.serializer) is JsonSerializer and self.serializer.max_size is None:
             # orjson itself, no Python frame per item (errors are re-raised by the caller).
             self.loads = orjson.loads
-            self.json_option = orjson.OPT_SERIALIZE_NUMPY
-            self.dumps = functools.partial(orjson.dumps, option=self.json_option)
+            self.dumps = functools.partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY)
         else:
             self.loads = self.serializer.loads
             self.dumps = self.serializer.dumps

@@ -12,6 +12,7 @@ backoff from ``retry_backoff`` up to ``retry_backoff_max``, until ``delivery_tim
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import operator
 from collections.abc import Callable, Iterator, Mapping
@@ -245,11 +246,19 @@ class KafkaSink(StreamSink):
         """Plain items without a headers function, in a tight loop (positional arguments:
         a keyword argument costs librdkafka's binding a dict per call)."""
         topic, dumps, produce = self.topic, self.codec.dumps, producer.produce
-        json_option, json_dumps = self.codec.json_option, orjson.dumps
+        # orjson's JSON (a partial of orjson.dumps with keywords) is called with positional
+        # arguments instead, without the partial's keyword dict per call (100 ns a record).
+        keywords: dict[str, Any] | None = None
+        if isinstance(dumps, functools.partial) and dumps.func is orjson.dumps and not dumps.args:
+            keywords = dumps.keywords
+        direct = keywords is not None
+        json_default = keywords.get("default") if keywords is not None else None
+        json_option = keywords.get("option") if keywords is not None else None
+        json_dumps = orjson.dumps
         # Not strict: without a key, the keys are an endless run of None.
         for index, (item, key) in enumerate(zip(items, keys or _nones(), strict=False)):
             try:
-                value = json_dumps(item, None, json_option) if json_option else dumps(item)
+                value = json_dumps(item, json_default, json_option) if direct else dumps(item)
             except Exception as exc:  # this item only: reported, the others are written
                 failures[index] = self._unencodable(exc)
                 continue
