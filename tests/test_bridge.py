@@ -181,6 +181,35 @@ async def test_thread_bridge_calls_queued_at_close_fail_with_bridge_closed():
     assert len(outcomes) == 1 and isinstance(outcomes[0], BridgeClosedError)
 
 
+async def test_thread_bridge_submit_overlaps_the_call_with_the_callers_work():
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def fetch(n: int) -> list[int]:
+        started.set()
+        release.wait(PATIENCE)
+        order.append("fetch")
+        return list(range(n))
+
+    async with open_thread_bridge(name="submit") as bridge:
+        pending = bridge.submit(fetch, 3)  # no checkpoint: the caller goes on at once
+        await wait_until(started.is_set, "the submitted call started")
+        assert not pending.done
+        later = bridge.submit(order.append, "after")  # queued behind it, in order
+        order.append("caller worked meanwhile")
+        release.set()
+        assert await pending.result() == [0, 1, 2]
+        assert pending.done
+        await later.result()
+        with pytest.raises(ZeroDivisionError):
+            await bridge.submit(divmod, 1, 0).result()
+        bridge.submit(time.sleep, 0.05)  # never awaited: runs, and the close waits for it
+    assert order == ["caller worked meanwhile", "fetch", "after"]
+    assert not bridge_threads("submit")
+    with pytest.raises(BridgeClosedError):
+        bridge.submit(time.sleep, 0)
+
+
 # --- AsyncioBridge --------------------------------------------------------------------------
 
 

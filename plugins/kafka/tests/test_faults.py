@@ -175,13 +175,16 @@ async def test_sink_waits_through_a_broker_restart(tmp_path: Path, kafka_io: Any
 
 
 class SlowCollect(StreamSink):
+    """Collects items at a bounded rate: ``delay`` seconds per 100 items (per item, not per
+    write: the pipeline merges batches into larger writes when the source reads ahead)."""
+
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.items: list[Any] = []
         self.reached_1500 = trio.Event()
 
     async def write_batch(self, items: list[Any]) -> None:
-        await trio.sleep(self.delay)
+        await trio.sleep(self.delay * len(items) / 100)
         self.items.extend(items)
         if len(self.items) >= 1500:
             self.reached_1500.set()
@@ -207,7 +210,7 @@ async def test_rebalance_commits_what_is_done_and_duplicates_only_the_tail(
 
     first, second = member(), member()
     # Slow enough that the first member is mid-stream when the second joins.
-    first_sink, second_sink = SlowCollect(0.05), SlowCollect(0.05)
+    first_sink, second_sink = SlowCollect(0.1), SlowCollect(0.1)
 
     def seen() -> int:
         return len({item["n"] for item in first_sink.items + second_sink.items})

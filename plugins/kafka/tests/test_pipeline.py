@@ -11,6 +11,7 @@ import pytest
 import trio
 from confluent_kafka import Producer
 from haive_plugin_kafka import KafkaRecord, KafkaSink, KafkaSource
+from haive_plugin_kafka.source import READ_AHEAD
 from haive_plugin_kafka.testing import TansuBroker
 
 from haive.dataflow import StreamingPipeline, get_registry
@@ -299,5 +300,6 @@ async def test_a_slow_pipeline_stops_the_reading(
     await pipeline.execute()
     assert sink.written == 4000
     # What the source read and the sink did not write yet stays bounded: the source reads
-    # only when the pipeline asks (librdkafka's own prefetch is bounded by prefetch_kbytes).
-    assert sink.most_ahead <= 400 + 100
+    # only when the pipeline asks, READ_AHEAD batches ahead at most (librdkafka's own
+    # prefetch is bounded by prefetch_kbytes).
+    assert sink.most_ahead <= 400 + 100 + READ_AHEAD * 100

@@ -8,7 +8,8 @@ librdkafka runs the rebalance callbacks):
   oldest first, each with the messages its items came from (to trace a failed item to its
   record) and the offset to commit per partition once the whole batch is handled.
 * :class:`PartitionOwnership`, behind a lock: the partitions assigned now, an *epoch* per
-  partition (bumped at every assignment) and the offsets acknowledged but not committed.
+  partition (bumped at every assignment), the offsets acknowledged but not committed, and
+  those sent in an asynchronous commit whose answer has not come yet.
   A batch remembers the epoch its partitions had when it was read; acknowledging it later
   commits a partition only if that epoch is still current. A partition revoked in between
   (and maybe assigned again) was re-read from its committed offset, so the stale
@@ -41,7 +42,8 @@ class ReadBatch:
 
 
 class UnackedRecords:
-    """Batches yielded and not acknowledged, oldest first (used from trio only).
+    """Batches yielded and not acknowledged, oldest first (used from trio, but for
+    :meth:`drop_released`).
 
     Example::
 
@@ -58,6 +60,10 @@ class UnackedRecords:
     def __init__(self) -> None:
         self._batches: deque[ReadBatch] = deque()
         self.item_count = 0
+        #: Messages of acknowledged batches, dropped by :meth:`drop_released` in the bridge
+        #: thread: freeing a librdkafka message takes librdkafka's locks, so freeing them
+        #: in trio's thread while ``consume`` runs in the other would stall trio.
+        self._released: list[list[Any]] = []
 
     def __bool__(self) -> bool:
         return bool(self._batches)
@@ -79,6 +85,7 @@ class UnackedRecords:
             size = len(batch.items)
             if size <= count:
                 batches.popleft()
+                self._released.append(batch.messages)
                 ends.update(batch.ends)
                 count -= size
                 self.item_count -= size
@@ -90,10 +97,17 @@ class UnackedRecords:
                 key, next_offset = position(message)
                 ends[key] = (next_offset, epochs[key])
             del batch.items[:count]
+            self._released.append(batch.messages[:count])
             del batch.messages[:count]
             self.item_count -= count
             count = 0
         return ends
+
+    def drop_released(self) -> None:
+        """Drop the messages of acknowledged batches (called in the bridge thread; the
+        swap is atomic, a list released meanwhile is dropped by the next call)."""
+        released, self._released = self._released, []
+        del released
 
     def origin(self, item: Any) -> Any:
         """The message ``item`` (an object this source yielded) came from, or None."""
@@ -129,6 +143,9 @@ class PartitionOwnership:
         self._epoch = 0
         self._epochs: dict[TopicPartitionKey, int] = {}
         self._pending: dict[TopicPartitionKey, int] = {}
+        #: The last offset sent in an asynchronous commit per partition, with the epoch it
+        #: was sent in, until its result arrives.
+        self._in_flight: dict[TopicPartitionKey, tuple[int, int]] = {}
         #: Acknowledgments dropped because their partition was revoked since (stale).
         self.stale = 0
 
@@ -142,6 +159,7 @@ class PartitionOwnership:
             for key in partitions:
                 self._epoch += 1
                 self._epochs[key] = self._epoch
+                self._in_flight.pop(key, None)
 
     def epochs(self, keys: Any) -> dict[TopicPartitionKey, int]:
         """The current epoch of each of ``keys`` (0 for a partition not owned)."""
@@ -173,15 +191,59 @@ class PartitionOwnership:
                 if key in self._epochs and next_offset > self._pending.get(key, -1):
                     self._pending[key] = next_offset
 
+    def sent(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        """``offsets`` (from :meth:`take_commits`) went out in an asynchronous commit."""
+        with self._lock:
+            get = self._epochs.get
+            for key, next_offset in offsets.items():
+                self._in_flight[key] = (next_offset, get(key, 0))
+
+    def commit_result(self, key: TopicPartitionKey, next_offset: int, failed: bool) -> bool:
+        """The broker's answer to an asynchronous commit of ``next_offset``. A failed commit
+        is given back (committed with the next ones) only if it is the last one sent for
+        the partition in the epoch still current: a later commit carries a later offset,
+        and a partition revoked since is read again from its committed offset. Returns
+        whether it was given back."""
+        with self._lock:
+            flight = self._in_flight.get(key)
+            if flight is None or flight[0] != next_offset:
+                return False  # a later commit for this partition is on its way
+            del self._in_flight[key]
+            if not failed or self._epochs.get(key) != flight[1]:
+                return False
+            if next_offset > self._pending.get(key, -1):
+                self._pending[key] = next_offset
+            return True
+
+    def take_final(self) -> dict[TopicPartitionKey, int]:
+        """Everything acknowledged that may not be committed yet (pending, or sent in an
+        asynchronous commit whose answer has not come), for a synchronous commit when the
+        consumer closes."""
+        with self._lock:
+            final = {
+                key: offset
+                for key, (offset, epoch) in self._in_flight.items()
+                if self._epochs.get(key) == epoch
+            }
+            for key, offset in self._pending.items():
+                if offset > final.get(key, -1):
+                    final[key] = offset
+            self._pending, self._in_flight = {}, {}
+            return final
+
     def revoke(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-        """Give ``partitions`` up; returns their acknowledged, uncommitted offsets (the
-        revoke callback commits them before the next owner starts)."""
+        """Give ``partitions`` up; returns their acknowledged offsets not known to be
+        committed (pending, or in an asynchronous commit not answered yet): the revoke
+        callback commits them before the next owner starts."""
         with self._lock:
             commits = {}
             for key in partitions:
-                self._epochs.pop(key, None)
+                epoch = self._epochs.pop(key, None)
+                flight = self._in_flight.pop(key, None)
+                if flight is not None and flight[1] == epoch:
+                    commits[key] = flight[0]
                 if key in self._pending:
-                    commits[key] = self._pending.pop(key)
+                    commits[key] = max(self._pending.pop(key), commits.get(key, -1))
             return commits
 
     def lose(self, partitions: list[TopicPartitionKey]) -> None:
@@ -190,3 +252,4 @@ class PartitionOwnership:
             for key in partitions:
                 self._epochs.pop(key, None)
                 self._pending.pop(key, None)
+                self._in_flight.pop(key, None)

@@ -3,13 +3,21 @@
 confluent-kafka (librdkafka) blocks the calling thread and wants its consumer used from one
 thread, so every client call runs in one :class:`~haive.dataflow.runtime.bridge.ThreadBridge`
 opened by :meth:`KafkaSource.open` and closed by :meth:`KafkaSource.aclose`. One crossing
-carries a whole batch: ``consume(batch_size, poll_timeout)`` plus the decoding.
+carries a whole batch: the commit of what was acknowledged since the last one,
+``consume(batch_size)`` and the decoding. The crossing for the next batch is made before
+the current batch is yielded (:meth:`ThreadBridge.submit`), so the bridge thread fetches
+and decodes while the pipeline handles the batch before: one batch is read ahead, no more.
 
 Delivery (the core's acknowledgment protocol, as for Redis Streams): every ``ack_every``
 items, and whenever nothing more is ready, the source yields an empty batch; the pipeline
 waits until every item read so far is written by the sink (or dead-lettered, or filtered
-out) and calls :meth:`KafkaSource.acknowledge`, which commits the offsets after those
-records. A crash before that commit makes the group read them again (at-least-once).
+out) and calls :meth:`KafkaSource.acknowledge`, which marks the offsets after those records
+for commit. The next crossing commits them asynchronously (``commit(offsets,
+asynchronous=True)``: the consumer does not wait for the broker's answer); a commit the
+broker refuses is retried with the next one, and closing the source (or losing partitions
+in a rebalance) commits what was acknowledged synchronously. A crash before a commit makes
+the group read those records again (at-least-once); only acknowledged offsets are ever
+committed.
 
 Rebalances: librdkafka runs the callbacks inside ``consume``, in the bridge thread. When
 partitions are revoked, the offsets acknowledged for them and not yet committed are
@@ -26,6 +34,7 @@ it is full librdkafka stops fetching from the broker. A batch must be handled wi
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import secrets
@@ -34,7 +43,15 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import attrs
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+import trio
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 # NewTopic lives in the C extension; confluent_kafka.admin re-exports it without __all__.
 from confluent_kafka.admin import AdminClient
@@ -44,7 +61,7 @@ from haive.dataflow import Result
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.io.serializers import Serializer
 from haive.dataflow.io.sources import DataSource
-from haive.dataflow.runtime.bridge import ThreadBridge, open_thread_bridge
+from haive.dataflow.runtime.bridge import PendingCall, ThreadBridge, open_thread_bridge
 from haive.dataflow.runtime.units import Duration, parse_duration
 
 from .client_config import ConfigValue, base_config, check_topics, connection_error, milliseconds
@@ -66,8 +83,13 @@ OWNED_CONSUMER_SETTINGS = frozenset(
         "partition.assignment.strategy",
         "queued.max.messages.kbytes",
         "isolation.level",
+        "offset_commit_cb",
+        "on_commit",
     }
 )
+#: Fetches queued in the bridge thread while the pipeline handles a batch: with one, the
+#: thread waited for trio's thread to wake up and ask for each next batch (measured).
+READ_AHEAD = 2
 #: librdkafka's built-in assignors.
 ASSIGNMENT_STRATEGIES = ("cooperative-sticky", "range", "roundrobin")
 START_POSITIONS = ("earliest", "latest")
@@ -154,8 +176,9 @@ class KafkaSource(DataSource):
     ``<topic>.dead`` per input topic, created like the input topic when missing).
 
     ``group``: the consumer group; ``start``: where a group without committed offsets
-    begins (``"earliest"``/``"latest"``). ``batch_size`` records per ``consume`` call;
-    ``ack_every`` items between acknowledgment points (default ``4 * batch_size``).
+    begins (``"earliest"``/``"latest"``). ``batch_size`` records per ``consume`` call (at
+    most the pipeline's ``chunk_size``, 1,024 by default); ``ack_every`` items between
+    acknowledgment points (default ``4 * batch_size``).
     ``session_timeout``, ``max_poll_interval``, ``assignment`` (librdkafka's assignor,
     ``"cooperative-sticky"`` by default: a rebalance moves only the partitions that
     change owner) and ``prefetch_kbytes`` (the bounded prefetch per consumer) configure
@@ -182,7 +205,7 @@ class KafkaSource(DataSource):
         group: str = "haive",
         bootstrap_servers: str = "127.0.0.1:9092",
         config: Mapping[str, ConfigValue] | None = None,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         ack_every: int | None = None,
         poll_timeout: Duration = "100ms",
         start: str = "earliest",
@@ -259,6 +282,8 @@ class KafkaSource(DataSource):
         self._unacked = UnackedRecords()
         self._at_end: set[TopicPartitionKey] = set()
         self._ack_requested = False
+        #: A commit the broker refused for good (raised by the next crossing).
+        self._commit_failure: KafkaCommitError | None = None
         self._bridge: ThreadBridge | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._consumer: Consumer | None = None
@@ -392,7 +417,8 @@ class KafkaSource(DataSource):
         }
         if missing:
             self._create_topics(missing)
-        self._consumer = Consumer(self.consumer_config)
+        # on_commit: the answers to asynchronous commits, served inside consume/poll/close.
+        self._consumer = Consumer({**self.consumer_config, "on_commit": self._on_commit})
         self._consumer.subscribe(
             self.topics,
             on_assign=self._on_assign,
@@ -432,7 +458,7 @@ class KafkaSource(DataSource):
         try:
             if consumer is not None:
                 try:
-                    self._commit_acknowledged(consumer)
+                    self._commit_final(consumer)
                 finally:
                     consumer.close()  # leaves the group: the revoke callback runs here
         finally:
@@ -473,6 +499,11 @@ class KafkaSource(DataSource):
     def _poll(self, count: int) -> _Poll:  # in the bridge thread
         consumer = self._consumer
         assert consumer is not None
+        if self._commit_failure is not None:
+            failure, self._commit_failure = self._commit_failure, None
+            raise failure
+        self._commit_acknowledged(consumer)  # asynchronous: the answer comes in a later call
+        self._unacked.drop_released()
         # A batch is what is ready now (consume(n, timeout) would wait to fill it): take
         # what is queued, else wait up to poll_timeout for one record and take it with what
         # came along. Any: the stubs type topic()/offset()... optional, never None here.
@@ -481,9 +512,24 @@ class KafkaSource(DataSource):
             first = consumer.poll(self.poll_timeout)
             if first is not None:
                 messages = [first, *consumer.consume(count - 1, 0)] if count > 1 else [first]
-        items: list[Any] = []
+        fast = None if self.with_metadata else self._decode_whole(messages)
+        if fast is not None:
+            items, ends = fast
+            at_end = self._at_end
+            if at_end:
+                at_end.difference_update(ends)
+            epochs = self._ownership.epochs(ends)
+            self.stats.read += len(items)
+            return _Poll(
+                items,
+                messages,
+                {key: (end, epochs[key]) for key, end in ends.items()},
+                [],
+                False,
+            )
+        items = []
         good: list[Any] = []
-        ends: dict[TopicPartitionKey, int] = {}
+        ends = {}
         undecodable: list[tuple[Any, Exception]] = []
         #: Partitions that reported their end in this poll, at which offset.
         ended: dict[TopicPartitionKey, int] = {}
@@ -540,18 +586,52 @@ class KafkaSource(DataSource):
             drained,
         )
 
+    def _decode_whole(
+        self, messages: list[Any]
+    ) -> tuple[list[Any], dict[TopicPartitionKey, int]] | None:
+        """The common case, a batch of records only, each one decoding, done a step at a
+        time over the whole batch (C loops, no Python frame per record): the items, and the
+        next offset per partition. None when the batch needs the record-by-record path
+        (an error or end-of-partition event, a tombstone, a value that does not decode)."""
+        if not messages or any(map(_message_error, messages)):
+            return None
+        try:
+            items = list(map(self.codec.loads, map(_message_value, messages)))
+        except Exception:  # some value does not decode (or is None): record by record
+            return None
+        # Offsets rise within a partition, so the last one seen per partition is its end.
+        offsets = map(_message_offset, messages)
+        if len(self.topics) == 1:
+            topic = self.topics[0]
+            last = dict(zip(map(_message_partition, messages), offsets, strict=True))
+            return items, {(topic, partition): offset + 1 for partition, offset in last.items()}
+        keys = zip(map(_message_topic, messages), map(_message_partition, messages), strict=True)
+        ends = dict(zip(keys, offsets, strict=True))
+        return items, {key: offset + 1 for key, offset in ends.items()}
+
     async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         bridge = self._require_bridge()
         count = max(1, min(self.batch_size, chunk_size))
         unacked = self._unacked
+        ahead: collections.deque[PendingCall[_Poll]] = collections.deque()
         while True:
-            poll = await bridge.run(self._poll, count)
+            if not ahead:
+                # The waits below are shielded (a poll cannot be interrupted): see a
+                # cancellation here, before fetching more.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                ahead.append(bridge.submit(self._poll, count))
+            poll = await ahead.popleft().result()
             if poll.undecodable:
                 await self._dead_letter_undecodable(poll.undecodable)
             if poll.ends:
                 unacked.add(ReadBatch(poll.items, poll.messages, poll.ends))
             if poll.items:
                 self._ack_requested = False
+                # Fetch the next batches while the pipeline handles this one, so the bridge
+                # thread never waits for trio to ask (READ_AHEAD batches at most: a
+                # pipeline that stops asking stops the fetching that many batches later).
+                while len(ahead) < READ_AHEAD:
+                    ahead.append(bridge.submit(self._poll, count))
                 yield poll.items
                 if unacked.item_count >= self.ack_every:
                     self._ack_requested = True
@@ -576,32 +656,44 @@ class KafkaSource(DataSource):
                 f"acknowledge({count!r}): only {unacked.item_count} items are unacknowledged"
             )
         self._ack_requested = False
-        bridge = self._require_bridge()
+        self._require_bridge()
         stale = self._ownership.stale
+        # Committed by the next crossing (the next fetch), asynchronously: no crossing and
+        # no wait for the broker here.
         self._ownership.acknowledged(unacked.take(count, position=_position))
         self.stats.stale_acknowledgments += self._ownership.stale - stale
-        await bridge.run(self._commit_now)
+        await trio.lowlevel.checkpoint()
 
     async def _settle(self) -> None:
-        """Commit past batches that yielded no item (every record dead-lettered)."""
+        """Mark past batches that yielded no item (every record dead-lettered) for commit."""
         self._ownership.acknowledged(self._unacked.take(0))
-        await self._require_bridge().run(self._commit_now)
-
-    def _commit_now(self) -> None:  # in the bridge thread
-        if self._consumer is not None:
-            self._commit_acknowledged(self._consumer)
+        await trio.lowlevel.checkpoint()
 
     def _commit_acknowledged(self, consumer: Consumer) -> None:  # in the bridge thread
+        """Send the acknowledged offsets in an asynchronous commit (:meth:`_on_commit` gets
+        the broker's answer)."""
         offsets = self._ownership.take_commits()
+        if not offsets:
+            return
+        self._ownership.sent(offsets)
+        try:
+            consumer.commit(offsets=_offsets(offsets), asynchronous=True)
+        except KafkaException as exc:  # refused before sending (no coordinator yet...)
+            for key, next_offset in offsets.items():
+                self._ownership.commit_result(key, next_offset, failed=True)
+            self._commit_refused(exc.args[0])
+
+    def _commit_final(self, consumer: Consumer) -> None:  # in the bridge thread, at close
+        """Commit synchronously what was acknowledged and may not be committed yet."""
+        offsets = self._ownership.take_final()
         if not offsets:
             return
         try:
             consumer.commit(offsets=_offsets(offsets), asynchronous=False)
         except KafkaException as exc:
-            self._ownership.restore(offsets)
             error = exc.args[0]
             if error.code() in _RETRIABLE_COMMIT_CODES or error.retriable():
-                self.stats.commit_retries += 1  # committed with the next acknowledgment
+                self.stats.commit_retries += 1  # read again by the group (at-least-once)
                 return
             raise KafkaCommitError(
                 f"{self!r}: committing offsets failed: {error.str()} (the records are read "
@@ -609,6 +701,35 @@ class KafkaSource(DataSource):
             ) from exc
         self.stats.commits += 1
         self.stats.committed_offsets += len(offsets)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's answer to an asynchronous commit (in the bridge thread)."""
+        failed_error = error
+        done = 0
+        for partition in partitions:
+            failed = error is not None or partition.error is not None
+            if failed and failed_error is None:
+                failed_error = partition.error
+            self._ownership.commit_result(
+                (partition.topic, partition.partition), partition.offset, failed
+            )
+            done += not failed
+        if failed_error is not None:
+            self._commit_refused(failed_error)
+        if done:
+            self.stats.commits += 1
+            self.stats.committed_offsets += done
+
+    def _commit_refused(self, error: KafkaError) -> None:  # in the bridge thread
+        """A commit failed: retried with the next one (its offsets were given back), or,
+        when the broker refuses for good, raised by the next crossing."""
+        if error.code() in _RETRIABLE_COMMIT_CODES or error.retriable():
+            self.stats.commit_retries += 1
+            return
+        self._commit_failure = KafkaCommitError(
+            f"{self!r}: committing offsets failed: {error.str()} (the records are read "
+            "again by the group)"
+        )
 
     # -- failures -----------------------------------------------------------------------
     async def _dead_letter_undecodable(self, undecodable: list[tuple[Any, Exception]]) -> None:
@@ -666,6 +787,14 @@ class KafkaSource(DataSource):
         assert writer is not None
         await self._require_bridge().run(writer.write, letters)
         self.stats.dead_lettered += len(letters)
+
+
+# Any: the stubs type the getters optional, never None for a record (errors are checked).
+_message_error: Any = Message.error
+_message_value: Any = Message.value
+_message_topic: Any = Message.topic
+_message_partition: Any = Message.partition
+_message_offset: Any = Message.offset
 
 
 def _position(message: Any) -> tuple[TopicPartitionKey, int]:

@@ -162,6 +162,47 @@ class _ThreadCall(_Outcome[T]):
         self.args = args
 
 
+class PendingCall(Generic[T]):
+    """A call handed to a :class:`ThreadBridge` with :meth:`ThreadBridge.submit`: it runs in
+    the bridge's thread while the trio task goes on; :meth:`result` waits for it.
+
+    A pending call nobody waits for still runs (in order, before the calls made after it)
+    and its result or error is dropped; it cannot outlive its bridge, which finishes the
+    running call and joins its thread when it closes.
+
+    Example::
+
+        >>> import trio
+        >>> async def main():
+        ...     async with open_thread_bridge(name="ahead") as bridge:
+        ...         pending = bridge.submit(sum, [1, 2, 3])   # runs while we go on
+        ...         return await pending.result()
+        >>> trio.run(main)
+        6
+    """
+
+    __slots__ = ("_call", "_thread_name")
+
+    def __init__(self, call: _ThreadCall[T], thread_name: str) -> None:
+        self._call = call
+        self._thread_name = thread_name
+
+    @property
+    def done(self) -> bool:
+        """Whether the call has returned (or raised)."""
+        return self._call.done.is_set()
+
+    async def result(self) -> T:
+        """Wait for the call and return what it returned (or raise what it raised). Like
+        :meth:`ThreadBridge.run`, a cancelled caller waits for the call to return and gets
+        its result: the cancellation is seen at the caller's next checkpoint (a loop of
+        ``submit``/``result`` needs one of its own, e.g.
+        ``trio.lowlevel.checkpoint_if_cancelled()``)."""
+        with trio.CancelScope(shield=True):
+            await self._call.done.wait()
+        return self._call.unwrap(self._thread_name)
+
+
 class ThreadBridge(_Bridge):
     """One dedicated OS thread running blocking calls one at a time, in order.
 
@@ -203,6 +244,16 @@ class ThreadBridge(_Bridge):
             with trio.CancelScope(shield=True):
                 await call.done.wait()
         return call.unwrap(self.thread_name)
+
+    def submit(self, fn: Callable[[*Ts], T], *args: *Ts) -> PendingCall[T]:
+        """Queue ``fn(*args)`` for the bridge's thread and return at once, without a
+        checkpoint; ``await pending.result()`` later. This lets a task overlap the call with
+        its own work, e.g. a source fetching its next batch while the pipeline handles the
+        current one (one crossing, no waiting on the thread hand-off)."""
+        self._check_open()
+        call: _ThreadCall[T] = _ThreadCall(fn, args)
+        self._calls.put(call)
+        return PendingCall(call, self.thread_name)
 
     def _serve(self) -> None:
         try:
