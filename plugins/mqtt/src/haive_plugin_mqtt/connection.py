@@ -198,9 +198,13 @@ class Session:
         if properties is not None:
             size = getattr(properties, "MaximumPacketSize", None)
             self.max_packet_size = int(size) if size else None
-            # Never more in flight than the broker's receive maximum (it disconnects then).
+            # Never more in flight than the broker's receive maximum (it disconnects a client
+            # that sends more). paho does not apply it itself, and its public setter refuses
+            # changes on an open connection; the window is only read when paho sends, which
+            # happens after this callback, so setting the field here is safe (never to 0,
+            # the one value paho treats differently).
             receive = getattr(properties, "ReceiveMaximum", None) or 65_535
-            client.max_inflight_messages_set(min(self.max_in_flight, int(receive)))
+            client._max_inflight_messages = max(1, min(self.max_in_flight, int(receive)))
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Properties | None) -> None:

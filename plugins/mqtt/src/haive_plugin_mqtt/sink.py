@@ -98,7 +98,7 @@ class MqttSink(StreamSink):
         ...         await sink.clear_retained([f"{root}/hall", f"{root}/den"])
         ...     return sink.stats.published
         >>> trio.run(main)
-        4
+        2
     """
 
     PLUGIN_NAME = "mqtt"

@@ -211,6 +211,11 @@ class MqttSource(DataSource):
         return (f"MqttSource({self.topics!r}, client_id={self.client_id!r}, "
                 f"url={str(self.endpoint)!r})")
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether the source is open and its subscriptions are in place."""
+        return self._session is not None
+
     def use_serializer(self, serializer: Serializer) -> None:
         """Decode payloads with the pipeline's serializer (``set_serializer``)."""
         self.codec = PayloadCodec(serializer, owner=OWNER)
