@@ -5,6 +5,7 @@ Mosquitto brokers of a test's own (restarts, passwords, packet limits) on free p
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -153,6 +154,9 @@ class Mosquitto:
             "max_queued_messages 0",
             "max_inflight_messages 0",
             f"log_dest file {self.log}",
+            # Run as root (CI containers), mosquitto would switch to the `mosquitto` user,
+            # who cannot read the test's private directory: stay who we are.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
             *config,
         ]
         self.conf.write_text("\n".join(lines) + "\n")

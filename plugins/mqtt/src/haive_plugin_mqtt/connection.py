@@ -217,6 +217,9 @@ class Session:
                     properties: Properties | None) -> None:
         self._confirmed[mid] = reason
 
+    def _who(self) -> str:
+        return f" of client id {self.client_id!r}" if self.client_id else ""
+
     # -- connecting -------------------------------------------------------------------------
     @property
     def connected(self) -> bool:
@@ -238,8 +241,8 @@ class Session:
                 self.client.reconnect()
         except OSError as error:
             raise MqttConnectError(
-                f"cannot connect to the MQTT broker at {self.endpoint} (client id "
-                f"{self.client_id!r}): {type(error).__name__}: {error}"
+                f"cannot connect to the MQTT broker at {self.endpoint}{self._who()}: "
+                f"{type(error).__name__}: {error}"
             ) from error
         deadline = time.monotonic() + self.connect_timeout
         while self._connack is None:
@@ -251,19 +254,20 @@ class Session:
                 self.client.disconnect()
                 why = f"{paho.error_string(rc)}" if remaining > 0 else "no CONNACK in time"
                 raise MqttConnectError(
-                    f"the MQTT broker at {self.endpoint} did not accept the connection of "
-                    f"client id {self.client_id!r} within {self.connect_timeout}s: {why}"
+                    f"the MQTT broker at {self.endpoint} did not accept the connection"
+                    f"{self._who()} within {self.connect_timeout}s: {why}"
                 )
         if self._connack.is_failure:
             code = self._connack.value
             self.client.disconnect()
             if code in AUTH_REASONS:
                 raise MqttAuthError(
-                    f"the MQTT broker at {self.endpoint} refused the credentials of client id "
-                    f"{self.client_id!r}: {AUTH_REASONS[code]} ({reason_text(self._connack)})"
+                    f"the MQTT broker at {self.endpoint} refused the credentials"
+                    f"{self._who()}: {AUTH_REASONS[code]} ({reason_text(self._connack)}); "
+                    "check the user name and password in the url"
                 )
             raise MqttConnectError(
-                f"the MQTT broker at {self.endpoint} refused client id {self.client_id!r}: "
+                f"the MQTT broker at {self.endpoint} refused the connection{self._who()}: "
                 f"{reason_text(self._connack)}"
             )
         if self.generation:
