@@ -357,7 +357,9 @@ class Session:
                 ack(mid, qos)
                 sent += 1
         self.client.loop_write()
-        return sent
+        # A socket the broker closed is only noticed on writing (or reading): then these
+        # acks went nowhere, and the broker sends the messages again.
+        return sent if self.client.is_connected() else 0
 
     # -- publishing -------------------------------------------------------------------------
     def publish(self, messages: list[Outgoing], timeout: float) -> None:
