@@ -4,7 +4,6 @@ payloads."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import orjson
@@ -100,7 +99,7 @@ async def test_refused_connection_is_a_clear_error() -> None:
 async def test_refused_credentials_are_a_clear_error(mosquitto, tmp_path: Path) -> None:
     passwords = tmp_path / "passwords"
     passwords.write_text("")
-    subprocess.run(["mosquitto_passwd", "-b", str(passwords), "ada", "right"], check=True)
+    await trio.run_process(["mosquitto_passwd", "-b", str(passwords), "ada", "right"])
     passwords.chmod(0o600)
     broker = mosquitto(f"password_file {passwords}")
     url = broker.url.replace("mqtt://", "mqtt://ada:wrong@")
@@ -111,7 +110,7 @@ async def test_refused_credentials_are_a_clear_error(mosquitto, tmp_path: Path) 
         async with MqttSink("x", url=url):
             pass
     assert "wrong" not in str(wrong.value)
-    with pytest.raises(MqttAuthError, match="not authorized|bad user name"):
+    with pytest.raises(MqttAuthError, match=r"not authorized|bad user name"):
         async with MqttSource("x", client_id="c", url=broker.url):  # anonymous: refused
             pass
     good = broker.url.replace("mqtt://", "mqtt://ada:right@")

@@ -4,6 +4,7 @@ dead letters, persistent sessions, acknowledging only after the write, bounded i
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -50,17 +51,28 @@ async def test_wildcard_filters_get_matching_topics_only(root: str) -> None:
     assert source.stats.acknowledged == 3
 
 
+class AnnouncingSource(MqttSource):
+    """Sets ``opened`` once connected and subscribed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened = trio.Event()
+
+    async def open(self) -> None:
+        await super().open()
+        self.opened.set()
+
+
 @pytest.mark.parametrize("qos", [0, 1, 2])
 async def test_each_qos_delivers_every_message_in_order(root: str, qos: int) -> None:
-    source = MqttSource(f"{root}/in", client_id=f"{root}-qos{qos}", qos=qos,
-                        stop_when_idle="1s", session_expiry="30s", receive_maximum=50)
+    source = AnnouncingSource(f"{root}/in", client_id=f"{root}-qos{qos}", qos=qos,
+                              stop_when_idle="1s", session_expiry="30s", receive_maximum=50)
     n = 300
     got: list[MqttMessage] = []
 
     async def publish_once_subscribed() -> None:
         # Published while the source runs: Mosquitto queues no QoS 0 for offline sessions.
-        while not source.subscribed:
-            await trio.sleep(0.01)
+        await source.opened.wait()
         await trio.to_thread.run_sync(publish_raw, URL, [
             (f"{root}/in", orjson.dumps({"n": i}), qos, False) for i in range(n)])
 

@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from haive.dataflow.errors import ConfigError, HaiveError
 from haive.dataflow.runtime.validation import invalid
@@ -106,9 +107,14 @@ def check_client_id(owner: str, client_id: object) -> str:
 
 
 def check_qos(owner: str, parameter: str, qos: object) -> int:
-    if qos not in (0, 1, 2) or isinstance(qos, bool):
+    if not isinstance(qos, int) or isinstance(qos, bool) or qos not in (0, 1, 2):
         raise ConfigError(invalid(owner, parameter, qos, "0, 1 or 2"))
-    return int(qos)  # type: ignore[call-overload]
+    return qos
+
+
+def new_properties(packet_type: int) -> Properties:
+    """MQTT 5 properties for a packet of ``packet_type`` (paho's constructor is untyped)."""
+    return Properties(packet_type)  # type: ignore[no-untyped-call]
 
 
 def reason_text(reason: ReasonCode | int) -> str:
@@ -228,7 +234,7 @@ class Session:
     def connect(self) -> bool:
         """Connect and wait for CONNACK; returns whether the broker had a session for this
         client id. Raises MqttAuthError / MqttConnectError with the reason."""
-        properties = Properties(PacketTypes.CONNECT)
+        properties = new_properties(PacketTypes.CONNECT)
         if self.session_expiry:
             properties.SessionExpiryInterval = self.session_expiry
         properties.ReceiveMaximum = self.receive_maximum
@@ -289,7 +295,7 @@ class Session:
             granted.append(reasons)
 
         self.client.on_subscribe = on_subscribe
-        options = [(topic, paho.SubscribeOptions(qos=qos, retainHandling=1))
+        options = [(topic, SubscribeOptions(qos=qos, retainHandling=1))
                    for topic, qos in filters]
         rc, _ = self.client.subscribe(options)
         deadline = time.monotonic() + self.connect_timeout

@@ -53,6 +53,7 @@ from .connection import (
     Session,
     check_client_id,
     check_qos,
+    new_properties,
 )
 from .message import MqttMessage, PayloadCodec, user_properties
 from .topics import check_topic
@@ -224,7 +225,7 @@ class MqttSink(StreamSink):
                 f"packet size of {packet_limit} bytes the broker at {self.endpoint} accepts")
         props: Properties | None = None
         if extra:
-            props = Properties(PacketTypes.PUBLISH)
+            props = new_properties(PacketTypes.PUBLISH)
             props.UserProperty = extra
         retain = self.retain(item) if callable(self.retain) else self.retain
         return Outgoing(topic, payload, self.qos, bool(retain), props)

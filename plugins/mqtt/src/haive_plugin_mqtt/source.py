@@ -60,6 +60,7 @@ from .connection import (
     Session,
     check_client_id,
     check_qos,
+    new_properties,
 )
 from .message import MqttMessage, PayloadCodec, user_properties
 from .topics import check_topic, matches
@@ -211,11 +212,6 @@ class MqttSource(DataSource):
         return (f"MqttSource({self.topics!r}, client_id={self.client_id!r}, "
                 f"url={str(self.endpoint)!r})")
 
-    @property
-    def subscribed(self) -> bool:
-        """Whether the source is open and its subscriptions are in place."""
-        return self._session is not None
-
     def use_serializer(self, serializer: Serializer) -> None:
         """Decode payloads with the pipeline's serializer (``set_serializer``)."""
         self.codec = PayloadCodec(serializer, owner=OWNER)
@@ -290,6 +286,8 @@ class MqttSource(DataSource):
         for raw, received_at in received:
             properties = _user_properties(raw.properties)
             payload = raw.payload
+            if not isinstance(payload, bytes):
+                payload = bytes(payload)
             try:
                 data = decode(payload)
                 error = None
@@ -394,7 +392,7 @@ class MqttSource(DataSource):
             await self._publish_dead_letters(letters)
 
     def _dead_letter_of(self, message: MqttMessage, reason: str, node: str) -> Outgoing:
-        properties = Properties(PacketTypes.PUBLISH)
+        properties = new_properties(PacketTypes.PUBLISH)
         properties.UserProperty = [
             *user_properties(message.properties),
             ("haive-reason", reason[:4096]),
