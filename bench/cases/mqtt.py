@@ -10,6 +10,10 @@ read); it is stopped at the end. Messages are JSON, QoS 1.
   the last item processed. ``mqtt.baseline_raw_receive_ack.events_per_s``: paho's own loop
   doing the same receive + decode + PUBACK of every message (``manual_ack=True``, the same
   receive maximum), no pipeline; ``mqtt.source.vs_raw`` is ours over it (target >= 0.8).
+  The source reads the socket 64 KiB at a time (``BufferedClient``; paho alone reads each
+  packet with three or more ``recv`` calls): ``mqtt.baseline_raw_receive_ack_buffered`` is
+  the raw loop with that same client, and ``mqtt.source.vs_raw_buffered`` the ratio for the
+  same work.
 * ``mqtt.sink.events_per_s``: ``MqttSink.write_batch`` of 1,000 items (JSON-encoded, QoS 1,
   every PUBACK awaited) against ``mqtt.baseline_raw_publish.events_per_s``, paho's
   ``publish`` of the same 1,000 then its loop until every PUBACK came; ``mqtt.sink.vs_raw``.
@@ -70,14 +74,16 @@ class _Broker:
 
 
 def _raw_client(port: int, client_id: str = "", *, manual_ack: bool = False,
-                persistent: bool = False) -> Any:
+                persistent: bool = False, buffered: bool = False) -> Any:
     import paho.mqtt.client as paho
+    from haive_plugin_mqtt.connection import BufferedClient
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=paho.MQTTv5, manual_ack=manual_ack)
+    kind = BufferedClient if buffered else paho.Client
+    client = kind(CallbackAPIVersion.VERSION2, client_id=client_id,
+                  protocol=paho.MQTTv5, manual_ack=manual_ack)
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.ReceiveMaximum = RECEIVE_MAXIMUM
     if persistent:
@@ -116,8 +122,8 @@ def _raw_publish(port: int, topic: str, items: list[dict[str, Any]]) -> float:
     return rate
 
 
-def _raw_source(port: int, client_id: str, n: int) -> float:
-    client = _raw_client(port, client_id, manual_ack=True, persistent=True)
+def _raw_source(port: int, client_id: str, n: int, buffered: bool = False) -> float:
+    client = _raw_client(port, client_id, manual_ack=True, persistent=True, buffered=buffered)
     done = 0
     started = 0.0
 
@@ -131,7 +137,10 @@ def _raw_source(port: int, client_id: str, n: int) -> float:
 
     client.on_message = on_message
     while done < n:
-        client.loop(1.0)
+        if buffered and client.buffered:
+            client.loop_read()
+        else:
+            client.loop(1.0)
     rate = n / (time.perf_counter() - started)
     client.disconnect()
     client.loop(0.1)
@@ -203,18 +212,30 @@ def run(rec: Recorder) -> None:
                              "events/s", "paho publish x1,000 + loop until every PUBACK")
             rec.ratio("mqtt.sink.vs_raw", ours, raw)
 
-            ours_source, raw_source = [], []
+            ours_source, raw_source, buffered_source = [], [], []
             for run in range(runs):
                 topic = f"bench/source/{uuid.uuid4().hex[:8]}"
-                _subscribe(broker.port, f"ours-{run}", topic)
-                _subscribe(broker.port, f"raw-{run}", topic)
-                _raw_publish(broker.port, topic, items)  # both sessions get all of them
-                ours_source.append(trio.run(_ours_source, broker.url, topic, f"ours-{run}", n))
-                raw_source.append(_raw_source(broker.port, f"raw-{run}", n))
+                for reader in ("ours", "raw", "buffered"):
+                    _subscribe(broker.port, f"{reader}-{run}", topic)
+                _raw_publish(broker.port, topic, items)  # every session gets all of them
+                readers = [
+                    lambda: ours_source.append(
+                        trio.run(_ours_source, broker.url, topic, f"ours-{run}", n)),
+                    lambda: raw_source.append(_raw_source(broker.port, f"raw-{run}", n)),
+                    lambda: buffered_source.append(
+                        _raw_source(broker.port, f"buffered-{run}", n, buffered=True)),
+                ]
+                for index in range(len(readers)):  # who reads first changes every run
+                    readers[(index + run) % len(readers)]()
             ours = rec.figure("mqtt.source.events_per_s", max(ours_source), "events/s",
                               "pipeline, at least once, one worker")
             raw = rec.figure("mqtt.baseline_raw_receive_ack.events_per_s", max(raw_source),
                              "events/s", "paho loop, decode + PUBACK each, no pipeline")
             rec.ratio("mqtt.source.vs_raw", ours, raw)
+            buffered = rec.figure(
+                "mqtt.baseline_raw_receive_ack_buffered.events_per_s", max(buffered_source),
+                "events/s", "the same paho loop reading 64 KiB at a time, as the source does")
+            rec.ratio("mqtt.source.vs_raw_buffered", ours, buffered,
+                      "same work: buffered socket reads on both sides")
         finally:
             broker.stop()

@@ -12,7 +12,9 @@ announces) or in the kernel's socket buffer (QoS 0).
 
 from __future__ import annotations
 
+import contextlib
 import select
+import socket
 import time
 import urllib.parse
 from collections import deque
@@ -34,7 +36,8 @@ SCHEMES = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 #: CONNACK reason codes that mean the credentials were refused (MQTT 5, 3.2.2.2).
 AUTH_REASONS = {0x86: "bad user name or password", 0x87: "not authorized",
                 0x8C: "bad authentication method"}
-NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5 session expiry interval meaning "never"
+NEVER_EXPIRES = 0xFFFFFFFF
+QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # Linux only  # MQTT 5 session expiry interval meaning "never"
 
 
 class MqttError(HaiveError):
@@ -148,9 +151,17 @@ class BufferedClient(paho.Client):
             if not buffer:
                 return buffer  # the broker closed the connection
             position = 0
+            if QUICKACK:
+                self._quick_ack()
         end = position + bufsize
         self._read_buffer, self._read_position = buffer, end
         return buffer[position:end]
+
+    def _quick_ack(self) -> None:
+        sock = self._sock
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
     def _sock_close(self) -> None:
         self._read_buffer, self._read_position = b"", 0
