@@ -122,15 +122,17 @@ def _raw_publish(port: int, topic: str, items: list[dict[str, Any]]) -> float:
     return rate
 
 
-def _raw_source(port: int, client_id: str, n: int, buffered: bool = False) -> float:
+def _raw_source(port: int, client_id: str, n: int,
+                buffered: bool = False) -> tuple[float, float]:
+    """Events/s and CPU microseconds per event."""
     client = _raw_client(port, client_id, manual_ack=True, persistent=True, buffered=buffered)
     done = 0
-    started = 0.0
+    started = cpu = 0.0
 
     def on_message(c: Any, userdata: Any, message: Any) -> None:
-        nonlocal done, started
+        nonlocal done, started, cpu
         if not started:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
         orjson.loads(message.payload)["v"]
         c.ack(message.mid, message.qos)
         done += 1
@@ -142,9 +144,10 @@ def _raw_source(port: int, client_id: str, n: int, buffered: bool = False) -> fl
         else:
             client.loop(1.0)
     rate = n / (time.perf_counter() - started)
+    cpu_per_event = (time.process_time() - cpu) / n * 1e6
     client.disconnect()
     client.loop(0.1)
-    return rate
+    return rate, cpu_per_event
 
 
 async def _ours_sink(url: str, topic: str, items: list[dict[str, Any]]) -> float:
@@ -157,7 +160,8 @@ async def _ours_sink(url: str, topic: str, items: list[dict[str, Any]]) -> float
         return len(items) / (time.perf_counter() - started)
 
 
-async def _ours_source(url: str, topic: str, client_id: str, n: int) -> float:
+async def _ours_source(url: str, topic: str, client_id: str, n: int) -> tuple[float, float]:
+    """Events/s and CPU microseconds per event (both threads)."""
     from haive_plugin_mqtt import MqttMessage, MqttSource
 
     from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
@@ -165,11 +169,12 @@ async def _ours_source(url: str, topic: str, client_id: str, n: int) -> float:
     class TimedSource(MqttSource):
         """Notes when the last acknowledgment was sent."""
 
-        last_acknowledged_at = 0.0
+        last_acknowledged_at = last_cpu = 0.0
 
         async def acknowledge(self, count: int) -> None:
             await super().acknowledge(count)
             self.last_acknowledged_at = time.perf_counter()
+            self.last_cpu = time.process_time()
 
     source = TimedSource(topic, client_id=client_id, url=url, receive_maximum=RECEIVE_MAXIMUM,
                          session_expiry="10m", stop_when_idle="200ms")
@@ -177,7 +182,7 @@ async def _ours_source(url: str, topic: str, client_id: str, n: int) -> float:
 
     def value(message: MqttMessage) -> float:
         if not seen:
-            seen.append(time.perf_counter())
+            seen.extend((time.perf_counter(), time.process_time()))
         v: float = message.data["v"]
         return v
 
@@ -189,7 +194,7 @@ async def _ours_source(url: str, topic: str, client_id: str, n: int) -> float:
     # it is not the source's work).
     finished = source.last_acknowledged_at
     assert report.processed == n and source.stats.acknowledged == n, (report.processed, n)
-    return n / (finished - seen[0])
+    return n / (finished - seen[0]), (source.last_cpu - seen[1]) / n * 1e6
 
 
 def run(rec: Recorder) -> None:
@@ -212,7 +217,9 @@ def run(rec: Recorder) -> None:
                              "events/s", "paho publish x1,000 + loop until every PUBACK")
             rec.ratio("mqtt.sink.vs_raw", ours, raw)
 
-            ours_source, raw_source, buffered_source = [], [], []
+            ours_source: list[tuple[float, float]] = []
+            raw_source: list[tuple[float, float]] = []
+            buffered_source: list[tuple[float, float]] = []
             for run in range(runs):
                 topic = f"bench/source/{uuid.uuid4().hex[:8]}"
                 for reader in ("ours", "raw", "buffered"):
@@ -227,15 +234,23 @@ def run(rec: Recorder) -> None:
                 ]
                 for index in range(len(readers)):  # who reads first changes every run
                     readers[(index + run) % len(readers)]()
-            ours = rec.figure("mqtt.source.events_per_s", max(ours_source), "events/s",
+            ours_best, raw_best, buffered_best = (
+                max(runs_) for runs_ in (ours_source, raw_source, buffered_source))
+            ours = rec.figure("mqtt.source.events_per_s", ours_best[0], "events/s",
                               "pipeline, at least once, one worker")
-            raw = rec.figure("mqtt.baseline_raw_receive_ack.events_per_s", max(raw_source),
+            raw = rec.figure("mqtt.baseline_raw_receive_ack.events_per_s", raw_best[0],
                              "events/s", "paho loop, decode + PUBACK each, no pipeline")
             rec.ratio("mqtt.source.vs_raw", ours, raw)
             buffered = rec.figure(
-                "mqtt.baseline_raw_receive_ack_buffered.events_per_s", max(buffered_source),
+                "mqtt.baseline_raw_receive_ack_buffered.events_per_s", buffered_best[0],
                 "events/s", "the same paho loop reading 64 KiB at a time, as the source does")
             rec.ratio("mqtt.source.vs_raw_buffered", ours, buffered,
                       "same work: buffered socket reads on both sides")
+            # CPU per event (all threads) of the same best runs: on a loaded machine the
+            # wall-clock ratio also measures how the two threads get scheduled.
+            rec.figure("mqtt.source.cpu_us_per_event", ours_best[1], "us", "both threads")
+            rec.figure("mqtt.baseline_raw_receive_ack.cpu_us_per_event", raw_best[1], "us")
+            rec.figure("mqtt.baseline_raw_receive_ack_buffered.cpu_us_per_event",
+                       buffered_best[1], "us")
         finally:
             broker.stop()

@@ -18,7 +18,7 @@ import socket
 import time
 import urllib.parse
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import paho.mqtt.client as paho
@@ -123,6 +123,20 @@ def new_properties(packet_type: int) -> Properties:
 def reason_text(reason: ReasonCode | int) -> str:
     value = reason.value if isinstance(reason, ReasonCode) else reason
     return f"{reason} (reason code 0x{value:02X})"
+
+
+class Arrived(NamedTuple):
+    """What the session keeps of a received message."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    duplicate: bool
+    mid: int
+    user_properties: list[tuple[str, str]] | None
+    content_type: str | None
+    received_at: float  # time.time() when read from the socket
 
 
 class BufferedClient(paho.Client):
@@ -238,7 +252,7 @@ class Session:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         self.client = client
-        self.received: deque[tuple[paho.MQTTMessage, float]] = deque()
+        self.received: deque[Arrived] = deque()
         self.generation = 0  # connections made so far; a message's ack is only valid in its own
         self.session_present = False
         self.max_packet_size: int | None = None  # the broker's, from CONNACK
@@ -267,7 +281,18 @@ class Session:
         self._lost = str(reason)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self.received.append((message, time.time()))
+        # Only the values are kept: paho's message object (a lock, a condition, a
+        # properties object of dicts) is freed at once instead of surviving into the
+        # garbage collector's older generations while a batch fills, which cost more CPU
+        # than reading the message did.
+        properties = message.properties
+        attributes = vars(properties) if properties is not None else {}
+        payload = message.payload
+        self.received.append(Arrived(
+            message.topic, payload if isinstance(payload, bytes) else bytes(payload),
+            message.qos, bool(message.retain), bool(message.dup), message.mid,
+            attributes.get("UserProperty"), attributes.get("ContentType"), time.time(),
+        ))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Properties | None) -> None:
@@ -339,7 +364,7 @@ class Session:
         if self.generation:
             # Read on the lost connection and not taken yet: the broker sends the QoS 1/2
             # ones again on this one (same session), so they are dropped here, not doubled.
-            kept = [(m, t) for m, t in self.received if m.qos == 0]
+            kept = [arrived for arrived in self.received if arrived.qos == 0]
             self.received.clear()
             self.received.extend(kept)
         self.generation += 1
@@ -385,7 +410,7 @@ class Session:
         self.client._reset_sockets()
 
     # -- reading ----------------------------------------------------------------------------
-    def poll(self, count: int, wait: float) -> list[tuple[paho.MQTTMessage, float]]:
+    def poll(self, count: int, wait: float) -> list[Arrived]:
         """At most ``count`` messages that arrived, with their receive times (waiting up to
         ``wait`` seconds when none is ready; never waiting to fill ``count``). Raises
         ConnectionError when the connection was lost and nothing is left to read."""

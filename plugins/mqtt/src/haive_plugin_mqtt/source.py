@@ -32,7 +32,6 @@ from typing import Any
 import attrs
 import trio
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.io.serializers import Serializer
@@ -283,27 +282,25 @@ class MqttSource(DataSource):
         ids: list[tuple[int, int]] = []
         undecodable: list[tuple[MqttMessage, int, int, str]] = []
         decode = self.codec.decode
-        for raw, received_at in received:
-            properties = _user_properties(raw.properties)
-            payload = raw.payload
-            if not isinstance(payload, bytes):
-                payload = bytes(payload)
+        for arrived in received:
+            payload = arrived.payload
             try:
                 data = decode(payload)
                 error = None
             except Exception as failure:
                 data, error = None, f"{type(failure).__name__}: {failure}"
+            pairs = arrived.user_properties
             message = MqttMessage(
-                topic=raw.topic, data=data, payload=payload, qos=raw.qos,
-                retain=bool(raw.retain), properties=properties, timestamp=received_at,
-                duplicate=bool(raw.dup),
-                content_type=getattr(raw.properties, "ContentType", None),
+                topic=arrived.topic, data=data, payload=payload, qos=arrived.qos,
+                retain=arrived.retain, properties=dict(pairs) if pairs else {},
+                timestamp=arrived.received_at, duplicate=arrived.duplicate,
+                content_type=arrived.content_type,
             )
             if error is None:
                 items.append(message)
-                ids.append((raw.mid, raw.qos))
+                ids.append((arrived.mid, arrived.qos))
             else:
-                undecodable.append((message, raw.mid, raw.qos, error))
+                undecodable.append((message, arrived.mid, arrived.qos, error))
         return _Polled(items, ids, undecodable, session.generation)
 
     async def _accept(self, polled: _Polled) -> list[MqttMessage]:
@@ -425,9 +422,4 @@ class MqttSource(DataSource):
         raise MqttPublishError(
             f"{sum(not m.confirmed for m in letters)} dead letters to {self.dead_letter!r} "
             f"were not confirmed by {self.endpoint}; their messages stay unacknowledged")
-
-
-def _user_properties(properties: Properties | None) -> dict[str, str]:
-    pairs = getattr(properties, "UserProperty", None) if properties is not None else None
-    return dict(pairs) if pairs else {}
 
