@@ -29,8 +29,8 @@ def copies_of(received: list[Received]) -> Counter[int]:
     return Counter(orjson.loads(m.payload)["n"] for m in received)
 
 
-def inputs(root: str, n: int) -> list[tuple[str, bytes, int, bool]]:
-    return [(f"{root}/in", orjson.dumps({"n": i}), 1, False) for i in range(n)]
+def inputs(root: str, n: int, qos: int = 1) -> list[tuple[str, bytes, int, bool]]:
+    return [(f"{root}/in", orjson.dumps({"n": i}), qos, False) for i in range(n)]
 
 
 async def test_broker_restart_under_a_running_pipeline_loses_nothing(mosquitto,
@@ -104,15 +104,18 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-async def test_worker_killed_mid_batch_loses_nothing(mosquitto, tmp_path, record_property):
+@pytest.mark.parametrize("qos", [1, 2])
+async def test_worker_killed_mid_batch_loses_nothing(mosquitto, tmp_path, record_property,
+                                                     qos):
     from .worker_pipeline import RECEIVE_MAXIMUM
 
     broker = mosquitto()
     root, n = "kill", 20_000
-    env = {"HAIVE_MQTT_TEST_URL": broker.url, "HAIVE_MQTT_TEST_ROOT": root}
-    await MqttSource(f"{root}/in", client_id=f"{root}-worker", url=broker.url,
+    env = {"HAIVE_MQTT_TEST_URL": broker.url, "HAIVE_MQTT_TEST_ROOT": root,
+           "HAIVE_MQTT_TEST_QOS": str(qos)}
+    await MqttSource(f"{root}/in", client_id=f"{root}-worker", url=broker.url, qos=qos,
                      session_expiry="5m").subscribe_only()
-    await trio.to_thread.run_sync(publish_raw, broker.url, inputs(root, n))
+    await trio.to_thread.run_sync(publish_raw, broker.url, inputs(root, n, qos))
     hanging = tmp_path / "hanging"
     with Collector(broker.url, [f"{root}/out"], qos=1) as collector:
         victim = start_worker({**env, "HAIVE_MQTT_TEST_HANG_AFTER": "5000",
@@ -137,6 +140,7 @@ async def test_worker_killed_mid_batch_loses_nothing(mosquitto, tmp_path, record
         got = await trio.to_thread.run_sync(collector.wait_for, n, 60.0, 1.0)
     copies = copies_of(got)
     result = {
+        "qos": qos,
         "published": n,
         "written_before_kill": written_before,
         "outputs": sum(copies.values()),
@@ -145,7 +149,7 @@ async def test_worker_killed_mid_batch_loses_nothing(mosquitto, tmp_path, record
         "duplicated": sum(copies.values()) - len(copies),
     }
     print(result)
-    record_property("mqtt_kill9", result)
+    record_property(f"mqtt_kill9_qos{qos}", result)
     assert 0 < written_before < n
     assert set(copies) == set(range(n))  # nothing lost
     # Only what the victim held unacknowledged (its receive window) can come twice.

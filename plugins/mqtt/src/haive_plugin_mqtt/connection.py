@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import struct
 import time
 import urllib.parse
 from collections import deque
@@ -150,11 +151,15 @@ class BufferedClient(paho.Client):
     removes nearly all of those hand-offs. ``buffered`` says whether a whole read is
     waiting here, where ``select`` on the socket cannot see it.
 
-    Overrides paho's internal ``_sock_recv`` / ``_sock_close`` (stable through paho-mqtt
+    With ``manual_ack`` it also acknowledges QoS 2 messages at-least-once style: delivered
+    on PUBLISH, PUBREC sent by :meth:`ack` after the write, PUBCOMP for every PUBREL (see
+    ``_handle_publish``). Overrides paho's internal ``_sock_recv``, ``_sock_close``,
+    ``_handle_publish``, ``_send_pubrec`` and ``_handle_pubrel`` (stable through paho-mqtt
     2.x, which the dependency pins; the plugin's tests run against the real broker).
     """
 
     READ_SIZE = 65_536
+    _defer_pubrec = False
     _read_buffer = b""
     _read_position = 0
 
@@ -176,6 +181,48 @@ class BufferedClient(paho.Client):
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """With ``manual_ack``, a QoS 2 message is delivered at once and its PUBREC waits
+        for :meth:`ack` (paho sends the PUBREC on arrival and delivers at PUBREL). MQTT
+        hands a QoS 2 message over with the PUBREC: sent on arrival, a worker dying before
+        the write would lose it, and Mosquitto stops counting it against the receive
+        maximum, so nothing would bound what the worker takes in."""
+        if not self._manual_ack or (self._in_packet["command"] & 0x06) >> 1 != 2:
+            return super()._handle_publish()
+        self._defer_pubrec = True
+        try:
+            rc = super()._handle_publish()  # stores it in _in_messages, waiting for PUBREL
+        finally:
+            self._defer_pubrec = False
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._in_messages:
+            _, message = self._in_messages.popitem(last=True)
+            self._handle_on_message(message)
+        return rc
+
+    def _send_pubrec(self, mid: int) -> MQTTErrorCode:
+        if self._defer_pubrec:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._send_pubrec(mid)
+
+    def ack(self, mid: int, qos: int) -> MQTTErrorCode:
+        """QoS 1: PUBACK. QoS 2: PUBREC (the PUBCOMP answers the broker's PUBREL)."""
+        if self._manual_ack and qos == 2:
+            return super()._send_pubrec(mid)
+        return super().ack(mid, qos)
+
+    def _handle_pubrel(self) -> MQTTErrorCode:
+        """A PUBREL for a QoS 2 message this client does not hold (received by a worker
+        that died after its PUBREC) must still get its PUBCOMP (MQTT 5, 4.3.3): paho with
+        ``manual_ack`` never sends it, and the broker keeps the message's slot of the
+        receive maximum taken forever, so the session stalls once they are all taken."""
+        packet = self._in_packet["packet"]
+        mid = struct.unpack("!H", packet[:2])[0] if len(packet) >= 2 else None
+        known = mid in self._in_messages
+        rc = super()._handle_pubrel()
+        if mid is not None and not known and self._manual_ack and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return self._send_pubcomp(mid)
+        return rc
 
     def _sock_close(self) -> None:
         self._read_buffer, self._read_position = b"", 0
