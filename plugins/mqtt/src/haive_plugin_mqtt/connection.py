@@ -212,10 +212,11 @@ class BufferedClient(paho.Client):
         return super().ack(mid, qos)
 
     def _handle_pubrel(self) -> MQTTErrorCode:
-        """A PUBREL for a QoS 2 message this client does not hold (received by a worker
-        that died after its PUBREC) must still get its PUBCOMP (MQTT 5, 4.3.3): paho with
-        ``manual_ack`` never sends it, and the broker keeps the message's slot of the
-        receive maximum taken forever, so the session stalls once they are all taken."""
+        """Every PUBREL gets its PUBCOMP (MQTT 5, 4.3.3). With ``manual_ack`` paho sends it
+        only for a message it holds, and this client holds none: its QoS 2 messages were
+        delivered on PUBLISH and acknowledged (PUBREC) after the write, possibly by a
+        worker that died since. Unanswered, each would keep a slot of the broker's receive
+        maximum taken for good."""
         packet = self._in_packet["packet"]
         mid = struct.unpack("!H", packet[:2])[0] if len(packet) >= 2 else None
         known = mid in self._in_messages
@@ -487,7 +488,7 @@ class Session:
         return [received.popleft() for _ in range(min(count, len(received)))]
 
     def ack(self, messages: list[tuple[int, int, int]]) -> int:
-        """PUBACK (QoS 1) / PUBCOMP (QoS 2) these (mid, qos, generation), in order; returns
+        """PUBACK (QoS 1) / PUBREC (QoS 2) these (mid, qos, generation), in order; returns
         how many were sent. Acks of an earlier connection are not sent: the broker
         redelivers those messages on the new one (where they are acknowledged), so they
         come twice, never lost."""

@@ -12,7 +12,7 @@ Acknowledging follows the core's protocol (:attr:`DataSource.acknowledges`): the
 runs with paho's ``manual_ack=True``; the source yields an empty batch every ``ack_every``
 items and whenever nothing new is ready, the pipeline waits until everything yielded so far
 was written by the sink (or dead-lettered, or filtered out) and calls
-:meth:`MqttSource.acknowledge`, which sends the PUBACKs (QoS 1) / PUBCOMPs (QoS 2) in one
+:meth:`MqttSource.acknowledge`, which sends the PUBACKs (QoS 1) / PUBRECs (QoS 2) in one
 crossing, in the order the messages came. A crash before that: the broker keeps the
 messages in the client's session (``clean_start=False``, ``session_expiry``) and sends them
 again when a worker with the same ``client_id`` connects: at least once.
@@ -73,7 +73,7 @@ class MqttSourceStats:
     """What an :class:`MqttSource` did, counted per run (``haive run`` prints it)."""
 
     received: int = 0
-    acknowledged: int = 0  # PUBACK / PUBCOMP sent (QoS 0 messages need none)
+    acknowledged: int = 0  # PUBACK / PUBREC sent (QoS 0 messages need none)
     dead_lettered: int = 0
     reconnects: int = 0  # connections made again after the broker went away
     sessions_lost: int = 0  # reconnects where the broker had no session left for us
@@ -348,8 +348,8 @@ class MqttSource(DataSource):
 
     # -- acknowledging ------------------------------------------------------------------
     async def acknowledge(self, count: int) -> None:
-        """The oldest ``count`` items yielded are handled: PUBACK / PUBCOMP their messages
-        (one crossing)."""
+        """The oldest ``count`` items yielded are handled: PUBACK (QoS 1) / PUBREC (QoS 2)
+        their messages (one crossing)."""
         unacked = self._unacked
         done: list[tuple[int, int, int]] = []
         handled = 0
