@@ -76,7 +76,7 @@ class _Broker:
 def _raw_client(port: int, client_id: str = "", *, manual_ack: bool = False,
                 persistent: bool = False, buffered: bool = False) -> Any:
     import paho.mqtt.client as paho
-    from haive_plugin_mqtt.connection import BufferedClient
+    from haive_plugin_mqtt.client import BufferedClient
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
