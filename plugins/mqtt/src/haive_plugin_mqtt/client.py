@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import time
 from typing import NamedTuple
 
 import paho.mqtt.client as paho
@@ -113,6 +114,24 @@ class BufferedClient(paho.Client):
         if mid is not None and not known and self._manual_ack and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             return self._send_pubcomp(mid)
         return rc
+
+    def round_trip(self, timeout: float) -> bool:
+        """Send a PINGREQ and wait (reading) for its PINGRESP, at most ``timeout`` seconds:
+        the broker handles a client's packets in order, so once it answers, everything
+        sent before (the last acknowledgments) was handled. Closing a socket that still
+        has unread data sends a TCP reset, and the broker may then drop what it had
+        received and not yet read: acknowledged messages would come again."""
+        if self._send_pingreq() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        deadline = time.monotonic() + timeout
+        while self._ping_t and time.monotonic() < deadline:
+            if self.buffered:
+                rc = self.loop_read()
+            else:
+                rc = self.loop(max(0.0, min(0.1, deadline - time.monotonic())))
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return False
+        return not self._ping_t
 
     def _sock_close(self) -> None:
         self._read_buffer, self._read_position = b"", 0

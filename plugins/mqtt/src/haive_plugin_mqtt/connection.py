@@ -341,6 +341,7 @@ class Session:
     def close(self) -> None:
         """Disconnect cleanly (the session stays in the broker for ``session_expiry``)."""
         if self.client.is_connected():
+            self.client.round_trip(min(self.connect_timeout, 5.0))  # the last acks arrived
             self.client.disconnect()
             self.client.loop(0)
         # The socket pair paho made to wake its select() is closed by paho's own loop thread
