@@ -124,7 +124,12 @@ async def test_worker_killed_mid_batch_loses_nothing(stream, tmp_path, record_pr
             victim.kill()
             victim.wait()
     survivor = start_worker(env)
-    _, stderr = await trio.to_thread.run_sync(lambda: survivor.communicate(timeout=300))
+    try:
+        _, stderr = await trio.to_thread.run_sync(lambda: survivor.communicate(timeout=300))
+    finally:  # a survivor that did not finish must not outlive the test (and its stream)
+        if survivor.poll() is None:
+            survivor.kill()
+            survivor.wait()
     assert survivor.returncode == 0, stderr
 
     copies = copies_of(await read_subject(stream.url, stream.name, stream.output))
