@@ -32,7 +32,7 @@ import trio
 
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.io.sources import DataSource
-from haive.dataflow.runtime.bridge import ThreadBridge, open_thread_bridge
+from haive.dataflow.runtime.bridge import PendingCall, ThreadBridge, open_thread_bridge
 from haive.dataflow.runtime.results import Result
 from haive.dataflow.runtime.retry import RetryPolicy
 from haive.dataflow.runtime.validation import BOOL, POSITIVE_INT, duration
@@ -223,17 +223,26 @@ class PostgresCdcSource(DataSource):
         if bridge is None or reader is None:
             raise PostgresError(f"{self!r} is not open: the pipeline opens it (or `async with`)")
         failures = 0
+        ahead: PendingCall[Fetched] | None = None
         while True:
             try:
-                fetched: Fetched = await bridge.run(reader.fetch)
+                if ahead is not None:
+                    fetched: Fetched = await ahead.result()
+                else:
+                    fetched = await bridge.run(reader.fetch)
                 failures = 0
             except (*CONNECTION_ERRORS, PostgresConnectError):
+                ahead = None
                 failures += 1
                 self.stats.read_errors += 1
                 if failures >= self.reconnect.attempts:
                     raise
                 await trio.sleep(self.reconnect.delay(failures))
                 continue
+            # Read ahead: the next FETCH of this peek runs in the bridge's thread while the
+            # pipeline handles this one (bounded: one batch ahead). After the last FETCH of a
+            # peek, the next peek must wait for the slot to move, so nothing is read ahead.
+            ahead = None if fetched.exhausted else bridge.submit(reader.fetch)
             events = fetched.events
             self._unacked.extend(fetched.ends)
             self._commits.extend(fetched.commits)
