@@ -226,3 +226,51 @@ def test_build_errors():
 async def test_no_source_is_a_clear_error():
     with pytest.raises(ConfigError, match="no source set"):
         await StreamingPipeline("t").execute()
+
+
+async def test_pause_holds_the_source_between_batches_and_resume_reads_on(autojump_clock):
+    source = MemorySource(buffer_size=100)
+    pipeline = StreamingPipeline("paused")
+    pipeline.set_source(source)
+    pipeline.add_processor(lambda x: x * 2)
+    sink = MemorySink()
+    pipeline.set_sink(sink)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.execute)
+        await source.push_batch([1, 2, 3])
+        await trio.sleep(1)
+        assert sink.items == [2, 4, 6]
+        pipeline.pause()
+        await source.push_batch([4, 5])
+        await trio.sleep(10)
+        assert pipeline.paused and sink.items == [2, 4, 6]  # read, held, not fed
+        run = pipeline.current_run
+        assert run is not None and run.read == 3
+        pipeline.resume()
+        await trio.sleep(1)
+        assert sink.items == [2, 4, 6, 8, 10] and not pipeline.paused
+        source.close()
+    assert pipeline.current_run is None
+
+
+async def test_inject_feeds_the_running_input_and_refuses_once_it_closed(autojump_clock):
+    source = MemorySource(buffer_size=10)
+    pipeline = StreamingPipeline("inject")
+    pipeline.set_source(source)
+    pipeline.add_processor(lambda x: x + 1)
+    sink = MemorySink()
+    pipeline.set_sink(sink)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.execute)
+        await trio.sleep(1)
+        run = pipeline.current_run
+        assert run is not None
+        await run.inject([10, 20])
+        await trio.sleep(1)
+        assert sink.items == [11, 21] and run.read == 2
+        source.close()
+        await trio.sleep(1)
+        with pytest.raises(ConfigError, match="input of 'inject' is closed"):
+            await run.inject([30])
+        with pytest.raises(ConfigError, match="items must be a list"):
+            await run.inject((1,))  # type: ignore[arg-type]

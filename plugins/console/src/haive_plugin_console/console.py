@@ -1,0 +1,315 @@
+"""The console's model: the pipelines it watches and the actions it takes on them.
+
+Every action is logged on the ``haive.console`` logger as one structured record (its
+``extra`` fields: ``action``, ``pipeline``, ``client``, ``outcome`` and the action's own).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import trio
+from haive_plugin_observability.alerts import AlertManager
+from haive_plugin_observability.analytics import StreamAnalytics
+from haive_plugin_observability.collector import MetricsCollector
+
+from haive.dataflow.errors import ConfigError
+from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
+from haive.dataflow.runtime.units import Duration
+from haive.dataflow.runtime.validation import duration
+
+from .dead_letters import DeadLetter, DeadLetterStore, RecordingDeadLetterSink
+from .figures import NodeTracker
+
+log = logging.getLogger("haive.console")
+
+DEFAULT_RULES = ("high_latency", "error_spike", "queue_saturation", "dropping_items")
+
+
+class NotFound(LookupError):
+    """A pipeline, node, alert or dead letter the console does not know."""
+
+
+class Conflict(RuntimeError):
+    """An action that cannot be taken in the pipeline's present state."""
+
+
+def log_action(action: str, *, client: str, outcome: str, **fields: Any) -> None:
+    """One structured record per action (``key=value`` message, same fields in ``extra``)."""
+    details = " ".join(f"{k}={v!r}" for k, v in fields.items())
+    log.info(
+        "console action=%s outcome=%s client=%s %s",
+        action,
+        outcome,
+        client,
+        details,
+        extra={"action": action, "outcome": outcome, "client": client, **fields},
+    )
+
+
+@attrs.define
+class WatchedPipeline:
+    """A pipeline the console shows: its analytics, node charts and dead letters."""
+
+    pipeline: StreamingPipeline
+    analytics: StreamAnalytics
+    nodes: NodeTracker
+    dead_letters: DeadLetterStore
+    acknowledged: dict[str, float] = attrs.field(factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.name
+
+    @property
+    def run(self) -> Any:
+        return self.pipeline.current_run
+
+
+class Console:
+    """What ``haive console`` serves: pipelines, their figures, alerts and dead letters, and
+    the actions pause, resume, replay and acknowledge.
+
+    :meth:`watch` attaches the console to a pipeline before it runs (a monitor, and a
+    dead-letter sink that keeps the last ``dead_letter_capacity`` dead letters).
+
+    Example::
+
+        >>> import trio
+        >>> from haive.dataflow import StreamingPipeline
+        >>> from haive.dataflow.builtins.sources import IterableSource
+        >>> console = Console()
+        >>> pipeline = StreamingPipeline("orders")
+        >>> pipeline.set_source(IterableSource([1, 0, 2]))
+        >>> pipeline.add_processor(lambda x: 10 // x)
+        >>> console.watch(pipeline)
+        >>> report = trio.run(pipeline.execute)
+        >>> [p["name"] for p in console.pipelines()], console.dead_letters("orders")[0]["payload"]
+        (['orders'], 0)
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: Duration = 1.0,
+        dead_letter_capacity: int = 1000,
+        history: int = 300,
+    ) -> None:
+        self.interval = duration("Console", "interval", interval)
+        if not isinstance(dead_letter_capacity, int) or dead_letter_capacity < 1:
+            raise ConfigError(
+                f"Console(dead_letter_capacity={dead_letter_capacity!r}): dead_letter_capacity "
+                f"must be a positive integer, got {dead_letter_capacity!r}"
+            )
+        self.dead_letter_capacity = dead_letter_capacity
+        self.history = history
+        self._watched: dict[str, WatchedPipeline] = {}
+        self.started = time.time()
+
+    # -- watching ------------------------------------------------------------------------
+    def watch(self, pipeline: StreamingPipeline) -> None:
+        """Show ``pipeline`` (call before it runs)."""
+        if not isinstance(pipeline, StreamingPipeline):
+            raise ConfigError(f"Console.watch expects a StreamingPipeline, got {pipeline!r}")
+        if pipeline.name in self._watched:
+            raise ConfigError(
+                f"Console.watch: a pipeline named {pipeline.name!r} is already watched"
+            )
+        store = DeadLetterStore(self.dead_letter_capacity)
+        source = pipeline.source
+        if pipeline.dead_letter is not None or source is None or not source.acknowledges:
+            pipeline.set_dead_letter_sink(RecordingDeadLetterSink(store, pipeline.dead_letter))
+        # else an acknowledging source without a dead-letter sink keeps its failures itself
+        # (its reject: a broker's dead-letter queue); a dead-letter sink here would take
+        # them from it, so the console leaves it alone.
+        analytics = StreamAnalytics(
+            MetricsCollector(interval=min(self.interval, 0.25)),
+            AlertManager(notifiers=["log"], rules=DEFAULT_RULES),
+            interval=self.interval,
+        )
+        watched = WatchedPipeline(
+            pipeline, analytics, NodeTracker(pipeline, history=self.history), store
+        )
+        self._watched[pipeline.name] = watched
+        analytics.watch(pipeline)
+        pipeline.add_monitor(_NodeSampler(watched, self.interval))
+
+    def get(self, name: str) -> WatchedPipeline:
+        try:
+            return self._watched[name]
+        except KeyError:
+            raise NotFound(f"no pipeline named {name!r}") from None
+
+    # -- reading -------------------------------------------------------------------------
+    def pipelines(self) -> list[dict[str, Any]]:
+        return [self._summary(w) for w in self._watched.values()]
+
+    def _summary(self, watched: WatchedPipeline) -> dict[str, Any]:
+        run = watched.run
+        return {
+            "name": watched.name,
+            "running": run is not None,
+            "paused": watched.pipeline.paused,
+            "read": run.read if run is not None else 0,
+            "processed": run.processed if run is not None else 0,
+            "failed": run.failed if run is not None else 0,
+            "dead_letters": len(watched.dead_letters),
+            "source": type(watched.pipeline.source).__name__ if watched.pipeline.source else None,
+        }
+
+    def workers(self) -> list[dict[str, Any]]:
+        """This process as a worker (the fleet view lists others)."""
+        return [
+            {
+                "id": f"{socket.gethostname()}:{os.getpid()}",
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "pipelines": list(self._watched),
+                "started": self.started,
+                "local": True,
+            }
+        ]
+
+    def pipeline(self, name: str) -> dict[str, Any]:
+        watched = self.get(name)
+        return {**self._summary(watched), "topology": self.metrics(name)}
+
+    def topology(self, name: str) -> dict[str, Any]:
+        from .figures import topology
+
+        watched = self.get(name)
+        return topology(watched.pipeline, watched.run)
+
+    def metrics(self, name: str) -> dict[str, Any]:
+        """Topology with per-node figures, plus the pipeline's throughput and latency."""
+        watched = self.get(name)
+        snapshot = watched.analytics.last
+        latency: dict[str, Any] = {}
+        overall: dict[str, Any] = {}
+        throughput: dict[str, Any] = {}
+        if snapshot is not None:
+            lat = snapshot.values.get("latency")
+            if lat is not None:
+                # The metric keys node estimates "<pipeline>/<node>".
+                prefix = f"{name}/"
+                latency = {
+                    key[len(prefix) :]: attrs.asdict(value)
+                    for key, value in lat.nodes.items()
+                    if key.startswith(prefix)
+                }
+                overall = {k: float(v) for k, v in lat.percentiles.items()}
+                overall["mean"] = float(lat.mean)
+            tp = snapshot.values.get("throughput")
+            if tp is not None:
+                throughput = {"per_second": float(tp.current), "total": int(tp.total)}
+        figures = watched.nodes.figures(watched.run, latency)
+        figures["latency_ms"] = overall
+        figures["throughput"] = throughput
+        return figures
+
+    def node_history(self, name: str, node: str) -> list[dict[str, float]]:
+        watched = self.get(name)
+        known = {n["name"] for n in self.topology(name)["nodes"]}
+        if node not in known:
+            raise NotFound(f"pipeline {name!r} has no node {node!r}")
+        return [p.to_dict() for p in watched.nodes.history.get(node, ())]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        out = []
+        for watched in self._watched.values():
+            for alert in watched.analytics.alerts.active_list():
+                since = alert.get("since")
+                acked = watched.acknowledged.get(alert["rule"])
+                out.append(
+                    {
+                        **alert,
+                        "pipeline": watched.name,
+                        "acknowledged": acked is not None and acked == since,
+                    }
+                )
+        return out
+
+    def dead_letters(
+        self,
+        name: str,
+        *,
+        node: str | None = None,
+        error: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        store = self.get(name).dead_letters
+        return [d.to_dict() for d in store.find(node=node, error=error, offset=offset, limit=limit)]
+
+    def dead_letter(self, name: str, letter_id: int) -> dict[str, Any]:
+        letter = self.get(name).dead_letters.get(letter_id)
+        if letter is None:
+            raise NotFound(f"pipeline {name!r} has no dead letter {letter_id}")
+        return letter.to_dict()
+
+    # -- actions -------------------------------------------------------------------------
+    def pause(self, name: str, *, client: str) -> dict[str, Any]:
+        watched = self.get(name)
+        watched.pipeline.pause()
+        log_action("pause", client=client, outcome="ok", pipeline=name)
+        return self._summary(watched)
+
+    def resume(self, name: str, *, client: str) -> dict[str, Any]:
+        watched = self.get(name)
+        watched.pipeline.resume()
+        log_action("resume", client=client, outcome="ok", pipeline=name)
+        return self._summary(watched)
+
+    def acknowledge(self, name: str, rule: str, *, client: str) -> dict[str, Any]:
+        watched = self.get(name)
+        active = watched.analytics.alerts.active.get(rule)
+        if active is None:
+            log_action("acknowledge", client=client, outcome="not found", pipeline=name, rule=rule)
+            raise NotFound(f"pipeline {name!r} has no active alert {rule!r}")
+        watched.acknowledged[rule] = active.since
+        log_action("acknowledge", client=client, outcome="ok", pipeline=name, rule=rule)
+        return {"pipeline": name, "rule": rule, "acknowledged": True}
+
+    async def replay(self, name: str, ids: Iterable[int], *, client: str) -> dict[str, Any]:
+        """Feed the chosen dead letters' payloads into the running pipeline's input; they
+        leave the store (a failing replay puts them back and raises :class:`Conflict`)."""
+        watched = self.get(name)
+        wanted = list(dict.fromkeys(ids))
+        run = watched.run
+        if run is None:
+            log_action("replay", client=client, outcome="not running", pipeline=name, ids=wanted)
+            raise Conflict(f"pipeline {name!r} is not running: nothing to replay into")
+        letters: list[DeadLetter] = watched.dead_letters.take(wanted)
+        missing = sorted(set(wanted) - {d.id for d in letters})
+        try:
+            await run.inject([d.payload for d in letters])
+        except (ConfigError, trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+            watched.dead_letters.put_back(letters)
+            log_action(
+                "replay", client=client, outcome=f"refused: {exc}", pipeline=name, ids=wanted
+            )
+            raise Conflict(str(exc)) from exc
+        replayed = [d.id for d in letters]
+        log_action(
+            "replay", client=client, outcome="ok", pipeline=name, replayed=replayed, missing=missing
+        )
+        return {"pipeline": name, "replayed": replayed, "missing": missing}
+
+
+class _NodeSampler:
+    """Pipeline monitor: samples the node counters every ``interval`` for the charts."""
+
+    def __init__(self, watched: WatchedPipeline, interval: float) -> None:
+        self.watched = watched
+        self.interval = interval
+
+    async def monitor(self, run: Any) -> None:
+        while True:
+            self.watched.nodes.sample(run, trio.current_time())
+            await trio.sleep(self.interval)
