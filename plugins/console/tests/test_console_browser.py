@@ -1,5 +1,6 @@
 """The console page in headless Chromium: the graph live, a node's chart, a replay of dead
-letters that then succeed. Screenshot: docs/images/console.png (the README shows it).
+letters that then succeed. The screenshot lands in artifacts/console.png; with
+``HAIVE_UPDATE_SCREENSHOTS=1`` also in docs/images/console.png (the README shows it).
 
 Needs the Debian packages ``chromium`` and ``chromium-driver`` (the ``browser`` marker skips
 the test on a machine without them and fails it in CI).
@@ -7,6 +8,7 @@ the test on a machine without them and fails it in CI).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,7 +21,10 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "images" / "console.png"
+ROOT = Path(__file__).resolve().parents[3]
+SCREENSHOTS = [ROOT / "artifacts" / "console.png"]
+if os.environ.get("HAIVE_UPDATE_SCREENSHOTS") == "1":
+    SCREENSHOTS.append(ROOT / "docs" / "images" / "console.png")
 
 try:
     from selenium import webdriver
@@ -161,8 +166,9 @@ async def test_graph_chart_and_replay_in_chromium(serve: Any, until: Any) -> Non
                         == "errors"
                     )
                 )
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                driver.save_screenshot(str(SCREENSHOT))
+                for path in SCREENSHOTS:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    driver.save_screenshot(str(path))
                 return ids
 
             await trio.to_thread.run_sync(replayed_rows_gone_and_screenshot)

@@ -47,6 +47,23 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
+def _replay_ids(body: Any) -> list[int]:
+    """The ids of a replay request ``{"ids": [...]}`` (JSON integers, ``3.0`` included)."""
+    usage = 'the body must be {"ids": [dead letter ids (integers >= 0), at most 1000]}'
+    if not isinstance(body, dict) or set(body) != {"ids"} or not isinstance(body["ids"], list):
+        raise BadRequest(usage)
+    ids: list[int] = []
+    for value in body["ids"]:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise BadRequest(usage)
+        ids.append(value)
+    if len(ids) > 1000:
+        raise BadRequest(usage)
+    return ids
+
+
 def _client(request: Request) -> str:
     return f"{request.client.host}:{request.client.port}" if request.client else "unknown"
 
@@ -127,15 +144,7 @@ def build_app(console: Console, *, token: str | None = None) -> ASGIApp:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"the body must be JSON: {exc}") from None
-        ids = body.get("ids") if isinstance(body, dict) else None
-        if (
-            not isinstance(ids, list)
-            or len(ids) > 1000
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
-        ):
-            raise BadRequest(
-                'the body must be {"ids": [dead letter ids (integers >= 0), at most 1000]}'
-            )
+        ids = _replay_ids(body)
         name = request.path_params["pipeline"]
         return JSON(await console.replay(name, ids, client=_client(request)))
 

@@ -144,6 +144,7 @@ SCHEMAS: dict[str, Any] = {
             "ids": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 1000}
         },
         "required": ["ids"],
+        "additionalProperties": False,
     },
     "ReplayResult": _obj(
         {

@@ -46,7 +46,7 @@ function layout(topology) {
   for (const n of topology.nodes) {
     const c = column[n.name];
     rows[c] = (rows[c] || 0) + 1;
-    pos[n.name] = { x: 20 + c * 190, y: 20 + (rows[c] - 1) * 90 };
+    pos[n.name] = { x: 20 + c * 230, y: 20 + (rows[c] - 1) * 100 };
   }
   return pos;
 }
@@ -60,8 +60,8 @@ function drawGraph(metrics) {
     const a = pos[e.source], b = pos[e.target];
     edges.append(el("line", { class: "edge", x1: a.x + 150, y1: a.y + 35, x2: b.x - 4, y2: b.y + 35 }));
     const buf = buffers[e.buffer];
-    if (buf) edges.append(el("text", { class: "edge-label", x: a.x + 152, y: a.y + 28 },
-      Math.round(buf.fill * 100) + "% of " + buf.capacity));
+    if (buf) edges.append(el("text", { class: "edge-label", "text-anchor": "middle",
+      x: (a.x + 150 + b.x) / 2, y: a.y + 52 }, buf.depth + "/" + buf.capacity));
   }
   for (const n of metrics.nodes) {
     const p = pos[n.name];
@@ -76,7 +76,7 @@ function drawGraph(metrics) {
     g.addEventListener("click", () => { state.node = n.name; refreshChart(); drawGraph(metrics); });
     nodes.append(g);
   }
-  const width = Math.max(...Object.values(pos).map((p) => p.x)) + 180;
+  const width = Math.max(...Object.values(pos).map((p) => p.x)) + 170;
   const height = Math.max(...Object.values(pos).map((p) => p.y)) + 100;
   $("graph").setAttribute("viewBox", `0 0 ${width} ${height}`);
   const lat = metrics.latency_ms || {};
@@ -95,7 +95,7 @@ async function refreshChart() {
   svg.replaceChildren();
   svg.setAttribute("data-node", state.node);
   svg.setAttribute("data-points", String(points.length));
-  const w = 400, h = 160;
+  const w = Math.max(200, Math.round(svg.getBoundingClientRect().width)), h = 160;
   svg.setAttribute("viewBox", `0 0 ${w} ${h + 20}`);
   if (!points.length) { svg.append(el("text", { x: 10, y: 20 }, "no samples yet")); return; }
   const max = Math.max(1, ...points.map((q) => q.rate_out), ...points.map((q) => q.rate_in));
