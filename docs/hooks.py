@@ -1,8 +1,8 @@
 """mkdocs hooks for the documentation site (mkdocs.yml ``hooks:``).
 
 * ``{{ readme "plugins/redis/README.md" }}`` on a line of its own includes a plugin's
-  README, so the README stays the one source; its links to the repository's README and
-  scaling guide are pointed at the site's pages instead.
+  README, so the README stays the one source; its links to the repository's README and to
+  files under docs/ (the scaling guide, screenshots) are pointed at the site's instead.
 * Docstrings are written for Sphinx-style readers as well (``:class:`~a.B```,
   ``Example::``); the rendered API pages show those roles as plain code names.
 """
@@ -28,7 +28,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         text = (root / match["path"]).read_text(encoding="utf-8")
         for old, new in _LINKS.items():
             text = text.replace(f"]({old})", f"]({new})")
-        return text
+        # Images and pages under docs/ (a README's screenshot): the site has them one up.
+        return text.replace("](../../docs/", "](../")
 
     return _README.sub(include, markdown)
 

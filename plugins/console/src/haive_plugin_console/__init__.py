@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from .app import build_app
 from .console import Console
-from .dead_letters import DeadLetter, DeadLetterStore, RecordingDeadLetterSink
+from .dead_letters import DeadLetter, DeadLetterStore
 from .server import ConsoleAddress, ConsoleServerError, serving
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
     "ConsoleServerError",
     "DeadLetter",
     "DeadLetterStore",
-    "RecordingDeadLetterSink",
     "build_app",
     "serving",
 ]

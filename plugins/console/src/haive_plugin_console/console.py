@@ -24,7 +24,7 @@ from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 from haive.dataflow.runtime.units import Duration
 from haive.dataflow.runtime.validation import duration
 
-from .dead_letters import DeadLetter, DeadLetterStore, RecordingDeadLetterSink
+from .dead_letters import DeadLetter, DeadLetterStore
 from .figures import NodeTracker
 
 log = logging.getLogger("haive.console")
@@ -77,7 +77,8 @@ class Console:
     the actions pause, resume, replay and acknowledge.
 
     :meth:`watch` attaches the console to a pipeline before it runs (a monitor, and a
-    dead-letter sink that keeps the last ``dead_letter_capacity`` dead letters).
+    failure observer that keeps the last ``dead_letter_capacity`` dead letters; where the
+    failures go, the dead-letter sink or the source's ``reject``, does not change).
 
     Example::
 
@@ -122,12 +123,7 @@ class Console:
                 f"Console.watch: a pipeline named {pipeline.name!r} is already watched"
             )
         store = DeadLetterStore(self.dead_letter_capacity)
-        source = pipeline.source
-        if pipeline.dead_letter is not None or source is None or not source.acknowledges:
-            pipeline.set_dead_letter_sink(RecordingDeadLetterSink(store, pipeline.dead_letter))
-        # else an acknowledging source without a dead-letter sink keeps its failures itself
-        # (its reject: a broker's dead-letter queue); a dead-letter sink here would take
-        # them from it, so the console leaves it alone.
+        pipeline.observe_failures(store.observe)
         analytics = StreamAnalytics(
             MetricsCollector(interval=min(self.interval, 0.25)),
             AlertManager(notifiers=["log"], rules=DEFAULT_RULES),

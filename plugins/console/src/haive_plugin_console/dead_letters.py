@@ -1,8 +1,9 @@
 """Dead letters a console can browse and replay.
 
 A single ``haive run`` process keeps the dead letters its pipeline emits in a bounded
-:class:`DeadLetterStore`: :class:`RecordingDeadLetterSink` is set as the pipeline's dead-letter
-sink (wrapping the one the pipeline had, which still gets every record first).
+:class:`DeadLetterStore`, fed by the pipeline's failure observer
+(``StreamingPipeline.observe_failures``): it sees every failure once the dead-letter sink (or
+the acknowledging source's ``reject``) took it, and changes nothing of where it goes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 
 import attrs
 
-from haive.dataflow.io.sinks import StreamSink
 from haive.dataflow.runtime.validation import POSITIVE_INT
 
 
@@ -98,6 +98,10 @@ class DeadLetterStore:
     def __len__(self) -> int:
         return len(self._letters)
 
+    def observe(self, failed: list[Any]) -> None:
+        """The failure observer: keep failed results (``Result``), as their records."""
+        self.add(result.to_dict() for result in failed)
+
     def add(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Keep failed results' records (``Result.to_dict()``), evicting the oldest."""
         for record in records:
@@ -147,41 +151,3 @@ class DeadLetterStore:
         for letter in letters:
             self._letters[letter.id] = letter
         self._letters = OrderedDict(sorted(self._letters.items()))
-
-
-class RecordingDeadLetterSink(StreamSink):
-    """A dead-letter sink that keeps what it gets in a :class:`DeadLetterStore`, after
-    writing it to ``inner`` (the pipeline's own dead-letter sink) when there is one.
-
-    Example::
-
-        >>> import trio
-        >>> from haive.dataflow import StreamingPipeline
-        >>> from haive.dataflow.builtins.sources import IterableSource
-        >>> pipeline = StreamingPipeline("doc")
-        >>> pipeline.set_source(IterableSource([1, 0, 2]))
-        >>> pipeline.add_processor(lambda x: 1 // x)
-        >>> store = DeadLetterStore()
-        >>> pipeline.set_dead_letter_sink(RecordingDeadLetterSink(store))
-        >>> report = trio.run(pipeline.execute)
-        >>> [(d.payload, d.error_type) for d in store.find()]
-        [(0, 'ZeroDivisionError')]
-    """
-
-    def __init__(self, store: DeadLetterStore, inner: StreamSink | None = None) -> None:
-        self.store = store
-        self.inner = inner
-
-    async def open(self) -> None:
-        if self.inner is not None:
-            await self.inner.open()
-
-    async def aclose(self) -> None:
-        if self.inner is not None:
-            await self.inner.aclose()
-
-    async def write_batch(self, items: list[Any]) -> None:
-        # The pipeline's own dead-letter sink first: the store only shows what it accepted.
-        if self.inner is not None:
-            await self.inner.write_batch(items)
-        self.store.add(item for item in items if isinstance(item, Mapping))

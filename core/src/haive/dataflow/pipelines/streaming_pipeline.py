@@ -128,6 +128,7 @@ class StreamingPipeline:
         self._reading_allowed.set()
         #: The run in progress (None between runs): what an operations console acts on.
         self.current_run: PipelineRun | None = None
+        self.failure_observers: list[Callable[[list[Result]], None]] = []
 
     # -- building ------------------------------------------------------------------------
     def set_source(self, source: DataSource) -> None:
@@ -198,6 +199,31 @@ class StreamingPipeline:
                 f"add_monitor expects an object with async monitor(run), got {monitor!r}"
             )
         self.monitors.append(monitor)
+
+    def observe_failures(self, observer: Callable[[list[Result]], None]) -> None:
+        """Call ``observer(failed_results)`` for every batch of failures once it was handed
+        to the dead-letter sink (else to the acknowledging source's ``reject``).
+
+        An observer only looks (an operations console keeps the last ones to show): where
+        failures go does not change. It runs in the pipeline's task, so it must be quick and
+        must not raise (what it raises stops the run like a sink's error would).
+
+        Example::
+
+            >>> import trio
+            >>> from haive.dataflow.builtins.sources import IterableSource
+            >>> seen = []
+            >>> pipeline = StreamingPipeline("doc")
+            >>> pipeline.set_source(IterableSource([1, 0, 2]))
+            >>> pipeline.add_processor(lambda x: 1 // x)
+            >>> pipeline.observe_failures(lambda failed: seen.extend(r.data for r in failed))
+            >>> report = trio.run(pipeline.execute)
+            >>> seen, report.failed
+            ([0], 1)
+        """
+        if not callable(observer):
+            raise ConfigError(f"observe_failures expects a callable, got {observer!r}")
+        self.failure_observers.append(observer)
 
     # -- operating ----------------------------------------------------------------------
     def pause(self) -> None:
@@ -617,6 +643,11 @@ class PipelineRun:
                     await source.reject(batch)
                 except Exception as exc:
                     raise NodeError(f"source:{type(source).__name__}", exc) from exc
+        for observer in self.pipeline.failure_observers:
+            try:
+                observer(batch)
+            except Exception as exc:
+                raise NodeError(f"failure observer:{observer!r}", exc) from exc
         if producer is not None:
             await producer.put_batch(batch)
 
