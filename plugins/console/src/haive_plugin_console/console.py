@@ -101,6 +101,7 @@ class Console:
         interval: Duration = 1.0,
         dead_letter_capacity: int = 1000,
         history: int = 300,
+        alert_notifiers: tuple[str, ...] = ("log",),
     ) -> None:
         self.interval = duration("Console", "interval", interval)
         if not isinstance(dead_letter_capacity, int) or dead_letter_capacity < 1:
@@ -109,6 +110,7 @@ class Console:
                 f"must be a positive integer, got {dead_letter_capacity!r}"
             )
         self.dead_letter_capacity = dead_letter_capacity
+        self.alert_notifiers = tuple(alert_notifiers)
         self.history = history
         self._watched: dict[str, WatchedPipeline] = {}
         self.started = time.time()
@@ -126,7 +128,7 @@ class Console:
         pipeline.observe_failures(store.observe)
         analytics = StreamAnalytics(
             MetricsCollector(interval=min(self.interval, 0.25)),
-            AlertManager(notifiers=["log"], rules=DEFAULT_RULES),
+            AlertManager(notifiers=list(self.alert_notifiers), rules=DEFAULT_RULES),
             interval=self.interval,
         )
         watched = WatchedPipeline(

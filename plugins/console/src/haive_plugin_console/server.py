@@ -125,7 +125,8 @@ async def console_service(pipeline: Any) -> AsyncIterator[str | None]:
     if not isinstance(pipeline, StreamingPipeline):
         yield None
         return
-    console = Console()
+    # The observability plugin's dashboard service logs the same alerts beside it.
+    console = Console(alert_notifiers=())
     console.watch(pipeline)
     host = os.environ.get("HAIVE_CONSOLE_HOST", "127.0.0.1")
     raw_port = os.environ.get("HAIVE_CONSOLE_PORT", "0")
