@@ -78,16 +78,16 @@ async def test_dead_letters_filter_and_replay_then_succeed(
 
         flaky.failing = False  # the downstream is fixed: a replay now succeeds
         chosen = [d["id"] for d in letters[:3]]
-        reply = await client.post(f"{base}/replay", json={"ids": [*chosen, 424242]})
+        reply = await client.post(f"{base}/replay", json={"ids": [*chosen, "424242"]})
         assert reply.status_code == 200
-        assert reply.json() == {"pipeline": "orders", "replayed": chosen, "missing": [424242]}
+        assert reply.json() == {"pipeline": "orders", "replayed": chosen, "missing": ["424242"]}
         payloads = [d["payload"] * 10 for d in letters[:3]]
         await until(lambda: all(p in sink.items for p in payloads))
         remaining = {d["id"] for d in (await client.get(base, params={"limit": 1000})).json()}
         assert not remaining & set(chosen)
         bad = await client.post(f"{base}/replay", content=b"{not json")
         assert bad.status_code == 400
-        assert (await client.post(f"{base}/replay", json={"ids": ["a"]})).status_code == 400
+        assert (await client.post(f"{base}/replay", json={"ids": [1]})).status_code == 400
     actions = [r for r in caplog.records if getattr(r, "action", None) == "replay"]
     assert actions and actions[0].replayed == chosen and actions[0].outcome == "ok"  # type: ignore[attr-defined]
 
@@ -164,7 +164,7 @@ async def test_replay_into_a_stopped_pipeline_is_refused() -> None:
     async with serving(console) as address, httpx.AsyncClient(base_url=address.url) as client:
         letters = (await client.get("api/pipelines/done/dead-letters")).json()
         assert [d["payload"] for d in letters] == [0]
-        reply = await client.post("api/pipelines/done/dead-letters/replay", json={"ids": [0]})
+        reply = await client.post("api/pipelines/done/dead-letters/replay", json={"ids": ["0"]})
         assert reply.status_code == 409 and "not running" in reply.json()["error"]
         assert len((await client.get("api/pipelines/done/dead-letters")).json()) == 1
 

@@ -36,6 +36,11 @@ except ImportError:  # the marker's check reports it before the test would run
     pass
 
 
+def waiting(driver: Any) -> Any:
+    """A wait that reads again when the page redrew what it was reading (every second)."""
+    return WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
+
+
 def retrying(driver: Any, action: Any) -> Any:
     """Run ``action(driver)`` again when the page redrew the element under it (it redraws
     every second)."""
@@ -75,7 +80,7 @@ async def test_graph_chart_and_replay_in_chromium(serve: Any, until: Any) -> Non
 
             def open_and_click_a_node() -> tuple[str, str]:
                 driver.get(address.page_url)
-                wait = WebDriverWait(driver, 20)
+                wait = waiting(driver)
                 wait.until(
                     lambda d: d.find_elements(By.CSS_SELECTOR, "#nodes g[data-node='enrich']")
                 )
@@ -108,7 +113,7 @@ async def test_graph_chart_and_replay_in_chromium(serve: Any, until: Any) -> Non
             assert node == "parse" and title.startswith("parse")
 
             def pick_dead_letters() -> list[tuple[int, int]]:
-                wait = WebDriverWait(driver, 20)
+                wait = waiting(driver)
                 wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#dead-letters tr")) >= 3)
                 picked: list[tuple[int, int]] = []
                 for index in range(3):
@@ -128,7 +133,7 @@ async def test_graph_chart_and_replay_in_chromium(serve: Any, until: Any) -> Non
 
             def replay_and_shoot() -> str:
                 retrying(driver, lambda d: d.find_element(By.ID, "replay").click())
-                WebDriverWait(driver, 20).until(
+                waiting(driver).until(
                     lambda d: d.find_element(By.ID, "replay-result").text.startswith("replayed")
                 )
                 return str(driver.find_element(By.ID, "replay-result").text)
@@ -139,7 +144,7 @@ async def test_graph_chart_and_replay_in_chromium(serve: Any, until: Any) -> Non
 
             def replayed_rows_gone_and_screenshot() -> set[str]:
                 ids = {str(i) for i, _ in picked}
-                WebDriverWait(driver, 20).until(
+                waiting(driver).until(
                     lambda d: (
                         not ids
                         & {
@@ -148,7 +153,7 @@ async def test_graph_chart_and_replay_in_chromium(serve: Any, until: Any) -> Non
                         }
                     )
                 )
-                WebDriverWait(driver, 20).until(
+                waiting(driver).until(
                     lambda d: (
                         d.find_element(
                             By.CSS_SELECTOR, "#nodes g[data-node='enrich']"
@@ -157,7 +162,7 @@ async def test_graph_chart_and_replay_in_chromium(serve: Any, until: Any) -> Non
                     )
                 )
                 flaky.failing = True  # errors again, so the screenshot shows them
-                WebDriverWait(driver, 20).until(
+                waiting(driver).until(
                     lambda d: (
                         d.find_elements(By.CSS_SELECTOR, "#alerts li")
                         and d.find_element(

@@ -47,21 +47,15 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
-def _replay_ids(body: Any) -> list[int]:
-    """The ids of a replay request ``{"ids": [...]}`` (JSON integers, ``3.0`` included)."""
-    usage = 'the body must be {"ids": [dead letter ids (integers >= 0), at most 1000]}'
+def _replay_ids(body: Any) -> list[str]:
+    """The ids of a replay request ``{"ids": [...]}``: strings as the listing gives them."""
+    usage = 'the body must be {"ids": [dead letter ids (strings), at most 1000]}'
     if not isinstance(body, dict) or set(body) != {"ids"} or not isinstance(body["ids"], list):
         raise BadRequest(usage)
-    ids: list[int] = []
-    for value in body["ids"]:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise BadRequest(usage)
-        ids.append(value)
-    if len(ids) > 1000:
+    ids = body["ids"]
+    if len(ids) > 1000 or not all(isinstance(i, str) and 0 < len(i) <= 48 for i in ids):
         raise BadRequest(usage)
-    return ids
+    return list(ids)
 
 
 def _client(request: Request) -> str:
@@ -96,13 +90,13 @@ def build_app(console: Console, *, token: str | None = None) -> ASGIApp:
         return JSON(openapi_document())
 
     async def pipelines(request: Request) -> Response:
-        return JSON(console.pipelines())
+        return JSON(await console.pipelines())
 
     async def workers(request: Request) -> Response:
         return JSON(console.workers())
 
     async def pipeline(request: Request) -> Response:
-        return JSON(console.pipeline(request.path_params["pipeline"]))
+        return JSON(await console.pipeline(request.path_params["pipeline"]))
 
     async def topology(request: Request) -> Response:
         return JSON(console.topology(request.path_params["pipeline"]))
@@ -115,14 +109,14 @@ def build_app(console: Console, *, token: str | None = None) -> ASGIApp:
         return JSON(console.node_history(p["pipeline"], p["node"]))
 
     async def pause(request: Request) -> Response:
-        return JSON(console.pause(request.path_params["pipeline"], client=_client(request)))
+        return JSON(await console.pause(request.path_params["pipeline"], client=_client(request)))
 
     async def resume(request: Request) -> Response:
-        return JSON(console.resume(request.path_params["pipeline"], client=_client(request)))
+        return JSON(await console.resume(request.path_params["pipeline"], client=_client(request)))
 
     async def dead_letters(request: Request) -> Response:
         return JSON(
-            console.dead_letters(
+            await console.dead_letters(
                 request.path_params["pipeline"],
                 node=request.query_params.get("node"),
                 error=request.query_params.get("error"),
@@ -132,12 +126,10 @@ def build_app(console: Console, *, token: str | None = None) -> ASGIApp:
         )
 
     async def dead_letter(request: Request) -> Response:
-        raw = request.path_params["id"]
-        try:
-            letter_id = int(raw)
-        except ValueError:
-            raise BadRequest(f"id must be an integer, got {raw!r}") from None
-        return JSON(console.dead_letter(request.path_params["pipeline"], letter_id))
+        letter = await console.dead_letter(
+            request.path_params["pipeline"], request.path_params["id"]
+        )
+        return JSON(letter)
 
     async def replay(request: Request) -> Response:
         try:

@@ -24,7 +24,8 @@ from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 from haive.dataflow.runtime.units import Duration
 from haive.dataflow.runtime.validation import duration
 
-from .dead_letters import DeadLetter, DeadLetterStore
+from .broker_dead_letters import RedisDeadLetters, is_redis_stream_source
+from .dead_letters import DeadLetterStore, LocalDeadLetters
 from .figures import NodeTracker
 
 log = logging.getLogger("haive.console")
@@ -60,7 +61,7 @@ class WatchedPipeline:
     pipeline: StreamingPipeline
     analytics: StreamAnalytics
     nodes: NodeTracker
-    dead_letters: DeadLetterStore
+    dead_letters: LocalDeadLetters | RedisDeadLetters
     acknowledged: dict[str, float] = attrs.field(factory=dict)
 
     @property
@@ -91,8 +92,10 @@ class Console:
         >>> pipeline.add_processor(lambda x: 10 // x)
         >>> console.watch(pipeline)
         >>> report = trio.run(pipeline.execute)
-        >>> [p["name"] for p in console.pipelines()], console.dead_letters("orders")[0]["payload"]
-        (['orders'], 0)
+        >>> [p["name"] for p in trio.run(console.pipelines)]
+        ['orders']
+        >>> [d["payload"] for d in trio.run(console.dead_letters, "orders")]
+        [0]
     """
 
     def __init__(
@@ -124,15 +127,22 @@ class Console:
             raise ConfigError(
                 f"Console.watch: a pipeline named {pipeline.name!r} is already watched"
             )
-        store = DeadLetterStore(self.dead_letter_capacity)
-        pipeline.observe_failures(store.observe)
+        source = pipeline.source
+        letters: LocalDeadLetters | RedisDeadLetters
+        if pipeline.dead_letter is None and is_redis_stream_source(source):
+            # Its failures go to <stream>:dead, shared by every worker: shown from there.
+            letters = RedisDeadLetters(source)
+        else:
+            store = DeadLetterStore(self.dead_letter_capacity)
+            pipeline.observe_failures(store.observe)
+            letters = LocalDeadLetters(store)
         analytics = StreamAnalytics(
             MetricsCollector(interval=min(self.interval, 0.25)),
             AlertManager(notifiers=list(self.alert_notifiers), rules=DEFAULT_RULES),
             interval=self.interval,
         )
         watched = WatchedPipeline(
-            pipeline, analytics, NodeTracker(pipeline, history=self.history), store
+            pipeline, analytics, NodeTracker(pipeline, history=self.history), letters
         )
         self._watched[pipeline.name] = watched
         analytics.watch(pipeline)
@@ -145,10 +155,10 @@ class Console:
             raise NotFound(f"no pipeline named {name!r}") from None
 
     # -- reading -------------------------------------------------------------------------
-    def pipelines(self) -> list[dict[str, Any]]:
-        return [self._summary(w) for w in self._watched.values()]
+    async def pipelines(self) -> list[dict[str, Any]]:
+        return [await self._summary(w) for w in self._watched.values()]
 
-    def _summary(self, watched: WatchedPipeline) -> dict[str, Any]:
+    async def _summary(self, watched: WatchedPipeline) -> dict[str, Any]:
         run = watched.run
         return {
             "name": watched.name,
@@ -157,7 +167,12 @@ class Console:
             "read": run.read if run is not None else 0,
             "processed": run.processed if run is not None else 0,
             "failed": run.failed if run is not None else 0,
-            "dead_letters": len(watched.dead_letters),
+            "dead_letters": await watched.dead_letters.count(),
+            "dead_letters_in": (
+                f"redis:{watched.dead_letters.dead_stream}"
+                if isinstance(watched.dead_letters, RedisDeadLetters)
+                else "memory"
+            ),
             "source": type(watched.pipeline.source).__name__ if watched.pipeline.source else None,
         }
 
@@ -174,9 +189,9 @@ class Console:
             }
         ]
 
-    def pipeline(self, name: str) -> dict[str, Any]:
+    async def pipeline(self, name: str) -> dict[str, Any]:
         watched = self.get(name)
-        return {**self._summary(watched), "topology": self.metrics(name)}
+        return {**await self._summary(watched), "topology": self.metrics(name)}
 
     def topology(self, name: str) -> dict[str, Any]:
         from .figures import topology
@@ -233,7 +248,7 @@ class Console:
                 )
         return out
 
-    def dead_letters(
+    async def dead_letters(
         self,
         name: str,
         *,
@@ -242,27 +257,28 @@ class Console:
         offset: int = 0,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        store = self.get(name).dead_letters
-        return [d.to_dict() for d in store.find(node=node, error=error, offset=offset, limit=limit)]
+        letters = self.get(name).dead_letters
+        found = await letters.find(node=node, error=error, offset=offset, limit=limit)
+        return [d.to_dict() for d in found]
 
-    def dead_letter(self, name: str, letter_id: int) -> dict[str, Any]:
-        letter = self.get(name).dead_letters.get(letter_id)
+    async def dead_letter(self, name: str, letter_id: str) -> dict[str, Any]:
+        letter = await self.get(name).dead_letters.get(letter_id)
         if letter is None:
-            raise NotFound(f"pipeline {name!r} has no dead letter {letter_id}")
+            raise NotFound(f"pipeline {name!r} has no dead letter {letter_id!r}")
         return letter.to_dict()
 
     # -- actions -------------------------------------------------------------------------
-    def pause(self, name: str, *, client: str) -> dict[str, Any]:
+    async def pause(self, name: str, *, client: str) -> dict[str, Any]:
         watched = self.get(name)
         watched.pipeline.pause()
         log_action("pause", client=client, outcome="ok", pipeline=name)
-        return self._summary(watched)
+        return await self._summary(watched)
 
-    def resume(self, name: str, *, client: str) -> dict[str, Any]:
+    async def resume(self, name: str, *, client: str) -> dict[str, Any]:
         watched = self.get(name)
         watched.pipeline.resume()
         log_action("resume", client=client, outcome="ok", pipeline=name)
-        return self._summary(watched)
+        return await self._summary(watched)
 
     def acknowledge(self, name: str, rule: str, *, client: str) -> dict[str, Any]:
         watched = self.get(name)
@@ -274,26 +290,33 @@ class Console:
         log_action("acknowledge", client=client, outcome="ok", pipeline=name, rule=rule)
         return {"pipeline": name, "rule": rule, "acknowledged": True}
 
-    async def replay(self, name: str, ids: Iterable[int], *, client: str) -> dict[str, Any]:
-        """Feed the chosen dead letters' payloads into the running pipeline's input; they
-        leave the store (a failing replay puts them back and raises :class:`Conflict`)."""
+    async def replay(self, name: str, ids: Iterable[str], *, client: str) -> dict[str, Any]:
+        """Replay the chosen dead letters; they leave the dead letters.
+
+        Kept in memory: their payloads are fed into the running pipeline's input (refused
+        with :class:`Conflict` when it is not running or its input is closed; they stay).
+        In a Redis dead-letter stream: their entries go back to the input stream, for the
+        group's workers to read again.
+        """
         watched = self.get(name)
         wanted = list(dict.fromkeys(ids))
-        run = watched.run
-        if run is None:
-            log_action("replay", client=client, outcome="not running", pipeline=name, ids=wanted)
-            raise Conflict(f"pipeline {name!r} is not running: nothing to replay into")
-        letters: list[DeadLetter] = watched.dead_letters.take(wanted)
-        missing = sorted(set(wanted) - {d.id for d in letters})
-        try:
-            await run.inject([d.payload for d in letters])
-        except (ConfigError, trio.ClosedResourceError, trio.BrokenResourceError) as exc:
-            watched.dead_letters.put_back(letters)
-            log_action(
-                "replay", client=client, outcome=f"refused: {exc}", pipeline=name, ids=wanted
-            )
-            raise Conflict(str(exc)) from exc
-        replayed = [d.id for d in letters]
+        letters = watched.dead_letters
+        if isinstance(letters, RedisDeadLetters):
+            replayed, missing = await letters.replay(wanted)
+        else:
+            run = watched.run
+            if run is None:
+                log_action(
+                    "replay", client=client, outcome="not running", pipeline=name, ids=wanted
+                )
+                raise Conflict(f"pipeline {name!r} is not running: nothing to replay into")
+            try:
+                replayed, missing = await letters.replay(wanted, run)
+            except (ConfigError, trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                log_action(
+                    "replay", client=client, outcome=f"refused: {exc}", pipeline=name, ids=wanted
+                )
+                raise Conflict(str(exc)) from exc
         log_action(
             "replay", client=client, outcome="ok", pipeline=name, replayed=replayed, missing=missing
         )

@@ -32,9 +32,11 @@ class DeadLetter:
         ...     "error": {"type": "ValueError", "message": "bad n", "node": "parse", "attempts": 2}})
         >>> letter.node, letter.error_type, letter.reason, letter.to_dict()["payload"]
         ('parse', 'ValueError', 'bad n', {'n': 1})
+        >>> letter.to_dict()["id"]
+        '7'
     """
 
-    id: int
+    id: int | str
     payload: Any
     node: str | None
     error_type: str
@@ -61,7 +63,7 @@ class DeadLetter:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id,
+            "id": str(self.id),
             "payload": self.payload,
             "node": self.node,
             "error_type": self.error_type,
@@ -105,8 +107,8 @@ class DeadLetterStore:
     def add(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Keep failed results' records (``Result.to_dict()``), evicting the oldest."""
         for record in records:
-            letter = DeadLetter.from_record(next(self._ids), record)
-            self._letters[letter.id] = letter
+            letter_id = next(self._ids)
+            self._letters[letter_id] = DeadLetter.from_record(letter_id, record)
             self.recorded += 1
             if len(self._letters) > self.capacity:
                 self._letters.popitem(last=False)
@@ -149,5 +151,50 @@ class DeadLetterStore:
     def put_back(self, letters: Iterable[DeadLetter]) -> None:
         """Return taken letters (a replay that could not be fed), keeping their ids."""
         for letter in letters:
-            self._letters[letter.id] = letter
+            self._letters[int(letter.id)] = letter
         self._letters = OrderedDict(sorted(self._letters.items()))
+
+
+class LocalDeadLetters:
+    """A :class:`DeadLetterStore` as the console's dead letters: replay feeds the payloads
+    into the running pipeline's input (``PipelineRun.inject``).
+
+    Example::
+
+        >>> import trio
+        >>> store = DeadLetterStore()
+        >>> store.add([{"data": 5, "error": {"type": "E", "message": "m", "node": "n"}}])
+        >>> letters = LocalDeadLetters(store)
+        >>> [d.payload for d in trio.run(letters.find_all)]
+        [5]
+    """
+
+    def __init__(self, store: DeadLetterStore) -> None:
+        self.store = store
+
+    async def find_all(self) -> list[DeadLetter]:
+        return self.store.find()
+
+    async def find(
+        self, *, node: str | None, error: str | None, offset: int, limit: int
+    ) -> list[DeadLetter]:
+        return self.store.find(node=node, error=error, offset=offset, limit=limit)
+
+    async def get(self, letter_id: str) -> DeadLetter | None:
+        return self.store.get(int(letter_id)) if letter_id.isdigit() else None
+
+    async def count(self) -> int:
+        return len(self.store)
+
+    async def replay(self, ids: list[str], run: Any) -> tuple[list[str], list[str]]:
+        """Feed the letters into ``run``; they leave the store, or go back to it (and the
+        error propagates) when the input refuses them."""
+        wanted = [int(i) for i in ids if i.isdigit()]
+        letters = self.store.take(wanted)
+        try:
+            await run.inject([d.payload for d in letters])
+        except BaseException:
+            self.store.put_back(letters)
+            raise
+        replayed = [str(d.id) for d in letters]
+        return replayed, [i for i in ids if i not in replayed]

@@ -41,6 +41,7 @@ SCHEMAS: dict[str, Any] = {
             "processed": _INT,
             "failed": _INT,
             "dead_letters": _INT,
+            "dead_letters_in": {"type": "string", "description": "memory, or redis:<stream>"},
             "source": _NULLABLE_STR,
         }
     ),
@@ -129,7 +130,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "DeadLetter": _obj(
         {
-            "id": _INT,
+            "id": {"type": "string", "description": "a number in memory, an entry id in Redis"},
             "payload": {},
             "node": _NULLABLE_STR,
             "error_type": _STR,
@@ -141,7 +142,11 @@ SCHEMAS: dict[str, Any] = {
     "ReplayRequest": {
         "type": "object",
         "properties": {
-            "ids": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 1000}
+            "ids": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 48},
+                "maxItems": 1000,
+            }
         },
         "required": ["ids"],
         "additionalProperties": False,
@@ -149,8 +154,8 @@ SCHEMAS: dict[str, Any] = {
     "ReplayResult": _obj(
         {
             "pipeline": _STR,
-            "replayed": {"type": "array", "items": _INT},
-            "missing": {"type": "array", "items": _INT},
+            "replayed": {"type": "array", "items": _STR},
+            "missing": {"type": "array", "items": _STR},
         }
     ),
     "Acknowledged": _obj({"pipeline": _STR, "rule": _STR, "acknowledged": _BOOL}),
@@ -269,16 +274,8 @@ PATHS: dict[str, Any] = {
         "get": _op(
             "One dead letter: payload and reason",
             _json(_ref("DeadLetter"), "the dead letter"),
-            params=[
-                _PIPELINE,
-                {
-                    "name": "id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 0},
-                },
-            ],
-            errors=(400, 404),
+            params=[_PIPELINE, {"name": "id", "in": "path", "required": True, "schema": _STR}],
+            errors=(404,),
         )
     },
     "/api/pipelines/{pipeline}/dead-letters/replay": {

@@ -211,7 +211,7 @@ $("replay").addEventListener("click", async () => {
 $("select-all").addEventListener("change", (ev) => {
   for (const box of document.querySelectorAll("#dead-letters .pick")) {
     box.checked = ev.target.checked;
-    const id = Number(box.closest("tr").dataset.id);
+    const id = box.closest("tr").dataset.id;
     ev.target.checked ? state.selected.add(id) : state.selected.delete(id);
   }
 });
