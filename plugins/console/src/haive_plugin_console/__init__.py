@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from .app import build_app
 from .console import Console
 from .dead_letters import DeadLetter, DeadLetterStore
+from .fleet import FleetPublisher, FleetView
 from .server import ConsoleAddress, ConsoleServerError, serving
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "ConsoleServerError",
     "DeadLetter",
     "DeadLetterStore",
+    "FleetPublisher",
+    "FleetView",
     "build_app",
     "serving",
 ]

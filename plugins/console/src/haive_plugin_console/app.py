@@ -93,7 +93,7 @@ def build_app(console: Console, *, token: str | None = None) -> ASGIApp:
         return JSON(await console.pipelines())
 
     async def workers(request: Request) -> Response:
-        return JSON(console.workers())
+        return JSON(await console.workers())
 
     async def pipeline(request: Request) -> Response:
         return JSON(await console.pipeline(request.path_params["pipeline"]))

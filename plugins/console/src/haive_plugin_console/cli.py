@@ -12,10 +12,12 @@ from haive.dataflow.errors import ConfigError, HaiveError
 
 
 class ConsoleCommand(Command):
-    """``haive console pipeline.py [--host H] [--port P] [--token T]``.
+    """``haive console [pipeline.py] [--fleet REDIS_URL] [--host H] [--port P] [--token T]``.
 
     Runs the pipeline like ``haive run`` and serves the console (API, OpenAPI document and
-    page) until it ends; ``--keep`` serves on after the end, until Ctrl-C.
+    page) until it ends; ``--keep`` serves on after the end, until Ctrl-C. ``--fleet`` also
+    lists the ``haive worker`` processes publishing to that Redis (``FleetPublisher``);
+    without a file it serves only that, until Ctrl-C.
 
     Example::
 
@@ -29,7 +31,18 @@ class ConsoleCommand(Command):
     help = "run a pipeline file with the operations console (REST API + page) beside it"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("file", help="Python file defining a StreamingPipeline")
+        parser.add_argument(
+            "file", nargs="?", default=None, help="Python file defining a StreamingPipeline"
+        )
+        parser.add_argument(
+            "--fleet",
+            metavar="REDIS_URL",
+            default=None,
+            help="also list the workers publishing their state to this Redis",
+        )
+        parser.add_argument(
+            "--fleet-prefix", default="haive:fleet", help="key prefix the workers publish under"
+        )
         parser.add_argument("--object", help="name of the pipeline object in the file")
         parser.add_argument(
             "--host",
@@ -56,24 +69,38 @@ class ConsoleCommand(Command):
         from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
         from .console import Console
+        from .fleet import FleetView
         from .server import serving
 
-        pipeline = find_runnable(load_config_file(args.file), args.object, args.file)
-        if not isinstance(pipeline, StreamingPipeline):
-            raise ConfigError(
-                f"{args.file}: haive console runs a StreamingPipeline, found {type(pipeline).__name__}"
-            )
-        console = Console()
-        console.watch(pipeline)
-        async with serving(console, host=args.host, port=args.port, token=args.token) as address:
-            print(f"console: {address.page_url}", file=sys.stderr, flush=True)
-            report = await pipeline.execute()
-            print(
-                f"{pipeline.name}: {report.processed} processed, {report.failed} failed in "
-                f"{report.elapsed:.2f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-            if args.keep:
-                await trio.sleep_forever()
+        if args.file is None and args.fleet is None:
+            raise ConfigError("haive console: give a pipeline file, --fleet REDIS_URL, or both")
+        fleet = FleetView(args.fleet, prefix=args.fleet_prefix) if args.fleet else None
+        console = Console(fleet=fleet)
+        pipeline = None
+        if args.file is not None:
+            pipeline = find_runnable(load_config_file(args.file), args.object, args.file)
+            if not isinstance(pipeline, StreamingPipeline):
+                raise ConfigError(
+                    f"{args.file}: haive console runs a StreamingPipeline, found "
+                    f"{type(pipeline).__name__}"
+                )
+            console.watch(pipeline)
+        try:
+            async with serving(
+                console, host=args.host, port=args.port, token=args.token
+            ) as address:
+                print(f"console: {address.page_url}", file=sys.stderr, flush=True)
+                if pipeline is not None:
+                    report = await pipeline.execute()
+                    print(
+                        f"{pipeline.name}: {report.processed} processed, {report.failed} "
+                        f"failed in {report.elapsed:.2f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if pipeline is None or args.keep:
+                    await trio.sleep_forever()
+        finally:
+            if fleet is not None:
+                fleet.close()
         return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +26,7 @@ from haive.dataflow.runtime.validation import duration
 from .broker_dead_letters import RedisDeadLetters, is_redis_stream_source
 from .dead_letters import DeadLetterStore, LocalDeadLetters
 from .figures import NodeTracker
+from .fleet import PROCESS_STARTED, FleetView
 
 log = logging.getLogger("haive.console")
 
@@ -105,6 +105,7 @@ class Console:
         dead_letter_capacity: int = 1000,
         history: int = 300,
         alert_notifiers: tuple[str, ...] = ("log",),
+        fleet: FleetView | None = None,
     ) -> None:
         self.interval = duration("Console", "interval", interval)
         if not isinstance(dead_letter_capacity, int) or dead_letter_capacity < 1:
@@ -114,9 +115,12 @@ class Console:
             )
         self.dead_letter_capacity = dead_letter_capacity
         self.alert_notifiers = tuple(alert_notifiers)
+        if fleet is not None and not isinstance(fleet, FleetView):
+            raise ConfigError(f"Console(fleet={fleet!r}): fleet must be a FleetView or None")
+        #: Workers that publish their state to Redis (``FleetPublisher``), listed too.
+        self.fleet = fleet
         self.history = history
         self._watched: dict[str, WatchedPipeline] = {}
-        self.started = time.time()
 
     # -- watching ------------------------------------------------------------------------
     def watch(self, pipeline: StreamingPipeline) -> None:
@@ -176,18 +180,18 @@ class Console:
             "source": type(watched.pipeline.source).__name__ if watched.pipeline.source else None,
         }
 
-    def workers(self) -> list[dict[str, Any]]:
-        """This process as a worker (the fleet view lists others)."""
-        return [
-            {
-                "id": f"{socket.gethostname()}:{os.getpid()}",
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "pipelines": list(self._watched),
-                "started": self.started,
-                "local": True,
-            }
-        ]
+    async def workers(self) -> list[dict[str, Any]]:
+        """This process, then the fleet's workers (``fleet``) other than this one."""
+        local = {
+            "id": f"{socket.gethostname()}:{os.getpid()}",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pipelines": list(self._watched),
+            "started": PROCESS_STARTED,
+            "local": True,
+        }
+        others = await self.fleet.workers() if self.fleet is not None else []
+        return [local, *(w for w in others if w.get("id") != local["id"])]
 
     async def pipeline(self, name: str) -> dict[str, Any]:
         watched = self.get(name)

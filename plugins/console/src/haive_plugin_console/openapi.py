@@ -45,16 +45,20 @@ SCHEMAS: dict[str, Any] = {
             "source": _NULLABLE_STR,
         }
     ),
-    "Worker": _obj(
-        {
-            "id": _STR,
-            "host": _STR,
-            "pid": _INT,
-            "pipelines": {"type": "array", "items": _STR},
-            "started": _NUMBER,
-            "local": _BOOL,
-        }
-    ),
+    "Worker": {
+        **_obj(
+            {
+                "id": _STR,
+                "host": _STR,
+                "pid": _INT,
+                "pipelines": {"type": "array", "items": _STR},
+                "started": _NUMBER,
+                "local": _BOOL,
+            }
+        ),
+        "description": "this process (local) or a worker publishing to the fleet's Redis, "
+        "which adds running, paused, read, processed, failed, membership and updated",
+    },
     "Buffer": _obj(
         {
             "name": _STR,

@@ -155,6 +155,22 @@ function drawDeadLetters(letters) {
   for (const id of [...state.selected]) if (!shown.has(id)) state.selected.delete(id);
 }
 
+function drawWorkers(workers) {
+  const body = $("workers");
+  body.replaceChildren();
+  for (const w of workers) {
+    const tr = document.createElement("tr");
+    tr.dataset.worker = w.id;
+    const m = w.membership || {};
+    const counts = w.local ? "this console's process" : `${w.read} / ${w.processed} / ${w.failed}`;
+    const st = w.local ? "local" : (w.paused ? "paused" : w.running ? "running" : "idle");
+    for (const c of [w.id, w.pipelines.join(", "), m.group ? `${m.group} / ${m.consumer}` : "", counts, st]) {
+      const td = document.createElement("td"); td.textContent = c; tr.append(td);
+    }
+    body.append(tr);
+  }
+}
+
 async function act(path, body) {
   const options = { method: "POST" };
   if (body !== undefined) { options.body = JSON.stringify(body); options.headers = { "content-type": "application/json" }; }
@@ -181,9 +197,11 @@ async function refresh() {
   const query = new URLSearchParams();
   if ($("filter-node").value) query.set("node", $("filter-node").value);
   if ($("filter-error").value) query.set("error", $("filter-error").value);
-  const [metrics, alerts, letters] = await Promise.all([
+  const [metrics, alerts, letters, workers] = await Promise.all([
     api(`/api/pipelines/${p}/metrics`), api("/api/alerts"), api(`/api/pipelines/${p}/dead-letters?${query}`),
+    api("/api/workers"),
   ]);
+  drawWorkers(workers);
   drawGraph(metrics);
   drawAlerts(alerts);
   drawDeadLetters(letters);
