@@ -79,7 +79,9 @@ async def main() -> None:
             ).json()
             wanted = {letter["payload"]["order"] for letter in letters}
             with trio.fail_after(10):
-                while not wanted <= {item["order"] for item in sink.items}:
+                while True:  # the sink is in this process: watch it fill
+                    if wanted <= {item["order"] for item in sink.items}:
+                        break
                     await trio.sleep(0.05)
             print(f"replayed {len(reply['replayed'])}: all written")
         stop.set()

@@ -86,3 +86,54 @@ def test_publisher_settings_are_checked() -> None:
         FleetPublisher("")
     with pytest.raises(ConfigError, match="fleet must be a FleetView"):
         Console(fleet="redis://x")  # type: ignore[arg-type]
+
+
+async def test_partitions_listed_with_their_owner_and_lag(until: Any) -> None:
+    stream = f"fleet-part-{uuid.uuid4().hex}"
+    prefix = f"haive:fleet:test-{uuid.uuid4().hex}"
+    env = {**os.environ, "FLEET_STREAM": stream, "FLEET_PREFIX": prefix, "HAIVE_NO_SERVICES": "1"}
+    path = Path(__file__).with_name("fleet_partitioned_pipeline.py")
+    workers = [
+        await trio.lowlevel.open_process(
+            [sys.executable, "-m", "haive.dataflow.cli", "worker", str(path),
+             "--group", "g", "--consumer", name],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for name in ("p1", "p2")
+    ]  # fmt: skip
+    view = FleetView("redis://127.0.0.1:6379", prefix=prefix)
+    try:
+        async with (
+            serving(Console(fleet=view)) as address,
+            httpx.AsyncClient(base_url=address.url) as api,
+        ):
+
+            async def balanced() -> list[dict[str, Any]] | None:
+                rows = (await api.get("api/partitions")).json()
+                owners = {r["owner"] for r in rows}
+                ok = [r["partition"] for r in rows] == [0, 1, 2, 3] and owners == {"p1", "p2"}
+                return rows if ok and all(r["lag"] is not None for r in rows) else None
+
+            rows = await until(balanced, within=60)
+            assert {r["stream"] for r in rows} == {stream}
+            assert all(r["lag"] == 0 and r["epoch"] >= 1 for r in rows)
+            pids = {w["id"].rsplit(":", 1)[1] for w in (await api.get("api/workers")).json()}
+            assert {str(p.pid) for p in workers} <= pids
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            for proc in workers:
+                await proc.wait()
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                with trio.CancelScope(shield=True):
+                    await proc.wait()
+        view.close()
+        client = RedisClient()
+        keys = await client.execute("KEYS", f"*{stream}*")
+        if keys:
+            await client.execute("DEL", *keys)
+        client.close()

@@ -47,7 +47,7 @@ def test_api_fuzzed_from_its_openapi_document(serve: Any) -> None:
             box["url"] + "openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}
         )
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 13
+        assert len(operations) == 14
         auth = {"Authorization": f"Bearer {TOKEN}"}
         for operation in operations:
 

@@ -95,6 +95,9 @@ def build_app(console: Console, *, token: str | None = None) -> ASGIApp:
     async def workers(request: Request) -> Response:
         return JSON(await console.workers())
 
+    async def partitions(request: Request) -> Response:
+        return JSON(await console.partitions())
+
     async def pipeline(request: Request) -> Response:
         return JSON(await console.pipeline(request.path_params["pipeline"]))
 
@@ -168,6 +171,7 @@ def build_app(console: Console, *, token: str | None = None) -> ASGIApp:
         Route("/openapi.json", openapi),
         Route("/api/pipelines", pipelines),
         Route("/api/workers", workers),
+        Route("/api/partitions", partitions),
         Route("/api/alerts", alerts),
         Route(base, pipeline),
         Route(base + "/topology", topology),

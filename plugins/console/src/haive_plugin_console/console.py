@@ -26,7 +26,7 @@ from haive.dataflow.runtime.validation import duration
 from .broker_dead_letters import RedisDeadLetters, is_redis_stream_source
 from .dead_letters import DeadLetterStore, LocalDeadLetters
 from .figures import NodeTracker
-from .fleet import PROCESS_STARTED, FleetView
+from .fleet import PROCESS_STARTED, FleetView, membership_of, partitions_of
 
 log = logging.getLogger("haive.console")
 
@@ -189,9 +189,22 @@ class Console:
             "pipelines": list(self._watched),
             "started": PROCESS_STARTED,
             "local": True,
+            "memberships": {n: membership_of(w.pipeline) for n, w in self._watched.items()},
         }
         others = await self.fleet.workers() if self.fleet is not None else []
         return [local, *(w for w in others if w.get("id") != local["id"])]
+
+    async def partitions(self) -> list[dict[str, Any]]:
+        """Every owned partition of keyed-partition sources, with owner, lag and pending:
+        this process's pipelines and the fleet's workers."""
+        rows: list[dict[str, Any]] = []
+        for worker in await self.workers():
+            if worker.get("local"):
+                for membership in worker["memberships"].values():
+                    rows += partitions_of({"id": worker["id"], "membership": membership})
+            else:
+                rows += partitions_of(worker)
+        return sorted(rows, key=lambda r: (str(r["stream"]), r["partition"]))
 
     async def pipeline(self, name: str) -> dict[str, Any]:
         watched = self.get(name)

@@ -38,6 +38,53 @@ def _client(url: str) -> Any:
     return RedisClient(url)
 
 
+def membership_of(pipeline: Any) -> dict[str, Any]:
+    """The group membership of ``pipeline``'s source (``{}`` when it joins no group or
+    has not joined yet), JSON-friendly."""
+    member = next((s for s in layers(pipeline.source) if isinstance(s, GroupMemberSource)), None)
+    if member is None:
+        return {}
+    try:
+        membership = dict(member.membership())
+    except Exception:  # not joined yet: nothing to tell
+        return {}
+    loaded: dict[str, Any] = orjson.loads(orjson.dumps(membership, default=str))
+    return loaded
+
+
+def partitions_of(worker: dict[str, Any]) -> list[dict[str, Any]]:
+    """The partitions a worker owns, with their lag and pending counts, from its
+    membership (a keyed-partition source reports ``owned`` and ``partition_metrics``).
+
+    Example::
+
+        >>> partitions_of({"id": "h:1", "membership": {"stream": "s", "consumer": "w1",
+        ...     "owned": [2], "partition_metrics": {"2": {"epoch": 4, "lag": 7, "pending": 1},
+        ...                                          "5": {"epoch": None, "lag": 0}}}})
+        [{'stream': 's', 'partition': 2, 'owner': 'w1', 'worker': 'h:1', 'lag': 7, 'pending': 1, 'epoch': 4}]
+    """
+    membership = worker.get("membership") or {}
+    owned = membership.get("owned")
+    if not isinstance(owned, list):
+        return []
+    metrics = membership.get("partition_metrics") or {}
+    rows = []
+    for partition in owned:
+        figures = metrics.get(str(partition)) or {}
+        rows.append(
+            {
+                "stream": membership.get("stream"),
+                "partition": partition,
+                "owner": membership.get("consumer"),
+                "worker": worker.get("id"),
+                "lag": figures.get("lag"),
+                "pending": figures.get("pending"),
+                "epoch": figures.get("epoch"),
+            }
+        )
+    return rows
+
+
 def worker_state(pipeline: Any, run: Any | None) -> dict[str, Any]:
     """What a worker publishes about itself.
 
@@ -48,13 +95,6 @@ def worker_state(pipeline: Any, run: Any | None) -> dict[str, Any]:
         >>> state["pipelines"], state["running"], state["pid"] == os.getpid()
         (['orders'], False, True)
     """
-    member = next((s for s in layers(pipeline.source) if isinstance(s, GroupMemberSource)), None)
-    membership: dict[str, Any] = {}
-    if member is not None:
-        try:
-            membership = dict(member.membership())
-        except Exception:  # not joined yet: nothing to tell
-            membership = {}
     return {
         "id": f"{socket.gethostname()}:{os.getpid()}",
         "host": socket.gethostname(),
@@ -65,7 +105,7 @@ def worker_state(pipeline: Any, run: Any | None) -> dict[str, Any]:
         "read": run.read if run is not None else 0,
         "processed": run.processed if run is not None else 0,
         "failed": run.failed if run is not None else 0,
-        "membership": orjson.loads(orjson.dumps(membership, default=str)),
+        "membership": membership_of(pipeline),
         "started": PROCESS_STARTED,
         "updated": time.time(),
     }

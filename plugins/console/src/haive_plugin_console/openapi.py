@@ -71,6 +71,17 @@ SCHEMAS: dict[str, Any] = {
             "blocked_seconds": _NUMBER,
         }
     ),
+    "Partition": _obj(
+        {
+            "stream": _NULLABLE_STR,
+            "partition": _INT,
+            "owner": _NULLABLE_STR,
+            "worker": _NULLABLE_STR,
+            "lag": {"type": ["integer", "null"]},
+            "pending": {"type": ["integer", "null"]},
+            "epoch": {"type": ["integer", "null"]},
+        }
+    ),
     "Edge": _obj({"source": _STR, "target": _STR, "buffer": _STR}),
     "Topology": _obj(
         {
@@ -196,6 +207,12 @@ PATHS: dict[str, Any] = {
         "get": _op("List the pipelines", _json(_list("PipelineSummary"), "pipelines"))
     },
     "/api/workers": {"get": _op("List the workers", _json(_list("Worker"), "workers"))},
+    "/api/partitions": {
+        "get": _op(
+            "Owned partitions of keyed-partition sources: owner, lag, pending",
+            _json(_list("Partition"), "partitions"),
+        )
+    },
     "/api/pipelines/{pipeline}": {
         "get": _op(
             "A pipeline: summary, topology and node figures",

@@ -171,6 +171,19 @@ function drawWorkers(workers) {
   }
 }
 
+function drawPartitions(rows) {
+  const body = $("partitions");
+  body.replaceChildren();
+  $("no-partitions").style.display = rows.length ? "none" : "block";
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    for (const c of [r.stream, r.partition, r.owner, r.worker, r.lag ?? "?", r.pending ?? "?"]) {
+      const td = document.createElement("td"); td.textContent = c; tr.append(td);
+    }
+    body.append(tr);
+  }
+}
+
 async function act(path, body) {
   const options = { method: "POST" };
   if (body !== undefined) { options.body = JSON.stringify(body); options.headers = { "content-type": "application/json" }; }
@@ -197,11 +210,12 @@ async function refresh() {
   const query = new URLSearchParams();
   if ($("filter-node").value) query.set("node", $("filter-node").value);
   if ($("filter-error").value) query.set("error", $("filter-error").value);
-  const [metrics, alerts, letters, workers] = await Promise.all([
+  const [metrics, alerts, letters, workers, partitions] = await Promise.all([
     api(`/api/pipelines/${p}/metrics`), api("/api/alerts"), api(`/api/pipelines/${p}/dead-letters?${query}`),
-    api("/api/workers"),
+    api("/api/workers"), api("/api/partitions"),
   ]);
   drawWorkers(workers);
+  drawPartitions(partitions);
   drawGraph(metrics);
   drawAlerts(alerts);
   drawDeadLetters(letters);
