@@ -15,6 +15,7 @@ from typing import Any
 
 _README = re.compile(r'^\{\{ readme "(?P<path>[^"]+)" \}\}$', re.MULTILINE)
 _LINKS = {"../../README.md": "../index.md", "../../docs/scaling.md": "../scaling.md"}
+_SIBLING_README = re.compile(r"\]\(\.\./(?P<name>[a-z0-9_-]+)/README\.md\)")
 _ROLE = re.compile(
     r":(?:py:)?(?:class|meth|func|mod|attr|exc|data|obj|const):<code>(?P<tilde>~?)(?P<name>[^<]+)</code>"
 )
@@ -28,6 +29,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         text = (root / match["path"]).read_text(encoding="utf-8")
         for old, new in _LINKS.items():
             text = text.replace(f"]({old})", f"]({new})")
+        # Another distribution's README is its page beside this one.
+        text = _SIBLING_README.sub(r"](\g<name>.md)", text)
         # Images and pages under docs/ (a README's screenshot): the site has them one up.
         return text.replace("](../../docs/", "](../")
 

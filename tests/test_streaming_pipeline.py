@@ -274,3 +274,28 @@ async def test_inject_feeds_the_running_input_and_refuses_once_it_closed(autojum
             await run.inject([30])
         with pytest.raises(ConfigError, match="items must be a list"):
             await run.inject((1,))  # type: ignore[arg-type]
+
+
+async def test_failure_observers_see_what_the_dead_letter_sink_took():
+    pipeline, sink = make([1, 0, 2, 0], lambda x: 10 // x)
+    dead = MemorySink()
+    pipeline.set_dead_letter_sink(dead)
+    seen = []
+    pipeline.observe_failures(lambda failed: seen.extend((r.data, len(dead.items)) for r in failed))
+    report = await pipeline.execute()
+    # Each failure is observed after the dead-letter sink took it.
+    assert [data for data, _ in seen] == [0, 0] and all(n >= 1 for _, n in seen)
+    assert report.failed == 2 and len(dead.items) == 2 and sink.items == [10, 5]
+
+
+async def test_a_failing_failure_observer_stops_the_run_with_its_error():
+    pipeline, _sink = make([1, 0], lambda x: 10 // x)
+
+    def broken(failed):
+        raise RuntimeError("observer bug")
+
+    pipeline.observe_failures(broken)
+    with pytest.raises(NodeError, match="observer bug"):
+        await pipeline.execute()
+    with pytest.raises(ConfigError, match="expects a callable"):
+        pipeline.observe_failures("nope")  # type: ignore[arg-type]
