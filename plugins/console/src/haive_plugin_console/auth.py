@@ -64,7 +64,9 @@ class TokenAuth:
         self._expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] == "lifespan" or (
+            scope["type"] == "http" and scope["path"] in PUBLIC_PATHS
+        ):
             await self.app(scope, receive, send)
             return
         given = b""
@@ -74,6 +76,9 @@ class TokenAuth:
                 break
         if hmac.compare_digest(given, self._expected):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # refused before the handshake completes
+            await send({"type": "websocket.close", "code": 1008})
             return
         body = orjson.dumps({"error": "a valid 'Authorization: Bearer <token>' header is required"})
         await send(
