@@ -188,3 +188,35 @@ async def trio_sleep(seconds: float) -> None:
     import trio
 
     await trio.sleep(seconds)
+
+
+async def test_a_slow_node_shows_backpressure(until: Any) -> None:
+    import trio
+
+    from haive.dataflow import StreamConfig, StreamingPipeline, TransformNode
+
+    from .conftest import Ticker  # type: ignore[import-not-found]
+
+    async def slow(x: int) -> int:
+        await trio.sleep(0.01)
+        return x
+
+    stop = trio.Event()
+    pipeline = StreamingPipeline("slow", config=StreamConfig(buffer_size=32, chunk_size=8))
+    pipeline.set_source(Ticker(stop, batch=8, every=0.001))
+    pipeline.add_processor(TransformNode(name="slow", transform_fn=slow))
+    console = Console(interval=0.1)
+    console.watch(pipeline)
+    async with trio.open_nursery() as nursery, serving(console) as address:
+        nursery.start_soon(pipeline.execute)
+        async with httpx.AsyncClient(base_url=address.url) as client:
+
+            async def pressed() -> dict | None:
+                figures = (await client.get("api/pipelines/slow/metrics")).json()
+                node = next(n for n in figures["nodes"] if n["name"] == "slow")
+                return node if node["state"] == "backpressure" else None
+
+            node = await until(pressed)
+            assert node["backpressure"] is True and node["buffer"]["capacity"] == 32
+            assert node["fill"] >= 0.8 or node["buffer"]["blocked_count"] > 0
+        stop.set()
