@@ -1,8 +1,8 @@
 """mkdocs hooks for the documentation site (mkdocs.yml ``hooks:``).
 
 * ``{{ readme "plugins/redis/README.md" }}`` on a line of its own includes a plugin's
-  README, so the README stays the one source; its links to the repository's README and
-  scaling guide are pointed at the site's pages instead.
+  README, so the README stays the one source; its links to the repository's README and to
+  files under docs/ (the scaling guide, screenshots) are pointed at the site's instead.
 * Docstrings are written for Sphinx-style readers as well (``:class:`~a.B```,
   ``Example::``); the rendered API pages show those roles as plain code names.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 _README = re.compile(r'^\{\{ readme "(?P<path>[^"]+)" \}\}$', re.MULTILINE)
 _LINKS = {"../../README.md": "../index.md", "../../docs/scaling.md": "../scaling.md"}
+_SIBLING_README = re.compile(r"\]\(\.\./(?P<name>[a-z0-9_-]+)/README\.md\)")
 _ROLE = re.compile(
     r":(?:py:)?(?:class|meth|func|mod|attr|exc|data|obj|const):<code>(?P<tilde>~?)(?P<name>[^<]+)</code>"
 )
@@ -28,7 +29,10 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         text = (root / match["path"]).read_text(encoding="utf-8")
         for old, new in _LINKS.items():
             text = text.replace(f"]({old})", f"]({new})")
-        return text
+        # Another distribution's README is its page beside this one.
+        text = _SIBLING_README.sub(r"](\g<name>.md)", text)
+        # Images and pages under docs/ (a README's screenshot): the site has them one up.
+        return text.replace("](../../docs/", "](../")
 
     return _README.sub(include, markdown)
 

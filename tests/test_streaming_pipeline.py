@@ -226,3 +226,76 @@ def test_build_errors():
 async def test_no_source_is_a_clear_error():
     with pytest.raises(ConfigError, match="no source set"):
         await StreamingPipeline("t").execute()
+
+
+async def test_pause_holds_the_source_between_batches_and_resume_reads_on(autojump_clock):
+    source = MemorySource(buffer_size=100)
+    pipeline = StreamingPipeline("paused")
+    pipeline.set_source(source)
+    pipeline.add_processor(lambda x: x * 2)
+    sink = MemorySink()
+    pipeline.set_sink(sink)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.execute)
+        await source.push_batch([1, 2, 3])
+        await trio.sleep(1)
+        assert sink.items == [2, 4, 6]
+        pipeline.pause()
+        await source.push_batch([4, 5])
+        await trio.sleep(10)
+        assert pipeline.paused and sink.items == [2, 4, 6]  # read, held, not fed
+        run = pipeline.current_run
+        assert run is not None and run.read == 3
+        pipeline.resume()
+        await trio.sleep(1)
+        assert sink.items == [2, 4, 6, 8, 10] and not pipeline.paused
+        source.close()
+    assert pipeline.current_run is None
+
+
+async def test_inject_feeds_the_running_input_and_refuses_once_it_closed(autojump_clock):
+    source = MemorySource(buffer_size=10)
+    pipeline = StreamingPipeline("inject")
+    pipeline.set_source(source)
+    pipeline.add_processor(lambda x: x + 1)
+    sink = MemorySink()
+    pipeline.set_sink(sink)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.execute)
+        await trio.sleep(1)
+        run = pipeline.current_run
+        assert run is not None
+        await run.inject([10, 20])
+        await trio.sleep(1)
+        assert sink.items == [11, 21] and run.read == 2
+        source.close()
+        await trio.sleep(1)
+        with pytest.raises(ConfigError, match="input of 'inject' is closed"):
+            await run.inject([30])
+        with pytest.raises(ConfigError, match="items must be a list"):
+            await run.inject((1,))  # type: ignore[arg-type]
+
+
+async def test_failure_observers_see_what_the_dead_letter_sink_took():
+    pipeline, sink = make([1, 0, 2, 0], lambda x: 10 // x)
+    dead = MemorySink()
+    pipeline.set_dead_letter_sink(dead)
+    seen = []
+    pipeline.observe_failures(lambda failed: seen.extend((r.data, len(dead.items)) for r in failed))
+    report = await pipeline.execute()
+    # Each failure is observed after the dead-letter sink took it.
+    assert [data for data, _ in seen] == [0, 0] and all(n >= 1 for _, n in seen)
+    assert report.failed == 2 and len(dead.items) == 2 and sink.items == [10, 5]
+
+
+async def test_a_failing_failure_observer_stops_the_run_with_its_error():
+    pipeline, _sink = make([1, 0], lambda x: 10 // x)
+
+    def broken(failed):
+        raise RuntimeError("observer bug")
+
+    pipeline.observe_failures(broken)
+    with pytest.raises(NodeError, match="observer bug"):
+        await pipeline.execute()
+    with pytest.raises(ConfigError, match="expects a callable"):
+        pipeline.observe_failures("nope")  # type: ignore[arg-type]

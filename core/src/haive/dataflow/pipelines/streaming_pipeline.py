@@ -122,6 +122,13 @@ class StreamingPipeline:
         self.parallel: ParallelSettings | None = None
         self.caching: CacheSettings | None = None
         self.cache: ResultCache | None = None
+        # Set while the pipeline may read; cleared by pause(). A new Event on resume since a
+        # trio Event cannot be reset.
+        self._reading_allowed = trio.Event()
+        self._reading_allowed.set()
+        #: The run in progress (None between runs): what an operations console acts on.
+        self.current_run: PipelineRun | None = None
+        self.failure_observers: list[Callable[[list[Result]], None]] = []
 
     # -- building ------------------------------------------------------------------------
     def set_source(self, source: DataSource) -> None:
@@ -193,6 +200,64 @@ class StreamingPipeline:
             )
         self.monitors.append(monitor)
 
+    def observe_failures(self, observer: Callable[[list[Result]], None]) -> None:
+        """Call ``observer(failed_results)`` for every batch of failures once it was handed
+        to the dead-letter sink (else to the acknowledging source's ``reject``).
+
+        An observer only looks (an operations console keeps the last ones to show): where
+        failures go does not change. It runs in the pipeline's task, so it must be quick and
+        must not raise (what it raises stops the run like a sink's error would).
+
+        Example::
+
+            >>> import trio
+            >>> from haive.dataflow.builtins.sources import IterableSource
+            >>> seen = []
+            >>> pipeline = StreamingPipeline("doc")
+            >>> pipeline.set_source(IterableSource([1, 0, 2]))
+            >>> pipeline.add_processor(lambda x: 1 // x)
+            >>> pipeline.observe_failures(lambda failed: seen.extend(r.data for r in failed))
+            >>> report = trio.run(pipeline.execute)
+            >>> seen, report.failed
+            ([0], 1)
+        """
+        if not callable(observer):
+            raise ConfigError(f"observe_failures expects a callable, got {observer!r}")
+        self.failure_observers.append(observer)
+
+    # -- operating ----------------------------------------------------------------------
+    def pause(self) -> None:
+        """Stop reading the source: the loop waits before feeding its next batch.
+
+        Items already read finish their way through the pipeline (and are acknowledged at the
+        next acknowledgment point); nothing is dropped. A broker-backed source keeps its
+        unread entries on the broker, so a long pause may let a consumer group's claim timer
+        hand them to another worker. :meth:`resume` reads again.
+
+        Example::
+
+            >>> pipeline = StreamingPipeline("orders")
+            >>> pipeline.pause(); pipeline.paused
+            True
+            >>> pipeline.resume(); pipeline.paused
+            False
+        """
+        if self._reading_allowed.is_set():
+            self._reading_allowed = trio.Event()
+
+    def resume(self) -> None:
+        """Read the source again after :meth:`pause` (does nothing when not paused)."""
+        self._reading_allowed.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._reading_allowed.is_set()
+
+    async def wait_until_resumed(self) -> None:
+        """Return at once when not paused, else when :meth:`resume` is called."""
+        while not self._reading_allowed.is_set():
+            await self._reading_allowed.wait()
+
     def set_serializer(self, serializer: Serializer) -> None:
         """Encode and decode the bytes this pipeline's source and sinks move with ``serializer``.
 
@@ -258,7 +323,11 @@ class StreamingPipeline:
             async with trio.open_nursery() as nursery:
                 run = PipelineRun(self, results)
                 await run.start(nursery)
-                yield ResultStream(run, results)
+                self.current_run = run
+                try:
+                    yield ResultStream(run, results)
+                finally:
+                    self.current_run = None
                 if run.finished.is_set():
                     # Read to the end: let the source give its last acknowledgment and close.
                     await run.source_done.wait()
@@ -274,7 +343,11 @@ class StreamingPipeline:
             async with trio.open_nursery() as nursery:
                 run = PipelineRun(self, None)
                 await run.start(nursery)
-                await run.finished.wait()
+                self.current_run = run
+                try:
+                    await run.finished.wait()
+                finally:
+                    self.current_run = None
                 run.stop_monitors()
         return run.report()
 
@@ -405,6 +478,9 @@ class PipelineRun:
         self._dead_letter_open = False
         self._errors_handled = 0
         self._errors_progress = trio.Event()
+        # The source loop and inject() both feed the graph: one batch at a time.
+        self._feed_lock = trio.Lock()
+        self._input_closed = False
 
     async def start(self, nursery: trio.Nursery) -> None:
         pipeline = self.pipeline
@@ -431,7 +507,6 @@ class PipelineRun:
         source = self.pipeline.source
         assert source is not None
         chunk_size = self.graph.settings.chunk_size
-        marks = self.marks
         acknowledging = source.acknowledges
         unacknowledged = 0
         try:
@@ -445,16 +520,14 @@ class PipelineRun:
                             await source.acknowledge(unacknowledged)
                             unacknowledged = 0
                         continue
-                    self.read += len(batch)
+                    # Paused: hold this batch (read, not yet fed) until resumed. Checked
+                    # between batches, so a pause costs nothing per item.
+                    await self.pipeline.wait_until_resumed()
                     unacknowledged += len(batch)
-                    if marks is not None:
-                        marks.entered.append((self.read, trio.current_time()))
-                    if self.memory is not None:
-                        batch = await self.memory.admit(batch)
-                    await self.graph.feed(batch)
+                    await self._feed(batch)
             if acknowledging and unacknowledged:
                 # End of input: let every node flush and the sinks finish, then acknowledge.
-                self.graph.close_input()
+                self._close_input()
                 await self.finished.wait()
                 if self._completed == 2:
                     await source.acknowledge(unacknowledged)
@@ -463,10 +536,40 @@ class PipelineRun:
         except Exception as exc:
             raise NodeError(f"source:{type(source).__name__}", exc) from exc
         finally:
-            self.graph.close_input()
+            self._close_input()
             with trio.CancelScope(shield=True):
                 await source.aclose()
             self.source_done.set()
+
+    async def _feed(self, batch: list[Any]) -> None:
+        async with self._feed_lock:
+            if self._input_closed:
+                raise ConfigError(
+                    f"PipelineRun.inject: the input of {self.pipeline.name!r} is closed "
+                    "(its source ended or the run is stopping)"
+                )
+            self.read += len(batch)
+            if self.marks is not None:
+                self.marks.entered.append((self.read, trio.current_time()))
+            if self.memory is not None:
+                batch = await self.memory.admit(batch)
+            await self.graph.feed(batch)
+
+    def _close_input(self) -> None:
+        self._input_closed = True
+        self.graph.close_input()
+
+    async def inject(self, items: list[Any]) -> None:
+        """Feed ``items`` into the running pipeline's input, as if its source had read them
+        (what replaying dead letters does). They are not the source's to acknowledge.
+
+        Raises :class:`~haive.dataflow.errors.ConfigError` once the input is closed (the
+        source ended or the run is stopping).
+        """
+        if not isinstance(items, list):
+            raise ConfigError(f"PipelineRun.inject: items must be a list, got {items!r}")
+        if items:
+            await self._feed(items)
 
     async def _deliver(self) -> None:
         sink = self.pipeline.sink
@@ -540,6 +643,11 @@ class PipelineRun:
                     await source.reject(batch)
                 except Exception as exc:
                     raise NodeError(f"source:{type(source).__name__}", exc) from exc
+        for observer in self.pipeline.failure_observers:
+            try:
+                observer(batch)
+            except Exception as exc:
+                raise NodeError(f"failure observer:{observer!r}", exc) from exc
         if producer is not None:
             await producer.put_batch(batch)
 
