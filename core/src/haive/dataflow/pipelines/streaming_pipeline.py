@@ -15,11 +15,14 @@ from ..errors import ConfigError, NodeError, unwrap_node_errors
 from ..io.serializers import Serializer
 from ..io.sinks import RejectedItems, StreamSink
 from ..io.sources import DataSource
+from ..io.trace_headers import sending_trace_headers
 from ..parallel.runner import ParallelSettings, apply_parallelism, executor_runner
+from ..plugins.registry import get_registry
 from ..runtime.backpressure import BoundedBuffer, BufferProducer
 from ..runtime.caching import CacheSettings, ResultCache, apply_caching
 from ..runtime.config import StreamConfig
 from ..runtime.graph import INPUT, OUTPUT, Graph, GraphRun, RunSettings
+from ..runtime.instrumentation import RunInstrumentation
 from ..runtime.memory import MemoryGovernor, governor_for_run
 from ..runtime.nodes import Node, NodeStats, as_node
 from ..runtime.results import Result
@@ -120,6 +123,8 @@ class StreamingPipeline:
         self.parallel: ParallelSettings | None = None
         self.caching: CacheSettings | None = None
         self.cache: ResultCache | None = None
+        #: Set by :meth:`instrument`; else a plugin may give each run one (tracing).
+        self.instrumentation: RunInstrumentation | None = None
 
     # -- building ------------------------------------------------------------------------
     def set_source(self, source: DataSource) -> None:
@@ -154,6 +159,19 @@ class StreamingPipeline:
                 f"add_monitor expects an object with async monitor(run), got {monitor!r}"
             )
         self.monitors.append(monitor)
+
+    def instrument(self, instrumentation: RunInstrumentation | None) -> None:
+        """Instrument every run with ``instrumentation`` (``None``: ask the plugins per run).
+
+        Without it, each run asks the installed plugins once
+        (``haive_pipeline_instrumentation``): the tracing plugin answers while tracing is on.
+        See :mod:`haive.dataflow.runtime.instrumentation`.
+        """
+        if instrumentation is not None and not isinstance(instrumentation, RunInstrumentation):
+            raise ConfigError(
+                f"instrument expects a RunInstrumentation or None, got {instrumentation!r}"
+            )
+        self.instrumentation = instrumentation
 
     def set_serializer(self, serializer: Serializer) -> None:
         """Encode and decode the bytes this pipeline's source and sinks move with ``serializer``.
@@ -344,6 +362,15 @@ class PipelineRun:
         pipeline._prepare_nodes()
         self.graph = GraphRun(pipeline._graph(), settings, errors=self.errors, runner=executor_runner)
         _refuse_lossy_buffers(pipeline, self.graph)
+        #: The run's tracing (None when off: then nothing below calls it).
+        self.instrumentation: RunInstrumentation | None = (
+            pipeline.instrumentation or get_registry().pipeline_instrumentation(pipeline)
+        )
+        self._source_trace_headers = False
+        if self.instrumentation is not None:
+            self.instrumentation.instrument(self.graph)
+            source = pipeline.source
+            self._source_trace_headers = source is not None and source.want_trace_headers()
         #: Keeps buffers and caches under ``config.max_memory_usage`` (None without a cap).
         self.memory: MemoryGovernor | None = governor_for_run(self)
         self.started = time.perf_counter()
@@ -394,6 +421,7 @@ class PipelineRun:
         assert source is not None
         chunk_size = self.graph.settings.chunk_size
         marks = self.marks
+        instrumentation = self.instrumentation
         acknowledging = source.acknowledges
         unacknowledged = 0
         try:
@@ -411,6 +439,8 @@ class PipelineRun:
                     unacknowledged += len(batch)
                     if marks is not None:
                         marks.entered.append((self.read, trio.current_time()))
+                    if instrumentation is not None:
+                        self._trace_source_batch(instrumentation, source, batch)
                     if self.memory is not None:
                         batch = await self.memory.admit(batch)
                     await self.graph.feed(batch)
@@ -430,6 +460,25 @@ class PipelineRun:
                 await source.aclose()
             self.source_done.set()
 
+    def _trace_source_batch(
+        self, instrumentation: RunInstrumentation, source: DataSource, batch: list[Any]
+    ) -> None:
+        headers = source.take_trace_headers() if self._source_trace_headers else None
+        if headers is not None and len(headers) != len(batch):
+            headers = None  # a source whose record does not match its batch: start new traces
+        instrumentation.source_batch(batch, headers)
+
+    async def _write(self, sink: StreamSink, batch: list[Any]) -> None:
+        instrumentation = self.instrumentation
+        if instrumentation is None:
+            await sink.write_batch(batch)
+            return
+        with (
+            instrumentation.sink_batch(f"sink:{type(sink).__name__}", batch) as headers,
+            sending_trace_headers(headers),
+        ):
+            await sink.write_batch(batch)
+
     async def _deliver(self) -> None:
         sink = self.pipeline.sink
         producer = self._results_producers[0] if self._results_producers else None
@@ -446,7 +495,7 @@ class PipelineRun:
                 taken = len(batch)
                 if sink is not None:
                     try:
-                        await sink.write_batch(batch)
+                        await self._write(sink, batch)
                     except RejectedItems as exc:
                         # The rest is written; the rejected items fail like in a processor.
                         node = f"sink:{type(sink).__name__}"
@@ -470,6 +519,8 @@ class PipelineRun:
         finally:
             if producer is not None:
                 producer.close()
+            if self.instrumentation is not None:
+                self.instrumentation.close()
             with trio.CancelScope(shield=True):
                 if sink is not None:
                     await sink.aclose()
