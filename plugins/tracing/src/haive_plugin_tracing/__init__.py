@@ -44,5 +44,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .control import ENV_RATIO, ENV_SWITCH, Tracing, TracingConfig, active_tracing, enable_tracing
-    from .spans import SpanInstrumentation
+    from .control import ENV_RATIO as ENV_RATIO
+    from .control import ENV_SWITCH as ENV_SWITCH
+    from .control import Tracing as Tracing
+    from .control import TracingConfig as TracingConfig
+    from .control import active_tracing as active_tracing
+    from .control import enable_tracing as enable_tracing
+    from .spans import SpanInstrumentation as SpanInstrumentation

@@ -1,0 +1,26 @@
+"""Fixtures: tracing on with spans kept in memory (the SDK's InMemorySpanExporter)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from haive_plugin_tracing import Tracing, active_tracing, enable_tracing
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+
+@pytest.fixture
+def traced() -> Iterator[Callable[..., tuple[Tracing, InMemorySpanExporter]]]:
+    """``traced(sample_ratio=1.0)``: turn tracing on with an in-memory exporter; off after."""
+    handles: list[Tracing] = []
+
+    def turn_on(sample_ratio: float = 1.0, **options: object) -> tuple[Tracing, InMemorySpanExporter]:
+        exporter = InMemorySpanExporter()
+        tracing = enable_tracing(sample_ratio, exporter=exporter, simple_export=True, **options)  # type: ignore[arg-type]
+        handles.append(tracing)
+        return tracing, exporter
+
+    yield turn_on
+    for tracing in handles:
+        tracing.shutdown()
+    assert active_tracing() is None
