@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 from haive_plugin_tracing import Tracing, active_tracing, enable_tracing
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -24,3 +26,20 @@ def traced() -> Iterator[Callable[..., tuple[Tracing, InMemorySpanExporter]]]:
     for tracing in handles:
         tracing.shutdown()
     assert active_tracing() is None
+
+
+@pytest.fixture
+def tag(require: Callable[[bool, str], None]) -> Iterator[str]:
+    """A unique hash tag on the real Redis (127.0.0.1:6379); its keys are deleted after."""
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        answers = bool(client.ping())
+    except redis.ConnectionError:
+        answers = False
+    require(answers, "needs Redis on 127.0.0.1:6379 (.ci/services starts one)")
+    name = f"haive-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    keys = list(client.scan_iter(match=f"{{{name}}}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -24,7 +24,11 @@ NAMES: dict[str, str] = {
     "Tracing": "control",
     "TracingConfig": "control",
     "active_tracing": "control",
+    "context_from_headers": "propagation",
+    "current_trace_headers": "propagation",
     "enable_tracing": "control",
+    "inject_trace_headers": "propagation",
+    "span_of": "propagation",
 }
 
 __all__ = sorted(NAMES)
@@ -50,4 +54,8 @@ if TYPE_CHECKING:
     from .control import TracingConfig as TracingConfig
     from .control import active_tracing as active_tracing
     from .control import enable_tracing as enable_tracing
+    from .propagation import context_from_headers as context_from_headers
+    from .propagation import current_trace_headers as current_trace_headers
+    from .propagation import inject_trace_headers as inject_trace_headers
+    from .propagation import span_of as span_of
     from .spans import SpanInstrumentation as SpanInstrumentation
