@@ -12,7 +12,7 @@ backoff from ``retry_backoff`` up to ``retry_backoff_max``, until ``delivery_tim
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from haive.dataflow.errors import ConfigError, SerializationError
 from haive.dataflow.io.serializers import Serializer
 from haive.dataflow.io.sinks import RejectedItems, StreamSink
+from haive.dataflow.io.trace_headers import TRACE_HEADER_NAMES, outgoing_trace_headers
 from haive.dataflow.runtime.bridge import ThreadBridge, open_thread_bridge
 from haive.dataflow.runtime.units import Duration, parse_duration
 
@@ -58,6 +59,21 @@ _FLUSH_STEP = 0.2
 
 KeyFunction = Callable[[Any], str | bytes | None]
 HeadersFunction = Callable[[Any], list[tuple[str, bytes | str]] | None]
+
+
+def with_trace_headers(
+    headers: list[tuple[str, Any]] | None, trace_headers: Mapping[str, str]
+) -> list[tuple[str, Any]]:
+    """Record headers with the trace context replacing any the item had.
+
+    Example::
+
+        >>> with_trace_headers([("traceparent", b"old"), ("k", b"v")], {"traceparent": "new"})
+        [('k', b'v'), ('traceparent', b'new')]
+    """
+    kept = [(k, v) for k, v in headers or () if k.lower() not in TRACE_HEADER_NAMES]
+    kept.extend((name, value.encode()) for name, value in trace_headers.items())
+    return kept
 
 
 class KafkaSink(StreamSink):
@@ -195,9 +211,15 @@ class KafkaSink(StreamSink):
         if error is not None:
             self._undelivered.append((error, message.value()))
 
-    def _produce(self, items: list[Any], failures: dict[int, BaseException]) -> list[Any]:
+    def _produce(
+        self,
+        items: list[Any],
+        failures: dict[int, BaseException],
+        trace: Sequence[Mapping[str, str] | None] | None = None,
+    ) -> list[Any]:
         """In the bridge thread: hand every item to librdkafka; encoding failures land in
-        ``failures`` by batch index. Returns the values produced, by index (None: not)."""
+        ``failures`` by batch index. Returns the values produced, by index (None: not).
+        ``trace`` (tracing on): each item's trace headers, added to its record headers."""
         producer = self._producer
         assert producer is not None
         topic, dumps, key_of, headers_of = self.topic, self.codec.dumps, self._key, self._headers
@@ -220,6 +242,8 @@ class KafkaSink(StreamSink):
                 values.append(None)
                 continue
             values.append(value)
+            if trace is not None and (trace_headers := trace[index]) is not None:
+                headers = with_trace_headers(headers, trace_headers)
             while True:
                 try:
                     produce(topic, value, key, headers=headers)
@@ -244,7 +268,9 @@ class KafkaSink(StreamSink):
             raise ConfigError(f"{self!r} is not open: open() it (the pipeline does) first")
         failures: dict[int, BaseException] = {}
         self._undelivered = []
-        values = await bridge.run(self._produce, items, failures)
+        # Read here: the bridge thread does not see this task's context variables.
+        trace = outgoing_trace_headers()
+        values = await bridge.run(self._produce, items, failures, trace)
         deadline = trio.current_time() + self.delivery_timeout + 5
         while await bridge.run(producer.flush, _FLUSH_STEP):
             if trio.current_time() > deadline:

@@ -30,7 +30,7 @@ import contextlib
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -44,6 +44,7 @@ from haive.dataflow import Result
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.io.serializers import Serializer
 from haive.dataflow.io.sources import DataSource
+from haive.dataflow.io.trace_headers import TraceHeaderLog, trace_header_pairs
 from haive.dataflow.runtime.bridge import ThreadBridge, open_thread_bridge
 from haive.dataflow.runtime.units import Duration, parse_duration
 
@@ -257,6 +258,8 @@ class KafkaSource(DataSource):
         self.stats = KafkaSourceStats()
         self._ownership = PartitionOwnership()
         self._unacked = UnackedRecords()
+        #: Each yielded record's trace headers, kept only while tracing is on.
+        self._trace_log = TraceHeaderLog()
         self._at_end: set[TopicPartitionKey] = set()
         self._ack_requested = False
         self._bridge: ThreadBridge | None = None
@@ -540,6 +543,14 @@ class KafkaSource(DataSource):
             drained,
         )
 
+    def want_trace_headers(self) -> bool:
+        """Keep each record's ``traceparent``/``tracestate`` headers (tracing is on)."""
+        self._trace_log.want()
+        return True
+
+    def take_trace_headers(self) -> Sequence[Mapping[str, str] | None] | None:
+        return self._trace_log.take()
+
     async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         bridge = self._require_bridge()
         count = max(1, min(self.batch_size, chunk_size))
@@ -552,6 +563,10 @@ class KafkaSource(DataSource):
                 unacked.add(ReadBatch(poll.items, poll.messages, poll.ends))
             if poll.items:
                 self._ack_requested = False
+                if self._trace_log.wanted:
+                    self._trace_log.record(
+                        [trace_header_pairs(message.headers()) for message in poll.messages]
+                    )
                 yield poll.items
                 if unacked.item_count >= self.ack_every:
                     self._ack_requested = True
