@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
@@ -59,6 +59,9 @@ if TYPE_CHECKING:
     from .control import Tracing, TracingConfig
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+#: What a sink write with nothing sampled is wrapped in: no span, no headers.
+_NOTHING_TO_SEND: AbstractContextManager[OutgoingHeaders] = nullcontext(None)
 
 #: Segments of a batch: ``(count, span context or None)``, in item order.
 Segments = list[tuple[int, SpanContext | None]]
@@ -101,9 +104,11 @@ def headers_of(span_context: SpanContext) -> dict[str, str]:
 
 
 class Marks:
-    """Which span each item in one buffer came from: ``(end position, span context)``.
+    """Which span the items in one buffer came from: the runs of items of sampled spans,
+    as ``(first position, end position, span context)``; items in no run are unsampled.
 
-    Bounded by the buffer it describes (every mark covers at least one item in it).
+    Unsampled items cost a counter increment (no mark), so a run sampling 1 % keeps almost
+    no marks. Bounded by the buffer it describes (each mark covers at least one item in it).
 
     Example::
 
@@ -112,36 +117,49 @@ class Marks:
         [(3, None), (1, 'a')]
         >>> marks.take(1)
         [(1, 'a')]
+        >>> marks.put(5, None); marks.take(5) is None
+        True
     """
 
     __slots__ = ("_marks", "consumed", "produced")
 
     def __init__(self) -> None:
-        self._marks: deque[tuple[int, Any]] = deque()
+        self._marks: deque[tuple[int, int, Any]] = deque()
         self.produced = 0
         self.consumed = 0
 
     def put(self, count: int, span_context: Any) -> None:
         if count <= 0:
             return
-        self.produced += count
+        start = self.produced
+        self.produced = start + count
+        if span_context is None:
+            return
         marks = self._marks
-        if marks and marks[-1][1] is span_context:
-            marks[-1] = (self.produced, span_context)  # one run: merge (unsampled: always)
+        if marks and marks[-1][2] is span_context and marks[-1][1] == start:
+            marks[-1] = (marks[-1][0], start + count, span_context)  # one run: merge
         else:
-            marks.append((self.produced, span_context))
+            marks.append((start, start + count, span_context))
 
     def put_segments(self, segments: Segments) -> None:
         for count, span_context in segments:
             self.put(count, span_context)
 
-    def take(self, count: int) -> Segments:
+    def take(self, count: int) -> Segments | None:
+        """The segments of the next ``count`` items, or ``None`` when none is sampled."""
         position = self.consumed
         end = self.consumed = position + count
         marks = self._marks
+        if not marks or marks[0][0] >= end:
+            return None  # the common case at a low ratio: nothing sampled in this batch
         segments: Segments = []
-        while position < end and marks:
-            mark_end, span_context = marks[0]
+        while marks and position < end:
+            mark_start, mark_end, span_context = marks[0]
+            if mark_start >= end:
+                break
+            if mark_start > position:
+                segments.append((mark_start - position, None))
+                position = mark_start
             upto = min(mark_end, end)
             if upto > position:
                 segments.append((upto - position, span_context))
@@ -151,7 +169,7 @@ class Marks:
             else:
                 break
         if position < end:
-            segments.append((end - position, None))  # items nobody marked (dropped marks)
+            segments.append((end - position, None))
         return segments
 
 
@@ -300,13 +318,17 @@ class SpanInstrumentation(RunInstrumentation):
         return traced
 
     # -- sink ---------------------------------------------------------------------------
-    @contextmanager
-    def sink_batch(self, sink_name: str, batch: list[Any]) -> Iterator[OutgoingHeaders]:
+    def sink_batch(
+        self, sink_name: str, batch: list[Any]
+    ) -> AbstractContextManager[OutgoingHeaders]:
         segments = self.output.take(len(batch))
+        if segments is None:
+            return _NOTHING_TO_SEND  # nothing sampled: no span, no headers
+        return self._send(sink_name, batch, segments)
+
+    @contextmanager
+    def _send(self, sink_name: str, batch: list[Any], segments: Segments) -> Iterator[OutgoingHeaders]:
         parents = _sampled(segments)
-        if not parents:
-            yield None
-            return
         attributes = {
             "haive.pipeline": self.pipeline_name,
             "haive.sink": sink_name,
@@ -361,15 +383,19 @@ class _TracedStep:
         return len(self._inbox)
 
     def end(self) -> None:
-        for span in {id(s): s for s in self._spans.values()}.values():
-            span.end()
-        self._spans = {}
+        if self._spans:
+            for span in {id(s): s for s in self._spans.values()}.values():
+                span.end()
+            self._spans = {}
         self._current = None
 
     async def get_batch(self, chunk_size: int | None = None) -> list[Any]:
-        self.end()
+        if self._current is not None:
+            self.end()
         batch = await self._inbox.get_batch(chunk_size)
         segments = self._marks.take(len(batch))
+        if segments is None:
+            return batch  # nothing sampled: no span (``_current`` stays None)
         parents = _sampled(segments)
         self._taken = len(batch)
         self._emitted_positionally = False
@@ -388,7 +414,7 @@ class _TracedStep:
             current = self._current
             if current is None:
                 for marks in outs:
-                    marks.put(count, None)
+                    marks.produced += count  # unsampled items: no mark
             elif count == self._taken and not self._emitted_positionally:
                 self._emitted_positionally = True
                 for marks in outs:

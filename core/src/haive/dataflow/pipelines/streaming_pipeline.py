@@ -367,6 +367,7 @@ class PipelineRun:
             pipeline.instrumentation or get_registry().pipeline_instrumentation(pipeline)
         )
         self._source_trace_headers = False
+        self._sink_name = f"sink:{type(pipeline.sink).__name__}"
         if self.instrumentation is not None:
             self.instrumentation.instrument(self.graph)
             source = pipeline.source
@@ -473,11 +474,12 @@ class PipelineRun:
         if instrumentation is None:
             await sink.write_batch(batch)
             return
-        with (
-            instrumentation.sink_batch(f"sink:{type(sink).__name__}", batch) as headers,
-            sending_trace_headers(headers),
-        ):
-            await sink.write_batch(batch)
+        with instrumentation.sink_batch(self._sink_name, batch) as headers:
+            if headers is None:
+                await sink.write_batch(batch)
+            else:
+                with sending_trace_headers(headers):
+                    await sink.write_batch(batch)
 
     async def _deliver(self) -> None:
         sink = self.pipeline.sink
