@@ -23,9 +23,6 @@ from typing import Any
 
 import trio
 from haive_plugin_tracing import enable_tracing, inject_trace_headers, span_of
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from haive_plugin_websocket import (
     ConnectionConfig,
     StreamingClient,
@@ -33,6 +30,8 @@ from haive_plugin_websocket import (
     WebSocketRoomSink,
     WebSocketSource,
 )
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from haive.dataflow.streaming import RedisStreamSink, RedisStreamSource, StreamingPipeline
 
