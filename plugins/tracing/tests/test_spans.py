@@ -290,3 +290,35 @@ def test_a_bad_ratio_names_the_parameter():
 
     with pytest.raises(ConfigError, match=r"sample_ratio=1.5\): sample_ratio must be a number"):
         enable_tracing(1.5)
+
+
+def test_spans_of_your_own_on_the_provider_follow_the_ratio(traced):
+    tracing, exporter = traced(0.0)
+    tracer = tracing.provider.get_tracer("mine")
+    with tracer.start_as_current_span("not sampled at ratio 0") as span:
+        assert not span.get_span_context().trace_flags.sampled
+    assert exporter.get_finished_spans() == ()
+
+
+def test_a_tracer_provider_of_your_own_decides_with_its_sampler():
+    from haive_plugin_tracing import enable_tracing
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    for sampler, expected in ((ALWAYS_ON, 3), (ALWAYS_OFF, 0)):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(sampler=sampler)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracing = enable_tracing(0.5, tracer_provider=provider)
+        try:
+            assert tracing.root_ratio is None
+            sink = HeaderSink()
+            trio.run(pipeline_of(IterableSource(range(3)), sink).execute)
+        finally:
+            tracing.shutdown()
+        receives = [s for s in exporter.get_finished_spans() if s.name == "traced receive"]
+        assert len(receives) == (1 if expected else 0)
+        assert len([h for _, h in sink.written if h is not None]) == expected
+        provider.shutdown()

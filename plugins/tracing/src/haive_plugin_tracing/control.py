@@ -97,6 +97,9 @@ class Tracing:
             else tracer_provider
         )
         self.tracer = self.provider.get_tracer("haive.dataflow")
+        #: New traces are drawn at this ratio before a span is made (the provider made here
+        #: has the matching sampler); None with a provider of the user's own.
+        self.root_ratio: float | None = config.sample_ratio if self._owns_provider else None
 
     def instrumentation(self, pipeline: Any) -> RunInstrumentation:
         """The instrumentation of one run of ``pipeline`` (a StreamingPipeline)."""

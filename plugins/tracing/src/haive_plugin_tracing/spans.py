@@ -24,8 +24,10 @@ of its send span for each item, and writes it with the item.
 
 from __future__ import annotations
 
+import random
+import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,8 +40,15 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import (
+    INVALID_SPAN,
     Link,
     NonRecordingSpan,
     Span,
@@ -49,6 +58,8 @@ from opentelemetry.trace import (
     StatusCode,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 from haive.dataflow.runtime.backpressure import BoundedBuffer
 from haive.dataflow.runtime.graph import INPUT, OUTPUT, GraphRun, NodeRunner
@@ -67,11 +78,56 @@ _NOTHING_TO_SEND: AbstractContextManager[OutgoingHeaders] = nullcontext(None)
 Segments = list[tuple[int, SpanContext | None]]
 
 
+_presampled = threading.local()
+
+
+class RootRatioSampler(Sampler):
+    """OpenTelemetry's ratio sampler for new traces, except the ones a pipeline run already
+    drew at the same ratio.
+
+    A source batch with no incoming context starts a new trace. Making a span only to have
+    it dropped by the sampler costs microseconds per batch, so the instrumentation draws
+    first (``random() < ratio``) and makes a span only for the batches drawn; this sampler
+    then records those, and decides every other new trace (spans of your own on this
+    provider) by trace id at the ratio, as ``TraceIdRatioBased`` does. Used as the root of a
+    ``ParentBased`` sampler: spans with a parent follow it.
+
+    Example::
+
+        >>> RootRatioSampler(0.25).get_description()
+        'HaiveRootRatio{0.25}'
+    """
+
+    def __init__(self, ratio: float) -> None:
+        self.ratio = ratio
+        self._by_trace_id = TraceIdRatioBased(ratio)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if getattr(_presampled, "drawn", False):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+        return self._by_trace_id.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"HaiveRootRatio{{{self.ratio}}}"
+
+
 def build_provider(config: TracingConfig, exporter: Any, simple_export: bool) -> TracerProvider:
-    """A tracer provider with the parent-based ratio sampler and one span processor."""
+    """A tracer provider with the parent-based ratio sampler (:class:`RootRatioSampler` for
+    new traces) and one span processor."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": config.service_name}),
-        sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
+        sampler=ParentBased(RootRatioSampler(config.sample_ratio)),
     )
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -200,6 +256,9 @@ class SpanInstrumentation(RunInstrumentation):
     def __init__(self, tracing: Tracing, pipeline_name: str) -> None:
         self.tracer = tracing.tracer
         self.max_traces = tracing.config.max_traces_per_batch
+        #: The ratio new traces are drawn at before a span is made (None: a provider of
+        #: the user's own decides, through its sampler, for every span).
+        self.root_ratio = tracing.root_ratio
         self.pipeline_name = pipeline_name
         self.source_name = "source"
         self.entry: list[Marks] = []
@@ -219,17 +278,30 @@ class SpanInstrumentation(RunInstrumentation):
         spans: dict[Key, Span] = {}
         extra = list(parents[self.max_traces :])
         for index, parent in enumerate(parents[: self.max_traces]):
-            context = (
-                Context() if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
-            )
             links = (
                 [Link(p) for p in extra if p is not None]
                 if extra and index == min(len(parents), self.max_traces) - 1
                 else None
             )
-            span = self.tracer.start_span(
-                name, context=context, kind=kind, attributes=attributes, links=links
-            )
+            if parent is not None:
+                context = trace.set_span_in_context(NonRecordingSpan(parent))
+                span = self.tracer.start_span(
+                    name, context=context, kind=kind, attributes=attributes, links=links
+                )
+            elif self.root_ratio is None:
+                span = self.tracer.start_span(
+                    name, context=Context(), kind=kind, attributes=attributes, links=links
+                )
+            elif random.random() < self.root_ratio:
+                _presampled.drawn = True
+                try:
+                    span = self.tracer.start_span(
+                        name, context=Context(), kind=kind, attributes=attributes, links=links
+                    )
+                finally:
+                    _presampled.drawn = False
+            else:
+                span = INVALID_SPAN  # not drawn: no span made (and nothing to end)
             spans[_key(parent)] = span
         if extra:
             last = spans[_key(parents[self.max_traces - 1])]
@@ -409,7 +481,8 @@ class _TracedStep:
         return batch
 
     def emitter(self, emit: Emit, outs: list[Marks]) -> Emit:
-        async def traced_emit(batch: list[Any]) -> None:
+        # A plain function returning the emit's awaitable: no coroutine frame of its own.
+        def traced_emit(batch: list[Any]) -> Awaitable[None]:
             count = len(batch)
             current = self._current
             if current is None:
@@ -423,6 +496,6 @@ class _TracedStep:
                 first = next(p for _, p in current if p is not None)
                 for marks in outs:
                     marks.put(count, first)
-            await emit(batch)
+            return emit(batch)
 
         return traced_emit
