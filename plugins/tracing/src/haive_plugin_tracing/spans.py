@@ -272,9 +272,12 @@ class SpanInstrumentation(RunInstrumentation):
         kind: SpanKind,
         parents: Sequence[SpanContext | None],
         attributes: dict[str, Any],
+        *,
+        drawn: bool = False,
     ) -> dict[Key, Span]:
         """One span per parent (``None``: a new trace), the ones past ``max_traces`` linked
-        from the last span started instead."""
+        from the last span started instead. ``drawn``: a new trace was already drawn at the
+        ratio (by the caller), so it is recorded without a second draw."""
         spans: dict[Key, Span] = {}
         extra = list(parents[self.max_traces :])
         for index, parent in enumerate(parents[: self.max_traces]):
@@ -292,7 +295,7 @@ class SpanInstrumentation(RunInstrumentation):
                 span = self.tracer.start_span(
                     name, context=Context(), kind=kind, attributes=attributes, links=links
                 )
-            elif random.random() < self.root_ratio:
+            elif drawn or random.random() < self.root_ratio:
                 _presampled.drawn = True
                 try:
                     span = self.tracer.start_span(
@@ -325,6 +328,10 @@ class SpanInstrumentation(RunInstrumentation):
     def source_batch(
         self, batch: list[Any], headers: Sequence[Mapping[str, str] | None] | None
     ) -> None:
+        if headers is None and self.root_ratio is not None and random.random() >= self.root_ratio:
+            for marks in self.entry:  # a new trace not drawn: no span, no mark
+                marks.produced += len(batch)
+            return
         attributes = {
             "haive.pipeline": self.pipeline_name,
             "messaging.operation.type": "receive",
@@ -332,7 +339,9 @@ class SpanInstrumentation(RunInstrumentation):
         }
         name = f"{self.pipeline_name} receive"
         if headers is None:
-            spans = self._start_spans(name, SpanKind.CONSUMER, [None], attributes)
+            spans = self._start_spans(
+                name, SpanKind.CONSUMER, [None], attributes, drawn=self.root_ratio is not None
+            )
             span_context = _recorded(spans[None])
             for span in spans.values():
                 span.end()
