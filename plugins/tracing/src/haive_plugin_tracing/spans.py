@@ -260,7 +260,6 @@ class SpanInstrumentation(RunInstrumentation):
         #: the user's own decides, through its sampler, for every span).
         self.root_ratio = tracing.root_ratio
         self.pipeline_name = pipeline_name
-        self.source_name = "source"
         self.entry: list[Marks] = []
         self.output = Marks()
         self._by_buffer: dict[int, Marks] = {}
