@@ -149,29 +149,59 @@ def test_a_failing_write_passes_through_the_instrumentation():
     assert len(recording.errors) == 1 and recording.closed == 1
 
 
-def test_the_plugin_hook_is_asked_once_per_run():
-    from haive.dataflow import hookimpl
-    from haive.dataflow.plugins import get_registry
+def test_the_installed_factories_are_asked_once_per_run(monkeypatch):
+    from haive.dataflow.runtime import instrumentation as instrumentation_module
 
     asked: list[Any] = []
     recording = Recording()
 
-    class InstrumentingPlugin:
-        @hookimpl
-        def haive_pipeline_instrumentation(self, pipeline: Any) -> RunInstrumentation:
-            asked.append(pipeline)
-            return recording
+    def declines(pipeline: Any) -> None:
+        asked.append(("declines", pipeline))
 
-    manager = get_registry().plugin_manager
-    plugin = InstrumentingPlugin()
-    manager.register(plugin, name="test-instrumenting")
-    try:
-        pipeline = StreamingPipeline("hooked")
-        pipeline.set_source(Headed([[(1, None)]]))
+    def instruments(pipeline: Any) -> RunInstrumentation:
+        asked.append(("instruments", pipeline))
+        return recording
+
+    monkeypatch.setattr(instrumentation_module, "_factories", [declines, instruments])
+    pipeline = StreamingPipeline("factories")
+    pipeline.set_source(Headed([[(1, None)]]))
+    pipeline.set_sink(MemorySink())
+    trio.run(pipeline.execute)
+    trio.run(pipeline.execute)
+    assert asked == [("declines", pipeline), ("instruments", pipeline)] * 2
+    assert len(recording.graphs) == 2 and recording.closed == 2
+
+
+def test_factories_come_from_metadata_without_building_the_registry():
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys, trio
+        from haive.dataflow import StreamingPipeline
+        from haive.dataflow.builtins.sinks import MemorySink
+        from haive.dataflow.io.sources import DataSource
+        from haive.dataflow.plugins import registry
+        from haive.dataflow.runtime.instrumentation import (
+            ENTRY_POINT_GROUP, instrumentation_factories,
+        )
+
+        class Two(DataSource):
+            async def batches(self, chunk_size):
+                yield [1, 2]
+
+        pipeline = StreamingPipeline("light")
+        pipeline.set_source(Two())
         pipeline.set_sink(MemorySink())
         trio.run(pipeline.execute)
-        trio.run(pipeline.execute)
-    finally:
-        manager.unregister(plugin)
-    assert asked == [pipeline, pipeline]
-    assert len(recording.graphs) == 2 and recording.closed == 2
+        assert registry._registry is None, "a run built the plugin registry"
+        print(len(instrumentation_factories()))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) >= 0

@@ -2,7 +2,7 @@
 
 Tracing is off until :func:`enable_tracing` is called, or until a process starts with
 ``HAIVE_TRACING=1`` in its environment (how a ``haive worker`` is traced). While it is off
-the plugin's hook answers ``None`` to every pipeline run, so runs do no tracing work and
+its instrumentation factory answers ``None`` to every pipeline run, so runs do no tracing work and
 ``opentelemetry`` is never imported. :class:`Tracing` is the handle of the tracing that is
 on; :meth:`Tracing.shutdown` (or leaving its ``with`` block) flushes the exporter and turns
 tracing off again.
@@ -208,3 +208,19 @@ def active_tracing() -> Tracing | None:
         if os.environ.get(ENV_SWITCH, "").strip().lower() in ("1", "true", "on", "yes"):
             enable_tracing()
     return _active
+
+
+def pipeline_instrumentation(pipeline: Any) -> RunInstrumentation | None:
+    """The instrumentation factory the core calls once per pipeline run (declared in the
+    ``haive.dataflow.instrumentation`` entry-point group): spans while tracing is on,
+    ``None`` (and no OpenTelemetry import) while it is off.
+
+    Example::
+
+        >>> pipeline_instrumentation(object()) is None  # tracing is off
+        True
+    """
+    tracing = active_tracing()
+    if tracing is None:
+        return None
+    return tracing.instrumentation(pipeline)

@@ -1,23 +1,10 @@
-"""haive-dataflow hook implementations of haive-plugin-tracing.
+"""haive-dataflow hook module of haive-plugin-tracing (listed by ``haive plugins``).
 
-Loading this module (plugin discovery) imports no OpenTelemetry: the hook asks
-:func:`~haive_plugin_tracing.control.active_tracing`, which answers ``None`` while tracing
-is off.
+The plugin implements no registration hook: it provides no source, sink or processor.
+Pipeline runs reach it through its instrumentation factory,
+:func:`haive_plugin_tracing.control.pipeline_instrumentation`, declared in the
+``haive.dataflow.instrumentation`` entry-point group and loaded without the plugin registry.
+Loading this module imports no OpenTelemetry.
 """
 
 from __future__ import annotations
-
-from typing import Any
-
-from haive.dataflow import hookimpl
-from haive.dataflow.runtime.instrumentation import RunInstrumentation
-
-from .control import active_tracing
-
-
-@hookimpl
-def haive_pipeline_instrumentation(pipeline: Any) -> RunInstrumentation | None:
-    tracing = active_tracing()
-    if tracing is None:
-        return None
-    return tracing.instrumentation(pipeline)

@@ -17,12 +17,11 @@ from ..io.sinks import RejectedItems, StreamSink
 from ..io.sources import DataSource
 from ..io.trace_headers import sending_trace_headers
 from ..parallel.runner import ParallelSettings, apply_parallelism, executor_runner
-from ..plugins.registry import get_registry
 from ..runtime.backpressure import BoundedBuffer, BufferProducer
 from ..runtime.caching import CacheSettings, ResultCache, apply_caching
 from ..runtime.config import StreamConfig
 from ..runtime.graph import INPUT, OUTPUT, Graph, GraphRun, RunSettings
-from ..runtime.instrumentation import RunInstrumentation
+from ..runtime.instrumentation import RunInstrumentation, run_instrumentation
 from ..runtime.memory import MemoryGovernor, governor_for_run
 from ..runtime.nodes import Node, NodeStats, as_node
 from ..runtime.results import Result
@@ -163,8 +162,9 @@ class StreamingPipeline:
     def instrument(self, instrumentation: RunInstrumentation | None) -> None:
         """Instrument every run with ``instrumentation`` (``None``: ask the plugins per run).
 
-        Without it, each run asks the installed plugins once
-        (``haive_pipeline_instrumentation``): the tracing plugin answers while tracing is on.
+        Without it, each run asks the installed instrumentation factories once
+        (:func:`~haive.dataflow.runtime.instrumentation.run_instrumentation`): the tracing
+        plugin's answers while tracing is on.
         See :mod:`haive.dataflow.runtime.instrumentation`.
         """
         if instrumentation is not None and not isinstance(instrumentation, RunInstrumentation):
@@ -364,7 +364,7 @@ class PipelineRun:
         _refuse_lossy_buffers(pipeline, self.graph)
         #: The run's tracing (None when off: then nothing below calls it).
         self.instrumentation: RunInstrumentation | None = (
-            pipeline.instrumentation or get_registry().pipeline_instrumentation(pipeline)
+            pipeline.instrumentation or run_instrumentation(pipeline)
         )
         self._source_trace_headers = False
         self._sink_name = f"sink:{type(pipeline.sink).__name__}"

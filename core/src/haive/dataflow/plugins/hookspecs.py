@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from ..io.sinks import StreamSink
     from ..io.sources import DataSource
     from ..runtime.backpressure import BackpressureStrategy
-    from ..runtime.instrumentation import RunInstrumentation
     from ..runtime.nodes import Node
     from ..state.backend import StateBackend
     from .registry import CapabilityKind
@@ -159,23 +158,6 @@ def haive_register_serializers() -> Iterable[type[Serializer]]:
     """Return :class:`~haive.dataflow.io.serializers.Serializer` classes (``json``, ``msgpack``...).
 
     Called once when the registry is built; ``registry.serializer(name)`` returns one.
-    """
-    raise NotImplementedError
-
-
-# -- running --------------------------------------------------------------------------------
-
-
-@hookspec(firstresult=True)
-def haive_pipeline_instrumentation(pipeline: Any) -> RunInstrumentation | None:
-    """Return a :class:`~haive.dataflow.runtime.instrumentation.RunInstrumentation` for one
-    run of ``pipeline`` (a ``StreamingPipeline``), or ``None`` to leave it alone.
-
-    Called once each time a ``StreamingPipeline`` run starts (not per batch), unless the
-    pipeline was given one with ``pipeline.instrument(...)``. The first non-``None`` answer
-    is used. A tracing plugin returns one only while tracing is on, so a run with tracing
-    off calls nothing more and does no per-item work. Must not block or import heavily when
-    returning ``None``.
     """
     raise NotImplementedError
 

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from ..io.sinks import StreamSink
     from ..io.sources import DataSource
     from ..runtime.backpressure import BackpressureStrategy
-    from ..runtime.instrumentation import RunInstrumentation
     from ..runtime.nodes import Node
     from ..state.backend import StateBackend
 
@@ -343,13 +342,6 @@ class Registry:
     def configure_converter(self, converter: cattrs.Converter) -> None:
         """Let every plugin register its cattrs hooks on ``converter``."""
         self.plugin_manager.hook.haive_configure_converter(converter=converter)
-
-    def pipeline_instrumentation(self, pipeline: Any) -> RunInstrumentation | None:
-        """The instrumentation (tracing) a plugin attaches to this run of ``pipeline``, if any."""
-        result: RunInstrumentation | None = (
-            self.plugin_manager.hook.haive_pipeline_instrumentation(pipeline=pipeline)
-        )
-        return result
 
     def run_services(self, pipeline: Any) -> list[AbstractAsyncContextManager[str | None]]:
         """Every plugin's service to run beside ``pipeline`` (plugins with none left out)."""

@@ -1,10 +1,18 @@
 """The seam a tracing plugin instruments a pipeline run through; the core traces nothing.
 
-A :class:`~haive.dataflow.pipelines.streaming_pipeline.StreamingPipeline` asks the plugins
-once per run for a :class:`RunInstrumentation`
-(:func:`~haive.dataflow.plugins.hookspecs.haive_pipeline_instrumentation`). When none is
-returned (no tracing plugin installed, or it is off) the run calls nothing of this module and
-does no per-batch or per-item work for it. When one is returned the run:
+A :class:`~haive.dataflow.pipelines.streaming_pipeline.StreamingPipeline` asks the installed
+instrumentation factories once per run for a :class:`RunInstrumentation`
+(:func:`run_instrumentation`). A plugin declares its factory in its metadata, in the entry-point
+group :data:`ENTRY_POINT_GROUP`::
+
+    [project.entry-points."haive.dataflow.instrumentation"]
+    profiling = "acme_profiler.hooks:instrument_run"
+
+The first run of a process imports those modules and nothing else (not the other plugins,
+not the plugin registry), so a process with no such plugin, or with tracing off, pays one
+metadata lookup. When no instrumentation is returned (none installed, or it is off) the run
+calls nothing more of this module and does no per-batch or per-item work for it. When one
+is returned the run:
 
 1. hands it the :class:`~haive.dataflow.runtime.graph.GraphRun` before starting it
    (:meth:`RunInstrumentation.instrument`), so it can wrap each node's runner (one span per
@@ -43,9 +51,13 @@ Example: an instrumentation that counts what it sees::
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+import importlib.metadata
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
+
+from ..errors import PluginError
+from ..plugins.catalogue import disabled_plugins
 
 if TYPE_CHECKING:
     from .graph import GraphRun
@@ -81,3 +93,51 @@ class RunInstrumentation(abc.ABC):
 
     def close(self) -> None:
         """The run ended (normally, by an error or cancelled)."""
+
+
+#: The entry-point group instrumentation factories are declared in: ``name = "module:function"``,
+#: the function taking a pipeline and returning a :class:`RunInstrumentation` or ``None``.
+#: ``HAIVE_DISABLE_PLUGINS`` blocks one by its entry-point name.
+ENTRY_POINT_GROUP = "haive.dataflow.instrumentation"
+
+InstrumentationFactory = Callable[[Any], "RunInstrumentation | None"]
+
+_factories: list[InstrumentationFactory] | None = None
+
+
+def instrumentation_factories() -> list[InstrumentationFactory]:
+    """The installed instrumentation factories, in entry-point name order (loaded once)."""
+    global _factories
+    if _factories is None:
+        blocked = set(disabled_plugins())
+        found = sorted(
+            (ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+             if ep.name not in blocked),
+            key=lambda ep: ep.name,
+        )
+        loaded: list[InstrumentationFactory] = []
+        for entry_point in found:
+            try:
+                loaded.append(entry_point.load())
+            except Exception as exc:  # a broken plugin must say which one it is
+                raise PluginError(
+                    f"loading the instrumentation {entry_point.name!r} "
+                    f"({entry_point.value}) failed: {exc!r}"
+                ) from exc
+        _factories = loaded
+    return _factories
+
+
+def forget_instrumentation_factories() -> None:
+    """Load the factories again on the next run (after installing or disabling a plugin)."""
+    global _factories
+    _factories = None
+
+
+def run_instrumentation(pipeline: Any) -> RunInstrumentation | None:
+    """The first instrumentation an installed factory returns for one run of ``pipeline``."""
+    for factory in instrumentation_factories():
+        instrumentation = factory(pipeline)
+        if instrumentation is not None:
+            return instrumentation
+    return None
