@@ -115,3 +115,83 @@ def run(rec: Recorder) -> None:
     rec.figure(
         "tracing.on_1pct.spans_per_run", exporter.spans / rounds, "spans", "exported, per run"
     )
+    pct, per_run_us = sorted(hook_cost_pct(n) for _ in range(3))[1]  # the median of 3
+    rec.figure(
+        "tracing.unsampled.hooks_pct", pct, "%", f"hooks timed alone: {per_run_us:,.0f} us per run"
+    )
+
+
+def hook_cost_pct(n: int) -> tuple[float, float]:
+    """The tracing plugin's own work in an unsampled run, timed in isolation: each hook's
+    cost (the source's receive, a node's batch, a sink write; nothing sampled) times how
+    often a run of ``n`` calls it, over that run's CPU time. A figure the machine's load
+    moves much less than the end-to-end ratio; it leaves out second-order effects (caches).
+    Returns (percent, microseconds per run of hooks)."""
+    from haive_plugin_tracing.spans import Marks, SpanInstrumentation, _TracedStep
+
+    from haive.dataflow.runtime.backpressure import BoundedBuffer
+
+    # How many batches each step of an (untraced) run handles.
+    pipeline, _ = five_stage_pipeline(n, "bench-tracing-count")
+
+    async def counted() -> tuple[int, int, int]:
+        async with pipeline.run() as stream:
+            sink_batches = 0
+            async for _batch in stream.batches():
+                sink_batches += 1
+            stats = stream.run.node_stats()
+            return stream.run.read, sum(s.batches for s in stats.values()), sink_batches
+
+    started = time.process_time()
+    read, node_batches, sink_batches = trio.run(counted)
+    run_cpu = time.process_time() - started
+    source_batches = -(-read // 1024)
+
+    tracing = enable_tracing(0.0, exporter=DroppingExporter())  # nothing sampled
+    try:
+        instrumentation = SpanInstrumentation(tracing, "cost")
+        marks = Marks()
+        instrumentation.entry = [marks]
+        batch = list(range(1024))
+        reps = 20_000
+        started = time.perf_counter()
+        for _ in range(reps):
+            instrumentation.source_batch(batch, None)
+        source_us = (time.perf_counter() - started) / reps * 1e6
+        started = time.perf_counter()
+        for _ in range(reps):
+            marks.produced += 512
+            with instrumentation.sink_batch("sink", batch[:512]):
+                pass
+        instrumentation.output = marks
+        sink_us = (time.perf_counter() - started) / reps * 1e6
+
+        async def node_steps(traced: bool) -> float:
+            # Small buffers kept small (a buffer's take is cheap only while it is short).
+            inbox: BoundedBuffer[int] = BoundedBuffer(64, chunk_size=8)
+            out: BoundedBuffer[int] = BoundedBuffer(64, chunk_size=8)
+            emit = out.open_producer().put_batch
+            source: Any = inbox
+            if traced:
+                instrumentation._by_buffer[id(inbox)] = Marks()
+                step = _TracedStep(instrumentation, "n", inbox)
+                source, emit = step, step.emitter(emit, [Marks()])
+            items = list(range(8))
+            begun = time.perf_counter()
+            for _ in range(reps):
+                inbox.put_nowait_batch(items)
+                await emit(await source.get_batch())
+                out.get_nowait_batch()
+            return time.perf_counter() - begun
+
+        plains: list[float] = []
+        traceds: list[float] = []
+        for _ in range(7):  # interleaved, best of each: the difference is a few percent
+            plains.append(trio.run(node_steps, False))
+            traceds.append(trio.run(node_steps, True))
+        plain, traced = min(plains), min(traceds)
+        node_us = max(0.0, (traced - plain) / reps * 1e6)
+    finally:
+        tracing.shutdown()
+    per_run_us = source_batches * source_us + node_batches * node_us + sink_batches * sink_us
+    return per_run_us / (run_cpu * 1e6) * 100, per_run_us
