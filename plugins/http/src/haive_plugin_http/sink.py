@@ -27,7 +27,7 @@ import email.utils
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -39,6 +39,7 @@ import trio
 from haive.dataflow.errors import ConfigError, HaiveError
 from haive.dataflow.io.serializers import typed_event_fields
 from haive.dataflow.io.sinks import RejectedItems, StreamSink
+from haive.dataflow.io.trace_headers import outgoing_trace_headers
 from haive.dataflow.runtime.retry import RetryPolicy
 from haive.dataflow.runtime.units import Duration
 from haive.dataflow.runtime.validation import BOOL, POSITIVE_INT, duration, one_of
@@ -130,6 +131,19 @@ def _json_default(value: Any) -> Any:
     if callable(to_dict):
         return to_dict()
     return typed_event_fields(value)  # attrs, msgspec and pydantic events; else TypeError
+
+
+def _request_trace(
+    trace: Sequence[Mapping[str, str] | None] | None, indexes: list[int]
+) -> Mapping[str, str] | None:
+    """The trace headers of one request: its first traced item's (a request has one
+    ``traceparent``; the items of a batch request usually share their batch's span)."""
+    if trace is None:
+        return None
+    for index in indexes:
+        if (headers := trace[index]) is not None:
+            return headers
+    return None
 
 
 class HttpSink(StreamSink):
@@ -281,6 +295,7 @@ class HttpSink(StreamSink):
             await self.open()
         rejected: dict[int, BaseException] = {}
         requests: list[tuple[list[int], bytes]] = []
+        trace = outgoing_trace_headers()
         if self.per_item:
             for index, item in enumerate(items):
                 body = self._encode_one(index, item, rejected)
@@ -308,13 +323,20 @@ class HttpSink(StreamSink):
                                      b"[" + b",".join(e for _, e in good) + b"]"))
         if self.concurrency == 1 or len(requests) == 1:
             for indexes, body in requests:
-                await self._deliver(indexes, body, rejected)
+                await self._deliver(indexes, body, rejected, _request_trace(trace, indexes))
         else:
             limiter = trio.Semaphore(self.concurrency)
             async with trio.open_nursery() as nursery:
                 for indexes, body in requests:
                     await limiter.acquire()
-                    nursery.start_soon(self._deliver_released, limiter, indexes, body, rejected)
+                    nursery.start_soon(
+                        self._deliver_released,
+                        limiter,
+                        indexes,
+                        body,
+                        rejected,
+                        _request_trace(trace, indexes),
+                    )
         if rejected:
             self.stats.rejected += len(rejected)
             raise RejectedItems(rejected)
@@ -330,17 +352,18 @@ class HttpSink(StreamSink):
 
     async def _deliver_released(
         self, limiter: trio.Semaphore, indexes: list[int], body: bytes,
-        rejected: dict[int, BaseException],
+        rejected: dict[int, BaseException], trace: Mapping[str, str] | None = None,
     ) -> None:
         try:
-            await self._deliver(indexes, body, rejected)
+            await self._deliver(indexes, body, rejected, trace)
         finally:
             limiter.release()
 
     async def _deliver(
-        self, indexes: list[int], body: bytes, rejected: dict[int, BaseException]
+        self, indexes: list[int], body: bytes, rejected: dict[int, BaseException],
+        trace: Mapping[str, str] | None = None,
     ) -> None:
-        error = await self._send(body)
+        error = await self._send(body, trace)
         if error is None:
             self.stats.requests += 1
             self.stats.items += len(indexes)
@@ -348,12 +371,17 @@ class HttpSink(StreamSink):
             for index in indexes:
                 rejected[index] = error
 
-    async def _send(self, body: bytes) -> HttpDeliveryError | None:
-        """Send one request until it is answered 2xx (None) or given up (the error)."""
+    async def _send(
+        self, body: bytes, trace: Mapping[str, str] | None = None
+    ) -> HttpDeliveryError | None:
+        """Send one request until it is answered 2xx (None) or given up (the error);
+        ``trace``: the request's ``traceparent``/``tracestate`` headers (tracing on)."""
         client = self._client
         assert client is not None
         self._requests_made += 1
         headers = {"Idempotency-Key": f"{self._key_prefix}-{self._requests_made}"}
+        if trace is not None:
+            headers.update(trace)
         retry = self.retry
         attempt = 1
         while True:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -44,6 +44,7 @@ from starlette.routing import Route
 
 from haive.dataflow.errors import ConfigError, HaiveError
 from haive.dataflow.io.sources import DataSource
+from haive.dataflow.io.trace_headers import TraceHeaderLog, trace_headers_of
 from haive.dataflow.runtime.results import Result
 from haive.dataflow.runtime.units import Duration
 from haive.dataflow.runtime.validation import (
@@ -243,6 +244,8 @@ class WebhookSource(DataSource):
         # each one's ticket and index in its request (failures are traced through it).
         self._unacked: deque[WebhookEvent] = deque()
         self._ticket_of: dict[int, Ticket] = {}
+        #: Each yielded event's trace headers, kept only while tracing is on.
+        self._trace_log = TraceHeaderLog()
 
     def __repr__(self) -> str:
         return (
@@ -358,6 +361,14 @@ class WebhookSource(DataSource):
         self._ticket_of.clear()
 
     # -- reading ------------------------------------------------------------------------
+    def want_trace_headers(self) -> bool:
+        """Keep each request's ``traceparent``/``tracestate`` headers (tracing is on)."""
+        self._trace_log.want()
+        return True
+
+    def take_trace_headers(self) -> Sequence[Mapping[str, str] | None] | None:
+        return self._trace_log.take()
+
     async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         intake = self.intake
         if intake is None:
@@ -371,6 +382,8 @@ class WebhookSource(DataSource):
             self.stats.batches += 1
             if written:
                 self._track(events, tickets)
+            if self._trace_log.wanted:
+                self._trace_log.record([trace_headers_of(event.headers) for event in events])
             yield events
             if written and (len(self._unacked) >= self.ack_every or not intake.size):
                 yield []  # nothing more ready (or enough held): ask for an acknowledgment

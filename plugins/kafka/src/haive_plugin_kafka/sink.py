@@ -15,7 +15,7 @@ import contextlib
 import functools
 import itertools
 import operator
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from haive.dataflow.errors import ConfigError, SerializationError
 from haive.dataflow.io.serializers import Serializer
 from haive.dataflow.io.sinks import RejectedItems, StreamSink
+from haive.dataflow.io.trace_headers import TRACE_HEADER_NAMES, outgoing_trace_headers
 from haive.dataflow.runtime.bridge import ThreadBridge, open_thread_bridge
 from haive.dataflow.runtime.units import Duration, parse_duration
 
@@ -62,6 +63,21 @@ _FLUSH_STEP = 0.2
 
 KeyFunction = Callable[[Any], str | bytes | None]
 HeadersFunction = Callable[[Any], list[tuple[str, bytes | str]] | None]
+
+
+def with_trace_headers(
+    headers: list[tuple[str, Any]] | None, trace_headers: Mapping[str, str]
+) -> list[tuple[str, Any]]:
+    """Record headers with the trace context replacing any the item had.
+
+    Example::
+
+        >>> with_trace_headers([("traceparent", b"old"), ("k", b"v")], {"traceparent": "new"})
+        [('k', b'v'), ('traceparent', b'new')]
+    """
+    kept = [(k, v) for k, v in headers or () if k.lower() not in TRACE_HEADER_NAMES]
+    kept.extend((name, value.encode()) for name, value in trace_headers.items())
+    return kept
 
 
 class KafkaSink(StreamSink):
@@ -201,7 +217,12 @@ class KafkaSink(StreamSink):
         if error is not None:
             self._undelivered.append((error, message.value()))
 
-    def _produce(self, items: list[Any], failures: dict[int, BaseException]) -> int:
+    def _produce(
+        self,
+        items: list[Any],
+        failures: dict[int, BaseException],
+        trace: Sequence[Mapping[str, str] | None] | None = None,
+    ) -> int:
         """In the bridge thread: hand every item to librdkafka and wait up to one flush
         step for the broker's confirmations; items that cannot be encoded or that
         librdkafka refuses land in ``failures`` by batch index. Returns how many records
@@ -209,14 +230,16 @@ class KafkaSink(StreamSink):
 
         Each value is produced as soon as it is encoded and dropped right after (librdkafka
         copies it): keeping a batch of orjson's buffers alive makes the C allocator grow
-        and shrink its heap on every batch (measured: twice the CPU per record)."""
+        and shrink its heap on every batch (measured: twice the CPU per record).
+        ``trace`` (tracing on): each item's trace headers, added to its record's headers
+        (item by item)."""
         producer = self._producer
         assert producer is not None
         keys = None
-        if self._headers is None and KafkaRecord not in set(map(type, items)):
+        if trace is None and self._headers is None and KafkaRecord not in set(map(type, items)):
             keys = self._keys_whole(items)
         if keys is None:
-            self._produce_each(producer, items, failures)
+            self._produce_each(producer, items, failures, trace)
         else:
             self._produce_plain(producer, items, keys, failures)
         return producer.flush(_FLUSH_STEP)
@@ -275,7 +298,11 @@ class KafkaSink(StreamSink):
                     break
 
     def _produce_each(
-        self, producer: Producer, items: list[Any], failures: dict[int, BaseException]
+        self,
+        producer: Producer,
+        items: list[Any],
+        failures: dict[int, BaseException],
+        trace: Sequence[Mapping[str, str] | None] | None = None,
     ) -> None:
         """Item by item: records with their own key and headers, a headers function, and
         keys that need the item-by-item path."""
@@ -290,6 +317,8 @@ class KafkaSink(StreamSink):
                 else:
                     key = key_of(item) if key_of is not None else None
                     headers = headers_of(item) if headers_of is not None else None
+                if trace is not None and (trace_headers := trace[index]) is not None:
+                    headers = with_trace_headers(headers, trace_headers)
             except Exception as exc:  # this item only: reported, the others are written
                 failures[index] = self._unencodable(exc)
                 continue
@@ -324,7 +353,9 @@ class KafkaSink(StreamSink):
         self._undelivered = []
         # One crossing produces the batch and waits for the confirmations up to one flush
         # step (usually enough); more steps only while records are still unconfirmed.
-        waiting = await bridge.run(self._produce, items, failures)
+        # Read here: the bridge thread does not see this task's context variables.
+        trace = outgoing_trace_headers()
+        waiting = await bridge.run(self._produce, items, failures, trace)
         deadline = trio.current_time() + self.delivery_timeout + 5
         while waiting:
             waiting = await bridge.run(producer.flush, _FLUSH_STEP)

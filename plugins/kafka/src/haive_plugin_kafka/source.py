@@ -39,7 +39,7 @@ import contextlib
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -61,6 +61,7 @@ from haive.dataflow import Result
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.io.serializers import Serializer
 from haive.dataflow.io.sources import DataSource
+from haive.dataflow.io.trace_headers import TraceHeaderLog, trace_header_pairs
 from haive.dataflow.runtime.bridge import PendingCall, ThreadBridge, open_thread_bridge
 from haive.dataflow.runtime.units import Duration, parse_duration
 
@@ -280,6 +281,8 @@ class KafkaSource(DataSource):
         self.stats = KafkaSourceStats()
         self._ownership = PartitionOwnership()
         self._unacked = UnackedRecords()
+        #: Each yielded record's trace headers, kept only while tracing is on.
+        self._trace_log = TraceHeaderLog()
         self._at_end: set[TopicPartitionKey] = set()
         self._ack_requested = False
         #: A commit the broker refused for good (raised by the next crossing).
@@ -608,6 +611,13 @@ class KafkaSource(DataSource):
         keys = zip(map(_message_topic, messages), map(_message_partition, messages), strict=True)
         ends = dict(zip(keys, offsets, strict=True))
         return items, {key: offset + 1 for key, offset in ends.items()}
+    def want_trace_headers(self) -> bool:
+        """Keep each record's ``traceparent``/``tracestate`` headers (tracing is on)."""
+        self._trace_log.want()
+        return True
+
+    def take_trace_headers(self) -> Sequence[Mapping[str, str] | None] | None:
+        return self._trace_log.take()
 
     async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         bridge = self._require_bridge()
@@ -632,6 +642,10 @@ class KafkaSource(DataSource):
                 # pipeline that stops asking stops the fetching that many batches later).
                 while len(ahead) < READ_AHEAD:
                     ahead.append(bridge.submit(self._poll, count))
+                if self._trace_log.wanted:
+                    self._trace_log.record(
+                        [trace_header_pairs(message.headers()) for message in poll.messages]
+                    )
                 yield poll.items
                 if unacked.item_count >= self.ack_every:
                     self._ack_requested = True

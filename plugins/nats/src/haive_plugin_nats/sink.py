@@ -29,6 +29,7 @@ from nats.aio.client import Client as NatsClient
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.io.serializers import Serializer
 from haive.dataflow.io.sinks import RejectedItems, StreamSink
+from haive.dataflow.io.trace_headers import outgoing_trace_headers
 from haive.dataflow.runtime.bridge import AsyncioBridge, open_asyncio_bridge
 from haive.dataflow.runtime.retry import RetryPolicy
 from haive.dataflow.runtime.units import Duration, parse_duration
@@ -156,11 +157,16 @@ class JetStreamSink(StreamSink):
             raise NatsError(f"{self!r} is not open: the pipeline opens it (or `async with`)")
         messages: list[tuple[str, bytes, dict[str, str]]] = []
         rejected: dict[int, BaseException] = {}
+        trace = outgoing_trace_headers()
         for index, item in enumerate(items):
             try:
-                messages.append(self._message(item))
+                message = self._message(item)
             except Exception as error:
                 rejected[index] = error
+                continue
+            if trace is not None and (trace_headers := trace[index]) is not None:
+                message[2].update(trace_headers)  # replaces a republished message's own
+            messages.append(message)
         js = client.jetstream()
         todo = messages
         for attempt in range(1, self.retry.attempts + 1):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -40,6 +40,7 @@ from nats.js.client import JetStreamContext
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.io.serializers import Serializer
 from haive.dataflow.io.sources import DataSource
+from haive.dataflow.io.trace_headers import TraceHeaderLog, trace_headers_of
 from haive.dataflow.runtime.bridge import AsyncioBridge, open_asyncio_bridge
 from haive.dataflow.runtime.results import Result
 from haive.dataflow.runtime.units import Duration, parse_duration
@@ -199,6 +200,8 @@ class JetStreamSource(DataSource):
         self.member_name: str | None = None
         self.stats = JetStreamSourceStats()
         self._unacked: deque[_Unacked] = deque()
+        #: Each yielded message's trace headers, kept only while tracing is on.
+        self._trace_log = TraceHeaderLog()
         self._by_item: dict[int, _Unacked] = {}
         self._exit = AsyncExitStack()
         self._bridge: AsyncioBridge | None = None
@@ -326,6 +329,14 @@ class JetStreamSource(DataSource):
         await self._exit.aclose()
 
     # -- reading ------------------------------------------------------------------------
+    def want_trace_headers(self) -> bool:
+        """Keep each message's ``traceparent``/``tracestate`` headers (tracing is on)."""
+        self._trace_log.want()
+        return True
+
+    def take_trace_headers(self) -> Sequence[Mapping[str, str] | None] | None:
+        return self._trace_log.take()
+
     async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         bridge, client, subscription = self._bridge, self._client, self._subscription
         if bridge is None or client is None or subscription is None:
@@ -339,6 +350,8 @@ class JetStreamSource(DataSource):
                 if batch.raws or batch.undecodable:
                     items = await self._accept(batch)
                     if items:
+                        if self._trace_log.wanted:
+                            self._trace_log.record([trace_headers_of(m.headers) for m in items])
                         yield items
                     if len(self._unacked) >= self.ack_every:
                         yield []

@@ -13,6 +13,7 @@ asking the pipeline to acknowledge.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -20,8 +21,10 @@ import trio
 from redis.exceptions import ResponseError
 
 from haive.dataflow.errors import HaiveError
+from haive.dataflow.io.trace_headers import TraceHeaderLog
 
 from ._resp import pack
+from .stream_wire import entry_trace_headers
 
 if TYPE_CHECKING:
     from .client import RedisClient
@@ -102,6 +105,7 @@ class EntryReader:
         fenced_connection: FencedConnection | None,
         dead_letters: DeadLetterWriter,
         stats: StreamSourceStats,
+        trace_log: TraceHeaderLog | None = None,
     ) -> None:
         self.client = client
         self.stream = stream
@@ -115,6 +119,7 @@ class EntryReader:
         self.fenced_connection = fenced_connection
         self.dead_letters = dead_letters
         self.stats = stats
+        self.trace_log = trace_log if trace_log is not None else TraceHeaderLog()
         self._replay = True
         self._replay_cursor = b"0"
 
@@ -204,7 +209,12 @@ class EntryReader:
                     values = [StreamEntry(i.decode(), v) for i, v in zip(ids, values, strict=True)]
                 self.unacked.add(deque(ids), [], deque(values))
                 self.stats.read += len(values)
+                if self.trace_log.wanted:
+                    self.trace_log.record([None] * len(values))  # no entry has trace fields
                 return values
+        trace_headers: list[Mapping[str, str] | None] | None = (
+            [] if self.trace_log.wanted else None
+        )
         items: list[Any] = []
         item_ids: deque[bytes] = deque()
         other_ids: list[bytes] = []
@@ -224,7 +234,11 @@ class EntryReader:
                 continue
             item_ids.append(entry_id)
             items.append(StreamEntry(entry_id.decode(), value) if with_ids else value)
+            if trace_headers is not None:
+                trace_headers.append(entry_trace_headers(fields))
         await self.dead_letters.write(dead)
+        if trace_headers is not None:
+            self.trace_log.record(trace_headers)
         self.unacked.add(item_ids, other_ids, deque(items))
         self.stats.read += len(items)
         return items

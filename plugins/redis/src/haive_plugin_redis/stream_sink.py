@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from haive.dataflow.errors import ConfigError, SerializationError
 from haive.dataflow.io.serializers import Serializer
 from haive.dataflow.io.sinks import RejectedItems, StreamSink
+from haive.dataflow.io.trace_headers import outgoing_trace_headers
 
 from ._resp import derived_key, pack, same_slot
 from .client import DEFAULT_URL, RedisClient
 from .cluster import stream_client
-from .stream_wire import EntryCodec, _check_replies, pack_payload_xadds, pack_xadds
+from .stream_wire import (
+    EntryCodec,
+    _check_replies,
+    pack_payload_xadds,
+    pack_xadds,
+    with_trace_fields,
+)
 
 if TYPE_CHECKING:
     from .stream_exactly_once import Transaction
@@ -113,10 +121,19 @@ class RedisStreamSink(StreamSink):
         if self._owns_client:
             self.client.close()
 
-    def _pack(self, items: list[Any], offset: int, rejected: dict[int, BaseException]) -> bytes:
-        """XADDs of the items that encode; the others go to ``rejected`` (batch index)."""
+    def _pack(
+        self,
+        items: list[Any],
+        offset: int,
+        rejected: dict[int, BaseException],
+        trace: Sequence[Mapping[str, str] | None] | None = None,
+    ) -> bytes:
+        """XADDs of the items that encode; the others go to ``rejected`` (batch index).
+
+        With ``trace`` (tracing is on: one entry per item of the whole batch), an item's
+        trace headers become ``traceparent``/``tracestate`` fields of its entry."""
         dumps = self.codec.fast_dumps
-        if dumps is not None:
+        if dumps is not None and trace is None:
             try:
                 payloads = [dumps(item) for item in items]
             except Exception:  # some item does not encode: the per-item path names it
@@ -129,7 +146,10 @@ class RedisStreamSink(StreamSink):
         entries: list[list[bytes]] = []
         for index, item in enumerate(items):
             try:
-                entries.append(encode(item))
+                fields = encode(item)
+                if trace is not None and (headers := trace[offset + index]) is not None:
+                    fields = with_trace_fields(fields, headers)
+                entries.append(fields)
             except Exception as exc:  # a value the codec cannot encode: this item only
                 rejected[offset + index] = SerializationError(
                     f"RedisStreamSink {self.stream!r}: item cannot be encoded, not written: {exc}"
@@ -142,8 +162,9 @@ class RedisStreamSink(StreamSink):
         if not items:
             return
         rejected: dict[int, BaseException] = {}
+        trace = outgoing_trace_headers()
         if self.epoch is not None:
-            packed = self._pack(items, 0, rejected)
+            packed = self._pack(items, 0, rejected, trace)
             count = len(items) - len(rejected)
             if count:
                 self.epoch.stage_xadds(packed, count)
@@ -152,7 +173,7 @@ class RedisStreamSink(StreamSink):
             for start in range(0, len(items), _XADD_CHUNK):
                 chunk = items[start : start + _XADD_CHUNK]
                 before = len(rejected)
-                packed = self._pack(chunk, start, rejected)
+                packed = self._pack(chunk, start, rejected, trace)
                 count = len(chunk) - (len(rejected) - before)
                 if count:
                     replies = await self.client.send(packed, count)

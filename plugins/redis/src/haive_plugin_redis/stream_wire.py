@@ -23,6 +23,7 @@ from haive.dataflow.errors import (
     SerializationError,
 )
 from haive.dataflow.io.serializers import JsonSerializer, Serializer, typed_event_fields
+from haive.dataflow.io.trace_headers import TRACE_HEADER_NAMES
 
 from ._resp import bulk
 
@@ -116,11 +117,15 @@ class EntryCodec:
         return out
 
     def decode(self, fields: Sequence[bytes]) -> Any:
-        """The item of one entry; SerializationError / InvalidMessageError when it is bad."""
+        """The item of one entry; SerializationError / InvalidMessageError when it is bad.
+
+        The trace context fields (``traceparent``, ``tracestate``) a traced sink adds are
+        not part of the item."""
         if self.serializer is None:
             return {
                 fields[i].decode(errors="replace"): _text(fields[i + 1])
                 for i in range(0, len(fields) - 1, 2)
+                if fields[i] not in _TRACE_FIELDS
             }
         target = self.field_bytes
         for i in range(0, len(fields) - 1, 2):
@@ -128,6 +133,36 @@ class EntryCodec:
                 return self.serializer.loads(fields[i + 1])
         names = ", ".join(fields[i].decode(errors="replace") for i in range(0, len(fields), 2))
         raise InvalidMessageError(f"entry has no {self.field!r} field (fields: {names or 'none'})")
+
+
+_TRACE_FIELDS = frozenset(name.encode() for name in TRACE_HEADER_NAMES)
+
+
+def entry_trace_headers(fields: Sequence[bytes]) -> dict[str, str] | None:
+    """The trace context fields of an entry (``traceparent``, ``tracestate``), or ``None``.
+
+    Example::
+
+        >>> entry_trace_headers([b"data", b"1", b"traceparent", b"00-ab-cd-01"])
+        {'traceparent': '00-ab-cd-01'}
+        >>> entry_trace_headers([b"data", b"1"]) is None
+        True
+    """
+    if len(fields) <= 2:
+        return None
+    found: dict[str, str] = {}
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] in _TRACE_FIELDS:
+            found[fields[i].decode()] = fields[i + 1].decode(errors="replace")
+    return found if "traceparent" in found else None
+
+
+def with_trace_fields(fields: list[bytes], headers: Mapping[str, str]) -> list[bytes]:
+    """``fields`` with the trace headers appended as fields of the entry."""
+    for name, value in headers.items():
+        fields.append(name.encode())
+        fields.append(value.encode())
+    return fields
 
 
 def _text(value: bytes) -> str | bytes:

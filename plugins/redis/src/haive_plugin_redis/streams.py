@@ -54,7 +54,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -65,6 +65,7 @@ from haive.dataflow import Result
 from haive.dataflow.errors import ConfigError, HaiveError
 from haive.dataflow.io.serializers import Serializer
 from haive.dataflow.io.sources import DataSource
+from haive.dataflow.io.trace_headers import TraceHeaderLog
 from haive.dataflow.runtime.units import Duration, parse_duration
 
 from ._resp import derived_key, pack, previous_id, same_slot
@@ -240,6 +241,8 @@ class RedisStreamSource(DataSource):
         #: Exactly once: the dedicated connection reads, claims and the commit go through.
         self.fenced_connection = FencedConnection(self.client) if self.exactly_once else None
         self._unacked = UnackedEntries()
+        #: Each yielded item's trace headers (entry fields), kept only while tracing is on.
+        self._trace_log = TraceHeaderLog()
         self._ack_requested = False
         self._opened = False
         self._compose()
@@ -295,6 +298,7 @@ class RedisStreamSource(DataSource):
             fenced_connection=self.fenced_connection,
             dead_letters=self._dead_letters,
             stats=self.stats,
+            trace_log=self._trace_log,
         )
         self._acknowledger = StreamAcknowledger(
             self.client, self.stream, self.group, unacked=self._unacked, stats=self.stats
@@ -477,6 +481,13 @@ class RedisStreamSource(DataSource):
     async def drained(self) -> bool:
         """Whether the group has no undelivered and no pending entry."""
         return await self._reader.drained()
+    def want_trace_headers(self) -> bool:
+        """Keep each entry's ``traceparent``/``tracestate`` fields (tracing is on)."""
+        self._trace_log.want()
+        return True
+
+    def take_trace_headers(self) -> Sequence[Mapping[str, str] | None] | None:
+        return self._trace_log.take()
 
     # -- acknowledging ------------------------------------------------------------------
     async def acknowledge(self, count: int) -> None:

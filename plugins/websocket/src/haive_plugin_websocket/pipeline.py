@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -10,6 +10,12 @@ import trio
 
 from haive.dataflow.io.sinks import StreamSink
 from haive.dataflow.io.sources import DataSource
+from haive.dataflow.io.trace_headers import (
+    TRACEPARENT,
+    TRACESTATE,
+    TraceHeaderLog,
+    outgoing_trace_headers,
+)
 from haive.dataflow.runtime.backpressure import BoundedBuffer
 
 from .rooms import check_room
@@ -87,6 +93,16 @@ class WebSocketSource(DataSource):
         )
         for message_type in self.types:
             manager.on_message(message_type)(self._receive)
+        #: Each yielded message's trace fields, kept only while tracing is on.
+        self._trace_log = TraceHeaderLog()
+
+    def want_trace_headers(self) -> bool:
+        """Keep each message's ``traceparent``/``tracestate`` fields (tracing is on)."""
+        self._trace_log.want()
+        return True
+
+    def take_trace_headers(self) -> Sequence[Mapping[str, str] | None] | None:
+        return self._trace_log.take()
 
     async def _receive(self, client: ClientSession, message: dict[str, Any]) -> None:
         try:
@@ -105,9 +121,12 @@ class WebSocketSource(DataSource):
     async def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:
         while True:
             try:
-                yield await self.buffer.get_batch(chunk_size)
+                batch = await self.buffer.get_batch(chunk_size)
             except trio.EndOfChannel:
                 return
+            if self._trace_log.wanted:
+                self._trace_log.record([message_trace_headers(m.data) for m in batch])
+            yield batch
 
     async def aclose(self) -> None:
         for message_type in self.types:
@@ -115,6 +134,28 @@ class WebSocketSource(DataSource):
                 self.manager.handlers.remove(message_type)
         self.buffer.close()
         await trio.lowlevel.checkpoint()
+
+
+def message_trace_headers(data: Mapping[str, Any]) -> dict[str, str] | None:
+    """The W3C trace context a client sent as fields of its message, or ``None``.
+
+    A client continues its trace through the server by adding ``traceparent`` (and
+    ``tracestate``) fields to the message; a traced room sink adds them to what it sends.
+
+    Example::
+
+        >>> message_trace_headers({"type": "t", "traceparent": "00-ab-cd-01"})
+        {'traceparent': '00-ab-cd-01'}
+        >>> message_trace_headers({"type": "t"}) is None
+        True
+    """
+    traceparent = data.get(TRACEPARENT)
+    if not isinstance(traceparent, str):
+        return None
+    tracestate = data.get(TRACESTATE)
+    if isinstance(tracestate, str):
+        return {TRACEPARENT: traceparent, TRACESTATE: tracestate}
+    return {TRACEPARENT: traceparent}
 
 
 class WebSocketRoomSink(StreamSink):
@@ -152,9 +193,13 @@ class WebSocketRoomSink(StreamSink):
 
     async def write_batch(self, items: list[Any]) -> None:
         broadcast = self.manager.broadcast_to_room
-        for item in items:
+        trace = outgoing_trace_headers()
+        for index, item in enumerate(items):
             if type(item) is dict and isinstance(item.get("type"), str):
-                await broadcast(self.room, item)
+                message = item
             else:
-                await broadcast(self.room, {"type": self.message_type, "data": item})
+                message = {"type": self.message_type, "data": item}
+            if trace is not None and (headers := trace[index]) is not None:
+                message = {**message, **headers}  # the trace context travels as fields
+            await broadcast(self.room, message)
         self.sent += len(items)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._resource import AsyncResource
@@ -70,6 +70,23 @@ class DataSource(AsyncResource):
 
     async def aclose(self) -> None:
         """Release resources; called after the last batch, on error or cancellation too."""
+
+    def want_trace_headers(self) -> bool:
+        """Tracing is on: keep each item's incoming trace headers from now on.
+
+        Called once by the pipeline before :meth:`open`, only when a tracing plugin
+        instruments the run. A source whose messages carry headers (a broker's message
+        headers, a stream entry's fields) starts recording them in a
+        :class:`~haive.dataflow.io.trace_headers.TraceHeaderLog` and returns True; the
+        default (a source of plain values) returns False, and its batches start new traces.
+        """
+        return False
+
+    def take_trace_headers(self) -> Sequence[Mapping[str, str] | None] | None:
+        """The trace headers of the items of the batch just yielded, one per item (``None``
+        for an item without); ``None`` for none at all. Called by the pipeline right after
+        each non-empty batch when :meth:`want_trace_headers` returned True."""
+        return None
 
     @abc.abstractmethod
     def batches(self, chunk_size: int) -> AsyncIterator[list[Any]]:

@@ -15,11 +15,13 @@ from ..errors import ConfigError, NodeError, unwrap_node_errors
 from ..io.serializers import Serializer
 from ..io.sinks import RejectedItems, StreamSink
 from ..io.sources import DataSource
+from ..io.trace_headers import sending_trace_headers
 from ..parallel.runner import ParallelSettings, apply_parallelism, executor_runner
 from ..runtime.backpressure import BoundedBuffer, BufferProducer
 from ..runtime.caching import CacheSettings, ResultCache, apply_caching
 from ..runtime.config import StreamConfig
 from ..runtime.graph import INPUT, OUTPUT, Graph, GraphRun, RunSettings
+from ..runtime.instrumentation import RunInstrumentation, run_instrumentation
 from ..runtime.memory import MemoryGovernor, governor_for_run
 from ..runtime.nodes import Node, NodeStats, as_node
 from ..runtime.results import Result
@@ -129,6 +131,8 @@ class StreamingPipeline:
         #: The run in progress (None between runs): what an operations console acts on.
         self.current_run: PipelineRun | None = None
         self.failure_observers: list[Callable[[list[Result]], None]] = []
+        #: Set by :meth:`instrument`; else a plugin may give each run one (tracing).
+        self.instrumentation: RunInstrumentation | None = None
 
     # -- building ------------------------------------------------------------------------
     def set_source(self, source: DataSource) -> None:
@@ -257,6 +261,19 @@ class StreamingPipeline:
         """Return at once when not paused, else when :meth:`resume` is called."""
         while not self._reading_allowed.is_set():
             await self._reading_allowed.wait()
+    def instrument(self, instrumentation: RunInstrumentation | None) -> None:
+        """Instrument every run with ``instrumentation`` (``None``: ask the plugins per run).
+
+        Without it, each run asks the installed instrumentation factories once
+        (:func:`~haive.dataflow.runtime.instrumentation.run_instrumentation`): the tracing
+        plugin's answers while tracing is on.
+        See :mod:`haive.dataflow.runtime.instrumentation`.
+        """
+        if instrumentation is not None and not isinstance(instrumentation, RunInstrumentation):
+            raise ConfigError(
+                f"instrument expects a RunInstrumentation or None, got {instrumentation!r}"
+            )
+        self.instrumentation = instrumentation
 
     def set_serializer(self, serializer: Serializer) -> None:
         """Encode and decode the bytes this pipeline's source and sinks move with ``serializer``.
@@ -455,6 +472,16 @@ class PipelineRun:
         pipeline._prepare_nodes()
         self.graph = GraphRun(pipeline._graph(), settings, errors=self.errors, runner=executor_runner)
         _refuse_lossy_buffers(pipeline, self.graph)
+        #: The run's tracing (None when off: then nothing below calls it).
+        self.instrumentation: RunInstrumentation | None = (
+            pipeline.instrumentation or run_instrumentation(pipeline)
+        )
+        self._source_trace_headers = False
+        self._sink_name = f"sink:{type(pipeline.sink).__name__}"
+        if self.instrumentation is not None:
+            self.instrumentation.instrument(self.graph)
+            source = pipeline.source
+            self._source_trace_headers = source is not None and source.want_trace_headers()
         #: Keeps buffers and caches under ``config.max_memory_usage`` (None without a cap).
         self.memory: MemoryGovernor | None = governor_for_run(self)
         self.started = time.perf_counter()
@@ -507,6 +534,7 @@ class PipelineRun:
         source = self.pipeline.source
         assert source is not None
         chunk_size = self.graph.settings.chunk_size
+        instrumentation = self.instrumentation
         acknowledging = source.acknowledges
         unacknowledged = 0
         try:
@@ -524,6 +552,8 @@ class PipelineRun:
                     # between batches, so a pause costs nothing per item.
                     await self.pipeline.wait_until_resumed()
                     unacknowledged += len(batch)
+                    if instrumentation is not None:
+                        self._trace_source_batch(instrumentation, source, batch)
                     await self._feed(batch)
             if acknowledging and unacknowledged:
                 # End of input: let every node flush and the sinks finish, then acknowledge.
@@ -570,6 +600,25 @@ class PipelineRun:
             raise ConfigError(f"PipelineRun.inject: items must be a list, got {items!r}")
         if items:
             await self._feed(items)
+    def _trace_source_batch(
+        self, instrumentation: RunInstrumentation, source: DataSource, batch: list[Any]
+    ) -> None:
+        headers = source.take_trace_headers() if self._source_trace_headers else None
+        if headers is not None and len(headers) != len(batch):
+            headers = None  # a source whose record does not match its batch: start new traces
+        instrumentation.source_batch(batch, headers)
+
+    async def _write(self, sink: StreamSink, batch: list[Any]) -> None:
+        instrumentation = self.instrumentation
+        if instrumentation is None:
+            await sink.write_batch(batch)
+            return
+        with instrumentation.sink_batch(self._sink_name, batch) as headers:
+            if headers is None:
+                await sink.write_batch(batch)
+            else:
+                with sending_trace_headers(headers):
+                    await sink.write_batch(batch)
 
     async def _deliver(self) -> None:
         sink = self.pipeline.sink
@@ -587,7 +636,7 @@ class PipelineRun:
                 taken = len(batch)
                 if sink is not None:
                     try:
-                        await sink.write_batch(batch)
+                        await self._write(sink, batch)
                     except RejectedItems as exc:
                         # The rest is written; the rejected items fail like in a processor.
                         node = f"sink:{type(sink).__name__}"
@@ -611,6 +660,8 @@ class PipelineRun:
         finally:
             if producer is not None:
                 producer.close()
+            if self.instrumentation is not None:
+                self.instrumentation.close()
             with trio.CancelScope(shield=True):
                 if sink is not None:
                     await sink.aclose()
