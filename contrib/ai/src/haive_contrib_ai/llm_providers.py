@@ -41,7 +41,7 @@ class GenerationOptions:
         >>> GenerationOptions(max_tokens=0)
         Traceback (most recent call last):
         ...
-        haive.dataflow.errors.ConfigError: GenerationOptions(max_tokens=0): max_tokens must be an integer >= 1, got 0
+        haive.dataflow.errors.ConfigError: GenerationOptions(max_tokens=0): max_tokens must be an integer >= 1, or None, got 0
     """
 
     max_tokens: int | None = attrs.field(default=None, validator=POSITIVE_INT.optional())
