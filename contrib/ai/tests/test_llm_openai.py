@@ -93,35 +93,40 @@ async def test_a_cancelled_scope_closes_the_stream(
     assert again.usage.completion_tokens == 3
 
 
-async def test_retries_until_a_stopped_server_is_back(tiny_chat_model: Path) -> None:
-    server = TransformersServer(tiny_chat_model, port=free_port())
+@pytest.mark.slow
+async def test_retries_until_a_stopped_server_is_back(
+    chat_server: TransformersServer, tiny_chat_model: Path
+) -> None:
+    """The session's server is stopped and started again on its port (it stays up after)."""
     provider = provider_for(
-        server.url,
+        chat_server.url,
         tiny_chat_model,
         retry=RetryPolicy(attempts=1000, backoff=0.05, max_backoff=0.25),
         connect_timeout=1,
     )
+    results: list[str] = []
     try:
-        await trio.to_thread.run_sync(server.start)
         first = await provider.generate(PROMPT, GenerationOptions(max_tokens=4))
-        await trio.to_thread.run_sync(server.stop)
-        async with trio.open_nursery() as nursery:
-            results: list[str] = []
+        await trio.to_thread.run_sync(chat_server.stop)
+        try:
+            async with trio.open_nursery() as nursery:
 
-            async def ask() -> None:
-                generation = await provider.generate(PROMPT, GenerationOptions(max_tokens=4))
-                results.append(generation.text)
+                async def ask() -> None:
+                    generation = await provider.generate(PROMPT, GenerationOptions(max_tokens=4))
+                    results.append(generation.text)
 
-            nursery.start_soon(ask)
-            # Restart once the client has been refused a few times.
-            while provider.retries < 3:
-                await trio.sleep(0.05)
-            await trio.to_thread.run_sync(server.start)
+                nursery.start_soon(ask)
+                # Start it again once the client has been refused a few times.
+                while provider.retries < 3:
+                    await trio.sleep(0.05)
+                refused_before_restart = provider.retries
+                await trio.to_thread.run_sync(chat_server.start)
+        finally:
+            await trio.to_thread.run_sync(chat_server.start)  # no-op unless the test failed
     finally:
         await provider.aclose()
-        await trio.to_thread.run_sync(server.stop)
     assert results == [first.text]
-    assert provider.retries >= 3
+    assert refused_before_restart >= 3 and provider.retries >= refused_before_restart
 
 
 async def test_gives_up_after_the_policys_attempts_with_the_reason() -> None:
