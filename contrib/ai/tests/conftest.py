@@ -6,18 +6,17 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import trio
+from haive_contrib_ai.embeddings import EmbeddingTransform, SentenceTransformerProvider
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from haive_contrib_ai.embeddings import EmbeddingTransform, SentenceTransformerProvider
 
 DATA = Path(__file__).parent / "data"
 
@@ -103,7 +102,9 @@ class Gateway:
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
             return Response(b'{"error": {"message": "slow down"}}', self.status, headers)
         upstream = self.client.build_request(
-            "POST", self.upstream + "/chat/completions", content=body,
+            "POST",
+            self.upstream + "/chat/completions",
+            content=body,
             headers={"content-type": "application/json"},
         )
         answer = await self.client.send(upstream, stream=True)

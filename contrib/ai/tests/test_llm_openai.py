@@ -81,7 +81,7 @@ async def test_a_cancelled_scope_closes_the_stream(
     try:
         with trio.move_on_after(30) as scope:
             async with provider.stream(PROMPT, GenerationOptions(max_tokens=1500)) as tokens:
-                async for delta in tokens:
+                async for _delta in tokens:
                     received += 1
                     if received == 5:
                         scope.cancel()
@@ -117,7 +117,7 @@ async def test_retries_until_a_stopped_server_is_back(
 
                 nursery.start_soon(ask)
                 # Start it again once the client has been refused a few times.
-                while provider.retries < 3:
+                while provider.retries < 3:  # noqa: ASYNC110 - a counter, not an event
                     await trio.sleep(0.05)
                 refused_before_restart = provider.retries
                 await trio.to_thread.run_sync(chat_server.start)
@@ -179,7 +179,7 @@ async def test_503_retried_with_backoff_and_400_not_retried(
             f"http://127.0.0.1:{proxy.port}/v1", tiny_chat_model, retry=RetryPolicy(attempts=5)
         )
         try:
-            with pytest.raises(LLMError, match="answered 400: .*slow down") as caught:
+            with pytest.raises(LLMError, match=r"answered 400: .*slow down") as caught:
                 await provider.generate(PROMPT)
         finally:
             await provider.aclose()

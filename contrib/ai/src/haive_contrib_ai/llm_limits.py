@@ -105,7 +105,9 @@ class KeyedRateLimiter:
     def key_of(self, event: Any) -> Hashable:
         return self.limit.key(event) if self.limit.key is not None else None
 
-    def _bucket(self, buckets: dict[Hashable, _Bucket], key: Hashable, per_minute: float) -> _Bucket:
+    def _bucket(
+        self, buckets: dict[Hashable, _Bucket], key: Hashable, per_minute: float
+    ) -> _Bucket:
         bucket = buckets.get(key)
         now = trio.current_time()
         if bucket is None:

@@ -262,15 +262,15 @@ class LLMNode(Node):
         self.options = GenerationOptions(max_tokens=max_tokens, temperature=temperature)
         self.schema = Schema(schema) if schema is not None else None
         self.concurrency = POSITIVE_INT.check(owner, "concurrency", concurrency)
-        self.rate_limit = instance_of(RateLimit, "a RateLimit").optional().check(
-            owner, "rate_limit", rate_limit
+        self.rate_limit = (
+            instance_of(RateLimit, "a RateLimit").optional().check(owner, "rate_limit", rate_limit)
         )
-        self.cache = instance_of(ResultCache, "a ResultCache").optional().check(
-            owner, "cache", cache
+        self.cache = (
+            instance_of(ResultCache, "a ResultCache").optional().check(owner, "cache", cache)
         )
         self.on_error = NODE_ON_ERROR.check(owner, "on_error", on_error)
-        self.retry = instance_of(RetryPolicy, "a RetryPolicy").optional().check(
-            owner, "retry", retry
+        self.retry = (
+            instance_of(RetryPolicy, "a RetryPolicy").optional().check(owner, "retry", retry)
         )
         self.provider = resolve_llm_provider(provider, url=url, **provider_options)
         self._limiter = KeyedRateLimiter(rate_limit) if rate_limit is not None else None
@@ -328,7 +328,10 @@ class LLMNode(Node):
         self.metrics.cache_hits += 1
         if emit is not None and self.mode == "stream":
             await emit([LLMChunk(request_id, 0, cached.text, event)])
-        return attrs.evolve(cached, request_id=request_id, event=event, cached=True, chunks=1)
+        response: LLMResponse = attrs.evolve(
+            cached, request_id=request_id, event=event, cached=True, chunks=1
+        )
+        return response
 
     async def _generate(
         self, messages: Sequence[ChatMessage], request_id: str, event: Any, emit: Emit | None

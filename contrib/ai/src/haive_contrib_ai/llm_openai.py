@@ -236,7 +236,9 @@ class OpenAIChatProvider(LLMProvider):
                 if not isinstance(chunk, dict):
                     raise LLMError(f"chat server {self.endpoint} sent {data[:200]!r}")
                 if "error" in chunk:
-                    raise LLMError(f"chat server {self.endpoint} failed mid-stream: {chunk['error']}")
+                    raise LLMError(
+                        f"chat server {self.endpoint} failed mid-stream: {chunk['error']}"
+                    )
                 usage = chunk.get("usage")
                 if isinstance(usage, dict):
                     tokens.reported_usage = Usage(

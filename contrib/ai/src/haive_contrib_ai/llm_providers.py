@@ -25,7 +25,6 @@ import attrs
 
 from haive.dataflow.errors import ConfigError, UnknownPluginError
 from haive.dataflow.plugins import CapabilityKind
-
 from haive.dataflow.runtime.validation import NON_NEGATIVE_NUMBER, POSITIVE_INT, invalid
 
 from . import hookspecs
@@ -45,9 +44,7 @@ class GenerationOptions:
     """
 
     max_tokens: int | None = attrs.field(default=None, validator=POSITIVE_INT.optional())
-    temperature: float | None = attrs.field(
-        default=None, validator=NON_NEGATIVE_NUMBER.optional()
-    )
+    temperature: float | None = attrs.field(default=None, validator=NON_NEGATIVE_NUMBER.optional())
     #: Stop sequences.
     stop: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     seed: int | None = None
@@ -222,7 +219,9 @@ def resolve_llm_provider(
     try:
         instance = cls(**options)
     except TypeError as exc:
-        raise ConfigError(f"llm provider {provider!r} does not accept these options: {exc}") from exc
+        raise ConfigError(
+            f"llm provider {provider!r} does not accept these options: {exc}"
+        ) from exc
     return instance
 
 

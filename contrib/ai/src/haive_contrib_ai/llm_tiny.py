@@ -162,7 +162,10 @@ class TransformersServer:
                     f"{self.log.read_text()[-2000:]}"
                 )
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1.0).status_code == 200:
+                if (
+                    httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1.0).status_code
+                    == 200
+                ):
                     return
             except httpx.HTTPError:
                 pass
