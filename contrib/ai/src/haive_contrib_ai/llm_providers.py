@@ -178,9 +178,10 @@ LLM_PROVIDER = CapabilityKind("llm_provider", LLMProvider, hookspecs.haive_regis
 
 
 def _builtin_providers() -> dict[str, type[LLMProvider]]:
+    from .llm_local import TransformersChatProvider
     from .llm_openai import OpenAIChatProvider
 
-    return {cls.PLUGIN_NAME: cls for cls in (OpenAIChatProvider,)}
+    return {cls.PLUGIN_NAME: cls for cls in (OpenAIChatProvider, TransformersChatProvider)}
 
 
 def resolve_llm_provider(

@@ -45,6 +45,7 @@ def haive_register_processors() -> list[type[Node]]:
     from .classification import ClassificationTransform
     from .embeddings import EmbeddingProcessor
     from .enrichment import EnrichmentTransform
+    from .llm_node import LLMNode
     from .router import IntelligentEventRouter
     from .sentiment import SentimentTransform
     from .similarity import SimilarityProcessor
@@ -59,6 +60,7 @@ def haive_register_processors() -> list[type[Node]]:
         TokenizationTransform,
         EnrichmentTransform,
         IntelligentEventRouter,
+        LLMNode,
     ]
 
 
@@ -82,6 +84,7 @@ def haive_register_embedding_providers() -> list[type[EmbeddingProvider]]:
 
 @hookimpl
 def haive_register_llm_providers() -> list[type[LLMProvider]]:
+    from .llm_local import TransformersChatProvider
     from .llm_openai import OpenAIChatProvider
 
-    return [OpenAIChatProvider]
+    return [OpenAIChatProvider, TransformersChatProvider]
