@@ -185,6 +185,7 @@ class OpenAIChatProvider(LLMProvider):
         from httpx_sse import aconnect_sse
 
         attempt = 1
+        streaming = False
         while True:
             self.requests += 1
             failure: LLMError
@@ -194,6 +195,7 @@ class OpenAIChatProvider(LLMProvider):
                 ) as source:
                     response = source.response
                     if response.status_code == 200:
+                        streaming = True
                         yield source
                         return
                     await response.aread()
@@ -205,6 +207,8 @@ class OpenAIChatProvider(LLMProvider):
                         retry_after=retry_after_seconds(response.headers.get("retry-after")),
                     )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                if streaming:  # raised while the caller read the stream: not ours to retry
+                    raise
                 # Nothing was generated for us yet: the server is down, restarting or
                 # dropped the connection before answering.
                 failure = LLMError(
