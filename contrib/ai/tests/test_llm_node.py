@@ -68,7 +68,8 @@ async def test_stream_mode_emits_ordered_chunks_then_the_whole_answer(
     assert sorted(r.event["symbol"] for r in responses.values()) == ["AAPL", "MSFT", "NVDA"]
     for request_id, response in responses.items():
         pieces = chunks[request_id]
-        assert [c.index for c in pieces] == list(range(len(pieces))) and len(pieces) >= 6
+        # transformers serve sends a token per event when idle, several when loaded.
+        assert [c.index for c in pieces] == list(range(len(pieces))) and len(pieces) >= 2
         assert "".join(c.text for c in pieces) == response.text
         assert all(c.event is response.event for c in pieces)
         assert response.usage.completion_tokens == 12 and not response.usage.estimated

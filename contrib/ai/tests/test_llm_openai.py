@@ -35,7 +35,9 @@ async def test_stream_delivers_deltas_in_order_then_the_whole_text_and_usage(
     generation = tokens.generation
     assert generation is not None
     texts = [d.text for d in deltas if d.text]
-    assert len(texts) >= 12  # one delta per token or so, not one lump
+    # Streamed, not one lump: transformers serve sends a token per event when idle and
+    # several per event when the machine is loaded, so only "more than one" is certain.
+    assert len(texts) >= 2
     assert generation.text == "".join(texts)
     # Greedy decoding: the streamed and the whole answer are the same text.
     assert whole.text == generation.text

@@ -75,7 +75,7 @@ async def test_start_stream_streams_the_models_answer_to_the_client(
     [answer] = answers
     assert frames[-1]["reason"] == "complete"
     assert "".join(f["content"] for f in frames) == answer.text
-    assert answer.usage.completion_tokens == 40 and len(frames) > 2
+    assert answer.usage.completion_tokens == 40 and len(frames) >= 2
 
 
 @pytest.mark.parametrize("how", ["stop_stream", "leave"])
