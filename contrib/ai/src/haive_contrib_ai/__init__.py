@@ -1,5 +1,5 @@
 """haive-contrib-ai: chunking, embeddings, similarity, sentiment, classification, tokenization,
-enrichment and intelligent routing for haive-dataflow pipelines, all offline.
+enrichment, intelligent routing and LLM token streams for haive-dataflow pipelines, offline.
 
 The usual import path is :mod:`haive.dataflow.streaming` (``from haive.dataflow.streaming
 import ChunkProcessor``); this package exports the same classes.
@@ -40,6 +40,12 @@ if TYPE_CHECKING:
         resolve_provider,
     )
     from .enrichment import EnrichmentTransform
+    from .llm_limits import RateLimit
+    from .llm_local import TransformersChatProvider
+    from .llm_node import LLMChunk, LLMNode, LLMResponse
+    from .llm_openai import OpenAIChatProvider
+    from .llm_providers import GenerationOptions, LLMProvider, resolve_llm_provider
+    from .llm_records import ChatMessage, LLMError, Usage
     from .records import Chunk, Document, annotate, text_of, value_of
     from .router import IntelligentEventRouter, RouteDecision
     from .sentiment import Sentiment, SentimentTransform
@@ -50,6 +56,18 @@ if TYPE_CHECKING:
 
 #: Public name -> the submodule defining it.
 _SUBMODULE_OF: dict[str, str] = {
+    "ChatMessage": "llm_records",
+    "GenerationOptions": "llm_providers",
+    "LLMChunk": "llm_node",
+    "LLMError": "llm_records",
+    "LLMNode": "llm_node",
+    "LLMProvider": "llm_providers",
+    "LLMResponse": "llm_node",
+    "OpenAIChatProvider": "llm_openai",
+    "RateLimit": "llm_limits",
+    "TransformersChatProvider": "llm_local",
+    "Usage": "llm_records",
+    "resolve_llm_provider": "llm_providers",
     "Chunk": "records",
     "ChunkProcessor": "chunking",
     "Classification": "classification",
@@ -83,6 +101,7 @@ _SUBMODULE_OF: dict[str, str] = {
 }
 
 __all__ = [
+    "ChatMessage",
     "Chunk",
     "ChunkProcessor",
     "Classification",
@@ -95,10 +114,18 @@ __all__ = [
     "EmbeddingTransform",
     "EnrichmentTransform",
     "EvaluationReport",
+    "GenerationOptions",
     "HashingEmbeddingProvider",
     "IntelligentEventRouter",
+    "LLMChunk",
+    "LLMError",
+    "LLMNode",
+    "LLMProvider",
+    "LLMResponse",
     "ModelTokenizer",
+    "OpenAIChatProvider",
     "OpenAIEmbeddingProvider",
+    "RateLimit",
     "RouteDecision",
     "SentenceTransformerProvider",
     "Sentiment",
@@ -107,8 +134,11 @@ __all__ = [
     "TextTransform",
     "TokenizationTransform",
     "Tokens",
+    "TransformersChatProvider",
+    "Usage",
     "WordTokenizer",
     "annotate",
+    "resolve_llm_provider",
     "resolve_provider",
     "text_of",
     "train_classifier",

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from haive.dataflow.runtime.nodes import Node
 
     from .embeddings import EmbeddingProvider
+    from .llm_providers import LLMProvider
 
 
 @hookimpl
@@ -33,8 +34,9 @@ def haive_addhooks(pluginmanager: pluggy.PluginManager) -> None:
 @hookimpl
 def haive_register_capability_kinds() -> Iterable[CapabilityKind[Any]]:
     from .embeddings import EMBEDDING_PROVIDER
+    from .llm_providers import LLM_PROVIDER
 
-    return [EMBEDDING_PROVIDER]
+    return [EMBEDDING_PROVIDER, LLM_PROVIDER]
 
 
 @hookimpl
@@ -43,6 +45,7 @@ def haive_register_processors() -> list[type[Node]]:
     from .classification import ClassificationTransform
     from .embeddings import EmbeddingProcessor
     from .enrichment import EnrichmentTransform
+    from .llm_node import LLMNode
     from .router import IntelligentEventRouter
     from .sentiment import SentimentTransform
     from .similarity import SimilarityProcessor
@@ -57,6 +60,7 @@ def haive_register_processors() -> list[type[Node]]:
         TokenizationTransform,
         EnrichmentTransform,
         IntelligentEventRouter,
+        LLMNode,
     ]
 
 
@@ -76,3 +80,11 @@ def haive_register_embedding_providers() -> list[type[EmbeddingProvider]]:
     )
 
     return [SentenceTransformerProvider, OpenAIEmbeddingProvider, HashingEmbeddingProvider]
+
+
+@hookimpl
+def haive_register_llm_providers() -> list[type[LLMProvider]]:
+    from .llm_local import TransformersChatProvider
+    from .llm_openai import OpenAIChatProvider
+
+    return [OpenAIChatProvider, TransformersChatProvider]

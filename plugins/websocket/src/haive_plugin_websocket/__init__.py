@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+from .agent_streams import AgentStreams, AgentStreamStats
 from .backplane import Backplane, RedisBackplane
 from .client import ClientStats, ConnectionEvent, StreamingClient, reconnect_delay
 from .config import ConnectionConfig, ServerConfig
@@ -28,6 +29,8 @@ from .server import ClientInfo, ClientSession, MultiRoomWebSocket, ServerStats, 
 from .tls import client_ssl_context, server_ssl_context
 
 __all__ = [
+    "AgentStreamStats",
+    "AgentStreams",
     "Backplane",
     "ClientInfo",
     "ClientMessage",
