@@ -4,14 +4,26 @@ Every scenario runs twice in the same run, the same work each time: once with
 haive-plugin-websocket (``WebSocketManager`` + ``StreamingClient``, trio) and once with plain
 ``websockets`` asyncio (``serve``/``connect``, ``websockets.broadcast``). The server and the
 client are separate processes pinned to different cores (``os.sched_setaffinity``).
-Compression is off on both sides (small JSON messages; deflate would dominate both).
+Compression is off on both sides (small JSON messages; deflate would dominate both). Both
+sides encode and decode JSON with orjson, and the asyncio side sends orjson's bytes as text
+frames (``send(data, text=True)``) and reads undecoded bytes (``recv(decode=False)``).
 
 * ``rtt``: one client, sequential request/echo round trips; p50 and p99.
 * ``one_way``: one client sends N messages as fast as it can; the server counts them; the
-  rate is N / time until the server acknowledged the last one. Ours coalesces what is queued
-  into batch frames (negotiated: the receiver is our server).
+  rate is N / time until the server acknowledged the last one. Measured like for like twice:
+  ``unbatched``, our client not offering the ``batch`` feature (``ConnectionConfig(features=
+  ("recovery",))``: one frame per message) against the per-frame asyncio client; and
+  ``batched``, our client's default (what is queued is coalesced into
+  ``{"type":"batch","messages":[...]}`` frames of up to 64 KiB) against an asyncio client that
+  builds the same batch frames with the same size rule, which the asyncio server unpacks as
+  ours does (:func:`haive_plugin_websocket.protocol.parse_frame`).
 * ``broadcast100``: 100 clients in one room; the server broadcasts N messages; deliveries/s
-  = 100 * N / time until every client got all N.
+  = 100 * N / time until every client got all N. Our clients do not offer ``batch`` (one
+  frame per message per client, as ``websockets.broadcast`` sends) and keep ``recovery``, so
+  each member gets ``{"type":"t","i":I,"room":"bench","seq":I+1}``; the asyncio server
+  sends byte-identical text frames (numbering each join's ``user_joined`` notice as ours
+  does). ``broadcast100.batched`` is ours with the default
+  features (batch frames to each client), without an asyncio counterpart.
 * ``idle``: the server's RSS growth per idle connection (clients are plain asyncio
   ``websockets`` connections for both servers, so only the server differs).
 
@@ -27,6 +39,7 @@ import resource
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +48,12 @@ DESCRIPTION = "WebSocket rtt p99, one-way msgs/s, broadcast to 100 clients, KB p
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_CPU, CLIENT_CPU = 0, 1
 ROOM = "bench"
+#: What our client coalesces into one batch frame (``ConnectionConfig.max_batch_bytes``'s
+#: default); the asyncio batching client uses the same bound.
+MAX_BATCH_BYTES = 64 * 1024
+#: The features our client offers: the default, and the default without ``batch``.
+BATCHED_FEATURES = ("batch", "recovery")
+UNBATCHED_FEATURES = ("recovery",)
 
 
 # -- shared helpers ----------------------------------------------------------------------
@@ -123,40 +142,55 @@ def serve_ours() -> None:
 def serve_asyncio() -> None:
     import asyncio
 
+    import orjson
     import websockets
     from websockets.asyncio.server import broadcast, serve
 
     room: set[Any] = set()
-    state = {"count": 0}
+    state = {"count": 0, "seq": 0}
     connections: set[Any] = set()
+    dumps = orjson.dumps
+
+    async def handle(ws: Any, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "m":
+            state["count"] += 1
+        elif kind == "echo":
+            await ws.send(dumps(message), text=True)
+        elif kind == "fin":
+            await ws.send(dumps({"type": "fin_ack", "count": state["count"]}), text=True)
+            state["count"] = 0
+        elif kind == "join":
+            room.add(ws)
+            await ws.send(dumps({"type": "joined"}), text=True)
+            # Our server announces a join to the room, which takes a room "seq" number.
+            state["seq"] += 1
+            notice = {"type": "user_joined", "user_id": ws.id.hex[:16], "room": ROOM}
+            broadcast(room, dumps({**notice, "seq": state["seq"]}), text=True)
+        elif kind == "go":
+            # What our server sends each member (the "room" it sets, the per-room "seq" of
+            # the recovery feature), byte for byte: {"type":"t","i":0,"room":"bench","seq":1}.
+            for i in range(message["n"]):
+                state["seq"] += 1
+                data = dumps({"type": "t", "i": i, "room": ROOM, "seq": state["seq"]})
+                broadcast(room, data, text=True)
+                if i % 32 == 31:  # as our server does: let the writers run
+                    await asyncio.sleep(0)
+        elif kind == "rss":
+            reply = {"type": "rss", "kb": _rss_kb(), "connections": len(connections)}
+            await ws.send(dumps(reply), text=True)
 
     async def handler(ws: Any) -> None:
         connections.add(ws)
+        loads = orjson.loads
         try:
-            async for raw in ws:
-                message = json.loads(raw)
-                kind = message["type"]
-                if kind == "m":
-                    state["count"] += 1
-                elif kind == "echo":
-                    await ws.send(json.dumps(message))
-                elif kind == "fin":
-                    await ws.send(json.dumps({"type": "fin_ack", "count": state["count"]}))
-                    state["count"] = 0
-                elif kind == "join":
-                    room.add(ws)
-                    await ws.send(json.dumps({"type": "joined"}))
-                elif kind == "go":
-                    for i in range(message["n"]):
-                        broadcast(room, json.dumps({"type": "t", "i": i, "room": ROOM}))
-                        if i % 32 == 31:
-                            await asyncio.sleep(0)
-                elif kind == "rss":
-                    await ws.send(
-                        json.dumps(
-                            {"type": "rss", "kb": _rss_kb(), "connections": len(connections)}
-                        )
-                    )
+            while True:
+                message = loads(await ws.recv(decode=False))
+                if message["type"] == "batch":  # a batch frame, as our server unpacks it
+                    for item in message["messages"]:
+                        await handle(ws, item)
+                else:
+                    await handle(ws, message)
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -183,9 +217,14 @@ def client_ours(scenario: str, port: int, n: int) -> dict[str, Any]:
 
     url = f"ws://127.0.0.1:{port}/"
 
-    def config(**options: Any) -> ConnectionConfig:
+    def config(features: tuple[str, ...] = BATCHED_FEATURES) -> ConnectionConfig:
+        assert ConnectionConfig(url=url).max_batch_bytes == MAX_BATCH_BYTES
         return ConnectionConfig(
-            url=url, compression=None, heartbeat_interval=None, queue_size=65536, **options
+            url=url,
+            compression=None,
+            heartbeat_interval=None,
+            queue_size=65536,
+            features=features,
         )
 
     async def rtt() -> dict[str, Any]:
@@ -206,8 +245,8 @@ def client_ours(scenario: str, port: int, n: int) -> dict[str, Any]:
             "p99_ms": _percentile(samples, 0.99) * 1e3,
         }
 
-    async def one_way() -> dict[str, Any]:
-        client = StreamingClient(config())
+    async def one_way(features: tuple[str, ...]) -> dict[str, Any]:
+        client = StreamingClient(config(features))
         acked = trio.Event()
         result: dict[str, Any] = {}
 
@@ -227,8 +266,8 @@ def client_ours(scenario: str, port: int, n: int) -> dict[str, Any]:
             frames = client.stats.frames_sent
         return {"msgs_per_s": n / elapsed, "received": result["count"], "frames": frames}
 
-    async def broadcast() -> dict[str, Any]:
-        clients = [StreamingClient(config()) for _ in range(100)]
+    async def broadcast(features: tuple[str, ...]) -> dict[str, Any]:
+        clients = [StreamingClient(config(features)) for _ in range(100)]
         total = {"n": 0}
         done = trio.Event()
         expected = 100 * n
@@ -253,16 +292,24 @@ def client_ours(scenario: str, port: int, n: int) -> dict[str, Any]:
                 await c.close()
         return {"deliveries_per_s": expected / elapsed, "deliveries": total["n"]}
 
-    scenarios = {"rtt": rtt, "one_way": one_way, "broadcast": broadcast}
+    scenarios = {
+        "rtt": rtt,
+        "one_way": partial(one_way, UNBATCHED_FEATURES),
+        "one_way_batched": partial(one_way, BATCHED_FEATURES),
+        "broadcast": partial(broadcast, UNBATCHED_FEATURES),
+        "broadcast_batched": partial(broadcast, BATCHED_FEATURES),
+    }
     return trio.run(scenarios[scenario])
 
 
 def client_asyncio(scenario: str, port: int, n: int) -> dict[str, Any]:
     import asyncio
 
+    import orjson
     from websockets.asyncio.client import connect
 
     url = f"ws://127.0.0.1:{port}/"
+    dumps, loads = orjson.dumps, orjson.loads
 
     def open_ws() -> Any:
         return connect(url, compression=None, ping_interval=None, max_size=2**24)
@@ -272,8 +319,8 @@ def client_asyncio(scenario: str, port: int, n: int) -> dict[str, Any]:
         async with open_ws() as ws:
             for i in range(n + 200):
                 started = time.perf_counter()
-                await ws.send(json.dumps({"type": "echo", "i": i}))
-                json.loads(await ws.recv())
+                await ws.send(dumps({"type": "echo", "i": i}), text=True)
+                loads(await ws.recv(decode=False))
                 if i >= 200:
                     samples.append(time.perf_counter() - started)
         return {
@@ -285,11 +332,43 @@ def client_asyncio(scenario: str, port: int, n: int) -> dict[str, Any]:
         async with open_ws() as ws:
             started = time.perf_counter()
             for i in range(n):
-                await ws.send(json.dumps({"type": "m", "i": i}))
-            await ws.send(json.dumps({"type": "fin"}))
-            ack = json.loads(await ws.recv())
+                await ws.send(dumps({"type": "m", "i": i}), text=True)
+            await ws.send(dumps({"type": "fin"}), text=True)
+            ack = loads(await ws.recv(decode=False))
             elapsed = time.perf_counter() - started
         return {"msgs_per_s": n / elapsed, "received": ack["count"], "frames": n + 1}
+
+    async def one_way_batched() -> dict[str, Any]:
+        # Our client's batch frames, built the same way (protocol.encode_frames): messages
+        # joined into {"type":"batch","messages":[...]} up to MAX_BATCH_BYTES, a lone one
+        # sent as itself.
+        frames = 0
+        async with open_ws() as ws:
+            started = time.perf_counter()
+            parts: list[bytes] = []
+            size = 0
+
+            async def flush() -> None:
+                nonlocal size, frames
+                if len(parts) == 1:
+                    await ws.send(parts[0], text=True)
+                elif parts:
+                    frame = b'{"type":"batch","messages":[' + b",".join(parts) + b"]}"
+                    await ws.send(frame, text=True)
+                parts.clear()
+                size = 0
+                frames += 1
+
+            for i in range(n + 1):
+                data = dumps({"type": "m", "i": i} if i < n else {"type": "fin"})
+                if parts and size + len(data) > MAX_BATCH_BYTES:
+                    await flush()
+                parts.append(data)
+                size += len(data) + 1
+            await flush()
+            ack = loads(await ws.recv(decode=False))
+            elapsed = time.perf_counter() - started
+        return {"msgs_per_s": n / elapsed, "received": ack["count"], "frames": frames}
 
     async def broadcast() -> dict[str, Any]:
         expected = 100 * n
@@ -297,13 +376,13 @@ def client_asyncio(scenario: str, port: int, n: int) -> dict[str, Any]:
         done = asyncio.Event()
         sockets = [await open_ws().__aenter__() for _ in range(100)]
         for ws in sockets:
-            await ws.send(json.dumps({"type": "join"}))
-            await ws.recv()
+            await ws.send(dumps({"type": "join"}), text=True)
+            await ws.recv(decode=False)
 
         async def reader(ws: Any) -> None:
             got = 0
             while got < n:
-                if json.loads(await ws.recv())["type"] == "t":
+                if loads(await ws.recv(decode=False))["type"] == "t":
                     got += 1
                     total["n"] += 1
             if total["n"] == expected:
@@ -311,7 +390,7 @@ def client_asyncio(scenario: str, port: int, n: int) -> dict[str, Any]:
 
         tasks = [asyncio.create_task(reader(ws)) for ws in sockets]
         started = time.perf_counter()
-        await sockets[0].send(json.dumps({"type": "go", "n": n}))
+        await sockets[0].send(dumps({"type": "go", "n": n}), text=True)
         await done.wait()
         elapsed = time.perf_counter() - started
         await asyncio.gather(*tasks)
@@ -319,7 +398,12 @@ def client_asyncio(scenario: str, port: int, n: int) -> dict[str, Any]:
             await ws.close()
         return {"deliveries_per_s": expected / elapsed, "deliveries": total["n"]}
 
-    scenarios = {"rtt": rtt, "one_way": one_way, "broadcast": broadcast}
+    scenarios = {
+        "rtt": rtt,
+        "one_way": one_way,
+        "one_way_batched": one_way_batched,
+        "broadcast": broadcast,
+    }
     return asyncio.run(scenarios[scenario]())
 
 
@@ -450,27 +534,47 @@ def run(rec: Any) -> None:
         "websocket.rtt.vs_asyncio", ours["p99_ms"], base["p99_ms"], "p99 ratio, lower is better"
     )
 
-    ours = _measure("ours", "one_way", one_way_n)
-    base = _measure("asyncio", "one_way", one_way_n)
-    assert ours["received"] == one_way_n and base["received"] == one_way_n, (ours, base)
-    rec.figure("websocket.one_way.msgs_per_s", ours["msgs_per_s"], "msgs/s", "target >= 100k")
-    rec.figure("websocket.one_way.msgs_per_frame", one_way_n / max(1, ours["frames"]), "msgs")
-    rec.figure("websocket.one_way.asyncio_msgs_per_s", base["msgs_per_s"], "msgs/s")
-    rec.ratio("websocket.one_way.vs_asyncio", ours["msgs_per_s"], base["msgs_per_s"])
+    # One way, like for like: one frame per message on both sides, then batch frames on both.
+    for label, ours_scenario, base_scenario, base_name in (
+        ("unbatched", "one_way", "one_way", "asyncio"),
+        ("batched", "one_way_batched", "one_way_batched", "asyncio_batched"),
+    ):
+        ours = _measure("ours", ours_scenario, one_way_n)
+        base = _measure("asyncio", base_scenario, one_way_n)
+        assert ours["received"] == one_way_n and base["received"] == one_way_n, (ours, base)
+        prefix = f"websocket.one_way.{label}"
+        rec.figure(f"{prefix}.msgs_per_s", ours["msgs_per_s"], "msgs/s", "target >= 100k")
+        rec.figure(f"{prefix}.msgs_per_frame", one_way_n / max(1, ours["frames"]), "msgs")
+        rec.figure(f"websocket.one_way.{base_name}_msgs_per_s", base["msgs_per_s"], "msgs/s")
+        rec.figure(
+            f"websocket.one_way.{base_name}_msgs_per_frame",
+            one_way_n / max(1, base["frames"]),
+            "msgs",
+        )
+        rec.ratio(f"{prefix}.vs_{base_name}", ours["msgs_per_s"], base["msgs_per_s"])
 
+    # Broadcast, like for like: one frame per message per client, byte-identical payloads.
     ours = _measure("ours", "broadcast", broadcast_n)
     base = _measure("asyncio", "broadcast", broadcast_n)
+    batched = _measure("ours", "broadcast_batched", broadcast_n)
+    assert ours["deliveries"] == base["deliveries"] == batched["deliveries"], (ours, base)
     rec.figure(
         "websocket.broadcast100.deliveries_per_s",
         ours["deliveries_per_s"],
         "deliveries/s",
-        "target >= 150k",
+        "one frame per message per client; target >= 150k",
     )
     rec.figure(
         "websocket.broadcast100.asyncio_deliveries_per_s", base["deliveries_per_s"], "deliveries/s"
     )
     rec.ratio(
         "websocket.broadcast100.vs_asyncio", ours["deliveries_per_s"], base["deliveries_per_s"]
+    )
+    rec.figure(
+        "websocket.broadcast100.batched.deliveries_per_s",
+        batched["deliveries_per_s"],
+        "deliveries/s",
+        "default features: batch frames to each client; no asyncio counterpart",
     )
 
     ours = _measure("ours", "idle", idle_n)
