@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -26,9 +27,13 @@ class Recorded:
     def __init__(self, client: RedisClient) -> None:
         self.client = client
         self.sizes: list[int] = []
+        #: ``taken[i]`` is set when round trip i (from 0) takes its commands to write them.
+        self.taken = [threading.Event() for _ in range(8)]
 
     def __call__(self, packed: bytes, replies: int) -> list[Any]:
         self.sizes.append(replies)
+        if len(self.sizes) <= len(self.taken):
+            self.taken[len(self.sizes) - 1].set()
         return self.client._send(packed, replies)
 
 
@@ -59,9 +64,15 @@ def _command(tag: str, i: int, kind: str) -> tuple[tuple[Any, ...], Any]:
     return ("INCRBY", f"{{{tag}}}:n{i}", i), i  # a key of its own: the exact new value
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
-    kinds=st.lists(st.sampled_from(["echo", "set", "incr_error", "unknown", "incrby"]), min_size=1, max_size=300),
+    kinds=st.lists(
+        st.sampled_from(["echo", "set", "incr_error", "unknown", "incrby"]),
+        min_size=1,
+        max_size=300,
+    ),
     pipelines=st.integers(1, 3),
     buffer_size=st.integers(1, 64),
     seed=st.integers(0, 2**32),
@@ -124,7 +135,8 @@ async def test_many_concurrent_commands_share_round_trips(tag):
 
 async def test_cancelled_after_sending_keeps_the_connection_in_sync(tag, r):
     client = RedisClient(pool_size=1)  # one connection: every command shares it
-    pipe = client.autopipeline
+    recorded = Recorded(client)
+    pipe = client.autopipeline = AutoPipeline(recorded, client.limiter)
     first, second = f"{{{tag}}}:first", f"{{{tag}}}:second"
     results: dict[str, Any] = {}
 
@@ -152,8 +164,7 @@ async def test_cancelled_after_sending_keeps_the_connection_in_sync(tag, r):
             # Release the first BLPOP: [BLPOP second, ECHO] go out in one write and
             # block on the server; cancel ECHO's caller while its reply is pending.
             r.rpush(first, "x")
-            while pipe.round_trips < 3:
-                await trio.sleep(0.001)
+            await trio.to_thread.run_sync(recorded.taken[2].wait)
             assert not pipe._queue and pipe.commands == 4
             box[0].cancel()
             await trio.testing.wait_all_tasks_blocked()

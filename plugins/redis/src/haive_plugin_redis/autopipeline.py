@@ -134,7 +134,9 @@ class AutoPipeline:
                 self.round_trips += 1
                 self.commands += len(batch)
                 packed = b"".join(command.packed for command in batch)
-                with trio.CancelScope(shield=True):  # every reply read: the connection stays in sync
+                with trio.CancelScope(
+                    shield=True
+                ):  # every reply read: the connection stays in sync
                     try:
                         replies = await trio.to_thread.run_sync(
                             self._roundtrip, packed, len(batch), limiter=self._threads

@@ -98,7 +98,9 @@ class RedisClient:
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
             raise ConfigError(f"pool_size must be an int >= 1, got {pool_size!r}")
         if not isinstance(pipelines, int) or isinstance(pipelines, bool) or pipelines < 1:
-            raise ConfigError(f"RedisClient(pipelines={pipelines!r}): pipelines must be an int >= 1")
+            raise ConfigError(
+                f"RedisClient(pipelines={pipelines!r}): pipelines must be an int >= 1"
+            )
         self.url = url
         self.pool_size = pool_size
         self.pool = redis.BlockingConnectionPool.from_url(
