@@ -176,14 +176,6 @@ class DedicatedConnection:
         self._conn: redis.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
 
-    async def command(self, *args: Arg) -> Any:
-        """One command, auto-pipelined with the others in flight; its raw reply.
-
-        An error reply is raised as :class:`redis.exceptions.ResponseError` (to this
-        caller only); a lone command goes out at once.
-        """
-        return await self.autopipeline.execute(pack(*args))
-
     async def send(self, packed: bytes, replies: int) -> list[Any]:
         return await trio.to_thread.run_sync(self._send, packed, replies, limiter=self._limiter)
 
