@@ -65,7 +65,7 @@ def _command(tag: str, i: int, kind: str) -> tuple[tuple[Any, ...], Any]:
 
 
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     kinds=st.lists(
@@ -78,12 +78,15 @@ def _command(tag: str, i: int, kind: str) -> tuple[tuple[Any, ...], Any]:
     seed=st.integers(0, 2**32),
 )
 def test_concurrent_callers_get_their_own_replies(tag, r, kinds, pipelines, buffer_size, seed):
+    """Random command mixes (error replies among them), some callers cancelled at random."""
     r.set(f"{{{tag}}}:text", "not a number")
     rng = random.Random(seed)
     commands = [_command(tag, i, kind) for i, kind in enumerate(kinds)]
     delays = [rng.randrange(3) for _ in commands]
+    cancel_after = [rng.randrange(6) if rng.random() < 0.2 else None for _ in commands]
+    cancelled = object()
 
-    async def main() -> tuple[list[Any], AutoPipeline, list[int]]:
+    async def main() -> tuple[list[Any], AutoPipeline, list[int], Any]:
         client = RedisClient(pool_size=4, pipelines=pipelines, buffer_size=buffer_size)
         recorded = Recorded(client)
         client.autopipeline = AutoPipeline(
@@ -91,30 +94,47 @@ def test_concurrent_callers_get_their_own_replies(tag, r, kinds, pipelines, buff
         )
         got: list[Any] = [None] * len(commands)
 
-        async def caller(i: int) -> None:
-            for _ in range(delays[i]):
+        async def caller(i: int, scope: trio.CancelScope) -> None:
+            with scope:
+                for _ in range(delays[i]):
+                    await trio.lowlevel.checkpoint()
+                try:
+                    got[i] = await client.command(*commands[i][0])
+                except ResponseError as exc:
+                    got[i] = exc
+            if scope.cancelled_caught:
+                got[i] = cancelled
+
+        async def canceller(after: int, scope: trio.CancelScope) -> None:
+            for _ in range(after):
                 await trio.lowlevel.checkpoint()
-            try:
-                got[i] = await client.command(*commands[i][0])
-            except ResponseError as exc:
-                got[i] = exc
+            scope.cancel()
 
         try:
             async with trio.open_nursery() as nursery:
                 for i in range(len(commands)):
-                    nursery.start_soon(caller, i)
+                    scope = trio.CancelScope()
+                    nursery.start_soon(caller, i, scope)
+                    after = cancel_after[i]
+                    if after is not None:
+                        nursery.start_soon(canceller, after, scope)
+            final = await client.command("ECHO", "final")  # the connections are in step
         finally:
             client.close()
-        return got, client.autopipeline, recorded.sizes
+        return got, client.autopipeline, recorded.sizes, final
 
-    got, pipe, sizes = trio.run(main)
-    for (args, expected), reply in zip(commands, got, strict=True):
-        if expected is ResponseError:
+    got, pipe, sizes, final = trio.run(main)
+    assert final == b"final"
+    for i, ((args, expected), reply) in enumerate(zip(commands, got, strict=True)):
+        if reply is cancelled:
+            assert cancel_after[i] is not None
+        elif expected is ResponseError:
             assert isinstance(reply, ResponseError), (args, reply)
         else:
             assert reply == expected, (args, reply)
-    assert sum(sizes) == pipe.commands == len(commands)
+    assert sum(sizes) == pipe.commands <= len(commands) + 1
     assert max(sizes) <= buffer_size  # the queue is bounded: so is every write
+    assert not pipe._queue and pipe._in_flight == 0
     r.delete(*[f"{{{tag}}}:n{i}" for i in range(len(kinds))], f"{{{tag}}}:text")
     r.delete(*[f"{{{tag}}}:k{i}" for i in range(len(kinds))])
 
