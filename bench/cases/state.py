@@ -7,12 +7,17 @@ SQLite (a file in a temporary directory, WAL, ``synchronous=NORMAL``) and, when 
 registers a backend for ``redis://`` (haive-plugin-redis), Redis on 127.0.0.1:6379 (keys
 under a random namespace, deleted afterwards). For SQLite the throughput of 64 concurrent
 writers is also measured: its group commit runs the operations queued behind a busy worker
-thread in one transaction.
+thread in one transaction. For Redis the same 64 writers (``state.redis.concurrent64``: the
+client auto-pipelines their commands) run next to ``redis-benchmark -q -t set -c 64`` (64
+connections, no encoding, no pipelining) in the same run.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -74,6 +79,27 @@ async def _concurrent_puts(store: StateStore, n: int, writers: int = 64) -> floa
     return per_writer * writers / (time.perf_counter() - started)
 
 
+def _redis_benchmark_set_64(n: int) -> float | None:
+    """SET/s of ``redis-benchmark -c 64`` (None when it is not installed)."""
+    tool = shutil.which("redis-benchmark")
+    if tool is None:
+        print(
+            "  redis-benchmark is not installed: state.redis.concurrent64.vs_redis_benchmark skipped"
+        )
+        return None
+    out = subprocess.run(
+        [tool, "-q", "-t", "set", "-c", "64", "-n", str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    match = re.search(r"SET: ([\d.]+) requests per second", out.replace("\r", "\n"))
+    if match is None:
+        raise RuntimeError(f"unexpected redis-benchmark output: {out[-200:]!r}")
+    return float(match.group(1))
+
+
 def _report(rec: Recorder, name: str, lat: dict[str, list[int]], unit: str) -> None:
     scale, suffix = (1e3, "us") if unit == "us" else (1e6, "ms")
     for op, samples in lat.items():
@@ -100,9 +126,22 @@ def run(rec: Recorder) -> None:
             async with StateStore(url, namespace=namespace) as store:
                 try:
                     _report(rec, name, await _latencies(store, n), unit)
-                    if name != "memory":
+                    if name == "sqlite":
                         rate = await _concurrent_puts(store, n)
                         rec.figure(f"state.{name}.put_64_writers.ops_per_s", rate, "ops/s")
+                    elif name == "redis":
+                        rate = await _concurrent_puts(store, 5 * n)
+                        rec.figure("state.redis.concurrent64.ops_per_s", rate, "ops/s")
+                        baseline = _redis_benchmark_set_64(5 * n)
+                        if baseline is not None:
+                            rec.figure(
+                                "state.redis.baseline_redis_benchmark_c64.ops_per_s",
+                                baseline,
+                                "ops/s",
+                            )
+                            rec.figure(
+                                "state.redis.concurrent64.vs_redis_benchmark", rate / baseline, "x"
+                            )
                 finally:
                     await store.forget("")
 

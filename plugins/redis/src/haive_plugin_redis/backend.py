@@ -50,7 +50,9 @@ def ttl_ms(ttl: float | None) -> int | None:
 class RedisStateBackend(StateBackend):
     """Keyed state in Redis: plain string keys under ``prefix``, TTLs as ``PX``.
 
-    Every call runs redis-py in ``trio.to_thread`` on a bounded pool. ``update`` is an
+    ``get``/``put``/``delete`` are auto-pipelined on one server (:meth:`RedisClient.command`:
+    concurrent callers share round trips; a lone call goes out at once); the other calls
+    run redis-py in ``trio.to_thread`` on a bounded pool. ``update`` is an
     optimistic WATCH/MULTI/EXEC transaction retried on conflict; ``write_batch`` is one
     MULTI/EXEC; ``scan`` and ``delete_prefix`` iterate with ``SCAN`` (never ``KEYS``).
     ``redis+cluster://host:port`` (one node; the others are discovered) uses redis-py's
@@ -122,8 +124,9 @@ class RedisStateBackend(StateBackend):
 
     # -- the interface --------------------------------------------------------------------
     async def get(self, key: str) -> bytes | None:
-        value = await self.client.call(self.client.redis.get, self.prefix + key)
-        return _raw(value)
+        if isinstance(self.client, RedisClusterClient):
+            return _raw(await self.client.call(self.client.redis.get, self.prefix + key))
+        return _raw(await self.client.command("GET", self.prefix + key))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
@@ -135,14 +138,21 @@ class RedisStateBackend(StateBackend):
         return values
 
     async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        await self.client.call(self._put, self.prefix + key, _bytes(value, key), ttl_ms(ttl))
+        data, px = _bytes(value, key), ttl_ms(ttl)
+        if isinstance(self.client, RedisClusterClient):
+            await self.client.call(self._put, self.prefix + key, data, px)
+        elif px is None:
+            await self.client.command("SET", self.prefix + key, data)
+        else:
+            await self.client.command("SET", self.prefix + key, data, "PX", px)
 
     def _put(self, key: str, value: bytes, px: int | None) -> None:
         self.client.redis.set(key, value, px=px)
 
     async def delete(self, key: str) -> bool:
-        removed = await self.client.call(self.client.redis.delete, self.prefix + key)
-        return bool(removed)
+        if isinstance(self.client, RedisClusterClient):
+            return bool(await self.client.call(self.client.redis.delete, self.prefix + key))
+        return bool(await self.client.command("DEL", self.prefix + key))
 
     async def scan(self, prefix: str) -> list[tuple[str, bytes]]:
         return await self.client.call(self._scan, self.prefix + prefix)

@@ -17,6 +17,9 @@ from redis.exceptions import ResponseError
 
 from haive.dataflow.errors import ConfigError
 
+from ._resp import Arg, pack
+from .autopipeline import AutoPipeline
+
 T = TypeVar("T")
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -65,7 +68,9 @@ class RedisClient:
 
     ``call(fn, ...)`` runs a blocking function in a worker thread (at most ``pool_size``
     at a time); ``send(packed, n)`` sends RESP-packed commands on a pooled connection and
-    returns the ``n`` raw replies.
+    returns the ``n`` raw replies; ``command(*args)`` sends one command auto-pipelined
+    (:class:`~haive_plugin_redis.autopipeline.AutoPipeline`: concurrent commands share
+    round trips, at most ``buffer_size`` queued, ``pipelines`` round trips at a time).
 
     Example::
 
@@ -80,10 +85,22 @@ class RedisClient:
         [b'PONG', b'hi']
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, pool_size: int = 8, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        pool_size: int = 8,
+        buffer_size: int = 1024,
+        pipelines: int = 2,
+        **options: Any,
+    ) -> None:
         check_url(url)
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
             raise ConfigError(f"pool_size must be an int >= 1, got {pool_size!r}")
+        if not isinstance(pipelines, int) or isinstance(pipelines, bool) or pipelines < 1:
+            raise ConfigError(
+                f"RedisClient(pipelines={pipelines!r}): pipelines must be an int >= 1"
+            )
         self.url = url
         self.pool_size = pool_size
         self.pool = redis.BlockingConnectionPool.from_url(
@@ -91,6 +108,9 @@ class RedisClient:
         )
         self.redis = redis.Redis(connection_pool=self.pool)
         self.limiter = trio.CapacityLimiter(pool_size)
+        self.autopipeline = AutoPipeline(
+            self._send, self.limiter, buffer_size=buffer_size, pipelines=min(pipelines, pool_size)
+        )
 
     def __repr__(self) -> str:
         return f"RedisClient({self.url!r}, pool_size={self.pool_size})"
@@ -102,6 +122,14 @@ class RedisClient:
     async def execute(self, *args: Any) -> Any:
         """One command through redis-py (its reply parsing applied)."""
         return await self.call(self.redis.execute_command, *args)
+
+    async def command(self, *args: Arg) -> Any:
+        """One command, auto-pipelined with the others in flight; its raw reply.
+
+        An error reply is raised as :class:`redis.exceptions.ResponseError` (to this
+        caller only); a lone command goes out at once.
+        """
+        return await self.autopipeline.execute(pack(*args))
 
     async def send(self, packed: bytes, replies: int) -> list[Any]:
         """Pipelined RESP commands on a pooled connection; the raw replies in order."""

@@ -52,7 +52,7 @@ from redis.retry import Retry
 from haive.dataflow.errors import ConfigError, HaiveError
 from haive.dataflow.runtime.units import Duration, parse_duration
 
-from ._resp import pack
+from ._resp import Arg, pack
 from .client import RedisClient, roundtrip
 
 T = TypeVar("T")
@@ -459,6 +459,13 @@ class FailoverClient(RedisClient):
                     return await self._send_durable(packed, replies)
             except self.retry_errors as exc:
                 await self._recover(exc, retry)
+
+    async def command(self, *args: Arg) -> Any:
+        """One command through :meth:`send` (its failover retries; not auto-pipelined)."""
+        (reply,) = await self.send(pack(*args), 1)
+        if isinstance(reply, redis.exceptions.ResponseError):
+            raise reply
+        return reply
 
     # -- internals ------------------------------------------------------------------------------
     #: Errors after which the command is sent again to the primary located anew.
