@@ -146,6 +146,12 @@ class PartitionOwnership:
         #: The last offset sent in an asynchronous commit per partition, with the epoch it
         #: was sent in, until its result arrives.
         self._in_flight: dict[TopicPartitionKey, tuple[int, int]] = {}
+        #: The highest offset acknowledged per partition in its current epoch, committed or
+        #: not: what a final or revoke commit sends, so it also repairs an older commit that
+        #: librdkafka retried after a newer one and so moved the group's offset back.
+        self._acknowledged: dict[TopicPartitionKey, int] = {}
+        #: Asynchronous commits sent whose answer (``on_commit``) has not come yet.
+        self.outstanding = 0
         #: Acknowledgments dropped because their partition was revoked since (stale).
         self.stale = 0
 
@@ -160,6 +166,7 @@ class PartitionOwnership:
                 self._epoch += 1
                 self._epochs[key] = self._epoch
                 self._in_flight.pop(key, None)
+                self._acknowledged.pop(key, None)
 
     def epochs(self, keys: Any) -> dict[TopicPartitionKey, int]:
         """The current epoch of each of ``keys`` (0 for a partition not owned)."""
@@ -170,12 +177,15 @@ class PartitionOwnership:
     def acknowledged(self, ends: dict[TopicPartitionKey, tuple[int, int]]) -> None:
         """Record offsets whose records are handled; stale epochs are dropped."""
         with self._lock:
-            epochs, pending = self._epochs, self._pending
+            epochs, pending, high = self._epochs, self._pending, self._acknowledged
             for key, (next_offset, epoch) in ends.items():
                 if epochs.get(key) != epoch:
                     self.stale += 1
-                elif next_offset > pending.get(key, -1):
+                    continue
+                if next_offset > pending.get(key, -1):
                     pending[key] = next_offset
+                if next_offset > high.get(key, -1):
+                    high[key] = next_offset
 
     def take_commits(self) -> dict[TopicPartitionKey, int]:
         """The acknowledged offsets to commit now (forgotten here; give them back with
@@ -197,6 +207,7 @@ class PartitionOwnership:
             get = self._epochs.get
             for key, next_offset in offsets.items():
                 self._in_flight[key] = (next_offset, get(key, 0))
+            self.outstanding += 1
 
     def commit_result(self, key: TopicPartitionKey, next_offset: int, failed: bool) -> bool:
         """The broker's answer to an asynchronous commit of ``next_offset``. A failed commit
@@ -215,35 +226,35 @@ class PartitionOwnership:
                 self._pending[key] = next_offset
             return True
 
-    def take_final(self) -> dict[TopicPartitionKey, int]:
-        """Everything acknowledged that may not be committed yet (pending, or sent in an
-        asynchronous commit whose answer has not come), for a synchronous commit when the
-        consumer closes."""
+    def answered(self) -> None:
+        """An asynchronous commit got its answer, or was refused before it was sent."""
         with self._lock:
-            final = {
-                key: offset
-                for key, (offset, epoch) in self._in_flight.items()
-                if self._epochs.get(key) == epoch
-            }
-            for key, offset in self._pending.items():
-                if offset > final.get(key, -1):
-                    final[key] = offset
-            self._pending, self._in_flight = {}, {}
+            self.outstanding -= 1
+
+    def take_final(self) -> dict[TopicPartitionKey, int]:
+        """The highest offset acknowledged for every partition still owned, committed or
+        not, for the synchronous commit when the consumer closes (sent once no asynchronous
+        commit is outstanding, so none lands after it)."""
+        with self._lock:
+            owned = self._epochs
+            final = {key: offset for key, offset in self._acknowledged.items() if key in owned}
+            # Forgotten: the revoke callback that closing the consumer runs commits nothing
+            # more (a commit there, while the member leaves, is one round trip for nothing).
+            self._pending, self._in_flight, self._acknowledged = {}, {}, {}
             return final
 
     def revoke(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-        """Give ``partitions`` up; returns their acknowledged offsets not known to be
-        committed (pending, or in an asynchronous commit not answered yet): the revoke
-        callback commits them before the next owner starts."""
+        """Give ``partitions`` up; returns the highest offset acknowledged for each in its
+        current epoch: the revoke callback commits them before the next owner starts."""
         with self._lock:
             commits = {}
             for key in partitions:
-                epoch = self._epochs.pop(key, None)
-                flight = self._in_flight.pop(key, None)
-                if flight is not None and flight[1] == epoch:
-                    commits[key] = flight[0]
-                if key in self._pending:
-                    commits[key] = max(self._pending.pop(key), commits.get(key, -1))
+                self._epochs.pop(key, None)
+                self._in_flight.pop(key, None)
+                self._pending.pop(key, None)
+                high = self._acknowledged.pop(key, None)
+                if high is not None:
+                    commits[key] = high
             return commits
 
     def lose(self, partitions: list[TopicPartitionKey]) -> None:
@@ -253,3 +264,4 @@ class PartitionOwnership:
                 self._epochs.pop(key, None)
                 self._pending.pop(key, None)
                 self._in_flight.pop(key, None)
+                self._acknowledged.pop(key, None)

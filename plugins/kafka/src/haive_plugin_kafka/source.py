@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -71,6 +73,8 @@ from .errors import KafkaCommitError
 from .offsets import PartitionOwnership, ReadBatch, TopicPartitionKey, UnackedRecords
 from .records import TIMESTAMP_TYPES, KafkaRecord, ValueCodec
 
+_log = logging.getLogger(__name__)
+
 #: Consumer settings the source sets itself (they carry at-least-once delivery).
 OWNED_CONSUMER_SETTINGS = frozenset(
     {
@@ -95,6 +99,14 @@ READ_AHEAD = 2
 ASSIGNMENT_STRATEGIES = ("cooperative-sticky", "range", "roundrobin")
 START_POSITIONS = ("earliest", "latest")
 #: Commit errors after which the offsets are simply committed with the next ones.
+#: Commit errors of a member no longer in the group's generation: retrying cannot succeed.
+_FENCED_COMMIT_CODES = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+    }
+)
 _RETRIABLE_COMMIT_CODES = frozenset(
     {
         KafkaError.REBALANCE_IN_PROGRESS,
@@ -693,31 +705,59 @@ class KafkaSource(DataSource):
         try:
             consumer.commit(offsets=_offsets(offsets), asynchronous=True)
         except KafkaException as exc:  # refused before sending (no coordinator yet...)
+            self._ownership.answered()  # no answer will come for it
             for key, next_offset in offsets.items():
                 self._ownership.commit_result(key, next_offset, failed=True)
             self._commit_refused(exc.args[0])
 
     def _commit_final(self, consumer: Consumer) -> None:  # in the bridge thread, at close
-        """Commit synchronously what was acknowledged and may not be committed yet."""
+        """Commit synchronously the highest offset acknowledged for every partition owned.
+
+        First the answers to the asynchronous commits still outstanding are awaited
+        (``poll`` serves them; a record it returns is not acknowledged, so the group reads
+        it again): librdkafka retries a commit whose connection dropped, and one landing
+        after this commit would move the group's offsets back. (Pausing the partitions
+        first left tansu's group unable to serve the next member.)
+        Then the commit is retried while the coordinator is unreachable or moving, up to
+        ``metadata_timeout``; a member fenced out of the group cannot commit (its partitions
+        are read again by the group, at-least-once).
+        """
+        deadline = time.monotonic() + self.metadata_timeout
+        while self._ownership.outstanding > 0 and time.monotonic() < deadline:
+            consumer.poll(0.05)
         offsets = self._ownership.take_final()
         if not offsets:
             return
-        try:
-            consumer.commit(offsets=_offsets(offsets), asynchronous=False)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.code() in _RETRIABLE_COMMIT_CODES or error.retriable():
-                self.stats.commit_retries += 1  # read again by the group (at-least-once)
-                return
-            raise KafkaCommitError(
-                f"{self!r}: committing offsets failed: {error.str()} (the records are read "
-                "again by the group)"
-            ) from exc
+        backoff = 0.05
+        while True:
+            try:
+                consumer.commit(offsets=_offsets(offsets), asynchronous=False)
+                break
+            except KafkaException as exc:
+                error = exc.args[0]
+                retriable = error.code() in _RETRIABLE_COMMIT_CODES or error.retriable()
+                if not retriable:
+                    raise KafkaCommitError(
+                        f"{self!r}: committing offsets failed: {error.str()} (the records "
+                        "are read again by the group)"
+                    ) from exc
+                self.stats.commit_retries += 1
+                if error.code() in _FENCED_COMMIT_CODES or time.monotonic() + backoff > deadline:
+                    _log.warning(
+                        "%r: the final commit failed (%s); the group reads the records after "
+                        "the last commit again",
+                        self,
+                        error.str(),
+                    )
+                    return
+                time.sleep(backoff)  # the bridge thread: trio is not blocked
+                backoff = min(backoff * 2, 1.0)
         self.stats.commits += 1
         self.stats.committed_offsets += len(offsets)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """librdkafka's answer to an asynchronous commit (in the bridge thread)."""
+        self._ownership.answered()
         failed_error = error
         done = 0
         for partition in partitions:
