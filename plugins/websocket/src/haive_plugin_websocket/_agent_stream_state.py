@@ -56,6 +56,9 @@ class Stream:
     members: dict[str, Member] = attrs.field(factory=dict)
     nursery: trio.Nursery | None = None
     finished: bool = False
+    #: Why it ended: complete, error (with ``error``), stopped, abandoned.
+    reason: str = "complete"
+    error: str | None = None
     has_text: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     has_room: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     stopped_by_client: bool = False

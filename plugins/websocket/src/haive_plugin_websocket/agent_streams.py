@@ -223,7 +223,6 @@ class AgentStreams:
 
     # -- one stream ------------------------------------------------------------------------
     async def _run_stream(self, stream: Stream, request: dict[str, Any]) -> None:
-        reason, error = "complete", None
 
         async def push(text: str) -> None:
             if not isinstance(text, str):
@@ -253,26 +252,29 @@ class AgentStreams:
                         await self.agent(request, push)
                     except Exception as exc:
                         # Receivers still get what was pushed before the error.
-                        reason, error = "error", f"{type(exc).__name__}: {exc}"
+                        stream.reason = "error"
+                        stream.error = f"{type(exc).__name__}: {exc}"
                     stream.finished = True
                     stream.has_text.unpark_all()
             if stream.scope.cancelled_caught:
-                reason = "stopped" if stream.stopped_by_client else "abandoned"
+                stream.reason = "stopped" if stream.stopped_by_client else "abandoned"
         finally:
             del self.streams[stream.stream_id]
+        reason = stream.reason
         counter = {"complete": "completed", "stopped": "stopped", "abandoned": "abandoned"}
         setattr(
             self.stats,
             counter.get(reason, "failed"),
             getattr(self.stats, counter.get(reason, "failed")) + 1,
         )
+        # Cancelled (stopped, or its client left): the others get their last frame here;
+        # otherwise each receiver's own task sent it, none waiting for another.
         for member in list(stream.members.values()):
             if member.gone or member.ended:
                 continue
             if reason == "abandoned" and member.client_id == stream.client_id:
                 continue  # the starting client is gone
-            extra = {"error": error} if error is not None else {}
-            await self._last_frame(stream, member, reason, **extra)
+            await self._last_frame(stream, member, reason)
 
     # -- receivers -----------------------------------------------------------------------
     def _join_first_members(self, stream: Stream) -> None:
@@ -366,10 +368,13 @@ class AgentStreams:
                 stream.has_room.unpark_all()
                 last_frame = trio.current_time()
                 await self._send(stream, member, self._frame(stream, member, offset, text))
-            if member.rest is not None and not member.gone:
-                # Kept as a member (ended) so that it is not taken for a newcomer.
+            if not member.gone:
+                # A member cut off stays (ended) so that it is not taken for a newcomer.
                 member.ended = True
-                await self._last_frame(stream, member, "lagging")
+                if member.rest is not None:
+                    await self._last_frame(stream, member, "lagging")
+                else:
+                    await self._last_frame(stream, member, stream.reason)
         finally:
             if member.gone:
                 stream.drop(member)
@@ -391,9 +396,11 @@ class AgentStreams:
         member.seq += 1
         return frame
 
-    async def _last_frame(self, stream: Stream, member: Member, reason: str, **extra: Any) -> None:
+    async def _last_frame(self, stream: Stream, member: Member, reason: str) -> None:
         frame = self._frame(stream, member, member.offset, "")
-        frame.update(done=True, reason=reason, chars=member.offset, **extra)
+        frame.update(done=True, reason=reason, chars=member.offset)
+        if reason == "error":
+            frame["error"] = stream.error
         await self._send(stream, member, frame)
 
     async def _send(self, stream: Stream, member: Member, frame: dict[str, Any]) -> None:
