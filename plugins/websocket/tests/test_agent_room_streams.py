@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from typing import Any
 
+import pytest
 import trio
 from haive_plugin_websocket import WebSocketManager
 from haive_plugin_websocket.agent_streams import AgentStreams
@@ -163,3 +165,72 @@ async def test_a_room_whose_members_are_all_slow_holds_the_agent_back() -> None:
             frames = await read_stream(ws)
     assert text_of(frames) == TEXT and frames[-1]["reason"] == "complete"
     assert streams.stats.lagging == 0 and streams.stats.most_pending_chars <= 65_536
+
+
+@pytest.mark.redis
+async def test_with_a_backplane_members_on_other_nodes_get_the_stream() -> None:
+    from haive_plugin_websocket import RedisBackplane
+
+    prefix = f"test:haive-ws:{uuid.uuid4().hex}"
+
+    async def agent(request: dict[str, Any], push: Any) -> None:
+        for token in TOKENS[:50]:
+            await push(token)
+
+    a = WebSocketManager(port=0, rate_limit=None, backplane=RedisBackplane(prefix=prefix))
+    b = WebSocketManager(port=0, rate_limit=None, backplane=RedisBackplane(prefix=prefix))
+    streams = AgentStreams(a, agent)
+    try:
+        with trio.fail_after(30):
+            async with (
+                a.serving(),
+                b.serving(),
+                streams.running(),
+                open_websocket_url(a.url) as on_a,
+                open_websocket_url(b.url) as on_b,
+            ):
+                await join(on_a)
+                await join(on_b)
+                await on_a.send_message(
+                    json.dumps({"type": "start_stream", "agent_id": "a1", "room": "desk"})
+                )
+                for ws in (on_a, on_b):
+                    frames = await read_stream(ws)
+                    assert "".join(f["content"] for f in frames) == "".join(TOKENS[:50])
+                    assert frames[-1]["reason"] == "complete"
+    finally:
+        await RedisBackplane(prefix=prefix).purge()
+
+
+async def endless_agent(request: dict[str, Any], push: Any) -> None:
+    while True:
+        await push("more ")
+        await trio.sleep(0.005)
+
+
+async def test_stopping_or_leaving_ends_a_room_stream_for_every_member() -> None:
+    manager = manager_for()
+    streams = AgentStreams(manager, endless_agent, frame_interval="1ms")
+    start = json.dumps({"type": "start_stream", "agent_id": "a1", "room": "desk"})
+    with trio.fail_after(30):  # a hang guard only
+        async with (
+            manager.serving(),
+            streams.running(),
+            open_websocket_url(manager.url) as member,
+        ):
+            await join(member)
+            async with open_websocket_url(manager.url) as starter:
+                await join(starter)
+                await starter.send_message(start)
+                stream_id = (await receive(starter, "stream_started"))["stream_id"]
+                await receive(member, "agent_response")
+                await starter.send_message(json.dumps({"type": "stop_stream", "stream_id": stream_id}))
+                for ws in (starter, member):
+                    frames = await read_stream(ws)
+                    assert frames[-1]["reason"] == "stopped"
+                await starter.send_message(start)
+                await receive(member, "agent_response")
+            # The starting client left: the agent is cancelled, the room is told.
+            frames = await read_stream(member)
+            assert frames[-1]["reason"] == "abandoned"
+    assert streams.stats.stopped == 1 and streams.stats.abandoned == 1

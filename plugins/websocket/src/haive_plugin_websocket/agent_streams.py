@@ -33,8 +33,8 @@ cancelled, so an LLM provider closes its HTTP stream and the model stops produci
 
 Frames go to each member's connection directly, so they are not kept in the room's
 history for recovery. With a backplane (members on other nodes) a room stream instead
-broadcasts one frame per ``frame_interval`` through it, as room messages: there a slow
-member's ``slow_consumer`` policy applies.
+broadcasts one frame per ``frame_interval`` through it, as room messages (a client with
+``recovery`` sees the room's ``seq``): there a slow member's ``slow_consumer`` policy applies.
 """
 
 from __future__ import annotations
