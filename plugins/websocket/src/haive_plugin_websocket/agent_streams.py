@@ -10,7 +10,8 @@ carries everything pushed since that receiver's previous frame, and the next one
 once the previous ones were written to its connection (to a room member, also at most one
 per ``frame_interval``). A fast receiver gets about one frame per token (per interval in a
 room); a slow one fewer, larger frames, and loses nothing: its frames never pile up in the
-server's outbound queue, so the ``slow_consumer`` policy never drops them.
+server's outbound queue (at most one of them waits there), so the ``slow_consumer`` policy
+never drops them, unless other traffic to that client alone overflows its queue.
 
 Memory is bounded per receiver: at most ``max_pending`` characters wait for its next frame
 (a single push longer than that waits alone). A push that would exceed it waits (the
