@@ -41,7 +41,19 @@ class Member:
 
 @attrs.define(eq=False)
 class Stream:
-    """One running stream: its log of pushed text and its receivers."""
+    """One running stream: its log of pushed text and its receivers.
+
+    Example (a fast and a slow receiver; the log keeps what the slow one still needs)::
+
+        >>> stream = Stream("s1", "agent", "ada", "desk")
+        >>> fast, slow = stream.add("fast", None), stream.add("slow", None)
+        >>> stream.append("Hel"); stream.append("lo")
+        >>> stream.take(fast), stream.lag(slow), list(stream.chunks)
+        ('Hello', 5, ['Hel', 'lo'])
+        >>> stream.append("!")
+        >>> stream.take(slow), stream.take(fast), list(stream.chunks)
+        ('Hello!', '!', [])
+    """
 
     stream_id: str
     agent_id: str
