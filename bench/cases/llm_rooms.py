@@ -5,7 +5,8 @@ agents each push ``TOKENS`` tokens, one every ``PACE`` seconds, every token carr
 time it was pushed. Each member notes when each token reached it; latency = arrival - push.
 
 * ``llm_rooms.agent_streams.*``: the agents run under ``AgentStreams`` (``start_stream`` with
-  ``room``), frames coalesced per stream at most every ``frame_interval`` (20 ms).
+  ``room``), frames coalesced per stream and member: at most one per ``frame_interval``
+  (20 ms) and once that member's previous frames were written.
 * ``llm_rooms.direct.*``: the same agents written directly: each token is one
   ``manager.broadcast_to_room`` of an ``agent_response`` message, no coalescing.
 

@@ -2,25 +2,46 @@
 
 The seed's quick start: a client sends ``{"type": "start_stream", "agent_id": ...}``; the
 server runs the agent (any coroutine that pushes text, such as an LLM generation) and
-streams what it pushes as ``agent_response`` frames to that client, or to a room the client
-is in (``"room": ...``). A frame carries everything pushed since the previous one:
+streams what it pushes as ``agent_response`` frames to that client, or to every member of
+a room the client is in (``"room": ...``).
 
-* to a client, the next frame goes once the previous ones were written to its connection,
-  so a fast client gets about one frame per token and a slow one fewer, larger frames;
-* to a room, at most one frame per ``frame_interval`` (members are many; each still has the
-  server's own bounded outbound queue).
+Each receiver (the client, or each member of the room) gets its own frames: a frame
+carries everything pushed since that receiver's previous frame, and the next one goes
+once the previous ones were written to its connection (to a room member, also at most one
+per ``frame_interval``). A fast receiver gets about one frame per token (per interval in a
+room); a slow one fewer, larger frames, and loses nothing: its frames never pile up in the
+server's outbound queue (at most one of them waits there), so the ``slow_consumer`` policy
+never drops them, unless other traffic to that client alone overflows its queue.
 
-What waits for a frame is bounded by ``max_pending`` characters per stream: beyond it the
-agent's ``push`` waits (the generation is held back), never an unbounded queue. The last
-frame has ``"done": true`` and a ``"reason"``: ``"complete"``, ``"stopped"`` (the client
-sent ``{"type": "stop_stream", "stream_id": ...}``), ``"error"`` (with ``"error"``). A client
-that leaves has its streams cancelled: the agent is cancelled, so an LLM provider closes its
-HTTP stream and the model stops producing.
+Memory is bounded per receiver: at most ``max_pending`` characters wait for its next frame
+(a single push longer than that waits alone). A push that would exceed it waits (the
+generation is held back) while no receiver has room: so a single client, or a room whose
+members are all slow, paces the agent, never an unbounded queue. In a room where others
+keep up, a member that would exceed it is **cut off** instead (stats ``lagging``): it still
+gets everything up to that point, then a last frame with ``"reason": "lagging"`` and
+``"chars"`` saying where its text ends; it stays connected and the others go on. A member
+that joins the room during a stream gets it from its next frame on.
+
+A frame: ``type``, ``agent_id``, ``stream_id``, ``room`` (room streams), ``seq`` (this
+receiver's frames of this stream, 0, 1, 2, ... without gaps: a slow member has fewer),
+``offset`` (characters of the stream's text before this frame's ``content``), ``content``,
+``done``. The last frame has ``"done": true``, ``"chars"`` (``offset`` + ``content`` end)
+and a ``"reason"``: ``"complete"``, ``"stopped"`` (the starting client sent
+``{"type": "stop_stream", "stream_id": ...}``), ``"error"`` (with ``"error"``, after the
+text pushed before it), ``"abandoned"`` (to the room: the starting client left),
+``"lagging"`` (see above). A client that leaves has its streams cancelled: the agent is
+cancelled, so an LLM provider closes its HTTP stream and the model stops producing.
+
+Frames go to each member's connection directly, so they are not kept in the room's
+history for recovery. With a backplane (members on other nodes) a room stream instead
+broadcasts one frame per ``frame_interval`` through it, as room messages (a client with
+``recovery`` sees the room's ``seq``): there a slow member's ``slow_consumer`` policy applies.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,30 +51,16 @@ import trio
 from haive.dataflow.errors import ConfigError
 from haive.dataflow.runtime.validation import POSITIVE_INT, duration, invalid
 
+from ._agent_stream_state import Member, Stream
 from .server import ClientSession, WebSocketManager
+
+log = logging.getLogger("haive.websocket.agent_streams")
 
 #: ``await agent(request, push)``: ``request`` is the start_stream message (with the
 #: client's id as ``client_id``); ``await push(text)`` streams text to the UI.
 Agent = Callable[[dict[str, Any], Callable[[str], Awaitable[None]]], Awaitable[Any]]
 
 _stream_ids = itertools.count(1)
-
-
-@attrs.define(eq=False)
-class _Stream:
-    stream_id: str
-    agent_id: str
-    client_id: str
-    room: str | None
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    pending: list[str] = attrs.field(factory=list)
-    pending_chars: int = 0
-    finished: bool = False
-    seq: int = 0
-    chars_sent: int = 0
-    has_text: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
-    has_room: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
-    stopped_by_client: bool = False
 
 
 @attrs.define
@@ -72,10 +79,14 @@ class AgentStreamStats:
     #: Cancelled because their client left.
     abandoned: int = 0
     failed: int = 0
+    #: Frames sent, counting each receiver's own (a room of 3 gets 3 per step).
     frames: int = 0
     pushes: int = 0
-    #: Times an agent's push waited because ``max_pending`` characters were waiting.
+    #: Times an agent's push waited because no receiver had room for it.
     held_back: int = 0
+    #: Room members cut off a stream for lagging ``max_pending`` characters behind.
+    lagging: int = 0
+    #: The most characters that waited for one receiver's next frame.
     most_pending_chars: int = 0
 
 
@@ -134,7 +145,7 @@ class AgentStreams:
             owner, "max_streams_per_client", max_streams_per_client
         )
         self.message_type = message_type
-        self.streams: dict[str, _Stream] = {}
+        self.streams: dict[str, Stream] = {}
         self.stats = AgentStreamStats()
         self._nursery: trio.Nursery | None = None
         manager.on_message("start_stream")(self._start)
@@ -191,7 +202,7 @@ class AgentStreams:
         stream_id = message.get("stream_id")
         if not isinstance(stream_id, str) or not stream_id or stream_id in self.streams:
             stream_id = f"s{next(_stream_ids)}"
-        stream = _Stream(stream_id, agent_id, client.client_id, room)
+        stream = Stream(stream_id, agent_id, client.client_id, room)
         self.streams[stream_id] = stream
         self.stats.started += 1
         request = {**message, "client_id": client.client_id, "stream_id": stream_id}
@@ -212,8 +223,7 @@ class AgentStreams:
                 stream.scope.cancel()
 
     # -- one stream ------------------------------------------------------------------------
-    async def _run_stream(self, stream: _Stream, request: dict[str, Any]) -> None:
-        reason, error = "complete", None
+    async def _run_stream(self, stream: Stream, request: dict[str, Any]) -> None:
 
         async def push(text: str) -> None:
             if not isinstance(text, str):
@@ -221,84 +231,183 @@ class AgentStreams:
             if not text:
                 return
             self.stats.pushes += 1
-            if stream.pending_chars >= self.max_pending:
+            self._join_new_members(stream)
+            if not self._has_room(stream, len(text)):
                 self.stats.held_back += 1
-                while stream.pending_chars >= self.max_pending:
+                while not self._has_room(stream, len(text)):
                     await stream.has_room.park()
-            stream.pending.append(text)
-            stream.pending_chars += len(text)
-            self.stats.most_pending_chars = max(self.stats.most_pending_chars, stream.pending_chars)
+            self._cut_laggards(stream, len(text))
+            stream.append(text)
+            lags = [stream.lag(m) for m in stream.active()]
+            if not lags:
+                stream.trim()  # nobody to send it to
+            self.stats.most_pending_chars = max(self.stats.most_pending_chars, *lags, 0)
             stream.has_text.unpark_all()
 
         try:
             with stream.scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._send_frames, stream)
+                    stream.nursery = nursery
+                    self._join_first_members(stream)
                     try:
                         await self.agent(request, push)
                     except Exception as exc:
-                        reason, error = "error", f"{type(exc).__name__}: {exc}"
-                        nursery.cancel_scope.cancel()
+                        # Receivers still get what was pushed before the error.
+                        stream.reason = "error"
+                        stream.error = f"{type(exc).__name__}: {exc}"
                     stream.finished = True
                     stream.has_text.unpark_all()
             if stream.scope.cancelled_caught:
-                reason = "stopped" if stream.stopped_by_client else "abandoned"
+                stream.reason = "stopped" if stream.stopped_by_client else "abandoned"
         finally:
             del self.streams[stream.stream_id]
+        reason = stream.reason
         counter = {"complete": "completed", "stopped": "stopped", "abandoned": "abandoned"}
         setattr(
             self.stats,
             counter.get(reason, "failed"),
             getattr(self.stats, counter.get(reason, "failed")) + 1,
         )
-        if reason != "abandoned":
-            last = self._frame(stream, "")
-            last.update(done=True, reason=reason, chars=stream.chars_sent)
-            if error is not None:
-                last["error"] = error
-            await self._send(stream, last)
+        # Cancelled (stopped, or its client left): the others get their last frame here;
+        # otherwise each receiver's own task sent it, none waiting for another.
+        for member in list(stream.members.values()):
+            if member.gone or member.ended:
+                continue
+            if reason == "abandoned" and member.client_id == stream.client_id:
+                continue  # the starting client is gone
+            await self._last_frame(stream, member, reason)
 
-    def _frame(self, stream: _Stream, content: str) -> dict[str, Any]:
-        frame = {
+    # -- receivers -----------------------------------------------------------------------
+    def _join_first_members(self, stream: Stream) -> None:
+        if stream.room is None:
+            session = self.manager.clients.get(stream.client_id)
+            if session is None:
+                stream.scope.cancel()  # the client is gone
+                return
+            self._feed_member(stream, stream.add(stream.client_id, session))
+        elif self.manager.backplane is not None:
+            self._feed_member(stream, stream.add("", None))
+        else:
+            self._join_new_members(stream)
+
+    def _join_new_members(self, stream: Stream) -> None:
+        if stream.room is None or self.manager.backplane is not None:
+            return
+        sessions = self.manager.room_sessions(stream.room)
+        if len(sessions) == len(stream.members):
+            return  # the common case, checked per push: nobody came or went
+        for client_id, member in list(stream.members.items()):
+            if sessions.get(client_id) is not member.session:
+                stream.drop(member)  # its task sees it gone and ends
+        for client_id, session in sessions.items():
+            if client_id not in stream.members and not session.closed:
+                self._feed_member(stream, stream.add(client_id, session))
+        stream.has_text.unpark_all()
+        stream.has_room.unpark_all()
+
+    def _feed_member(self, stream: Stream, member: Member) -> None:
+        assert stream.nursery is not None
+        stream.nursery.start_soon(self._feed, stream, member)
+
+    def _has_room(self, stream: Stream, size: int) -> bool:
+        """Some receiver can take ``size`` more characters (or there is none)."""
+        active = stream.active()
+        return not active or any(self._fits(stream, m, size) for m in active)
+
+    def _fits(self, stream: Stream, member: Member, size: int) -> bool:
+        lag = stream.lag(member)
+        return lag == 0 or lag + size <= self.max_pending
+
+    def _cut_laggards(self, stream: Stream, size: int) -> None:
+        for member in stream.active():
+            if not self._fits(stream, member, size):
+                stream.cut(member)
+                self.stats.lagging += 1
+                log.warning(
+                    "agent stream %s: room member %s cut off, %d characters behind",
+                    stream.stream_id,
+                    member.client_id,
+                    stream.lag(member),
+                )
+
+    def _left(self, stream: Stream, member: Member) -> bool:
+        session = member.session
+        if session is None:
+            return False
+        if session.closed:
+            return True
+        return stream.room is not None and stream.room not in session.rooms
+
+    async def _feed(self, stream: Stream, member: Member) -> None:
+        """Send ``member`` its frames until the stream ends or it is cut off or leaves."""
+        last_frame = -float("inf")
+        try:
+            while True:
+                while (
+                    not member.gone
+                    and not stream.lag(member)
+                    and member.rest is None
+                    and not stream.finished
+                ):
+                    await stream.has_text.park()
+                if member.gone or not stream.lag(member):
+                    break
+                if stream.room is not None:
+                    wait = last_frame + self.frame_interval - trio.current_time()
+                    if wait > 0:
+                        await trio.sleep(wait)
+                # Let its previous frames go out first; meanwhile pushes pile up into this one.
+                if member.session is not None:
+                    await member.session.flush()
+                if member.gone or self._left(stream, member):
+                    member.gone = True
+                    if stream.room is None:
+                        stream.scope.cancel()  # the client is gone
+                    break
+                offset = member.offset
+                text = stream.take(member)
+                stream.has_room.unpark_all()
+                last_frame = trio.current_time()
+                await self._send(stream, member, self._frame(stream, member, offset, text))
+            if not member.gone:
+                # A member cut off stays (ended) so that it is not taken for a newcomer.
+                member.ended = True
+                if member.rest is not None:
+                    await self._last_frame(stream, member, "lagging")
+                else:
+                    await self._last_frame(stream, member, stream.reason)
+        finally:
+            if member.gone:
+                stream.drop(member)
+                stream.has_room.unpark_all()
+
+    # -- frames --------------------------------------------------------------------------
+    def _frame(self, stream: Stream, member: Member, offset: int, content: str) -> dict[str, Any]:
+        frame: dict[str, Any] = {
             "type": self.message_type,
             "agent_id": stream.agent_id,
             "stream_id": stream.stream_id,
-            "seq": stream.seq,
+            "seq": member.seq,
+            "offset": offset,
             "content": content,
             "done": False,
         }
-        stream.seq += 1
+        if stream.room is not None:
+            frame["room"] = stream.room
+        member.seq += 1
         return frame
 
-    async def _send(self, stream: _Stream, frame: dict[str, Any]) -> None:
-        if stream.room is not None:
-            await self.manager.broadcast_to_room(stream.room, frame)
-        else:
-            await self.manager.send_to_client(stream.client_id, frame)
-        self.stats.frames += 1
+    async def _last_frame(self, stream: Stream, member: Member, reason: str) -> None:
+        frame = self._frame(stream, member, member.offset, "")
+        frame.update(done=True, reason=reason, chars=member.offset)
+        if reason == "error":
+            frame["error"] = stream.error
+        await self._send(stream, member, frame)
 
-    async def _send_frames(self, stream: _Stream) -> None:
-        last_frame = -float("inf")
-        while True:
-            while not stream.pending and not stream.finished:
-                await stream.has_text.park()
-            if not stream.pending:
-                return
-            # Let the previous frames go out first; meanwhile pushes pile up into this one.
-            if stream.room is None:
-                session = self.manager.clients.get(stream.client_id)
-                if session is None:
-                    stream.scope.cancel()  # the client is gone
-                    return
-                await session.flush()
-            else:
-                wait = last_frame + self.frame_interval - trio.current_time()
-                if wait > 0:
-                    await trio.sleep(wait)
-            text = "".join(stream.pending)
-            stream.pending.clear()
-            stream.pending_chars = 0
-            stream.has_room.unpark_all()
-            stream.chars_sent += len(text)
-            last_frame = trio.current_time()
-            await self._send(stream, self._frame(stream, text))
+    async def _send(self, stream: Stream, member: Member, frame: dict[str, Any]) -> None:
+        if member.session is None:
+            assert stream.room is not None
+            await self.manager.broadcast_to_room(stream.room, frame)
+        elif not member.session.send(frame):
+            return
+        self.stats.frames += 1

@@ -277,6 +277,12 @@ class WebSocketManager:
         """Client id -> rooms it is in (a snapshot) for this server's clients."""
         return self._registry.client_rooms()
 
+    def room_sessions(self, room_name: str) -> dict[str, ClientSession]:
+        """Client id -> session of this server's members of ``room_name`` (the live mapping:
+        do not change it; empty when the room is unknown here)."""
+        room = self._rooms.get(room_name)
+        return room.members if room is not None else {}
+
     async def members(self, room_name: str) -> list[str]:
         """Ids of the room's members: on every node when a backplane is configured."""
         return await self._membership.members(room_name)
