@@ -1,7 +1,8 @@
-"""Reading a logical replication slot with wal2json, in the CDC source's bridge thread.
+"""Reading a logical replication slot with wal2json: the queries in the CDC source's bridge
+thread, the decoding in trio's.
 
 The slot is read with ``pg_logical_slot_peek_changes`` (which does not move it) through a
-server-side cursor, ``batch_size`` rows per ``FETCH``, and moved with
+server-side cursor, ``8 * batch_size`` rows per ``FETCH``, and moved with
 ``pg_replication_slot_advance`` only when the source was told the changes are written. A
 peek starts again at the slot's position, so rows already handed out are recognised by
 their position (the end of their transaction's commit record, then their rank in the

@@ -8,9 +8,10 @@ over an ordinary psycopg connection (not the streaming replication protocol, not
   explicitly, to the end of a transaction whose changes were all written. Nothing moves it
   behind our back (a streaming replication connection reports flush positions on its own
   schedule), so a crash or ``kill -9`` resumes from the last written transaction.
-* **Bounded reads.** The peek runs through a server-side cursor, ``FETCH batch_size`` per
-  bridge crossing; the source fetches only when the pipeline asks for the next batch, so a
-  full pipeline stops the reading (the changes stay in the WAL, held by the slot).
+* **Bounded reads.** The peek runs through a server-side cursor, ``FETCH 8 * batch_size``
+  per bridge crossing, one FETCH ahead; the source fetches only when the pipeline asks for
+  the next batch, so a full pipeline stops the reading (the changes stay in the WAL, held
+  by the slot).
 * **No decoder of our own.** wal2json (Debian package ``postgresql-<version>-wal2json``,
   maintained with PostgreSQL's releases) decodes on the server into JSON, parsed here with
   orjson; the Python pgoutput decoders are not maintained, and psycopg 3 has no replication
@@ -193,7 +194,9 @@ class PostgresCdcSource(DataSource):
         self._unacked.clear()
         self._pending = 0
         self._commits.clear()
-        self._advanced_at = -math.inf
+        # Counted from the open: the first acknowledgment, a few batches in, moving the slot
+        # at once would cost a decode of the WAL on the server for little (see _advance).
+        self._advanced_at = trio.current_time()
         bridge = await self._exit.enter_async_context(
             open_thread_bridge(name=f"postgres-cdc-{self.slot}")
         )
