@@ -126,7 +126,7 @@ async def test_server_restart_under_a_running_pipeline_loses_nothing(logical,
     async def restart_when_held() -> None:
         await holding.wait()
         await trio.sleep(0.2)  # the source reads ahead meanwhile
-        held_at_restart.append(len(source._unacked))
+        held_at_restart.append(source._pending)
         await trio.to_thread.run_sync(logical.server.restart)
         restarted.set()
 

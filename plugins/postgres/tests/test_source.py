@@ -111,7 +111,7 @@ async def test_reading_is_bounded_by_batch_size_and_large_transactions_are_whole
         async for batch in source.batches(10_000):
             sizes.append(len(batch))
             if not batch:
-                await source.acknowledge(len(source._unacked))
+                await source.acknowledge(source._pending)
     assert sum(sizes) == 2000 and max(sizes) == 100
     # one transaction: the slot moves only once all of it is acknowledged
     assert source.stats.advances == 1 and source.stats.transactions == 1

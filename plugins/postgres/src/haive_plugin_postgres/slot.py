@@ -1,7 +1,8 @@
-"""Reading a logical replication slot with wal2json, in the CDC source's bridge thread.
+"""Reading a logical replication slot with wal2json: the queries in the CDC source's bridge
+thread, the decoding in trio's.
 
 The slot is read with ``pg_logical_slot_peek_changes`` (which does not move it) through a
-server-side cursor, ``batch_size`` rows per ``FETCH``, and moved with
+server-side cursor, ``8 * batch_size`` rows per ``FETCH``, and moved with
 ``pg_replication_slot_advance`` only when the source was told the changes are written. A
 peek starts again at the slot's position, so rows already handed out are recognised by
 their position (the end of their transaction's commit record, then their rank in the
@@ -24,7 +25,7 @@ import attrs
 import orjson
 import psycopg
 
-from .change import ChangeEvent, int_to_lsn, lsn_to_int
+from .change import SETTERS, ChangeEvent, int_to_lsn, lsn_to_int
 from .connection import (
     PostgresError,
     close_quietly,
@@ -35,6 +36,7 @@ from .connection import (
 
 SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
 KINDS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
+FETCH_BATCHES = 8  # batches per FETCH (per bridge crossing)
 _AFTER_COMMIT = 1 << 62  # the rank of a commit row: after every change of its transaction
 
 
@@ -44,26 +46,28 @@ class ReplicationSetupError(PostgresError):
 
 @attrs.frozen
 class Fetched:
-    """One FETCH, decoded: the new events, the end of each one's transaction, the commits
-    read (transaction ends), and whether the peek is over (with how many rows it had)."""
+    """One FETCH, undecoded (``rows``: wal2json's JSON texts, in order), and whether the
+    peek is over (with how many rows it had)."""
 
-    events: list[ChangeEvent]
-    ends: list[int]
-    commits: list[int]
+    rows: list[str]
     exhausted: bool
     peek_rows: int
+
+
+@attrs.frozen
+class Decoded:
+    """Rows of a FETCH, decoded: the new events; ``runs``, the end of each one's transaction
+    run-length encoded (``[end, count]``, in order, ``count`` events of that transaction);
+    and the commits read (transaction ends)."""
+
+    events: list[ChangeEvent]
+    runs: list[list[int]]
+    commits: list[int]
 
 
 def _wal2json_name(name: str) -> str:
     # wal2json's table lists separate with ',' and '.', and '*' is a wildcard.
     return re.sub(r"([\\,.*])", r"\\\1", name)
-
-
-def _loads(data: str) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)  # integers beyond 64 bits, NaN, Infinity
 
 
 class SlotReader:
@@ -91,6 +95,10 @@ class SlotReader:
         # also re-reads what is handed out and not yet acknowledged, so it is kept well
         # above the source's acknowledgment interval.
         self.peek_limit = 32 * batch_size
+        # Rows per FETCH, i.e. per bridge crossing. Each crossing costs two thread wake-ups,
+        # and each wake-up of a thread that must take the GIL back from a busy trio thread
+        # can wait for the interpreter's switch interval (5 ms): fewer, larger crossings.
+        self.fetch_size = FETCH_BATCHES * batch_size
         self.create_slot = create_slot
         self.full_before_images = full_before_images
         self.connect_timeout = connect_timeout
@@ -250,7 +258,9 @@ class SlotReader:
 
     # -- reading ----------------------------------------------------------------------
     def fetch(self) -> Fetched:
-        """At most ``batch_size`` rows of the current peek (a new peek if none is open)."""
+        """At most ``fetch_size`` rows of the current peek (a new peek if none is open),
+        undecoded: :meth:`decode` runs in trio's thread, so this thread holds the GIL only
+        briefly and its network waits overlap the pipeline's work."""
         if self.reader is None or self.reader.closed or self.reader.broken:
             self.reset()
         reader = self.reader
@@ -265,7 +275,7 @@ class SlotReader:
             self.cursor = cursor
             self._peek_rows = 0
         try:
-            rows = self.cursor.fetchmany(self.batch_size)
+            rows = self.cursor.fetchmany(self.fetch_size)
         except psycopg.Error as error:
             self.cursor = None
             _end_transaction(reader)
@@ -273,66 +283,82 @@ class SlotReader:
                 raise
             raise ReplicationSetupError(self._plugin_hint(error)) from error
         self._peek_rows += len(rows)
-        exhausted = len(rows) < self.batch_size
+        exhausted = len(rows) < self.fetch_size
         if exhausted:
             self.cursor.close()
             self.cursor = None
             reader.commit()  # no transaction stays open between peeks
-        events, ends, commits = self._decode(rows)
-        return Fetched(events, ends, commits, exhausted, self._peek_rows)
+        return Fetched([data for (data,) in rows], exhausted, self._peek_rows)
 
-    def _decode(self, rows: list[tuple[Any, ...]]) -> tuple[list[ChangeEvent], list[int],
-                                                             list[int]]:
+    def decode(self, rows: list[str]) -> Decoded:
+        """The row changes among ``rows`` (in order, after the rows decoded before) that
+        were not handed out yet. Called from trio's thread, never concurrently.
+
+        The loop is the source's cost per change, so it is kept lean: positions only
+        increase along a peek, so once a row is past what was handed out (``self.last``)
+        every later one is too and no more comparisons are made."""
         events: list[ChangeEvent] = []
-        ends: list[int] = []
+        runs: list[list[int]] = []  # [transaction end, events of it in this call]
         commits: list[int] = []
-        last = self.last
+        threshold = self.last
+        last_end, last_rank = threshold
+        passed = False
         end, rank, xid = self._txn_end, self._txn_rank, self._txn_xid
         when, commit_lsn = self._txn_time, self._txn_commit_lsn
-        kinds = KINDS
-        for (data,) in rows:
-            change = _loads(data)
+        kinds, loads, new, add = KINDS, orjson.loads, object.__new__, events.append
+        s_kind, s_schema, s_table, s_before, s_after, s_xid, s_lsn, s_commit, s_time = SETTERS
+        run: list[int] = [-1, 0]  # no transaction ends at -1
+        for data in rows:
+            try:
+                change = loads(data)
+            except orjson.JSONDecodeError:
+                change = json.loads(data)  # integers beyond 64 bits, NaN, Infinity
             action = change["action"]
-            if action == "B":
-                commit_lsn = change["nextlsn"]
-                end = lsn_to_int(commit_lsn)
-                rank = 0
-                xid = change.get("xid", 0)
-                when = datetime.fromisoformat(change["timestamp"]).timestamp()
-                continue
-            if action == "C":
-                if (end, _AFTER_COMMIT) > last:
-                    commits.append(end)
-                    last = (end, _AFTER_COMMIT)
-                continue
             kind = kinds.get(action)
-            if kind is None:  # a logical message or a future action: not a row change
-                continue
+            if kind is None:
+                if action == "B":
+                    commit_lsn = change["nextlsn"]
+                    end = lsn_to_int(commit_lsn)
+                    rank = 0
+                    xid = change.get("xid", 0)
+                    when = datetime.fromisoformat(change["timestamp"]).timestamp()
+                elif action == "C" and (passed or (end, _AFTER_COMMIT) > threshold):
+                    passed = True
+                    commits.append(end)
+                    last_end, last_rank = end, _AFTER_COMMIT
+                continue  # else a logical message or a future action: not a row change
             rank += 1
-            if (end, rank) <= last:
-                continue  # handed out before this peek, not yet acknowledged
-            last = (end, rank)
+            if not passed:
+                if (end, rank) <= threshold:
+                    continue  # handed out before this peek, not yet acknowledged
+                passed = True
+            last_end, last_rank = end, rank
             columns = change.get("columns")
             identity = change.get("identity")
-            events.append(
-                ChangeEvent(
-                    kind,
-                    change.get("schema", ""),
-                    change.get("table", ""),
-                    None if identity is None else {c["name"]: c["value"] for c in identity},
-                    None if columns is None or kind == "delete"
-                    else {c["name"]: c["value"] for c in columns},
-                    xid,
-                    change.get("lsn", ""),
-                    commit_lsn,
-                    when,
-                )
-            )
-            ends.append(end)
-        self.last = last
+            # new_change_event(...), inlined: this loop is the source's cost per change
+            item = new(ChangeEvent)
+            s_kind(item, kind)
+            s_schema(item, change.get("schema", ""))
+            s_table(item, change.get("table", ""))
+            s_before(item, None if identity is None
+                     else {c["name"]: c["value"] for c in identity})
+            s_after(item, None if columns is None or kind == "delete"
+                    else {c["name"]: c["value"] for c in columns})
+            s_xid(item, xid)
+            s_lsn(item, change.get("lsn", ""))
+            s_commit(item, commit_lsn)
+            s_time(item, when)
+            add(item)
+            if run[0] == end:
+                run[1] += 1
+            else:
+                run = [end, 1]
+                runs.append(run)
+        self.last = (last_end, last_rank)
         self._txn_end, self._txn_rank, self._txn_xid = end, rank, xid
         self._txn_time, self._txn_commit_lsn = when, commit_lsn
-        return events, ends, commits
+        return Decoded(events, runs, commits)
+
 
 def _end_transaction(connection: psycopg.Connection[Any]) -> None:
     if connection.broken:

@@ -8,9 +8,10 @@ over an ordinary psycopg connection (not the streaming replication protocol, not
   explicitly, to the end of a transaction whose changes were all written. Nothing moves it
   behind our back (a streaming replication connection reports flush positions on its own
   schedule), so a crash or ``kill -9`` resumes from the last written transaction.
-* **Bounded reads.** The peek runs through a server-side cursor, ``FETCH batch_size`` per
-  bridge crossing; the source fetches only when the pipeline asks for the next batch, so a
-  full pipeline stops the reading (the changes stay in the WAL, held by the slot).
+* **Bounded reads.** The peek runs through a server-side cursor, ``FETCH 8 * batch_size``
+  per bridge crossing, one FETCH ahead; the source fetches only when the pipeline asks for
+  the next batch, so a full pipeline stops the reading (the changes stay in the WAL, held
+  by the slot).
 * **No decoder of our own.** wal2json (Debian package ``postgresql-<version>-wal2json``,
   maintained with PostgreSQL's releases) decodes on the server into JSON, parsed here with
   orjson; the Python pgoutput decoders are not maintained, and psycopg 3 has no replication
@@ -171,8 +172,10 @@ class PostgresCdcSource(DataSource):
         self.reconnect = reconnect
         self.connect_timeout = duration(owner, "connect_timeout", connect_timeout)
         self.stats = PostgresCdcSourceStats()
-        # (end of the transaction) of every change handed out and not acknowledged, in order
-        self._unacked: deque[int] = deque()
+        # the changes handed out and not acknowledged, in order, as [end of their
+        # transaction, how many]; _pending counts them
+        self._unacked: deque[list[int]] = deque()
+        self._pending = 0
         # ends of the transactions read completely and not yet passed by the slot
         self._commits: deque[int] = deque()
         self._confirmed = 0
@@ -189,8 +192,11 @@ class PostgresCdcSource(DataSource):
     async def open(self) -> None:
         self.stats = PostgresCdcSourceStats()
         self._unacked.clear()
+        self._pending = 0
         self._commits.clear()
-        self._advanced_at = -math.inf
+        # Counted from the open: the first acknowledgment, a few batches in, moving the slot
+        # at once would cost a decode of the WAL on the server for little (see _advance).
+        self._advanced_at = trio.current_time()
         bridge = await self._exit.enter_async_context(
             open_thread_bridge(name=f"postgres-cdc-{self.slot}")
         )
@@ -211,8 +217,9 @@ class PostgresCdcSource(DataSource):
             with trio.CancelScope(shield=True):  # written is written: pass it, also on errors
                 await self._advance(force=True)
         # What was handed out and not acknowledged stays behind the slot: read again next run.
-        self.stats.left_unacknowledged += len(self._unacked)
+        self.stats.left_unacknowledged += self._pending
         self._unacked.clear()
+        self._pending = 0
         self._reader = None
         self._bridge = None
         await self._exit.aclose()
@@ -240,49 +247,71 @@ class PostgresCdcSource(DataSource):
                 await trio.sleep(self.reconnect.delay(failures))
                 continue
             # Read ahead: the next FETCH of this peek runs in the bridge's thread while the
-            # pipeline handles this one (bounded: one batch ahead). After the last FETCH of a
+            # pipeline handles this one (bounded: one FETCH ahead). After the last FETCH of a
             # peek, the next peek must wait for the slot to move, so nothing is read ahead.
             ahead = None if fetched.exhausted else bridge.submit(reader.fetch)
-            events = fetched.events
-            self._unacked.extend(fetched.ends)
-            self._commits.extend(fetched.commits)
-            self.stats.transactions += len(fetched.commits)
-            if events:
-                self.stats.changes += len(events)
-                for start in range(0, len(events), chunk_size):
-                    yield events[start : start + chunk_size]
-            if not fetched.exhausted:
-                if len(self._unacked) >= self.ack_every:
+            rows, size = fetched.rows, self.batch_size
+            handed_out = False
+            for first in range(0, len(rows), size):
+                # Decoded here, a batch at a time: the GIL stays with this thread and the
+                # batches reach the pipeline as soon as each is decoded.
+                decoded = reader.decode(rows[first : first + size])
+                events = decoded.events
+                self._commits.extend(decoded.commits)
+                self.stats.transactions += len(decoded.commits)
+                if events:
+                    self._add_unacked(decoded.runs, len(events))
+                    handed_out = True
+                    self.stats.changes += len(events)
+                    for start in range(0, len(events), chunk_size):
+                        yield events[start : start + chunk_size]
+                if self._pending >= self.ack_every:
                     yield []  # an acknowledgment point: the slot may move on
+            if not fetched.exhausted:
                 continue
             # This peek is over; the next one starts at the slot's position, so first have
             # everything handed out acknowledged and move the slot past it (and past the
             # transactions that had nothing for us), or the next peek would read it again.
-            if self._unacked:
+            if self._pending:
                 yield []
             advanced = await self._advance(force=True)
-            if fetched.peek_rows == 0 and not self._unacked and self.stop_when_drained:
+            if fetched.peek_rows == 0 and not self._pending and self.stop_when_drained:
                 return
-            if not events and not advanced:
+            if not handed_out and not advanced:
                 await trio.sleep(self.poll_interval)  # caught up: poll
+
+    def _add_unacked(self, runs: list[list[int]], count: int) -> None:
+        """``count`` changes handed out, in ``runs`` of one transaction each."""
+        unacked = self._unacked
+        if unacked and unacked[-1][0] == runs[0][0]:  # a transaction split across FETCHes
+            unacked[-1][1] += runs[0][1]
+            runs = runs[1:]
+        unacked.extend(runs)
+        self._pending += count
 
     # -- acknowledging ------------------------------------------------------------------
     async def acknowledge(self, count: int) -> None:
         """The oldest ``count`` changes handed out are written: the slot may move past every
         transaction all of whose changes are. It is moved (one crossing) at most every
         ``advance_interval``, when the source is caught up, and when it closes."""
-        if count < 0 or count > len(self._unacked):
+        if count < 0 or count > self._pending:
             raise ConfigError(
-                f"acknowledge({count}): only {len(self._unacked)} changes are unacknowledged"
+                f"acknowledge({count}): only {self._pending} changes are unacknowledged"
             )
+        self._pending -= count
         unacked = self._unacked
-        for _ in range(count):
+        while count:
+            head = unacked[0]
+            if head[1] > count:
+                head[1] -= count
+                break
+            count -= head[1]
             unacked.popleft()
         await self._advance()
 
     async def _advance(self, *, force: bool = False) -> bool:
         # The transactions before the oldest unacknowledged change's are fully written.
-        first_open = self._unacked[0] if self._unacked else None
+        first_open = self._unacked[0][0] if self._unacked else None
         commits, target = self._commits, self._target
         while commits and (first_open is None or commits[0] < first_open):
             target = commits.popleft()
