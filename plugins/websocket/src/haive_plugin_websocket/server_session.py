@@ -298,7 +298,11 @@ class ClientSession:
     async def _reader(self) -> None:
         ws = self.ws
         on_frame = self._on_frame
+        wait = ws.inbound.wait
         while True:
+            # Idle, the task waits here, shallowly; recv() then returns what came at once
+            # (or waits for the rest of a fragmented message).
+            await wait()
             raw = await ws.recv()
             await on_frame(self, raw)
 
