@@ -7,6 +7,8 @@ connection by allocation site: each allocation is charged to the innermost frame
 package (else websockets, else trio, else the innermost frame), then the innermost frames.
 A diagnosis tool, not a benchmark case: tracemalloc slows and inflates the server, and
 RSS also counts the allocator's overhead and free lists, which tracemalloc does not see.
+``WS_SITES_DIR`` names where the two snapshots go (``/tmp/ws_memory_sites``); with
+``PYTHONPATH`` set to another checkout's ``plugins/websocket/src`` it measures that one.
 """
 
 from __future__ import annotations
@@ -153,7 +155,10 @@ def main(argv: list[str]) -> None:
         return
     n = int(argv[0]) if argv else 2000
     SNAPSHOTS.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # ROOT for the bench package, after what the caller put first (another checkout's
+    # plugin source, to measure it with the same tool).
+    paths = [p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.ws_memory_sites", "server"],
         cwd=ROOT,
