@@ -252,15 +252,17 @@ async def test_lean_receive_waiting_is_cancellable() -> None:
 async def test_an_idle_server_connection_keeps_no_queue_and_forgets_its_headers() -> None:
     seen: dict[str, Any] = {}
     manager = WebSocketManager(port=0)
+    registered = trio.Event()
 
     @manager.on_connect
     def connected(session: Any) -> None:
         seen["agent"] = session.ws.request.headers.get("User-Agent")
+        registered.set()
 
     async with manager.serving():
         client = StreamingClient(ConnectionConfig(url=manager.url, client_id="ada"))
         async with client.connect():
-            await trio.sleep(0.05)
+            await registered.wait()  # the server registers it after the handshake
             ws = manager.clients["ada"].ws
             assert isinstance(ws.recv_messages, InboundFrames)
             assert ws.inbound._frames is None
@@ -278,10 +280,12 @@ async def test_an_idle_server_connection_keeps_no_queue_and_forgets_its_headers(
 
 async def test_keep_handshake_headers_keeps_them() -> None:
     manager = WebSocketManager(port=0, keep_handshake_headers=True)
+    registered = trio.Event()
+    manager.on_connect(lambda session: registered.set())
     async with manager.serving():
         client = StreamingClient(ConnectionConfig(url=manager.url, client_id="ada"))
         async with client.connect():
-            await trio.sleep(0.05)
+            await registered.wait()  # the server registers it after the handshake
             ws = manager.clients["ada"].ws
             assert ws.request.headers.get("User-Agent")
             ws.request.headers["X-Late"] = "1"
