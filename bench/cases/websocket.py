@@ -580,7 +580,7 @@ def run(rec: Any) -> None:
     ours = _measure("ours", "idle", idle_n)
     base = _measure("asyncio", "idle", idle_n)
     note = f"{ours['connections']} connections held, RSS growth / count"
-    rec.figure("websocket.idle.kb_per_conn", ours["kb_per_conn"], "KB", note + "; target < 20 KB")
+    rec.figure("websocket.idle.kb_per_conn", ours["kb_per_conn"], "KB", note + "; target <= 13 KB")
     rec.figure("websocket.idle.connections", ours["connections"], "conns")
     rec.figure("websocket.idle.asyncio_kb_per_conn", base["kb_per_conn"], "KB")
     rec.ratio(

@@ -126,6 +126,7 @@ class ConnectionLifecycle:
         self.authenticate = authenticate
         self.on_connect: list[ConnectionCallback] = []
         self.on_disconnect: list[ConnectionCallback] = []
+        self._feature_sets: dict[frozenset[str], frozenset[str]] = {}
 
     # -- handshake -----------------------------------------------------------------------
     async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
@@ -135,7 +136,9 @@ class ConnectionLifecycle:
         offered = parse_features(
             request.headers.get(FEATURES_HEADER) or _first(query.get(FEATURES_QUERY))
         )
+        # Interned: a handful of distinct sets, not one per connection.
         features = frozenset(f for f in offered if f in self.config.features)
+        features = self._feature_sets.setdefault(features, features)
         identity = None
         if self.authenticate is not None:
             token = _bearer(request.headers.get("Authorization")) or _first(query.get("token"))
@@ -194,7 +197,6 @@ class ConnectionLifecycle:
             config=self.config,
             stats=self.stats,
             limits=self.limits,
-            on_frame=self.incoming.on_frame,
         )
         session.owner = owner
         self.registry.add(session)
@@ -212,10 +214,18 @@ class ConnectionLifecycle:
                     }
                 )
             await _call_all(self.on_connect, session)
-            if not self.config.keep_handshake_headers:
-                _forget_handshake_headers(ws)
+            _forget_handshake(ws, self.config.keep_handshake_headers)
+            # The reading loop is here, not in a method of the session: every idle
+            # connection's task waits in it, and each coroutine it waits through is
+            # another frame kept per connection.
+            wait, recv, on_frame = ws.inbound.wait, ws.recv, self.incoming.on_frame
             try:
-                await session._reader()
+                while True:
+                    # Idle, the task waits here (InboundFrames.wait), shallowly; recv()
+                    # then returns what came at once, or waits for the rest of a
+                    # fragmented message.
+                    await wait()
+                    await on_frame(session, await recv())
             except ConnectionClosed as exc:
                 if exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
                     self.stats.errors["too_big"] += 1
@@ -264,13 +274,46 @@ def _haive(conn: ServerConnection) -> HaiveServerConnection:
     return cast(HaiveServerConnection, conn)
 
 
-def _forget_handshake_headers(ws: HaiveServerConnection) -> None:
+class _DroppedHeaders(Headers):
+    """The handshake headers of a connection after they were dropped: empty, read-only."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self._dict = {}
+        self._list = []
+
+    def _dropped(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            "this connection's handshake headers were dropped after on_connect; "
+            "WebSocketManager(keep_handshake_headers=True) keeps them"
+        )
+
+    __setitem__ = __delitem__ = clear = update = _dropped
+
+    def copy(self) -> Headers:
+        return Headers()  # a copy is the caller's own, writable
+
+
+#: Shared by every connection: empty and read-only, so nothing is allocated per connection.
+_DROPPED_HEADERS = _DroppedHeaders()
+#: websockets' "handshake request received" event, once it has served: shared, set.
+_REQUEST_RECEIVED = trio.Event()
+_REQUEST_RECEIVED.set()
+
+
+def _forget_handshake(ws: HaiveServerConnection, keep_headers: bool) -> None:
     # websockets keeps the opening handshake's request and response (about 4 KB with their
     # headers) for the connection's lifetime; only the request's presence matters after it.
+    # Its request_rcvd event is only waited for during the handshake: every connection
+    # can share one that is set.
+    ws.request_rcvd = _REQUEST_RECEIVED
+    if keep_headers:
+        return
     if ws.request is not None:
-        ws.request.headers = Headers()
+        ws.request.headers = _DROPPED_HEADERS
     if ws.response is not None:
-        ws.response.headers = Headers()
+        ws.response.headers = _DROPPED_HEADERS
 
 
 def _bearer(value: str | None) -> str | None:

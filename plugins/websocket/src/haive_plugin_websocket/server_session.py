@@ -4,15 +4,15 @@ A :class:`ClientSession` owns its connection's bounded outbound queue (the core'
 ``BoundedBuffer``) and the writer task that drains it, which exists only while something
 is queued and coalesces what is queued into batch frames when the client negotiated
 ``batch``. Sending never waits for the client; closing flushes briefly first, except for a
-slow consumer, whose TCP connection is dropped. The reader task hands every frame to the
-server's :class:`~.server_incoming.IncomingRouter`; the session's rate limit and outbound
-strategy come from :class:`~.server_limits.ConnectionLimits`.
+slow consumer, whose TCP connection is dropped. The connection's handler task
+(:meth:`~.server_lifecycle.ConnectionLifecycle.handle`) hands every frame to the server's
+:class:`~.server_incoming.IncomingRouter`; the session's rate limit and outbound strategy
+come from :class:`~.server_limits.ConnectionLimits`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -87,12 +87,10 @@ class ClientSession:
         config: ServerConfig,
         stats: ServerStats,
         limits: ConnectionLimits,
-        on_frame: Callable[[ClientSession, str | bytes], Awaitable[None]],
     ) -> None:
         self.config = config
         self.stats = stats
         self.limits = limits
-        self._on_frame = on_frame
         self.ws = ws
         self.info = info
         self.client_id = info.client_id
@@ -294,13 +292,6 @@ class ClientSession:
                 self.stats.errors["unencodable"] += 1
                 log.error("dropped a message to %s that cannot be encoded: %s", self.client_id, exc)
         return frames
-
-    async def _reader(self) -> None:
-        ws = self.ws
-        on_frame = self._on_frame
-        while True:
-            raw = await ws.recv()
-            await on_frame(self, raw)
 
 
 def _checked(message: Any) -> OutMessage:
