@@ -18,7 +18,7 @@ from haive.dataflow import (
 )
 from haive.dataflow.builtins.sinks import MemorySink
 from haive.dataflow.builtins.sources import IterableSource
-from haive.dataflow.runtime.graph import Graph, GraphRun, RunSettings
+from haive.dataflow.runtime.graph import BatchTap, Graph, GraphRun, RunSettings
 from haive.dataflow.runtime.nodes import Node, NodeContext
 
 
@@ -204,3 +204,49 @@ def test_only_synchronous_inline_transforms_and_filters_are_chainable() -> None:
         pass
 
     assert not Custom(name="c", transform_fn=abs).chainable()
+
+
+class Recording(BatchTap):
+    def __init__(self, log: list[tuple[str, str, int]], name: str) -> None:
+        self.log = log
+        self.name = name
+        self.closed = 0
+
+    def taken(self, batch: list[Any]) -> None:
+        self.log.append((self.name, "taken", len(batch)))
+
+    def emitting(self, batch: list[Any]) -> None:
+        self.log.append((self.name, "emitting", len(batch)))
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+async def test_taps_see_every_batch_of_chained_and_unchained_nodes() -> None:
+    graph = Graph()
+    graph.add(TransformNode(name="a", transform_fn=lambda x: x + 1))
+    graph.add(FilterNode(name="b", filter_fn=lambda x: x % 2))
+    graph.add(TransformNode(name="c", transform_fn=slow_double))
+    graph.connect("input", "a")
+    graph.connect("a", "b")
+    graph.connect("b", "c")
+    graph.connect("c", "output")
+    run = GraphRun(graph, RunSettings())
+    log: list[tuple[str, str, int]] = []
+    taps = {name: Recording(log, name) for name in "abc"}
+    run.taps.update(taps)
+    assert run.chains() == [["a", "b"], ["c"]]  # taps keep the chain
+    async with trio.open_nursery() as nursery:
+        run.start(nursery)
+        await run.feed([0, 1, 2, 3])
+        run.close_input()
+        out = [x async for batch in run.output for x in batch]
+    assert out == [2, 6]
+    assert [entry for entry in log if entry[0] != "c"] == [
+        ("a", "taken", 4),
+        ("a", "emitting", 4),
+        ("b", "taken", 4),
+        ("b", "emitting", 2),
+    ]
+    assert [entry for entry in log if entry[0] == "c"] == [("c", "taken", 2), ("c", "emitting", 2)]
+    assert [tap.closed for tap in taps.values()] == [1, 1, 1]
