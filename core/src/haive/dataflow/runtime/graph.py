@@ -1,8 +1,9 @@
 """A validated graph of nodes and the machinery that runs it on trio.
 
 :class:`Graph` checks names and wiring at build time; :class:`GraphRun` turns it into one task
-per node, one :class:`~haive.dataflow.runtime.backpressure.BoundedBuffer` per node input (fan-in
-shares it) and an output buffer. Pipelines own a ``GraphRun`` inside their nursery.
+per node (consecutive synchronous nodes share one: :meth:`GraphRun.chains`), one
+:class:`~haive.dataflow.runtime.backpressure.BoundedBuffer` per node input (fan-in shares it)
+and an output buffer. Pipelines own a ``GraphRun`` inside their nursery.
 """
 
 from __future__ import annotations
@@ -391,9 +392,10 @@ class GraphRun:
         successor is ``b``, ``b``'s only predecessor is ``a``, both are
         :meth:`~haive.dataflow.runtime.nodes.Node.chainable` and the run's :attr:`runner`
         runs both with their own ``run`` (an instrumentation wrapping the runner keeps a
-        task per node; one installing :attr:`taps` does not). A chain hands each batch from node to node by a call instead of a
-        buffer and a task switch; every node keeps its own counters, error policy, dead
-        letters and name in errors, and the chain's first input buffer still bounds it.
+        task per node; one installing :attr:`taps` does not). A chain hands each batch from
+        node to node by a call instead of a buffer and a task switch; every node keeps its
+        own counters, error policy, dead letters and name in errors, and the chain's first
+        input buffer still bounds it.
 
         Example::
 
