@@ -630,10 +630,10 @@ class _Chain:
             stats = ctx.stats
             n = len(batch)
             tap = taps[index] if taps is not None else None
-            started = clock()
             try:
                 if tap is not None:
-                    tap.taken(batch)
+                    tap.taken(batch)  # as its own task's tapped input would, before timing
+                started = clock()
                 out = await node.process_batch(batch, ctx)
                 stats.busy_seconds += clock() - started
                 stats.batches += 1
