@@ -14,6 +14,7 @@ from haive.dataflow import (
     FilterNode,
     NodeError,
     StreamingPipeline,
+    StreamProcessor,
     TransformNode,
 )
 from haive.dataflow.builtins.sinks import MemorySink
@@ -204,6 +205,39 @@ def test_only_synchronous_inline_transforms_and_filters_are_chainable() -> None:
         pass
 
     assert not Custom(name="c", transform_fn=abs).chainable()
+
+
+class Upper(StreamProcessor):
+    def process(self, item: str) -> str:
+        return item.upper()
+
+
+class AsyncUpper(StreamProcessor):
+    async def process(self, item: str) -> str:
+        await trio.lowlevel.checkpoint()
+        return item.upper()
+
+
+class BatchUpper(StreamProcessor):
+    async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
+        await trio.lowlevel.checkpoint()  # may wait on I/O: keeps a task of its own
+        return [s.upper() for s in batch]
+
+
+async def test_stream_processors_with_a_synchronous_process_chain() -> None:
+    assert Upper().chainable()
+    assert not AsyncUpper().chainable()
+    assert not BatchUpper().chainable()
+    pipeline, sink = streaming(
+        ["a", "b"],
+        Upper("one"),
+        TransformNode(name="twice", transform_fn=lambda s: s * 2),
+        AsyncUpper("three"),
+    )
+    async with pipeline.run() as stream:
+        assert stream.run.graph.chains() == [["one", "twice"], ["three"]]
+        assert [r.data async for r in stream] == ["AA", "BB"]
+    assert sink.items == ["AA", "BB"]
 
 
 class Recording(BatchTap):

@@ -418,7 +418,13 @@ class GraphRun:
 
     def _chainable(self, name: str) -> bool:
         node = self.graph.nodes[name]
-        return node.chainable() and self.runner(node) == node.run
+        return (
+            node.chainable()
+            and self.runner(node) == node.run
+            # Routers pick successors per item, tagged inputs need their own producers.
+            and getattr(node, "run_routed", None) is None
+            and not getattr(node, "tags_inputs", False)
+        )
 
     def _chains_to(self, previous: str, name: str) -> bool:
         graph = self.graph

@@ -198,7 +198,8 @@ class Node(abc.ABC):
         back-off, a full error buffer) may say yes: a node that waits on I/O in its own
         task lets its neighbours work meanwhile, which chaining would take away. The
         default is no; :class:`TransformNode` and :class:`FilterNode` with a synchronous
-        function on the inline executor say yes.
+        function on the inline executor say yes, and so does a :class:`StreamProcessor`
+        whose ``process`` is synchronous (unless it overrides ``process_batch`` or ``run``).
 
         Example::
 
@@ -638,6 +639,16 @@ class StreamProcessor(Node):
     def process(self, item: Any) -> Any:
         """Turn one input into one output (may be ``async def`` in subclasses)."""
         raise NotImplementedError(f"{type(self).__name__} must implement process()")
+
+    def chainable(self) -> bool:
+        # This class's own per-item loop over a synchronous process() only: a subclass
+        # overriding process_batch or run may await I/O there.
+        cls = type(self)
+        return (
+            cls.process_batch is StreamProcessor.process_batch
+            and cls.run is Node.run
+            and not is_async_callable(self.process)
+        )
 
     async def process_batch(self, batch: list[Any], ctx: NodeContext) -> list[Any]:
         fn = self.process
