@@ -13,6 +13,7 @@ from haive.dataflow import (
     RetryPolicy,
     TransformNode,
 )
+from haive.dataflow.runtime.nodes import NodeContext
 
 
 def linear(*nodes, **kwargs) -> EventPipeline:
@@ -158,3 +159,26 @@ def test_node_config_errors():
         EventPipeline(on_error="explode")
     with pytest.raises(ConfigError, match="attempts must be an integer >= 1"):
         RetryPolicy(attempts=0)
+
+
+async def test_failures_mid_batch_keep_order_and_evaluate_each_item_once_more_per_retry():
+    calls: list[int] = []
+    failed_once: set[int] = set()
+
+    def flaky(x):
+        calls.append(x)
+        if x % 100 == 7 and x not in failed_once:
+            failed_once.add(x)
+            raise ConnectionError(x)
+        if x == 500:
+            raise ValueError("always")
+        return -x
+
+    node = TransformNode(name="flaky", transform_fn=flaky, on_error="skip")
+    ctx = NodeContext("flaky", error_policy="skip", retry=RetryPolicy(attempts=2, backoff=0))
+    out = await node.process_batch(list(range(1000)), ctx)
+    assert out == [-x for x in range(1000) if x != 500]
+    # Each item once, in order; a failing one again right after (its retry).
+    retried = {*failed_once, 500}
+    assert calls == [y for x in range(1000) for y in ([x, x] if x in retried else [x])]
+    assert ctx.stats.retries == 11 and ctx.stats.errors == 1

@@ -299,3 +299,27 @@ async def test_a_failing_failure_observer_stops_the_run_with_its_error():
         await pipeline.execute()
     with pytest.raises(ConfigError, match="expects a callable"):
         pipeline.observe_failures("nope")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "iterable",
+    [list(range(7)), tuple(range(7)), range(7), iter(range(7)), (x for x in range(7))],
+    ids=["list", "tuple", "range", "iterator", "generator"],
+)
+async def test_iterable_source_batches_and_seek_whatever_the_iterable(iterable):
+    source = IterableSource(iterable)
+    batches = [b async for b in source.batches(3)]
+    assert batches == [[0, 1, 2], [3, 4, 5], [6]]
+    assert all(type(b) is list for b in batches)
+    assert source.position() == 7
+    if isinstance(iterable, list | tuple | range):  # iterated again from its start
+        source.seek(4)
+        assert [b async for b in source.batches(2)] == [[4, 5], [6]]
+        assert source.position() == 7
+
+
+async def test_iterable_source_batches_are_copies_of_a_list():
+    items = [1, 2, 3]
+    (batch,) = [b async for b in IterableSource(items).batches(10)]
+    batch.append(4)  # a batch is the pipeline's own: the caller's list is not it
+    assert items == [1, 2, 3]

@@ -171,16 +171,19 @@ def hook_cost_pct(n: int) -> tuple[float, float]:
             inbox: BoundedBuffer[int] = BoundedBuffer(64, chunk_size=8)
             out: BoundedBuffer[int] = BoundedBuffer(64, chunk_size=8)
             emit = out.open_producer().put_batch
-            source: Any = inbox
+            step: _TracedStep | None = None
             if traced:
                 instrumentation._by_buffer[id(inbox)] = Marks()
-                step = _TracedStep(instrumentation, "n", inbox)
-                source, emit = step, step.emitter(emit, [Marks()])
+                step = _TracedStep(instrumentation, "n", inbox, [Marks()])
             items = list(range(8))
             begun = time.perf_counter()
             for _ in range(reps):
                 inbox.put_nowait_batch(items)
-                await emit(await source.get_batch())
+                batch = await inbox.get_batch()
+                if step is not None:  # what a node's task does per batch while traced
+                    step.taken(batch)
+                    step.emitting(batch)
+                await emit(batch)
                 out.get_nowait_batch()
             return time.perf_counter() - begun
 

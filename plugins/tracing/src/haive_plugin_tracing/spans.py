@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, cast
 
@@ -62,9 +62,8 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from haive.dataflow.runtime.backpressure import BoundedBuffer
-from haive.dataflow.runtime.graph import INPUT, OUTPUT, GraphRun, NodeRunner
+from haive.dataflow.runtime.graph import INPUT, OUTPUT, BatchTap, GraphRun
 from haive.dataflow.runtime.instrumentation import OutgoingHeaders, RunInstrumentation
-from haive.dataflow.runtime.nodes import Emit, Node, NodeContext
 
 if TYPE_CHECKING:
     from .control import Tracing, TracingConfig
@@ -317,8 +316,10 @@ class SpanInstrumentation(RunInstrumentation):
             self._by_buffer[id(graph.inboxes[name])] = Marks()
         self._by_buffer[id(graph.output)] = self.output
         self.entry = [self._marks_of(graph, t) for t in graph.graph.successors(INPUT)]
-        self._graph = graph
-        graph.runner = self._wrap(graph.runner)
+        # Taps, not a wrapped runner: chained nodes stay chained (one task) while traced.
+        for name in graph.order:
+            outs = [self._marks_of(graph, t) for t in graph.graph.successors(name)]
+            graph.taps[name] = _TracedStep(self, name, graph.inboxes[name], outs)
 
     def _marks_of(self, graph: GraphRun, name: str) -> Marks:
         buffer = graph.output if name == OUTPUT else graph.inboxes[name]
@@ -381,22 +382,6 @@ class SpanInstrumentation(RunInstrumentation):
         return [(count, recorded[_key(parent)]) for count, parent in runs]
 
     # -- nodes --------------------------------------------------------------------------
-    def _wrap(self, runner: NodeRunner) -> NodeRunner:
-        def traced(node: Node) -> Callable[[NodeContext, BoundedBuffer[Any], Emit], Any]:
-            run = runner(node)
-
-            async def run_traced(ctx: NodeContext, inbox: BoundedBuffer[Any], emit: Emit) -> None:
-                step = _TracedStep(self, ctx.name, inbox)
-                outs = [self._marks_of(self._graph, t) for t in self._graph.graph.successors(ctx.name)]
-                try:
-                    await run(ctx, cast(BoundedBuffer[Any], step), step.emitter(emit, outs))
-                finally:
-                    step.end()
-
-            return run_traced
-
-        return traced
-
     # -- sink ---------------------------------------------------------------------------
     def sink_batch(
         self, sink_name: str, batch: list[Any]
@@ -440,14 +425,17 @@ def _recorded(span: Span) -> SpanContext | None:
     return span_context if span_context.trace_flags.sampled else None
 
 
-class _TracedStep:
-    """A node's inbox as the node sees it while traced: each batch taken ends the spans of
-    the previous one and starts those of its own; :meth:`emitter` marks the outputs."""
+class _TracedStep(BatchTap):
+    """A node's batches as tracing sees them: each batch taken ends the spans of the
+    previous one and starts those of its own; each batch emitted is marked in the inputs
+    of the node's successors (``outs``)."""
 
-    def __init__(self, owner: SpanInstrumentation, name: str, inbox: BoundedBuffer[Any]) -> None:
+    def __init__(
+        self, owner: SpanInstrumentation, name: str, inbox: BoundedBuffer[Any], outs: list[Marks]
+    ) -> None:
         self._owner = owner
-        self._inbox = inbox
         self._marks = owner._by_buffer[id(inbox)]
+        self._outs = outs
         self._span_name = f"{owner.pipeline_name} process {name}"
         self._attributes = {"haive.pipeline": owner.pipeline_name, "haive.node": name}
         self._spans: dict[Key, Span] = {}
@@ -456,11 +444,8 @@ class _TracedStep:
         self._taken = 0
         self._emitted_positionally = False
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inbox, name)
-
-    def __len__(self) -> int:
-        return len(self._inbox)
+    def close(self) -> None:
+        self.end()
 
     def end(self) -> None:
         if self._spans:
@@ -469,13 +454,12 @@ class _TracedStep:
             self._spans = {}
         self._current = None
 
-    async def get_batch(self, chunk_size: int | None = None) -> list[Any]:
+    def taken(self, batch: list[Any]) -> None:
         if self._current is not None:
             self.end()
-        batch = await self._inbox.get_batch(chunk_size)
         segments = self._marks.take(len(batch))
         if segments is None:
-            return batch  # nothing sampled: no span (``_current`` stays None)
+            return  # nothing sampled: no span (``_current`` stays None)
         parents = _sampled(segments)
         self._taken = len(batch)
         self._emitted_positionally = False
@@ -486,24 +470,19 @@ class _TracedStep:
             )
             own = {key: span.get_span_context() for key, span in self._spans.items()}
             self._current = [(n, own[_key(p)] if p is not None else None) for n, p in segments]
-        return batch
 
-    def emitter(self, emit: Emit, outs: list[Marks]) -> Emit:
-        # A plain function returning the emit's awaitable: no coroutine frame of its own.
-        def traced_emit(batch: list[Any]) -> Awaitable[None]:
-            count = len(batch)
-            current = self._current
-            if current is None:
-                for marks in outs:
-                    marks.produced += count  # unsampled items: no mark
-            elif count == self._taken and not self._emitted_positionally:
-                self._emitted_positionally = True
-                for marks in outs:
-                    marks.put_segments(current)
-            else:
-                first = next(p for _, p in current if p is not None)
-                for marks in outs:
-                    marks.put(count, first)
-            return emit(batch)
-
-        return traced_emit
+    def emitting(self, batch: list[Any]) -> None:
+        count = len(batch)
+        current = self._current
+        outs = self._outs
+        if current is None:
+            for marks in outs:
+                marks.produced += count  # unsampled items: no mark
+        elif count == self._taken and not self._emitted_positionally:
+            self._emitted_positionally = True
+            for marks in outs:
+                marks.put_segments(current)
+        else:
+            first = next(p for _, p in current if p is not None)
+            for marks in outs:
+                marks.put(count, first)

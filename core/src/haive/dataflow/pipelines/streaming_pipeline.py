@@ -572,18 +572,31 @@ class PipelineRun:
             self.source_done.set()
 
     async def _feed(self, batch: list[Any]) -> None:
-        async with self._feed_lock:
-            if self._input_closed:
-                raise ConfigError(
-                    f"PipelineRun.inject: the input of {self.pipeline.name!r} is closed "
-                    "(its source ended or the run is stopping)"
-                )
-            self.read += len(batch)
-            if self.marks is not None:
-                self.marks.entered.append((self.read, trio.current_time()))
-            if self.memory is not None:
-                batch = await self.memory.admit(batch)
-            await self.graph.feed(batch)
+        lock = self._feed_lock
+        try:
+            # Uncontended (inject() is rare): take the lock without the schedule point
+            # ``async with`` adds, a pass of the scheduler per batch before it is fed.
+            # Feeding's put is the cancel point.
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            await self._feed_locked(batch)
+        finally:
+            lock.release()
+
+    async def _feed_locked(self, batch: list[Any]) -> None:
+        if self._input_closed:
+            raise ConfigError(
+                f"PipelineRun.inject: the input of {self.pipeline.name!r} is closed "
+                "(its source ended or the run is stopping)"
+            )
+        self.read += len(batch)
+        if self.marks is not None:
+            self.marks.entered.append((self.read, trio.current_time()))
+        if self.memory is not None:
+            batch = await self.memory.admit(batch)
+        await self.graph.feed(batch)
 
     def _close_input(self) -> None:
         self._input_closed = True

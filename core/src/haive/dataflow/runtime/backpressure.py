@@ -448,21 +448,26 @@ class BoundedBuffer(Generic[T]):
                 self._puts_without_yield = 0
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return
+        parked = False
         while batch:
             room = self.buffer_size - self._count
+            if room >= len(batch):
+                self._append(batch)
+                break
             if room > 0:
                 self._append(batch[:room])
                 batch = batch[room:]
-                if not batch:
-                    break
             started = trio.current_time()
             self.stats.blocked_count += 1
             try:
                 await self._not_full.park()
             finally:
                 self.stats.blocked_seconds += trio.current_time() - started
+            parked = True
             self._check_can_put()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if not parked:
+            # Parking was the schedule point; without it, this is (see get_batch).
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def put(self, item: T) -> None:
         """Enqueue one item (see :meth:`put_batch`)."""
@@ -519,13 +524,19 @@ class BoundedBuffer(Generic[T]):
         """Wait for at least one item, then return every ready item, up to ``chunk_size``
         (default: the buffer's)."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
         while True:
             try:
                 batch = self.get_nowait_batch(chunk_size)
             except trio.WouldBlock:
                 await self._not_empty.park()
+                parked = True
                 continue
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not parked:
+                # Found items at once: still a schedule point, as every trio operation is.
+                # After parking it already was one; yielding again would cost a pass of
+                # the scheduler per hop (latency) before the batch is handled.
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return batch
 
     async def get(self) -> T:

@@ -1,20 +1,22 @@
 """A validated graph of nodes and the machinery that runs it on trio.
 
 :class:`Graph` checks names and wiring at build time; :class:`GraphRun` turns it into one task
-per node, one :class:`~haive.dataflow.runtime.backpressure.BoundedBuffer` per node input (fan-in
-shares it) and an output buffer. Pipelines own a ``GraphRun`` inside their nursery.
+per node (consecutive synchronous nodes share one: :meth:`GraphRun.chains`), one
+:class:`~haive.dataflow.runtime.backpressure.BoundedBuffer` per node input (fan-in shares it)
+and an output buffer. Pipelines own a ``GraphRun`` inside their nursery.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
 
 from ..errors import GraphError, NodeError
-from .backpressure import BoundedBuffer, BufferProducer, strategy_spec
+from .backpressure import BoundedBuffer, BufferProducer, BufferStats, strategy_spec
 from .config import StreamConfig
 from .defaults import (
     DEFAULT_BACKPRESSURE,
@@ -239,6 +241,80 @@ def inline_runner(node: Node) -> Callable[[NodeContext, BoundedBuffer[Any], Emit
     return node.run
 
 
+class BatchTap:
+    """What an instrumentation sees of one node's batches (see :attr:`GraphRun.taps`).
+
+    :meth:`taken` is called with every batch the node receives (taken from its input, or
+    handed to it inside a chain, see :meth:`GraphRun.chains`), :meth:`emitting` with every
+    batch it emits, before it goes on, and :meth:`close` once the node is done. They run
+    in the node's task, synchronously: the node waits for them, so they must be quick.
+    Installing taps instead of wrapping :attr:`GraphRun.runner` keeps chained nodes chained.
+
+    Example: count what a node takes and gives::
+
+        >>> class Counting(BatchTap):
+        ...     def __init__(self):
+        ...         self.taken_items = self.emitted_items = 0
+        ...     def taken(self, batch):
+        ...         self.taken_items += len(batch)
+        ...     def emitting(self, batch):
+        ...         self.emitted_items += len(batch)
+        >>> from haive.dataflow.runtime.nodes import FilterNode
+        >>> g = Graph()
+        >>> g.add(FilterNode(name="odd", filter_fn=lambda x: x % 2))
+        >>> g.connect("input", "odd"); g.connect("odd", "output")
+        >>> async def main(tap):
+        ...     run = GraphRun(g, RunSettings())
+        ...     run.taps["odd"] = tap
+        ...     async with trio.open_nursery() as nursery:
+        ...         run.start(nursery)
+        ...         await run.feed([1, 2, 3])
+        ...         run.close_input()
+        ...         return await run.output.get_batch()
+        >>> tap = Counting()
+        >>> trio.run(main, tap), tap.taken_items, tap.emitted_items
+        ([1, 3], 3, 2)
+    """
+
+    def taken(self, batch: list[Any]) -> None:
+        """The node received ``batch``."""
+
+    def emitting(self, batch: list[Any]) -> None:
+        """The node is emitting ``batch`` to its successors."""
+
+    def close(self) -> None:
+        """The node is done (its input ended, it failed or the run was cancelled)."""
+
+
+class _TappedInbox:
+    """A node's input as the node sees it while tapped: each batch taken is shown to the
+    tap. Everything else is the buffer's."""
+
+    def __init__(self, inbox: BoundedBuffer[Any], tap: BatchTap) -> None:
+        self._inbox = inbox
+        self._tap = tap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inbox, name)
+
+    def __len__(self) -> int:
+        return len(self._inbox)
+
+    async def get_batch(self, chunk_size: int | None = None) -> list[Any]:
+        batch = await self._inbox.get_batch(chunk_size)
+        self._tap.taken(batch)
+        return batch
+
+
+def _tapped_emit(emit: Emit, tap: BatchTap) -> Emit:
+    # A plain function returning emit's awaitable: no coroutine frame of its own.
+    def tapped(batch: list[Any]) -> Awaitable[None]:
+        tap.emitting(batch)
+        return emit(batch)
+
+    return tapped
+
+
 class GraphRun:
     """One execution of a :class:`Graph`: buffers, node contexts and node tasks.
 
@@ -281,6 +357,9 @@ class GraphRun:
             self._producer(INPUT, t) for t in graph.successors(INPUT)
         ]
         self.output_taken = 0
+        #: Per node name, the :class:`BatchTap` an instrumentation installed (before
+        #: :meth:`start`); a node without one pays nothing for the others'.
+        self.taps: dict[str, BatchTap] = {}
         self._idle_waiters = 0
         self._idle = trio.Event()
 
@@ -299,8 +378,62 @@ class GraphRun:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, nursery: trio.Nursery) -> None:
+        for chain in self.chains():
+            if len(chain) == 1:
+                nursery.start_soon(self._run_node, chain[0], name=f"haive-node:{chain[0]}")
+            else:
+                label = "+".join(chain)
+                nursery.start_soon(self._run_chain, chain, name=f"haive-node:{label}")
+
+    def chains(self) -> list[list[str]]:
+        """The node tasks this run starts, as lists of node names in order.
+
+        Consecutive nodes ``a -> b`` share one task (operator chaining) when ``a``'s only
+        successor is ``b``, ``b``'s only predecessor is ``a``, both are
+        :meth:`~haive.dataflow.runtime.nodes.Node.chainable` and the run's :attr:`runner`
+        runs both with their own ``run`` (an instrumentation wrapping the runner keeps a
+        task per node; one installing :attr:`taps` does not). A chain hands each batch from
+        node to node by a call instead of a buffer and a task switch; every node keeps its
+        own counters, error policy, dead letters and name in errors, and the chain's first
+        input buffer still bounds it.
+
+        Example::
+
+            >>> from haive.dataflow.runtime.nodes import FilterNode, TransformNode
+            >>> g = Graph()
+            >>> g.add(TransformNode(name="parse", transform_fn=int))
+            >>> g.add(FilterNode(name="positive", filter_fn=lambda x: x > 0))
+            >>> g.connect("input", "parse"); g.connect("parse", "positive")
+            >>> g.connect("positive", "output")
+            >>> GraphRun(g, RunSettings()).chains()
+            [['parse', 'positive']]
+        """
+        chains: list[list[str]] = []
         for name in self.order:
-            nursery.start_soon(self._run_node, name, name=f"haive-node:{name}")
+            if chains and self._chains_to(chains[-1][-1], name):
+                chains[-1].append(name)
+            else:
+                chains.append([name])
+        return chains
+
+    def _chainable(self, name: str) -> bool:
+        node = self.graph.nodes[name]
+        return (
+            node.chainable()
+            and self.runner(node) == node.run
+            # Routers pick successors per item, tagged inputs need their own producers.
+            and getattr(node, "run_routed", None) is None
+            and not getattr(node, "tags_inputs", False)
+        )
+
+    def _chains_to(self, previous: str, name: str) -> bool:
+        graph = self.graph
+        return (
+            graph.successors(previous) == [name]
+            and graph.predecessors(name) == [previous]
+            and self._chainable(previous)
+            and self._chainable(name)
+        )
 
     async def _run_node(self, name: str) -> None:
         node = self.graph.nodes[name]
@@ -308,6 +441,7 @@ class GraphRun:
         inbox = self.inboxes[name]
         outs = self._outs[name]
         emit = _make_emit(outs)
+        tap = self.taps.get(name)
         try:
             await node.open()
             routed = getattr(node, "run_routed", None)
@@ -317,6 +451,9 @@ class GraphRun:
                 await routed(
                     ctx, inbox, {t: p.put_batch for t, p in zip(targets, outs, strict=True)}
                 )
+            elif tap is not None:
+                tapped = cast(BoundedBuffer[Any], _TappedInbox(inbox, tap))
+                await self.runner(node)(ctx, tapped, _tapped_emit(emit, tap))
             else:
                 await self.runner(node)(ctx, inbox, emit)
         except NodeError:
@@ -324,6 +461,8 @@ class GraphRun:
         except Exception as exc:
             raise NodeError(name, exc) from exc
         finally:
+            if tap is not None:
+                tap.close()
             for producer in outs:
                 producer.close()
             if ctx.errors is not None:
@@ -331,6 +470,77 @@ class GraphRun:
             inbox.close_receiving()
             with trio.CancelScope(shield=True):
                 await node.aclose()
+
+    async def _run_chain(self, names: list[str]) -> None:
+        """Run chained nodes (see :meth:`chains`) in one task: each batch taken from the
+        first node's input goes through every node in turn, then to the last one's
+        successors.
+
+        Each node's counters move as in its own task, and the input buffer of every node
+        after the first counts what was handed to it as put and taken at once (it stays
+        empty), so :meth:`is_idle`, monitors and metrics see the same flow. ``in_progress``
+        of the next node rises before that of the previous one falls: nothing looks idle
+        while a batch is between two nodes.
+        """
+        nodes = [self.graph.nodes[name] for name in names]
+        contexts = [self.contexts[name] for name in names]
+        taps = [self.taps.get(name) for name in names]
+        chain = _Chain(
+            steps=list(zip(names, nodes, contexts, strict=True)),
+            handed=[self.inboxes[name].stats for name in names[1:]],
+            emit=_make_emit(self._outs[names[-1]]),
+            taps=taps if any(tap is not None for tap in taps) else None,
+        )
+        inbox = self.inboxes[names[0]]
+        next_batch = contexts[0].next_batch
+        progress = self._progress
+        through = chain.through
+        current = names[0]
+        try:
+            for name, node, _ in chain.steps:
+                current = name  # what a failure is named after
+                await node.open()
+            while (batch := await next_batch(inbox)) is not None:
+                await through(batch, 0)
+                progress()
+            # End of input: what a node still holds goes through the nodes after it.
+            for index, (name, node, ctx) in enumerate(chain.steps):
+                current = name
+                tail = await node.flush(ctx)
+                if tail:
+                    ctx.stats.items_out += len(tail)
+                    if chain.taps is not None and (tap := chain.taps[index]) is not None:
+                        tap.emitting(tail)
+                    if index + 1 < len(names):
+                        chain.hand(index + 1, tail)
+                        await through(tail, index + 1)
+                    else:
+                        await chain.emit(tail)
+        except NodeError:
+            raise
+        except Exception as exc:
+            raise NodeError(current, exc) from exc
+        finally:
+            for tap in taps:
+                if tap is not None:
+                    tap.close()
+            for name, ctx in zip(names, contexts, strict=True):
+                # Every node's producers belong to this task, the last one's successors'
+                # as well as those of the inputs it handed batches through.
+                for producer in self._outs[name]:
+                    producer.close()
+                if ctx.errors is not None:
+                    ctx.errors.close()
+                self.inboxes[name].close_receiving()
+            with trio.CancelScope(shield=True):
+                failures: list[BaseException] = []
+                for node in nodes:
+                    try:
+                        await node.aclose()
+                    except BaseException as exc:  # every node is closed; the first error wins
+                        failures.append(exc)
+                if failures:
+                    raise failures[0]
 
     async def feed(self, batch: list[Any]) -> None:
         """Put a batch into every successor of ``input``."""
@@ -389,6 +599,66 @@ def _make_emit(outs: list[BufferProducer[Any]]) -> Emit:
             await producer.put_batch(batch)
 
     return emit_all
+
+
+@attrs.define(eq=False)
+class _Chain:
+    """The nodes of one chain (see :meth:`GraphRun.chains`) and how a batch goes through
+    them: ``steps`` are ``(name, node, context)``, ``handed[i]`` counts what node ``i + 1``
+    was handed (its input buffer's stats), ``emit`` puts into the last node's successors."""
+
+    steps: list[tuple[str, Node, NodeContext]]
+    handed: list[BufferStats]
+    emit: Emit
+    #: Each node's :class:`BatchTap` or None; None when no node has one.
+    taps: list[BatchTap | None] | None = None
+
+    def hand(self, index: int, batch: list[Any]) -> None:
+        """Count ``batch`` as put into and taken from node ``index``'s input, and received
+        by that node (what its own task's ``next_batch`` would count)."""
+        n = len(batch)
+        received = self.handed[index - 1]
+        received.items_in += n
+        received.items_out += n
+        stats = self.steps[index][2].stats
+        stats.items_in += n
+        stats.in_progress += n
+
+    async def through(self, batch: list[Any], start: int) -> None:
+        """Process ``batch``, already received by node ``start``, through it and the nodes
+        after it, then emit what is left; a failure names the node it happened in."""
+        steps = self.steps
+        taps = self.taps
+        last = len(steps) - 1
+        clock = time.perf_counter
+        for index in range(start, last + 1):
+            name, node, ctx = steps[index]
+            stats = ctx.stats
+            n = len(batch)
+            tap = taps[index] if taps is not None else None
+            try:
+                if tap is not None:
+                    tap.taken(batch)  # as its own task's tapped input would, before timing
+                started = clock()
+                out = await node.process_batch(batch, ctx)
+                stats.busy_seconds += clock() - started
+                stats.batches += 1
+                if not out:
+                    stats.in_progress -= n
+                    return
+                stats.items_out += len(out)
+                if tap is not None:
+                    tap.emitting(out)
+                if index == last:
+                    await self.emit(out)
+                else:
+                    self.hand(index + 1, out)
+            except NodeError:
+                raise
+            except Exception as exc:
+                raise NodeError(name, exc) from exc
+            stats.in_progress -= n
+            batch = out
 
 
 class TaggingProducer(BufferProducer[Any]):

@@ -15,8 +15,9 @@ calls nothing more of this module and does no per-batch or per-item work for it.
 is returned the run:
 
 1. hands it the :class:`~haive.dataflow.runtime.graph.GraphRun` before starting it
-   (:meth:`RunInstrumentation.instrument`), so it can wrap each node's runner (one span per
-   node per batch);
+   (:meth:`RunInstrumentation.instrument`), so it can install a
+   :class:`~haive.dataflow.runtime.graph.BatchTap` per node in ``graph.taps`` (one span per
+   node per batch; taps keep chained nodes in one task, a wrapped ``graph.runner`` does not);
 2. tells it about every non-empty batch read from the source, with the items' incoming trace
    headers when the source keeps them (:meth:`RunInstrumentation.source_batch`);
 3. wraps each sink write in :meth:`RunInstrumentation.sink_batch`, whose value (one header
@@ -75,7 +76,8 @@ class RunInstrumentation(abc.ABC):
     """
 
     def instrument(self, graph: GraphRun) -> None:
-        """Called once before the run starts; may replace ``graph.runner`` with a wrapper."""
+        """Called once before the run starts; may install taps in ``graph.taps`` (or replace
+        ``graph.runner`` with a wrapper, which gives every node a task of its own)."""
 
     @abc.abstractmethod
     def source_batch(
