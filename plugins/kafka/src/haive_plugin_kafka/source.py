@@ -3,10 +3,15 @@
 confluent-kafka (librdkafka) blocks the calling thread and wants its consumer used from one
 thread, so every client call runs in one :class:`~haive.dataflow.runtime.bridge.ThreadBridge`
 opened by :meth:`KafkaSource.open` and closed by :meth:`KafkaSource.aclose`. One crossing
-carries a whole batch: the commit of what was acknowledged since the last one,
-``consume(batch_size)`` and the decoding. The crossing for the next batch is made before
-the current batch is yielded (:meth:`ThreadBridge.submit`), so the bridge thread fetches
-and decodes while the pipeline handles the batch before: one batch is read ahead, no more.
+carries the commit of what was acknowledged since the last one and up to
+``FETCHES_PER_CROSSING`` batches (``consume(batch_size)`` while records are queued), each
+read into columns (:class:`~haive_plugin_kafka.offsets.RecordColumns`: the messages are
+dropped at once, so the cyclic garbage collector never walks thousands of them). The
+values are decoded in trio's thread, a batch at a time as it is yielded, while the bridge
+thread is in its next ``consume``. ``READ_AHEAD`` crossings are queued before a batch is
+yielded (:meth:`ThreadBridge.submit`), so the bridge thread fetches while the pipeline
+handles the batches before; no more is read ahead. Records read ahead from a partition
+revoked before they were yielded are not yielded (their next owner reads them).
 
 Delivery (the core's acknowledgment protocol, as for Redis Streams): every ``ack_every``
 items, and whenever nothing more is ready, the source yields an empty batch; the pipeline
