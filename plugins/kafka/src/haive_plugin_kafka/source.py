@@ -552,8 +552,14 @@ class KafkaSource(DataSource):
                 first = consumer.poll(self.poll_timeout)
                 if first is not None:
                     messages = [first, *consumer.consume(count - 1, 0)] if count > 1 else [first]
+            size = len(messages)
             polls.append(self._read(messages))
-            if len(messages) < count:
+            # Dropped before the next consume: messages are objects the cyclic garbage
+            # collector tracks, and a collection while they are alive (one the next
+            # consume or trio's decoding triggers) would move them to an older generation,
+            # which makes full collections come sooner.
+            messages = []
+            if size < count:
                 break
         return polls
 
