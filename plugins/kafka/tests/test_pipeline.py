@@ -11,7 +11,7 @@ import pytest
 import trio
 from confluent_kafka import Producer
 from haive_plugin_kafka import KafkaRecord, KafkaSink, KafkaSource
-from haive_plugin_kafka.source import READ_AHEAD
+from haive_plugin_kafka.source import FETCHES_PER_CROSSING, READ_AHEAD
 from haive_plugin_kafka.testing import TansuBroker
 
 from haive.dataflow import StreamingPipeline, get_registry
@@ -300,6 +300,7 @@ async def test_a_slow_pipeline_stops_the_reading(
     await pipeline.execute()
     assert sink.written == 4000
     # What the source read and the sink did not write yet stays bounded: the source reads
-    # only when the pipeline asks, READ_AHEAD batches ahead at most (librdkafka's own
-    # prefetch is bounded by prefetch_kbytes).
-    assert sink.most_ahead <= 400 + 100 + READ_AHEAD * 100
+    # only when the pipeline asks: the crossing being yielded and READ_AHEAD crossings
+    # ahead, of FETCHES_PER_CROSSING batches each, at most (librdkafka's own prefetch is
+    # bounded by prefetch_kbytes).
+    assert sink.most_ahead <= 400 + 100 + (READ_AHEAD + 1) * FETCHES_PER_CROSSING * 100

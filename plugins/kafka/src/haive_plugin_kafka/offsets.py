@@ -21,12 +21,154 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, overload
 
 import attrs
 
 #: A partition: (topic, partition number).
 TopicPartitionKey = tuple[str, int]
+
+
+class RecordView:
+    """One record of a :class:`RecordColumns`, read like a confluent-kafka ``Message``
+    (``topic()``, ``partition()``, ``offset()``, ``key()``, ``value()``, ``headers()``):
+    what dead letters and partial acknowledgments need of a record.
+
+    Example::
+
+        >>> columns = RecordColumns("t", [0], [41], [b"k"], [b'{"a": 1}'], [None])
+        >>> record = columns[0]
+        >>> record.topic(), record.partition(), record.offset(), record.key(), record.value()
+        ('t', 0, 41, b'k', b'{"a": 1}')
+    """
+
+    __slots__ = ("_columns", "_index")
+
+    def __init__(self, columns: RecordColumns, index: int) -> None:
+        self._columns = columns
+        self._index = index
+
+    def topic(self) -> str:
+        return self._columns.topic_at(self._index)
+
+    def partition(self) -> int:
+        return self._columns.partitions[self._index]
+
+    def offset(self) -> int:
+        return self._columns.offsets[self._index]
+
+    def key(self) -> bytes | None:
+        return self._columns.keys[self._index]  # type: ignore[no-any-return]
+
+    def value(self) -> bytes | None:
+        return self._columns.values[self._index]  # type: ignore[no-any-return]
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._columns.headers[self._index]  # type: ignore[no-any-return]
+
+
+class RecordColumns:
+    """A batch of records as columns of plain values (topic, partition, offset, key, value,
+    headers), in place of confluent-kafka's ``Message`` objects.
+
+    The source reads each column off the messages in one C loop as soon as ``consume``
+    returns them and drops the messages: they are objects the cyclic garbage collector
+    tracks, and kept until their batch was acknowledged (thousands at a time, with the
+    read-ahead) every collection went through them; bytes, ints and None it does not see.
+    ``topic`` is the one topic of every record, or None with ``topics`` per record.
+    Indexing gives a :class:`RecordView`; slices and ``del`` work like a list's.
+
+    Example::
+
+        >>> columns = RecordColumns("t", [0, 1, 0], [5, 9, 6], [None] * 3,
+        ...                         [b"1", b"2", b"3"], [None] * 3)
+        >>> len(columns), columns[2].offset()
+        (3, 6)
+        >>> head = columns[:2]
+        >>> del columns[:2]
+        >>> [record.offset() for record in head], len(columns)
+        ([5, 9], 1)
+    """
+
+    __slots__ = ("headers", "keys", "offsets", "partitions", "topic", "topics", "values")
+
+    def __init__(
+        self,
+        topic: str | None,
+        partitions: list[int],
+        offsets: list[int],
+        keys: list[Any],
+        values: list[Any],
+        headers: list[Any],
+        topics: list[str] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.topics = topics
+        self.partitions = partitions
+        self.offsets = offsets
+        self.keys = keys
+        self.values = values
+        self.headers = headers
+
+    def topic_at(self, index: int) -> str:
+        if self.topic is not None:
+            return self.topic
+        assert self.topics is not None
+        return self.topics[index]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> RecordView: ...
+    @overload
+    def __getitem__(self, index: slice) -> RecordColumns: ...
+    def __getitem__(self, index: int | slice) -> RecordView | RecordColumns:
+        if isinstance(index, slice):
+            return RecordColumns(
+                self.topic,
+                self.partitions[index],
+                self.offsets[index],
+                self.keys[index],
+                self.values[index],
+                self.headers[index],
+                None if self.topics is None else self.topics[index],
+            )
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return RecordView(self, index)
+
+    def __delitem__(self, index: slice) -> None:
+        for column in (self.partitions, self.offsets, self.keys, self.values, self.headers):
+            del column[index]
+        if self.topics is not None:
+            del self.topics[index]
+
+    def __iter__(self) -> Iterator[RecordView]:
+        return (RecordView(self, index) for index in range(len(self)))
+
+    def partition_keys(self) -> list[tuple[str, int]]:
+        """The ``(topic, partition)`` of every record, in order."""
+        if self.topic is not None:
+            topic = self.topic
+            return [(topic, partition) for partition in self.partitions]
+        assert self.topics is not None
+        return list(zip(self.topics, self.partitions, strict=True))
+
+    def select(self, indices: list[int]) -> RecordColumns:
+        """The records at ``indices``, in that order."""
+        return RecordColumns(
+            self.topic,
+            [self.partitions[i] for i in indices],
+            [self.offsets[i] for i in indices],
+            [self.keys[i] for i in indices],
+            [self.values[i] for i in indices],
+            [self.headers[i] for i in indices],
+            None if self.topics is None else [self.topics[i] for i in indices],
+        )
 
 
 @attrs.define(slots=True)
@@ -35,7 +177,8 @@ class ReadBatch:
     the epoch it was read in (committed once the whole batch is acknowledged)."""
 
     items: list[Any]
-    messages: list[Any]
+    #: The records the items came from: confluent-kafka messages, or their columns.
+    messages: list[Any] | RecordColumns
     #: Next offset (last offset + 1) per partition, over every record of the batch,
     #: including records that yielded no item (dead-lettered when read).
     ends: dict[TopicPartitionKey, tuple[int, int]]
@@ -63,7 +206,7 @@ class UnackedRecords:
         #: Messages of acknowledged batches, dropped by :meth:`drop_released` in the bridge
         #: thread: freeing a librdkafka message takes librdkafka's locks, so freeing them
         #: in trio's thread while ``consume`` runs in the other would stall trio.
-        self._released: list[list[Any]] = []
+        self._released: list[list[Any] | RecordColumns] = []
 
     def __bool__(self) -> bool:
         return bool(self._batches)
@@ -173,6 +316,13 @@ class PartitionOwnership:
         with self._lock:
             get = self._epochs.get
             return {key: get(key, 0) for key in keys}
+
+    def moved(self, ends: dict[TopicPartitionKey, tuple[int, int]]) -> set[TopicPartitionKey]:
+        """The partitions of ``ends`` (``(next offset, epoch)`` each) whose epoch is no
+        longer current: revoked (or lost) since they were read."""
+        with self._lock:
+            epochs = self._epochs
+            return {key for key, (_, epoch) in ends.items() if epochs.get(key) != epoch}
 
     def acknowledged(self, ends: dict[TopicPartitionKey, tuple[int, int]]) -> None:
         """Record offsets whose records are handled; stale epochs are dropped."""

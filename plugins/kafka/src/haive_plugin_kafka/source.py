@@ -3,10 +3,15 @@
 confluent-kafka (librdkafka) blocks the calling thread and wants its consumer used from one
 thread, so every client call runs in one :class:`~haive.dataflow.runtime.bridge.ThreadBridge`
 opened by :meth:`KafkaSource.open` and closed by :meth:`KafkaSource.aclose`. One crossing
-carries a whole batch: the commit of what was acknowledged since the last one,
-``consume(batch_size)`` and the decoding. The crossing for the next batch is made before
-the current batch is yielded (:meth:`ThreadBridge.submit`), so the bridge thread fetches
-and decodes while the pipeline handles the batch before: one batch is read ahead, no more.
+carries the commit of what was acknowledged since the last one and up to
+``FETCHES_PER_CROSSING`` batches (``consume(batch_size)`` while records are queued), each
+read into columns (:class:`~haive_plugin_kafka.offsets.RecordColumns`: the messages are
+dropped at once, so the cyclic garbage collector never walks thousands of them). The
+values are decoded in trio's thread, a batch at a time as it is yielded, while the bridge
+thread is in its next ``consume``. ``READ_AHEAD`` crossings are queued before a batch is
+yielded (:meth:`ThreadBridge.submit`), so the bridge thread fetches while the pipeline
+handles the batches before; no more is read ahead. Records read ahead from a partition
+revoked before they were yielded are not yielded (their next owner reads them).
 
 Delivery (the core's acknowledgment protocol, as for Redis Streams): every ``ack_every``
 items, and whenever nothing more is ready, the source yields an empty batch; the pipeline
@@ -70,7 +75,13 @@ from haive.dataflow.runtime.units import Duration, parse_duration
 from .client_config import ConfigValue, base_config, check_topics, connection_error, milliseconds
 from .dead_letters import DeadLetter, DeadLetterWriter, origin_headers
 from .errors import KafkaCommitError
-from .offsets import PartitionOwnership, ReadBatch, TopicPartitionKey, UnackedRecords
+from .offsets import (
+    PartitionOwnership,
+    ReadBatch,
+    RecordColumns,
+    TopicPartitionKey,
+    UnackedRecords,
+)
 from .records import TIMESTAMP_TYPES, KafkaRecord, ValueCodec
 
 _log = logging.getLogger(__name__)
@@ -92,9 +103,13 @@ OWNED_CONSUMER_SETTINGS = frozenset(
         "on_commit",
     }
 )
-#: Fetches queued in the bridge thread while the pipeline handles a batch: with one, the
-#: thread waited for trio's thread to wake up and ask for each next batch (measured).
+#: Fetch crossings queued in the bridge thread while the pipeline handles a batch: with
+#: one, the thread waited for trio's thread to wake up and ask for each next batch (measured).
 READ_AHEAD = 2
+#: Full batches one crossing may carry (``consume`` calls in a row while records are
+#: queued): each crossing wakes trio's thread once, and each wake-up of a thread that must
+#: take the GIL back from a busy one costs more than a batch's bookkeeping.
+FETCHES_PER_CROSSING = 8
 #: librdkafka's built-in assignors.
 ASSIGNMENT_STRATEGIES = ("cooperative-sticky", "range", "roundrobin")
 START_POSITIONS = ("earliest", "latest")
@@ -160,6 +175,9 @@ class KafkaSourceStats:
     dead_lettered: int = 0
     #: Acknowledgments of records read before their partition was revoked (not committed).
     stale_acknowledgments: int = 0
+    #: Records read ahead from a partition revoked before they were yielded: not yielded
+    #: (the partition's next owner reads them from its committed offset).
+    skipped_after_revoke: int = 0
     transient_errors: int = 0
     assignments: int = 0
     revocations: int = 0
@@ -167,10 +185,11 @@ class KafkaSourceStats:
 
 @attrs.frozen(slots=True)
 class _Poll:
-    """What one ``consume`` crossing brought back."""
+    """What one ``consume`` call brought back. ``items`` None: records only, as
+    :class:`RecordColumns`, decoded in trio's thread (:meth:`KafkaSource._decode`)."""
 
-    items: list[Any]
-    messages: list[Any]
+    items: list[Any] | None
+    messages: list[Any] | RecordColumns
     ends: dict[TopicPartitionKey, tuple[int, int]]
     undecodable: list[tuple[Any, Exception]]
     drained: bool
@@ -511,7 +530,7 @@ class KafkaSource(DataSource):
         self._ownership.lose(keys)
 
     # -- reading ------------------------------------------------------------------------
-    def _poll(self, count: int) -> _Poll:  # in the bridge thread
+    def _fetch(self, count: int) -> list[_Poll]:  # in the bridge thread: one crossing
         consumer = self._consumer
         assert consumer is not None
         if self._commit_failure is not None:
@@ -522,22 +541,64 @@ class KafkaSource(DataSource):
         # A batch is what is ready now (consume(n, timeout) would wait to fill it): take
         # what is queued, else wait up to poll_timeout for one record and take it with what
         # came along. Any: the stubs type topic()/offset()... optional, never None here.
-        messages: list[Any] = consumer.consume(count, 0)
-        if not messages:
-            first = consumer.poll(self.poll_timeout)
-            if first is not None:
-                messages = [first, *consumer.consume(count - 1, 0)] if count > 1 else [first]
-        fast = None if self.with_metadata else self._decode_whole(messages)
-        if fast is not None:
-            items, ends = fast
+        # Up to FETCHES_PER_CROSSING full batches go in one crossing (the bridge thread
+        # wakes trio once for them); a batch short of ``count`` means the queue is drained.
+        polls: list[_Poll] = []
+        for _ in range(FETCHES_PER_CROSSING):
+            messages: list[Any] = consumer.consume(count, 0)
+            if not messages:
+                if polls:
+                    break
+                first = consumer.poll(self.poll_timeout)
+                if first is not None:
+                    messages = [first, *consumer.consume(count - 1, 0)] if count > 1 else [first]
+            size = len(messages)
+            polls.append(self._read(messages))
+            # Dropped before the next consume: messages are objects the cyclic garbage
+            # collector tracks, and a collection while they are alive (one the next
+            # consume or trio's decoding triggers) would move them to an older generation,
+            # which makes full collections come sooner.
+            messages = []
+            if size < count:
+                break
+        return polls
+
+    def _read(self, messages: list[Any]) -> _Poll:  # in the bridge thread
+        if not self.with_metadata and messages and not any(map(_message_error, messages)):
+            # Records only (the common case). Here, what needs the consumer's state (the
+            # epochs, the partitions at their end) and the records read into columns, in
+            # C loops; the messages are dropped at once (see RecordColumns). The decoding
+            # is done in trio's thread (_decode), while this one is in the next consume.
+            partitions = list(map(_message_partition, messages))
+            offsets = list(map(_message_offset, messages))
+            topics = self.topics
+            columns = RecordColumns(
+                topics[0] if len(topics) == 1 else None,
+                partitions,
+                offsets,
+                list(map(_message_key, messages)),
+                list(map(_message_value, messages)),
+                list(map(_message_headers, messages)),
+                None if len(topics) == 1 else list(map(_message_topic, messages)),
+            )
+            # Offsets rise within a partition: the last one seen per partition is its end.
+            if columns.topic is not None:
+                topic = columns.topic
+                last = dict(zip(partitions, offsets, strict=True))
+                ends = {(topic, partition): offset + 1 for partition, offset in last.items()}
+            else:
+                assert columns.topics is not None
+                keys = zip(columns.topics, partitions, strict=True)
+                last_of = dict(zip(keys, offsets, strict=True))
+                ends = {key: offset + 1 for key, offset in last_of.items()}
             at_end = self._at_end
             if at_end:
                 at_end.difference_update(ends)
             epochs = self._ownership.epochs(ends)
-            self.stats.read += len(items)
+            self.stats.read += len(messages)
             return _Poll(
-                items,
-                messages,
+                None,
+                columns,
                 {key: (end, epochs[key]) for key, end in ends.items()},
                 [],
                 False,
@@ -601,28 +662,52 @@ class KafkaSource(DataSource):
             drained,
         )
 
-    def _decode_whole(
-        self, messages: list[Any]
-    ) -> tuple[list[Any], dict[TopicPartitionKey, int]] | None:
-        """The common case, a batch of records only, each one decoding, done a step at a
-        time over the whole batch (C loops, no Python frame per record): the items, and the
-        next offset per partition. None when the batch needs the record-by-record path
-        (an error or end-of-partition event, a tombstone, a value that does not decode)."""
-        if not messages or any(map(_message_error, messages)):
-            return None
+    def _decode(self, poll: _Poll) -> _Poll:  # in trio's thread
+        """Decode a poll of records only: over the whole batch in one C loop (no Python
+        frame per record), or, when some value does not decode (or is a tombstone), record
+        by record, the undecodable ones apart (dead-lettered)."""
+        columns = poll.messages
+        assert isinstance(columns, RecordColumns)
+        loads = self.codec.loads
         try:
-            items = list(map(self.codec.loads, map(_message_value, messages)))
-        except Exception:  # some value does not decode (or is None): record by record
-            return None
-        # Offsets rise within a partition, so the last one seen per partition is its end.
-        offsets = map(_message_offset, messages)
-        if len(self.topics) == 1:
-            topic = self.topics[0]
-            last = dict(zip(map(_message_partition, messages), offsets, strict=True))
-            return items, {(topic, partition): offset + 1 for partition, offset in last.items()}
-        keys = zip(map(_message_topic, messages), map(_message_partition, messages), strict=True)
-        ends = dict(zip(keys, offsets, strict=True))
-        return items, {key: offset + 1 for key, offset in ends.items()}
+            items = list(map(loads, columns.values))
+        except Exception:
+            items, good, undecodable = [], [], []
+            for index, raw in enumerate(columns.values):
+                try:
+                    value = None if raw is None else loads(raw)
+                except Exception as exc:  # not this codec's format: dead-lettered, not fatal
+                    undecodable.append((columns[index], exc))
+                    continue
+                items.append(value)
+                good.append(index)
+            return _Poll(items, columns.select(good), poll.ends, undecodable, False)
+        return _Poll(items, columns, poll.ends, [], False)
+
+    def _without(self, poll: _Poll, moved: set[TopicPartitionKey]) -> _Poll:  # trio's thread
+        """``poll`` without the records of ``moved`` partitions (revoked since the poll):
+        read ahead, they would only be duplicates of what their next owner reads."""
+        records = poll.messages
+        kept: list[Any] | RecordColumns
+        if isinstance(records, RecordColumns):
+            keep = [i for i, key in enumerate(records.partition_keys()) if key not in moved]
+            kept = records.select(keep)
+        else:
+            keep = [
+                index
+                for index, message in enumerate(records)
+                if (message.topic(), message.partition()) not in moved
+            ]
+            kept = [records[index] for index in keep]
+        self.stats.skipped_after_revoke += len(records) - len(keep)
+        return _Poll(
+            None if poll.items is None else [poll.items[index] for index in keep],
+            kept,
+            {key: end for key, end in poll.ends.items() if key not in moved},
+            poll.undecodable,
+            poll.drained,
+        )
+
     def want_trace_headers(self) -> bool:
         """Keep each record's ``traceparent``/``tracestate`` headers (tracing is on)."""
         self._trace_log.want()
@@ -635,43 +720,51 @@ class KafkaSource(DataSource):
         bridge = self._require_bridge()
         count = max(1, min(self.batch_size, chunk_size))
         unacked = self._unacked
-        ahead: collections.deque[PendingCall[_Poll]] = collections.deque()
+        ahead: collections.deque[PendingCall[list[_Poll]]] = collections.deque()
         while True:
             if not ahead:
                 # The waits below are shielded (a poll cannot be interrupted): see a
                 # cancellation here, before fetching more.
                 await trio.lowlevel.checkpoint_if_cancelled()
-                ahead.append(bridge.submit(self._poll, count))
-            poll = await ahead.popleft().result()
-            if poll.undecodable:
-                await self._dead_letter_undecodable(poll.undecodable)
-            if poll.ends:
-                unacked.add(ReadBatch(poll.items, poll.messages, poll.ends))
-            if poll.items:
-                self._ack_requested = False
-                # Fetch the next batches while the pipeline handles this one, so the bridge
-                # thread never waits for trio to ask (READ_AHEAD batches at most: a
-                # pipeline that stops asking stops the fetching that many batches later).
+                ahead.append(bridge.submit(self._fetch, count))
+            polls = await ahead.popleft().result()
+            if any(poll.items is None or poll.items for poll in polls):
+                # Fetch the next batches while the pipeline handles these, so the bridge
+                # thread never waits for trio to ask (READ_AHEAD crossings at most: a
+                # pipeline that stops asking stops the fetching that many crossings later).
                 while len(ahead) < READ_AHEAD:
-                    ahead.append(bridge.submit(self._poll, count))
-                if self._trace_log.wanted:
-                    self._trace_log.record(
-                        [trace_header_pairs(message.headers()) for message in poll.messages]
-                    )
-                yield poll.items
-                if unacked.item_count >= self.ack_every:
-                    self._ack_requested = True
-                    yield []
-                continue
-            if unacked.item_count:
-                if not self._ack_requested:
-                    self._ack_requested = True
-                    yield []  # nothing more ready: ask the pipeline to acknowledge
-                continue
-            if unacked:
-                await self._settle()  # read records that all went to the dead letters
-            if self.stop_when_drained and poll.drained:
-                return
+                    ahead.append(bridge.submit(self._fetch, count))
+            for poll in polls:
+                if poll.ends and (moved := self._ownership.moved(poll.ends)):
+                    poll = self._without(poll, moved)
+                if poll.items is None:
+                    poll = self._decode(poll)
+                items = poll.items
+                assert items is not None
+                if poll.undecodable:
+                    await self._dead_letter_undecodable(poll.undecodable)
+                if poll.ends:
+                    unacked.add(ReadBatch(items, poll.messages, poll.ends))
+                if items:
+                    self._ack_requested = False
+                    if self._trace_log.wanted:
+                        self._trace_log.record(
+                            [trace_header_pairs(message.headers()) for message in poll.messages]
+                        )
+                    yield items
+                    if unacked.item_count >= self.ack_every:
+                        self._ack_requested = True
+                        yield []
+                    continue
+                if unacked.item_count:
+                    if not self._ack_requested:
+                        self._ack_requested = True
+                        yield []  # nothing more ready: ask the pipeline to acknowledge
+                    continue
+                if unacked:
+                    await self._settle()  # read records that all went to the dead letters
+                if self.stop_when_drained and poll.drained:
+                    return
 
     # -- acknowledging ------------------------------------------------------------------
     async def acknowledge(self, count: int) -> None:
@@ -849,6 +942,8 @@ _message_value: Any = Message.value
 _message_topic: Any = Message.topic
 _message_partition: Any = Message.partition
 _message_offset: Any = Message.offset
+_message_key: Any = Message.key
+_message_headers: Any = Message.headers
 
 
 def _position(message: Any) -> tuple[TopicPartitionKey, int]:

@@ -2,7 +2,9 @@
 
 A batch is published in one crossing of the sink's
 :class:`~haive.dataflow.runtime.bridge.AsyncioBridge`: every message goes out pipelined on
-one connection (so in order), then the sink waits for all the publish acks. ``write_batch``
+one connection (so in order), then the sink waits for all the publish acks, which come to a
+reply inbox of the sink's own (:class:`~haive_plugin_nats.publishing.AckedPublisher`: the
+ack's subject names its message, no future or semaphore per message). ``write_batch``
 returns only when JetStream confirmed every message (stored on its replicas), so an
 at-least-once source acknowledges nothing that is not stored.
 
@@ -45,7 +47,7 @@ from .connection import (
     stream_for_subject,
 )
 from .message import NatsMessage, PayloadCodec, user_headers
-from .publishing import publish_all
+from .publishing import AckedPublisher
 from .subjects import check_subject
 
 DEFAULT_RETRY = RetryPolicy(attempts=8, backoff=0.1, max_backoff=5.0)
@@ -118,6 +120,7 @@ class JetStreamSink(StreamSink):
         self._exit = AsyncExitStack()
         self._bridge: AsyncioBridge | None = None
         self._client: NatsClient | None = None
+        self._publisher: AckedPublisher | None = None
         self._id_prefix = secrets.token_hex(8)
         self._next_id = 0
 
@@ -130,6 +133,7 @@ class JetStreamSink(StreamSink):
         self._bridge = bridge
         client = await connect(bridge, self.url, self.connect_options, name=repr(self))
         self._client = client
+        self._publisher = AckedPublisher(client)
         self._exit.push_async_callback(bridge.run, client.close)
         if isinstance(self.subject, str):
             await stream_for_subject(bridge, client, self.subject, self.url)
@@ -137,6 +141,7 @@ class JetStreamSink(StreamSink):
     async def aclose(self) -> None:
         self._bridge = None
         self._client = None
+        self._publisher = None
         await self._exit.aclose()
 
     def _message(self, item: Any) -> tuple[str, bytes, dict[str, str]]:
@@ -152,8 +157,8 @@ class JetStreamSink(StreamSink):
         return subject, payload, headers
 
     async def write_batch(self, items: list[Any]) -> None:
-        bridge, client = self._bridge, self._client
-        if bridge is None or client is None:
+        bridge, publisher = self._bridge, self._publisher
+        if bridge is None or publisher is None:
             raise NatsError(f"{self!r} is not open: the pipeline opens it (or `async with`)")
         messages: list[tuple[str, bytes, dict[str, str]]] = []
         rejected: dict[int, BaseException] = {}
@@ -167,10 +172,9 @@ class JetStreamSink(StreamSink):
             if trace is not None and (trace_headers := trace[index]) is not None:
                 message[2].update(trace_headers)  # replaces a republished message's own
             messages.append(message)
-        js = client.jetstream()
         todo = messages
         for attempt in range(1, self.retry.attempts + 1):
-            outcomes = await bridge.run(publish_all, js, todo, self.publish_timeout)
+            outcomes = await bridge.run(publisher.publish_all, todo, self.publish_timeout)
             confirmed, duplicates, first_error = 0, 0, None
             unconfirmed_from: dict[str, int] = {}
             for index, (message, outcome) in enumerate(zip(todo, outcomes, strict=True)):
