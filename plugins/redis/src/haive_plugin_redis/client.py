@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import redis
 import trio
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _HiredisParser
 from redis.exceptions import ResponseError
 
 from haive.dataflow.errors import ConfigError
@@ -51,6 +52,9 @@ def roundtrip(conn: redis.Connection, packed: bytes, replies: int) -> list[Any]:
     """
     try:
         conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
+        parser = getattr(conn, "_parser", None)
+        if isinstance(parser, _HiredisParser) and parser._reader is not None:
+            return _hiredis_replies(parser, replies)
         out: list[Any] = []
         for _ in range(replies):
             try:
@@ -61,6 +65,44 @@ def roundtrip(conn: redis.Connection, packed: bytes, replies: int) -> list[Any]:
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]
         raise
+
+
+def _hiredis_replies(parser: _HiredisParser, replies: int) -> list[Any]:
+    """``replies`` replies straight from the connection's hiredis reader.
+
+    ``Connection.read_response`` costs about 0.7 us of Python per reply around the C
+    parser (host string, protocol branch, push check, health-check clock); a batch of
+    500 ``XADD``\\ s reads 500 replies, so taking them from the reader in one loop is 8-10x
+    cheaper per reply. Same reader, same buffer, same error mapping: an error reply comes
+    back as its ``ResponseError`` subclass (``replyError=parse_error``), which is what the
+    list holds anyway; the server's connection-level errors (``LOADING``: a
+    ``ConnectionError``) are raised like ``read_response`` raises them, and socket errors
+    are mapped as it maps them.
+    """
+    reader = parser._reader
+    push_type = parser._hiredis_PushNotificationType
+    out: list[Any] = []
+    append = out.append
+    gets = reader.gets
+    while len(out) < replies:
+        reply = gets()
+        if reply is NOT_ENOUGH_DATA:
+            try:
+                parser.read_from_socket()  # type: ignore[no-untyped-call]
+            except TimeoutError as exc:
+                raise redis.TimeoutError(f"Timeout reading from Redis: {exc}") from exc
+            except OSError as exc:
+                raise redis.ConnectionError(f"Error while reading from Redis: {exc}") from exc
+            continue
+        if push_type is not None and isinstance(reply, push_type):
+            parser.handle_push_response(reply)  # type: ignore[no-untyped-call]  # not ours
+            continue
+        if isinstance(reply, redis.ConnectionError) or (
+            isinstance(reply, list) and reply and isinstance(reply[0], redis.ConnectionError)
+        ):
+            raise reply if isinstance(reply, redis.ConnectionError) else reply[0]
+        append(reply)
+    return out
 
 
 class RedisClient:

@@ -31,6 +31,7 @@ import trio
 from ..errors import ConfigError, unwrap_node_errors
 from ..io.groups import GroupMemberSource, RewindableGroup, StoppableSource, layers
 from ..pipelines.streaming_pipeline import RunReport, StreamingPipeline
+from ..runtime.memory import keep_freed_heap
 from .main import Command, find_runnable, load_config_file
 
 
@@ -136,6 +137,7 @@ def run_worker(
     The summary is printed when the run fails too (with ``error``), so what was left
     pending for redelivery is always counted.
     """
+    keep_freed_heap()  # a worker reuses the same memory every batch: no page fault per item
     pipeline = load_pipeline(path, object_name)
     member = group_member(pipeline)
     member.join(group=group, consumer=consumer)
@@ -270,6 +272,7 @@ class WorkerCommand(Command):
 
 async def rewind_group(path: str, object_name: str | None, group: str, position: str) -> None:
     """``--replay-from``: move ``group`` of the pipeline's source back to ``position``."""
+    keep_freed_heap()  # a worker reuses the same memory every batch: no page fault per item
     pipeline = load_pipeline(path, object_name)
     member = group_member(pipeline)
     member.join(group=group)
