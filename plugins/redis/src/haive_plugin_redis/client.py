@@ -20,6 +20,7 @@ from haive.dataflow.errors import ConfigError
 
 from ._resp import Arg, pack
 from .autopipeline import AutoPipeline
+from .trio_connection import TrioConnections
 
 T = TypeVar("T")
 
@@ -150,6 +151,8 @@ class RedisClient:
         )
         self.redis = redis.Redis(connection_pool=self.pool)
         self.limiter = trio.CapacityLimiter(pool_size)
+        #: Connections driven by trio for :meth:`send` (no worker thread per round trip).
+        self.native = TrioConnections(self.pool)
         self.autopipeline = AutoPipeline(
             self._send, self.limiter, buffer_size=buffer_size, pipelines=min(pipelines, pool_size)
         )
@@ -175,7 +178,19 @@ class RedisClient:
 
     async def send(self, packed: bytes, replies: int) -> list[Any]:
         """Pipelined RESP commands on a pooled connection; the raw replies in order."""
-        return await self.call(self._send, packed, replies)
+        if not self.native.usable:
+            return await self.call(self._send, packed, replies)
+        async with self.limiter:
+            return await self._send_native(packed, replies)
+
+    async def _send_native(self, packed: bytes, replies: int) -> list[Any]:
+        """One round trip on a trio-driven connection; the caller holds the limiter."""
+        conn = await self.native.take()
+        if conn is None:  # the server's connections do not qualify (TLS): threads
+            return await trio.to_thread.run_sync(self._send, packed, replies)
+        replies_read = await conn.roundtrip(packed, replies)
+        self.native.give_back(conn)
+        return replies_read
 
     def _send(self, packed: bytes, replies: int) -> list[Any]:
         conn = self.pool.get_connection()  # type: ignore[no-untyped-call]
@@ -190,6 +205,9 @@ class RedisClient:
 
     def close(self) -> None:
         """Close every pooled connection."""
+        native: TrioConnections | None = getattr(self, "native", None)  # (subclasses: none)
+        if native is not None:
+            native.close()
         self.pool.disconnect()
 
 
