@@ -154,7 +154,11 @@ class RedisClient:
         #: Connections driven by trio for :meth:`send` (no worker thread per round trip).
         self.native = TrioConnections(self.pool)
         self.autopipeline = AutoPipeline(
-            self._send, self.limiter, buffer_size=buffer_size, pipelines=min(pipelines, pool_size)
+            self._send,
+            self.limiter,
+            buffer_size=buffer_size,
+            pipelines=min(pipelines, pool_size),
+            send=self._send_native,
         )
 
     def __repr__(self) -> str:
@@ -185,7 +189,7 @@ class RedisClient:
 
     async def _send_native(self, packed: bytes, replies: int) -> list[Any]:
         """One round trip on a trio-driven connection; the caller holds the limiter."""
-        conn = await self.native.take()
+        conn = await self.native.take() if self.native.usable else None
         if conn is None:  # the server's connections do not qualify (TLS): threads
             return await trio.to_thread.run_sync(self._send, packed, replies)
         replies_read = await conn.roundtrip(packed, replies)
