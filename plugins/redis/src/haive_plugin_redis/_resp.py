@@ -50,7 +50,13 @@ def pack(*args: Arg) -> bytes:
     """
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = encode_arg(arg)
+        # bytes and str inline (a state write packs three per command, 100,000 a second)
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        else:
+            data = encode_arg(arg)
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
 
