@@ -1,8 +1,10 @@
 """A redis-py client driven from trio: bounded pool, capacity limiter, pipelined round trips.
 
-redis-py has no trio client, so every blocking call runs in ``trio.to_thread.run_sync``.
-The number of such threads is bounded by a :class:`trio.CapacityLimiter` sized to the
-connection pool, so a thread never waits for a connection and the event loop never blocks.
+redis-py has no trio client, so its blocking calls (``call``, ``execute``) run in
+``trio.to_thread.run_sync``. The number of such threads is bounded by a
+:class:`trio.CapacityLimiter` sized to the connection pool, so a thread never waits for a
+connection and the event loop never blocks. Pre-packed round trips (``send``, ``command``)
+go through connections trio drives itself (:mod:`.trio_connection`), under the same limiter.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ acknowledgment protocol (:attr:`haive.dataflow.io.sources.DataSource.acknowledge
 so far is written by the sink (or dead-lettered, or filtered out) and calls
 :meth:`RedisStreamSource.acknowledge`.
 
-* ``delivery="at_least_once"``: acknowledging is one ``XACK`` of the IDs read. A crash
-  before it redelivers those entries (duplicates downstream, nothing lost).
+* ``delivery="at_least_once"``: acknowledging is one ``XACK`` of the IDs read, sent ahead
+  of the next ``XREADGROUP`` in the same round trip (or when the source closes or checks it
+  is drained). A crash before it redelivers those entries (duplicates downstream, nothing
+  lost).
 * ``delivery="exactly_once"``: the sink (:meth:`RedisStreamSource.sink`) and the keyed
   state (:meth:`RedisStreamSource.state`) only *stage* their writes; acknowledging commits
   the state writes, the output ``XADD``\\ s, the dead letters and the ``XACK`` in one
