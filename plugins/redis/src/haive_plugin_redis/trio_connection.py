@@ -19,15 +19,22 @@ connection is closed and the error raised as redis-py's ``ConnectionError`` /
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any
 
 import redis
 import trio
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _HiredisParser
-from trio.testing import MockClock
 
 #: Bytes asked of the socket per read (a batch of 500 entries is about 40 KB).
 _READ_SIZE = 256 * 1024
+
+
+def _mock_clock() -> bool:
+    """Whether this run's clock is trio.testing's MockClock (without importing trio.testing,
+    which pulls in pytest: a MockClock can only exist once a test imported it)."""
+    testing = sys.modules.get("trio.testing")
+    return testing is not None and isinstance(trio.lowlevel.current_clock(), testing.MockClock)
 
 
 class TrioConnection:
@@ -84,7 +91,7 @@ class TrioConnection:
         try:
             with trio.CancelScope(shield=True):
                 timeout = self._timeout
-                if timeout is not None and isinstance(trio.lowlevel.current_clock(), MockClock):
+                if timeout is not None and _mock_clock():
                     # socket_timeout is wall-clock time; a test's MockClock jumps to the
                     # next deadline whenever every task waits (as on a socket): no limit.
                     timeout = None
