@@ -12,8 +12,10 @@ until the group has no pending and no undelivered entry.
 * ``redis_streams.eos.1worker.events_per_s`` and ``redis_streams.eos_vs_alo``: the same with
   ``exactly_once`` (state, outputs and acks in one MULTI/EXEC per epoch), as a ratio.
 * ``redis_streams.baseline_raw.events_per_s``: redis-py's plain loop of ``XREADGROUP COUNT
-  1000`` + ``XACK`` (no decoding, no processing, no output) on the same stream, in this run;
-  ``redis_streams.alo_vs_raw`` is our 1-worker figure over it.
+  1000`` + ``XACK`` (no decoding, no processing, no output) on the same stream, in this run,
+  alternating with the one-worker runs; ``redis_streams.alo_vs_raw`` is our 1-worker figure
+  over it. ``*.cpu_us_per_event``: the CPU time of the raw loop's process and of the worker
+  process per event (Linux), steadier than rates when other jobs share the cores.
 * ``redis_streams.sink.events_per_s`` (RedisStreamSink's hand-packed pipelined XADD) against
   ``redis_streams.baseline_redispy_pipeline_xadd.events_per_s`` (redis-py's pipeline).
 
@@ -112,7 +114,15 @@ def _drained(r: redis.Redis, stream: str, group: str) -> bool:
 
 
 def _workers(
-    r: redis.Redis, file: str, stream: str, tag: str, run: str, delivery: str, k: int, n: int
+    r: redis.Redis,
+    file: str,
+    stream: str,
+    tag: str,
+    run: str,
+    delivery: str,
+    k: int,
+    n: int,
+    cpu_per_event: list[float] | None = None,
 ) -> float:
     group, out = f"g-{run}", f"{{{tag}}}:out-{run}"
     ready, go = f"{{{tag}}}:ready-{run}", f"{{{tag}}}:go-{run}"
@@ -149,6 +159,7 @@ def _workers(
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"{run}: workers did not reach the gate")
             time.sleep(0.01)
+        cpu_before = sum(_cpu_seconds(p.pid) for p in procs)
         started = time.perf_counter()
         r.rpush(go, *range(k))
         # Drained = nothing pending, nothing left to read. Checked every 20 ms: often enough
@@ -160,6 +171,7 @@ def _workers(
                 raise RuntimeError(f"{run}: not drained in time")
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
+        cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_before
         for p in procs:
             p.wait(timeout=60)
     finally:
@@ -171,11 +183,26 @@ def _workers(
     if written < n:
         raise RuntimeError(f"{run}: only {written} of {n} outputs")
     r.delete(out, ready, go)
+    if cpu_per_event is not None:
+        cpu_per_event.append(cpu / n * 1e6)
     return n / elapsed
 
 
-def _raw_baseline(r: redis.Redis, stream: str, n: int, group: str) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` so far (Linux; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _raw_baseline(
+    r: redis.Redis, stream: str, n: int, group: str, cpu_per_event: list[float] | None = None
+) -> float:
     r.xgroup_create(stream, group, id="0")
+    cpu_started = time.process_time()
     started = time.perf_counter()
     done = 0
     while done < n:
@@ -185,7 +212,10 @@ def _raw_baseline(r: redis.Redis, stream: str, n: int, group: str) -> float:
         entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
         r.xack(stream, group, *[entry_id for entry_id, _ in entries])
         done += len(entries)
-    return done / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    if cpu_per_event is not None:
+        cpu_per_event.append((time.process_time() - cpu_started) / max(1, done) * 1e6)
+    return done / elapsed
 
 
 def _sink_rates(r: redis.Redis, tag: str, n: int) -> tuple[float, float]:
@@ -228,16 +258,36 @@ def run(rec: Recorder) -> None:
     Path(file).write_text(WORKER_PIPELINE)
     try:
         _fill(r, stream, n)
-        # The same repetitions on every side: best of two runs each.
+        # The same repetitions on every side: best of two runs each. The raw loop and one
+        # worker alternate (raw, worker, raw, worker), so their ratio compares runs made
+        # under the same load on the shared cores.
         attempts = iter(range(1_000))
+        raws: list[float] = []
+        ones: list[float] = []
+        raw_cpu: list[float] = []
+        one_cpu: list[float] = []
+        for _ in range(2):
+            raws.append(_raw_baseline(r, stream, n, f"g-raw-{next(attempts)}", raw_cpu))
+            ones.append(
+                _workers(
+                    r, file, stream, tag, f"alo1-{next(attempts)}", "at_least_once", 1, n, one_cpu
+                )
+            )
         raw = rec.figure(
             "redis_streams.baseline_raw.events_per_s",
-            best_of(2, lambda: _raw_baseline(r, stream, n, f"g-raw-{next(attempts)}")),
+            max(raws),
             "events/s",
             "redis-py XREADGROUP COUNT 1000 + XACK, no processing; best of 2",
         )
-        rates: dict[int, float] = {}
-        for k in (1, 2, 4):
+        rates: dict[int, float] = {
+            1: rec.figure(
+                "redis_streams.alo.1worker.events_per_s",
+                max(ones),
+                "events/s",
+                "best of 2, alternating with the raw loop",
+            )
+        }
+        for k in (2, 4):
             rates[k] = rec.figure(
                 f"redis_streams.alo.{k}worker.events_per_s",
                 best_of(
@@ -252,6 +302,20 @@ def run(rec: Recorder) -> None:
         rec.ratio("redis_streams.scaling.2v1", rates[2], rates[1])
         rec.ratio("redis_streams.scaling.4v1", rates[4], rates[1], "2 cores shared")
         rec.ratio("redis_streams.alo_vs_raw", rates[1], raw)
+        if min(one_cpu) > 0:
+            # CPU per event moves far less with the other jobs on the 2 cores than rates do.
+            rec.figure(
+                "redis_streams.baseline_raw.cpu_us_per_event",
+                min(raw_cpu),
+                "us",
+                "the raw loop's process (redis-py + hiredis); best of 2",
+            )
+            rec.figure(
+                "redis_streams.alo.1worker.cpu_us_per_event",
+                min(one_cpu),
+                "us",
+                "the worker process while it runs (decode, state, enrich, XADD, XACK); best of 2",
+            )
         eos = rec.figure(
             "redis_streams.eos.1worker.events_per_s",
             _workers(r, file, stream, tag, "eos1", "exactly_once", 1, n),

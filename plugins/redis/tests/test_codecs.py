@@ -6,6 +6,9 @@ import msgpack
 import pytest
 import redis
 from haive_plugin_redis import RedisStreamSink, RedisStreamSource
+from haive_plugin_redis._resp import pack, pack_ids
+from hypothesis import given
+from hypothesis import strategies as st
 
 from haive.dataflow.pipelines.streaming_pipeline import StreamingPipeline
 
@@ -49,3 +52,9 @@ async def test_json_source_dead_letters_msgpack_entries(tag: str, r: redis.Redis
     dead = r.xrange(source.dead_letter)
     assert len(dead) == 3 and all(b"reason" in fields for _, fields in dead)
     source.client.close()
+
+
+@given(st.lists(st.binary(min_size=0, max_size=24), max_size=40))
+def test_pack_ids_is_pack_of_every_id(ids: list[bytes]) -> None:
+    # pack_ids joins runs of equal-length IDs in one go: any mix of lengths packs the same.
+    assert pack_ids(("XACK", "s", "g"), ids) == pack("XACK", "s", "g", *ids)

@@ -78,6 +78,34 @@ async def test_items_are_acknowledged_only_after_the_sink_wrote_them(tag, r):
     assert group_info(r, src, "g")["pending"] == 0
 
 
+async def test_an_ack_point_reads_ahead_and_sends_the_xack_with_the_next_read(tag, r):
+    """At least once: at an acknowledgment point the next batch is already read (it stays
+    pending: the ack covers what was yielded), and the XACK rides with the next XREADGROUP,
+    or is sent when the source closes."""
+    src = f"{{{tag}}}:in"
+    produce(r, src, [{"n": n} for n in range(7)])
+    source = RedisStreamSource(src, group="g", batch_size=3, ack_every=3, block=0)
+    await source.open()
+    try:
+        batches = source.batches(3)
+        assert [e["n"] for e in await batches.__anext__()] == [0, 1, 2]
+        assert await batches.__anext__() == []  # ack point; 3, 4, 5 were read ahead
+        assert group_info(r, src, "g")["pending"] == 6
+        await source.acknowledge(3)
+        # Handled, but the XACK waits for the next read: still pending, nothing lost.
+        assert group_info(r, src, "g")["pending"] == 6 and source.stats.acknowledged == 0
+        assert [e["n"] for e in await batches.__anext__()] == [3, 4, 5]
+        assert await batches.__anext__() == []  # the XACK went with this read (of 6)
+        assert group_info(r, src, "g")["pending"] == 4 and source.stats.acknowledged == 3
+        await source.acknowledge(3)
+        await batches.aclose()
+    finally:
+        await source.aclose()
+    # Closing sent the last XACK; entry 6, read ahead and never yielded, stays pending.
+    assert group_info(r, src, "g")["pending"] == 1 and source.stats.acknowledged == 6
+    assert source.stats.left_pending == 1
+
+
 async def test_sink_failure_leaves_entries_pending_for_redelivery(tag, r):
     src, out = f"{{{tag}}}:in", f"{{{tag}}}:out"
     produce(r, src, [{"n": n} for n in range(100)])

@@ -10,7 +10,7 @@ instead (:mod:`.stream_exactly_once`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._resp import pack_ids
 from .stream_fencing import FencedOff
@@ -76,6 +76,10 @@ class StreamAcknowledger:
         #: Keyed partitions: ``(fence key, epoch)``; each XACK first checks the key still
         #: holds the epoch, else :class:`FencedOff` is raised and nothing more is acked.
         self.fence: tuple[str, bytes] | None = None
+        #: XACK commands of :meth:`defer`, packed, sent ahead of the reader's next XREADGROUP
+        #: (or by :meth:`flush`), and how many IDs they carry.
+        self._deferred: list[bytes] = []
+        self._deferred_ids = 0
 
     def __repr__(self) -> str:
         return f"StreamAcknowledger({self.stream!r}, group={self.group!r})"
@@ -86,6 +90,48 @@ class StreamAcknowledger:
         covered = unacked.oldest(count)
         await self.xack(unacked.unkept(covered.ids))
         unacked.forget(covered)
+
+    def defer(self, count: int) -> bool:
+        """Acknowledge the oldest ``count`` items with the next read instead of at once.
+
+        Their entries are handled (written), so the ``XACK`` may ride ahead of the reader's
+        next ``XREADGROUP``, in the same write and round trip, rather than cost a round trip
+        of its own with reading stopped. Until it is sent the entries stay pending in Redis
+        (a crash redelivers them: at least once holds). False (nothing done) when fenced:
+        a fenced XACK must be refused before anything else happens.
+        """
+        if self.fence is not None:
+            return False
+        unacked = self.unacked
+        covered = unacked.oldest(count)
+        ids = unacked.unkept(covered.ids)
+        if ids:
+            self._deferred.extend(self._pack_xacks(ids))
+            self._deferred_ids += len(ids)
+        unacked.forget(covered)
+        return True
+
+    @property
+    def deferred(self) -> int:
+        """Entry IDs acknowledged but not sent to Redis yet."""
+        return self._deferred_ids
+
+    def take_deferred(self) -> tuple[bytes, int, int]:
+        """The deferred XACKs to send now: packed commands, how many, how many IDs."""
+        commands, ids = self._deferred, self._deferred_ids
+        self._deferred, self._deferred_ids = [], 0
+        return b"".join(commands), len(commands), ids
+
+    def confirm(self, replies: list[Any], ids: int) -> None:
+        """Check the replies of XACKs taken with :meth:`take_deferred`."""
+        _check_replies(replies, f"XACK on {self.stream!r}")
+        self.stats.acknowledged += ids
+
+    async def flush(self) -> None:
+        """Send the deferred XACKs now (before the source stops or checks it is drained)."""
+        packed, commands, ids = self.take_deferred()
+        if commands:
+            self.confirm(await self.client.send(packed, commands), ids)
 
     async def settle(self) -> None:
         """``XACK`` the batches held that yielded no item (all dead-lettered or gone)."""
@@ -98,14 +144,17 @@ class StreamAcknowledger:
         if self.fence is not None:
             await self._fenced_xack(ids, *self.fence)
             return
-        commands = [
-            pack_ids(("XACK", self.stream, self.group), ids[i : i + _XACK_CHUNK])
-            for i in range(0, len(ids), _XACK_CHUNK)
-        ]
+        commands = self._pack_xacks(ids)
         _check_replies(
             await self.client.send(b"".join(commands), len(commands)), f"XACK on {self.stream!r}"
         )
         self.stats.acknowledged += len(ids)
+
+    def _pack_xacks(self, ids: list[bytes]) -> list[bytes]:
+        return [
+            pack_ids(("XACK", self.stream, self.group), ids[i : i + _XACK_CHUNK])
+            for i in range(0, len(ids), _XACK_CHUNK)
+        ]
 
     async def _fenced_xack(self, ids: list[bytes], key: str, epoch: bytes) -> None:
         commands = [

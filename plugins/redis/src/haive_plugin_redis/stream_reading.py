@@ -28,6 +28,7 @@ from .stream_wire import entry_trace_headers
 
 if TYPE_CHECKING:
     from .client import RedisClient
+    from .stream_acks import StreamAcknowledger
     from .stream_claims import IdleEntryClaimer
     from .stream_dead_letters import DeadLetterWriter
     from .stream_fencing import FencedConnection
@@ -106,6 +107,7 @@ class EntryReader:
         dead_letters: DeadLetterWriter,
         stats: StreamSourceStats,
         trace_log: TraceHeaderLog | None = None,
+        acknowledger: StreamAcknowledger | None = None,
     ) -> None:
         self.client = client
         self.stream = stream
@@ -120,6 +122,8 @@ class EntryReader:
         self.dead_letters = dead_letters
         self.stats = stats
         self.trace_log = trace_log if trace_log is not None else TraceHeaderLog()
+        #: At least once: its deferred XACKs go out ahead of each XREADGROUP.
+        self.acknowledger = acknowledger
         self._replay = True
         self._replay_cursor = b"0"
 
@@ -170,6 +174,12 @@ class EntryReader:
         packed = pack(*args)
         if self.fenced_connection is not None:
             replies = await self.fenced_connection.send_watched(packed, 1)
+        elif self.acknowledger is not None and self.acknowledger.deferred:
+            # Acknowledged items' XACKs first, in the same write: one round trip for both.
+            acks, commands, ids = self.acknowledger.take_deferred()
+            replies = await self.client.send(acks + packed, commands + 1)
+            self.acknowledger.confirm(replies[:commands], ids)
+            replies = replies[commands:]
         else:
             replies = await self.client.send(packed, 1)
         reply = replies[0]
@@ -265,6 +275,8 @@ class EntryReader:
 
     async def drained(self) -> bool:
         """Whether the group has no undelivered and no pending entries."""
+        if self.acknowledger is not None:
+            await self.acknowledger.flush()  # acknowledged entries are not pending
         groups = await self.client.call(self.client.redis.xinfo_groups, self.stream)
         for info in groups:
             name = info.get("name")

@@ -7,8 +7,10 @@ acknowledgment protocol (:attr:`haive.dataflow.io.sources.DataSource.acknowledge
 so far is written by the sink (or dead-lettered, or filtered out) and calls
 :meth:`RedisStreamSource.acknowledge`.
 
-* ``delivery="at_least_once"``: acknowledging is one ``XACK`` of the IDs read. A crash
-  before it redelivers those entries (duplicates downstream, nothing lost).
+* ``delivery="at_least_once"``: acknowledging is one ``XACK`` of the IDs read, sent ahead
+  of the next ``XREADGROUP`` in the same round trip (or when the source closes or checks it
+  is drained). A crash before it redelivers those entries (duplicates downstream, nothing
+  lost).
 * ``delivery="exactly_once"``: the sink (:meth:`RedisStreamSource.sink`) and the keyed
   state (:meth:`RedisStreamSource.state`) only *stage* their writes; acknowledging commits
   the state writes, the output ``XADD``\\ s, the dead letters and the ``XACK`` in one
@@ -285,6 +287,9 @@ class RedisStreamSource(DataSource):
             dead_letters=self._dead_letters,
             stats=self.stats,
         )
+        self._acknowledger = StreamAcknowledger(
+            self.client, self.stream, self.group, unacked=self._unacked, stats=self.stats
+        )
         self._reader = EntryReader(
             self.client,
             self.stream,
@@ -299,9 +304,7 @@ class RedisStreamSource(DataSource):
             dead_letters=self._dead_letters,
             stats=self.stats,
             trace_log=self._trace_log,
-        )
-        self._acknowledger = StreamAcknowledger(
-            self.client, self.stream, self.group, unacked=self._unacked, stats=self.stats
+            acknowledger=self._acknowledger if self._committer is None else None,
         )
 
     @property
@@ -432,28 +435,41 @@ class RedisStreamSource(DataSource):
         count = max(1, min(self.batch_size, chunk_size))
         reader = self._reader
         unacked = self._unacked
+        # At least once, the batch after an acknowledgment point is read before asking for
+        # it: its XREADGROUP runs while the pipeline drains (the ack covers only what was
+        # yielded, so the batch read ahead stays pending), instead of after the XACK with
+        # the pipeline empty. (Exactly once commits whole epochs: nothing is read ahead.)
+        read_ahead = self._committer is None
+        ahead: list[Any] = []
         while True:
-            block = not unacked.item_count or self._ack_requested
-            entries = await reader.next_entries(count, block=block)
-            if entries:
+            if ahead:
+                items, ahead = ahead, []
+            else:
+                block = not unacked.item_count or self._ack_requested
+                entries = await reader.next_entries(count, block=block)
+                if not entries:
+                    if unacked.item_count:
+                        self._ack_requested = True
+                        yield []  # nothing more ready: ask the pipeline to acknowledge
+                        continue
+                    if unacked:
+                        await self._settle_unyielded()
+                    if self.stop_when_drained and await reader.drained():
+                        return
+                    continue
                 items = await reader.accept(entries)
-                if items:
-                    self._ack_requested = False
-                    yield items
-                elif not unacked.item_count:
-                    await self._settle_unyielded()
-                if unacked.item_count >= self.ack_every:
-                    self._ack_requested = True
-                    yield []
-                continue
-            if unacked.item_count:
-                self._ack_requested = True
-                yield []  # nothing more ready: ask the pipeline to acknowledge
-                continue
-            if unacked:
+            if items:
+                self._ack_requested = False
+                yield items
+            elif not unacked.item_count:
                 await self._settle_unyielded()
-            if self.stop_when_drained and await reader.drained():
-                return
+            if unacked.item_count >= self.ack_every:
+                self._ack_requested = True
+                if read_ahead:
+                    entries = await reader.next_entries(count, block=False)
+                    if entries:
+                        ahead = await reader.accept(entries)
+                yield []
 
     async def poll(self, count: int) -> list[Any]:
         """Read once without waiting: the items of up to ``count`` entries (replayed,
@@ -499,7 +515,9 @@ class RedisStreamSource(DataSource):
             )
         self._ack_requested = False
         if self._committer is None:
-            await self._acknowledger.acknowledge(count)
+            # The XACK goes out with the next read (or when the source stops), not alone.
+            if not self._acknowledger.defer(count):
+                await self._acknowledger.acknowledge(count)
             return
         if count != unacked.item_count:
             raise ConfigError(
@@ -546,6 +564,14 @@ class RedisStreamSource(DataSource):
         # What was read and not acknowledged stays pending in Redis (redelivered): count it.
         self.stats.left_pending += self._unacked.left_pending()
         try:
+            deferred = self._acknowledger.deferred
+            if self._opened and deferred:
+                # Handled entries whose XACK was waiting for the next read: send it now.
+                try:
+                    await self._acknowledger.flush()
+                except RedisError:
+                    self.stats.left_pending += deferred  # never acknowledged: redelivered
+                    raise
             if self._opened and not self._unacked and self.forget_consumer_on_close:
                 # Leave the group tidy: forget this consumer when it holds nothing.
                 with trio.move_on_after(2):
