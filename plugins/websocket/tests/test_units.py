@@ -267,3 +267,32 @@ async def test_a_peer_that_never_answers_the_handshake_times_out(autojump_clock)
                 pass
         assert trio.current_time() - start == pytest.approx(11)
         nursery.cancel_scope.cancel()
+
+
+async def test_inbound_get_nowait_takes_whole_queued_messages_in_order_and_leaves_fragments():
+    from haive_plugin_websocket._inbound import InboundFrames
+    from websockets.frames import BINARY, CONT, TEXT, Frame
+
+    resumed: list[bool] = []
+    frames = InboundFrames(4, 1, resume=lambda: resumed.append(True))
+    assert frames.get_nowait() is None  # nothing queued: None, never a wait
+    for frame in (
+        Frame(TEXT, b'{"n":1}'),
+        Frame(BINARY, b"\x00"),
+        Frame(TEXT, b"frag", fin=False),
+        Frame(CONT, b"ment"),
+        Frame(TEXT, b"after"),
+        Frame(TEXT, b"last"),
+    ):
+        frames.put(frame)
+    assert frames.paused  # more than 4 queued
+    assert frames.get_nowait() == '{"n":1}'
+    assert frames.get_nowait() == b"\x00"  # binary stays bytes
+    assert frames.paused and not resumed
+    assert frames.get_nowait() is None  # a fragmented message is get()'s to reassemble
+    assert await frames.get() == "fragment"
+    assert frames.paused  # two left, above the low water mark
+    assert frames.get_nowait() == "after"
+    assert resumed and not frames.paused  # drained to the low water mark
+    assert frames.get_nowait(decode=False) == b"last"
+    assert frames.get_nowait() is None

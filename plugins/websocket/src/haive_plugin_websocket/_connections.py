@@ -8,11 +8,14 @@ websockets' own.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import trio
+from websockets.frames import BINARY, TEXT
+from websockets.protocol import SERVER
 from websockets.trio.client import ClientConnection
 from websockets.trio.connection import Connection
 from websockets.trio.server import ServerConnection
@@ -93,10 +96,49 @@ class HaiveServerConnection(ServerConnection):
 
 
 class HaiveClientConnection(ClientConnection):
-    """A client connection that writes queued frames in one syscall."""
+    """A client connection that writes queued frames in one syscall.
+
+    Its incoming frames queue in an :class:`~._inbound.InboundFrames`, as a server
+    connection's do: the client's reader takes every message that arrived together
+    (:meth:`~._inbound.InboundFrames.get_nowait`) instead of a memory channel's receive,
+    with its task switch, per message.
+    """
+
+    def __init__(
+        self, nursery: trio.Nursery, stream: trio.abc.Stream, *args: Any, **kwargs: Any
+    ) -> None:
+        install_lean_receive(stream)
+        super().__init__(nursery, stream, *args, **kwargs)
+        assembler = self.recv_messages
+        self.inbound = InboundFrames(
+            assembler.high, assembler.low, self.pause_reading, self.resume_reading
+        )
+        self.recv_messages = self.inbound  # type: ignore[assignment]
 
     async def send_data(self) -> None:
         await _send_data(self)
+
+
+_TEXT_HEAD, _BINARY_HEAD = 0x80 | TEXT, 0x80 | BINARY
+
+
+def frame_header(is_text: bool, length: int) -> bytes:
+    """The header of a final, unmasked, uncompressed frame: what a server sends.
+
+    Example::
+
+        >>> frame_header(True, 5), frame_header(False, 300)
+        (b'\\x81\\x05', b'\\x82~\\x01,')
+    """
+    head = _TEXT_HEAD if is_text else _BINARY_HEAD
+    if length < 126:
+        return bytes((head, length))
+    if length < 65536:
+        return _HEAD16.pack(head, 126, length)
+    return _HEAD64.pack(head, 127, length)
+
+
+_HEAD16, _HEAD64 = struct.Struct("!BBH"), struct.Struct("!BBQ")
 
 
 async def send_frames(conn: Connection, frames: Sequence[tuple[bool, bytes]]) -> None:
@@ -106,6 +148,21 @@ async def send_frames(conn: Connection, frames: Sequence[tuple[bool, bytes]]) ->
     """
     async with conn.send_context():
         protocol = conn.protocol
+        if (
+            protocol.side is SERVER
+            and not protocol.extensions
+            and not protocol.debug
+            and not protocol.expect_continuation_frame
+        ):
+            # What send_text/send_binary would queue, without a Frame object and its
+            # serialization per frame: a server's frames are unmasked, and without
+            # extensions the payload goes as is. A room broadcast pays this per member.
+            writes = protocol.writes
+            for is_text, data in frames:
+                writes.append(frame_header(is_text, len(data)))
+                if data:  # an empty chunk in writes means "end of stream"
+                    writes.append(data)
+            return
         for is_text, data in frames:
             if is_text:
                 protocol.send_text(data)

@@ -121,29 +121,36 @@ class InboundDispatcher:
 
     async def read(self, ws: HaiveClientConnection) -> None:
         """Read and dispatch ``ws``'s messages until it closes (async handlers awaited)."""
+        get_nowait = ws.inbound.get_nowait
         try:
             while True:
-                raw = await ws.recv()
-                try:
-                    messages = parse_frame(
-                        raw, msgpack_frames=self.state.msgpack_frames, batch=self.state.batch
-                    )
-                except SerializationError as exc:
-                    self.stats.invalid_messages += 1
-                    log.warning("ignored a malformed frame from %s: %s", self.url, exc)
-                    continue
-                self.stats.messages_received += len(messages)
-                dispatch = self.dispatch
-                for message in messages:
-                    pending = dispatch(message)
-                    if pending is not None:  # an async handler
-                        try:
-                            await pending
-                        except Exception:
-                            self.stats.handler_errors += 1
-                            log.exception("message handler for %r failed", message.get("type"))
+                await self._handle(await ws.recv())
+                # What arrived with it is handled without a checkpoint per message.
+                while (more := get_nowait()) is not None:
+                    await self._handle(more)
         except ConnectionClosed:
             return
+
+    async def _handle(self, raw: str | bytes) -> None:
+        """Parse one frame and dispatch its messages (async handlers awaited)."""
+        try:
+            messages = parse_frame(
+                raw, msgpack_frames=self.state.msgpack_frames, batch=self.state.batch
+            )
+        except SerializationError as exc:
+            self.stats.invalid_messages += 1
+            log.warning("ignored a malformed frame from %s: %s", self.url, exc)
+            return
+        self.stats.messages_received += len(messages)
+        dispatch = self.dispatch
+        for message in messages:
+            pending = dispatch(message)
+            if pending is not None:  # an async handler
+                try:
+                    await pending
+                except Exception:
+                    self.stats.handler_errors += 1
+                    log.exception("message handler for %r failed", message.get("type"))
 
     def dispatch(self, message: Any) -> Awaitable[Any] | None:
         """Handle one message; returns the awaitable of an async handler (None otherwise)."""
@@ -166,7 +173,8 @@ class InboundDispatcher:
             # Only the server's own messages update the client's state: one relayed from
             # another peer (it has a "from") must never change our id or room positions.
             internal(message)
-        self.requests.complete(message)
+        if "id" in message:  # only a reply can complete a request
+            self.requests.complete(message)
         route = self.handlers.route(mtype)
         if route is None:
             if internal is None and mtype not in _PROTOCOL_TYPES:

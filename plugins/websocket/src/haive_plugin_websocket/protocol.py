@@ -367,6 +367,19 @@ def parse_frame(raw: str | bytes, *, msgpack_frames: bool, batch: bool) -> list[
         haive.dataflow.errors.SerializationError: msgpack: message has a map key Python cannot use: unhashable type: 'list'
 
     """
+    if type(raw) is str:
+        # The common case, straight to orjson (Codec.loads and the core serializer add two
+        # calls and a size check the connection's max_size already made).
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise SerializationError(f"json: malformed message: {exc}") from exc
+        if type(value) is dict and batch and value.get("type") == "batch":
+            messages = value.get("messages")
+            if not isinstance(messages, list):
+                raise SerializationError("batch frame: 'messages' must be a list")
+            return messages
+        return [value]
     if not isinstance(raw, str) and not msgpack_frames:
         return [{"type": "binary", "data": raw}]
     codec = JSON if isinstance(raw, str) else MSGPACK
