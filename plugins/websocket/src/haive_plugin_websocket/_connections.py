@@ -9,13 +9,16 @@ websockets' own.
 from __future__ import annotations
 
 import struct
+import zlib
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import trio
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import BINARY, TEXT
-from websockets.protocol import SERVER
+from websockets.protocol import SERVER, Protocol
 from websockets.trio.client import ClientConnection
 from websockets.trio.connection import Connection
 from websockets.trio.server import ServerConnection
@@ -67,6 +70,24 @@ async def _close_after_timeout(conn: Connection, seconds: float) -> None:
     await conn.close_stream()
 
 
+def drop_compression(protocol: Protocol) -> None:
+    """Free ``protocol``'s permessage-deflate compressor and decompressor now.
+
+    A closed connection's objects are otherwise freed by the cycle collector only (the
+    connection is referenced from its own tasks and callbacks), which can be long after
+    the close: about 32 KB of zlib state each (12-bit windows, memLevel 5). Nothing is
+    encoded or decoded once the stream is closed; should something try, it gets a fresh
+    object for that message (no context takeover), never an AttributeError.
+    """
+    for ext in protocol.extensions:
+        if isinstance(ext, PerMessageDeflate):
+            ext.local_no_context_takeover = True
+            ext.remote_no_context_takeover = True
+            state = vars(ext)
+            state.pop("encoder", None)
+            state.pop("decoder", None)
+
+
 class HaiveServerConnection(ServerConnection):
     """A server connection that writes queued frames in one syscall; carries our state.
 
@@ -94,6 +115,12 @@ class HaiveServerConnection(ServerConnection):
     async def send_data(self) -> None:
         await _send_data(self)
 
+    async def close_stream(self) -> None:
+        try:
+            await super().close_stream()
+        finally:
+            drop_compression(self.protocol)
+
 
 class HaiveClientConnection(ClientConnection):
     """A client connection that writes queued frames in one syscall.
@@ -115,22 +142,31 @@ class HaiveClientConnection(ClientConnection):
         )
         self.recv_messages = self.inbound  # type: ignore[assignment]
 
+    async def close_stream(self) -> None:
+        try:
+            await super().close_stream()
+        finally:
+            drop_compression(self.protocol)
+
     async def send_data(self) -> None:
         await _send_data(self)
 
 
 _TEXT_HEAD, _BINARY_HEAD = 0x80 | TEXT, 0x80 | BINARY
+_RSV1 = 0x40
 
 
-def frame_header(is_text: bool, length: int) -> bytes:
-    """The header of a final, unmasked, uncompressed frame: what a server sends.
+def frame_header(is_text: bool, length: int, compressed: bool = False) -> bytes:
+    """The header of a final, unmasked frame: what a server sends (``compressed``: RSV1).
 
     Example::
 
-        >>> frame_header(True, 5), frame_header(False, 300)
-        (b'\\x81\\x05', b'\\x82~\\x01,')
+        >>> frame_header(True, 5), frame_header(False, 300), frame_header(True, 5, True)
+        (b'\\x81\\x05', b'\\x82~\\x01,', b'\\xc1\\x05')
     """
     head = _TEXT_HEAD if is_text else _BINARY_HEAD
+    if compressed:
+        head |= _RSV1
     if length < 126:
         return bytes((head, length))
     if length < 65536:
@@ -139,6 +175,72 @@ def frame_header(is_text: bool, length: int) -> bytes:
 
 
 _HEAD16, _HEAD64 = struct.Struct("!BBH"), struct.Struct("!BBQ")
+
+
+class DeflateCache:
+    """Messages compressed for permessage-deflate without context takeover, by content.
+
+    A server that answered ``server_no_context_takeover`` compresses every message on its
+    own, so a message compresses to the same bytes for every connection with the same
+    window bits and settings: a room broadcast is compressed once, not once per member.
+    Entries are kept by content (bytes cache their hash; the members' frames are the same
+    object, so a lookup is a hash and an identity check), first in first out within
+    ``budget`` bytes; a message over ``largest`` bytes is compressed but not kept.
+
+    Example::
+
+        >>> import zlib
+        >>> cache = DeflateCache(budget=1 << 20)
+        >>> data = b'{"type":"tick","n":1}' * 10
+        >>> deflated = cache.deflate(data, 12, (("memLevel", 5),))
+        >>> cache.deflate(data, 12, (("memLevel", 5),)) is deflated  # compressed once
+        True
+        >>> zlib.decompressobj(wbits=-12).decompress(deflated + b"\\x00\\x00\\xff\\xff") == data
+        True
+    """
+
+    def __init__(self, budget: int, largest: int = 256 * 1024) -> None:
+        self.budget = budget
+        self.largest = largest
+        self.size = 0
+        self._entries: dict[tuple[int, tuple[tuple[str, Any], ...]], dict[bytes, bytes]] = {}
+        self._order: deque[tuple[dict[bytes, bytes], bytes]] = deque()
+
+    def deflate(self, data: bytes, wbits: int, settings: tuple[tuple[str, Any], ...]) -> bytes:
+        """``data`` compressed as one permessage-deflate message (what websockets sends)."""
+        key = (wbits, settings)
+        entries = self._entries.get(key)
+        if entries is None:
+            entries = self._entries[key] = {}
+        found = entries.get(data)
+        if found is not None:
+            return found
+        compressor = zlib.compressobj(wbits=-wbits, **dict(settings))
+        # As websockets' PerMessageDeflate.encode: a sync flush, minus its final
+        # 00 00 ff ff (RFC 7692 7.2.1).
+        deflated = (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        if len(data) <= self.largest:
+            entries[data] = deflated
+            self._order.append((entries, data))
+            self.size += len(data) + len(deflated)
+            while self.size > self.budget:
+                old_entries, old = self._order.popleft()
+                self.size -= len(old) + len(old_entries.pop(old))
+        return deflated
+
+
+#: One per process: what the server's connections share (1 MiB of recent messages).
+DEFLATE_CACHE = DeflateCache(budget=1 << 20)
+
+
+def _shared_deflate(protocol: Protocol) -> PerMessageDeflate | None:
+    # permessage-deflate as the only extension, compressing each message on its own.
+    extensions = protocol.extensions
+    if len(extensions) == 1:
+        ext = extensions[0]
+        if isinstance(ext, PerMessageDeflate) and ext.local_no_context_takeover:
+            return ext
+    return None
 
 
 async def send_frames(conn: Connection, frames: Sequence[tuple[bool, bytes]]) -> None:
@@ -150,19 +252,32 @@ async def send_frames(conn: Connection, frames: Sequence[tuple[bool, bytes]]) ->
         protocol = conn.protocol
         if (
             protocol.side is SERVER
-            and not protocol.extensions
             and not protocol.debug
             and not protocol.expect_continuation_frame
         ):
             # What send_text/send_binary would queue, without a Frame object and its
-            # serialization per frame: a server's frames are unmasked, and without
-            # extensions the payload goes as is. A room broadcast pays this per member.
+            # serialization per frame: a server's frames are unmasked; without extensions
+            # the payload goes as is, and with deflate without context takeover it is
+            # compressed once for every connection (DeflateCache). A room broadcast pays
+            # this per member.
             writes = protocol.writes
-            for is_text, data in frames:
-                writes.append(frame_header(is_text, len(data)))
-                if data:  # an empty chunk in writes means "end of stream"
-                    writes.append(data)
-            return
+            if not protocol.extensions:
+                for is_text, data in frames:
+                    writes.append(frame_header(is_text, len(data)))
+                    if data:  # an empty chunk in writes means "end of stream"
+                        writes.append(data)
+                return
+            ext = _shared_deflate(protocol)
+            if ext is not None:
+                wbits = ext.local_max_window_bits
+                settings = tuple(ext.compress_settings.items())
+                deflate = DEFLATE_CACHE.deflate
+                for is_text, data in frames:
+                    payload = deflate(data, wbits, settings)
+                    writes.append(frame_header(is_text, len(payload), True))
+                    if payload:
+                        writes.append(payload)
+                return
         for is_text, data in frames:
             if is_text:
                 protocol.send_text(data)
