@@ -69,3 +69,37 @@ async def test_a_full_block_queue_holds_the_sender_until_the_writer_makes_room()
                 await arrived.wait()
             assert client.dropped == 0
     assert received == list(range(10))
+
+
+async def test_an_async_handler_finishes_before_the_next_message_of_its_batch_frame():
+    order: list[str] = []
+    done = trio.Event()
+
+    with trio.fail_after(30):
+        manager = WebSocketManager(port=0)
+
+        @manager.on_message("go")
+        def go(session, message):
+            for kind in ("a", "b", "c"):  # queued together: one batch frame
+                session.send({"type": kind})
+
+        async with manager.serving():
+            client = StreamingClient(ConnectionConfig(url=manager.url, heartbeat_interval=None))
+            client.on_message("a")(lambda message: order.append("a"))
+
+            @client.on_message("b")
+            async def on_b(message):
+                order.append("b started")
+                await trio.sleep(0.01)
+                order.append("b done")
+
+            @client.on_message("c")
+            def on_c(message):
+                order.append("c")
+                done.set()
+
+            async with client.connect():
+                assert "batch" in client.features
+                await client.send_message({"type": "go"})
+                await done.wait()
+    assert order == ["a", "b started", "b done", "c"]

@@ -184,6 +184,25 @@ class InboundFrames:
         data = b"".join(frame.data for frame in frames)
         return data.decode() if decode else data
 
+    def drain(self) -> list[Data]:
+        """Every message queued whole now, in order (text decoded): :meth:`get_nowait`
+        until it returns None, in one call."""
+        messages: list[Data] = []
+        frames = self._frames
+        if not frames or self.get_in_progress:
+            return messages
+        append = messages.append
+        while frames and frames[0].fin:
+            frame = frames.popleft()
+            data = frame.data
+            if type(data) is not bytes:
+                data = bytes(data)
+            append(data.decode() if frame.opcode is TEXT else data)
+        if not frames:
+            self._frames = None
+        self.maybe_resume()
+        return messages
+
     def get_nowait(self, decode: bool | None = None) -> Data | None:
         """The next message if it is queued whole (one final frame), else None; never waits.
 
@@ -246,10 +265,19 @@ class InboundFrames:
             frames = self._frames = deque()
         frames.append(frame)
         # A trio channel hands a frame straight to a waiting receiver: that frame is not
-        # counted against the high water mark.
-        handed = self._waiter is not None
-        self._wake()
-        self._maybe_pause(len(frames) - handed)
+        # counted against the high water mark. (_wake and _maybe_pause, inline: this runs
+        # per received frame.)
+        task = self._waiter
+        if task is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(task)
+            queued = len(frames) - 1
+        else:
+            queued = len(frames)
+        high = self.high
+        if high is not None and queued > high and not self.paused:
+            self.paused = True
+            self.pause()
 
     def maybe_pause(self) -> None:
         """Pause reading if more than ``high`` frames are queued."""
