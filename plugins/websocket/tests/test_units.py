@@ -296,3 +296,26 @@ async def test_inbound_get_nowait_takes_whole_queued_messages_in_order_and_leave
     assert resumed and not frames.paused  # drained to the low water mark
     assert frames.get_nowait(decode=False) == b"last"
     assert frames.get_nowait() is None
+
+
+async def test_inbound_drain_stops_at_a_fragment_or_bad_utf8_and_leaves_them_to_get():
+    from haive_plugin_websocket._inbound import InboundFrames
+    from websockets.frames import BINARY, CONT, TEXT, Frame
+
+    frames = InboundFrames()
+    assert frames.drain() == []
+    for frame in (
+        Frame(TEXT, b"a"),
+        Frame(BINARY, b"b"),
+        Frame(TEXT, b"\xf8bad"),
+        Frame(TEXT, b"c"),
+    ):
+        frames.put(frame)
+    assert frames.drain() == ["a", b"b"]
+    assert frames.get_nowait() is None  # not UTF-8: still queued, for get() to raise
+    with pytest.raises(UnicodeDecodeError):
+        await frames.get()
+    frames.put(Frame(TEXT, b"d", fin=False))
+    frames.put(Frame(CONT, b"e"))
+    assert frames.drain() == ["c"]  # up to the fragmented message
+    assert await frames.get() == "de"

@@ -186,7 +186,8 @@ class InboundFrames:
 
     def drain(self) -> list[Data]:
         """Every message queued whole now, in order (text decoded): :meth:`get_nowait`
-        until it returns None, in one call."""
+        until it returns None, in one call. A fragmented message, or a text frame that is
+        not UTF-8, stops it: they are :meth:`get`'s (through the connection's ``recv()``)."""
         messages: list[Data] = []
         frames = self._frames
         if not frames or self.get_in_progress:
@@ -194,10 +195,16 @@ class InboundFrames:
         append = messages.append
         while frames and frames[0].fin:
             frame = frames.popleft()
-            data = frame.data
-            if type(data) is not bytes:
-                data = bytes(data)
-            append(data.decode() if frame.opcode is TEXT else data)
+            data = bytes(frame.data)  # the same object when it is bytes already
+            if frame.opcode is TEXT:
+                try:
+                    append(data.decode())
+                except UnicodeDecodeError:
+                    # Left for get(): the connection's recv() closes with 1007 for it.
+                    frames.appendleft(frame)
+                    break
+            else:
+                append(data)
         if not frames:
             self._frames = None
         self.maybe_resume()
@@ -215,16 +222,20 @@ class InboundFrames:
         frame = frames[0]
         if not frame.fin:
             return None  # a fragmented message: get() reassembles it
+        if decode is None:
+            decode = frame.opcode is TEXT
+        data = bytes(frame.data)  # the same object when it is bytes already
+        message: Data = data
+        if decode:
+            try:
+                message = data.decode()
+            except UnicodeDecodeError:
+                return None  # left for get(): the connection's recv() closes with 1007
         frames.popleft()
         if not frames:
             self._frames = None
         self.maybe_resume()
-        if decode is None:
-            decode = frame.opcode is TEXT
-        data = frame.data
-        if type(data) is not bytes:
-            data = bytes(data)
-        return data.decode() if decode else data
+        return message
 
     async def get_iter(self, decode: bool | None = None) -> AsyncIterator[Data]:
         """The next message frame by frame (see websockets' ``Assembler.get_iter``)."""
