@@ -119,3 +119,28 @@ async def test_a_closed_connection_frees_its_compressor_and_decompressor_without
                     assert not {"encoder", "decoder"} & set(vars(ext))
             finally:
                 gc.enable()
+
+
+async def test_frames_the_socket_did_not_take_at_once_follow_in_order():
+    # 200 frames of 64 KB queued at once: the server's writer writes what the socket takes
+    # without waiting, and the rest (a partial write) through websockets, in order.
+    received: list[int] = []
+    done = trio.Event()
+    with trio.fail_after(60):
+        manager = WebSocketManager(port=0, compression=None, outbound_queue=1000)
+        async with manager.serving():
+            client = client_for(manager, compression=None, max_message_size="1MiB")
+
+            @client.on_message("big")
+            def on_big(message: dict[str, Any]) -> None:
+                assert message["pad"] == str(message["n"]) * 65536
+                received.append(message["n"])
+                if len(received) == 200:
+                    done.set()
+
+            async with client.connect():
+                session = manager.clients[client.client_id]
+                for n in range(200):
+                    session.send({"type": "big", "n": n % 10, "pad": str(n % 10) * 65536})
+                await done.wait()
+    assert received == [n % 10 for n in range(200)]

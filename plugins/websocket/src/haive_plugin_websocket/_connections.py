@@ -8,6 +8,7 @@ websockets' own.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections import deque
@@ -18,7 +19,7 @@ from typing import Any
 import trio
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import BINARY, TEXT
-from websockets.protocol import SERVER, Protocol
+from websockets.protocol import OPEN, SERVER, Protocol
 from websockets.trio.client import ClientConnection
 from websockets.trio.connection import Connection
 from websockets.trio.server import ServerConnection
@@ -243,6 +244,39 @@ def _shared_deflate(protocol: Protocol) -> PerMessageDeflate | None:
     return None
 
 
+def _server_chunks(protocol: Protocol, frames: Sequence[tuple[bool, bytes]]) -> list[bytes] | None:
+    """What send_text/send_binary would queue for ``frames`` on a server connection, built
+    without a Frame object and its serialization per frame (a room broadcast pays this per
+    member): None when that needs websockets (a client's masked frames, an extension other
+    than deflate without context takeover, debug logging, a fragmented message going on).
+
+    Without extensions the payload goes as is; with deflate without context takeover it is
+    compressed once for every connection (:class:`DeflateCache`).
+    """
+    if protocol.side is not SERVER or protocol.debug or protocol.expect_continuation_frame:
+        return None
+    chunks: list[bytes] = []
+    append = chunks.append
+    if not protocol.extensions:
+        for is_text, data in frames:
+            append(frame_header(is_text, len(data)))
+            if data:  # an empty chunk in writes means "end of stream"
+                append(data)
+        return chunks
+    ext = _shared_deflate(protocol)
+    if ext is None:
+        return None
+    wbits = ext.local_max_window_bits
+    settings = tuple(ext.compress_settings.items())
+    deflate = DEFLATE_CACHE.deflate
+    for is_text, data in frames:
+        payload = deflate(data, wbits, settings)
+        append(frame_header(is_text, len(payload), True))
+        if payload:
+            append(payload)
+    return chunks
+
+
 async def send_frames(conn: Connection, frames: Sequence[tuple[bool, bytes]]) -> None:
     """Queue ``frames`` ((is_text, data) pairs) on ``conn`` and write them together.
 
@@ -250,39 +284,52 @@ async def send_frames(conn: Connection, frames: Sequence[tuple[bool, bytes]]) ->
     """
     async with conn.send_context():
         protocol = conn.protocol
-        if (
-            protocol.side is SERVER
-            and not protocol.debug
-            and not protocol.expect_continuation_frame
-        ):
-            # What send_text/send_binary would queue, without a Frame object and its
-            # serialization per frame: a server's frames are unmasked; without extensions
-            # the payload goes as is, and with deflate without context takeover it is
-            # compressed once for every connection (DeflateCache). A room broadcast pays
-            # this per member.
-            writes = protocol.writes
-            if not protocol.extensions:
-                for is_text, data in frames:
-                    writes.append(frame_header(is_text, len(data)))
-                    if data:  # an empty chunk in writes means "end of stream"
-                        writes.append(data)
-                return
-            ext = _shared_deflate(protocol)
-            if ext is not None:
-                wbits = ext.local_max_window_bits
-                settings = tuple(ext.compress_settings.items())
-                deflate = DEFLATE_CACHE.deflate
-                for is_text, data in frames:
-                    payload = deflate(data, wbits, settings)
-                    writes.append(frame_header(is_text, len(payload), True))
-                    if payload:
-                        writes.append(payload)
-                return
+        chunks = _server_chunks(protocol, frames)
+        if chunks is not None:
+            protocol.writes.extend(chunks)
+            return
         for is_text, data in frames:
             if is_text:
                 protocol.send_text(data)
             else:
                 protocol.send_binary(data)
+
+
+def write_now(
+    conn: Connection, frames: Sequence[tuple[bool, bytes]]
+) -> Sequence[tuple[bool, bytes]] | None:
+    """Write ``frames`` to a server connection's socket now, without waiting: None once
+    all are written; else what to pass to :func:`send_frames`, which waits.
+
+    As ``websockets.broadcast`` writes to each transport at once: when the connection is
+    open, nothing else is being written and the socket takes the bytes, a writer needs no
+    send context, lock or socket wrapper. What the socket did not take is queued first in
+    the protocol's writes and ``()`` returned: send_frames then writes it, in order. A
+    TLS stream, a client connection or anything unusual: ``frames``, untouched.
+    """
+    protocol = conn.protocol
+    stream = conn.stream
+    if (
+        protocol.state is not OPEN
+        or protocol.writes
+        or conn.send_lock.locked()
+        or type(stream) is not trio.SocketStream
+    ):
+        return frames
+    chunks = _server_chunks(protocol, frames)
+    if chunks is None:
+        return frames
+    data = b"".join(chunks)
+    try:
+        sent = os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        sent = 0  # send_frames meets the error again and closes the connection
+    if sent == len(data):
+        return None
+    protocol.writes.append(data[sent:])
+    return ()
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

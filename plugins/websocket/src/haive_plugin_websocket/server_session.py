@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from haive.dataflow.errors import SerializationError
 
-from ._connections import HaiveServerConnection, send_frames
+from ._connections import HaiveServerConnection, send_frames, write_now
 from .protocol import CLOSE_SLOW_CONSUMER, JSON, MSGPACK, OutMessage, encode_frames
 
 if TYPE_CHECKING:
@@ -283,10 +283,12 @@ class ClientSession:
                     )
                 except SerializationError:
                     frames = self._encode_each(items)
-                try:
-                    await send_frames(ws, frames)
-                except ConnectionClosed:
-                    break
+                rest = write_now(ws, frames)  # at once while the socket takes it
+                if rest is not None:
+                    try:
+                        await send_frames(ws, rest)
+                    except ConnectionClosed:
+                        break
                 stats.messages_sent += len(items)
                 stats.frames_sent += len(frames)
                 del items, frames
