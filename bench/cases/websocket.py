@@ -2,7 +2,8 @@
 
 Every scenario runs twice in the same run, the same work each time: once with
 haive-plugin-websocket (``WebSocketManager`` + ``StreamingClient``, trio) and once with plain
-``websockets`` asyncio (``serve``/``connect``, ``websockets.broadcast``). The server and the
+``websockets`` asyncio (``serve``/``connect``, ``websockets.broadcast``); the one-way and
+broadcast rates are each side's best of ``ROUNDS`` (2) such alternations. The server and the
 client are separate processes pinned to different cores (``os.sched_setaffinity``).
 Compression is off on both sides (small JSON messages; deflate would dominate both), except
 in ``broadcast100.deflate``. Both
@@ -531,6 +532,24 @@ def _measure(impl: str, scenario: str, n: int) -> dict[str, Any]:
         return _client(impl if scenario != "idle" else "idle", scenario, server.port, n)
 
 
+#: Throughput scenarios run this many times, ours and the baseline alternating, and keep
+#: each one's best: on the shared 2-core machine one sample often lands in another job's
+#: burst (the same scenario moved 2-4x between runs minutes apart).
+ROUNDS = 2
+
+
+def _best_of(runs: list[tuple[str, str]], n: int, rate: str) -> list[dict[str, Any]]:
+    """Each (impl, scenario) of ``runs`` measured ROUNDS times, alternating; the best of each."""
+    best: list[dict[str, Any] | None] = [None] * len(runs)
+    for _ in range(ROUNDS):
+        for i, (impl, scenario) in enumerate(runs):
+            result = _measure(impl, scenario, n)
+            kept = best[i]
+            if kept is None or result[rate] > kept[rate]:
+                best[i] = result
+    return [result for result in best if result is not None]
+
+
 def run(rec: Any) -> None:
     quick = rec.quick
     rtt_n = 500 if quick else 5000
@@ -552,8 +571,9 @@ def run(rec: Any) -> None:
         ("unbatched", "one_way", "one_way", "asyncio"),
         ("batched", "one_way_batched", "one_way_batched", "asyncio_batched"),
     ):
-        ours = _measure("ours", ours_scenario, one_way_n)
-        base = _measure("asyncio", base_scenario, one_way_n)
+        ours, base = _best_of(
+            [("ours", ours_scenario), ("asyncio", base_scenario)], one_way_n, "msgs_per_s"
+        )
         assert ours["received"] == one_way_n and base["received"] == one_way_n, (ours, base)
         prefix = f"websocket.one_way.{label}"
         rec.figure(f"{prefix}.msgs_per_s", ours["msgs_per_s"], "msgs/s", "target >= 100k")
@@ -567,9 +587,11 @@ def run(rec: Any) -> None:
         rec.ratio(f"{prefix}.vs_{base_name}", ours["msgs_per_s"], base["msgs_per_s"])
 
     # Broadcast, like for like: one frame per message per client, byte-identical payloads.
-    ours = _measure("ours", "broadcast", broadcast_n)
-    base = _measure("asyncio", "broadcast", broadcast_n)
-    batched = _measure("ours", "broadcast_batched", broadcast_n)
+    ours, base, batched = _best_of(
+        [("ours", "broadcast"), ("asyncio", "broadcast"), ("ours", "broadcast_batched")],
+        broadcast_n,
+        "deliveries_per_s",
+    )
     assert ours["deliveries"] == base["deliveries"] == batched["deliveries"], (ours, base)
     rec.figure(
         "websocket.broadcast100.deliveries_per_s",
@@ -593,8 +615,11 @@ def run(rec: Any) -> None:
     # The same broadcast with permessage-deflate on (websockets' defaults on the asyncio
     # side: context takeover, so websockets.broadcast compresses per member; ours
     # compresses each message once for every member).
-    deflate = _measure("ours", "broadcast_deflate", broadcast_n)
-    base_deflate = _measure("asyncio", "broadcast_deflate", broadcast_n)
+    deflate, base_deflate = _best_of(
+        [("ours", "broadcast_deflate"), ("asyncio", "broadcast_deflate")],
+        broadcast_n,
+        "deliveries_per_s",
+    )
     assert deflate["deliveries"] == base_deflate["deliveries"] == ours["deliveries"]
     rec.figure(
         "websocket.broadcast100.deflate.deliveries_per_s",
