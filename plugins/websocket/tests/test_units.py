@@ -267,3 +267,55 @@ async def test_a_peer_that_never_answers_the_handshake_times_out(autojump_clock)
                 pass
         assert trio.current_time() - start == pytest.approx(11)
         nursery.cancel_scope.cancel()
+
+
+async def test_inbound_get_nowait_takes_whole_queued_messages_in_order_and_leaves_fragments():
+    from haive_plugin_websocket._inbound import InboundFrames
+    from websockets.frames import BINARY, CONT, TEXT, Frame
+
+    resumed: list[bool] = []
+    frames = InboundFrames(4, 1, resume=lambda: resumed.append(True))
+    assert frames.get_nowait() is None  # nothing queued: None, never a wait
+    for frame in (
+        Frame(TEXT, b'{"n":1}'),
+        Frame(BINARY, b"\x00"),
+        Frame(TEXT, b"frag", fin=False),
+        Frame(CONT, b"ment"),
+        Frame(TEXT, b"after"),
+        Frame(TEXT, b"last"),
+    ):
+        frames.put(frame)
+    assert frames.paused  # more than 4 queued
+    assert frames.get_nowait() == '{"n":1}'
+    assert frames.get_nowait() == b"\x00"  # binary stays bytes
+    assert frames.paused and not resumed
+    assert frames.get_nowait() is None  # a fragmented message is get()'s to reassemble
+    assert await frames.get() == "fragment"
+    assert frames.paused  # two left, above the low water mark
+    assert frames.get_nowait() == "after"
+    assert resumed and not frames.paused  # drained to the low water mark
+    assert frames.get_nowait(decode=False) == b"last"
+    assert frames.get_nowait() is None
+
+
+async def test_inbound_drain_stops_at_a_fragment_or_bad_utf8_and_leaves_them_to_get():
+    from haive_plugin_websocket._inbound import InboundFrames
+    from websockets.frames import BINARY, CONT, TEXT, Frame
+
+    frames = InboundFrames()
+    assert frames.drain() == []
+    for frame in (
+        Frame(TEXT, b"a"),
+        Frame(BINARY, b"b"),
+        Frame(TEXT, b"\xf8bad"),
+        Frame(TEXT, b"c"),
+    ):
+        frames.put(frame)
+    assert frames.drain() == ["a", b"b"]
+    assert frames.get_nowait() is None  # not UTF-8: still queued, for get() to raise
+    with pytest.raises(UnicodeDecodeError):
+        await frames.get()
+    frames.put(Frame(TEXT, b"d", fin=False))
+    frames.put(Frame(CONT, b"e"))
+    assert frames.drain() == ["c"]  # up to the fragmented message
+    assert await frames.get() == "de"

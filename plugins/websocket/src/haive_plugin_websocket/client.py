@@ -227,7 +227,11 @@ class StreamingClient:
         Encoding errors and oversize messages raise here (nothing is queued). With the
         ``block`` queue policy this waits while the queue is full.
         """
-        await self._outbound.put(self._prepare(message))
+        # The hot path of a sending loop: _prepare's two steps inline.
+        failed = self._state.failed
+        if failed is not None:
+            raise failed
+        await self._outbound.send(message)
 
     def send_message_nowait(self, message: dict[str, Any]) -> None:
         """Queue a message without waiting; ``trio.WouldBlock`` if a ``block`` queue is full."""

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("haive.websocket.client")
 
+#: An async handler's awaitable, its message and the frame's messages after it.
+_Rest = tuple[Awaitable[Any], Any, list[Any]]
+
 #: Message types of the protocol: not counted as unknown when no handler takes them.
 _PROTOCOL_TYPES = frozenset(
     {
@@ -121,29 +124,61 @@ class InboundDispatcher:
 
     async def read(self, ws: HaiveClientConnection) -> None:
         """Read and dispatch ``ws``'s messages until it closes (async handlers awaited)."""
+        drain = ws.inbound.drain
+        handle = self._handle
         try:
             while True:
-                raw = await ws.recv()
-                try:
-                    messages = parse_frame(
-                        raw, msgpack_frames=self.state.msgpack_frames, batch=self.state.batch
-                    )
-                except SerializationError as exc:
-                    self.stats.invalid_messages += 1
-                    log.warning("ignored a malformed frame from %s: %s", self.url, exc)
-                    continue
-                self.stats.messages_received += len(messages)
-                dispatch = self.dispatch
-                for message in messages:
-                    pending = dispatch(message)
-                    if pending is not None:  # an async handler
-                        try:
-                            await pending
-                        except Exception:
-                            self.stats.handler_errors += 1
-                            log.exception("message handler for %r failed", message.get("type"))
+                rest = handle(await ws.recv())
+                if rest is not None:
+                    await self._finish(rest)
+                # What arrived with it is handled without a checkpoint per message.
+                for raw in drain():
+                    rest = handle(raw)
+                    if rest is not None:
+                        await self._finish(rest)
         except ConnectionClosed:
             return
+
+    def _handle(self, raw: str | bytes) -> _Rest | None:
+        """Parse one frame and dispatch its messages, up to the first async handler.
+
+        Not a coroutine: most frames have synchronous handlers only, and this runs per
+        received frame. When a handler is async, returns its awaitable, its message and
+        the messages after it, for :meth:`_finish` (each async handler is awaited before
+        the next message is dispatched).
+        """
+        try:
+            messages = parse_frame(
+                raw, msgpack_frames=self.state.msgpack_frames, batch=self.state.batch
+            )
+        except SerializationError as exc:
+            self.stats.invalid_messages += 1
+            log.warning("ignored a malformed frame from %s: %s", self.url, exc)
+            return None
+        self.stats.messages_received += len(messages)
+        dispatch = self.dispatch
+        for i, message in enumerate(messages):
+            result = dispatch(message)
+            if result is not None:  # an async handler
+                return result, message, messages[i + 1 :]
+        return None
+
+    async def _finish(self, rest: _Rest) -> None:
+        """Await an async handler, then dispatch the frame's other messages in order."""
+        result, message, later = rest
+        while True:
+            try:
+                await result
+            except Exception:
+                self.stats.handler_errors += 1
+                log.exception("message handler for %r failed", message.get("type"))
+            for i, message in enumerate(later):
+                pending = self.dispatch(message)
+                if pending is not None:
+                    result, later = pending, later[i + 1 :]
+                    break
+            else:
+                return
 
     def dispatch(self, message: Any) -> Awaitable[Any] | None:
         """Handle one message; returns the awaitable of an async handler (None otherwise)."""
@@ -166,7 +201,8 @@ class InboundDispatcher:
             # Only the server's own messages update the client's state: one relayed from
             # another peer (it has a "from") must never change our id or room positions.
             internal(message)
-        self.requests.complete(message)
+        if "id" in message:  # only a reply can complete a request
+            self.requests.complete(message)
         route = self.handlers.route(mtype)
         if route is None:
             if internal is None and mtype not in _PROTOCOL_TYPES:

@@ -292,7 +292,13 @@ class ServerConfig:
     * ``client_id_ttl``: with authentication, how long a client id stays bound to its
       identity after its last connection closed (another identity asking for it meanwhile
       is refused with close code 4003); while connected it is always bound.
-    * ``compression``: permessage-deflate offered to clients (negotiated).
+    * ``compression``: permessage-deflate offered to clients (negotiated). By default the
+      server compresses each message on its own (it answers ``server_no_context_takeover``,
+      which RFC 7692 lets a server impose): a room broadcast is then compressed once and
+      the same frame goes to every member, and a connection keeps no compressor between
+      messages (about 32 KB less each). ``deflate_context_takeover=True`` keeps one per
+      connection instead (better ratios for a stream of small, similar messages to one
+      client; a broadcast is then compressed per member).
     * ``features``: protocol extensions this server accepts when a client offers them.
     * ``keep_handshake_headers``: keep the opening handshake's HTTP headers on each
       connection (``client.ws.request.headers``) after ``on_connect`` callbacks ran; off by
@@ -334,6 +340,7 @@ class ServerConfig:
         default=3600.0, converter=_client_id_ttl, validator=_positive
     )
     compression: str | None = attrs.field(default="deflate", converter=compression_mode)
+    deflate_context_takeover: bool = False
     ping_interval: float | None = attrs.field(
         default=20.0, converter=_ping_interval_or_none
     )

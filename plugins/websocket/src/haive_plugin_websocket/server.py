@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 import trio
+from websockets.extensions.base import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.trio.server import Server, serve
 
 from ._connections import HaiveServerConnection, unwrap_single_error
@@ -403,6 +405,7 @@ class WebSocketManager:
                 cfg.port,
                 host=cfg.host,
                 compression=cfg.compression,
+                extensions=_deflate_extensions(cfg),
                 process_request=self._lifecycle.process_request,
                 process_response=self._lifecycle.process_response,
                 max_size=cfg.max_message_size,
@@ -452,6 +455,21 @@ class MultiRoomWebSocket(WebSocketManager):
         >>> room_ws.rooms, room_ws.client_rooms
         ({}, {})
     """
+
+
+def _deflate_extensions(cfg: ServerConfig) -> list[ServerExtensionFactory] | None:
+    """permessage-deflate as websockets configures it by default (12-bit windows, memLevel
+    5), with ``server_no_context_takeover`` unless ``deflate_context_takeover``."""
+    if cfg.compression != "deflate":
+        return None
+    return [
+        ServerPerMessageDeflateFactory(
+            server_no_context_takeover=not cfg.deflate_context_takeover,
+            server_max_window_bits=12,
+            client_max_window_bits=12,
+            compress_settings={"memLevel": 5},
+        )
+    ]
 
 
 __all__ = [

@@ -219,6 +219,7 @@ class ConnectionLifecycle:
             # connection's task waits in it, and each coroutine it waits through is
             # another frame kept per connection.
             wait, recv, on_frame = ws.inbound.wait, ws.recv, self.incoming.on_frame
+            drain = ws.inbound.drain
             try:
                 while True:
                     # Idle, the task waits here (InboundFrames.wait), shallowly; recv()
@@ -226,6 +227,10 @@ class ConnectionLifecycle:
                     # fragmented message.
                     await wait()
                     await on_frame(session, await recv())
+                    # The frames that came with it, without two checkpoints each (recv's):
+                    # a client sending a frame per message pays them per message.
+                    for raw in drain():
+                        await on_frame(session, raw)
             except ConnectionClosed as exc:
                 if exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
                     self.stats.errors["too_big"] += 1

@@ -1,8 +1,9 @@
 """The server's limits on what one client may cost: outbound queue overflow and flood control.
 
-* A client that does not read fills its outbound queue; the ``slow_consumer`` strategy
-  decides: ``disconnect`` (:class:`_DisconnectOnOverflow`, close 4008 and let the client
-  resume with recovery) or a registered backpressure strategy that drops messages.
+* A client that does not read fills its outbound queue; the ``slow_consumer`` policy
+  decides: ``disconnect`` (:meth:`ConnectionLimits.slow_consumer`, close 4008 and let the
+  client resume with recovery), ``drop_oldest`` or ``drop_newest`` (the session drops and
+  counts).
 * A client that sends faster than ``rate_limit`` (token bucket, ``rate_burst``; on by
   default: 100 messages/s, bursts of 200) has the excess dropped with a throttled
   ``rate_limited`` error; after ``flood_close_after`` dropped messages it is disconnected
@@ -17,12 +18,9 @@ control message (:mod:`.server_control`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
-
-from haive.dataflow.runtime.backpressure import BackpressureStrategy, BoundedBuffer
 
 from .protocol import CLOSE_POLICY_VIOLATION, CLOSE_SLOW_CONSUMER, TokenBucket
 
@@ -33,19 +31,6 @@ if TYPE_CHECKING:
 
 #: At most one ``rate_limited`` error frame per connection this often (seconds).
 _WARN_EVERY = 1.0
-
-
-class _DisconnectOnOverflow(BackpressureStrategy):
-    """Outbound strategy ``disconnect``: a full queue drops the connection, not messages."""
-
-    PLUGIN_NAME = "disconnect"
-
-    def __init__(self, on_overflow: Callable[[], None]) -> None:
-        self._on_overflow = on_overflow
-
-    def overflow(self, buffer: BoundedBuffer[Any], items: Sequence[Any]) -> Sequence[Any]:
-        self._on_overflow()
-        return []
 
 
 class FloodControl:
@@ -95,13 +80,13 @@ class FloodControl:
 
 
 class ConnectionLimits:
-    """A server's limits per connection: its outbound queue strategy and its rate limit.
+    """A server's limits per connection: its slow-consumer disconnect and its rate limit.
 
     Given the server's :class:`~haive_plugin_websocket.config.ServerConfig` and its
     :class:`~haive_plugin_websocket.server.ServerStats` (where drops and disconnects are
     counted). :meth:`flood_control` makes a new connection's :class:`FloodControl`,
-    :meth:`outbound_strategy` its outbound queue's strategy, :meth:`admit` charges what
-    it sends.
+    :meth:`slow_consumer` closes one whose outbound queue overflowed under ``disconnect``
+    (the session applies the other policies itself), :meth:`admit` charges what it sends.
 
     Example::
 
@@ -117,11 +102,6 @@ class ConnectionLimits:
     def __init__(self, config: ServerConfig, stats: ServerStats) -> None:
         self.config = config
         self.stats = stats
-        self._strategy_cls: type[BackpressureStrategy] | None = None
-        if config.slow_consumer != "disconnect":
-            from haive.dataflow.plugins import get_registry
-
-            self._strategy_cls = get_registry().backpressure(config.slow_consumer)
 
     def flood_control(self, now: float) -> FloodControl | None:
         """A new connection's rate limit at ``now`` (None when ``rate_limit`` is off)."""
@@ -130,13 +110,8 @@ class ConnectionLimits:
             return None
         return FloodControl(rate, burst, self.config.flood_close_after, now)
 
-    def outbound_strategy(self, session: ClientSession) -> BackpressureStrategy:
-        """The strategy of ``session``'s outbound queue when the client does not keep up."""
-        if self._strategy_cls is None:
-            return _DisconnectOnOverflow(lambda: self._slow_consumer(session))
-        return self._strategy_cls()
-
-    def _slow_consumer(self, session: ClientSession) -> None:
+    def slow_consumer(self, session: ClientSession) -> None:
+        """``session``'s outbound queue is full under ``disconnect``: count and close it."""
         if not session.closing:
             self.stats.slow_consumer_disconnects += 1
             self.stats.errors["slow_consumer"] += 1

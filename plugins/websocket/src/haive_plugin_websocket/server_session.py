@@ -13,6 +13,7 @@ come from :class:`~.server_limits.ConnectionLimits`.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -20,9 +21,8 @@ import trio
 from websockets.exceptions import ConnectionClosed
 
 from haive.dataflow.errors import SerializationError
-from haive.dataflow.runtime.backpressure import BoundedBuffer
 
-from ._connections import HaiveServerConnection, send_frames
+from ._connections import HaiveServerConnection, send_frames, write_now
 from .protocol import CLOSE_SLOW_CONSUMER, JSON, MSGPACK, OutMessage, encode_frames
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from .server_limits import ConnectionLimits
 
 log = logging.getLogger("haive.websocket.server")
+
+#: The most queued messages a writer takes at once.
+_WRITE_CHUNK = 4096
 
 
 @attrs.frozen
@@ -106,7 +109,12 @@ class ClientSession:
         self.flood = limits.flood_control(trio.current_time())
         # The outbound queue and its writer task exist only while there is something to
         # send: an idle connection costs websockets' connection and this object, no more.
-        self._out: BoundedBuffer[OutMessage] | None = None
+        # A plain deque: a room broadcast appends to every member's, and the core's
+        # BoundedBuffer cost several times the append in bookkeeping per message. Its
+        # bound and slow-consumer policy are applied here (_overflow).
+        self._out: deque[OutMessage] | None = None
+        self._limit = config.outbound_queue
+        self._policy = config.slow_consumer
         self._writing = False
         self._written: trio.Event | None = None
         self._dropped = 0
@@ -114,8 +122,8 @@ class ClientSession:
         self.closed = False
 
     @property
-    def outbound(self) -> BoundedBuffer[OutMessage] | None:
-        """The bounded outbound queue while messages wait in it (None when idle)."""
+    def outbound(self) -> deque[OutMessage] | None:
+        """The outbound queue (oldest first) while messages wait in it (None when idle)."""
         return self._out
 
     @property
@@ -163,22 +171,28 @@ class ClientSession:
             return False
         out = self._out
         if out is None:
-            out = self._out = BoundedBuffer(
-                self.config.outbound_queue,
-                self.limits.outbound_strategy(self),
-                name="websocket-out",
-            )
-        dropped_before = out.stats.dropped
-        out.put_nowait_batch([message])
-        dropped = out.stats.dropped - dropped_before
-        if dropped:
-            # Counted when it happens, so that a slow client shows while still connected.
-            self._dropped += dropped
-            self.stats.dropped_outbound += dropped
+            out = self._out = deque()
+        if len(out) < self._limit:
+            out.append(message)
+        else:
+            self._overflow(out, message)
         if not self._writing:
             self._writing = True
             self.ws.nursery.start_soon(self._writer)
         return True
+
+    def _overflow(self, out: deque[OutMessage], message: OutMessage) -> None:
+        # The client does not keep up: the slow_consumer policy decides.
+        if self._policy == "disconnect":
+            self.limits.slow_consumer(self)  # the message is not queued; the client resumes
+            return
+        if self._policy == "drop_oldest":
+            out.popleft()
+            out.append(message)
+        # drop_newest: the message itself goes. Counted when it happens, so that a slow
+        # client shows while still connected.
+        self._dropped += 1
+        self.stats.dropped_outbound += 1
 
     def send(self, message: dict[str, Any] | bytes) -> bool:
         """Queue ``message`` (a dict with a ``"type"``, or bytes) for this client.
@@ -251,9 +265,14 @@ class ClientSession:
         try:
             while True:
                 buffer = self._out
-                if buffer is None or not len(buffer):
+                if not buffer:
                     break  # drained: the writer retires until the next message
-                items = buffer.get_nowait_batch(4096)
+                if len(buffer) <= _WRITE_CHUNK:
+                    items = list(buffer)
+                    buffer.clear()
+                else:
+                    popleft = buffer.popleft
+                    items = [popleft() for _ in range(_WRITE_CHUNK)]
                 try:
                     frames = encode_frames(
                         items,
@@ -264,10 +283,12 @@ class ClientSession:
                     )
                 except SerializationError:
                     frames = self._encode_each(items)
-                try:
-                    await send_frames(ws, frames)
-                except ConnectionClosed:
-                    break
+                rest = write_now(ws, frames)  # at once while the socket takes it
+                if rest is not None:
+                    try:
+                        await send_frames(ws, rest)
+                    except ConnectionClosed:
+                        break
                 stats.messages_sent += len(items)
                 stats.frames_sent += len(frames)
                 del items, frames
@@ -277,7 +298,7 @@ class ClientSession:
     def _retire(self) -> None:
         self._writing = False
         buffer = self._out
-        if buffer is not None and (not len(buffer) or self.closed):
+        if buffer is not None and (not buffer or self.closed):
             self._out = None
         if self._written is not None:
             self._written.set()

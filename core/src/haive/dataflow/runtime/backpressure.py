@@ -397,7 +397,10 @@ class BoundedBuffer(Generic[T]):
         self.stats.items_in += len(items)
         if self._count > self.stats.max_depth:
             self.stats.max_depth = self._count
-        self._not_empty.unpark()
+        # Only when a consumer waits: unpark() is a KI-protected call that costs more than
+        # the rest of a put, and a producer that is ahead of its consumer pays it per put.
+        if self._not_empty:
+            self._not_empty.unpark()
 
     def put_nowait_batch(self, items: Iterable[T]) -> None:
         """Enqueue ``items`` now; a blocking strategy raises :class:`trio.WouldBlock` if full.
@@ -505,7 +508,8 @@ class BoundedBuffer(Generic[T]):
         n = len(first)
         self._count -= n
         self.stats.items_out += n
-        self._not_full.unpark_all()
+        if self._not_full:
+            self._not_full.unpark_all()
         self._wake_level()
         return first
 
