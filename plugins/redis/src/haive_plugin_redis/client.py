@@ -22,7 +22,7 @@ from haive.dataflow.errors import ConfigError
 
 from ._resp import Arg, pack
 from .autopipeline import AutoPipeline
-from .trio_connection import TrioConnections
+from .trio_connection import TrioConnections, raise_connection_error
 
 T = TypeVar("T")
 
@@ -100,10 +100,7 @@ def _hiredis_replies(parser: _HiredisParser, replies: int) -> list[Any]:
         if push_type is not None and isinstance(reply, push_type):
             parser.handle_push_response(reply)  # type: ignore[no-untyped-call]  # not ours
             continue
-        if isinstance(reply, redis.ConnectionError) or (
-            isinstance(reply, list) and reply and isinstance(reply[0], redis.ConnectionError)
-        ):
-            raise reply if isinstance(reply, redis.ConnectionError) else reply[0]
+        raise_connection_error(reply)
         append(reply)
     return out
 

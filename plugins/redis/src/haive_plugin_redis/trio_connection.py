@@ -37,6 +37,25 @@ def _mock_clock() -> bool:
     return testing is not None and isinstance(trio.lowlevel.current_clock(), testing.MockClock)
 
 
+
+def raise_connection_error(reply: Any) -> None:
+    """Raise the :class:`redis.ConnectionError` hiredis parsed as ``reply`` (or as the first
+    element of an EXEC's reply): LOADING and the like, after which the connection is not
+    usable, as redis-py raises it. Other replies, error replies included, pass.
+
+    Example::
+
+        >>> raise_connection_error([b"OK"])
+        >>> raise_connection_error(redis.BusyLoadingError("LOADING"))
+        Traceback (most recent call last):
+        ...
+        redis.exceptions.BusyLoadingError: LOADING
+    """
+    if isinstance(reply, redis.ConnectionError):
+        raise reply
+    if isinstance(reply, list) and reply and isinstance(reply[0], redis.ConnectionError):
+        raise reply[0]
+
 class TrioConnection:
     """One connected redis-py connection whose socket trio reads and writes.
 
@@ -137,11 +156,7 @@ class TrioConnection:
                 # object this socket left; a notice that a node moves is followed by the
                 # server closing the connection, which the next round trip reports.
                 continue
-            if isinstance(reply, redis.ConnectionError) or (
-                isinstance(reply, list) and reply and isinstance(reply[0], redis.ConnectionError)
-            ):
-                # LOADING and the like: the connection is not usable (as redis-py raises it).
-                raise reply if isinstance(reply, redis.ConnectionError) else reply[0]
+            raise_connection_error(reply)
             append(reply)
         return out
 

@@ -89,6 +89,19 @@ def drop_compression(protocol: Protocol) -> None:
             state.pop("decoder", None)
 
 
+def replace_assembler(connection: ServerConnection | ClientConnection) -> InboundFrames:
+    """Queue ``connection``'s incoming messages in an :class:`~._inbound.InboundFrames`
+    with the same high/low water marks as the websockets Assembler it replaces (called
+    from the connection's ``__init__``, before any frame arrives), and return it."""
+    assembler = connection.recv_messages
+    inbound = InboundFrames(
+        assembler.high, assembler.low, connection.pause_reading, connection.resume_reading
+    )
+    # Duck-typed: InboundFrames has the Assembler's interface, not its channel.
+    connection.recv_messages = inbound  # type: ignore[assignment]
+    return inbound
+
+
 class HaiveServerConnection(ServerConnection):
     """A server connection that writes queued frames in one syscall; carries our state.
 
@@ -106,12 +119,7 @@ class HaiveServerConnection(ServerConnection):
     ) -> None:
         install_lean_receive(stream)
         super().__init__(nursery, stream, *args, **kwargs)
-        assembler = self.recv_messages
-        self.inbound = InboundFrames(
-            assembler.high, assembler.low, self.pause_reading, self.resume_reading
-        )
-        # Duck-typed: InboundFrames has the Assembler's interface, not its channel.
-        self.recv_messages = self.inbound  # type: ignore[assignment]
+        self.inbound = replace_assembler(self)
 
     async def send_data(self) -> None:
         await _send_data(self)
@@ -137,11 +145,7 @@ class HaiveClientConnection(ClientConnection):
     ) -> None:
         install_lean_receive(stream)
         super().__init__(nursery, stream, *args, **kwargs)
-        assembler = self.recv_messages
-        self.inbound = InboundFrames(
-            assembler.high, assembler.low, self.pause_reading, self.resume_reading
-        )
-        self.recv_messages = self.inbound  # type: ignore[assignment]
+        self.inbound = replace_assembler(self)
 
     async def close_stream(self) -> None:
         try:
