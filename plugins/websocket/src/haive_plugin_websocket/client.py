@@ -225,7 +225,9 @@ class StreamingClient:
         """Queue a message (a dict with a ``"type"``); sent now, or after the reconnect.
 
         Encoding errors and oversize messages raise here (nothing is queued). With the
-        ``block`` queue policy this waits while the queue is full.
+        ``block`` queue policy this waits while the queue is full. While the queue has room
+        it is a cancel point every 16 messages and a schedule point every 1,024, not on
+        every call: a sending loop pays about 0.75 us per message instead of 5.
         """
         # The hot path of a sending loop: _prepare's two steps inline.
         failed = self._state.failed
