@@ -529,7 +529,7 @@ class _Fetcher:
             try:
                 # The outer deadline guards against a fetch that never returns; abandoning it
                 # loses nothing, its messages are redelivered. (The "fetch that never
-                # returned" seen on a loaded machine, the loop idle, was this loop fetching
+                # returned" seen on a loaded machine, the loop idle, was most likely this loop fetching
                 # on after nats-py swallowed the end-of-input cancellation and then waiting
                 # for a permit forever; the bridge's stream now stops it: see
                 # BridgeStream._stop_producing.)
