@@ -349,6 +349,36 @@ async def test_leaving_a_stream_early_cancels_the_generator():
         assert closed == ["closed"]  # before the stream's block was left
 
 
+async def test_leaving_a_stream_stops_a_generator_that_swallowed_the_cancellation():
+    # nats-py's pull fetch does this on Python 3.11 when its reply is already queued as the
+    # cancellation arrives (asyncio.wait_for returns the reply): the JetStream source's
+    # fetch loop then went on, took the last permit and waited for another forever, and the
+    # source that had left its stream waited for the loop to end: a hang at end of input.
+    fetching = threading.Event()
+    swallowed: list[str] = []
+    resumed: list[str] = []
+
+    async def stubborn() -> AsyncIterator[int]:
+        while True:
+            fetching.set()
+            try:
+                await asyncio.sleep(3600)  # a fetch waiting for the broker
+            except asyncio.CancelledError:
+                swallowed.append("swallowed")  # and the fetch returns as if nothing happened
+            yield len(swallowed)
+            if swallowed:
+                # A fetch loop would fetch on here; end instead, so that the test fails
+                # rather than hangs when the producer resumes the generator.
+                resumed.append("resumed after the consumer left")
+                return
+
+    async with open_asyncio_bridge(name="stubborn") as bridge:
+        async with bridge.stream(stubborn, max_buffered=2):
+            await wait_until(fetching.is_set, "the generator waits in its fetch")
+        assert swallowed == ["swallowed"]
+        assert resumed == []
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
 async def test_stream_max_buffered_must_be_a_positive_int(bad):
     async def nothing() -> AsyncIterator[int]:

@@ -527,9 +527,12 @@ class _Fetcher:
         pause = 0.05
         while True:
             try:
-                # The outer deadline guards against a fetch that never returns (seen twice in
-                # 7 runs on a loaded machine: the loop idle, the fetch's own timeout never
-                # firing); abandoning it loses nothing, its messages are redelivered.
+                # The outer deadline guards against a fetch that never returns; abandoning it
+                # loses nothing, its messages are redelivered. (The "fetch that never
+                # returned" seen on a loaded machine, the loop idle, was most likely this loop fetching
+                # on after nats-py swallowed the end-of-input cancellation and then waiting
+                # for a permit forever; the bridge's stream now stops it: see
+                # BridgeStream._stop_producing.)
                 async with asyncio.timeout(wait + FETCH_GRACE):
                     messages = await self.subscription.fetch(count, timeout=wait)
                 pause = 0.05

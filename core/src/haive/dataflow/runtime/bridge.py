@@ -363,7 +363,8 @@ class BridgeStream(Generic[T]):
     the items in order. At most ``max_buffered`` items are produced and not yet taken by
     trio: the generator is not resumed past that until trio takes one (backpressure). An
     error of the generator is raised by the ``async for``. Leaving the block cancels the
-    generator's task and waits for it.
+    generator's task and waits for it; a generator that swallows the cancellation (some
+    asyncio libraries do) is not resumed after its current step.
 
     Example::
 
@@ -395,6 +396,9 @@ class BridgeStream(Generic[T]):
         self._permits = asyncio.Semaphore(max_buffered)
         self._call: _AsyncioCall[None] | None = None
         self._ended = False
+        # Set in the loop when the consumer leaves: the producer stops at its next step even
+        # if the generator swallowed the cancellation (see _stop_producing).
+        self._stopping = False
 
     async def __aenter__(self) -> BridgeStream[T]:
         self._call = await self._bridge._submit(self._produce, ())
@@ -409,7 +413,7 @@ class BridgeStream(Generic[T]):
         self._ended = True
         self._receive.close()
         if self._call is not None:
-            await self._bridge._cancel_and_wait(self._call)
+            await self._bridge._cancel_and_wait(self._call, cancel=self._stop_producing)
 
     def __aiter__(self) -> BridgeStream[T]:
         return self
@@ -430,16 +434,34 @@ class BridgeStream(Generic[T]):
             self._bridge._loop.call_soon_threadsafe(self._permits.release)
         return message
 
+    def _stop_producing(self) -> None:
+        """In the loop, when the consumer left: stop the producer at its next step.
+
+        Cancelling its task is not enough: an asyncio library can swallow a cancellation
+        (nats-py's pull ``fetch`` on Python 3.11 does, about one time in 25, when a reply
+        is already queued as the cancellation arrives: ``asyncio.wait_for`` then returns the
+        reply), and the generator then goes on as if nothing happened. The producer would
+        fetch on until the permits ran out and wait for one forever, with the consumer
+        waiting for it to end: a hang. So the flag is set with the cancellation, in the
+        same callback, and the producer stops when the generator returns to it, whatever it did with the
+        cancellation.
+        """
+        self._stopping = True
+        if self._call is not None:
+            self._call.cancel()
+
     async def _produce(self) -> None:
         """In the loop: pull the generator one permit at a time, hand each item to trio."""
         agen = self._agen_fn(*self._args)
         try:
-            while True:
+            while not self._stopping:
                 await self._permits.acquire()
                 try:
                     item = await anext(agen)
                 except StopAsyncIteration:
                     break
+                if self._stopping:
+                    break  # produced after a swallowed cancellation: nobody takes it
                 self._deliver(item)
         except Exception as error:  # the consumer raises it; CancelledError means it left
             self._deliver(_StreamEnd(error))
@@ -522,11 +544,15 @@ class AsyncioBridge(_Bridge):
         self._loop.call_soon_threadsafe(call.start)
         return call
 
-    async def _cancel_and_wait(self, call: _AsyncioCall[Any]) -> None:
+    async def _cancel_and_wait(
+        self, call: _AsyncioCall[Any], cancel: Callable[[], None] | None = None
+    ) -> None:
+        """Cancel ``call``'s task (with ``cancel`` in the loop if given, which must call
+        ``call.cancel()``) and wait until it has finished."""
         with trio.CancelScope(shield=True):
             if not call.done.is_set():
                 with contextlib.suppress(RuntimeError):  # loop closed: the call is done
-                    self._loop.call_soon_threadsafe(call.cancel)
+                    self._loop.call_soon_threadsafe(cancel or call.cancel)
                 await call.done.wait()
         call.error = None  # the caller was cancelled or left: its outcome is not wanted
 
